@@ -1,1 +1,21 @@
-//! samlab-core
+//! # samlab-core
+//!
+//! The engine-independent heart of samlab:
+//!
+//! - [`sam::SamConfig`]: the one definition of the SAM family (ERM, n-SAM, m-SAM, 1-SAM; normalized or not;
+//!   multi-step ascent; random perturbations; active windows) that every engine reads;
+//! - [`diag_net`]: the analytic engine for diagonal linear networks, in f64;
+//! - [`data`]: the paper's sparse regression generator (bit-exact with NumPy's `RandomState`) and `.npy` I/O;
+//! - [`run_dir`]: the run directory every engine writes and the report reads.
+//!
+//! No deep-learning engine is linked here, so this crate builds in seconds.
+#![deny(missing_docs)]
+
+pub mod data;
+pub mod diag_net;
+mod error;
+pub mod numpy_rng;
+pub mod run_dir;
+pub mod sam;
+
+pub use error::{ConfigError, DataError};

@@ -1,1 +1,5 @@
 //! samlab-report
+
+pub mod plot;
+
+pub use plot::{render, Figure, PlotError, Scale, Series};

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Speed baseline: 1-SAM (m=1, rho 0.2, alpha 0.1, lr 10/30, unnormalized) on
+make_data(20, 30, 3, 1000, 0), vectorized NumPy reference vs. the samlab Rust binary.
+
+Usage: python3 bench/diag_speed.py [--iters 10000] [--reps 5] [--csv out.csv] [--bin PATH]
+Run from the repository root after `cargo build --release`.
+"""
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from diag_reference import make_data, train  # noqa: E402
+
+RHO, ALPHA, LR = 0.2, 0.1, 10 / 30
+
+
+def time_numpy(iters, reps):
+    data = make_data(20, 30, 3, 1000, 0)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        train(*data, alpha=ALPHA, lr=LR, iters=iters, rho=RHO, m=1)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_rust(binary, iters, reps):
+    loop_s, wall_s = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "run")
+        cmd = [binary, "diag", "train", "--n", "20", "--d", "30", "--r", "3", "--n-test", "1000",
+               "--seed", "0", "--method", "1sam", "--rho", repr(RHO), "--lr", repr(LR),
+               "--alpha", repr(ALPHA), "--iters", str(iters), "--out", out, "--force"]
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            wall_s.append(time.perf_counter() - t0)
+            if proc.returncode != 0:
+                sys.exit(f"error: {' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stderr}")
+            with open(os.path.join(out, "summary.json")) as f:
+                loop_s.append(float(json.load(f)["seconds"]))
+    return loop_s, wall_s
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iters", type=int, default=10000)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--csv", help="write the table as CSV to this path")
+    ap.add_argument("--bin", default="target/release/samlab", help="samlab binary")
+    a = ap.parse_args()
+
+    if not (os.path.isfile(a.bin) and os.access(a.bin, os.X_OK)):
+        sys.exit(f"error: Rust binary {a.bin!r} not found or not executable; "
+                 "build it first with `cargo build --release` (run from the repo root) or pass --bin")
+
+    np_s = statistics.median(time_numpy(a.iters, a.reps))
+    rust_loop, rust_wall = time_rust(a.bin, a.iters, a.reps)
+    rows = [("1sam_m1_rho0.2", a.iters, a.reps, np_s, statistics.median(rust_loop),
+             statistics.median(rust_wall))]
+    header = ("case", "iters", "reps", "numpy_median_s", "rust_median_s", "rust_wall_median_s",
+              "ratio_numpy_over_rust", "ratio_numpy_over_rust_wall")
+    table = [r + (r[3] / r[4] if r[4] > 0 else float("inf"), r[3] / r[5]) for r in rows]
+
+    print(f"{'case':<16}{'iters':>7}{'numpy s':>11}{'rust s':>11}{'rust wall s':>13}{'ratio':>9}{'ratio wall':>12}")
+    for c, it, _, n, r, w, q, qw in table:
+        print(f"{c:<16}{it:>7}{n:>11.4f}{r:>11.4f}{w:>13.4f}{q:>9.1f}{qw:>12.1f}")
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:
+            csv.writer(f).writerows([header, *table])
+
+
+if __name__ == "__main__":
+    main()

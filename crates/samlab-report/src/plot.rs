@@ -1,0 +1,1018 @@
+//! Line-chart figures for research reports, rendered to SVG and PNG.
+//!
+//! A [`Figure`] holds any number of [`Series`] (lines with optional markers
+//! and dashes) and vertical marker lines; [`render`] writes `<stem>.svg` and a
+//! 900x600 `<stem>.png` next to each other. Text in the PNG is rasterised with
+//! the bundled DejaVu Sans font, so the output never depends on system fonts.
+//!
+//! Logarithmic axes are implemented by plotting `log10` of the data on a
+//! linear coordinate system with hand-picked ticks, which keeps full control
+//! over decade ticks and their `10⁻³`-style labels.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::chart::SeriesAnno;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// Width of the PNG output in pixels (the SVG uses the same canvas size).
+const WIDTH: u32 = 900;
+/// Height of the PNG output in pixels (the SVG uses the same canvas size).
+const HEIGHT: u32 = 600;
+/// The font family every text element uses; registered from DejaVu Sans.
+const FONT: &str = "sans-serif";
+/// Title font size in pixels.
+const TITLE_SIZE: u32 = 22;
+/// Legend font size in pixels.
+const LEGEND_SIZE: u32 = 16;
+/// Axis description (x/y label) font size in pixels.
+const AXIS_DESC_SIZE: u32 = 18;
+/// Tick label font size in pixels.
+const TICK_SIZE: u32 = 15;
+/// Stroke width of series lines and vertical marker lines.
+const LINE_WIDTH: u32 = 2;
+/// Radius of point markers.
+const MARKER_RADIUS: u32 = 3;
+/// Linear axes get this fraction of the data span added on each side.
+const LINEAR_MARGIN: f64 = 0.05;
+
+/// Okabe–Ito colour-blind-friendly palette (yellow omitted: it is unreadable
+/// on white). The first colour is black so that a leading baseline series
+/// (e.g. ERM) stands out neutrally.
+const PALETTE: [RGBColor; 7] = [
+    RGBColor(0, 0, 0),       // black
+    RGBColor(0, 114, 178),   // blue
+    RGBColor(213, 94, 0),    // vermillion
+    RGBColor(0, 158, 115),   // bluish green
+    RGBColor(204, 121, 167), // reddish purple
+    RGBColor(230, 159, 0),   // orange
+    RGBColor(86, 180, 233),  // sky blue
+];
+/// Colour of vertical marker lines.
+const VLINE_COLOR: RGBColor = RGBColor(110, 110, 110);
+/// Colour of the major grid lines.
+const GRID_MAJOR: RGBColor = RGBColor(215, 215, 215);
+/// Colour of the minor grid lines.
+const GRID_MINOR: RGBColor = RGBColor(238, 238, 238);
+
+/// How an axis maps data values to positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scale {
+    /// Evenly spaced values; the range gets a 5% margin on each side.
+    #[default]
+    Linear,
+    /// Base-10 logarithmic; non-positive values are dropped and the range
+    /// spans whole decades.
+    Log,
+}
+
+/// One line of a [`Figure`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Series {
+    /// Legend label; an empty name leaves the series out of the legend.
+    pub name: String,
+    /// `(x, y)` data points, drawn in the given order. Points with
+    /// non-finite coordinates (or non-positive ones on a log axis) are dropped.
+    pub points: Vec<(f64, f64)>,
+    /// Draw the line dashed instead of solid.
+    pub dashed: bool,
+    /// Draw a small filled circle at every point.
+    pub markers: bool,
+}
+
+impl Series {
+    /// A solid line without markers.
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name: name.into(),
+            points,
+            dashed: false,
+            markers: false,
+        }
+    }
+}
+
+/// A line chart: title, axes, series and vertical marker lines.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Figure {
+    /// Caption above the plot.
+    pub title: String,
+    /// Description of the x axis.
+    pub x_label: String,
+    /// Description of the y axis.
+    pub y_label: String,
+    /// Scale of the x axis.
+    pub x_scale: Scale,
+    /// Scale of the y axis.
+    pub y_scale: Scale,
+    /// The lines, coloured by their index in this vector.
+    pub series: Vec<Series>,
+    /// Vertical marker lines at the given x positions, drawn dashed grey,
+    /// each with its label in the legend (e.g. `"switch to 1-SAM"`). An empty
+    /// label leaves the line out of the legend.
+    pub vlines: Vec<(f64, String)>,
+    /// Fixed y range `(low, high)` in data units; when `None` the range is
+    /// computed from the data. Lines leaving a fixed range are clipped.
+    pub y_range: Option<(f64, f64)>,
+}
+
+impl Figure {
+    /// An empty figure with linear axes.
+    pub fn new(
+        title: impl Into<String>,
+        x_label: impl Into<String>,
+        y_label: impl Into<String>,
+    ) -> Self {
+        Self {
+            title: title.into(),
+            x_label: x_label.into(),
+            y_label: y_label.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Why a figure could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// Creating, writing or renaming an output file failed.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        /// The file (or directory) that could not be written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// Drawing or encoding failed; the message names the output file.
+    #[error("drawing failed: {0}")]
+    Draw(String),
+    /// No series had a single drawable point; holds the figure title.
+    #[error("figure {0:?} has no drawable data points")]
+    NoData(String),
+    /// `Figure::y_range` is unusable (not finite, empty, or non-positive on
+    /// a log axis); holds the figure title.
+    #[error("figure {0:?} has an invalid y_range")]
+    InvalidRange(String),
+}
+
+/// Writes `<stem>.svg` and `<stem>.png` (PNG 900x600) and returns their paths.
+///
+/// The extensions are appended to `stem` (a stem such as `out/loss.v2` gives
+/// `out/loss.v2.svg`); missing parent directories are created. Each file is
+/// written to `<name>.tmp` first and then renamed into place, so readers never
+/// see a half-written figure.
+///
+/// # Errors
+///
+/// [`PlotError::NoData`] when no series has a drawable point,
+/// [`PlotError::InvalidRange`] for an unusable `y_range`, and
+/// [`PlotError::Io`] / [`PlotError::Draw`] when writing or drawing fails.
+pub fn render(fig: &Figure, stem: &Path) -> Result<(PathBuf, PathBuf), PlotError> {
+    ensure_font();
+    let prepared = prepare(fig)?;
+
+    let svg_path = with_suffix(stem, ".svg");
+    let png_path = with_suffix(stem, ".png");
+    if let Some(parent) = stem.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|source| PlotError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, fig, &prepared)
+            .and_then(|()| root.present())
+            .map_err(|e| draw_error(&svg_path, e))?;
+    }
+    write_atomic(&svg_path, svg.as_bytes())?;
+
+    let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
+        draw(&root, fig, &prepared)
+            .and_then(|()| root.present())
+            .map_err(|e| draw_error(&png_path, e))?;
+    }
+    let png = encode_png(&rgb).map_err(|e| {
+        PlotError::Draw(format!("encoding {} failed: {e}", png_path.display()))
+    })?;
+    write_atomic(&png_path, &png)?;
+
+    Ok((svg_path, png_path))
+}
+
+/// Registers DejaVu Sans as the `sans-serif` family exactly once.
+fn ensure_font() {
+    static FONT_REGISTERED: OnceLock<()> = OnceLock::new();
+    FONT_REGISTERED.get_or_init(|| {
+        // The bundled fonts are valid TrueType files; a failure here would be
+        // a packaging bug, which the first text draw then reports as an error.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+/// `stem` with `suffix` appended to its final component.
+fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+    let mut s: OsString = stem.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Writes `bytes` to `<path>.tmp`, then renames it to `path`.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlotError> {
+    let tmp = with_suffix(path, ".tmp");
+    if let Err(source) = fs::write(&tmp, bytes) {
+        let _ = fs::remove_file(&tmp);
+        return Err(PlotError::Io { path: tmp, source });
+    }
+    fs::rename(&tmp, path).map_err(|source| {
+        let _ = fs::remove_file(&tmp);
+        PlotError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// Encodes a `WIDTH`x`HEIGHT` RGB8 buffer as PNG.
+fn encode_png(rgb: &[u8]) -> image::ImageResult<Vec<u8>> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out).write_image(
+        rgb,
+        WIDTH,
+        HEIGHT,
+        image::ColorType::Rgb8,
+    )?;
+    Ok(out)
+}
+
+fn draw_error<E: std::error::Error + Send + Sync>(
+    path: &Path,
+    e: DrawingAreaErrorKind<E>,
+) -> PlotError {
+    PlotError::Draw(format!("rendering {} failed: {e}", path.display()))
+}
+
+// ---------------------------------------------------------------------------
+// Data preparation (all coordinates below are in "plot space": log10 of the
+// data on a log axis, the data itself on a linear axis).
+// ---------------------------------------------------------------------------
+
+/// One axis in plot space.
+#[derive(Debug, Clone, PartialEq)]
+struct Axis {
+    log: bool,
+    lo: f64,
+    hi: f64,
+    /// Labelled ticks (bold grid lines).
+    ticks: Vec<f64>,
+    /// Unlabelled minor grid lines.
+    minor: Vec<f64>,
+    /// Spacing of `ticks` on a linear axis (drives label precision).
+    step: f64,
+}
+
+/// The axis is its own plotters coordinate: linear in plot space, with our
+/// ticks as bold key points and the minor lines as light key points.
+impl Ranged for Axis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let frac = (value - self.lo) / (self.hi - self.lo);
+        let pixels = f64::from(limit.1 - limit.0) * frac;
+        // Saturating float->int cast keeps far-away values harmless.
+        limit.0 + pixels.round() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.minor.clone()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+impl Axis {
+    fn label(&self, v: f64) -> String {
+        if self.log {
+            log_label(v)
+        } else {
+            linear_label(v, self.step)
+        }
+    }
+}
+
+/// A series after filtering, in plot space.
+struct PreparedSeries {
+    index: usize,
+    name: String,
+    points: Vec<(f64, f64)>,
+    dashed: bool,
+    markers: bool,
+}
+
+struct Prepared {
+    x: Axis,
+    y: Axis,
+    series: Vec<PreparedSeries>,
+    vlines: Vec<(f64, String)>,
+}
+
+/// Maps a data value to plot space, or `None` when it cannot be shown.
+fn to_plot(v: f64, scale: Scale) -> Option<f64> {
+    match scale {
+        _ if !v.is_finite() => None,
+        Scale::Linear => Some(v),
+        Scale::Log if v > 0.0 => Some(v.log10()).filter(|l| l.is_finite()),
+        Scale::Log => None,
+    }
+}
+
+fn prepare(fig: &Figure) -> Result<Prepared, PlotError> {
+    let series: Vec<PreparedSeries> = fig
+        .series
+        .iter()
+        .enumerate()
+        .filter_map(|(index, s)| {
+            let points: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .filter_map(|&(x, y)| Some((to_plot(x, fig.x_scale)?, to_plot(y, fig.y_scale)?)))
+                .collect();
+            (!points.is_empty()).then(|| PreparedSeries {
+                index,
+                name: s.name.clone(),
+                points,
+                dashed: s.dashed,
+                markers: s.markers,
+            })
+        })
+        .collect();
+    if series.is_empty() {
+        return Err(PlotError::NoData(fig.title.clone()));
+    }
+
+    let vlines: Vec<(f64, String)> = fig
+        .vlines
+        .iter()
+        .filter_map(|(x, label)| Some((to_plot(*x, fig.x_scale)?, label.clone())))
+        .collect();
+
+    let xs = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(vlines.iter().map(|v| v.0));
+    let (x_lo, x_hi) = min_max(xs);
+    let x = auto_axis(x_lo, x_hi, fig.x_scale);
+
+    let y = match fig.y_range {
+        None => {
+            let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+            let (y_lo, y_hi) = min_max(ys);
+            auto_axis(y_lo, y_hi, fig.y_scale)
+        }
+        Some((lo, hi)) => {
+            let invalid = || PlotError::InvalidRange(fig.title.clone());
+            let lo = to_plot(lo, fig.y_scale).ok_or_else(invalid)?;
+            let hi = to_plot(hi, fig.y_scale).ok_or_else(invalid)?;
+            if lo >= hi {
+                return Err(invalid());
+            }
+            fixed_axis(lo, hi, fig.y_scale)
+        }
+    };
+
+    Ok(Prepared {
+        x,
+        y,
+        series,
+        vlines,
+    })
+}
+
+fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
+}
+
+/// Axis around data spanning `[lo, hi]` (plot space, finite, `lo <= hi`).
+fn auto_axis(lo: f64, hi: f64, scale: Scale) -> Axis {
+    match scale {
+        Scale::Log => {
+            // Whole decades around the data; a single exact decade is widened.
+            let (mut a, mut b) = (lo.floor(), hi.ceil());
+            if a == b {
+                a -= 1.0;
+                b += 1.0;
+            }
+            log_axis(a, b)
+        }
+        Scale::Linear => {
+            let (mut a, mut b) = (lo, hi);
+            let span = b - a;
+            let scale_ref = a.abs().max(b.abs());
+            if span <= scale_ref * 1e-12 || span == 0.0 {
+                // Degenerate: widen by 10% of the magnitude (or ±1 around 0).
+                let w = if scale_ref > 0.0 { scale_ref * 0.1 } else { 1.0 };
+                a -= w;
+                b += w;
+            }
+            let pad = (b - a) * LINEAR_MARGIN;
+            linear_axis(a - pad, b + pad)
+        }
+    }
+}
+
+/// Axis over a user-given range (plot space, `lo < hi`).
+fn fixed_axis(lo: f64, hi: f64, scale: Scale) -> Axis {
+    match scale {
+        Scale::Log => log_axis(lo, hi),
+        Scale::Linear => linear_axis(lo, hi),
+    }
+}
+
+/// Log axis over `[lo, hi]` in log10 units.
+fn log_axis(lo: f64, hi: f64) -> Axis {
+    const EPS: f64 = 1e-9;
+    let first = (lo - EPS).ceil() as i64;
+    let last = (hi + EPS).floor() as i64;
+    let decades: Vec<i64> = (first..=last).collect();
+    let (ticks, minor) = if decades.len() >= 2 {
+        // Label at most ~10 decades; the others become minor grid lines.
+        let every = decades.len().div_ceil(10).max(1) as i64;
+        let ticks: Vec<f64> = decades
+            .iter()
+            .filter(|d| d.rem_euclid(every) == 0)
+            .map(|&d| d as f64)
+            .collect();
+        let minor: Vec<f64> = if every > 1 {
+            decades
+                .iter()
+                .filter(|d| d.rem_euclid(every) != 0)
+                .map(|&d| d as f64)
+                .collect()
+        } else if decades.len() <= 8 {
+            sub_decade(lo, hi, &[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+        } else {
+            Vec::new()
+        };
+        (ticks, minor)
+    } else {
+        // Less than two decades visible (only possible with a fixed range):
+        // label 1-2-5 steps, everything else is a minor line.
+        let ticks = sub_decade(lo, hi, &[1.0, 2.0, 5.0]);
+        let minor = sub_decade(lo, hi, &[3.0, 4.0, 6.0, 7.0, 8.0, 9.0]);
+        (ticks, minor)
+    };
+    Axis {
+        log: true,
+        lo,
+        hi,
+        ticks,
+        minor,
+        step: 1.0,
+    }
+}
+
+/// `log10(m * 10^d)` for every mantissa `m` and decade `d` inside `[lo, hi]`.
+fn sub_decade(lo: f64, hi: f64, mantissas: &[f64]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for d in (lo.floor() as i64)..=(hi.ceil() as i64) {
+        for m in mantissas {
+            let v = d as f64 + m.log10();
+            if v >= lo - 1e-9 && v <= hi + 1e-9 {
+                out.push(v);
+            }
+        }
+    }
+    out
+}
+
+/// Linear axis over `[lo, hi]` with "nice" 1-2-5 tick steps.
+fn linear_axis(lo: f64, hi: f64) -> Axis {
+    let step = nice_step((hi - lo) / 7.0);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    // Multiply integers by the step (no accumulation); `+ 0.0` turns -0 into 0.
+    let ticks = (first..=last).map(|k| k as f64 * step + 0.0).collect();
+    let minor_step = step / 2.0;
+    let minor = ((lo / minor_step).ceil() as i64..=(hi / minor_step).floor() as i64)
+        .filter(|k| k % 2 != 0)
+        .map(|k| k as f64 * minor_step)
+        .collect();
+    Axis {
+        log: false,
+        lo,
+        hi,
+        ticks,
+        minor,
+        step,
+    }
+}
+
+/// The smallest 1/2/5 x 10^k not below `raw`.
+fn nice_step(raw: f64) -> f64 {
+    let mag = 10f64.powf(raw.log10().floor());
+    let f = raw / mag;
+    let nice = if f <= 1.0 {
+        1.0
+    } else if f <= 2.0 {
+        2.0
+    } else if f <= 5.0 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * mag
+}
+
+/// Label of a log-axis tick at plot-space value `v`: `10⁻³` for decades,
+/// `2×10⁻³` between them.
+fn log_label(v: f64) -> String {
+    let d = v.round();
+    if (v - d).abs() < 1e-6 {
+        return format!("10{}", superscript(d as i64));
+    }
+    let e = v.floor();
+    let m = 10f64.powf(v - e);
+    format!("{}×10{}", (m * 10.0).round() / 10.0, superscript(e as i64))
+}
+
+fn superscript(n: i64) -> String {
+    const DIGITS: [char; 10] = ['⁰', '¹', '²', '³', '⁴', '⁵', '⁶', '⁷', '⁸', '⁹'];
+    let mut s = String::new();
+    if n < 0 {
+        s.push('⁻');
+    }
+    for c in n.unsigned_abs().to_string().chars() {
+        s.push(DIGITS[c.to_digit(10).unwrap_or(0) as usize]);
+    }
+    s
+}
+
+/// Label of a linear-axis tick with a precision matching the tick `step`.
+fn linear_label(v: f64, step: f64) -> String {
+    let v = if v.abs() < step * 1e-9 { 0.0 } else { v };
+    let mag = v.abs().max(step);
+    if mag >= 1e6 || step < 1e-4 {
+        let digits = ((v.abs().max(step).log10().floor() - step.log10().floor()).max(0.0)) as usize;
+        return format!("{v:.digits$e}");
+    }
+    let decimals = (-step.log10().floor()).max(0.0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// Splits the polyline `points` into the runs that lie inside `[x, y]`,
+/// clipping segments at the border (Liang–Barsky).
+fn clip_polyline(points: &[(f64, f64)], x: &Range<f64>, y: &Range<f64>) -> Vec<Vec<(f64, f64)>> {
+    let mut runs: Vec<Vec<(f64, f64)>> = Vec::new();
+    let mut current: Vec<(f64, f64)> = Vec::new();
+    for w in points.windows(2) {
+        match clip_segment(w[0], w[1], x, y) {
+            Some((a, b)) => {
+                if current.last() != Some(&a) {
+                    if current.len() >= 2 {
+                        runs.push(std::mem::take(&mut current));
+                    }
+                    current.clear();
+                    current.push(a);
+                }
+                current.push(b);
+            }
+            None => {
+                if current.len() >= 2 {
+                    runs.push(std::mem::take(&mut current));
+                }
+                current.clear();
+            }
+        }
+    }
+    if current.len() >= 2 {
+        runs.push(current);
+    }
+    runs
+}
+
+fn clip_segment(
+    p: (f64, f64),
+    q: (f64, f64),
+    x: &Range<f64>,
+    y: &Range<f64>,
+) -> Option<((f64, f64), (f64, f64))> {
+    let (dx, dy) = (q.0 - p.0, q.1 - p.1);
+    let (mut t0, mut t1) = (0.0f64, 1.0f64);
+    for (den, num) in [
+        (-dx, p.0 - x.start),
+        (dx, x.end - p.0),
+        (-dy, p.1 - y.start),
+        (dy, y.end - p.1),
+    ] {
+        if den == 0.0 {
+            if num < 0.0 {
+                return None;
+            }
+        } else {
+            let t = num / den;
+            if den < 0.0 {
+                t0 = t0.max(t);
+            } else {
+                t1 = t1.min(t);
+            }
+        }
+    }
+    if t0 > t1 {
+        return None;
+    }
+    let at = |t: f64| {
+        if t == 0.0 {
+            p
+        } else if t == 1.0 {
+            q
+        } else {
+            (p.0 + t * dx, p.1 + t * dy)
+        }
+    };
+    Some((at(t0), at(t1)))
+}
+
+// ---------------------------------------------------------------------------
+// Drawing
+// ---------------------------------------------------------------------------
+
+fn draw<'a, DB: DrawingBackend + 'a>(
+    root: &'a DrawingArea<DB, Shift>,
+    fig: &Figure,
+    p: &Prepared,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
+
+
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .margin_top(12)
+        .margin_bottom(12)
+        .margin_left(12)
+        .margin_right(28)
+        .x_label_area_size(58)
+        .y_label_area_size(92);
+    if !fig.title.is_empty() {
+        builder.caption(&fig.title, (FONT, TITLE_SIZE).into_font());
+    }
+    let mut chart = builder.build_cartesian_2d(p.x.clone(), p.y.clone())?;
+
+    let x_fmt = |v: &f64| p.x.label(*v);
+    let y_fmt = |v: &f64| p.y.label(*v);
+    chart
+        .configure_mesh()
+        .x_desc(fig.x_label.as_str())
+        .y_desc(fig.y_label.as_str())
+        .axis_desc_style((FONT, AXIS_DESC_SIZE))
+        .label_style((FONT, TICK_SIZE))
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .bold_line_style(GRID_MAJOR.stroke_width(1))
+        .light_line_style(GRID_MINOR.stroke_width(1))
+        .axis_style(BLACK.stroke_width(1))
+        .draw()?;
+
+    let x_range = p.x.lo..p.x.hi;
+    let y_range = p.y.lo..p.y.hi;
+    let inside = |pt: &(f64, f64)| x_range.contains(&pt.0) && y_range.contains(&pt.1);
+    let mut any_label = false;
+
+    for s in &p.series {
+        let color = PALETTE[s.index % PALETTE.len()];
+        let line = color.stroke_width(LINE_WIDTH);
+        let runs = clip_polyline(&s.points, &x_range, &y_range);
+        let mut first = true;
+        let mut annotate = |anno: &mut SeriesAnno<'a, DB>| {
+            if s.name.is_empty() {
+                return;
+            }
+            any_label = true;
+            let (dashed, markers) = (s.dashed, s.markers || s.points.len() == 1);
+            set_legend(anno.label(s.name.as_str()), line, dashed, markers);
+        };
+        for run in runs {
+            let anno = if s.dashed {
+                chart.draw_series(DashedLineSeries::new(run, 8, 5, line))?
+            } else {
+                chart.draw_series(LineSeries::new(run, line))?
+            };
+            if std::mem::take(&mut first) {
+                annotate(anno);
+            }
+        }
+        if s.markers || s.points.len() == 1 {
+            let anno = chart.draw_series(
+                s.points
+                    .iter()
+                    .filter(|pt| inside(pt))
+                    .map(|&pt| Circle::new(pt, MARKER_RADIUS, color.filled())),
+            )?;
+            if std::mem::take(&mut first) {
+                annotate(anno);
+            }
+        }
+        if first {
+            // Entirely outside a fixed y range: keep the legend entry.
+            let anno = chart.draw_series(std::iter::empty::<Circle<(f64, f64), u32>>())?;
+            annotate(anno);
+        }
+    }
+
+    let vline = VLINE_COLOR.stroke_width(LINE_WIDTH);
+    for (x, label) in &p.vlines {
+        let anno = chart.draw_series(DashedLineSeries::new(
+            [(*x, p.y.lo), (*x, p.y.hi)],
+            6,
+            6,
+            vline,
+        ))?;
+        if !label.is_empty() {
+            any_label = true;
+            set_legend(anno.label(label.as_str()), vline, true, false);
+        }
+    }
+
+    if any_label {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .margin(10)
+            .legend_area_size(40)
+            .background_style(WHITE.mix(0.92))
+            .border_style(RGBColor(160, 160, 160).stroke_width(1))
+            .label_font((FONT, LEGEND_SIZE))
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// Sets the legend sample of a series: a 30px line (solid or dashed), with
+/// a circle in the middle when the series has markers.
+fn set_legend<'a, DB: DrawingBackend + 'a>(
+    anno: &mut SeriesAnno<'a, DB>,
+    style: ShapeStyle,
+    dashed: bool,
+    marker: bool,
+) {
+    let solid = move || PathElement::new(vec![(0, 0), (30, 0)], style);
+    let dash = move |a: i32, b: i32| PathElement::new(vec![(a, 0), (b, 0)], style);
+    let dot = move || Circle::new((15, 0), MARKER_RADIUS + 1, style.color.filled());
+    match (dashed, marker) {
+        (false, false) => anno.legend(move |at| EmptyElement::at(at) + solid()),
+        (false, true) => anno.legend(move |at| EmptyElement::at(at) + solid() + dot()),
+        (true, false) => anno.legend(move |at| {
+            EmptyElement::at(at) + dash(0, 8) + dash(11, 19) + dash(22, 30)
+        }),
+        (true, true) => anno.legend(move |at| {
+            EmptyElement::at(at) + dash(0, 8) + dash(11, 19) + dash(22, 30) + dot()
+        }),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_ihdr(png: &[u8]) -> (u32, u32) {
+        assert_eq!(&png[12..16], b"IHDR");
+        let w = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let h = u32::from_be_bytes(png[20..24].try_into().unwrap());
+        (w, h)
+    }
+
+    const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+
+    fn loglog_figure() -> Figure {
+        let steps: Vec<f64> = (0..40).map(|i| 10f64.powf(1.0 + i as f64 * 0.1)).collect();
+        Figure {
+            title: "Training loss vs steps".into(),
+            x_label: "step".into(),
+            y_label: "loss".into(),
+            x_scale: Scale::Log,
+            y_scale: Scale::Log,
+            series: vec![
+                Series::new("ERM", steps.iter().map(|&s| (s, 3.0 / s.sqrt())).collect()),
+                Series {
+                    name: "SAM rho=0.05".into(),
+                    points: steps.iter().map(|&s| (s, 2.0 / s.powf(0.6))).collect(),
+                    dashed: true,
+                    markers: true,
+                },
+            ],
+            vlines: vec![],
+            y_range: None,
+        }
+    }
+
+    #[test]
+    fn loglog_renders_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("loss");
+        let (svg, png) = render(&loglog_figure(), &stem).unwrap();
+        assert_eq!(svg, dir.path().join("loss.svg"));
+        assert_eq!(png, dir.path().join("loss.png"));
+
+        let svg_text = fs::read_to_string(&svg).unwrap();
+        assert!(svg_text.contains("<svg"));
+        assert!(svg_text.contains("Training loss vs steps"));
+        assert!(svg_text.contains("ERM"));
+        assert!(svg_text.contains("SAM rho=0.05"));
+
+        let bytes = fs::read(&png).unwrap();
+        assert!(bytes.starts_with(PNG_MAGIC));
+        assert_eq!(read_ihdr(&bytes), (900, 600));
+
+        // No temporary files are left behind.
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn bad_points_on_log_axes_are_dropped() {
+        let mut fig = loglog_figure();
+        fig.series[0].points.extend([
+            (f64::NAN, 1.0),
+            (10.0, f64::NAN),
+            (-5.0, 1.0),
+            (10.0, -1.0),
+            (0.0, 1.0),
+            (f64::INFINITY, 2.0),
+        ]);
+        fig.series.push(Series::new("only bad", vec![(-1.0, 1.0), (f64::NAN, 2.0)]));
+        let prepared = prepare(&fig).unwrap();
+        assert_eq!(prepared.series.len(), 2, "the all-bad series is skipped");
+        assert_eq!(prepared.series[0].points.len(), 40);
+        assert!(prepared.x.lo == 1.0 && prepared.x.hi == 5.0);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (svg, png) = render(&fig, &dir.path().join("bad")).unwrap();
+        assert!(svg.exists() && png.exists());
+    }
+
+    #[test]
+    fn all_empty_is_no_data() {
+        let fig = Figure {
+            title: "empty".into(),
+            y_scale: Scale::Log,
+            series: vec![
+                Series::new("a", vec![]),
+                Series::new("b", vec![(1.0, -1.0), (f64::NAN, 1.0)]),
+            ],
+            ..Figure::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("empty");
+        match render(&fig, &stem) {
+            Err(PlotError::NoData(title)) => assert_eq!(title, "empty"),
+            other => panic!("expected NoData, got {other:?}"),
+        }
+        assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
+        assert!(matches!(
+            render(&Figure::default(), &stem),
+            Err(PlotError::NoData(_))
+        ));
+    }
+
+    #[test]
+    fn vlines_render_and_appear_in_legend() {
+        let fig = Figure {
+            title: "Sharpness".into(),
+            x_label: "epoch".into(),
+            y_label: "λ_max".into(),
+            series: vec![Series::new(
+                "SAM",
+                (0..50).map(|i| (i as f64, 10.0 + (i as f64 * 0.3).sin())).collect(),
+            )],
+            vlines: vec![(25.0, "switch to 1-SAM".into()), (f64::NAN, "ignored".into())],
+            ..Figure::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let (svg, png) = render(&fig, &dir.path().join("sub/sharp")).unwrap();
+        let svg_text = fs::read_to_string(svg).unwrap();
+        assert!(svg_text.contains("switch to 1-SAM"));
+        assert!(!svg_text.contains("ignored"));
+        assert!(fs::read(png).unwrap().starts_with(PNG_MAGIC));
+    }
+
+    #[test]
+    fn ranges() {
+        // Log: whole decades around the data.
+        let a = auto_axis(0.3f64.log10(), 20f64.log10(), Scale::Log);
+        assert_eq!((a.lo, a.hi), (-1.0, 2.0));
+        assert_eq!(a.ticks, vec![-1.0, 0.0, 1.0, 2.0]);
+        // Log, degenerate at an exact decade.
+        let a = auto_axis(0.0, 0.0, Scale::Log);
+        assert_eq!((a.lo, a.hi), (-1.0, 1.0));
+        // Linear: 5% margin.
+        let a = auto_axis(0.0, 10.0, Scale::Linear);
+        assert!((a.lo + 0.5).abs() < 1e-12 && (a.hi - 10.5).abs() < 1e-12);
+        // Linear degenerate: widened.
+        let a = auto_axis(3.0, 3.0, Scale::Linear);
+        assert!(a.lo < 3.0 && a.hi > 3.0);
+        let a = auto_axis(0.0, 0.0, Scale::Linear);
+        assert!(a.lo < 0.0 && a.hi > 0.0);
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(log_label(-3.0), "10⁻³");
+        assert_eq!(log_label(0.0), "10⁰");
+        assert_eq!(log_label(12.0), "10¹²");
+        assert_eq!(log_label(2f64.log10() - 1.0), "2×10⁻¹");
+        assert_eq!(linear_label(0.25, 0.05), "0.25");
+        assert_eq!(linear_label(-0.0, 0.5), "0.0");
+        assert_eq!(linear_label(40.0, 20.0), "40");
+    }
+
+    #[test]
+    fn fixed_y_range_clips_and_validates() {
+        let mut fig = loglog_figure();
+        fig.y_range = Some((0.01, 0.1));
+        let dir = tempfile::tempdir().unwrap();
+        render(&fig, &dir.path().join("clip")).unwrap();
+        fig.y_range = Some((-1.0, 1.0));
+        assert!(matches!(
+            render(&fig, &dir.path().join("bad")),
+            Err(PlotError::InvalidRange(_))
+        ));
+
+        let runs = clip_polyline(&[(0.0, 0.0), (2.0, 2.0), (4.0, 0.0)], &(0.0..4.0), &(0.0..1.0));
+        assert_eq!(runs, vec![vec![(0.0, 0.0), (1.0, 1.0)], vec![(3.0, 1.0), (4.0, 0.0)]]);
+    }
+
+    /// Renders example figures into the temp directory for visual inspection:
+    /// `cargo test -p samlab-report render_example -- --ignored`.
+    #[test]
+    #[ignore = "writes example figures to the temp dir for manual inspection"]
+    fn render_example() {
+        let steps: Vec<f64> = (0..=30).map(|i| 10f64.powf(1.0 + i as f64 * 0.1)).collect();
+        let mut fig = loglog_figure();
+        fig.title = "Test loss, ResNet-18 on CIFAR-10 (label noise 20%)".into();
+        fig.x_label = "training step".into();
+        fig.y_label = "test loss".into();
+        fig.series.push(Series {
+            name: "1-SAM".into(),
+            points: steps.iter().map(|&s| (s, 1.5 / s.powf(0.7))).collect(),
+            dashed: false,
+            markers: true,
+        });
+        fig.series.push(Series {
+            name: "m-SAM (m=128)".into(),
+            points: steps.iter().map(|&s| (s, 2.5 / s.powf(0.55))).collect(),
+            dashed: true,
+            markers: false,
+        });
+        fig.vlines = vec![(300.0, "switch to 1-SAM".into())];
+        let tmp = std::env::temp_dir();
+        let (_, png) = render(&fig, &tmp.join("plot_example")).unwrap();
+        eprintln!("wrote {}", png.display());
+
+        let lin = Figure {
+            title: "Sharpness during training".into(),
+            x_label: "epoch".into(),
+            y_label: "λ_max of the Hessian".into(),
+            series: (0..4)
+                .map(|k| {
+                    Series::new(
+                        format!("rho = {:.2}", 0.05 * k as f64),
+                        (0..=100)
+                            .map(|e| {
+                                let e = e as f64;
+                                (e, 40.0 / (1.0 + k as f64) + 5.0 * (e / 15.0).sin() - 0.1 * e)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect(),
+            vlines: vec![(60.0, "lr decay".into())],
+            ..Figure::default()
+        };
+        let (_, png) = render(&lin, &tmp.join("plot_example_linear")).unwrap();
+        eprintln!("wrote {}", png.display());
+    }
+}
