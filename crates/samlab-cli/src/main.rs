@@ -1,1 +1,137 @@
-fn main() {}
+//! `samlab`: train with the SAM family, reproduce the paper's figures and check its claims.
+
+mod diag;
+mod experiments;
+mod progress;
+mod reproduce;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+
+/// A command line that makes no sense: exit status 2, like every other bad input.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Parser)]
+#[command(name = "samlab", version, about = "Sharpness-Aware Minimization research toolkit", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Diagonal linear networks on sparse regression (the analytic engine).
+    #[command(subcommand)]
+    Diag(DiagCommand),
+    /// Re-run a run directory's config.toml exactly.
+    Run {
+        /// A config.toml written by a previous run.
+        #[arg(long)]
+        config: PathBuf,
+        /// Output run directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace --out if it already holds a run.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Run every paper experiment and write the figures, report.html, REPORT.md and claims.json.
+    Reproduce {
+        /// Shorter runs (the 10^6-iteration runs become 10^5): minutes become seconds.
+        #[arg(long)]
+        quick: bool,
+        /// Output directory.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DiagCommand {
+    /// Train one diagonal linear network u * v with GD, SGD or any SAM variant.
+    Train(Box<diag::TrainArgs>),
+}
+
+/// config.toml of any engine, told apart by its fields.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AnyRunConfig {
+    Diag(diag::DiagRunConfig),
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Diag(DiagCommand::Train(args)) => {
+            let config = args.to_config()?;
+            train_diag(&config, &args.out, args.force)
+        }
+        Command::Run { config, out, force } => {
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let parsed: AnyRunConfig = toml::from_str(&text).map_err(|e| {
+                UsageError(format!(
+                    "{} is not a samlab run config: {e}",
+                    config.display()
+                ))
+            })?;
+            match parsed {
+                AnyRunConfig::Diag(c) => train_diag(&c, &out, force),
+            }
+        }
+        Command::Reproduce { quick, out } => reproduce::reproduce(&out, quick),
+    }
+}
+
+fn train_diag(config: &diag::DiagRunConfig, out: &std::path::Path, force: bool) -> Result<()> {
+    let bar = progress::bar(config.train.iters as u64, "updates");
+    let outcome = diag::execute(config, out, force, &mut |done| {
+        bar.set_position(done as u64)
+    })?;
+    bar.finish_and_clear();
+    let s = &outcome.summary;
+    match (s.final_train_loss, s.final_test_loss) {
+        (Some(train), Some(test)) => println!(
+            "ok: {} updates in {:.3} s, train loss {train:.6e}, test loss {test:.6e} -> {}",
+            s.iterations,
+            s.seconds,
+            outcome.dir.display()
+        ),
+        _ => println!(
+            "diverged at update {} (last finite test loss {:.6e}) -> {}",
+            s.iterations,
+            s.last_finite_test_loss.unwrap_or(f64::NAN),
+            outcome.dir.display()
+        ),
+    }
+    Ok(())
+}
+
+/// Bad input (exit 2) is any error whose chain holds one of these types.
+fn is_bad_input(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<UsageError>()
+            || e.is::<samlab_core::ConfigError>()
+            || e.is::<samlab_core::DataError>()
+            || matches!(
+                e.downcast_ref::<samlab_core::run_dir::RunDirError>(),
+                Some(samlab_core::run_dir::RunDirError::Exists(_))
+            )
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(if is_bad_input(&err) { 2 } else { 1 })
+        }
+    }
+}

@@ -16,10 +16,15 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use ab_glyph::{point, Font, FontRef, GlyphId, ScaleFont};
 use plotters::chart::SeriesAnno;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, VPos};
+use plotters_backend::{
+    BackendColor, BackendCoord, BackendTextStyle, DrawingErrorKind, FontStyle as BackendFontStyle,
+};
 
 /// Width of the PNG output in pixels (the SVG uses the same canvas size).
 const WIDTH: u32 = 900;
@@ -34,7 +39,7 @@ const LEGEND_SIZE: u32 = 16;
 /// Axis description (x/y label) font size in pixels.
 const AXIS_DESC_SIZE: u32 = 18;
 /// Tick label font size in pixels.
-const TICK_SIZE: u32 = 15;
+const TICK_SIZE: u32 = 16;
 /// Stroke width of series lines and vertical marker lines.
 const LINE_WIDTH: u32 = 2;
 /// Radius of point markers.
@@ -198,17 +203,187 @@ pub fn render(fig: &Figure, stem: &Path) -> Result<(PathBuf, PathBuf), PlotError
 
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
+        let bitmap = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT));
+        let root = GlyphText(bitmap).into_drawing_area();
         draw(&root, fig, &prepared)
             .and_then(|()| root.present())
             .map_err(|e| draw_error(&png_path, e))?;
     }
-    let png = encode_png(&rgb).map_err(|e| {
-        PlotError::Draw(format!("encoding {} failed: {e}", png_path.display()))
-    })?;
+    let png = encode_png(&rgb)
+        .map_err(|e| PlotError::Draw(format!("encoding {} failed: {e}", png_path.display())))?;
     write_atomic(&png_path, &png)?;
 
     Ok((svg_path, png_path))
+}
+
+/// A bitmap backend wrapper that rasterises text itself.
+///
+/// plotters 0.3.7's ab_glyph text path ignores each glyph's left side
+/// bearing (so `rho = 0.1` comes out as `rho= 0. 1`) and puts the baseline
+/// half an em below the layout box top. This wrapper draws glyphs at their
+/// proper positions with kerning and centres the cap height in plotters'
+/// layout box, so anchoring (which uses the same box) is unchanged.
+struct GlyphText<B>(B);
+
+/// The DejaVu Sans regular and bold faces, parsed once.
+fn glyph_fonts() -> &'static (FontRef<'static>, FontRef<'static>) {
+    static FONTS: OnceLock<(FontRef<'static>, FontRef<'static>)> = OnceLock::new();
+    FONTS.get_or_init(|| {
+        let parse = |bytes| FontRef::try_from_slice(bytes).expect("bundled DejaVu font is valid");
+        (parse(dejavu::sans::regular()), parse(dejavu::sans::bold()))
+    })
+}
+
+impl<B: DrawingBackend> DrawingBackend for GlyphText<B> {
+    type ErrorType = B::ErrorType;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.0.get_size()
+    }
+    fn ensure_prepared(&mut self) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.ensure_prepared()
+    }
+    fn present(&mut self) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.present()
+    }
+    fn draw_pixel(
+        &mut self,
+        point: BackendCoord,
+        color: BackendColor,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.draw_pixel(point, color)
+    }
+    fn draw_line<S: plotters_backend::BackendStyle>(
+        &mut self,
+        from: BackendCoord,
+        to: BackendCoord,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.draw_line(from, to, style)
+    }
+    fn draw_rect<S: plotters_backend::BackendStyle>(
+        &mut self,
+        upper_left: BackendCoord,
+        bottom_right: BackendCoord,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.draw_rect(upper_left, bottom_right, style, fill)
+    }
+    fn draw_path<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        path: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.draw_path(path, style)
+    }
+    fn draw_circle<S: plotters_backend::BackendStyle>(
+        &mut self,
+        center: BackendCoord,
+        radius: u32,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.draw_circle(center, radius, style, fill)
+    }
+    fn fill_polygon<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        vert: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.fill_polygon(vert, style)
+    }
+    fn blit_bitmap(
+        &mut self,
+        pos: BackendCoord,
+        size: (u32, u32),
+        src: &[u8],
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        self.0.blit_bitmap(pos, size, src)
+    }
+    fn estimate_text_size<S: BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &S,
+    ) -> Result<(u32, u32), DrawingErrorKind<B::ErrorType>> {
+        self.0.estimate_text_size(text, style)
+    }
+
+    fn draw_text<S: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &S,
+        pos: BackendCoord,
+    ) -> Result<(), DrawingErrorKind<B::ErrorType>> {
+        let color = style.color();
+        if color.alpha == 0.0 || text.is_empty() {
+            return Ok(());
+        }
+        let ((min_x, min_y), (max_x, max_y)) = style
+            .layout_box(text)
+            .map_err(|e| DrawingErrorKind::FontError(Box::new(e)))?;
+        let (width, height) = (max_x - min_x, max_y - min_y);
+        let dx = match style.anchor().h_pos {
+            HPos::Left => 0,
+            HPos::Right => -width,
+            HPos::Center => -width / 2,
+        };
+        let dy = match style.anchor().v_pos {
+            VPos::Top => 0,
+            VPos::Center => -height / 2,
+            VPos::Bottom => -height,
+        };
+        let fonts = glyph_fonts();
+        let font = match style.style() {
+            BackendFontStyle::Bold => &fonts.1,
+            _ => &fonts.0,
+        };
+        let font = font.as_scaled(style.size() as f32);
+        let cap_height = font
+            .outline_glyph(font.scaled_glyph('H'))
+            .map_or(font.ascent() * 0.75, |g| -g.px_bounds().min.y);
+        let baseline = (height as f32 + cap_height) / 2.0;
+
+        let mut pixels: Vec<(i32, i32, f32)> = Vec::new();
+        let mut caret = 0f32;
+        let mut prev: Option<GlyphId> = None;
+        for c in text.chars() {
+            let id = font.glyph_id(c);
+            if let Some(p) = prev {
+                caret += font.kern(p, id);
+            }
+            prev = Some(id);
+            let glyph = id.with_scale_and_position(font.scale(), point(caret, baseline));
+            caret += font.h_advance(id);
+            if let Some(outline) = font.outline_glyph(glyph) {
+                let b = outline.px_bounds();
+                let (ox, oy) = (b.min.x as i32, b.min.y as i32);
+                outline.draw(|x, y, cov| {
+                    if cov > 0.0 {
+                        pixels.push((ox + x as i32, oy + y as i32, cov));
+                    }
+                });
+            }
+        }
+
+        let transform = style.transform();
+        let (w, h) = self.get_size();
+        for (x, y, cov) in pixels {
+            let (tx, ty) = transform.transform(x + dx, y + dy);
+            let (px, py) = (pos.0 + tx, pos.1 + ty);
+            if px >= 0 && py >= 0 && px < w as i32 && py < h as i32 {
+                let alpha = color.alpha * f64::from(cov.min(1.0));
+                self.0.draw_pixel(
+                    (px, py),
+                    BackendColor {
+                        alpha,
+                        rgb: color.rgb,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Registers DejaVu Sans as the `sans-serif` family exactly once.
@@ -432,7 +607,11 @@ fn auto_axis(lo: f64, hi: f64, scale: Scale) -> Axis {
             let scale_ref = a.abs().max(b.abs());
             if span <= scale_ref * 1e-12 || span == 0.0 {
                 // Degenerate: widen by 10% of the magnitude (or ±1 around 0).
-                let w = if scale_ref > 0.0 { scale_ref * 0.1 } else { 1.0 };
+                let w = if scale_ref > 0.0 {
+                    scale_ref * 0.1
+                } else {
+                    1.0
+                };
                 a -= w;
                 b += w;
             }
@@ -510,14 +689,22 @@ fn sub_decade(lo: f64, hi: f64, mantissas: &[f64]) -> Vec<f64> {
 /// Linear axis over `[lo, hi]` with "nice" 1-2-5 tick steps.
 fn linear_axis(lo: f64, hi: f64) -> Axis {
     let step = nice_step((hi - lo) / 7.0);
-    let first = (lo / step).ceil() as i64;
-    let last = (hi / step).floor() as i64;
-    // Multiply integers by the step (no accumulation); `+ 0.0` turns -0 into 0.
-    let ticks = (first..=last).map(|k| k as f64 * step + 0.0).collect();
-    let minor_step = step / 2.0;
-    let minor = ((lo / minor_step).ceil() as i64..=(hi / minor_step).floor() as i64)
-        .filter(|k| k % 2 != 0)
-        .map(|k| k as f64 * minor_step)
+    // `k * step` for integer k (no accumulated error); `+ 0.0` turns -0 into 0.
+    let multiples = |step: f64| -> Vec<(i64, f64)> {
+        let (first, last) = ((lo / step).ceil(), (hi / step).floor());
+        // Guards against overflowing spans (e.g. ±1e308) or underflowing steps.
+        if !(step.is_finite() && step > 0.0 && last - first <= 100.0) {
+            return Vec::new();
+        }
+        (first as i64..=last as i64)
+            .map(|k| (k, k as f64 * step + 0.0))
+            .collect()
+    };
+    let ticks = multiples(step).into_iter().map(|(_, v)| v).collect();
+    let minor = multiples(step / 2.0)
+        .into_iter()
+        .filter(|(k, _)| k % 2 != 0)
+        .map(|(_, v)| v)
         .collect();
     Axis {
         log: false,
@@ -665,15 +852,14 @@ fn draw<'a, DB: DrawingBackend + 'a>(
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     root.fill(&WHITE)?;
 
-
     let mut builder = ChartBuilder::on(root);
     builder
         .margin_top(12)
         .margin_bottom(12)
         .margin_left(12)
         .margin_right(28)
-        .x_label_area_size(58)
-        .y_label_area_size(92);
+        .x_label_area_size(54)
+        .y_label_area_size(84);
     if !fig.title.is_empty() {
         builder.caption(&fig.title, (FONT, TITLE_SIZE).into_font());
     }
@@ -782,9 +968,9 @@ fn set_legend<'a, DB: DrawingBackend + 'a>(
     match (dashed, marker) {
         (false, false) => anno.legend(move |at| EmptyElement::at(at) + solid()),
         (false, true) => anno.legend(move |at| EmptyElement::at(at) + solid() + dot()),
-        (true, false) => anno.legend(move |at| {
-            EmptyElement::at(at) + dash(0, 8) + dash(11, 19) + dash(22, 30)
-        }),
+        (true, false) => {
+            anno.legend(move |at| EmptyElement::at(at) + dash(0, 8) + dash(11, 19) + dash(22, 30))
+        }
         (true, true) => anno.legend(move |at| {
             EmptyElement::at(at) + dash(0, 8) + dash(11, 19) + dash(22, 30) + dot()
         }),
@@ -863,7 +1049,8 @@ mod tests {
             (0.0, 1.0),
             (f64::INFINITY, 2.0),
         ]);
-        fig.series.push(Series::new("only bad", vec![(-1.0, 1.0), (f64::NAN, 2.0)]));
+        fig.series
+            .push(Series::new("only bad", vec![(-1.0, 1.0), (f64::NAN, 2.0)]));
         let prepared = prepare(&fig).unwrap();
         assert_eq!(prepared.series.len(), 2, "the all-bad series is skipped");
         assert_eq!(prepared.series[0].points.len(), 40);
@@ -906,9 +1093,14 @@ mod tests {
             y_label: "λ_max".into(),
             series: vec![Series::new(
                 "SAM",
-                (0..50).map(|i| (i as f64, 10.0 + (i as f64 * 0.3).sin())).collect(),
+                (0..50)
+                    .map(|i| (i as f64, 10.0 + (i as f64 * 0.3).sin()))
+                    .collect(),
             )],
-            vlines: vec![(25.0, "switch to 1-SAM".into()), (f64::NAN, "ignored".into())],
+            vlines: vec![
+                (25.0, "switch to 1-SAM".into()),
+                (f64::NAN, "ignored".into()),
+            ],
             ..Figure::default()
         };
         let dir = tempfile::tempdir().unwrap();
@@ -936,6 +1128,9 @@ mod tests {
         assert!(a.lo < 3.0 && a.hi > 3.0);
         let a = auto_axis(0.0, 0.0, Scale::Linear);
         assert!(a.lo < 0.0 && a.hi > 0.0);
+        // Extreme spans do not blow up the tick computation.
+        let a = auto_axis(-1e308, 1e308, Scale::Linear);
+        assert!(a.ticks.len() <= 101);
     }
 
     #[test]
@@ -961,8 +1156,15 @@ mod tests {
             Err(PlotError::InvalidRange(_))
         ));
 
-        let runs = clip_polyline(&[(0.0, 0.0), (2.0, 2.0), (4.0, 0.0)], &(0.0..4.0), &(0.0..1.0));
-        assert_eq!(runs, vec![vec![(0.0, 0.0), (1.0, 1.0)], vec![(3.0, 1.0), (4.0, 0.0)]]);
+        let runs = clip_polyline(
+            &[(0.0, 0.0), (2.0, 2.0), (4.0, 0.0)],
+            &(0.0..4.0),
+            &(0.0..1.0),
+        );
+        assert_eq!(
+            runs,
+            vec![vec![(0.0, 0.0), (1.0, 1.0)], vec![(3.0, 1.0), (4.0, 0.0)]]
+        );
     }
 
     /// Renders example figures into the temp directory for visual inspection:
@@ -1003,7 +1205,10 @@ mod tests {
                         (0..=100)
                             .map(|e| {
                                 let e = e as f64;
-                                (e, 40.0 / (1.0 + k as f64) + 5.0 * (e / 15.0).sin() - 0.1 * e)
+                                (
+                                    e,
+                                    40.0 / (1.0 + k as f64) + 5.0 * (e / 15.0).sin() - 0.1 * e,
+                                )
                             })
                             .collect(),
                     )

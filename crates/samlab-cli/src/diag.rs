@@ -1,0 +1,381 @@
+//! `samlab diag train`: one diagonal-linear-network run, from flags or a config file, into a run directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use ndarray::Array1;
+use samlab_core::data::{read_array, Dataset, SparseRegression};
+use samlab_core::diag_net::{self, DiagParams, DiagRun, DiagTrainConfig, RunStatus};
+use samlab_core::run_dir::{write_csv, write_json, write_toml, RunDirWriter};
+use samlab_core::sam::{
+    ActiveWindow, AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::UsageError;
+
+/// Where the data of a run comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// The sparse regression generator.
+    Synthetic(SparseRegression),
+    /// A directory with X_train.npy, y_train.npy, X_test.npy, y_test.npy.
+    Dir(PathBuf),
+}
+
+impl DataSource {
+    pub fn load(&self) -> Result<Dataset> {
+        Ok(match self {
+            DataSource::Synthetic(spec) => spec.generate()?.0,
+            DataSource::Dir(dir) => Dataset::load_dir(dir)?,
+        })
+    }
+}
+
+/// A fully resolved diagonal-net run: what `config.toml` holds and `samlab run --config` replays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagRunConfig {
+    /// The training data.
+    pub data: DataSource,
+    /// Initial scale: u0 = alpha * 1, v0 = 0 (ignored with `init_from`).
+    pub alpha: f64,
+    /// Start from the final u.npy, v.npy of this run directory instead (warm start / fine-tuning).
+    pub init_from: Option<PathBuf>,
+    /// Optimizer and SAM settings.
+    pub train: DiagTrainConfig,
+}
+
+/// summary.json of a diagonal-net run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DiagSummary {
+    pub samlab_version: String,
+    pub engine: String,
+    pub status: RunStatus,
+    /// Updates done (where it stopped, if it diverged).
+    pub iterations: usize,
+    /// Losses after the last update; null if the run diverged.
+    pub final_train_loss: Option<f64>,
+    pub final_test_loss: Option<f64>,
+    /// Last finite losses logged (equal to the final ones for a run that finished).
+    pub last_finite_train_loss: Option<f64>,
+    pub last_finite_test_loss: Option<f64>,
+    /// Mean of sqrt(u^2 - v^2), the effective initialization (Theorem 1).
+    pub mean_alpha_eff: f64,
+    /// l1 norm of beta = u * v.
+    pub l1_norm: f64,
+    pub seed: u32,
+    /// Seconds in the training loop.
+    pub seconds: f64,
+}
+
+/// A finished run: its outcome, summary and where it was written.
+pub struct DiagOutcome {
+    pub run: DiagRun,
+    pub summary: DiagSummary,
+    pub data: Dataset,
+    pub dir: PathBuf,
+}
+
+impl DiagOutcome {
+    /// Final test loss, NaN for a diverged run.
+    pub fn test_loss(&self) -> f64 {
+        self.summary.final_test_loss.unwrap_or(f64::NAN)
+    }
+
+    /// Final train loss, NaN for a diverged run.
+    pub fn train_loss(&self) -> f64 {
+        self.summary.final_train_loss.unwrap_or(f64::NAN)
+    }
+}
+
+/// Loads the initial parameters: the paper's init, or another run's final ones.
+fn initial_params(config: &DiagRunConfig, d: usize) -> Result<DiagParams> {
+    match &config.init_from {
+        None => {
+            if !(config.alpha.is_finite() && config.alpha > 0.0) {
+                return Err(samlab_core::ConfigError::Invalid {
+                    field: "alpha",
+                    reason: format!("must be finite and > 0, got {}", config.alpha),
+                }
+                .into());
+            }
+            Ok(DiagParams::init(config.alpha, d))
+        }
+        Some(dir) => {
+            let load = |name: &str| -> Result<Vec<f64>> {
+                let a: Array1<f64> = read_array(&dir.join(name))?;
+                Ok(a.to_vec())
+            };
+            Ok(DiagParams {
+                u: load("u.npy")?,
+                v: load("v.npy")?,
+            })
+        }
+    }
+}
+
+/// Runs `config` and writes the run directory `out` (refusing to replace a non-empty one unless `force`).
+pub fn execute(
+    config: &DiagRunConfig,
+    out: &Path,
+    force: bool,
+    on_progress: &mut dyn FnMut(usize),
+) -> Result<DiagOutcome> {
+    let data = config.data.load()?;
+    let init = initial_params(config, data.d())?;
+    // Validate everything before touching the file system.
+    config
+        .train
+        .sam
+        .check(config.train.batch_size.unwrap_or(data.n()))?;
+    let writer = RunDirWriter::create(out, force)?;
+    let start = Instant::now();
+    let run = diag_net::train(&data, &config.train, init, on_progress)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let summary = summarize(&run, config.train.seed, seconds);
+    let dir = writer.path();
+    write_toml(&dir.join("config.toml"), config)?;
+    write_json(&dir.join("summary.json"), &summary)?;
+    write_csv(
+        &dir.join("metrics.csv"),
+        &["iteration", "train_loss", "test_loss"],
+        run.curve
+            .iter()
+            .map(|p| vec![p.iteration as f64, p.train_loss, p.test_loss]),
+    )?;
+    let params = [
+        ("u.npy", run.params.u.clone()),
+        ("v.npy", run.params.v.clone()),
+        ("beta.npy", run.params.beta()),
+    ];
+    for (name, values) in params {
+        samlab_core::data::write_array(&dir.join(name), &Array1::from(values))?;
+    }
+    data.save_dir(dir)?;
+    let dir = writer
+        .commit()
+        .with_context(|| format!("cannot move the finished run into {}", out.display()))?;
+    Ok(DiagOutcome {
+        run,
+        summary,
+        data,
+        dir,
+    })
+}
+
+fn summarize(run: &DiagRun, seed: u32, seconds: f64) -> DiagSummary {
+    let last = run.curve.last();
+    let ok = run.status == RunStatus::Ok;
+    let alpha_eff = run.params.alpha_eff();
+    DiagSummary {
+        samlab_version: env!("CARGO_PKG_VERSION").into(),
+        engine: "diag".into(),
+        status: run.status,
+        iterations: run.iterations,
+        final_train_loss: last.filter(|_| ok).map(|p| p.train_loss),
+        final_test_loss: last.filter(|_| ok).map(|p| p.test_loss),
+        last_finite_train_loss: last.map(|p| p.train_loss),
+        last_finite_test_loss: last.map(|p| p.test_loss),
+        mean_alpha_eff: alpha_eff.iter().sum::<f64>() / alpha_eff.len() as f64,
+        l1_norm: run.params.beta().iter().map(|b| b.abs()).sum(),
+        seed,
+        seconds,
+    }
+}
+
+/// The algorithm families of `--method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// Full-batch gradient descent.
+    Gd,
+    /// Stochastic gradient descent with --batch-size (default 1).
+    Sgd,
+    /// n-SAM: one perturbation for the whole batch.
+    Nsam,
+    /// m-SAM: one perturbation per group of --m examples.
+    Msam,
+    /// 1-SAM: one perturbation per example.
+    #[value(name = "1sam")]
+    OneSam,
+}
+
+/// Flags of `samlab diag train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Directory with X_train.npy, y_train.npy, X_test.npy, y_test.npy (f64); else the synthetic generator.
+    #[arg(long, conflicts_with_all = ["n", "d", "r", "n_test"])]
+    pub data: Option<PathBuf>,
+    /// Training examples of the synthetic sparse regression [default: 20].
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// Input dimension [default: 30].
+    #[arg(long)]
+    pub d: Option<usize>,
+    /// Non-zero entries of the target vector [default: 3].
+    #[arg(long)]
+    pub r: Option<usize>,
+    /// Test examples [default: 1000].
+    #[arg(long)]
+    pub n_test: Option<usize>,
+    /// Seed of the data generator (NumPy RandomState) and of SGD sampling / random perturbations.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u32,
+    /// Algorithm.
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Group size of m-SAM.
+    #[arg(long)]
+    pub m: Option<usize>,
+    /// Mini-batch size (SGD; default full batch for the other methods, 1 for sgd).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Perturbation radius (SAM methods). The ascent is on the same per-example loss r^2/2 as the descent.
+    #[arg(long)]
+    pub rho: Option<f64>,
+    /// Step size.
+    #[arg(long)]
+    pub lr: f64,
+    /// Initialization scale: u0 = alpha * 1, v0 = 0.
+    #[arg(long, default_value_t = 0.1)]
+    pub alpha: f64,
+    /// Number of updates.
+    #[arg(long)]
+    pub iters: usize,
+    /// Normalized SAM: rho * g / ||g|| (default: unnormalized rho * g, the theory's USAM).
+    #[arg(long)]
+    pub normalize: bool,
+    /// Clipped SAM: rho * g projected onto the rho-ball (the deep-net code's "unnormalized" option).
+    #[arg(long, conflicts_with = "normalize")]
+    pub clip: bool,
+    /// Ascent steps of the inner maximisation.
+    #[arg(long, default_value_t = 1)]
+    pub ascent_steps: usize,
+    /// Ascent step size as a multiple of rho.
+    #[arg(long, default_value_t = 1.0)]
+    pub ascent_step_mult: f64,
+    /// Start the ascent from a random point on the rho-sphere.
+    #[arg(long)]
+    pub random_init: bool,
+    /// Random Gaussian weight perturbations of expected norm rho instead of the SAM ascent.
+    #[arg(long)]
+    pub random_perturbation: bool,
+    /// Compute the perturbation on the previous mini-batch (the deep-net n-SAM proxy).
+    #[arg(long)]
+    pub previous_batch: bool,
+    /// rho = FACTOR * lr (instead of a constant rho).
+    #[arg(long)]
+    pub rho_lr_factor: Option<f64>,
+    /// SAM is active from this fraction of training on (ERM -> SAM).
+    #[arg(long, default_value_t = 0.0)]
+    pub sam_start: f64,
+    /// SAM is active until this fraction of training (SAM -> ERM).
+    #[arg(long, default_value_t = 1.0)]
+    pub sam_end: f64,
+    /// Start from the final u, v of this run directory (and its data, unless data flags are given).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Output run directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace --out if it already holds a run.
+    #[arg(long)]
+    pub force: bool,
+}
+
+impl TrainArgs {
+    /// Resolves the flags into a run config, rejecting combinations that make no sense.
+    pub fn to_config(&self) -> Result<DiagRunConfig> {
+        let data_flags_given =
+            self.n.is_some() || self.d.is_some() || self.r.is_some() || self.n_test.is_some();
+        let sam_method = !matches!(self.method, Method::Gd | Method::Sgd);
+        let grouping = match self.method {
+            Method::Msam => match self.m {
+                Some(m) => Grouping::Size(m),
+                None => bail!(UsageError("--method msam needs --m".into())),
+            },
+            Method::OneSam => Grouping::Size(1),
+            _ => Grouping::WholeBatch,
+        };
+        if self.m.is_some() && self.method != Method::Msam {
+            bail!(UsageError("--m is only for --method msam".into()));
+        }
+        let rho = match (sam_method, self.rho, self.rho_lr_factor) {
+            (true, Some(rho), _) => rho,
+            (true, None, Some(_)) => 0.0,
+            (true, None, None) => bail!(UsageError(
+                "SAM methods need --rho (or --rho-lr-factor)".into()
+            )),
+            (false, None, None) => 0.0,
+            (false, _, _) => bail!(UsageError(
+                "--rho and --rho-lr-factor are only for the SAM methods (nsam, msam, 1sam)".into()
+            )),
+        };
+        let batch_size = match self.method {
+            Method::Sgd => Some(self.batch_size.unwrap_or(1)),
+            Method::Gd if self.batch_size.is_some() => {
+                bail!(UsageError(
+                    "--method gd is full batch: use --method sgd".into()
+                ))
+            }
+            _ => self.batch_size,
+        };
+        let normalization = match (self.normalize, self.clip) {
+            (true, _) => Normalization::Normalized,
+            (_, true) => Normalization::Clipped,
+            _ => Normalization::Unnormalized,
+        };
+        let sam = SamConfig {
+            rho,
+            grouping,
+            normalization,
+            ascent_steps: self.ascent_steps,
+            ascent_step_mult: self.ascent_step_mult,
+            random_init: self.random_init,
+            perturbation: if self.random_perturbation {
+                Perturbation::Random
+            } else {
+                Perturbation::Ascent
+            },
+            ascent_source: if self.previous_batch {
+                AscentSource::PreviousBatch
+            } else {
+                AscentSource::SameBatch
+            },
+            rho_schedule: match self.rho_lr_factor {
+                Some(factor) => RhoSchedule::ProportionalToLr { factor },
+                None => RhoSchedule::Constant,
+            },
+            window: ActiveWindow {
+                start: self.sam_start,
+                end: self.sam_end,
+            },
+        };
+        let data = match (&self.data, &self.init_from) {
+            (Some(dir), _) => DataSource::Dir(dir.clone()),
+            (None, Some(run)) if !data_flags_given => DataSource::Dir(run.clone()),
+            _ => DataSource::Synthetic(SparseRegression {
+                n: self.n.unwrap_or(20),
+                d: self.d.unwrap_or(30),
+                r: self.r.unwrap_or(3),
+                n_test: self.n_test.unwrap_or(1000),
+                seed: self.seed,
+            }),
+        };
+        Ok(DiagRunConfig {
+            data,
+            alpha: self.alpha,
+            init_from: self.init_from.clone(),
+            train: DiagTrainConfig {
+                lr: self.lr,
+                iters: self.iters,
+                batch_size,
+                seed: self.seed,
+                sam,
+            },
+        })
+    }
+}

@@ -1,0 +1,220 @@
+//! Paper experiments as data: each preset is a set of run configs plus the claims it checks.
+
+mod diag_finetune;
+mod diag_long;
+mod diag_notebook;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::Result;
+use indicatif::ProgressBar;
+use samlab_core::data::SparseRegression;
+use samlab_core::diag_net::DiagTrainConfig;
+use samlab_core::sam::SamConfig;
+use samlab_report::{Claim, Figure, Scale, Section, Series, Verdict};
+
+use crate::diag::{execute, DataSource, DiagOutcome, DiagRunConfig};
+
+/// What every experiment gets: where to write, how long to run, and the progress bar to tick.
+pub struct Ctx<'a> {
+    /// The results root (`results/` by default).
+    pub out: PathBuf,
+    /// Shorter runs.
+    pub quick: bool,
+    /// Ticks once per finished run.
+    pub progress: &'a ProgressBar,
+}
+
+impl Ctx<'_> {
+    /// The directory of experiment `id`.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.out.join(id)
+    }
+
+    /// Runs named configs in parallel (one worker per core) into `<out>/<id>/<name>`; results in input order.
+    pub fn diag_runs(
+        &self,
+        id: &str,
+        runs: Vec<(String, DiagRunConfig)>,
+    ) -> Result<Vec<DiagOutcome>> {
+        self.progress.inc_length(runs.len() as u64);
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<DiagOutcome>>>> =
+            Mutex::new((0..runs.len()).map(|_| None).collect());
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::thread::scope(|scope| {
+            for _ in 0..workers.min(runs.len()) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((name, config)) = runs.get(i) else {
+                        break;
+                    };
+                    let outcome = execute(config, &self.dir(id).join(name), true, &mut |_| {});
+                    results.lock().expect("no worker panicked")[i] = Some(outcome);
+                    self.progress.inc(1);
+                });
+            }
+        });
+        results
+            .into_inner()
+            .expect("no worker panicked")
+            .into_iter()
+            .map(|r| r.expect("every run was taken by a worker"))
+            .collect()
+    }
+}
+
+/// A claim's fixed part; [`ClaimSpec::judge`] adds what we measured.
+pub struct ClaimSpec {
+    pub id: &'static str,
+    pub claim: &'static str,
+    pub paper: &'static str,
+}
+
+impl ClaimSpec {
+    /// The claim with our measurement and verdict.
+    pub fn judge(&self, measured: String, ok: bool) -> Claim {
+        self.with(measured, Verdict::from_bool(ok))
+    }
+
+    /// The claim marked not run, with the reason.
+    pub fn not_run(&self, why: &str) -> Claim {
+        self.with(why.to_string(), Verdict::NotRun)
+    }
+
+    fn with(&self, measured: String, verdict: Verdict) -> Claim {
+        Claim {
+            id: self.id.into(),
+            claim: self.claim.into(),
+            paper: self.paper.into(),
+            measured,
+            verdict,
+        }
+    }
+}
+
+/// A paper experiment.
+pub trait Experiment: Sync {
+    /// Directory name and claim-id stem.
+    fn id(&self) -> &'static str;
+    /// Section heading.
+    fn title(&self) -> &'static str;
+    /// The claims it checks (used to mark them not-run if it fails).
+    fn claims(&self) -> &'static [ClaimSpec];
+    /// Runs everything and returns the report section.
+    fn run(&self, ctx: &Ctx) -> Result<Section>;
+}
+
+/// Every experiment, in report order.
+pub fn all() -> Vec<Box<dyn Experiment>> {
+    vec![
+        Box::new(diag_notebook::GdVsNsam),
+        Box::new(diag_notebook::GdVs1Sam),
+        Box::new(diag_notebook::SgdVs1Sam),
+        Box::new(diag_notebook::RhoGrid),
+        Box::new(diag_long::LongRun),
+        Box::new(diag_finetune::FineTune),
+    ]
+}
+
+/// A diagonal-net run config on synthetic data from `u0 = alpha`, full batch unless `batch_size`.
+pub fn diag_config(
+    data: SparseRegression,
+    alpha: f64,
+    lr: f64,
+    iters: usize,
+    sam: SamConfig,
+) -> DiagRunConfig {
+    DiagRunConfig {
+        data: DataSource::Synthetic(data),
+        alpha,
+        init_from: None,
+        train: DiagTrainConfig {
+            lr,
+            iters,
+            batch_size: None,
+            seed: data.seed,
+            sam,
+        },
+    }
+}
+
+/// Relative difference |a - b| / |b|.
+pub fn rel(a: f64, b: f64) -> f64 {
+    ((a - b) / b).abs()
+}
+
+/// A loss formatted for tables: 4 significant digits, or "diverged".
+pub fn fmt_loss(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.4e}")
+    } else {
+        "diverged".into()
+    }
+}
+
+/// The standard table of a set of runs: name, final train and test loss, mean effective alpha, seconds.
+pub fn runs_table(names: &[String], outcomes: &[DiagOutcome]) -> Vec<Vec<String>> {
+    let mut rows = vec![[
+        "run",
+        "final train loss",
+        "final test loss",
+        "mean alpha_eff",
+        "status",
+        "seconds",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for (name, o) in names.iter().zip(outcomes) {
+        rows.push(vec![
+            name.clone(),
+            fmt_loss(o.train_loss()),
+            fmt_loss(o.test_loss()),
+            format!("{:.4}", o.summary.mean_alpha_eff),
+            format!("{:?}", o.summary.status).to_lowercase(),
+            format!("{:.3}", o.summary.seconds),
+        ]);
+    }
+    rows
+}
+
+/// Loss curves (test or train) of several runs against iterations, log-log, written to `<dir>/<stem>.svg|png`.
+pub fn curves_figure(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    test: bool,
+    runs: &[(String, &DiagOutcome)],
+) -> Result<PathBuf> {
+    let series = runs
+        .iter()
+        .enumerate()
+        .map(|(k, (name, o))| Series {
+            name: name.clone(),
+            points: o
+                .run
+                .curve
+                .iter()
+                .map(|p| {
+                    let loss = if test { p.test_loss } else { p.train_loss };
+                    (p.iteration.max(1) as f64, loss)
+                })
+                .collect(),
+            dashed: k > 0 && name.contains("n-SAM"),
+            markers: false,
+        })
+        .collect();
+    let figure = Figure {
+        title: title.into(),
+        x_label: "iteration".into(),
+        y_label: if test { "test loss" } else { "train loss" }.into(),
+        x_scale: Scale::Log,
+        y_scale: Scale::Log,
+        series,
+        vlines: vec![],
+        y_range: None,
+    };
+    Ok(samlab_report::render(&figure, &dir.join(stem))?.0)
+}
