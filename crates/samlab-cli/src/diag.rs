@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset, SparseRegression};
-use samlab_core::diag_net::{self, DiagParams, DiagRun, DiagTrainConfig, RunStatus};
+use samlab_core::diag_net::{self, DiagParams, DiagRun, DiagTrainConfig, LogSchedule, RunStatus};
 use samlab_core::run_dir::{write_csv, write_json, write_toml, RunDirWriter};
 use samlab_core::sam::{
     ActiveWindow, AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
@@ -278,6 +278,9 @@ pub struct TrainArgs {
     /// Start from the final u, v of this run directory (and its data, unless data flags are given).
     #[arg(long)]
     pub init_from: Option<PathBuf>,
+    /// Which iterations go into metrics.csv: the notebook's dense-then-log-spaced ones, or only the ends.
+    #[arg(long, value_parser = parse_log, default_value = "notebook")]
+    pub log: LogSchedule,
     /// Output run directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -375,7 +378,16 @@ impl TrainArgs {
                 batch_size,
                 seed: self.seed,
                 sam,
+                log: self.log,
             },
         })
+    }
+}
+
+fn parse_log(s: &str) -> std::result::Result<LogSchedule, String> {
+    match s {
+        "notebook" => Ok(LogSchedule::Notebook),
+        "ends" => Ok(LogSchedule::Ends),
+        _ => Err(format!("expected notebook or ends, got {s}")),
     }
 }

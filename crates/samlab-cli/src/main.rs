@@ -43,7 +43,7 @@ enum Command {
     },
     /// Run every paper experiment and write the figures, report.html, REPORT.md and claims.json.
     Reproduce {
-        /// Shorter runs (the 10^6-iteration runs become 10^5): minutes become seconds.
+        /// Shorter runs (the 10^6-iteration runs become 3 * 10^5).
         #[arg(long)]
         quick: bool,
         /// Output directory.

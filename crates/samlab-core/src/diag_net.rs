@@ -65,6 +65,20 @@ pub struct DiagTrainConfig {
     pub seed: u32,
     /// The SAM variant.
     pub sam: SamConfig,
+    /// Which iterations are logged.
+    #[serde(default)]
+    pub log: LogSchedule,
+}
+
+/// Iterations at which train and test losses are logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSchedule {
+    /// The notebook's: every one of the first 500, then 201 log-spaced ones ([`log_iterations`]).
+    #[default]
+    Notebook,
+    /// Only the start and the end (for sweeps and timing).
+    Ends,
 }
 
 /// One point of a training curve: losses after `iteration` updates.
@@ -127,6 +141,7 @@ pub fn loss(x: &[f64], y: &[f64], beta: &[f64]) -> f64 {
     sum / (2 * y.len()) as f64
 }
 
+#[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     let mut lanes = [0.0; 4];
     let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
@@ -144,6 +159,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
 }
 
+#[inline(always)]
 fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
 }
@@ -155,6 +171,9 @@ fn norm2(a: &[f64], b: &[f64]) -> f64 {
 /// Data in flat row-major form for the inner loops.
 struct Flat<'a> {
     x: Vec<f64>,
+    /// Elementwise $x^2$ and $x^3$ of the training inputs, for the closed-form 1-SAM step.
+    x2: Vec<f64>,
+    x3: Vec<f64>,
     y: &'a [f64],
     x_test: Vec<f64>,
     y_test: &'a [f64],
@@ -163,9 +182,14 @@ struct Flat<'a> {
 
 impl<'a> Flat<'a> {
     fn new(data: &'a Dataset) -> Self {
-        let flat = |a: &ndarray::Array2<f64>| a.as_standard_layout().iter().copied().collect();
+        let flat = |a: &ndarray::Array2<f64>| -> Vec<f64> {
+            a.as_standard_layout().iter().copied().collect()
+        };
+        let x = flat(&data.x_train);
         Flat {
-            x: flat(&data.x_train),
+            x2: x.iter().map(|v| v * v).collect(),
+            x3: x.iter().map(|v| v * v * v).collect(),
+            x,
             y: data.y_train.as_slice().expect("1-D arrays are contiguous"),
             x_test: flat(&data.x_test),
             y_test: data.y_test.as_slice().expect("1-D arrays are contiguous"),
@@ -274,7 +298,10 @@ pub fn train(
     let full: Vec<usize> = (0..n).collect();
     let mut batch = full.clone();
     let mut previous = full.clone();
-    let log_at = log_iterations(config.iters);
+    let log_at = match config.log {
+        LogSchedule::Notebook => log_iterations(config.iters),
+        LogSchedule::Ends => vec![0, config.iters],
+    };
     let mut next_log = 0;
     let mut curve = Vec::with_capacity(log_at.len());
     let progress_every = (config.iters / 100).max(1);
@@ -362,6 +389,8 @@ fn step(
         w.s.fill(0.0);
         flat.add_residual_sum(batch, &w.beta, 1.0, &mut w.s);
         accumulate_descent(w);
+    } else if is_plain_one_sam(sam) {
+        one_sam_closed_form(flat, rho, batch, p, w);
     } else {
         let m = sam.group_size();
         for (group, ascent_group) in batch.chunks(m).zip(ascent_rows.chunks(m)) {
@@ -375,6 +404,48 @@ fn step(
     let c = -lr / batch.len() as f64;
     axpy(c, &w.acc_u, &mut p.u);
     axpy(c, &w.acc_v, &mut p.v);
+}
+
+/// Whether `sam` is unnormalized single-step 1-SAM on the descent batch, which [`one_sam_closed_form`] computes.
+fn is_plain_one_sam(sam: &CheckedSam) -> bool {
+    let c = sam.config();
+    sam.group_size() == 1
+        && c.normalization == Normalization::Unnormalized
+        && c.ascent_steps == 1
+        && c.perturbation == Perturbation::Ascent
+        && !c.random_init
+        && c.ascent_source == crate::sam::AscentSource::SameBatch
+}
+
+/// Unnormalized 1-SAM in closed form, with the same result as the general path up to rounding.
+///
+/// Example $i$'s perturbed point is $u + c_i x_i \odot v$, $v + c_i x_i \odot u$ with $c_i = \rho r_i$, so
+/// $\tilde\beta_i = \beta + c_i x_i \odot (u^2 + v^2) + c_i^2 x_i^2 \odot \beta$ and
+/// $\tilde r_i = r_i + c_i\, x_i^2 \cdot (u^2+v^2) + c_i^2\, x_i^3 \cdot \beta$. The descent gradient
+/// $\sum_i \tilde r_i x_i \odot \tilde v_i$ is $v \odot s_1 + u \odot s_2$ with $s_1 = \sum_i \tilde r_i x_i$,
+/// $s_2 = \sum_i \tilde r_i c_i x_i^2$ (and symmetrically for $u$): two fused passes over the batch.
+#[multiversion::multiversion(targets("x86_64+avx2"))]
+fn one_sam_closed_form(flat: &Flat, rho: f64, batch: &[usize], p: &DiagParams, w: &mut Scratch) {
+    // Reuse scratch: beta = u * v, pu = u^2 + v^2, s = s_1, du = s_2.
+    for j in 0..p.u.len() {
+        w.beta[j] = p.u[j] * p.v[j];
+        w.pu[j] = p.u[j] * p.u[j] + p.v[j] * p.v[j];
+    }
+    w.s.fill(0.0);
+    w.du.fill(0.0);
+    for &i in batch {
+        let row = i * flat.d..(i + 1) * flat.d;
+        let (x, x2) = (&flat.x[row.clone()], &flat.x2[row.clone()]);
+        let r = dot(x, &w.beta) - flat.y[i];
+        let c = rho * r;
+        let r_tilde = r + c * (dot(x2, &w.pu) + c * dot(&flat.x3[row], &w.beta));
+        axpy(r_tilde, x, &mut w.s);
+        axpy(r_tilde * c, x2, &mut w.du);
+    }
+    for j in 0..p.u.len() {
+        w.acc_u[j] = p.v[j] * w.s[j] + p.u[j] * w.du[j];
+        w.acc_v[j] = p.u[j] * w.s[j] + p.v[j] * w.du[j];
+    }
 }
 
 /// Adds the descent gradient at the current point, $(s \odot p_v, s \odot p_u)$, to the accumulators.
@@ -459,6 +530,7 @@ mod tests {
             batch_size: None,
             seed: 0,
             sam,
+            log: LogSchedule::Notebook,
         };
         train(&data, &config, DiagParams::init(alpha, 30), &mut |_| {}).unwrap()
     }
@@ -591,6 +663,7 @@ mod tests {
             batch_size: None,
             seed: 0,
             sam: SamConfig::erm(),
+            log: LogSchedule::Notebook,
         };
         let r = train(&data, &config, DiagParams::init(0.1, 100), &mut |_| {}).unwrap();
         assert_rel(r.curve.last().unwrap().test_loss, 0.05126441640208953, 1e-9);
@@ -685,6 +758,7 @@ mod tests {
                 batch_size: None,
                 seed: 0,
                 sam,
+                log: LogSchedule::Notebook,
             };
             let r = train(&data, &config, init.clone(), &mut |_| {}).unwrap();
             let got: Vec<f64> = r.params.u.iter().chain(&r.params.v).copied().collect();
@@ -696,6 +770,31 @@ mod tests {
                     got[k]
                 );
             }
+        }
+    }
+
+    #[test]
+    fn closed_form_one_sam_equals_the_general_path() {
+        // On a full batch the previous batch is the batch itself, but it takes the general per-group path.
+        let general = SamConfig {
+            ascent_source: AscentSource::PreviousBatch,
+            ..SamConfig::usam(0.2, Grouping::Size(1))
+        };
+        let fast = run(
+            SamConfig::usam(0.2, Grouping::Size(1)),
+            0.1,
+            10.0 / 30.0,
+            3000,
+        );
+        let slow = run(general, 0.1, 10.0 / 30.0, 3000);
+        for (a, b) in fast
+            .params
+            .u
+            .iter()
+            .chain(&fast.params.v)
+            .zip(slow.params.u.iter().chain(&slow.params.v))
+        {
+            assert!((a - b).abs() <= 1e-12 * a.abs().max(1e-3), "{a} vs {b}");
         }
     }
 
@@ -730,6 +829,7 @@ mod tests {
                 batch_size: Some(2),
                 seed,
                 sam,
+                log: LogSchedule::Notebook,
             };
             train(&data, &config, DiagParams::init(0.1, 30), &mut |_| {}).unwrap()
         };
@@ -772,6 +872,7 @@ mod tests {
             batch_size: None,
             seed: 0,
             sam: SamConfig::erm(),
+            log: LogSchedule::Notebook,
         };
         let init = || DiagParams::init(0.1, 30);
         assert!(train(&data, &config, init(), &mut |_| {})

@@ -58,7 +58,7 @@ impl Experiment for LongRun {
         ]
     }
     fn run(&self, ctx: &Ctx) -> Result<Section> {
-        let iters = if ctx.quick { 100_000 } else { 1_000_000 };
+        let iters = if ctx.quick { 300_000 } else { 1_000_000 };
         let runs = [
             ("ERM", SamConfig::erm()),
             ("n-SAM", SamConfig::usam(RHO_NSAM, Grouping::WholeBatch)),

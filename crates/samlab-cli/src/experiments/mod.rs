@@ -137,6 +137,7 @@ pub fn diag_config(
             batch_size: None,
             seed: data.seed,
             sam,
+            log: Default::default(),
         },
     }
 }
