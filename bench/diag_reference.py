@@ -88,6 +88,17 @@ def train(X, y, X_test, y_test, alpha, lr, iters, rho=0.0, m=None,
     return tr, te, u, v
 
 
+def sgd(X, y, X_test, y_test, alpha, lr, iters, seed):
+    """The authors' batch-1 SGD after np.random.seed(seed): i ~ randint(n), step on (x_i.beta - y_i)^2 / 2."""
+    np.random.seed(seed)
+    u, v = alpha * np.ones(X.shape[1]), np.zeros(X.shape[1])
+    for _ in range(iters):
+        i = np.random.randint(X.shape[0])
+        xe = (X[i] @ (u * v) - y[i]) * X[i]
+        u, v = u - lr * xe * v, v - lr * xe * u
+    return loss(X, y, u, v), loss(X_test, y_test, u, v)
+
+
 DATA = dict(n=20, d=30, r=3, n_test=1000, seed=0)
 CASES = [  # (name, data, train kwargs)
     ("gd", DATA, dict(alpha=0.1, lr=5 / 30, iters=10001)),
@@ -145,6 +156,12 @@ def main():
         checks.append((f"{name}: test loss rounds to {target:.3e}",
                        isinstance(rec["final_test_loss"], float)
                        and f"{rec['final_test_loss']:.3e}" == f"{target:.3e}"))
+    data = make_data(**DATA)
+    for seed, lr in [(1, 10 / 30 / 3), (1, 10 / 30), (2, 10 / 30)]:
+        tr, te = sgd(*data, alpha=0.1, lr=lr, iters=10001, seed=seed)
+        results.append(dict(name=f"sgd_seed{seed}_lr{lr:.4f}", params=dict(data=DATA, alpha=0.1, lr=lr, iters=10001,
+                                                                          batch_size=1, seed=seed),
+                            final_train_loss=tr, final_test_loss=te))
     all_ok = all(ok for _, ok in checks)
     print(json.dumps(dict(
         cases=results,
