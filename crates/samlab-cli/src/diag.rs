@@ -12,6 +12,7 @@ use samlab_core::run_dir::{write_csv, write_json, write_toml, RunDirWriter};
 use samlab_core::sam::{
     ActiveWindow, AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
 };
+use samlab_core::schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
 
 use crate::UsageError;
@@ -373,7 +374,7 @@ impl TrainArgs {
             alpha: self.alpha,
             init_from: self.init_from.clone(),
             train: DiagTrainConfig {
-                lr: self.lr,
+                lr: LrSchedule::constant(self.lr),
                 iters: self.iters,
                 batch_size,
                 seed: self.seed,

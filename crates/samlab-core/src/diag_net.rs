@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Dataset;
 use crate::numpy_rng::NumpyRandomState;
 use crate::sam::{CheckedSam, Normalization, Perturbation, SamConfig};
+use crate::schedule::LrSchedule;
 use crate::ConfigError;
 
 /// The two factors of a diagonal linear network.
@@ -55,8 +56,8 @@ impl DiagParams {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiagTrainConfig {
-    /// Step size $\gamma$.
-    pub lr: f64,
+    /// Step size $\gamma$ (a number, or a schedule table).
+    pub lr: LrSchedule,
     /// Number of updates.
     pub iters: usize,
     /// Mini-batch size for SGD, drawn uniformly with replacement; `None` is full batch (GD).
@@ -277,12 +278,7 @@ pub fn train(
             ),
         });
     }
-    if !(config.lr.is_finite() && config.lr > 0.0) {
-        return Err(ConfigError::Invalid {
-            field: "lr",
-            reason: format!("must be finite and > 0, got {}", config.lr),
-        });
-    }
+    config.lr.check()?;
     let batch_size = config.batch_size.unwrap_or(n);
     if batch_size == 0 {
         return Err(ConfigError::Invalid {
@@ -330,7 +326,8 @@ pub fn train(
                 previous.clone_from(&batch);
             }
         }
-        let rho = sam.rho_at(t as f64 / config.iters as f64, config.lr);
+        let lr = config.lr.at(t, config.iters);
+        let rho = sam.rho_at(t as f64 / config.iters as f64, lr);
         let ascent_rows = match sam.config().ascent_source {
             crate::sam::AscentSource::SameBatch => &batch,
             crate::sam::AscentSource::PreviousBatch => &previous,
@@ -339,7 +336,7 @@ pub fn train(
             &flat,
             &sam,
             rho,
-            config.lr,
+            lr,
             &batch,
             ascent_rows,
             &mut p,
@@ -528,7 +525,7 @@ mod tests {
     fn run(sam: SamConfig, alpha: f64, lr: f64, iters: usize) -> DiagRun {
         let (data, _) = SparseRegression::NOTEBOOK.generate().unwrap();
         let config = DiagTrainConfig {
-            lr,
+            lr: LrSchedule::constant(lr),
             iters,
             batch_size: None,
             seed: 0,
@@ -661,7 +658,7 @@ mod tests {
         };
         let (data, _) = spec.generate().unwrap();
         let config = DiagTrainConfig {
-            lr: 0.05,
+            lr: LrSchedule::constant(0.05),
             iters: 3001,
             batch_size: None,
             seed: 0,
@@ -756,7 +753,7 @@ mod tests {
                 ..SamConfig::usam(rho, Grouping::Size(m))
             };
             let config = DiagTrainConfig {
-                lr,
+                lr: LrSchedule::constant(lr),
                 iters: 1,
                 batch_size: None,
                 seed: 0,
@@ -828,7 +825,7 @@ mod tests {
             (2, 10.0 / 30.0, 0.0019935277850979295),
         ] {
             let config = DiagTrainConfig {
-                lr,
+                lr: LrSchedule::constant(lr),
                 iters: 10001,
                 batch_size: Some(1),
                 seed,
@@ -849,7 +846,7 @@ mod tests {
                 ..SamConfig::usam(0.05, Grouping::Size(1))
             };
             let config = DiagTrainConfig {
-                lr: 0.1,
+                lr: LrSchedule::constant(0.1),
                 iters: 3000,
                 batch_size: Some(2),
                 seed,
@@ -892,7 +889,7 @@ mod tests {
     fn bad_settings_are_rejected() {
         let (data, _) = SparseRegression::NOTEBOOK.generate().unwrap();
         let mut config = DiagTrainConfig {
-            lr: -1.0,
+            lr: LrSchedule::constant(-1.0),
             iters: 1,
             batch_size: None,
             seed: 0,
@@ -904,7 +901,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("lr"));
-        config.lr = 0.1;
+        config.lr = LrSchedule::constant(0.1);
         config.sam = SamConfig::usam(0.1, Grouping::Size(3));
         assert!(train(&data, &config, init(), &mut |_| {})
             .unwrap_err()

@@ -17,5 +17,6 @@ mod error;
 pub mod numpy_rng;
 pub mod run_dir;
 pub mod sam;
+pub mod schedule;
 
 pub use error::{ConfigError, DataError};

@@ -13,6 +13,7 @@ use indicatif::ProgressBar;
 use samlab_core::data::SparseRegression;
 use samlab_core::diag_net::DiagTrainConfig;
 use samlab_core::sam::SamConfig;
+use samlab_core::schedule::LrSchedule;
 use samlab_report::{Claim, Figure, Scale, Section, Series, Verdict};
 
 use crate::diag::{execute, DataSource, DiagOutcome, DiagRunConfig};
@@ -132,7 +133,7 @@ pub fn diag_config(
         alpha,
         init_from: None,
         train: DiagTrainConfig {
-            lr,
+            lr: LrSchedule::constant(lr),
             iters,
             batch_size: None,
             seed: data.seed,
