@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset, SparseRegression};
-use samlab_core::diag_net::{self, DiagParams, DiagRun, DiagTrainConfig, LogSchedule, RunStatus};
+use samlab_core::diag_net::{
+    self, DiagParams, DiagRun, DiagTrainConfig, LogSchedule, RunStatus, StepView,
+};
 use samlab_core::run_dir::{write_csv, write_json, write_toml, RunDirWriter};
 use samlab_core::sam::{
     ActiveWindow, AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
@@ -124,7 +126,7 @@ pub fn execute(
     config: &DiagRunConfig,
     out: &Path,
     force: bool,
-    on_progress: &mut dyn FnMut(usize),
+    observer: &mut dyn FnMut(&StepView),
 ) -> Result<DiagOutcome> {
     let data = config.data.load()?;
     let init = initial_params(config, data.d())?;
@@ -135,7 +137,7 @@ pub fn execute(
         .check(config.train.batch_size.unwrap_or(data.n()))?;
     let writer = RunDirWriter::create(out, force)?;
     let start = Instant::now();
-    let run = diag_net::train(&data, &config.train, init, on_progress)?;
+    let run = diag_net::train(&data, &config.train, init, observer)?;
     let seconds = start.elapsed().as_secs_f64();
     let summary = summarize(&run, config.train.seed, seconds);
     let dir = writer.path();
@@ -385,7 +387,7 @@ impl TrainArgs {
     }
 }
 
-fn parse_log(s: &str) -> std::result::Result<LogSchedule, String> {
+pub(crate) fn parse_log(s: &str) -> std::result::Result<LogSchedule, String> {
     match s {
         "notebook" => Ok(LogSchedule::Notebook),
         "ends" => Ok(LogSchedule::Ends),

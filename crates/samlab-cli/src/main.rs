@@ -4,6 +4,7 @@ mod diag;
 mod experiments;
 mod progress;
 mod reproduce;
+mod theory;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,9 @@ enum Command {
     /// Diagonal linear networks on sparse regression (the analytic engine).
     #[command(subcommand)]
     Diag(DiagCommand),
+    /// The paper's theory applied to finished runs.
+    #[command(subcommand)]
+    Theory(TheoryCommand),
     /// Re-run a run directory's config.toml exactly.
     Run {
         /// A config.toml written by a previous run.
@@ -49,6 +53,16 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "results")]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TheoryCommand {
+    /// Theorem 1 for a diagonal-net run: effective initialization, Delta integrals, predicted vs trained beta.
+    /// Writes RUN_DIR/implicit_bias.json.
+    ImplicitBias {
+        /// A run directory written by `samlab diag train`.
+        run_dir: PathBuf,
     },
 }
 
@@ -84,14 +98,22 @@ fn run(cli: Cli) -> Result<()> {
                 AnyRunConfig::Diag(c) => train_diag(&c, &out, force),
             }
         }
+        Command::Theory(TheoryCommand::ImplicitBias { run_dir }) => {
+            let result = theory::implicit_bias(&run_dir)?;
+            theory::print(&run_dir, &result);
+            Ok(())
+        }
         Command::Reproduce { quick, out } => reproduce::reproduce(&out, quick),
     }
 }
 
 fn train_diag(config: &diag::DiagRunConfig, out: &std::path::Path, force: bool) -> Result<()> {
     let bar = progress::bar(config.train.iters as u64, "updates");
-    let outcome = diag::execute(config, out, force, &mut |done| {
-        bar.set_position(done as u64)
+    let every = (config.train.iters / 200).max(1);
+    let outcome = diag::execute(config, out, force, &mut |step| {
+        if step.t % every == 0 {
+            bar.set_position(step.t as u64);
+        }
     })?;
     bar.finish_and_clear();
     let s = &outcome.summary;

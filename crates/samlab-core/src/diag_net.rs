@@ -116,6 +116,20 @@ pub struct DiagRun {
     pub iterations: usize,
 }
 
+/// What the observer of [`train`] sees before update `t` (0-based) is applied.
+pub struct StepView<'a> {
+    /// Updates done so far.
+    pub t: usize,
+    /// Parameters before the update.
+    pub params: &'a DiagParams,
+    /// Step size of this update.
+    pub lr: f64,
+    /// Radius of this update (0 when SAM is off).
+    pub rho: f64,
+    /// Examples of this update's batch.
+    pub batch: &'a [usize],
+}
+
 /// Iterations at which losses are logged: every one of the first 500, then 201 log-spaced ones up to `iters`
 /// (the notebook's schedule, SPEC §2.3), and `iters` itself.
 pub fn log_iterations(iters: usize) -> Vec<usize> {
@@ -258,13 +272,13 @@ impl Scratch {
 
 /// Trains from `init` on `data` and returns the final parameters and the loss curve.
 ///
-/// `on_progress` is called with the number of updates done, about a hundred times per run.
+/// `observer` sees every update before it is applied (for progress bars and the theory module's accounting).
 /// A run whose parameters or losses become non-finite stops with [`RunStatus::Diverged`].
 pub fn train(
     data: &Dataset,
     config: &DiagTrainConfig,
     init: DiagParams,
-    on_progress: &mut dyn FnMut(usize),
+    observer: &mut dyn FnMut(&StepView),
 ) -> Result<DiagRun, ConfigError> {
     let n = data.n();
     let d = data.d();
@@ -303,7 +317,6 @@ pub fn train(
     };
     let mut next_log = 0;
     let mut curve = Vec::with_capacity(log_at.len());
-    let progress_every = (config.iters / 100).max(1);
 
     for t in 0..=config.iters {
         if log_at.get(next_log) == Some(&t) {
@@ -332,6 +345,13 @@ pub fn train(
             crate::sam::AscentSource::SameBatch => &batch,
             crate::sam::AscentSource::PreviousBatch => &previous,
         };
+        observer(&StepView {
+            t,
+            params: &p,
+            lr,
+            rho,
+            batch: &batch,
+        });
         step(
             &flat,
             &sam,
@@ -345,9 +365,6 @@ pub fn train(
         );
         if !p.is_finite() {
             return Ok(diverged(p, curve, t + 1));
-        }
-        if (t + 1) % progress_every == 0 {
-            on_progress(t + 1);
         }
     }
     Ok(DiagRun {

@@ -5,6 +5,8 @@
 //! - [`sam::SamConfig`]: the one definition of the SAM family (ERM, n-SAM, m-SAM, 1-SAM; normalized or not;
 //!   multi-step ascent; random perturbations; active windows) that every engine reads;
 //! - [`diag_net`]: the analytic engine for diagonal linear networks, in f64;
+//! - [`theory`]: Theorem 1 (hyperbolic entropy, implicit-bias solver, effective initialization) and Theorem 2
+//!   (convergence bounds on least squares);
 //! - [`data`]: the paper's sparse regression generator (bit-exact with NumPy's `RandomState`) and `.npy` I/O;
 //! - [`run_dir`]: the run directory every engine writes and the report reads.
 //!
@@ -18,5 +20,6 @@ pub mod numpy_rng;
 pub mod run_dir;
 pub mod sam;
 pub mod schedule;
+pub mod theory;
 
 pub use error::{ConfigError, DataError};

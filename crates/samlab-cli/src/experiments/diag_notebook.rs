@@ -9,7 +9,9 @@ use samlab_core::data::SparseRegression;
 use samlab_core::sam::{Grouping, SamConfig};
 use samlab_report::{Figure, Scale, Section, Series};
 
-use super::{curves_figure, diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment};
+use super::{
+    curves_figure, diag_config, dir_name, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment,
+};
 use crate::diag::DiagOutcome;
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
@@ -28,20 +30,6 @@ fn run_all(
         .map(|(name, sam, alpha, lr)| (dir_name(&name), diag_config(DATA, alpha, lr, ITERS, sam)))
         .collect();
     Ok((names, ctx.diag_runs(id, configs)?))
-}
-
-/// A file-system-friendly name for a run label such as "1-SAM rho=0.1".
-fn dir_name(label: &str) -> String {
-    label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// Checks `(got, notebook value)` pairs to `tol` relative; returns (all ok, text).

@@ -3,6 +3,8 @@
 mod diag_finetune;
 mod diag_long;
 mod diag_notebook;
+mod theory_bias;
+mod theory_convergence;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,30 +43,37 @@ impl Ctx<'_> {
         runs: Vec<(String, DiagRunConfig)>,
     ) -> Result<Vec<DiagOutcome>> {
         self.progress.inc_length(runs.len() as u64);
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<DiagOutcome>>>> =
-            Mutex::new((0..runs.len()).map(|_| None).collect());
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        std::thread::scope(|scope| {
-            for _ in 0..workers.min(runs.len()) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((name, config)) = runs.get(i) else {
-                        break;
-                    };
-                    let outcome = execute(config, &self.dir(id).join(name), true, &mut |_| {});
-                    results.lock().expect("no worker panicked")[i] = Some(outcome);
-                    self.progress.inc(1);
-                });
-            }
-        });
-        results
-            .into_inner()
-            .expect("no worker panicked")
-            .into_iter()
-            .map(|r| r.expect("every run was taken by a worker"))
-            .collect()
+        par_map(&runs, |(name, config)| {
+            let outcome = execute(config, &self.dir(id).join(name), true, &mut |_| {});
+            self.progress.inc(1);
+            outcome
+        })
+        .into_iter()
+        .collect()
     }
+}
+
+/// `f` over `items` on one worker thread per core; results in input order.
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..items.len()).map(|_| None).collect());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(items.len()) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                results.lock().expect("no worker panicked")[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .expect("no worker panicked")
+        .into_iter()
+        .map(|r| r.expect("every item was taken by a worker"))
+        .collect()
 }
 
 /// A claim's fixed part; [`ClaimSpec::judge`] adds what we measured.
@@ -117,6 +126,8 @@ pub fn all() -> Vec<Box<dyn Experiment>> {
         Box::new(diag_notebook::RhoGrid),
         Box::new(diag_long::LongRun),
         Box::new(diag_finetune::FineTune),
+        Box::new(theory_bias::ImplicitBiasStudy),
+        Box::new(theory_convergence::Convergence),
     ]
 }
 
@@ -141,6 +152,20 @@ pub fn diag_config(
             log: Default::default(),
         },
     }
+}
+
+/// A file-system-friendly name for a run label such as "1-SAM rho=0.1".
+pub fn dir_name(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Relative difference |a - b| / |b|.
