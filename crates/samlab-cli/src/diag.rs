@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset, SparseRegression};
@@ -11,13 +11,10 @@ use samlab_core::diag_net::{
     self, DiagParams, DiagRun, DiagTrainConfig, LogSchedule, RunStatus, StepView,
 };
 use samlab_core::run_dir::{write_csv, write_json, write_toml, RunDirWriter};
-use samlab_core::sam::{
-    ActiveWindow, AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
-};
 use samlab_core::schedule::LrSchedule;
 use serde::{Deserialize, Serialize};
 
-use crate::UsageError;
+use crate::train_args::SamArgs;
 
 /// Where the data of a run comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -227,18 +224,9 @@ pub struct TrainArgs {
     /// Seed of the data generator (NumPy RandomState) and of SGD sampling / random perturbations.
     #[arg(long, default_value_t = 0)]
     pub seed: u32,
-    /// Algorithm.
-    #[arg(long, value_enum)]
-    pub method: Method,
-    /// Group size of m-SAM.
-    #[arg(long)]
-    pub m: Option<usize>,
-    /// Mini-batch size (SGD; default full batch for the other methods, 1 for sgd).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Perturbation radius (SAM methods). The ascent is on the same per-example loss r^2/2 as the descent.
-    #[arg(long)]
-    pub rho: Option<f64>,
+    /// The SAM family: --method, --m, --batch-size, --rho, --normalize / --clip, ascent and window options.
+    #[command(flatten)]
+    pub sam: SamArgs,
     /// Step size.
     #[arg(long)]
     pub lr: f64,
@@ -248,36 +236,6 @@ pub struct TrainArgs {
     /// Number of updates.
     #[arg(long)]
     pub iters: usize,
-    /// Normalized SAM: rho * g / ||g|| (default: unnormalized rho * g, the theory's USAM).
-    #[arg(long)]
-    pub normalize: bool,
-    /// Clipped SAM: rho * g projected onto the rho-ball (the deep-net code's "unnormalized" option).
-    #[arg(long, conflicts_with = "normalize")]
-    pub clip: bool,
-    /// Ascent steps of the inner maximisation.
-    #[arg(long, default_value_t = 1)]
-    pub ascent_steps: usize,
-    /// Ascent step size as a multiple of rho.
-    #[arg(long, default_value_t = 1.0)]
-    pub ascent_step_mult: f64,
-    /// Start the ascent from a random point on the rho-sphere.
-    #[arg(long)]
-    pub random_init: bool,
-    /// Random Gaussian weight perturbations of expected norm rho instead of the SAM ascent.
-    #[arg(long)]
-    pub random_perturbation: bool,
-    /// Compute the perturbation on the previous mini-batch (the deep-net n-SAM proxy).
-    #[arg(long)]
-    pub previous_batch: bool,
-    /// rho = FACTOR * lr (instead of a constant rho).
-    #[arg(long)]
-    pub rho_lr_factor: Option<f64>,
-    /// SAM is active from this fraction of training on (ERM -> SAM).
-    #[arg(long, default_value_t = 0.0)]
-    pub sam_start: f64,
-    /// SAM is active until this fraction of training (SAM -> ERM).
-    #[arg(long, default_value_t = 1.0)]
-    pub sam_end: f64,
     /// Start from the final u, v of this run directory (and its data, unless data flags are given).
     #[arg(long)]
     pub init_from: Option<PathBuf>,
@@ -297,69 +255,7 @@ impl TrainArgs {
     pub fn to_config(&self) -> Result<DiagRunConfig> {
         let data_flags_given =
             self.n.is_some() || self.d.is_some() || self.r.is_some() || self.n_test.is_some();
-        let sam_method = !matches!(self.method, Method::Gd | Method::Sgd);
-        let grouping = match self.method {
-            Method::Msam => match self.m {
-                Some(m) => Grouping::Size(m),
-                None => bail!(UsageError("--method msam needs --m".into())),
-            },
-            Method::OneSam => Grouping::Size(1),
-            _ => Grouping::WholeBatch,
-        };
-        if self.m.is_some() && self.method != Method::Msam {
-            bail!(UsageError("--m is only for --method msam".into()));
-        }
-        let rho = match (sam_method, self.rho, self.rho_lr_factor) {
-            (true, Some(rho), _) => rho,
-            (true, None, Some(_)) => 0.0,
-            (true, None, None) => bail!(UsageError(
-                "SAM methods need --rho (or --rho-lr-factor)".into()
-            )),
-            (false, None, None) => 0.0,
-            (false, _, _) => bail!(UsageError(
-                "--rho and --rho-lr-factor are only for the SAM methods (nsam, msam, 1sam)".into()
-            )),
-        };
-        let batch_size = match self.method {
-            Method::Sgd => Some(self.batch_size.unwrap_or(1)),
-            Method::Gd if self.batch_size.is_some() => {
-                bail!(UsageError(
-                    "--method gd is full batch: use --method sgd".into()
-                ))
-            }
-            _ => self.batch_size,
-        };
-        let normalization = match (self.normalize, self.clip) {
-            (true, _) => Normalization::Normalized,
-            (_, true) => Normalization::Clipped,
-            _ => Normalization::Unnormalized,
-        };
-        let sam = SamConfig {
-            rho,
-            grouping,
-            normalization,
-            ascent_steps: self.ascent_steps,
-            ascent_step_mult: self.ascent_step_mult,
-            random_init: self.random_init,
-            perturbation: if self.random_perturbation {
-                Perturbation::Random
-            } else {
-                Perturbation::Ascent
-            },
-            ascent_source: if self.previous_batch {
-                AscentSource::PreviousBatch
-            } else {
-                AscentSource::SameBatch
-            },
-            rho_schedule: match self.rho_lr_factor {
-                Some(factor) => RhoSchedule::ProportionalToLr { factor },
-                None => RhoSchedule::Constant,
-            },
-            window: ActiveWindow {
-                start: self.sam_start,
-                end: self.sam_end,
-            },
-        };
+        let (sam, batch_size) = self.sam.resolve()?;
         let data = match (&self.data, &self.init_from) {
             (Some(dir), _) => DataSource::Dir(dir.clone()),
             (None, Some(run)) if !data_flags_given => DataSource::Dir(run.clone()),

@@ -3,8 +3,10 @@
 mod diag;
 mod experiments;
 mod progress;
+mod relu;
 mod reproduce;
 mod theory;
+mod train_args;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +32,9 @@ enum Command {
     /// Diagonal linear networks on sparse regression (the analytic engine).
     #[command(subcommand)]
     Diag(DiagCommand),
+    /// One-hidden-layer ReLU networks (1D regression, teacher-student, any .npy data).
+    #[command(subcommand)]
+    Relu(ReluCommand),
     /// The paper's theory applied to finished runs.
     #[command(subcommand)]
     Theory(TheoryCommand),
@@ -72,11 +77,18 @@ enum DiagCommand {
     Train(Box<diag::TrainArgs>),
 }
 
+#[derive(Subcommand)]
+enum ReluCommand {
+    /// Train one ReLU network f(x) = sum_j a_j relu(w_j x + b_j) with GD, SGD or any SAM variant.
+    Train(Box<relu::TrainArgs>),
+}
+
 /// config.toml of any engine, told apart by its fields.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum AnyRunConfig {
     Diag(diag::DiagRunConfig),
+    Relu(relu::ReluRunConfig),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -84,6 +96,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Diag(DiagCommand::Train(args)) => {
             let config = args.to_config()?;
             train_diag(&config, &args.out, args.force)
+        }
+        Command::Relu(ReluCommand::Train(args)) => {
+            relu::train_and_report(&args.to_config()?, &args.out, args.force)
         }
         Command::Run { config, out, force } => {
             let text = std::fs::read_to_string(&config)
@@ -96,6 +111,7 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             match parsed {
                 AnyRunConfig::Diag(c) => train_diag(&c, &out, force),
+                AnyRunConfig::Relu(c) => relu::train_and_report(&c, &out, force),
             }
         }
         Command::Theory(TheoryCommand::ImplicitBias { run_dir }) => {

@@ -5,6 +5,7 @@
 //! - [`sam::SamConfig`]: the one definition of the SAM family (ERM, n-SAM, m-SAM, 1-SAM; normalized or not;
 //!   multi-step ascent; random perturbations; active windows) that every engine reads;
 //! - [`diag_net`]: the analytic engine for diagonal linear networks, in f64;
+//! - [`relu_net`]: the analytic engine for one-hidden-layer ReLU networks, in f64 (kinks, feature sparsity);
 //! - [`theory`]: Theorem 1 (hyperbolic entropy, implicit-bias solver, effective initialization) and Theorem 2
 //!   (convergence bounds on least squares);
 //! - [`data`]: the paper's sparse regression generator (bit-exact with NumPy's `RandomState`) and `.npy` I/O;
@@ -17,6 +18,7 @@ pub mod data;
 pub mod diag_net;
 mod error;
 pub mod numpy_rng;
+pub mod relu_net;
 pub mod run_dir;
 pub mod sam;
 pub mod schedule;

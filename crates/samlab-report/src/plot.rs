@@ -82,8 +82,10 @@ pub enum Scale {
 pub struct Series {
     /// Legend label; an empty name leaves the series out of the legend.
     pub name: String,
-    /// `(x, y)` data points, drawn in the given order. Points with
-    /// non-finite coordinates (or non-positive ones on a log axis) are dropped.
+    /// `(x, y)` data points, drawn in the given order. A point with a NaN
+    /// coordinate ends the line there (a gap; with `markers`, NaNs between
+    /// points give a scatter plot); infinite coordinates (and non-positive
+    /// ones on a log axis) are dropped.
     pub points: Vec<(f64, f64)>,
     /// Draw the line dashed instead of solid.
     pub dashed: bool,
@@ -522,25 +524,30 @@ fn to_plot(v: f64, scale: Scale) -> Option<f64> {
 }
 
 fn prepare(fig: &Figure) -> Result<Prepared, PlotError> {
-    let series: Vec<PreparedSeries> = fig
-        .series
-        .iter()
-        .enumerate()
-        .filter_map(|(index, s)| {
-            let points: Vec<(f64, f64)> = s
-                .points
+    // A series is split at its NaN points into pieces of the same colour; only the first piece is named.
+    let mut series: Vec<PreparedSeries> = vec![];
+    for (index, s) in fig.series.iter().enumerate() {
+        let first = series.len();
+        for piece in s.points.split(|(x, y)| x.is_nan() || y.is_nan()) {
+            let points: Vec<(f64, f64)> = piece
                 .iter()
                 .filter_map(|&(x, y)| Some((to_plot(x, fig.x_scale)?, to_plot(y, fig.y_scale)?)))
                 .collect();
-            (!points.is_empty()).then(|| PreparedSeries {
-                index,
-                name: s.name.clone(),
-                points,
-                dashed: s.dashed,
-                markers: s.markers,
-            })
-        })
-        .collect();
+            if !points.is_empty() {
+                series.push(PreparedSeries {
+                    index,
+                    name: if series.len() == first {
+                        s.name.clone()
+                    } else {
+                        String::new()
+                    },
+                    points,
+                    dashed: s.dashed,
+                    markers: s.markers,
+                });
+            }
+        }
+    }
     if series.is_empty() {
         return Err(PlotError::NoData(fig.title.clone()));
     }
@@ -1165,6 +1172,34 @@ mod tests {
             runs,
             vec![vec![(0.0, 0.0), (1.0, 1.0)], vec![(3.0, 1.0), (4.0, 0.0)]]
         );
+    }
+
+    #[test]
+    fn nan_points_split_a_series_into_pieces_of_one_colour() {
+        let fig = Figure {
+            series: vec![Series {
+                name: "data".into(),
+                points: vec![
+                    (0.0, 1.0),
+                    (f64::NAN, f64::NAN),
+                    (1.0, 2.0),
+                    (2.0, f64::INFINITY),
+                    (3.0, 0.5),
+                ],
+                dashed: false,
+                markers: true,
+            }],
+            ..Figure::new("scatter", "x", "y")
+        };
+        let p = prepare(&fig).unwrap();
+        let pieces: Vec<(usize, &str, usize)> = p
+            .series
+            .iter()
+            .map(|s| (s.index, s.name.as_str(), s.points.len()))
+            .collect();
+        assert_eq!(pieces, vec![(0, "data", 1), (0, "", 2)]);
+        let dir = tempfile::tempdir().unwrap();
+        render(&fig, &dir.path().join("scatter")).unwrap();
     }
 
     /// Renders example figures into the temp directory for visual inspection:

@@ -3,6 +3,9 @@
 mod diag_finetune;
 mod diag_long;
 mod diag_notebook;
+mod relu_common;
+mod relu_kinks;
+mod relu_sparse;
 mod theory_bias;
 mod theory_convergence;
 
@@ -128,6 +131,10 @@ pub fn all() -> Vec<Box<dyn Experiment>> {
         Box::new(diag_finetune::FineTune),
         Box::new(theory_bias::ImplicitBiasStudy),
         Box::new(theory_convergence::Convergence),
+        Box::new(relu_kinks::Kinks),
+        Box::new(relu_sparse::LargeStepDiag),
+        Box::new(relu_sparse::LargeStepRelu1d),
+        Box::new(relu_sparse::TeacherStudentSparsity),
     ]
 }
 

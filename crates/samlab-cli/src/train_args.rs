@@ -1,0 +1,202 @@
+//! Command-line flags every engine's `train` command shares: the SAM family (`--method`, `--rho`, ...) and the
+//! learning-rate schedule (`--lr`, `--lr-schedule`, ...). Flattened into each command's arguments.
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use samlab_core::sam::{
+    ActiveWindow, AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
+};
+use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
+
+use crate::diag::Method;
+use crate::UsageError;
+
+/// The SAM-family flags.
+#[derive(Debug, Args)]
+pub struct SamArgs {
+    /// Algorithm.
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Group size of m-SAM.
+    #[arg(long)]
+    pub m: Option<usize>,
+    /// Mini-batch size (SGD; default full batch for the other methods, 1 for sgd).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Perturbation radius (SAM methods). The ascent is on the same per-example loss as the descent.
+    #[arg(long)]
+    pub rho: Option<f64>,
+    /// Normalized SAM: rho * g / ||g|| (default: unnormalized rho * g, the theory's USAM).
+    #[arg(long)]
+    pub normalize: bool,
+    /// Clipped SAM: rho * g projected onto the rho-ball (the deep-net code's "unnormalized" option).
+    #[arg(long, conflicts_with = "normalize")]
+    pub clip: bool,
+    /// Ascent steps of the inner maximisation.
+    #[arg(long, default_value_t = 1)]
+    pub ascent_steps: usize,
+    /// Ascent step size as a multiple of rho.
+    #[arg(long, default_value_t = 1.0)]
+    pub ascent_step_mult: f64,
+    /// Start the ascent from a random point on the rho-sphere.
+    #[arg(long)]
+    pub random_init: bool,
+    /// Random Gaussian weight perturbations of expected norm rho instead of the SAM ascent.
+    #[arg(long)]
+    pub random_perturbation: bool,
+    /// Compute the perturbation on the previous mini-batch (the deep-net n-SAM proxy).
+    #[arg(long)]
+    pub previous_batch: bool,
+    /// rho = FACTOR * lr (instead of a constant rho).
+    #[arg(long)]
+    pub rho_lr_factor: Option<f64>,
+    /// SAM is active from this fraction of training on (ERM -> SAM).
+    #[arg(long, default_value_t = 0.0)]
+    pub sam_start: f64,
+    /// SAM is active until this fraction of training (SAM -> ERM).
+    #[arg(long, default_value_t = 1.0)]
+    pub sam_end: f64,
+}
+
+impl SamArgs {
+    /// The SAM config and the mini-batch size (`None`: full batch), rejecting combinations that make no sense.
+    pub fn resolve(&self) -> Result<(SamConfig, Option<usize>)> {
+        let sam_method = !matches!(self.method, Method::Gd | Method::Sgd);
+        let grouping = match self.method {
+            Method::Msam => match self.m {
+                Some(m) => Grouping::Size(m),
+                None => bail!(UsageError("--method msam needs --m".into())),
+            },
+            Method::OneSam => Grouping::Size(1),
+            _ => Grouping::WholeBatch,
+        };
+        if self.m.is_some() && self.method != Method::Msam {
+            bail!(UsageError("--m is only for --method msam".into()));
+        }
+        let rho = match (sam_method, self.rho, self.rho_lr_factor) {
+            (true, Some(rho), _) => rho,
+            (true, None, Some(_)) => 0.0,
+            (true, None, None) => bail!(UsageError(
+                "SAM methods need --rho (or --rho-lr-factor)".into()
+            )),
+            (false, None, None) => 0.0,
+            (false, _, _) => bail!(UsageError(
+                "--rho and --rho-lr-factor are only for the SAM methods (nsam, msam, 1sam)".into()
+            )),
+        };
+        let batch_size = match self.method {
+            Method::Sgd => Some(self.batch_size.unwrap_or(1)),
+            Method::Gd if self.batch_size.is_some() => {
+                bail!(UsageError(
+                    "--method gd is full batch: use --method sgd".into()
+                ))
+            }
+            _ => self.batch_size,
+        };
+        let normalization = match (self.normalize, self.clip) {
+            (true, _) => Normalization::Normalized,
+            (_, true) => Normalization::Clipped,
+            _ => Normalization::Unnormalized,
+        };
+        let sam = SamConfig {
+            rho,
+            grouping,
+            normalization,
+            ascent_steps: self.ascent_steps,
+            ascent_step_mult: self.ascent_step_mult,
+            random_init: self.random_init,
+            perturbation: if self.random_perturbation {
+                Perturbation::Random
+            } else {
+                Perturbation::Ascent
+            },
+            ascent_source: if self.previous_batch {
+                AscentSource::PreviousBatch
+            } else {
+                AscentSource::SameBatch
+            },
+            rho_schedule: match self.rho_lr_factor {
+                Some(factor) => RhoSchedule::ProportionalToLr { factor },
+                None => RhoSchedule::Constant,
+            },
+            window: ActiveWindow {
+                start: self.sam_start,
+                end: self.sam_end,
+            },
+        };
+        Ok((sam, batch_size))
+    }
+}
+
+/// Shapes of `--lr-schedule`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShapeArg {
+    /// The same rate throughout.
+    Constant,
+    /// lr * (1 - t/T).
+    LinearDecay,
+    /// Multiplied by each --decay-factor from its --decay-at fraction of training on.
+    Step,
+    /// lr * (0.5 + 0.5 cos(pi t/T)).
+    Cosine,
+    /// Linear up to lr at 40% of training, then down to 0.
+    Cyclic,
+}
+
+/// The learning-rate flags.
+#[derive(Debug, Args)]
+pub struct LrArgs {
+    /// Step size (the peak rate of a schedule).
+    #[arg(long)]
+    pub lr: f64,
+    /// Shape of the learning rate over training.
+    #[arg(long, value_enum, default_value = "constant")]
+    pub lr_schedule: ShapeArg,
+    /// Fractions of training where the step schedule drops, e.g. 0.5,0.75.
+    #[arg(long, value_delimiter = ',')]
+    pub decay_at: Vec<f64>,
+    /// Factor applied at each drop (cumulative), e.g. 0.1,0.1.
+    #[arg(long, value_delimiter = ',')]
+    pub decay_factor: Vec<f64>,
+    /// Linear warm-up from 0 to lr over this many updates.
+    #[arg(long, conflicts_with = "warmup_exp")]
+    pub warmup_steps: Option<usize>,
+    /// Exponential warm-up START,RATE: min(1, START * RATE^t) times lr.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub warmup_exp: Vec<f64>,
+}
+
+impl LrArgs {
+    /// The checked schedule.
+    pub fn resolve(&self) -> Result<LrSchedule> {
+        let step_flags = !self.decay_at.is_empty() || !self.decay_factor.is_empty();
+        if step_flags && self.lr_schedule != ShapeArg::Step {
+            bail!(UsageError(
+                "--decay-at and --decay-factor need --lr-schedule step".into()
+            ));
+        }
+        let shape = match self.lr_schedule {
+            ShapeArg::Constant => LrShape::Constant,
+            ShapeArg::LinearDecay => LrShape::LinearDecay,
+            ShapeArg::Step => LrShape::Step {
+                at: self.decay_at.clone(),
+                factors: self.decay_factor.clone(),
+            },
+            ShapeArg::Cosine => LrShape::Cosine,
+            ShapeArg::Cyclic => LrShape::Cyclic,
+        };
+        let warmup = match (self.warmup_steps, self.warmup_exp.as_slice()) {
+            (Some(steps), _) => Warmup::Linear { steps },
+            (None, []) => Warmup::None,
+            (None, &[start, rate]) => Warmup::Exponential { start, rate },
+            (None, _) => bail!(UsageError("--warmup-exp takes START,RATE".into())),
+        };
+        let schedule = LrSchedule {
+            base: self.lr,
+            shape,
+            warmup,
+        };
+        schedule.check()?;
+        Ok(schedule)
+    }
+}
