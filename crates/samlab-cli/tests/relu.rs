@@ -1,46 +1,14 @@
 //! End-to-end tests of `samlab relu train`: the run-directory contract, exact replays, divergence, bad input.
 //! (The ReLU presets' claims are checked by `reproduce --quick` in cli.rs.)
 
+mod common;
+use common::*;
+
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use ndarray::{Array1, Array2};
 use ndarray_npy::{read_npy, write_npy};
-use serde_json::Value;
-
-fn samlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_samlab"))
-        .args(args)
-        .output()
-        .expect("samlab runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = samlab(args);
-    assert!(
-        out.status.success(),
-        "samlab {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs samlab expecting exit status 2 and returns stderr.
-fn bad(args: &[&str]) -> String {
-    let out = samlab(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "samlab {args:?}: {stderr}");
-    stderr
-}
-
-fn summary(dir: &Path) -> Value {
-    serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 /// The notebook's SAM step (normalized n-SAM, rho 0.3, linear decay), 2000 updates.
 const NSAM: [&str; 16] = [

@@ -1,21 +1,11 @@
 //! `samlab theory implicit-bias`: the numbers it writes and its refusals.
 
+mod common;
+use common::*;
+
 use std::fs;
-use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
-
-fn samlab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_samlab"))
-        .args(args)
-        .output()
-        .expect("samlab runs")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
 
 #[test]
 fn implicit_bias_of_a_1sam_run_matches_theorem_1() {

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::batches::Batches;
 use crate::data::Dataset;
 use crate::numpy_rng::NumpyRandomState;
 use crate::sam::{CheckedSam, Normalization, Perturbation, SamConfig};
@@ -80,6 +81,16 @@ pub enum LogSchedule {
     Notebook,
     /// Only the start and the end (for sweeps and timing).
     Ends,
+}
+
+impl LogSchedule {
+    /// The logged iterations of a run of `iters` updates.
+    pub fn iterations(self, iters: usize) -> Vec<usize> {
+        match self {
+            LogSchedule::Notebook => log_iterations(iters),
+            LogSchedule::Ends => vec![0, iters],
+        }
+    }
 }
 
 /// One point of a training curve: losses after `iteration` updates.
@@ -305,16 +316,8 @@ pub fn train(
     let mut rng = NumpyRandomState::new(config.seed);
     let mut p = init;
     let mut scratch = Scratch::new(d);
-    // Full batch: every example in order. Mini-batches are redrawn every step.
-    let mut batch: Vec<usize> = match config.batch_size {
-        None => (0..n).collect(),
-        Some(b) => vec![0; b],
-    };
-    let mut previous = batch.clone();
-    let log_at = match config.log {
-        LogSchedule::Notebook => log_iterations(config.iters),
-        LogSchedule::Ends => vec![0, config.iters],
-    };
+    let mut batches = Batches::new(n, config.batch_size);
+    let log_at = config.log.iterations(config.iters);
     let mut next_log = 0;
     let mut curve = Vec::with_capacity(log_at.len());
 
@@ -330,34 +333,24 @@ pub fn train(
         if t == config.iters {
             break;
         }
-        if config.batch_size.is_some() {
-            std::mem::swap(&mut previous, &mut batch);
-            for i in batch.iter_mut() {
-                *i = rng.randint(n as u64) as usize;
-            }
-            if t == 0 {
-                previous.clone_from(&batch);
-            }
-        }
+        batches.advance(t, &mut rng);
+        let batch = batches.current();
         let lr = config.lr.at(t, config.iters);
         let rho = sam.rho_at(t as f64 / config.iters as f64, lr);
-        let ascent_rows = match sam.config().ascent_source {
-            crate::sam::AscentSource::SameBatch => &batch,
-            crate::sam::AscentSource::PreviousBatch => &previous,
-        };
+        let ascent_rows = batches.ascent(sam.config().ascent_source);
         observer(&StepView {
             t,
             params: &p,
             lr,
             rho,
-            batch: &batch,
+            batch,
         });
         step(
             &flat,
             &sam,
             rho,
             lr,
-            &batch,
+            batch,
             ascent_rows,
             &mut p,
             &mut scratch,

@@ -4,10 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::model::{accumulate_grad, loss_sum, ReluNet, Shape};
+use crate::batches::Batches;
 use crate::data::Dataset;
-use crate::diag_net::{log_iterations, CurvePoint, LogSchedule, RunStatus};
+use crate::diag_net::{CurvePoint, LogSchedule, RunStatus};
 use crate::numpy_rng::NumpyRandomState;
-use crate::sam::{AscentSource, CheckedSam, Normalization, Perturbation, SamConfig};
+use crate::sam::{CheckedSam, Normalization, Perturbation, SamConfig};
 use crate::schedule::LrSchedule;
 use crate::ConfigError;
 
@@ -214,15 +215,8 @@ pub fn train(
         next: vec![0.0; len],
         pre: vec![0.0; net.width()],
     };
-    let mut batch: Vec<usize> = match config.batch_size {
-        None => (0..n).collect(),
-        Some(b) => vec![0; b],
-    };
-    let mut previous = batch.clone();
-    let log_at = match config.log {
-        LogSchedule::Notebook => log_iterations(config.iters),
-        LogSchedule::Ends => vec![0, config.iters],
-    };
+    let mut batches = Batches::new(n, config.batch_size);
+    let log_at = config.log.iterations(config.iters);
     let mut next_log = 0;
     let mut curve = Vec::with_capacity(log_at.len() + 1);
     let log = |t: usize, net: &ReluNet, pre: &mut [f64], curve: &mut Vec<CurvePoint>| {
@@ -251,29 +245,19 @@ pub fn train(
         if t == config.iters {
             break;
         }
-        if config.batch_size.is_some() {
-            std::mem::swap(&mut previous, &mut batch);
-            for i in batch.iter_mut() {
-                *i = rng.randint(n as u64) as usize;
-            }
-            if t == 0 {
-                previous.clone_from(&batch);
-            }
-        }
+        batches.advance(t, &mut rng);
+        let batch = batches.current();
         let lr = config.lr.at(t, config.iters);
         let rho = sam.rho_at(t as f64 / config.iters as f64, lr);
-        let ascent_rows = match sam.config().ascent_source {
-            AscentSource::SameBatch => &batch,
-            AscentSource::PreviousBatch => &previous,
-        };
+        let ascent_rows = batches.ascent(sam.config().ascent_source);
         observer(&ReluStepView {
             t,
             net: &net,
             lr,
             rho,
-            batch: &batch,
+            batch,
         });
-        let batch_loss = stepper.step(rho, lr, &batch, ascent_rows, &net.theta, &mut w, &mut rng);
+        let batch_loss = stepper.step(rho, lr, batch, ascent_rows, &net.theta, &mut w, &mut rng);
         if !(batch_loss.is_finite() && w.next.iter().all(|v| v.is_finite())) {
             return Ok(finish(net, curve, RunStatus::Diverged, t, false));
         }
@@ -461,7 +445,7 @@ mod tests {
     use crate::relu_net::data::{twelve_points, TeacherStudent};
     use crate::relu_net::metrics::{kinks, KinkTolerances};
     use crate::relu_net::model::ReluInit;
-    use crate::sam::{ActiveWindow, Grouping};
+    use crate::sam::{ActiveWindow, AscentSource, Grouping};
     use crate::schedule::{LrShape, Warmup};
 
     fn blanc(seed: u32) -> ReluNet {
