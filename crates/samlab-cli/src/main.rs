@@ -6,6 +6,7 @@ mod progress;
 mod relu;
 mod reproduce;
 mod theory;
+mod train;
 mod train_args;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ enum Command {
     /// One-hidden-layer ReLU networks (1D regression, teacher-student, any .npy data).
     #[command(subcommand)]
     Relu(ReluCommand),
+    /// Train a deep net (samlab-deep on burn) with ERM or any SAM variant; resumable, with checkpoints.
+    Train(Box<train::TrainArgs>),
     /// The paper's theory applied to finished runs.
     #[command(subcommand)]
     Theory(TheoryCommand),
@@ -89,6 +92,7 @@ enum ReluCommand {
 enum AnyRunConfig {
     Diag(diag::DiagRunConfig),
     Relu(relu::ReluRunConfig),
+    Deep(Box<samlab_deep::run::DeepRunConfig>),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -97,6 +101,7 @@ fn run(cli: Cli) -> Result<()> {
             let config = args.to_config()?;
             train_diag(&config, &args.out, args.force)
         }
+        Command::Train(args) => train::train(&args),
         Command::Relu(ReluCommand::Train(args)) => {
             relu::train_and_report(&args.to_config()?, &args.out, args.force)
         }
@@ -112,6 +117,7 @@ fn run(cli: Cli) -> Result<()> {
             match parsed {
                 AnyRunConfig::Diag(c) => train_diag(&c, &out, force),
                 AnyRunConfig::Relu(c) => relu::train_and_report(&c, &out, force),
+                AnyRunConfig::Deep(c) => train::execute(&c, &out, force),
             }
         }
         Command::Theory(TheoryCommand::ImplicitBias { run_dir }) => {

@@ -1,0 +1,564 @@
+//! `samlab train`: one deep-net run (samlab-deep on burn), from flags and/or a config file, into a run directory
+//! with checkpoints; `--resume` continues a killed run, `--init-from` fine-tunes another run's weights.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, ValueEnum};
+use indicatif::ProgressBar;
+use samlab_core::sam::{
+    ActiveWindow, AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
+};
+use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
+use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
+use samlab_deep::models::Arch;
+use samlab_deep::nn::NormKind;
+use samlab_deep::run::{
+    self, DataConfig, DeepRunConfig, EpochRow, ModelConfig, Observer, RunError, RunOutcome, Status,
+    TrainConfig,
+};
+use samlab_deep::trainer::{BnPolicy, OptimConfig, WeightDecay};
+
+use crate::UsageError;
+
+/// Normalization layers of `--norm`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum NormArg {
+    /// No normalization layers (MLP, CNN).
+    None,
+    /// BatchNorm.
+    Batch,
+    /// GroupNorm.
+    Group,
+}
+
+/// Scaling of the ascent (`--normalization`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum NormalizationArg {
+    /// rho * g / ||g|| (Foret et al.; the deep-net code's default).
+    Normalized,
+    /// rho * g, no projection (the theory's USAM).
+    Unnormalized,
+    /// rho * g projected onto the rho-ball (the deep-net code's "unnormalized").
+    Clipped,
+}
+
+/// Learning-rate shapes of `--lr-schedule`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LrKind {
+    /// x`--lr-drop-factor` at each fraction of `--lr-drops` (default 0.5,0.75: the paper's schedule).
+    Piecewise,
+    /// 0.5 + 0.5 cos(pi t / T).
+    Cosine,
+    /// Constant.
+    Constant,
+    /// Linear 0 -> lr at 40% -> 0.
+    Cyclic,
+}
+
+/// BatchNorm in the SAM passes (`--bn-policy`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BnArg {
+    /// Batch statistics in every pass, running statistics updated by every pass (the authors' code).
+    Both,
+    /// Batch statistics in every pass, running statistics updated once, at the unperturbed weights.
+    Clean,
+    /// Running statistics everywhere, never updated (the code's --freeze_bn_stats).
+    Frozen,
+}
+
+/// Label-noise kinds of `--noise-type`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum NoiseArg {
+    /// Uniform over the wrong classes.
+    Sym,
+    /// Fixed class map (CIFAR-10: the authors' map; others y -> y+1).
+    Asym,
+}
+
+/// Augmentations of `--augment`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AugmentArg {
+    /// None.
+    None,
+    /// Random crop from the zero-padded image (`--pad`).
+    Crop,
+    /// Random crop and horizontal flip.
+    CropFlip,
+}
+
+/// Flags of `samlab train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// A TOML run config (a run's config.toml, or any part of one); the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// mlp, cnn, preact_resnet18, preact_resnet34, resnet34, wrn28 (also resnet18, resnet18_gn, resnet34_gn).
+    #[arg(long, required_unless_present_any = ["config", "resume"])]
+    pub model: Option<String>,
+    /// Width: base channels (ResNets, CNN), widen factor (WRN) or hidden units (MLP).
+    #[arg(long)]
+    pub width: Option<usize>,
+    /// Normalization layers [default: batch; none for the MLP].
+    #[arg(long, value_enum)]
+    pub norm: Option<NormArg>,
+    /// cifar10, cifar100, mnist, fashion-mnist.
+    #[arg(long, required_unless_present_any = ["config", "resume"])]
+    pub dataset: Option<String>,
+    /// Directory with the data set's files [default for fashion-mnist: the shipped 10k/2k subset].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Epochs.
+    #[arg(long, required_unless_present_any = ["config", "resume"])]
+    pub epochs: Option<usize>,
+    /// Batch size.
+    #[arg(long, required_unless_present_any = ["config", "resume"])]
+    pub batch_size: Option<usize>,
+    /// m-SAM group size (must divide the batch size) [default: the whole batch].
+    #[arg(long)]
+    pub m: Option<usize>,
+    /// SAM radius [default: 0, i.e. ERM].
+    #[arg(long)]
+    pub rho: Option<f64>,
+    /// Ascent scaling [default: normalized].
+    #[arg(long, value_enum)]
+    pub normalization: Option<NormalizationArg>,
+    /// Ascent steps k.
+    #[arg(long)]
+    pub ascent_steps: Option<usize>,
+    /// Ascent step size as a multiple of rho.
+    #[arg(long)]
+    pub ascent_step_mult: Option<f64>,
+    /// Start the ascent from a random point on the rho-sphere.
+    #[arg(long)]
+    pub random_init: bool,
+    /// Gaussian weight noise with sigma = rho / sqrt(#params) instead of the ascent (the "Random" baseline).
+    #[arg(long)]
+    pub random_perturbation: bool,
+    /// Compute the perturbation on the previous batch (the n-SAM proxy).
+    #[arg(long)]
+    pub previous_batch: bool,
+    /// rho = FACTOR * lr instead of a constant rho.
+    #[arg(long)]
+    pub rho_lr_factor: Option<f64>,
+    /// SAM active from this fraction of training on (ERM -> SAM).
+    #[arg(long)]
+    pub sam_start: Option<f64>,
+    /// SAM active until this fraction of training (SAM -> ERM).
+    #[arg(long)]
+    pub sam_end: Option<f64>,
+    /// Peak learning rate [default: 0.1].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Learning-rate schedule [default: piecewise].
+    #[arg(long, value_enum)]
+    pub lr_schedule: Option<LrKind>,
+    /// Fractions of training where the piecewise schedule drops [default: 0.5,0.75].
+    #[arg(long, value_delimiter = ',')]
+    pub lr_drops: Option<Vec<f64>>,
+    /// Factor of each piecewise drop [default: 0.1].
+    #[arg(long)]
+    pub lr_drop_factor: Option<f64>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// L2 in the objective, 0.5 * lambda * ||w||^2, also in the ascent [default: 5e-4].
+    #[arg(long, conflicts_with = "decoupled_wd")]
+    pub l2: Option<f64>,
+    /// Decoupled weight decay lambda instead of L2 in the objective.
+    #[arg(long)]
+    pub decoupled_wd: Option<f64>,
+    /// BatchNorm in the SAM passes [default: both].
+    #[arg(long, value_enum)]
+    pub bn_policy: Option<BnArg>,
+    /// Fraction of training (and validation) labels to corrupt.
+    #[arg(long)]
+    pub label_noise: Option<f64>,
+    /// Kind of label noise [default: sym].
+    #[arg(long, value_enum)]
+    pub noise_type: Option<NoiseArg>,
+    /// Augmentation [default: crop-flip with pad 4 for CIFAR, none for the MNIST family].
+    #[arg(long, value_enum)]
+    pub augment: Option<AugmentArg>,
+    /// Zero padding of the crop [default: 4 for CIFAR, 2 otherwise].
+    #[arg(long)]
+    pub pad: Option<usize>,
+    /// Fraction of the training set held out for validation [default: 0.1].
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Use only the first N training images.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Batch size of evaluation passes [default: 500].
+    #[arg(long)]
+    pub eval_batch_size: Option<usize>,
+    /// Stop after N updates (the schedules then span N updates).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Seed of everything random [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Start from the last weights of this run directory (fine-tuning; fresh momentum).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint (its config.toml; no other option may be given).
+    #[arg(long, conflicts_with_all = [
+        "config", "model", "width", "norm", "dataset", "data_dir", "epochs", "batch_size", "m", "rho",
+        "normalization", "ascent_steps", "ascent_step_mult", "random_init", "random_perturbation",
+        "previous_batch", "rho_lr_factor", "sam_start", "sam_end", "lr", "lr_schedule", "lr_drops",
+        "lr_drop_factor", "momentum", "l2", "decoupled_wd", "bn_policy", "label_noise", "noise_type", "augment",
+        "pad", "val_fraction", "train_limit", "eval_batch_size", "max_steps", "seed", "init_from", "device", "force"
+    ])]
+    pub resume: bool,
+    /// Backend: flex (CPU) [default], or cuda / tch when compiled in.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Output run directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace --out if it already holds a run.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The configuration every flag and file value is laid over.
+fn defaults() -> DeepRunConfig {
+    DeepRunConfig {
+        model: ModelConfig {
+            arch: Arch::Cnn,
+            width: None,
+            norm: None,
+        },
+        data: DataConfig {
+            dataset: DatasetKind::FashionMnist,
+            dir: None,
+            val_fraction: 0.1,
+            augment: None,
+            label_noise: None,
+            noisy_val: true,
+            train_limit: None,
+        },
+        train: TrainConfig {
+            epochs: 1,
+            batch_size: 128,
+            max_steps: None,
+            seed: 0,
+            lr: LrSchedule {
+                base: 0.1,
+                shape: LrShape::Step {
+                    at: vec![0.5, 0.75],
+                    factors: vec![0.1, 0.1],
+                },
+                warmup: Warmup::None,
+            },
+            optim: OptimConfig {
+                momentum: 0.9,
+                weight_decay: WeightDecay::L2 { lambda: 5e-4 },
+                bn_policy: BnPolicy::BothPasses,
+            },
+            eval_batch_size: 500,
+            device: "flex".into(),
+        },
+        sam: SamConfig {
+            normalization: Normalization::Normalized,
+            ..SamConfig::default()
+        },
+        init_from: None,
+    }
+}
+
+/// Lays `over` on `base`, table by table.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_table() && v.is_table() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow!(UsageError(msg.into()))
+}
+
+impl TrainArgs {
+    /// Resolves file and flags into a run config.
+    pub fn to_config(&self) -> Result<DeepRunConfig> {
+        let mut c = defaults();
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let value: toml::Value = toml::from_str(&text)
+                .map_err(|e| usage(format!("{} is not TOML: {e}", path.display())))?;
+            let mut base = toml::Value::try_from(&c).expect("defaults serialize");
+            merge(&mut base, value);
+            c = base.try_into().map_err(|e| {
+                usage(format!(
+                    "{} is not a deep-net run config: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+        if let Some(name) = &self.model {
+            let (arch, norm) = Arch::parse(name)?;
+            c.model.arch = arch;
+            if norm.is_some() {
+                c.model.norm = norm;
+            }
+        }
+        if let Some(w) = self.width {
+            c.model.width = Some(w);
+        }
+        if let Some(n) = self.norm {
+            c.model.norm = Some(match n {
+                NormArg::None => NormKind::None,
+                NormArg::Batch => NormKind::Batch,
+                NormArg::Group => NormKind::Group,
+            });
+        }
+        c.model.width.get_or_insert(c.model.arch.default_width());
+        c.model.norm.get_or_insert(c.model.arch.default_norm());
+        if let Some(d) = &self.dataset {
+            c.data.dataset = DatasetKind::parse(d)?;
+        }
+        if let Some(dir) = &self.data_dir {
+            c.data.dir = Some(dir.clone());
+        }
+        if let Some(f) = self.val_fraction {
+            c.data.val_fraction = f;
+        }
+        if let Some(n) = self.train_limit {
+            c.data.train_limit = Some(n);
+        }
+        let cifar = matches!(c.data.dataset, DatasetKind::Cifar10 | DatasetKind::Cifar100);
+        let pad = self.pad.unwrap_or(if cifar { 4 } else { 2 });
+        if let Some(a) = self.augment {
+            c.data.augment = Some(match a {
+                AugmentArg::None => Augment::None,
+                AugmentArg::Crop => Augment::Crop { pad },
+                AugmentArg::CropFlip => Augment::CropFlip { pad },
+            });
+        } else if self.pad.is_some() {
+            return Err(usage("--pad needs --augment crop or crop-flip"));
+        }
+        c.data
+            .augment
+            .get_or_insert(c.data.dataset.default_augment());
+        if self.label_noise.is_some() || self.noise_type.is_some() {
+            let fraction = self
+                .label_noise
+                .or(c.data.label_noise.map(|n| n.fraction))
+                .ok_or_else(|| usage("--noise-type needs --label-noise"))?;
+            let kind = match self.noise_type {
+                Some(NoiseArg::Asym) => NoiseKind::Asymmetric,
+                Some(NoiseArg::Sym) => NoiseKind::Symmetric,
+                None => c.data.label_noise.map_or(NoiseKind::Symmetric, |n| n.kind),
+            };
+            c.data.label_noise = Some(LabelNoise { fraction, kind });
+        }
+        let t = &mut c.train;
+        if let Some(e) = self.epochs {
+            t.epochs = e;
+        }
+        if let Some(b) = self.batch_size {
+            t.batch_size = b;
+        }
+        if let Some(n) = self.max_steps {
+            t.max_steps = Some(n);
+        }
+        if let Some(s) = self.seed {
+            t.seed = s;
+        }
+        if let Some(n) = self.eval_batch_size {
+            t.eval_batch_size = n;
+        }
+        if let Some(d) = &self.device {
+            t.device = d.clone();
+        }
+        if let Some(lr) = self.lr {
+            t.lr.base = lr;
+        }
+        if (self.lr_drops.is_some() || self.lr_drop_factor.is_some())
+            && matches!(self.lr_schedule, Some(k) if !matches!(k, LrKind::Piecewise))
+        {
+            return Err(usage(
+                "--lr-drops and --lr-drop-factor are for --lr-schedule piecewise",
+            ));
+        }
+        let drops = self.lr_drops.clone().unwrap_or_else(|| vec![0.5, 0.75]);
+        let factor = self.lr_drop_factor.unwrap_or(0.1);
+        match self.lr_schedule {
+            Some(LrKind::Piecewise) => {
+                t.lr.shape = LrShape::Step {
+                    factors: vec![factor; drops.len()],
+                    at: drops,
+                };
+            }
+            Some(LrKind::Cosine) => t.lr.shape = LrShape::Cosine,
+            Some(LrKind::Constant) => t.lr.shape = LrShape::Constant,
+            Some(LrKind::Cyclic) => t.lr.shape = LrShape::Cyclic,
+            None if self.lr_drops.is_some() || self.lr_drop_factor.is_some() => {
+                t.lr.shape = LrShape::Step {
+                    factors: vec![factor; drops.len()],
+                    at: drops,
+                };
+            }
+            None => {}
+        }
+        if let Some(mu) = self.momentum {
+            t.optim.momentum = mu;
+        }
+        if let Some(l) = self.l2 {
+            t.optim.weight_decay = WeightDecay::L2 { lambda: l };
+        }
+        if let Some(l) = self.decoupled_wd {
+            t.optim.weight_decay = WeightDecay::Decoupled { lambda: l };
+        }
+        if let Some(b) = self.bn_policy {
+            t.optim.bn_policy = match b {
+                BnArg::Both => BnPolicy::BothPasses,
+                BnArg::Clean => BnPolicy::CleanPassOnly,
+                BnArg::Frozen => BnPolicy::Frozen,
+            };
+        }
+        let s = &mut c.sam;
+        if let Some(m) = self.m {
+            s.grouping = Grouping::Size(m);
+        }
+        if let Some(r) = self.rho {
+            s.rho = r;
+        }
+        if let Some(n) = self.normalization {
+            s.normalization = match n {
+                NormalizationArg::Normalized => Normalization::Normalized,
+                NormalizationArg::Unnormalized => Normalization::Unnormalized,
+                NormalizationArg::Clipped => Normalization::Clipped,
+            };
+        }
+        if let Some(k) = self.ascent_steps {
+            s.ascent_steps = k;
+        }
+        if let Some(x) = self.ascent_step_mult {
+            s.ascent_step_mult = x;
+        }
+        if self.random_init {
+            s.random_init = true;
+        }
+        if self.random_perturbation {
+            s.perturbation = Perturbation::Random;
+        }
+        if self.previous_batch {
+            s.ascent_source = AscentSource::PreviousBatch;
+        }
+        if let Some(f) = self.rho_lr_factor {
+            s.rho_schedule = RhoSchedule::ProportionalToLr { factor: f };
+        }
+        let ActiveWindow { start, end } = s.window;
+        s.window = ActiveWindow {
+            start: self.sam_start.unwrap_or(start),
+            end: self.sam_end.unwrap_or(end),
+        };
+        if let Some(dir) = &self.init_from {
+            c.init_from = Some(dir.clone());
+        }
+        Ok(c)
+    }
+}
+
+/// Progress bar over the run's images (rate in images/s, ETA), with the per-epoch log line on stderr.
+struct Bar {
+    bar: ProgressBar,
+    batch: usize,
+}
+
+impl Observer for Bar {
+    fn started(&mut self, steps_done: usize, total_steps: usize, _steps_per_epoch: usize) {
+        self.bar.set_length((total_steps * self.batch) as u64);
+        self.bar.set_position((steps_done * self.batch) as u64);
+        self.bar.reset_eta();
+    }
+
+    fn step(&mut self, steps_done: usize) {
+        self.bar.set_position((steps_done * self.batch) as u64);
+    }
+
+    fn epoch(&mut self, _row: &EpochRow, line: &str) -> bool {
+        // Above the bar on a terminal; a plain line in a log file (where the bar is hidden).
+        self.bar.suspend(|| eprintln!("{line}"));
+        true
+    }
+}
+
+fn bad_input(e: RunError) -> anyhow::Error {
+    if e.is_bad_input() {
+        anyhow!(UsageError(e.to_string()))
+    } else {
+        anyhow::Error::new(e)
+    }
+}
+
+fn report(outcome: &RunOutcome) {
+    let s = &outcome.summary;
+    let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
+    match s.status {
+        Status::Ok => println!(
+            "ok: {} steps in {:.1} s ({:.0} img/s), final train loss {:.4e}, test error {}, best val error {} (epoch {}), test error there {} -> {}",
+            s.steps,
+            s.train_seconds,
+            s.images_per_s,
+            s.final_train_loss.unwrap_or(f64::NAN),
+            pct(s.test_error),
+            pct(s.best_val_error),
+            s.best_epoch.map_or("-".into(), |e| e.to_string()),
+            pct(s.test_error_at_best_val),
+            outcome.dir.display()
+        ),
+        Status::Diverged => println!(
+            "diverged after {} steps (NaN or infinite loss); last good checkpoint: epoch {} -> {}",
+            s.steps,
+            s.epochs,
+            outcome.dir.display()
+        ),
+        Status::Running => println!("stopped after {} steps -> {}", s.steps, outcome.dir.display()),
+    }
+}
+
+/// Trains `config` into `out`.
+pub fn execute(config: &DeepRunConfig, out: &Path, force: bool) -> Result<()> {
+    let mut bar = Bar {
+        bar: crate::progress::bar(0, "images"),
+        batch: config.train.batch_size,
+    };
+    let outcome = run::train(config, out, force, &mut bar).map_err(bad_input)?;
+    bar.bar.finish_and_clear();
+    report(&outcome);
+    Ok(())
+}
+
+/// `samlab train`.
+pub fn train(args: &TrainArgs) -> Result<()> {
+    if args.resume {
+        let mut bar = Bar {
+            bar: crate::progress::bar(0, "images"),
+            batch: 1,
+        };
+        if let Ok(text) = std::fs::read_to_string(args.out.join("config.toml")) {
+            if let Ok(c) = toml::from_str::<DeepRunConfig>(&text) {
+                bar.batch = c.train.batch_size;
+            }
+        }
+        let outcome = run::resume(&args.out, &mut bar).map_err(bad_input)?;
+        bar.bar.finish_and_clear();
+        report(&outcome);
+        return Ok(());
+    }
+    let config = args.to_config()?;
+    execute(&config, &args.out, args.force)
+}

@@ -1,0 +1,353 @@
+//! End-to-end tests of `samlab train`: the run directory, replay, kill and resume, fine-tuning, bad input.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// metrics.csv without the timing columns (seconds, images_per_s), which differ between runs.
+fn metrics(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(',').take(11).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+/// An MNIST-format data set of 8x8 images the tests write themselves.
+fn write_idx(dir: &Path, n_train: usize, n_test: usize) {
+    let mut seed = 777u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as u32
+    };
+    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
+        let mut images = Vec::new();
+        for v in [2051u32, n as u32, 8, 8] {
+            images.extend(v.to_be_bytes());
+        }
+        let mut labels = Vec::new();
+        for v in [2049u32, n as u32] {
+            labels.extend(v.to_be_bytes());
+        }
+        for _ in 0..n {
+            let c = next() % 10;
+            labels.push(c as u8);
+            images.extend((0..64).map(|i| if i / 6 == c { 220 } else { (next() % 40) as u8 }));
+        }
+        fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+const TINY: [&str; 14] = [
+    "train",
+    "--model",
+    "cnn",
+    "--width",
+    "2",
+    "--dataset",
+    "mnist",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "8",
+    "--seed",
+    "3",
+    "--previous-batch",
+];
+
+#[test]
+fn train_writes_the_run_directory_and_run_config_replays_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 60, 20);
+    let out = tmp.path().join("sam");
+    let stdout = ok(&[
+        &TINY[..],
+        &[
+            "--data-dir",
+            p(tmp.path()),
+            "--m",
+            "4",
+            "--rho",
+            "0.05",
+            "--label-noise",
+            "0.2",
+            "--out",
+            p(&out),
+        ],
+    ]
+    .concat());
+    assert!(stdout.starts_with("ok: 18 steps"), "{stdout}");
+    let s = summary(&out);
+    assert_eq!(s["status"], "ok");
+    assert_eq!(
+        s["steps"], 18,
+        "54 training images / 8 = 6 steps per epoch, 3 epochs"
+    );
+    for key in [
+        "final_train_loss",
+        "best_val_error",
+        "test_error",
+        "test_error_at_best_val",
+    ] {
+        assert!(s[key].as_f64().unwrap().is_finite(), "{key}");
+    }
+    let m = metrics(&out);
+    assert_eq!(m.len(), 4);
+    assert_eq!(m[0], "epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho");
+    let config = fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        config.contains("grouping = { size = 4 }") || config.contains("size = 4"),
+        "{config}"
+    );
+    assert_eq!(
+        fs::read_to_string(out.join("label_noise.csv"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("train,"))
+            .count(),
+        10,
+        "floor(0.2 * 54)"
+    );
+    // Replaying the resolved config gives the same numbers.
+    let again = tmp.path().join("again");
+    ok(&[
+        "run",
+        "--config",
+        p(&out.join("config.toml")),
+        "--out",
+        p(&again),
+    ]);
+    assert_eq!(metrics(&again), m);
+    // A partial config file, with flags on top.
+    let partial = tmp.path().join("partial.toml");
+    fs::write(&partial, format!("[model]\narch = \"mlp\"\nwidth = 3\n[data]\ndataset = \"mnist\"\ndir = {:?}\n[train]\nepochs = 1\nbatch_size = 9\n", p(tmp.path()))).unwrap();
+    let part_out = tmp.path().join("partial");
+    ok(&[
+        "train",
+        "--config",
+        p(&partial),
+        "--batch-size",
+        "6",
+        "--out",
+        p(&part_out),
+    ]);
+    let written = fs::read_to_string(part_out.join("config.toml")).unwrap();
+    assert!(
+        written.contains("arch = \"mlp\"") && written.contains("batch_size = 6"),
+        "{written}"
+    );
+    assert_eq!(summary(&part_out)["steps"], 9);
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--width",
+            "16",
+            "--dataset",
+            "fashion-mnist",
+            "--train-limit",
+            "3000",
+            "--epochs",
+            "12",
+            "--batch-size",
+            "50",
+            "--m",
+            "10",
+            "--rho",
+            "0.05",
+            "--random-init",
+            "--seed",
+            "1",
+            "--out",
+            p(out),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let full = tmp.path().join("full");
+    ok(&args(&full).iter().map(String::as_str).collect::<Vec<_>>());
+
+    let killed = tmp.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_samlab"))
+        .args(args(&killed))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !killed.join("checkpoint/last.ckpt").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        summary(&killed)["status"],
+        "running",
+        "killed before the end"
+    );
+    let stdout = ok(&["train", "--resume", "--out", p(&killed)]);
+    assert!(stdout.starts_with("ok: 648 steps"), "{stdout}");
+    assert_eq!(metrics(&killed), metrics(&full));
+    assert_eq!(summary(&killed)["resumes"], 1);
+    for key in [
+        "final_train_loss",
+        "best_val_error",
+        "test_error",
+        "test_error_at_best_val",
+    ] {
+        assert_eq!(summary(&killed)[key], summary(&full)[key], "{key}");
+    }
+
+    // Fine-tuning from it: same model works, a different one is refused with exit 2 and nothing written.
+    let tuned = tmp.path().join("tuned");
+    ok(&[
+        "train",
+        "--model",
+        "mlp",
+        "--width",
+        "16",
+        "--dataset",
+        "fashion-mnist",
+        "--train-limit",
+        "3000",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--rho",
+        "0.05",
+        "--lr",
+        "0.001",
+        "--lr-schedule",
+        "constant",
+        "--init-from",
+        p(&full),
+        "--out",
+        p(&tuned),
+    ]);
+    let err = bad(&[
+        "train",
+        "--model",
+        "mlp",
+        "--width",
+        "8",
+        "--dataset",
+        "fashion-mnist",
+        "--train-limit",
+        "3000",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--init-from",
+        p(&full),
+        "--out",
+        p(&tmp.path().join("x")),
+    ]);
+    assert!(err.contains("different model"), "{err}");
+    assert!(!tmp.path().join("x").exists());
+}
+
+#[test]
+fn bad_input_exits_2_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 60, 20);
+    let out = tmp.path().join("out");
+    let data = p(tmp.path());
+    let run = |extra: &[&str]| bad(&[&TINY[..], &["--out", p(&out)], extra].concat());
+    let err = bad(&[
+        "train",
+        "--model",
+        "resnet99",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        p(&out),
+    ]);
+    assert!(err.contains("unknown model \"resnet99\""), "{err}");
+    assert!(bad(&[
+        "train",
+        "--model",
+        "cnn",
+        "--dataset",
+        "svhn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out",
+        p(&out)
+    ])
+    .contains("unknown dataset \"svhn\""));
+    assert!(run(&["--data-dir", data, "--m", "3"])
+        .contains("group size 3 must divide the batch size 8"));
+    assert!(run(&["--data-dir", p(&tmp.path().join("nowhere"))]).contains("missing"));
+    fs::write(
+        tmp.path().join("t10k-images-idx3-ubyte"),
+        [0u8, 0, 8, 3, 0, 0, 0, 20, 0, 0, 0, 8, 0, 0, 0, 8, 1, 2, 3],
+    )
+    .unwrap();
+    assert!(run(&["--data-dir", data]).contains("truncated"));
+    assert!(!out.exists());
+    let err = bad(&["train", "--resume", "--out", p(&out)]);
+    assert!(err.contains("nothing to resume"), "{err}");
+    assert!(!out.exists());
+    // --resume takes no other training option.
+    assert_eq!(
+        samlab(&["train", "--resume", "--rho", "0.1", "--out", p(&out)])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn a_nan_loss_ends_the_run_as_diverged() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 60, 20);
+    let out = tmp.path().join("nan");
+    let stdout = ok(&[
+        &TINY[..],
+        &[
+            "--data-dir",
+            p(tmp.path()),
+            "--norm",
+            "none",
+            "--lr",
+            "1e30",
+            "--lr-schedule",
+            "constant",
+            "--out",
+            p(&out),
+        ],
+    ]
+    .concat());
+    assert!(stdout.starts_with("diverged"), "{stdout}");
+    let s = summary(&out);
+    assert_eq!(s["status"], "diverged");
+    assert!(s["final_train_loss"].is_null() && s["test_error"].is_null());
+}

@@ -1,0 +1,62 @@
+//! # samlab-deep
+//!
+//! Deep nets for samlab on [burn](https://burn.dev) 0.22 (the `flex` CPU backend by default; `cuda` and `tch`
+//! as opt-in features):
+//!
+//! - [`models`]: PreAct ResNet-18/34 with BatchNorm or GroupNorm, post-activation ResNet-34, WRN-28-k, a small CNN
+//!   and an MLP, with a width multiplier and the authors' initialization;
+//! - [`data`]: CIFAR-10/100 binary and MNIST/Fashion-MNIST IDX loaders, the shipped Fashion-MNIST subset, the
+//!   seeded validation split, label noise and augmentation;
+//! - [`trainer`]: one optimizer step of every member of the SAM family that
+//!   [`SamConfig`](samlab_core::sam::SamConfig) describes, with SGD + momentum, L2 or decoupled weight decay and
+//!   an explicit BatchNorm policy for the SAM passes;
+//! - [`run`]: whole runs into run directories, with atomic checkpoints (last and best-by-validation), exact
+//!   resume and fine-tuning from another run.
+//!
+//! Everything random comes from counter-keyed streams ([`rng`]), so a run is a pure function of its config.
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+pub mod data;
+pub mod models;
+pub mod nn;
+pub mod rng;
+pub mod run;
+pub mod trainer;
+
+/// The compute device: the `flex` CPU backend unless `name` asks for another compiled-in backend.
+pub fn device(name: &str) -> Result<burn::tensor::Device, samlab_core::ConfigError> {
+    let bad = |reason: String| samlab_core::ConfigError::Invalid {
+        field: "device",
+        reason,
+    };
+    match name {
+        #[cfg(feature = "flex")]
+        "flex" | "cpu" => Ok(burn::tensor::Device::flex()),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(burn::tensor::Device::cuda(0)),
+        // burn 0.22 deprecates burn-tch in favour of CubeCL backends; it is still the way to reach libtorch.
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)]
+        "tch" => Ok(burn::tensor::Device::libtorch()),
+        other => Err(bad(format!(
+            "{other:?} is not available in this build (compiled backends: {})",
+            compiled_backends().join(", ")
+        ))),
+    }
+}
+
+/// The backends compiled into this build.
+pub fn compiled_backends() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(feature = "flex") {
+        v.push("flex");
+    }
+    if cfg!(feature = "cuda") {
+        v.push("cuda");
+    }
+    if cfg!(feature = "tch") {
+        v.push("tch");
+    }
+    v
+}

@@ -1,0 +1,615 @@
+//! The paper's architectures (SPEC section 1.3, the authors' `models.py`) plus a small CNN and an MLP.
+//!
+//! | `arch` | network | `width` (default) |
+//! |---|---|---|
+//! | `mlp` | flatten, two hidden layers (Linear, optional BatchNorm, ReLU), Linear | hidden units (256) |
+//! | `cnn` | conv3x3(w)+norm+ReLU+maxpool2, conv3x3(2w)+norm+ReLU+maxpool2, Linear(4w)+ReLU, Linear | base channels (16) |
+//! | `preact_resnet18` / `preact_resnet34` | PreAct ResNet, blocks `[2, 2, 2, 2]` / `[3, 4, 6, 3]`, BN or GN | base channels (64) |
+//! | `resnet34` | post-activation ResNet-34 (BasicBlock, conv1x1+norm shortcut) | base channels (64) |
+//! | `wrn28` | WideResNet-28-k, pre-activation blocks, no dropout | widen factor k (10) |
+//!
+//! GroupNorm uses `width / 2` groups in the ResNets (32 at width 64, as in the authors' code), 8 in WRN and
+//! `width / 2` in the CNN. Convolutions have no bias when followed by a normalization. Initialization: conv
+//! weights He-normal (fan-out), norm scales 1 and shifts 0, Linear biases 0 and weights $U(\pm 1/\sqrt{\text{fan\_in}})$.
+
+use burn::tensor::activation::relu;
+use burn::tensor::Tensor;
+use samlab_core::ConfigError;
+use serde::{Deserialize, Serialize};
+
+use crate::nn::{
+    global_avg_pool, max_pool2, norm_relu, Builder, Conv2d, Ctx, Linear, Norm, NormKind, ParamSpec,
+};
+
+/// The architectures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// Two-hidden-layer perceptron.
+    Mlp,
+    /// Two conv layers and two linear layers.
+    Cnn,
+    /// Pre-activation ResNet-18 (the paper's `resnet18` / `resnet18_gn`).
+    PreactResnet18,
+    /// Pre-activation ResNet-34 (`resnet34preact` / `resnet34_gn`).
+    PreactResnet34,
+    /// Post-activation ResNet-34 (`resnet34`).
+    Resnet34,
+    /// WideResNet-28-k (`wrn28`).
+    Wrn28,
+}
+
+impl Arch {
+    /// Every architecture with its command-line name.
+    pub const ALL: [(&'static str, Arch); 6] = [
+        ("mlp", Arch::Mlp),
+        ("cnn", Arch::Cnn),
+        ("preact_resnet18", Arch::PreactResnet18),
+        ("preact_resnet34", Arch::PreactResnet34),
+        ("resnet34", Arch::Resnet34),
+        ("wrn28", Arch::Wrn28),
+    ];
+
+    /// Parses a command-line name (also accepts the authors' `resnet18`, `resnet18_gn`, `resnet34_gn`).
+    pub fn parse(name: &str) -> Result<(Arch, Option<NormKind>), ConfigError> {
+        let found = match name {
+            "resnet18" => Some((Arch::PreactResnet18, Some(NormKind::Batch))),
+            "resnet18_gn" => Some((Arch::PreactResnet18, Some(NormKind::Group))),
+            "resnet34_gn" => Some((Arch::PreactResnet34, Some(NormKind::Group))),
+            _ => Self::ALL
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|&(_, a)| (a, None)),
+        };
+        found.ok_or_else(|| ConfigError::Invalid {
+            field: "model",
+            reason: format!(
+                "unknown model {name:?}; expected one of {}, resnet18, resnet18_gn, resnet34_gn",
+                Self::ALL.map(|(n, _)| n).join(", ")
+            ),
+        })
+    }
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, a)| *a == self).unwrap().0
+    }
+
+    /// Default width.
+    pub fn default_width(self) -> usize {
+        match self {
+            Arch::Mlp => 256,
+            Arch::Cnn => 16,
+            Arch::Wrn28 => 10,
+            _ => 64,
+        }
+    }
+
+    /// Default normalization.
+    pub fn default_norm(self) -> NormKind {
+        match self {
+            Arch::Mlp => NormKind::None,
+            _ => NormKind::Batch,
+        }
+    }
+}
+
+/// A fully specified network: architecture, width, normalization, input shape and number of classes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Architecture.
+    pub arch: Arch,
+    /// Width (see the module table).
+    pub width: usize,
+    /// Normalization layers.
+    pub norm: NormKind,
+    /// Input `[channels, height, width]`.
+    pub input: [usize; 3],
+    /// Number of classes.
+    pub classes: usize,
+}
+
+#[derive(Clone, Debug)]
+struct PreActBlock {
+    norm1: Option<Norm>,
+    conv1: Conv2d,
+    norm2: Option<Norm>,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl PreActBlock {
+    fn forward(&self, ctx: &mut Ctx, x: Tensor<4>) -> Tensor<4> {
+        let out = norm_relu(&self.norm1, ctx, x.clone());
+        // The projection shortcut sees the pre-activated input, the identity shortcut the raw one.
+        let shortcut = match &self.shortcut {
+            Some(conv) => conv.forward(ctx, out.clone()),
+            None => x,
+        };
+        let out = self.conv1.forward(ctx, out);
+        let out = norm_relu(&self.norm2, ctx, out);
+        self.conv2.forward(ctx, out) + shortcut
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PostActBlock {
+    conv1: Conv2d,
+    norm1: Option<Norm>,
+    conv2: Conv2d,
+    norm2: Option<Norm>,
+    shortcut: Option<(Conv2d, Option<Norm>)>,
+}
+
+impl PostActBlock {
+    fn forward(&self, ctx: &mut Ctx, x: Tensor<4>) -> Tensor<4> {
+        let out = self.conv1.forward(ctx, x.clone());
+        let out = norm_relu(&self.norm1, ctx, out);
+        let mut out = self.conv2.forward(ctx, out);
+        if let Some(n) = &self.norm2 {
+            out = n.forward(ctx, out);
+        }
+        let shortcut = match &self.shortcut {
+            Some((conv, norm)) => {
+                let s = conv.forward(ctx, x);
+                match norm {
+                    Some(n) => n.forward(ctx, s),
+                    None => s,
+                }
+            }
+            None => x,
+        };
+        relu(out + shortcut)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Body {
+    Mlp {
+        layers: Vec<(Linear, Option<Norm>)>,
+        head: Linear,
+    },
+    Cnn {
+        conv1: Conv2d,
+        norm1: Option<Norm>,
+        conv2: Conv2d,
+        norm2: Option<Norm>,
+        fc: Linear,
+        head: Linear,
+    },
+    PreAct {
+        stem: Conv2d,
+        blocks: Vec<PreActBlock>,
+        norm: Option<Norm>,
+        head: Linear,
+    },
+    PostAct {
+        stem: Conv2d,
+        norm: Option<Norm>,
+        blocks: Vec<PostActBlock>,
+        head: Linear,
+    },
+}
+
+/// A network built from a [`ModelSpec`]: its parameter list and its forward pass.
+#[derive(Clone, Debug)]
+pub struct Network {
+    spec: ModelSpec,
+    body: Body,
+    params: Vec<ParamSpec>,
+    bn_channels: Vec<usize>,
+}
+
+fn bad(field: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { field, reason }
+}
+
+impl Network {
+    /// Builds the network, checking that the width, normalization and input fit the architecture.
+    pub fn new(spec: &ModelSpec) -> Result<Self, ConfigError> {
+        let [c_in, h, w] = spec.input;
+        if spec.width == 0 || spec.classes < 2 || c_in == 0 || h == 0 || w == 0 {
+            return Err(bad(
+                "model",
+                format!("needs width >= 1, classes >= 2 and a non-empty input, got {spec:?}"),
+            ));
+        }
+        let arch = spec.arch;
+        let k = spec.width;
+        let norm = spec.norm;
+        let groups = match arch {
+            Arch::Wrn28 => 8,
+            _ => (k / 2).max(1),
+        };
+        if norm == NormKind::Group && arch == Arch::Mlp {
+            return Err(bad(
+                "norm",
+                "the MLP takes batch norm or none, not group norm".into(),
+            ));
+        }
+        if norm == NormKind::None
+            && matches!(
+                arch,
+                Arch::PreactResnet18 | Arch::PreactResnet34 | Arch::Resnet34 | Arch::Wrn28
+            )
+        {
+            return Err(bad(
+                "norm",
+                format!("{} needs batch or group norm", arch.name()),
+            ));
+        }
+        if norm == NormKind::Group && arch != Arch::Wrn28 && !k.is_multiple_of(2) {
+            return Err(bad(
+                "width",
+                format!("group norm uses width/2 groups, so the width must be even, got {k}"),
+            ));
+        }
+        if matches!(arch, Arch::Cnn) && (h < 4 || w < 4) {
+            return Err(bad(
+                "model",
+                format!("cnn needs inputs of at least 4x4, got {h}x{w}"),
+            ));
+        }
+        let mut b = Builder::default();
+        let conv_bias = norm == NormKind::None;
+        let body = match arch {
+            Arch::Mlp => {
+                let mut layers = Vec::new();
+                let mut din = c_in * h * w;
+                for i in 0..2 {
+                    let lin = Linear::new(&mut b, &format!("fc{}", i + 1), din, k);
+                    let n = Norm::new(&mut b, &format!("norm{}", i + 1), norm, k, groups);
+                    layers.push((lin, n));
+                    din = k;
+                }
+                let head = Linear::new(&mut b, "head", k, spec.classes);
+                Body::Mlp { layers, head }
+            }
+            Arch::Cnn => {
+                let conv1 = Conv2d::new(&mut b, "conv1", c_in, k, 3, 1, 1, conv_bias);
+                let norm1 = Norm::new(&mut b, "norm1", norm, k, groups);
+                let conv2 = Conv2d::new(&mut b, "conv2", k, 2 * k, 3, 1, 1, conv_bias);
+                let norm2 = Norm::new(&mut b, "norm2", norm, 2 * k, groups);
+                let flat = 2 * k * (h / 4) * (w / 4);
+                let fc = Linear::new(&mut b, "fc", flat, 4 * k);
+                let head = Linear::new(&mut b, "head", 4 * k, spec.classes);
+                Body::Cnn {
+                    conv1,
+                    norm1,
+                    conv2,
+                    norm2,
+                    fc,
+                    head,
+                }
+            }
+            Arch::PreactResnet18 | Arch::PreactResnet34 | Arch::Wrn28 => {
+                let (stem_out, stages): (usize, Vec<(usize, usize, usize)>) = match arch {
+                    Arch::PreactResnet18 => (
+                        k,
+                        vec![(k, 2, 1), (2 * k, 2, 2), (4 * k, 2, 2), (8 * k, 2, 2)],
+                    ),
+                    Arch::PreactResnet34 => (
+                        k,
+                        vec![(k, 3, 1), (2 * k, 4, 2), (4 * k, 6, 2), (8 * k, 3, 2)],
+                    ),
+                    _ => (16, vec![(16 * k, 4, 1), (32 * k, 4, 2), (64 * k, 4, 2)]),
+                };
+                let stem = Conv2d::new(&mut b, "conv1", c_in, stem_out, 3, 1, 1, false);
+                let mut blocks = Vec::new();
+                let mut cin = stem_out;
+                for (s, &(planes, count, stride)) in stages.iter().enumerate() {
+                    for j in 0..count {
+                        let name = format!("layer{}.{j}", s + 1);
+                        let stride = if j == 0 { stride } else { 1 };
+                        let shortcut = (stride != 1 || cin != planes).then(|| {
+                            Conv2d::new(
+                                &mut b,
+                                &format!("{name}.shortcut"),
+                                cin,
+                                planes,
+                                1,
+                                stride,
+                                0,
+                                false,
+                            )
+                        });
+                        let norm1 = Norm::new(&mut b, &format!("{name}.bn1"), norm, cin, groups);
+                        let conv1 = Conv2d::new(
+                            &mut b,
+                            &format!("{name}.conv1"),
+                            cin,
+                            planes,
+                            3,
+                            stride,
+                            1,
+                            false,
+                        );
+                        let norm2 = Norm::new(&mut b, &format!("{name}.bn2"), norm, planes, groups);
+                        let conv2 = Conv2d::new(
+                            &mut b,
+                            &format!("{name}.conv2"),
+                            planes,
+                            planes,
+                            3,
+                            1,
+                            1,
+                            false,
+                        );
+                        blocks.push(PreActBlock {
+                            norm1,
+                            conv1,
+                            norm2,
+                            conv2,
+                            shortcut,
+                        });
+                        cin = planes;
+                    }
+                }
+                let norm = Norm::new(&mut b, "bn", norm, cin, groups);
+                let head = Linear::new(&mut b, "linear", cin, spec.classes);
+                Body::PreAct {
+                    stem,
+                    blocks,
+                    norm,
+                    head,
+                }
+            }
+            Arch::Resnet34 => {
+                let stem = Conv2d::new(&mut b, "conv1", c_in, k, 3, 1, 1, false);
+                let stem_norm = Norm::new(&mut b, "bn1", norm, k, groups);
+                let stages = [(k, 3, 1), (2 * k, 4, 2), (4 * k, 6, 2), (8 * k, 3, 2)];
+                let mut blocks = Vec::new();
+                let mut cin = k;
+                for (s, &(planes, count, stride)) in stages.iter().enumerate() {
+                    for j in 0..count {
+                        let name = format!("layer{}.{j}", s + 1);
+                        let stride = if j == 0 { stride } else { 1 };
+                        let conv1 = Conv2d::new(
+                            &mut b,
+                            &format!("{name}.conv1"),
+                            cin,
+                            planes,
+                            3,
+                            stride,
+                            1,
+                            false,
+                        );
+                        let norm1 = Norm::new(&mut b, &format!("{name}.bn1"), norm, planes, groups);
+                        let conv2 = Conv2d::new(
+                            &mut b,
+                            &format!("{name}.conv2"),
+                            planes,
+                            planes,
+                            3,
+                            1,
+                            1,
+                            false,
+                        );
+                        let norm2 = Norm::new(&mut b, &format!("{name}.bn2"), norm, planes, groups);
+                        let shortcut = (stride != 1 || cin != planes).then(|| {
+                            (
+                                Conv2d::new(
+                                    &mut b,
+                                    &format!("{name}.shortcut.0"),
+                                    cin,
+                                    planes,
+                                    1,
+                                    stride,
+                                    0,
+                                    false,
+                                ),
+                                Norm::new(
+                                    &mut b,
+                                    &format!("{name}.shortcut.1"),
+                                    norm,
+                                    planes,
+                                    groups,
+                                ),
+                            )
+                        });
+                        blocks.push(PostActBlock {
+                            conv1,
+                            norm1,
+                            conv2,
+                            norm2,
+                            shortcut,
+                        });
+                        cin = planes;
+                    }
+                }
+                let head = Linear::new(&mut b, "linear", cin, spec.classes);
+                Body::PostAct {
+                    stem,
+                    norm: stem_norm,
+                    blocks,
+                    head,
+                }
+            }
+        };
+        let (params, bn_channels) = b.finish();
+        Ok(Network {
+            spec: spec.clone(),
+            body,
+            params,
+            bn_channels,
+        })
+    }
+
+    /// The specification it was built from.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// Its parameters, in the order of the parameter list.
+    pub fn params(&self) -> &[ParamSpec] {
+        &self.params
+    }
+
+    /// Total number of scalar parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(ParamSpec::numel).sum()
+    }
+
+    /// Channels of each BatchNorm slot.
+    pub fn bn_channels(&self) -> &[usize] {
+        &self.bn_channels
+    }
+
+    /// Logits `[n, classes]` for images `[n, c, h, w]`.
+    pub fn forward(&self, ctx: &mut Ctx, x: Tensor<4>) -> Tensor<2> {
+        match &self.body {
+            Body::Mlp { layers, head } => {
+                let [n, c, h, w] = x.dims();
+                let mut out: Tensor<2> = x.reshape([n, c * h * w]);
+                for (lin, norm) in layers {
+                    out = lin.forward(ctx, out);
+                    out = norm_relu(norm, ctx, out);
+                }
+                head.forward(ctx, out)
+            }
+            Body::Cnn {
+                conv1,
+                norm1,
+                conv2,
+                norm2,
+                fc,
+                head,
+            } => {
+                let out = conv1.forward(ctx, x);
+                let out = max_pool2(norm_relu(norm1, ctx, out));
+                let out = conv2.forward(ctx, out);
+                let out = max_pool2(norm_relu(norm2, ctx, out));
+                let [n, c, h, w] = out.dims();
+                let out = relu(fc.forward(ctx, out.reshape([n, c * h * w])));
+                head.forward(ctx, out)
+            }
+            Body::PreAct {
+                stem,
+                blocks,
+                norm,
+                head,
+            } => {
+                let mut out = stem.forward(ctx, x);
+                for block in blocks {
+                    out = block.forward(ctx, out);
+                }
+                let out = norm_relu(norm, ctx, out);
+                head.forward(ctx, global_avg_pool(out))
+            }
+            Body::PostAct {
+                stem,
+                norm,
+                blocks,
+                head,
+            } => {
+                let out = stem.forward(ctx, x);
+                let mut out = norm_relu(norm, ctx, out);
+                for block in blocks {
+                    out = block.forward(ctx, out);
+                }
+                head.forward(ctx, global_avg_pool(out))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{init_params, BnMode, BnStats};
+    use burn::tensor::Device;
+
+    fn spec(arch: Arch, width: usize, norm: NormKind) -> ModelSpec {
+        ModelSpec {
+            arch,
+            width,
+            norm,
+            input: [3, 8, 8],
+            classes: 10,
+        }
+    }
+
+    /// Parameter counts against the closed forms of the architectures (and PyTorch's counts at width 64).
+    #[test]
+    fn parameter_counts_match_the_architectures() {
+        let count = |a, w, n| Network::new(&spec(a, w, n)).unwrap().num_params();
+        // PreAct ResNet-18, width 64, CIFAR-10: 11,172,170 parameters (kuangliu's 11,171,146 plus the authors'
+        // final BatchNorm of 512 channels).
+        let mut s = spec(Arch::PreactResnet18, 64, NormKind::Batch);
+        s.input = [3, 32, 32];
+        assert_eq!(Network::new(&s).unwrap().num_params(), 11_172_170);
+        // Post-activation ResNet-34 (CIFAR stem): 21,282,122 in PyTorch.
+        s.arch = Arch::Resnet34;
+        assert_eq!(Network::new(&s).unwrap().num_params(), 21_282_122);
+        // WRN-28-10: 36,479,194 in PyTorch.
+        s.arch = Arch::Wrn28;
+        s.width = 10;
+        assert_eq!(Network::new(&s).unwrap().num_params(), 36_479_194);
+        // MLP 192 -> 4 -> 4 -> 10 and the CNN at width 2 on 8x8: by hand.
+        assert_eq!(
+            count(Arch::Mlp, 4, NormKind::None),
+            192 * 4 + 4 + 4 * 4 + 4 + 4 * 10 + 10
+        );
+        assert_eq!(
+            count(Arch::Cnn, 2, NormKind::None),
+            (3 * 2 * 9 + 2) + (2 * 4 * 9 + 4) + (4 * 2 * 2 * 8 + 8) + (8 * 10 + 10)
+        );
+        // Group norm has the same parameters as batch norm, and no running statistics.
+        let gn = Network::new(&spec(Arch::PreactResnet18, 8, NormKind::Group)).unwrap();
+        let bn = Network::new(&spec(Arch::PreactResnet18, 8, NormKind::Batch)).unwrap();
+        assert_eq!(gn.num_params(), bn.num_params());
+        assert!(gn.bn_channels().is_empty());
+        assert_eq!(bn.bn_channels().len(), 17);
+    }
+
+    #[test]
+    fn bad_specs_are_rejected_by_name() {
+        let err = Arch::parse("resnet99").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown model \"resnet99\""),
+            "{err}"
+        );
+        assert_eq!(
+            Arch::parse("resnet18_gn").unwrap(),
+            (Arch::PreactResnet18, Some(NormKind::Group))
+        );
+        assert!(Network::new(&spec(Arch::PreactResnet18, 8, NormKind::None)).is_err());
+        assert!(Network::new(&spec(Arch::PreactResnet18, 7, NormKind::Group)).is_err());
+        assert!(Network::new(&spec(Arch::Mlp, 8, NormKind::Group)).is_err());
+    }
+
+    /// One forward pass of every architecture on a tiny batch: output shapes, and the He init's scale.
+    #[test]
+    fn every_architecture_runs_a_forward_pass() {
+        let device = Device::default();
+        for (arch, width, norm) in [
+            (Arch::Mlp, 4, NormKind::Batch),
+            (Arch::Cnn, 2, NormKind::Group),
+            (Arch::PreactResnet18, 2, NormKind::Batch),
+            (Arch::PreactResnet34, 2, NormKind::Group),
+            (Arch::Resnet34, 2, NormKind::Batch),
+            (Arch::Wrn28, 1, NormKind::Batch),
+        ] {
+            let net = Network::new(&spec(arch, width, norm)).unwrap();
+            let params = init_params(net.params(), 0, &device);
+            let mut stats = BnStats::new(net.bn_channels(), &device);
+            let x = Tensor::<4>::ones([2, 3, 8, 8], &device);
+            let mut ctx = Ctx {
+                params: &params,
+                mode: BnMode::Batch { update: true },
+                stats: &mut stats,
+            };
+            let logits = net.forward(&mut ctx, x);
+            assert_eq!(logits.dims(), [2, 10], "{arch:?}");
+            let values = logits.into_data().try_into_vec::<f32>().unwrap();
+            assert!(values.iter().all(|v| v.is_finite()), "{arch:?}");
+        }
+        // He init (fan-out): conv weights have variance 2 / (out * k * k).
+        let net = Network::new(&spec(Arch::Cnn, 64, NormKind::Batch)).unwrap();
+        let params = init_params(net.params(), 3, &device);
+        let w = params[0].clone().into_data().try_into_vec::<f32>().unwrap();
+        let var = w.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / w.len() as f64;
+        assert!((var / (2.0 / (64.0 * 9.0)) - 1.0).abs() < 0.1, "{var}");
+    }
+}

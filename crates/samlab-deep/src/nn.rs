@@ -1,0 +1,367 @@
+//! Functional layers over an explicit parameter list.
+//!
+//! A network is a tree of layer descriptions holding *indices* into a flat list of parameters
+//! (`Vec<Tensor<1>>`, one flattened tensor per weight, in the order of [`Builder::param`]). The SAM trainer works
+//! on that list directly: a perturbed point $w + \delta$ is just another list, gradients come back as a list of
+//! the same shapes, and nothing is shared between two points except what the trainer passes in. BatchNorm running
+//! statistics live outside the parameters, in [`BnStats`], and a forward pass only touches them when its
+//! [`BnMode`] says so: this is what makes the ascent-pass BatchNorm policy explicit.
+
+use burn::tensor::activation::relu;
+use burn::tensor::module::{batch_norm, batch_norm_train, conv2d, max_pool2d};
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::rng::{Purpose, Stream};
+
+/// BatchNorm momentum of the running statistics (PyTorch's default).
+pub const BN_MOMENTUM: f64 = 0.1;
+/// Epsilon of BatchNorm and GroupNorm (PyTorch's default).
+pub const NORM_EPS: f64 = 1e-5;
+
+/// How a parameter is initialized (SPEC section 1.3, the authors' `init_weights_he`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    /// Conv weights: $\mathcal N(0, 2/\text{fan\_out})$, fan_out = out_channels * k * k (kaiming_normal, fan_out, relu).
+    HeNormalFanOut,
+    /// $U(-1/\sqrt{\text{fan\_in}}, 1/\sqrt{\text{fan\_in}})$: PyTorch's default for Linear weights and conv biases.
+    UniformFanIn(usize),
+    /// All zeros (Linear and norm biases).
+    Zeros,
+    /// All ones (norm scales).
+    Ones,
+}
+
+/// One parameter of a network: its name, shape and initialization.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamSpec {
+    /// Dotted name, e.g. `layer2.0.conv1.weight`.
+    pub name: String,
+    /// Shape (conv weights `[out, in, k, k]`, linear weights `[in, out]`).
+    pub shape: Vec<usize>,
+    /// Initialization.
+    pub init: Init,
+}
+
+impl ParamSpec {
+    /// Number of scalars.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Collects the parameters and BatchNorm slots of a network while its layers are created.
+#[derive(Debug, Default)]
+pub struct Builder {
+    params: Vec<ParamSpec>,
+    bn_channels: Vec<usize>,
+}
+
+impl Builder {
+    /// Registers a parameter and returns its index.
+    pub fn param(&mut self, name: String, shape: Vec<usize>, init: Init) -> usize {
+        self.params.push(ParamSpec { name, shape, init });
+        self.params.len() - 1
+    }
+
+    /// Registers the running statistics of a BatchNorm layer over `channels` and returns its slot.
+    pub fn bn_slot(&mut self, channels: usize) -> usize {
+        self.bn_channels.push(channels);
+        self.bn_channels.len() - 1
+    }
+
+    /// The parameters and BatchNorm channel counts registered so far.
+    pub fn finish(self) -> (Vec<ParamSpec>, Vec<usize>) {
+        (self.params, self.bn_channels)
+    }
+}
+
+/// Draws the initial parameters of `specs` from the run's `Init` stream (backend-independent, seeded).
+pub fn init_params(specs: &[ParamSpec], seed: u64, device: &Device) -> Vec<Tensor<1>> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let n = spec.numel();
+            let mut s = Stream::new(seed, Purpose::Init, i as u64, 0);
+            let values: Vec<f32> = match spec.init {
+                Init::HeNormalFanOut => {
+                    let fan_out: usize = spec.shape[0] * spec.shape[2..].iter().product::<usize>();
+                    let std = (2.0 / fan_out as f64).sqrt();
+                    (0..n).map(|_| (std * s.normal()) as f32).collect()
+                }
+                Init::UniformFanIn(fan_in) => {
+                    let bound = 1.0 / (fan_in as f64).sqrt();
+                    (0..n)
+                        .map(|_| (bound * (2.0 * s.uniform() - 1.0)) as f32)
+                        .collect()
+                }
+                Init::Zeros => vec![0.0; n],
+                Init::Ones => vec![1.0; n],
+            };
+            Tensor::from_data(TensorData::new(values, [n]), device)
+        })
+        .collect()
+}
+
+/// Running means and variances of every BatchNorm layer, indexed by slot (plain tensors, no autodiff).
+#[derive(Clone, Debug)]
+pub struct BnStats {
+    /// Running means.
+    pub mean: Vec<Tensor<1>>,
+    /// Running (unbiased) variances.
+    pub var: Vec<Tensor<1>>,
+}
+
+impl BnStats {
+    /// Mean 0 and variance 1 for each slot, as PyTorch initializes them.
+    pub fn new(channels: &[usize], device: &Device) -> Self {
+        BnStats {
+            mean: channels
+                .iter()
+                .map(|&c| Tensor::zeros([c], device))
+                .collect(),
+            var: channels
+                .iter()
+                .map(|&c| Tensor::ones([c], device))
+                .collect(),
+        }
+    }
+}
+
+/// How BatchNorm layers behave in one forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BnMode {
+    /// Normalize with the statistics of the batch; fold them into the running statistics if `update`.
+    Batch {
+        /// Whether this pass updates the running statistics.
+        update: bool,
+    },
+    /// Normalize with the running statistics (evaluation, or BatchNorm frozen); nothing is updated.
+    Running,
+}
+
+/// What a forward pass reads: the parameters of the point it is evaluated at, and the BatchNorm state.
+pub struct Ctx<'a> {
+    /// One flattened tensor per parameter.
+    pub params: &'a [Tensor<1>],
+    /// BatchNorm behaviour of this pass.
+    pub mode: BnMode,
+    /// Running statistics, read in [`BnMode::Running`] and updated in `Batch { update: true }`.
+    pub stats: &'a mut BnStats,
+}
+
+impl Ctx<'_> {
+    fn p<const D: usize>(&self, index: usize, shape: [usize; D]) -> Tensor<D> {
+        self.params[index].clone().reshape(shape)
+    }
+}
+
+/// A 2D convolution (square kernel, symmetric zero padding).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: usize,
+    bias: Option<usize>,
+    shape: [usize; 4],
+    stride: usize,
+    pad: usize,
+}
+
+impl Conv2d {
+    /// A `k x k` convolution from `cin` to `cout` channels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        b: &mut Builder,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        bias: bool,
+    ) -> Self {
+        let shape = [cout, cin, k, k];
+        let weight = b.param(
+            format!("{name}.weight"),
+            shape.to_vec(),
+            Init::HeNormalFanOut,
+        );
+        let bias = bias.then(|| {
+            b.param(
+                format!("{name}.bias"),
+                vec![cout],
+                Init::UniformFanIn(cin * k * k),
+            )
+        });
+        Conv2d {
+            weight,
+            bias,
+            shape,
+            stride,
+            pad,
+        }
+    }
+
+    /// `[n, cin, h, w] -> [n, cout, h', w']`.
+    pub fn forward(&self, ctx: &Ctx, x: Tensor<4>) -> Tensor<4> {
+        let options = ConvOptions::new([self.stride, self.stride], [self.pad, self.pad], [1, 1], 1);
+        let bias = self.bias.map(|i| ctx.params[i].clone());
+        conv2d(x, ctx.p(self.weight, self.shape), bias, options)
+    }
+}
+
+/// A fully connected layer `y = x W + b` (`W` is `[in, out]`).
+#[derive(Clone, Debug)]
+pub struct Linear {
+    weight: usize,
+    bias: usize,
+    shape: [usize; 2],
+}
+
+impl Linear {
+    /// A layer from `din` to `dout` features.
+    pub fn new(b: &mut Builder, name: &str, din: usize, dout: usize) -> Self {
+        let weight = b.param(
+            format!("{name}.weight"),
+            vec![din, dout],
+            Init::UniformFanIn(din),
+        );
+        let bias = b.param(format!("{name}.bias"), vec![dout], Init::Zeros);
+        Linear {
+            weight,
+            bias,
+            shape: [din, dout],
+        }
+    }
+
+    /// `[n, in] -> [n, out]`.
+    pub fn forward(&self, ctx: &Ctx, x: Tensor<2>) -> Tensor<2> {
+        let bias: Tensor<2> = ctx.p(self.bias, [1, self.shape[1]]);
+        x.matmul(ctx.p(self.weight, self.shape)) + bias
+    }
+}
+
+/// Which normalization layers a network uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// No normalization.
+    None,
+    /// BatchNorm (batch statistics in training mode, running statistics at evaluation).
+    Batch,
+    /// GroupNorm (no running statistics; the same in training and evaluation).
+    Group,
+}
+
+#[derive(Clone, Debug)]
+enum NormImpl {
+    Batch { slot: usize },
+    Group { groups: usize },
+}
+
+/// A BatchNorm or GroupNorm layer with a learnable scale and shift.
+#[derive(Clone, Debug)]
+pub struct Norm {
+    gamma: usize,
+    beta: usize,
+    channels: usize,
+    kind: NormImpl,
+}
+
+impl Norm {
+    /// A normalization of `channels` channels; `None` for [`NormKind::None`]. GroupNorm uses `groups` groups.
+    pub fn new(
+        b: &mut Builder,
+        name: &str,
+        kind: NormKind,
+        channels: usize,
+        groups: usize,
+    ) -> Option<Self> {
+        let kind = match kind {
+            NormKind::None => return None,
+            NormKind::Batch => NormImpl::Batch {
+                slot: b.bn_slot(channels),
+            },
+            NormKind::Group => NormImpl::Group { groups },
+        };
+        let gamma = b.param(format!("{name}.weight"), vec![channels], Init::Ones);
+        let beta = b.param(format!("{name}.bias"), vec![channels], Init::Zeros);
+        Some(Norm {
+            gamma,
+            beta,
+            channels,
+            kind,
+        })
+    }
+
+    /// Normalizes `[n, c, ...]` over the batch (BatchNorm) or over channel groups (GroupNorm).
+    pub fn forward<const D: usize>(&self, ctx: &mut Ctx, x: Tensor<D>) -> Tensor<D> {
+        let c = self.channels;
+        let gamma: Tensor<1> = ctx.p(self.gamma, [c]);
+        let beta: Tensor<1> = ctx.p(self.beta, [c]);
+        match self.kind {
+            NormImpl::Batch { slot } => match ctx.mode {
+                BnMode::Running => batch_norm(
+                    x,
+                    gamma,
+                    beta,
+                    ctx.stats.mean[slot].clone(),
+                    ctx.stats.var[slot].clone(),
+                    NORM_EPS,
+                ),
+                BnMode::Batch { update } => {
+                    let dims = x.dims();
+                    let count = dims.iter().product::<usize>() / c;
+                    let out = batch_norm_train(x, gamma, beta, NORM_EPS);
+                    if update {
+                        // PyTorch's rule: the running variance tracks the unbiased batch variance.
+                        let unbias = count as f64 / (count.max(2) - 1) as f64;
+                        let m = BN_MOMENTUM;
+                        let mean = out.mean.without_autodiff();
+                        let var = out.variance.without_autodiff().mul_scalar(unbias);
+                        ctx.stats.mean[slot] =
+                            ctx.stats.mean[slot].clone().mul_scalar(1.0 - m) + mean.mul_scalar(m);
+                        ctx.stats.var[slot] =
+                            ctx.stats.var[slot].clone().mul_scalar(1.0 - m) + var.mul_scalar(m);
+                    }
+                    out.output
+                }
+            },
+            NormImpl::Group { groups } => {
+                let dims = x.dims();
+                let n = dims[0];
+                let per_group = dims.iter().skip(1).product::<usize>() / groups;
+                let g: Tensor<3> = x.reshape([n, groups, per_group]);
+                let mean = g.clone().mean_dim(2);
+                let centered = g - mean;
+                let var = centered.clone().square().mean_dim(2);
+                let normed = centered / var.add_scalar(NORM_EPS).sqrt();
+                let mut shape = [1usize; D];
+                shape[1] = c;
+                let out: Tensor<D> = normed.reshape(dims);
+                out * gamma.reshape(shape) + beta.reshape(shape)
+            }
+        }
+    }
+}
+
+/// `norm` then ReLU (identity norm when `None`).
+pub fn norm_relu<const D: usize>(norm: &Option<Norm>, ctx: &mut Ctx, x: Tensor<D>) -> Tensor<D> {
+    match norm {
+        Some(n) => relu(n.forward(ctx, x)),
+        None => relu(x),
+    }
+}
+
+/// 2x2 max pooling with stride 2.
+pub fn max_pool2(x: Tensor<4>) -> Tensor<4> {
+    max_pool2d(x, MaxPoolOptions::new([2, 2]))
+}
+
+/// Global average pooling `[n, c, h, w] -> [n, c]`.
+pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h * w]).mean_dim(2).reshape([n, c])
+}

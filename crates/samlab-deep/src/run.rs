@@ -1,0 +1,921 @@
+//! Whole training runs into run directories, with checkpoints, exact resume and fine-tuning.
+//!
+//! ```text
+//! <out>/config.toml           the fully resolved DeepRunConfig (`samlab train --config` re-runs it)
+//! <out>/metrics.csv           one row per epoch (columns: METRICS_HEADER)
+//! <out>/summary.json          status (running | ok | diverged), steps, final and best-by-validation numbers
+//! <out>/label_noise.csv       the examples whose labels were changed: split, index, source_index, clean, noisy
+//! <out>/checkpoint/last.ckpt  end of the last finished epoch: weights, momentum, BatchNorm statistics, progress
+//! <out>/checkpoint/best.ckpt  the epoch with the lowest validation error so far (weights and statistics)
+//! ```
+//!
+//! Every file is replaced atomically (written beside, then renamed). A run killed at any point resumes from
+//! `last.ckpt` with `resume`, and since every random draw is keyed by the run's counters ([`crate::rng`]) it ends
+//! with exactly the numbers of an uninterrupted run. Nothing is written before the whole configuration, the data
+//! and any checkpoint to start from have been checked.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use samlab_core::sam::{AscentSource, SamConfig};
+use samlab_core::schedule::LrSchedule;
+use samlab_core::{ConfigError, DataError};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Checkpoint;
+use crate::data::{
+    apply_label_noise, assemble, split_validation, Augment, DatasetKind, ImageSet, LabelNoise,
+};
+use crate::models::{Arch, ModelSpec, Network};
+use crate::nn::{init_params, NormKind};
+use crate::rng::{Purpose, Stream};
+use crate::trainer::{evaluate, Batch, OptimConfig, TrainState, Trainer};
+
+/// The model part of a run config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Architecture.
+    pub arch: Arch,
+    /// Width (the architecture's default when absent).
+    pub width: Option<usize>,
+    /// Normalization (the architecture's default when absent).
+    pub norm: Option<NormKind>,
+}
+
+/// The data part of a run config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Which data set.
+    pub dataset: DatasetKind,
+    /// Where its files are (Fashion-MNIST: the shipped subset when absent).
+    pub dir: Option<PathBuf>,
+    /// Fraction of the training set held out for validation (seeded).
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    /// Augmentation of training batches (the data set's default when absent).
+    pub augment: Option<Augment>,
+    /// Label noise on the training split (and, if `noisy_val`, independently on the validation split).
+    pub label_noise: Option<LabelNoise>,
+    /// Whether the validation split gets noisy labels too (the authors' code: yes).
+    #[serde(default = "yes")]
+    pub noisy_val: bool,
+    /// Use only the first `n` training images (before the validation split); all when absent.
+    pub train_limit: Option<usize>,
+}
+
+fn default_val_fraction() -> f64 {
+    0.1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The optimization part of a run config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Epochs (passes over the training split, last incomplete batch dropped).
+    pub epochs: usize,
+    /// Batch size $B$.
+    pub batch_size: usize,
+    /// Stop after this many updates (the schedules then span this many); all epochs when absent.
+    pub max_steps: Option<usize>,
+    /// Seed of everything random.
+    pub seed: u64,
+    /// Learning-rate schedule over the updates.
+    pub lr: LrSchedule,
+    /// Momentum, weight decay and BatchNorm policy.
+    pub optim: OptimConfig,
+    /// Batch size of evaluation passes.
+    #[serde(default = "default_eval_batch")]
+    pub eval_batch_size: usize,
+    /// Backend: `flex` (CPU), or `cuda` / `tch` when compiled in.
+    #[serde(default = "default_device")]
+    pub device: String,
+}
+
+fn default_eval_batch() -> usize {
+    500
+}
+
+fn default_device() -> String {
+    "flex".into()
+}
+
+/// A complete deep-net run: what `config.toml` holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeepRunConfig {
+    /// The network.
+    pub model: ModelConfig,
+    /// The data.
+    pub data: DataConfig,
+    /// The optimization.
+    pub train: TrainConfig,
+    /// The SAM family member.
+    pub sam: SamConfig,
+    /// Start from the weights (and BatchNorm statistics) of this run directory's last checkpoint; fresh momentum.
+    pub init_from: Option<PathBuf>,
+}
+
+/// Why a run could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A configuration value that makes no sense.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Unusable data or checkpoint files.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A request that cannot be honoured (occupied output, nothing to resume).
+    #[error("{0}")]
+    Usage(String),
+    /// A file-system failure while writing the run.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+impl RunError {
+    /// Whether the error is the user's input (exit status 2) rather than a failure of the machine.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, RunError::Io { .. })
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, then rename).
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Serde for `f64` fields that may be NaN: JSON has no NaN, so it is written as `null` and read back as NaN.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+/// One row of metrics.csv.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Updates done at its end.
+    pub step: usize,
+    /// Mean cross-entropy over the epoch's training examples, at the point of each descent gradient (the perturbed
+    /// weights in SAM steps), with augmentation and BatchNorm in training mode.
+    #[serde(with = "nan_as_null")]
+    pub train_loss: f64,
+    /// Error over the same passes.
+    #[serde(with = "nan_as_null")]
+    pub train_error: f64,
+    /// Error on the examples with noisy labels, with respect to their noisy labels (NaN without label noise).
+    #[serde(with = "nan_as_null")]
+    pub train_error_noisy: f64,
+    /// Validation loss (NaN without a validation split).
+    #[serde(with = "nan_as_null")]
+    pub val_loss: f64,
+    /// Validation error.
+    #[serde(with = "nan_as_null")]
+    pub val_error: f64,
+    /// Test loss.
+    #[serde(with = "nan_as_null")]
+    pub test_loss: f64,
+    /// Test error.
+    #[serde(with = "nan_as_null")]
+    pub test_error: f64,
+    /// Learning rate of the epoch's last update.
+    #[serde(with = "nan_as_null")]
+    pub lr: f64,
+    /// SAM radius of the epoch's last update (0 for ERM steps).
+    #[serde(with = "nan_as_null")]
+    pub rho: f64,
+    /// Wall-clock seconds of the epoch's updates.
+    #[serde(with = "nan_as_null")]
+    pub seconds: f64,
+    /// Training images per second.
+    #[serde(with = "nan_as_null")]
+    pub images_per_s: f64,
+}
+
+/// The columns of metrics.csv.
+pub const METRICS_HEADER: [&str; 13] = [
+    "epoch",
+    "step",
+    "train_loss",
+    "train_error",
+    "train_error_noisy",
+    "val_loss",
+    "val_error",
+    "test_loss",
+    "test_error",
+    "lr",
+    "rho",
+    "seconds",
+    "images_per_s",
+];
+
+impl EpochRow {
+    fn values(&self) -> [f64; 13] {
+        [
+            self.epoch as f64,
+            self.step as f64,
+            self.train_loss,
+            self.train_error,
+            self.train_error_noisy,
+            self.val_loss,
+            self.val_error,
+            self.test_loss,
+            self.test_error,
+            self.lr,
+            self.rho,
+            self.seconds,
+            self.images_per_s,
+        ]
+    }
+
+    /// The readable per-epoch log line.
+    pub fn line(&self, epochs: usize) -> String {
+        let pct = |x: f64| {
+            if x.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{:.2}%", 100.0 * x)
+            }
+        };
+        format!(
+            "epoch {:>3}/{epochs}  step {:>6}  train loss {:.4} err {}  noisy err {}  val err {}  test loss {:.4} err {}  lr {:.4} rho {:.4}  {:.1} s  {:.0} img/s",
+            self.epoch,
+            self.step,
+            self.train_loss,
+            pct(self.train_error),
+            pct(self.train_error_noisy),
+            pct(self.val_error),
+            self.test_loss,
+            pct(self.test_error),
+            self.lr,
+            self.rho,
+            self.seconds,
+            self.images_per_s
+        )
+    }
+}
+
+/// Where training stands: stored in every checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs finished.
+    pub epochs_done: usize,
+    /// Updates done.
+    pub steps_done: usize,
+    /// Lowest validation error so far, its epoch and the test numbers of that epoch.
+    pub best: Option<Best>,
+    /// Metrics of every finished epoch.
+    pub rows: Vec<EpochRow>,
+    /// Seconds spent in updates so far.
+    pub train_seconds: f64,
+    /// How many times the run was resumed.
+    pub resumes: usize,
+}
+
+/// The best epoch by validation error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Its validation error.
+    pub val_error: f64,
+    /// Its test error.
+    pub test_error: f64,
+    /// Its test loss.
+    pub test_loss: f64,
+}
+
+/// Status of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Still running, or killed (resume it).
+    Running,
+    /// Finished.
+    Ok,
+    /// A loss became NaN or infinite; the last good checkpoint is kept.
+    Diverged,
+}
+
+/// summary.json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// samlab's version.
+    pub samlab_version: String,
+    /// `"deep"`.
+    pub engine: String,
+    /// Run status.
+    pub status: Status,
+    /// Updates done.
+    pub steps: usize,
+    /// Updates planned.
+    pub total_steps: usize,
+    /// Epochs finished.
+    pub epochs: usize,
+    /// Last epoch's training loss (null unless ok).
+    pub final_train_loss: Option<f64>,
+    /// Last epoch's training error (null unless ok).
+    pub final_train_error: Option<f64>,
+    /// Lowest validation error over the epochs.
+    pub best_val_error: Option<f64>,
+    /// Its epoch.
+    pub best_epoch: Option<usize>,
+    /// Final test error (null unless ok).
+    pub test_error: Option<f64>,
+    /// Final test loss (null unless ok).
+    pub test_loss: Option<f64>,
+    /// Test error at the epoch of the best validation error (early stopping).
+    pub test_error_at_best_val: Option<f64>,
+    /// Test loss at that epoch.
+    pub test_loss_at_best_val: Option<f64>,
+    /// Number of parameters.
+    pub num_params: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Seconds spent in updates (over all sessions of a resumed run).
+    pub train_seconds: f64,
+    /// Mean training images per second.
+    pub images_per_s: f64,
+    /// Backend.
+    pub device: String,
+    /// Times resumed.
+    pub resumes: usize,
+}
+
+/// Receives progress while a run trains (progress bars, logs).
+pub trait Observer {
+    /// Training starts (or resumes) at update `steps_done` of `total_steps`.
+    fn started(&mut self, _steps_done: usize, _total_steps: usize, _steps_per_epoch: usize) {}
+    /// An update finished.
+    fn step(&mut self, _steps_done: usize) {}
+    /// An epoch finished and was checkpointed; return false to stop here as if killed (the run stays
+    /// resumable, status `running`).
+    fn epoch(&mut self, _row: &EpochRow, _line: &str) -> bool {
+        true
+    }
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+
+impl Observer for Quiet {}
+
+/// A finished (or stopped) run.
+#[derive(Clone, Debug)]
+pub struct RunOutcome {
+    /// Where it was written.
+    pub dir: PathBuf,
+    /// Its summary.
+    pub summary: Summary,
+    /// Its metrics rows.
+    pub rows: Vec<EpochRow>,
+}
+
+/// The data of a run after the split and label noise.
+pub struct PreparedData {
+    /// Training split.
+    pub train: ImageSet,
+    /// Training labels used for training (noisy where noise was applied).
+    pub train_labels: Vec<u16>,
+    /// Whether each training example's label is noisy.
+    pub train_noisy: Vec<bool>,
+    /// Validation split (labels possibly noisy).
+    pub val: ImageSet,
+    /// Test set (clean).
+    pub test: ImageSet,
+    /// `(split, index, source_index, clean, noisy)` of every changed label.
+    pub noise_records: Vec<[usize; 5]>,
+}
+
+/// Loads the data set, splits off validation and applies label noise, all seeded by `seed`.
+pub fn prepare_data(cfg: &DataConfig, seed: u64) -> Result<PreparedData, RunError> {
+    let (mut full, test) = cfg.dataset.load(cfg.dir.as_deref())?;
+    if let Some(n) = cfg.train_limit {
+        if n == 0 || n > full.len() {
+            return Err(ConfigError::Invalid {
+                field: "train_limit",
+                reason: format!("must be in 1..={}, got {n}", full.len()),
+            }
+            .into());
+        }
+        full = full.select(&(0..n).collect::<Vec<_>>());
+    }
+    let (mut train, mut val, source) = split_validation(&full, cfg.val_fraction, seed)?;
+    let clean_train = train.labels.clone();
+    let mut train_noisy = vec![false; train.len()];
+    let mut noise_records = Vec::new();
+    if let Some(noise) = &cfg.label_noise {
+        let idx = apply_label_noise(&mut train, noise, cfg.dataset, seed, 0)?;
+        for &i in &idx {
+            train_noisy[i] = true;
+            noise_records.push([
+                0,
+                i,
+                source[i],
+                clean_train[i] as usize,
+                train.labels[i] as usize,
+            ]);
+        }
+        if cfg.noisy_val && !val.is_empty() {
+            let clean_val = val.labels.clone();
+            for i in apply_label_noise(&mut val, noise, cfg.dataset, seed, 1)? {
+                noise_records.push([
+                    1,
+                    i,
+                    usize::MAX,
+                    clean_val[i] as usize,
+                    val.labels[i] as usize,
+                ]);
+            }
+        }
+    }
+    Ok(PreparedData {
+        train_labels: train.labels.clone(),
+        train,
+        train_noisy,
+        val,
+        test,
+        noise_records,
+    })
+}
+
+/// Everything a run needs, checked.
+struct Plan {
+    net: Network,
+    data: PreparedData,
+    steps_per_epoch: usize,
+    total_steps: usize,
+    epochs: usize,
+    augment: Augment,
+    device: burn::tensor::Device,
+}
+
+fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
+    let t = &config.train;
+    let bad = |field, reason: String| RunError::Config(ConfigError::Invalid { field, reason });
+    if t.epochs == 0 {
+        return Err(bad("epochs", "must be at least 1".into()));
+    }
+    if t.batch_size == 0 || t.eval_batch_size == 0 {
+        return Err(bad("batch_size", "must be at least 1".into()));
+    }
+    if t.max_steps == Some(0) {
+        return Err(bad("max_steps", "must be at least 1".into()));
+    }
+    if !(t.optim.momentum.is_finite() && (0.0..1.0).contains(&t.optim.momentum)) {
+        return Err(bad(
+            "momentum",
+            format!("must be in [0, 1), got {}", t.optim.momentum),
+        ));
+    }
+    t.lr.check()?;
+    config.sam.check(t.batch_size)?;
+    let device = crate::device(&t.device)?;
+    let data = prepare_data(&config.data, t.seed)?;
+    let spec = ModelSpec {
+        arch: config.model.arch,
+        width: config
+            .model
+            .width
+            .unwrap_or(config.model.arch.default_width()),
+        norm: config
+            .model
+            .norm
+            .unwrap_or(config.model.arch.default_norm()),
+        input: data.train.shape,
+        classes: data.train.classes,
+    };
+    let net = Network::new(&spec)?;
+    let steps_per_epoch = data.train.len() / t.batch_size;
+    if steps_per_epoch == 0 {
+        return Err(bad(
+            "batch_size",
+            format!(
+                "{} is larger than the training split ({} images)",
+                t.batch_size,
+                data.train.len()
+            ),
+        ));
+    }
+    let total_steps = (t.epochs * steps_per_epoch).min(t.max_steps.unwrap_or(usize::MAX));
+    Ok(Plan {
+        epochs: total_steps.div_ceil(steps_per_epoch),
+        augment: config
+            .data
+            .augment
+            .unwrap_or(config.data.dataset.default_augment()),
+        net,
+        data,
+        steps_per_epoch,
+        total_steps,
+        device,
+    })
+}
+
+/// The training batch of update `step` (epoch `step / spe`, position `step % spe`).
+fn batch_at(config: &DeepRunConfig, p: &Plan, step: usize) -> Batch {
+    let (epoch, b) = (step / p.steps_per_epoch, step % p.steps_per_epoch);
+    let order = Stream::new(config.train.seed, Purpose::Shuffle, epoch as u64, 0)
+        .permutation(p.data.train.len());
+    let bs = config.train.batch_size;
+    batch_from_order(config, p, &order, epoch, b, bs)
+}
+
+fn batch_from_order(
+    config: &DeepRunConfig,
+    p: &Plan,
+    order: &[usize],
+    epoch: usize,
+    b: usize,
+    bs: usize,
+) -> Batch {
+    let indices = &order[b * bs..(b + 1) * bs];
+    let mut stream = Stream::new(config.train.seed, Purpose::Augment, epoch as u64, b as u64);
+    let (images, labels) = assemble(
+        &p.data.train,
+        &p.data.train_labels,
+        indices,
+        p.augment,
+        &mut stream,
+    );
+    Batch::new(
+        images,
+        labels,
+        p.data.train.shape,
+        p.data.train.classes,
+        &p.device,
+    )
+}
+
+fn checkpoint_dir(out: &Path) -> PathBuf {
+    out.join("checkpoint")
+}
+
+/// Loads `<run>/checkpoint/last.ckpt` for fine-tuning, checking it belongs to `net`.
+fn load_init(run: &Path, net: &Network) -> Result<Checkpoint, RunError> {
+    let path = checkpoint_dir(run).join("last.ckpt");
+    let ckpt = Checkpoint::load(&path)?;
+    ckpt.check_model(net, &path)?;
+    Ok(ckpt)
+}
+
+fn is_occupied(out: &Path) -> bool {
+    match fs::read_dir(out) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}
+
+/// Runs `config` into the fresh run directory `out` (an occupied `out` is replaced only with `force`, and only
+/// once the new run has finished; until then the old one waits beside it as `.<name>.old-<pid>`).
+pub fn train(
+    config: &DeepRunConfig,
+    out: &Path,
+    force: bool,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome, RunError> {
+    let p = plan(config)?;
+    let init = match &config.init_from {
+        Some(run) => Some(load_init(run, &p.net)?),
+        None => None,
+    };
+    let mut aside = None;
+    if is_occupied(out) {
+        if !force {
+            return Err(RunError::Usage(format!(
+                "{} already exists and is not empty (pass --force to replace it, or --resume to continue it)",
+                out.display()
+            )));
+        }
+        let name = out
+            .file_name()
+            .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+        let old = out.with_file_name(format!(".{name}.old-{}", std::process::id()));
+        fs::rename(out, &old).map_err(io_err(out))?;
+        aside = Some(old);
+    }
+    let ckdir = checkpoint_dir(out);
+    fs::create_dir_all(&ckdir).map_err(io_err(&ckdir))?;
+    let text = toml::to_string(config).map_err(|e| RunError::Io {
+        path: out.join("config.toml"),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(&out.join("config.toml"), text.as_bytes())?;
+    write_noise_records(out, &p.data.noise_records)?;
+    let state = match &init {
+        Some(ckpt) => {
+            let mut s = ckpt.to_state(&p.device);
+            s.velocity = s
+                .params
+                .iter()
+                .map(burn::tensor::Tensor::zeros_like)
+                .collect();
+            s
+        }
+        None => TrainState::new(
+            &p.net,
+            init_params(p.net.params(), config.train.seed, &p.device),
+            &p.device,
+        ),
+    };
+    let outcome = run_loop(config, &p, out, state, Progress::default(), observer)?;
+    if let Some(old) = aside {
+        if outcome.summary.status != Status::Running {
+            fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+    }
+    Ok(outcome)
+}
+
+/// Continues the run in `out` from its last checkpoint, to the numbers an uninterrupted run would have reached.
+pub fn resume(out: &Path, observer: &mut dyn Observer) -> Result<RunOutcome, RunError> {
+    let config_path = out.join("config.toml");
+    let text = fs::read_to_string(&config_path).map_err(|e| {
+        RunError::Usage(format!(
+            "nothing to resume in {}: cannot read config.toml ({e})",
+            out.display()
+        ))
+    })?;
+    let config: DeepRunConfig = toml::from_str(&text).map_err(|e| DataError::Read {
+        path: config_path.clone(),
+        reason: format!("not a deep-net run config: {e}"),
+    })?;
+    let p = plan(&config)?;
+    let path = checkpoint_dir(out).join("last.ckpt");
+    if !path.exists() {
+        return Err(RunError::Usage(format!(
+            "nothing to resume in {}: no checkpoint yet ({} is missing)",
+            out.display(),
+            path.display()
+        )));
+    }
+    let ckpt = Checkpoint::load(&path)?;
+    ckpt.check_model(&p.net, &path)?;
+    let mut progress: Progress =
+        serde_json::from_value(ckpt.progress.clone()).map_err(|e| DataError::Read {
+            path: path.clone(),
+            reason: format!("bad progress record: {e}"),
+        })?;
+    progress.resumes += 1;
+    let state = ckpt.to_state(&p.device);
+    run_loop(&config, &p, out, state, progress, observer)
+}
+
+fn write_noise_records(out: &Path, records: &[[usize; 5]]) -> Result<(), RunError> {
+    let mut text = String::from("split,index,source_index,clean_label,noisy_label\n");
+    for r in records {
+        let split = if r[0] == 0 { "train" } else { "val" };
+        let source = if r[2] == usize::MAX {
+            String::new()
+        } else {
+            r[2].to_string()
+        };
+        text.push_str(&format!("{split},{},{source},{},{}\n", r[1], r[3], r[4]));
+    }
+    write_atomic(&out.join("label_noise.csv"), text.as_bytes())
+}
+
+fn write_metrics(out: &Path, rows: &[EpochRow]) -> Result<(), RunError> {
+    let mut text = METRICS_HEADER.join(",") + "\n";
+    for r in rows {
+        let cells: Vec<String> = r.values().iter().map(|v| v.to_string()).collect();
+        text.push_str(&(cells.join(",") + "\n"));
+    }
+    write_atomic(&out.join("metrics.csv"), text.as_bytes())
+}
+
+fn summarize(config: &DeepRunConfig, p: &Plan, progress: &Progress, status: Status) -> Summary {
+    let last = progress.rows.last().filter(|_| status == Status::Ok);
+    let images: f64 = progress.steps_done as f64 * config.train.batch_size as f64;
+    Summary {
+        samlab_version: env!("CARGO_PKG_VERSION").into(),
+        engine: "deep".into(),
+        status,
+        steps: progress.steps_done,
+        total_steps: p.total_steps,
+        epochs: progress.epochs_done,
+        final_train_loss: last.map(|r| r.train_loss),
+        final_train_error: last.map(|r| r.train_error),
+        best_val_error: progress.best.as_ref().map(|b| b.val_error),
+        best_epoch: progress.best.as_ref().map(|b| b.epoch),
+        test_error: last.map(|r| r.test_error),
+        test_loss: last.map(|r| r.test_loss),
+        test_error_at_best_val: progress.best.as_ref().map(|b| b.test_error),
+        test_loss_at_best_val: progress.best.as_ref().map(|b| b.test_loss),
+        num_params: p.net.num_params(),
+        seed: config.train.seed,
+        train_seconds: progress.train_seconds,
+        images_per_s: if progress.train_seconds > 0.0 {
+            images / progress.train_seconds
+        } else {
+            0.0
+        },
+        device: config.train.device.clone(),
+        resumes: progress.resumes,
+    }
+}
+
+fn write_summary(out: &Path, summary: &Summary) -> Result<(), RunError> {
+    let text = serde_json::to_string_pretty(summary).map_err(|e| RunError::Io {
+        path: out.join("summary.json"),
+        source: io::Error::other(e),
+    })?;
+    write_atomic(&out.join("summary.json"), (text + "\n").as_bytes())
+}
+
+fn finish(
+    config: &DeepRunConfig,
+    p: &Plan,
+    out: &Path,
+    progress: Progress,
+    status: Status,
+) -> Result<RunOutcome, RunError> {
+    let summary = summarize(config, p, &progress, status);
+    write_metrics(out, &progress.rows)?;
+    write_summary(out, &summary)?;
+    Ok(RunOutcome {
+        dir: out.to_path_buf(),
+        summary,
+        rows: progress.rows,
+    })
+}
+
+fn run_loop(
+    config: &DeepRunConfig,
+    p: &Plan,
+    out: &Path,
+    mut state: TrainState,
+    mut progress: Progress,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome, RunError> {
+    let t = &config.train;
+    let sam = config.sam.check(t.batch_size)?;
+    let trainer = Trainer {
+        net: &p.net,
+        sam: sam.clone(),
+        optim: t.optim,
+        seed: t.seed,
+        device: p.device.clone(),
+    };
+    if progress.steps_done >= p.total_steps {
+        return finish(config, p, out, progress, Status::Ok);
+    }
+    write_summary(out, &summarize(config, p, &progress, Status::Running))?;
+    observer.started(progress.steps_done, p.total_steps, p.steps_per_epoch);
+    let uses_previous = config.sam.ascent_source == AscentSource::PreviousBatch;
+    let mut previous: Option<Batch> = (uses_previous && progress.steps_done > 0)
+        .then(|| batch_at(config, p, progress.steps_done - 1));
+    let bs = t.batch_size;
+    let mut step = progress.steps_done;
+    while step < p.total_steps {
+        let epoch = step / p.steps_per_epoch;
+        let order =
+            Stream::new(t.seed, Purpose::Shuffle, epoch as u64, 0).permutation(p.data.train.len());
+        let first = step % p.steps_per_epoch;
+        let last = p
+            .steps_per_epoch
+            .min(p.total_steps - epoch * p.steps_per_epoch);
+        let started = Instant::now();
+        let (mut loss_sum, mut wrong, mut seen, mut noisy_wrong, mut noisy_seen) =
+            (0.0, 0usize, 0usize, 0usize, 0usize);
+        let (mut lr, mut rho) = (0.0, 0.0);
+        for b in first..last {
+            let batch = batch_from_order(config, p, &order, epoch, b, bs);
+            lr = t.lr.at(step, p.total_steps);
+            rho = sam.rho_at(step as f64 / p.total_steps as f64, lr);
+            let prev = previous.as_ref().unwrap_or(&batch);
+            let outcome = trainer.step(&mut state, &batch, prev, lr, rho, step as u64);
+            if !outcome.finite {
+                progress.train_seconds += started.elapsed().as_secs_f64();
+                return finish(config, p, out, progress, Status::Diverged);
+            }
+            loss_sum += outcome.loss_sum;
+            seen += bs;
+            for (k, ok) in outcome.correct.iter().enumerate() {
+                let noisy = p.data.train_noisy[order[b * bs + k]];
+                wrong += usize::from(!ok);
+                noisy_seen += usize::from(noisy);
+                noisy_wrong += usize::from(noisy && !ok);
+            }
+            if uses_previous {
+                previous = Some(batch);
+            }
+            step += 1;
+            observer.step(step);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        progress.train_seconds += seconds;
+        let eval = |set: &ImageSet| {
+            evaluate(
+                &p.net,
+                &state.params,
+                &state.bn,
+                set,
+                &set.labels,
+                t.eval_batch_size,
+                &p.device,
+            )
+        };
+        let (val_loss, val_error) = if p.data.val.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            eval(&p.data.val)
+        };
+        let (test_loss, test_error) = eval(&p.data.test);
+        let row = EpochRow {
+            epoch: epoch + 1,
+            step,
+            train_loss: loss_sum / seen as f64,
+            train_error: wrong as f64 / seen as f64,
+            train_error_noisy: if noisy_seen > 0 {
+                noisy_wrong as f64 / noisy_seen as f64
+            } else {
+                f64::NAN
+            },
+            val_loss,
+            val_error,
+            test_loss,
+            test_error,
+            lr,
+            rho,
+            seconds,
+            images_per_s: seen as f64 / seconds.max(1e-9),
+        };
+        if !(test_loss.is_finite() && row.train_loss.is_finite()) {
+            progress.steps_done = step;
+            progress.rows.push(row);
+            return finish(config, p, out, progress, Status::Diverged);
+        }
+        progress.steps_done = step;
+        progress.epochs_done = epoch + 1;
+        let improved = !val_error.is_nan()
+            && progress
+                .best
+                .as_ref()
+                .is_none_or(|b| val_error < b.val_error);
+        if improved {
+            progress.best = Some(Best {
+                epoch: epoch + 1,
+                val_error,
+                test_error,
+                test_loss,
+            });
+        }
+        progress.rows.push(row.clone());
+        let ckdir = checkpoint_dir(out);
+        let value = serde_json::to_value(&progress).expect("progress serializes");
+        if improved {
+            Checkpoint::capture(&p.net, &state, false, value.clone())
+                .save(&ckdir.join("best.ckpt"))
+                .map_err(io_err(&ckdir))?;
+        }
+        Checkpoint::capture(&p.net, &state, true, value)
+            .save(&ckdir.join("last.ckpt"))
+            .map_err(io_err(&ckdir))?;
+        write_metrics(out, &progress.rows)?;
+        let line = row.line(p.epochs);
+        if !observer.epoch(&row, &line) {
+            write_summary(out, &summarize(config, p, &progress, Status::Running))?;
+            return Ok(RunOutcome {
+                dir: out.to_path_buf(),
+                summary: summarize(config, p, &progress, Status::Running),
+                rows: progress.rows,
+            });
+        }
+    }
+    finish(config, p, out, progress, Status::Ok)
+}

@@ -1,0 +1,519 @@
+//! One optimizer step of the SAM family on a deep net: SPEC section 1.3 ("the deep-net training loop exactly as
+//! coded"), with every option of [`SamConfig`](samlab_core::sam::SamConfig).
+//!
+//! A batch of $B$ examples is split into $A = B/m$ micro-batches $G_a$ of $m$ consecutive examples. For each, with
+//! $f_a(w) = \mathrm{CE}_{G_a}(w) + \tfrac{\lambda}{2}\lVert w\rVert^2$ (the L2 term only with
+//! [`WeightDecay::L2`], over every parameter including norm scales and biases):
+//!
+//! - the perturbation: $\delta_0 = 0$ (or $\rho z/\lVert z\rVert$, $z \sim \mathcal N(0, I)$, with `random_init`);
+//!   for $j = 1..k$: $h = \nabla f_a(w + \delta_{j-1})$ on the ascent examples (this micro-batch, or the same
+//!   positions of the previous batch), $\delta_j = \delta_{j-1} + \eta h / (\lVert h\rVert + 10^{-12})$ (normalized)
+//!   or $+\eta h$ (unnormalized, clipped), $\eta = \rho \cdot$ `ascent_step_mult`; normalized and clipped project
+//!   $\delta_j$ onto the $\rho$-ball. The random baseline uses $\delta = \sigma z$, $\sigma = \rho/\sqrt{P}$ instead.
+//! - the descent gradient $g_a = \nabla f_a(w + \delta)$ on the micro-batch.
+//!
+//! Then $v \leftarrow \mu v + \frac1A \sum_a g_a$ and $w \leftarrow w - \gamma v$ (PyTorch's SGD: momentum $\mu$,
+//! no dampening, no Nesterov), or $w \leftarrow w - \gamma (v + \lambda w)$ with decoupled weight decay. With
+//! $\rho_t = 0$ (ERM, or outside the SAM window) each micro-batch gets one plain gradient pass at $w$.
+//!
+//! Differences from the authors' code, all deliberate: the ascent gradient of an unnormalized/clipped step is the
+//! micro-batch mean gradient (the code scales it by $1/A$); random perturbations are drawn per micro-batch (the
+//! code draws one per batch); the very first step's "previous batch" is the current one (the code uses zeros).
+
+use std::borrow::Cow;
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+use samlab_core::sam::{AscentSource, CheckedSam, Normalization, Perturbation};
+use serde::{Deserialize, Serialize};
+
+use crate::models::Network;
+use crate::nn::{BnMode, BnStats, Ctx};
+use crate::rng::{Purpose, Stream};
+
+/// Where weight decay acts.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum WeightDecay {
+    /// None.
+    None,
+    /// $\tfrac{\lambda}{2}\lVert w\rVert^2$ inside the objective, so also in the ascent (the paper's setting).
+    L2 {
+        /// $\lambda$ (the paper: 5e-4).
+        lambda: f64,
+    },
+    /// Decoupled: $w \leftarrow w - \gamma(v + \lambda w)$, outside the momentum and the ascent.
+    Decoupled {
+        /// $\lambda$.
+        lambda: f64,
+    },
+}
+
+/// What BatchNorm does in the passes of a SAM step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BnPolicy {
+    /// The authors' code: every pass (ascent passes and the descent pass) normalizes with its micro-batch's
+    /// statistics and folds them into the running statistics, i.e. they are updated `k + 1` times per
+    /// micro-batch of a SAM step.
+    BothPasses,
+    /// Every pass normalizes with batch statistics, but the running statistics are updated once per
+    /// micro-batch, from the current micro-batch at the unperturbed weights $w$, exactly as in an ERM step
+    /// (by the first ascent pass when it is that pass, otherwise by an extra forward-only pass).
+    CleanPassOnly,
+    /// The code's `--freeze_bn_stats`: every pass, ERM steps included, normalizes with the running statistics,
+    /// which never change.
+    Frozen,
+}
+
+/// The optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Momentum $\mu$ (0.9 in the paper).
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: WeightDecay,
+    /// BatchNorm in the SAM passes.
+    pub bn_policy: BnPolicy,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            momentum: 0.9,
+            weight_decay: WeightDecay::None,
+            bn_policy: BnPolicy::BothPasses,
+        }
+    }
+}
+
+/// Everything that changes during training: parameters, momentum buffers and BatchNorm running statistics.
+#[derive(Clone, Debug)]
+pub struct TrainState {
+    /// One flattened tensor per parameter.
+    pub params: Vec<Tensor<1>>,
+    /// Momentum buffers, same shapes.
+    pub velocity: Vec<Tensor<1>>,
+    /// BatchNorm running statistics.
+    pub bn: BnStats,
+}
+
+impl TrainState {
+    /// Zero momentum and fresh BatchNorm statistics around `params`.
+    pub fn new(net: &Network, params: Vec<Tensor<1>>, device: &Device) -> Self {
+        let velocity = params.iter().map(Tensor::zeros_like).collect();
+        TrainState {
+            params,
+            velocity,
+            bn: BnStats::new(net.bn_channels(), device),
+        }
+    }
+}
+
+/// Images, labels and one-hot targets of a batch.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// `[n, c, h, w]`.
+    pub x: Tensor<4>,
+    /// `[n, classes]`.
+    pub onehot: Tensor<2>,
+    /// The labels.
+    pub labels: Vec<u16>,
+}
+
+impl Batch {
+    /// A batch from assembled images (`[n, c, h, w]` floats) and labels.
+    pub fn new(
+        images: Vec<f32>,
+        labels: Vec<u16>,
+        shape: [usize; 3],
+        classes: usize,
+        device: &Device,
+    ) -> Self {
+        let n = labels.len();
+        let [c, h, w] = shape;
+        let mut onehot = vec![0.0f32; n * classes];
+        for (i, &l) in labels.iter().enumerate() {
+            onehot[i * classes + l as usize] = 1.0;
+        }
+        Batch {
+            x: Tensor::from_data(TensorData::new(images, [n, c, h, w]), device),
+            onehot: Tensor::from_data(TensorData::new(onehot, [n, classes]), device),
+            labels,
+        }
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Examples `start..start + len`.
+    pub fn slice(&self, start: usize, len: usize) -> Batch {
+        if start == 0 && len == self.len() {
+            return self.clone();
+        }
+        Batch {
+            x: self.x.clone().narrow(0, start, len),
+            onehot: self.onehot.clone().narrow(0, start, len),
+            labels: self.labels[start..start + len].to_vec(),
+        }
+    }
+}
+
+/// Mean cross-entropy of `logits` against one-hot targets.
+pub fn cross_entropy(logits: Tensor<2>, onehot: Tensor<2>) -> Tensor<1> {
+    let n = logits.dims()[0];
+    (log_softmax(logits, 1) * onehot)
+        .sum()
+        .neg()
+        .div_scalar(n as f64)
+}
+
+/// What a step reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepOutput {
+    /// Sum over the batch of the per-example cross-entropy at the point of the descent gradient.
+    pub loss_sum: f64,
+    /// Whether each example was classified correctly at that point.
+    pub correct: Vec<bool>,
+    /// False if a loss was NaN or infinite: then nothing was updated.
+    pub finite: bool,
+}
+
+/// A list of tensors shaped like the parameters.
+pub type ParamVec = Vec<Tensor<1>>;
+
+/// Squared global L2 norm over every tensor of `v` (one host synchronization).
+pub fn sq_norm(v: &[Tensor<1>]) -> f64 {
+    let parts: Vec<Tensor<1>> = v.iter().map(|t| t.clone().square().sum()).collect();
+    Tensor::cat(parts, 0).sum().into_scalar::<f32>() as f64
+}
+
+/// `a + s * b`, tensor by tensor.
+pub fn axpy(a: &[Tensor<1>], s: f64, b: &[Tensor<1>]) -> ParamVec {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.clone() + y.clone().mul_scalar(s))
+        .collect()
+}
+
+fn scale(v: &[Tensor<1>], s: f64) -> ParamVec {
+    v.iter().map(|t| t.clone().mul_scalar(s)).collect()
+}
+
+/// The trainer: a network, a checked SAM configuration and the optimizer, shared by every step of a run.
+pub struct Trainer<'a> {
+    /// The network.
+    pub net: &'a Network,
+    /// SAM settings, checked against the batch size.
+    pub sam: CheckedSam,
+    /// Optimizer settings.
+    pub optim: OptimConfig,
+    /// Seed of the run (keys the perturbation noise).
+    pub seed: u64,
+    /// Device of the tensors.
+    pub device: Device,
+}
+
+struct Pass {
+    grads: ParamVec,
+    loss: Tensor<1>,
+    logits: Tensor<2>,
+}
+
+impl Trainer<'_> {
+    /// Forward and backward at `point` on `batch`: the gradient of the objective (cross-entropy, plus the L2 term
+    /// when weight decay is [`WeightDecay::L2`]), the mean cross-entropy and the logits.
+    fn pass(&self, point: &[Tensor<1>], batch: &Batch, mode: BnMode, stats: &mut BnStats) -> Pass {
+        let leaves: ParamVec = point
+            .iter()
+            .map(|p| p.clone().autodiff().require_grad())
+            .collect();
+        let mut ctx = Ctx {
+            params: &leaves,
+            mode,
+            stats,
+        };
+        let logits = self.net.forward(&mut ctx, batch.x.clone());
+        let loss = cross_entropy(logits.clone(), batch.onehot.clone());
+        let grads = loss.backward();
+        let grads = leaves
+            .iter()
+            .zip(point)
+            .map(|(leaf, p)| {
+                let g = leaf.grad(&grads).unwrap_or_else(|| p.zeros_like());
+                match self.optim.weight_decay {
+                    WeightDecay::L2 { lambda } => g + p.clone().mul_scalar(lambda),
+                    _ => g,
+                }
+            })
+            .collect();
+        Pass {
+            grads,
+            loss: loss.without_autodiff(),
+            logits: logits.without_autodiff(),
+        }
+    }
+
+    /// A forward pass at `w` whose only effect is to update the running statistics (BatchNorm, clean pass only).
+    fn update_stats_at(&self, w: &[Tensor<1>], batch: &Batch, stats: &mut BnStats) {
+        let mut ctx = Ctx {
+            params: w,
+            mode: BnMode::Batch { update: true },
+            stats,
+        };
+        let _ = self.net.forward(&mut ctx, batch.x.clone());
+    }
+
+    /// Standard normal noise shaped like the parameters, from the stream of `(step, group)`.
+    fn noise(&self, step: u64, group: u64) -> ParamVec {
+        let mut s = Stream::new(self.seed, Purpose::Perturb, step, group);
+        self.net
+            .params()
+            .iter()
+            .map(|spec| {
+                let n = spec.numel();
+                let v: Vec<f32> = (0..n).map(|_| s.normal() as f32).collect();
+                Tensor::from_data(TensorData::new(v, [n]), &self.device)
+            })
+            .collect()
+    }
+
+    /// The perturbation $\delta$ of one micro-batch (`None` means $\delta = 0$, which only happens with `rho = 0`).
+    #[allow(clippy::too_many_arguments)]
+    fn perturbation(
+        &self,
+        w: &[Tensor<1>],
+        ascent: &Batch,
+        same_batch: bool,
+        rho: f64,
+        step: u64,
+        group: u64,
+        stats: &mut BnStats,
+        clean_done: &mut bool,
+    ) -> ParamVec {
+        let c = self.sam.config();
+        if c.perturbation == Perturbation::Random {
+            let sigma = rho / (self.net.num_params() as f64).sqrt();
+            return scale(&self.noise(step, group), sigma);
+        }
+        let mut delta: Option<ParamVec> = c.random_init.then(|| {
+            let z = self.noise(step, group);
+            let n = sq_norm(&z).sqrt();
+            scale(&z, rho / n)
+        });
+        let eta = rho * c.ascent_step_mult;
+        for _ in 0..c.ascent_steps {
+            let at_w = delta.is_none();
+            let mode = match self.optim.bn_policy {
+                BnPolicy::Frozen => BnMode::Running,
+                BnPolicy::BothPasses => BnMode::Batch { update: true },
+                BnPolicy::CleanPassOnly => BnMode::Batch {
+                    update: at_w && same_batch,
+                },
+            };
+            *clean_done |= at_w && same_batch;
+            let point: Cow<[Tensor<1>]> = match &delta {
+                Some(d) => Cow::Owned(axpy(w, 1.0, d)),
+                None => Cow::Borrowed(w),
+            };
+            let h = self.pass(&point, ascent, mode, stats).grads;
+            let step_size = match c.normalization {
+                Normalization::Normalized => eta / (sq_norm(&h).sqrt() + 1e-12),
+                Normalization::Unnormalized | Normalization::Clipped => eta,
+            };
+            let mut d = match &delta {
+                Some(d) => axpy(d, step_size, &h),
+                None => scale(&h, step_size),
+            };
+            if c.normalization != Normalization::Unnormalized {
+                let n = sq_norm(&d).sqrt();
+                if n > rho {
+                    d = scale(&d, rho / n);
+                }
+            }
+            delta = Some(d);
+        }
+        delta.expect("ascent_steps >= 1")
+    }
+
+    /// One optimizer step on `batch` (`previous` is the previous batch, for [`AscentSource::PreviousBatch`]) with
+    /// learning rate `lr` and radius `rho` (0 for an ERM step); `step` keys the perturbation noise.
+    ///
+    /// If any loss is NaN or infinite the state is left untouched and `finite` is false.
+    pub fn step(
+        &self,
+        state: &mut TrainState,
+        batch: &Batch,
+        previous: &Batch,
+        lr: f64,
+        rho: f64,
+        step: u64,
+    ) -> StepOutput {
+        let m = self.sam.group_size();
+        let groups = batch.len() / m;
+        assert_eq!(
+            groups * m,
+            batch.len(),
+            "the group size divides the batch (checked by SamConfig)"
+        );
+        let policy = self.optim.bn_policy;
+        let c = self.sam.config();
+        let mut bn = state.bn.clone();
+        let w = &state.params;
+        let mut accum: Option<ParamVec> = None;
+        let mut losses = Vec::with_capacity(groups);
+        let mut logits = Vec::with_capacity(groups);
+        for g in 0..groups {
+            let cur = batch.slice(g * m, m);
+            let (point, mode): (Cow<[Tensor<1>]>, BnMode) = if rho == 0.0 {
+                let mode = match policy {
+                    BnPolicy::Frozen => BnMode::Running,
+                    _ => BnMode::Batch { update: true },
+                };
+                (Cow::Borrowed(w), mode)
+            } else {
+                let same_batch = c.ascent_source == AscentSource::SameBatch
+                    || c.perturbation == Perturbation::Random;
+                let ascent = if same_batch {
+                    cur.clone()
+                } else {
+                    previous.slice(g * m, m)
+                };
+                let mut clean_done = false;
+                let delta = self.perturbation(
+                    w,
+                    &ascent,
+                    same_batch,
+                    rho,
+                    step,
+                    g as u64,
+                    &mut bn,
+                    &mut clean_done,
+                );
+                if policy == BnPolicy::CleanPassOnly && !clean_done {
+                    self.update_stats_at(w, &cur, &mut bn);
+                }
+                let mode = match policy {
+                    BnPolicy::Frozen => BnMode::Running,
+                    BnPolicy::BothPasses => BnMode::Batch { update: true },
+                    BnPolicy::CleanPassOnly => BnMode::Batch { update: false },
+                };
+                (Cow::Owned(axpy(w, 1.0, &delta)), mode)
+            };
+            let pass = self.pass(&point, &cur, mode, &mut bn);
+            accum = Some(match accum {
+                None => scale(&pass.grads, 1.0 / groups as f64),
+                Some(acc) => axpy(&acc, 1.0 / groups as f64, &pass.grads),
+            });
+            losses.push(pass.loss.mul_scalar(m as f64));
+            logits.push(pass.logits);
+        }
+        let loss_sum = Tensor::cat(losses, 0).sum().into_scalar::<f32>() as f64;
+        let logits = Tensor::cat(logits, 0);
+        let classes = logits.dims()[1];
+        let values = logits
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 logits");
+        let finite = loss_sum.is_finite() && values.iter().all(|v| v.is_finite());
+        if !finite {
+            return StepOutput {
+                loss_sum,
+                correct: vec![false; batch.len()],
+                finite,
+            };
+        }
+        let correct = values
+            .chunks(classes)
+            .zip(&batch.labels)
+            .map(|(row, &y)| argmax(row) == y as usize)
+            .collect();
+        let accum = accum.expect("at least one group");
+        let mu = self.optim.momentum;
+        let velocity: ParamVec = state
+            .velocity
+            .iter()
+            .zip(&accum)
+            .map(|(v, g)| v.clone().mul_scalar(mu) + g.clone())
+            .collect();
+        state.params = match self.optim.weight_decay {
+            WeightDecay::Decoupled { lambda } => w
+                .iter()
+                .zip(&velocity)
+                .map(|(p, v)| p.clone() - (v.clone() + p.clone().mul_scalar(lambda)).mul_scalar(lr))
+                .collect(),
+            _ => axpy(w, -lr, &velocity),
+        };
+        state.velocity = velocity;
+        state.bn = bn;
+        StepOutput {
+            loss_sum,
+            correct,
+            finite,
+        }
+    }
+}
+
+/// Index of the largest value (the first one on ties, like PyTorch's argmax on CPU).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Mean cross-entropy and error (fraction misclassified) of the model on `labels` (one per image of `set`), in
+/// evaluation mode (BatchNorm with running statistics), in chunks of `batch_size`, without augmentation.
+pub fn evaluate(
+    net: &Network,
+    params: &[Tensor<1>],
+    bn: &BnStats,
+    set: &crate::data::ImageSet,
+    labels: &[u16],
+    batch_size: usize,
+    device: &Device,
+) -> (f64, f64) {
+    let n = labels.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut stats = bn.clone();
+    let mut loss_sum = 0.0;
+    let mut wrong = 0usize;
+    let mut stream = Stream::new(0, Purpose::Augment, u64::MAX, 0);
+    let indices: Vec<usize> = (0..n).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let (images, ys) =
+            crate::data::assemble(set, labels, chunk, crate::data::Augment::None, &mut stream);
+        let batch = Batch::new(images, ys, set.shape, set.classes, device);
+        let mut ctx = Ctx {
+            params,
+            mode: BnMode::Running,
+            stats: &mut stats,
+        };
+        let logits = net.forward(&mut ctx, batch.x.clone());
+        let loss = cross_entropy(logits.clone(), batch.onehot.clone());
+        loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
+        let values = logits
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 logits");
+        wrong += values
+            .chunks(set.classes)
+            .zip(&batch.labels)
+            .filter(|(row, &y)| argmax(row) != y as usize)
+            .count();
+    }
+    (loss_sum / n as f64, wrong as f64 / n as f64)
+}

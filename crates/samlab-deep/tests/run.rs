@@ -1,0 +1,343 @@
+//! Whole runs on tiny data the tests write: the run directory, exact resume, fine-tuning, divergence, bad input.
+
+use std::fs;
+use std::path::Path;
+
+use samlab_core::sam::{AscentSource, Grouping, Normalization, SamConfig};
+use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
+use samlab_deep::checkpoint::Checkpoint;
+use samlab_deep::data::{DatasetKind, LabelNoise, NoiseKind};
+use samlab_deep::models::Arch;
+use samlab_deep::nn::NormKind;
+use samlab_deep::run::{
+    self, DataConfig, DeepRunConfig, EpochRow, ModelConfig, Observer, Quiet, RunError, Status,
+    TrainConfig,
+};
+use samlab_deep::trainer::{BnPolicy, OptimConfig, WeightDecay};
+
+/// Writes an MNIST-format data set of `n_train` + `n_test` 8x8 images: class `c` images are bright in a
+/// class-specific 2x2 block plus noise, so a small net can learn something in a few steps.
+fn write_idx(dir: &Path, n_train: usize, n_test: usize) {
+    let mut seed = 12345u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as u32
+    };
+    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
+        let mut images = Vec::new();
+        for v in [2051u32, n as u32, 8, 8] {
+            images.extend(v.to_be_bytes());
+        }
+        let mut labels = Vec::new();
+        for v in [2049u32, n as u32] {
+            labels.extend(v.to_be_bytes());
+        }
+        for _ in 0..n {
+            let c = (next() % 10) as usize;
+            labels.push(c as u8);
+            let (by, bx) = (2 * (c / 4), 2 * (c % 4));
+            for y in 0..8 {
+                for x in 0..8 {
+                    let block = y / 2 == by / 2 && x / 2 == bx / 2;
+                    images.push(if block { 200 } else { 0 } + (next() % 50) as u8);
+                }
+            }
+        }
+        fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+fn config(data_dir: &Path) -> DeepRunConfig {
+    DeepRunConfig {
+        model: ModelConfig {
+            arch: Arch::Cnn,
+            width: Some(2),
+            norm: Some(NormKind::Batch),
+        },
+        data: DataConfig {
+            dataset: DatasetKind::Mnist,
+            dir: Some(data_dir.to_path_buf()),
+            val_fraction: 0.2,
+            augment: Some(samlab_deep::data::Augment::Crop { pad: 1 }),
+            label_noise: Some(LabelNoise {
+                fraction: 0.25,
+                kind: NoiseKind::Symmetric,
+            }),
+            noisy_val: true,
+            train_limit: None,
+        },
+        train: TrainConfig {
+            epochs: 3,
+            batch_size: 8,
+            max_steps: None,
+            seed: 4,
+            lr: LrSchedule {
+                base: 0.2,
+                shape: LrShape::Step {
+                    at: vec![0.5],
+                    factors: vec![0.1],
+                },
+                warmup: Warmup::None,
+            },
+            optim: OptimConfig {
+                momentum: 0.9,
+                weight_decay: WeightDecay::L2 { lambda: 5e-4 },
+                bn_policy: BnPolicy::BothPasses,
+            },
+            eval_batch_size: 7,
+            device: "flex".into(),
+        },
+        sam: SamConfig {
+            rho: 0.1,
+            grouping: Grouping::Size(4),
+            normalization: Normalization::Normalized,
+            ascent_source: AscentSource::PreviousBatch,
+            random_init: true,
+            ascent_steps: 2,
+            ..SamConfig::default()
+        },
+        init_from: None,
+    }
+}
+
+/// Stops the run after `after` epochs, as a kill would.
+struct StopAfter(usize);
+
+impl Observer for StopAfter {
+    fn epoch(&mut self, row: &EpochRow, _line: &str) -> bool {
+        row.epoch < self.0
+    }
+}
+
+fn without_timings(rows: &[EpochRow]) -> Vec<EpochRow> {
+    rows.iter()
+        .map(|r| EpochRow {
+            seconds: 0.0,
+            images_per_s: 0.0,
+            ..r.clone()
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 50, 20);
+    let cfg = config(tmp.path());
+
+    let full = run::train(&cfg, &tmp.path().join("full"), false, &mut Quiet).unwrap();
+    let s = &full.summary;
+    assert_eq!(s.status, Status::Ok);
+    // 50 images, 10 for validation -> 40 -> 5 steps of 8 per epoch.
+    assert_eq!((s.steps, s.total_steps, s.epochs), (15, 15, 3));
+    assert_eq!(full.rows.len(), 3);
+    let best = full
+        .rows
+        .iter()
+        .min_by(|a, b| a.val_error.partial_cmp(&b.val_error).unwrap())
+        .unwrap();
+    assert_eq!(s.best_val_error, Some(best.val_error));
+    assert_eq!(s.test_error_at_best_val, Some(best.test_error));
+    assert_eq!(s.test_error, Some(full.rows[2].test_error));
+    assert_eq!(s.final_train_loss, Some(full.rows[2].train_loss));
+    // The lr drop at half of training, and rho constant.
+    assert_eq!((full.rows[0].lr, full.rows[2].lr), (0.2, 0.2 * 0.1));
+    assert!(full
+        .rows
+        .iter()
+        .all(|r| r.rho == 0.1 && r.train_error_noisy.is_finite()));
+    // Run directory contract.
+    let dir = tmp.path().join("full");
+    for f in [
+        "config.toml",
+        "metrics.csv",
+        "summary.json",
+        "label_noise.csv",
+        "checkpoint/last.ckpt",
+        "checkpoint/best.ckpt",
+    ] {
+        assert!(dir.join(f).is_file(), "{f}");
+    }
+    let metrics = fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(metrics.starts_with("epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,seconds,images_per_s\n"));
+    assert_eq!(metrics.lines().count(), 4);
+    let noise = fs::read_to_string(dir.join("label_noise.csv")).unwrap();
+    assert_eq!(
+        noise.lines().filter(|l| l.starts_with("train,")).count(),
+        10,
+        "floor(0.25 * 40)"
+    );
+    assert_eq!(
+        noise.lines().filter(|l| l.starts_with("val,")).count(),
+        2,
+        "floor(0.25 * 10)"
+    );
+    let written: DeepRunConfig =
+        toml::from_str(&fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(written, cfg);
+    let summary: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "ok");
+
+    // Interrupted after epoch 1, then resumed: identical metrics and identical final weights, bit for bit.
+    let part = tmp.path().join("part");
+    let stopped = run::train(&cfg, &part, false, &mut StopAfter(1)).unwrap();
+    assert_eq!(stopped.summary.status, Status::Running);
+    assert_eq!(stopped.rows.len(), 1);
+    let resumed = run::resume(&part, &mut Quiet).unwrap();
+    assert_eq!(resumed.summary.status, Status::Ok);
+    assert_eq!(resumed.summary.resumes, 1);
+    assert_eq!(without_timings(&resumed.rows), without_timings(&full.rows));
+    let a = Checkpoint::load(&dir.join("checkpoint/last.ckpt")).unwrap();
+    let b = Checkpoint::load(&part.join("checkpoint/last.ckpt")).unwrap();
+    assert_eq!(
+        (&a.params, &a.velocity, &a.bn_mean, &a.bn_var),
+        (&b.params, &b.velocity, &b.bn_mean, &b.bn_var)
+    );
+    // Resuming a finished run changes nothing.
+    let again = run::resume(&part, &mut Quiet).unwrap();
+    assert_eq!(without_timings(&again.rows), without_timings(&full.rows));
+
+    // A different seed really changes the numbers (the comparison above can fail).
+    let mut other = cfg.clone();
+    other.train.seed = 5;
+    let o = run::train(&other, &tmp.path().join("other"), false, &mut Quiet).unwrap();
+    assert_ne!(without_timings(&o.rows), without_timings(&full.rows));
+}
+
+#[test]
+fn fine_tuning_starts_from_the_other_runs_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 50, 20);
+    let mut erm = config(tmp.path());
+    erm.sam = SamConfig::erm();
+    erm.train.epochs = 2;
+    run::train(&erm, &tmp.path().join("erm"), false, &mut Quiet).unwrap();
+    let source = Checkpoint::load(&tmp.path().join("erm/checkpoint/last.ckpt")).unwrap();
+
+    // ERM -> SAM with lr 0 for the weights check: zero updates keep the imported weights exactly, and the
+    // evaluation equals the source run's final evaluation.
+    let mut tune = config(tmp.path());
+    tune.init_from = Some(tmp.path().join("erm"));
+    tune.train.epochs = 1;
+    tune.train.lr = LrSchedule::constant(1e-30);
+    tune.train.optim.bn_policy = BnPolicy::Frozen;
+    let out = run::train(&tune, &tmp.path().join("tune"), false, &mut Quiet).unwrap();
+    let tuned = Checkpoint::load(&tmp.path().join("tune/checkpoint/last.ckpt")).unwrap();
+    for (a, b) in tuned
+        .params
+        .iter()
+        .flatten()
+        .zip(source.params.iter().flatten())
+    {
+        assert!((a - b).abs() <= 1e-12 + 1e-6 * b.abs(), "{a} vs {b}");
+    }
+    assert_eq!(
+        (&tuned.bn_mean, &tuned.bn_var),
+        (&source.bn_mean, &source.bn_var)
+    );
+    let erm_rows: Vec<EpochRow> = serde_json::from_value(source.progress["rows"].clone()).unwrap();
+    assert_eq!(out.rows[0].test_error, erm_rows[1].test_error);
+
+    // A checkpoint of a different model is refused, and nothing is written.
+    let mut wrong = tune.clone();
+    wrong.model.width = Some(4);
+    let err = run::train(&wrong, &tmp.path().join("wrong"), false, &mut Quiet).unwrap_err();
+    assert!(err.is_bad_input());
+    assert!(err.to_string().contains("different model"), "{err}");
+    assert!(!tmp.path().join("wrong").exists());
+}
+
+#[test]
+fn a_diverging_run_is_recorded_and_keeps_its_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 50, 20);
+    let mut cfg = config(tmp.path());
+    cfg.sam = SamConfig::erm();
+    cfg.model.norm = Some(NormKind::None);
+    // Fine for the first epoch, then a huge learning rate.
+    cfg.train.lr = LrSchedule {
+        base: 0.05,
+        shape: LrShape::Step {
+            at: vec![0.34],
+            factors: vec![1e12],
+        },
+        warmup: Warmup::None,
+    };
+    let out = run::train(&cfg, &tmp.path().join("div"), false, &mut Quiet).unwrap();
+    assert_eq!(out.summary.status, Status::Diverged);
+    assert!(out.summary.steps < 15);
+    assert_eq!(out.summary.final_train_loss, None);
+    assert_eq!(out.summary.test_error, None);
+    let last = Checkpoint::load(&tmp.path().join("div/checkpoint/last.ckpt")).unwrap();
+    assert_eq!(last.progress["epochs_done"], 1);
+    assert!(last.params.iter().flatten().all(|v| v.is_finite()));
+    let s: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(tmp.path().join("div/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(s["status"], "diverged");
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 50, 20);
+    let out = tmp.path().join("out");
+    let expect_bad = |cfg: &DeepRunConfig, needle: &str| {
+        let err: RunError = run::train(cfg, &out, false, &mut Quiet).unwrap_err();
+        assert!(err.is_bad_input(), "{err}");
+        assert!(err.to_string().contains(needle), "{err} lacks {needle:?}");
+        assert!(!out.exists(), "nothing written for {needle}");
+    };
+    let mut c = config(tmp.path());
+    c.sam.grouping = Grouping::Size(3);
+    expect_bad(&c, "group size 3 must divide the batch size 8");
+    let mut c = config(tmp.path());
+    c.data.dir = Some(tmp.path().join("missing"));
+    expect_bad(&c, "missing");
+    let mut c = config(tmp.path());
+    fs::write(
+        tmp.path().join("t10k-labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 0, 20, 1, 2],
+    )
+    .unwrap();
+    c.data.dir = Some(tmp.path().to_path_buf());
+    expect_bad(&c, "truncated");
+    write_idx(tmp.path(), 50, 20);
+    let mut c = config(tmp.path());
+    c.train.batch_size = 64;
+    c.sam.grouping = Grouping::WholeBatch;
+    expect_bad(&c, "larger than the training split");
+    let mut c = config(tmp.path());
+    c.init_from = Some(tmp.path().join("no-such-run"));
+    expect_bad(&c, "last.ckpt");
+    let mut c = config(tmp.path());
+    c.train.device = "quantum".into();
+    expect_bad(&c, "not available in this build");
+
+    // Resume without a run or without a checkpoint.
+    let err = run::resume(&out, &mut Quiet).unwrap_err();
+    assert!(
+        err.is_bad_input() && err.to_string().contains("nothing to resume"),
+        "{err}"
+    );
+    fs::create_dir(&out).unwrap();
+    fs::write(
+        out.join("config.toml"),
+        toml::to_string(&config(tmp.path())).unwrap(),
+    )
+    .unwrap();
+    let err = run::resume(&out, &mut Quiet).unwrap_err();
+    assert!(
+        err.is_bad_input() && err.to_string().contains("no checkpoint"),
+        "{err}"
+    );
+
+    // An occupied output directory is kept without --force.
+    let err = run::train(&config(tmp.path()), &out, false, &mut Quiet).unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    assert!(out.join("config.toml").exists());
+}
