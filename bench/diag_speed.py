@@ -7,16 +7,14 @@ Run from the repository root after `cargo build --release`.
 """
 import argparse
 import csv
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from diag_reference import make_data, train  # noqa: E402
+from samlab_timing import check_binary, time_samlab  # noqa: E402
 
 RHO, ALPHA, LR = 0.2, 0.1, 10 / 30
 
@@ -32,21 +30,11 @@ def time_numpy(iters, reps):
 
 
 def time_rust(binary, iters, reps, log):
-    loop_s, wall_s = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "run")
-        cmd = [binary, "diag", "train", "--n", "20", "--d", "30", "--r", "3", "--n-test", "1000",
-               "--seed", "0", "--method", "1sam", "--rho", repr(RHO), "--lr", repr(LR),
-               "--alpha", repr(ALPHA), "--iters", str(iters), "--log", log, "--out", out, "--force"]
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            wall_s.append(time.perf_counter() - t0)
-            if proc.returncode != 0:
-                sys.exit(f"error: {' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stderr}")
-            with open(os.path.join(out, "summary.json")) as f:
-                loop_s.append(float(json.load(f)["seconds"]))
-    return loop_s, wall_s
+    args = ["diag", "train", "--n", "20", "--d", "30", "--r", "3", "--n-test", "1000",
+        "--seed", "0", "--method", "1sam", "--rho", repr(RHO), "--lr", repr(LR),
+        "--alpha", repr(ALPHA), "--iters", str(iters), "--log", log
+    ]
+    return time_samlab(binary, args, reps)
 
 
 def main():
@@ -57,9 +45,7 @@ def main():
     ap.add_argument("--bin", default="target/release/samlab", help="samlab binary")
     a = ap.parse_args()
 
-    if not (os.path.isfile(a.bin) and os.access(a.bin, os.X_OK)):
-        sys.exit(f"error: Rust binary {a.bin!r} not found or not executable; "
-                 "build it first with `cargo build --release` (run from the repo root) or pass --bin")
+    check_binary(a.bin)
 
     np_s = statistics.median(time_numpy(a.iters, a.reps))
     # "ends" does the same work as the NumPy loop (losses only at the end); "notebook" also logs train and

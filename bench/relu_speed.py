@@ -17,15 +17,13 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
-import json  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from relu_reference import X12, Y12, init_blanc, train  # noqa: E402
+from samlab_timing import check_binary, time_samlab  # noqa: E402
 
 RHO, LR = 0.3, 5e-5
 
@@ -41,21 +39,11 @@ def time_numpy(iters, reps):
 
 
 def time_rust(binary, iters, reps):
-    loop_s, wall_s = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "run")
-        cmd = [binary, "relu", "train", "--method", "nsam", "--normalize", "--rho", repr(RHO), "--lr", repr(LR),
-               "--lr-schedule", "linear-decay", "--iters", str(iters), "--seed", "0", "--width", "100",
-               "--log", "ends", "--out", out, "--force"]
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            wall_s.append(time.perf_counter() - t0)
-            if proc.returncode != 0:
-                sys.exit(f"error: {' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stderr}")
-            with open(os.path.join(out, "summary.json")) as f:
-                loop_s.append(float(json.load(f)["seconds"]))
-    return loop_s, wall_s
+    args = ["relu", "train", "--method", "nsam", "--normalize", "--rho", repr(RHO), "--lr", repr(LR),
+        "--lr-schedule", "linear-decay", "--iters", str(iters), "--seed", "0", "--width", "100",
+        "--log", "ends"
+    ]
+    return time_samlab(binary, args, reps)
 
 
 def main():
@@ -66,9 +54,7 @@ def main():
     ap.add_argument("--csv", help="write the table as CSV to this path")
     ap.add_argument("--bin", default="target/release/samlab", help="samlab binary")
     a = ap.parse_args()
-    if not (os.path.isfile(a.bin) and os.access(a.bin, os.X_OK)):
-        sys.exit(f"error: Rust binary {a.bin!r} not found or not executable; "
-                 "build it first with `cargo build --release` (run from the repo root) or pass --bin")
+    check_binary(a.bin)
 
     np_times = time_numpy(a.numpy_iters, a.reps)
     scale = a.iters / a.numpy_iters
