@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
-use samlab_core::sam::{
-    ActiveWindow, AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
-};
+use samlab_core::sam::{Normalization, SamConfig};
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
 use samlab_deep::models::Arch;
@@ -19,6 +17,7 @@ use samlab_deep::run::{
 };
 use samlab_deep::trainer::{BnPolicy, OptimConfig, WeightDecay};
 
+use crate::train_args::AscentArgs;
 use crate::UsageError;
 
 /// Normalization layers of `--norm`.
@@ -114,39 +113,12 @@ pub struct TrainArgs {
     /// Batch size.
     #[arg(long, required_unless_present_any = ["config", "resume"])]
     pub batch_size: Option<usize>,
-    /// m-SAM group size (must divide the batch size) [default: the whole batch].
-    #[arg(long)]
-    pub m: Option<usize>,
-    /// SAM radius [default: 0, i.e. ERM].
-    #[arg(long)]
-    pub rho: Option<f64>,
+    /// SAM (rho 0, the default, is ERM; m defaults to the whole batch).
+    #[command(flatten)]
+    pub sam: AscentArgs,
     /// Ascent scaling [default: normalized].
     #[arg(long, value_enum)]
     pub normalization: Option<NormalizationArg>,
-    /// Ascent steps k.
-    #[arg(long)]
-    pub ascent_steps: Option<usize>,
-    /// Ascent step size as a multiple of rho.
-    #[arg(long)]
-    pub ascent_step_mult: Option<f64>,
-    /// Start the ascent from a random point on the rho-sphere.
-    #[arg(long)]
-    pub random_init: bool,
-    /// Gaussian weight noise with sigma = rho / sqrt(#params) instead of the ascent (the "Random" baseline).
-    #[arg(long)]
-    pub random_perturbation: bool,
-    /// Compute the perturbation on the previous batch (the n-SAM proxy).
-    #[arg(long)]
-    pub previous_batch: bool,
-    /// rho = FACTOR * lr instead of a constant rho.
-    #[arg(long)]
-    pub rho_lr_factor: Option<f64>,
-    /// SAM active from this fraction of training on (ERM -> SAM).
-    #[arg(long)]
-    pub sam_start: Option<f64>,
-    /// SAM active until this fraction of training (SAM -> ERM).
-    #[arg(long)]
-    pub sam_end: Option<f64>,
     /// Peak learning rate [default: 0.1].
     #[arg(long)]
     pub lr: Option<f64>,
@@ -192,6 +164,10 @@ pub struct TrainArgs {
     /// Batch size of evaluation passes [default: 500].
     #[arg(long)]
     pub eval_batch_size: Option<usize>,
+    /// Training examples (and at most as many noisy-label ones) of the per-epoch eval-mode training metrics;
+    /// 0 disables them [default: 1024].
+    #[arg(long)]
+    pub eval_train_examples: Option<usize>,
     /// Stop after N updates (the schedules then span N updates).
     #[arg(long)]
     pub max_steps: Option<usize>,
@@ -207,7 +183,8 @@ pub struct TrainArgs {
         "normalization", "ascent_steps", "ascent_step_mult", "random_init", "random_perturbation",
         "previous_batch", "rho_lr_factor", "sam_start", "sam_end", "lr", "lr_schedule", "lr_drops",
         "lr_drop_factor", "momentum", "l2", "decoupled_wd", "bn_policy", "label_noise", "noise_type", "augment",
-        "pad", "val_fraction", "train_limit", "eval_batch_size", "max_steps", "seed", "init_from", "device", "force"
+        "pad", "val_fraction", "train_limit", "eval_batch_size", "eval_train_examples", "max_steps", "seed",
+        "init_from", "device", "force"
     ])]
     pub resume: bool,
     /// Backend: flex (CPU) [default], or cuda / tch when compiled in.
@@ -222,7 +199,7 @@ pub struct TrainArgs {
 }
 
 /// The configuration every flag and file value is laid over.
-fn defaults() -> DeepRunConfig {
+pub fn defaults() -> DeepRunConfig {
     DeepRunConfig {
         model: ModelConfig {
             arch: Arch::Cnn,
@@ -257,6 +234,7 @@ fn defaults() -> DeepRunConfig {
                 bn_policy: BnPolicy::BothPasses,
             },
             eval_batch_size: 500,
+            eval_train_examples: 1024,
             device: "flex".into(),
         },
         sam: SamConfig {
@@ -379,6 +357,9 @@ impl TrainArgs {
         if let Some(n) = self.eval_batch_size {
             t.eval_batch_size = n;
         }
+        if let Some(n) = self.eval_train_examples {
+            t.eval_train_examples = n;
+        }
         if let Some(d) = &self.device {
             t.device = d.clone();
         }
@@ -428,43 +409,14 @@ impl TrainArgs {
                 BnArg::Frozen => BnPolicy::Frozen,
             };
         }
-        let s = &mut c.sam;
-        if let Some(m) = self.m {
-            s.grouping = Grouping::Size(m);
-        }
-        if let Some(r) = self.rho {
-            s.rho = r;
-        }
+        self.sam.apply(&mut c.sam);
         if let Some(n) = self.normalization {
-            s.normalization = match n {
+            c.sam.normalization = match n {
                 NormalizationArg::Normalized => Normalization::Normalized,
                 NormalizationArg::Unnormalized => Normalization::Unnormalized,
                 NormalizationArg::Clipped => Normalization::Clipped,
             };
         }
-        if let Some(k) = self.ascent_steps {
-            s.ascent_steps = k;
-        }
-        if let Some(x) = self.ascent_step_mult {
-            s.ascent_step_mult = x;
-        }
-        if self.random_init {
-            s.random_init = true;
-        }
-        if self.random_perturbation {
-            s.perturbation = Perturbation::Random;
-        }
-        if self.previous_batch {
-            s.ascent_source = AscentSource::PreviousBatch;
-        }
-        if let Some(f) = self.rho_lr_factor {
-            s.rho_schedule = RhoSchedule::ProportionalToLr { factor: f };
-        }
-        let ActiveWindow { start, end } = s.window;
-        s.window = ActiveWindow {
-            start: self.sam_start.unwrap_or(start),
-            end: self.sam_end.unwrap_or(end),
-        };
         if let Some(dir) = &self.init_from {
             c.init_from = Some(dir.clone());
         }

@@ -1,5 +1,6 @@
-//! Command-line flags every engine's `train` command shares: the SAM family (`--method`, `--rho`, ...) and the
-//! learning-rate schedule (`--lr`, `--lr-schedule`, ...). Flattened into each command's arguments.
+//! Command-line flags the engines' `train` commands share, flattened into each command's arguments: the SAM flags
+//! of every `train` command ([`AscentArgs`]: `--rho`, `--m`, `--ascent-steps`, ...), the analytic engines' SAM
+//! family ([`SamArgs`]: `--method`, `--normalize`, ...) and their learning-rate schedule ([`LrArgs`]).
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -11,37 +12,27 @@ use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 use crate::diag::Method;
 use crate::UsageError;
 
-/// The SAM-family flags.
+/// The SAM flags of every `train` command. Each is optional (`samlab train` lays the given ones over its config
+/// file), and a flag that is not given keeps the [`SamConfig`] it is applied to as it is.
 #[derive(Debug, Args)]
-pub struct SamArgs {
-    /// Algorithm.
-    #[arg(long, value_enum)]
-    pub method: Method,
-    /// Group size of m-SAM.
+pub struct AscentArgs {
+    /// Group size of m-SAM: each group of m consecutive examples gets its own perturbation; must divide the batch
+    /// size [default: the whole batch].
     #[arg(long)]
     pub m: Option<usize>,
-    /// Mini-batch size (SGD; default full batch for the other methods, 1 for sgd).
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Perturbation radius (SAM methods). The ascent is on the same per-example loss as the descent.
+    /// Perturbation radius (0: ERM). The ascent is on the same per-example loss as the descent.
     #[arg(long)]
     pub rho: Option<f64>,
-    /// Normalized SAM: rho * g / ||g|| (default: unnormalized rho * g, the theory's USAM).
+    /// Ascent steps of the inner maximisation [default: 1].
     #[arg(long)]
-    pub normalize: bool,
-    /// Clipped SAM: rho * g projected onto the rho-ball (the deep-net code's "unnormalized" option).
-    #[arg(long, conflicts_with = "normalize")]
-    pub clip: bool,
-    /// Ascent steps of the inner maximisation.
-    #[arg(long, default_value_t = 1)]
-    pub ascent_steps: usize,
-    /// Ascent step size as a multiple of rho.
-    #[arg(long, default_value_t = 1.0)]
-    pub ascent_step_mult: f64,
+    pub ascent_steps: Option<usize>,
+    /// Ascent step size as a multiple of rho [default: 1].
+    #[arg(long)]
+    pub ascent_step_mult: Option<f64>,
     /// Start the ascent from a random point on the rho-sphere.
     #[arg(long)]
     pub random_init: bool,
-    /// Random Gaussian weight perturbations of expected norm rho instead of the SAM ascent.
+    /// Random Gaussian weight perturbations (sigma = rho / sqrt(#params)) instead of the SAM ascent.
     #[arg(long)]
     pub random_perturbation: bool,
     /// Compute the perturbation on the previous mini-batch (the deep-net n-SAM proxy).
@@ -50,40 +41,88 @@ pub struct SamArgs {
     /// rho = FACTOR * lr (instead of a constant rho).
     #[arg(long)]
     pub rho_lr_factor: Option<f64>,
-    /// SAM is active from this fraction of training on (ERM -> SAM).
-    #[arg(long, default_value_t = 0.0)]
-    pub sam_start: f64,
-    /// SAM is active until this fraction of training (SAM -> ERM).
-    #[arg(long, default_value_t = 1.0)]
-    pub sam_end: f64,
+    /// SAM is active from this fraction of training on (ERM -> SAM) [default: 0].
+    #[arg(long)]
+    pub sam_start: Option<f64>,
+    /// SAM is active until this fraction of training (SAM -> ERM) [default: 1].
+    #[arg(long)]
+    pub sam_end: Option<f64>,
+}
+
+impl AscentArgs {
+    /// Lays the given flags over `sam`.
+    pub fn apply(&self, sam: &mut SamConfig) {
+        if let Some(m) = self.m {
+            sam.grouping = Grouping::Size(m);
+        }
+        if let Some(rho) = self.rho {
+            sam.rho = rho;
+        }
+        if let Some(k) = self.ascent_steps {
+            sam.ascent_steps = k;
+        }
+        if let Some(x) = self.ascent_step_mult {
+            sam.ascent_step_mult = x;
+        }
+        if self.random_init {
+            sam.random_init = true;
+        }
+        if self.random_perturbation {
+            sam.perturbation = Perturbation::Random;
+        }
+        if self.previous_batch {
+            sam.ascent_source = AscentSource::PreviousBatch;
+        }
+        if let Some(factor) = self.rho_lr_factor {
+            sam.rho_schedule = RhoSchedule::ProportionalToLr { factor };
+        }
+        sam.window = ActiveWindow {
+            start: self.sam_start.unwrap_or(sam.window.start),
+            end: self.sam_end.unwrap_or(sam.window.end),
+        };
+    }
+}
+
+/// The SAM family of the analytic engines (`samlab diag train`, `samlab relu train`).
+#[derive(Debug, Args)]
+pub struct SamArgs {
+    /// Algorithm.
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Mini-batch size (SGD; default full batch for the other methods, 1 for sgd).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Normalized SAM: rho * g / ||g|| (default: unnormalized rho * g, the theory's USAM).
+    #[arg(long)]
+    pub normalize: bool,
+    /// Clipped SAM: rho * g projected onto the rho-ball (the deep-net code's "unnormalized" option).
+    #[arg(long, conflicts_with = "normalize")]
+    pub clip: bool,
+    #[command(flatten)]
+    pub ascent: AscentArgs,
 }
 
 impl SamArgs {
     /// The SAM config and the mini-batch size (`None`: full batch), rejecting combinations that make no sense.
     pub fn resolve(&self) -> Result<(SamConfig, Option<usize>)> {
-        let sam_method = !matches!(self.method, Method::Gd | Method::Sgd);
-        let grouping = match self.method {
-            Method::Msam => match self.m {
-                Some(m) => Grouping::Size(m),
-                None => bail!(UsageError("--method msam needs --m".into())),
-            },
-            Method::OneSam => Grouping::Size(1),
-            _ => Grouping::WholeBatch,
+        let a = &self.ascent;
+        let grouping = match (self.method, a.m) {
+            (Method::Msam, Some(m)) => Grouping::Size(m),
+            (Method::Msam, None) => bail!(UsageError("--method msam needs --m".into())),
+            (_, Some(_)) => bail!(UsageError("--m is only for --method msam".into())),
+            (Method::OneSam, None) => Grouping::Size(1),
+            (_, None) => Grouping::WholeBatch,
         };
-        if self.m.is_some() && self.method != Method::Msam {
-            bail!(UsageError("--m is only for --method msam".into()));
-        }
-        let rho = match (sam_method, self.rho, self.rho_lr_factor) {
-            (true, Some(rho), _) => rho,
-            (true, None, Some(_)) => 0.0,
-            (true, None, None) => bail!(UsageError(
+        let sam_method = !matches!(self.method, Method::Gd | Method::Sgd);
+        match (sam_method, a.rho.is_some() || a.rho_lr_factor.is_some()) {
+            (true, false) => bail!(UsageError(
                 "SAM methods need --rho (or --rho-lr-factor)".into()
             )),
-            (false, None, None) => 0.0,
-            (false, _, _) => bail!(UsageError(
+            (false, true) => bail!(UsageError(
                 "--rho and --rho-lr-factor are only for the SAM methods (nsam, msam, 1sam)".into()
             )),
-        };
+            _ => {}
+        }
         let batch_size = match self.method {
             Method::Sgd => Some(self.batch_size.unwrap_or(1)),
             Method::Gd if self.batch_size.is_some() => {
@@ -98,32 +137,12 @@ impl SamArgs {
             (_, true) => Normalization::Clipped,
             _ => Normalization::Unnormalized,
         };
-        let sam = SamConfig {
-            rho,
+        let mut sam = SamConfig {
             grouping,
             normalization,
-            ascent_steps: self.ascent_steps,
-            ascent_step_mult: self.ascent_step_mult,
-            random_init: self.random_init,
-            perturbation: if self.random_perturbation {
-                Perturbation::Random
-            } else {
-                Perturbation::Ascent
-            },
-            ascent_source: if self.previous_batch {
-                AscentSource::PreviousBatch
-            } else {
-                AscentSource::SameBatch
-            },
-            rho_schedule: match self.rho_lr_factor {
-                Some(factor) => RhoSchedule::ProportionalToLr { factor },
-                None => RhoSchedule::Constant,
-            },
-            window: ActiveWindow {
-                start: self.sam_start,
-                end: self.sam_end,
-            },
+            ..SamConfig::default()
         };
+        a.apply(&mut sam);
         Ok((sam, batch_size))
     }
 }

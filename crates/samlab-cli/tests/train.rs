@@ -8,12 +8,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// metrics.csv without the timing columns (seconds, images_per_s), which differ between runs.
+/// metrics.csv without the timing columns (seconds, images_per_s: the 12th and 13th), which differ between runs.
 fn metrics(dir: &Path) -> Vec<String> {
     fs::read_to_string(dir.join("metrics.csv"))
         .unwrap()
         .lines()
-        .map(|l| l.split(',').take(11).collect::<Vec<_>>().join(","))
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            [&cells[..11], &cells[13..]].concat().join(",")
+        })
         .collect()
 }
 
@@ -78,6 +81,8 @@ fn train_writes_the_run_directory_and_run_config_replays_it() {
             "0.05",
             "--label-noise",
             "0.2",
+            "--eval-train-examples",
+            "20",
             "--out",
             p(&out),
         ],
@@ -92,6 +97,9 @@ fn train_writes_the_run_directory_and_run_config_replays_it() {
     );
     for key in [
         "final_train_loss",
+        "final_train_eval_loss",
+        "final_train_eval_error",
+        "final_noisy_eval_error",
         "best_val_error",
         "test_error",
         "test_error_at_best_val",
@@ -100,8 +108,9 @@ fn train_writes_the_run_directory_and_run_config_replays_it() {
     }
     let m = metrics(&out);
     assert_eq!(m.len(), 4);
-    assert_eq!(m[0], "epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho");
+    assert_eq!(m[0], "epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,train_eval_loss,train_eval_error,noisy_eval_error");
     let config = fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(config.contains("eval_train_examples = 20"), "{config}");
     assert!(
         config.contains("grouping = { size = 4 }") || config.contains("size = 4"),
         "{config}"
@@ -209,6 +218,8 @@ fn a_killed_run_resumes_to_the_same_numbers() {
     assert_eq!(summary(&killed)["resumes"], 1);
     for key in [
         "final_train_loss",
+        "final_train_eval_loss",
+        "final_train_eval_error",
         "best_val_error",
         "test_error",
         "test_error_at_best_val",

@@ -1,9 +1,10 @@
 //! Counter-based random streams: every random draw of a run is a pure function of `(seed, purpose, counters)`.
 //!
 //! Weight init, the train/validation split, label noise, the data order of each epoch, the augmentation of each
-//! batch and the noise of each SAM group come from their own [`Stream`], keyed by what they are for and where in
-//! training they happen. A checkpoint therefore needs no generator state beyond the step and epoch counters, and a
-//! resumed run draws exactly what the uninterrupted run would have drawn.
+//! batch, the noise of each SAM group and the examples of the eval-mode training metrics come from their own
+//! [`Stream`], keyed by what they are for and where in training they happen. A checkpoint therefore needs no
+//! generator state beyond the step and epoch counters, and a resumed run draws exactly what the uninterrupted run
+//! would have drawn.
 
 /// What a stream is used for (part of its key, so streams for different purposes never overlap).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +22,11 @@ pub enum Purpose {
     Augment = 5,
     /// SAM perturbation noise (`a` = step, `b` = group).
     Perturb = 6,
+    /// The training examples of the eval-mode training metrics.
+    EvalSubset = 7,
+    /// The analysis tools ([`crate::analysis`]; `a` = 0: augmentation of the BatchNorm re-estimation pass,
+    /// `a` = 1: the start vector of the power iteration).
+    Analysis = 8,
 }
 
 /// SplitMix64 (Steele, Lea & Flood 2014): 64 bits of state, passes BigCrush, trivially keyed.

@@ -9,6 +9,14 @@
 //! <out>/checkpoint/best.ckpt  the epoch with the lowest validation error so far (weights and statistics)
 //! ```
 //!
+//! metrics.csv has two kinds of training numbers. `train_loss`, `train_error` and `train_error_noisy` are running
+//! averages over the epoch's training passes (at the point of each descent gradient, i.e. the perturbed weights in
+//! SAM steps, with augmentation and BatchNorm in training mode). `train_eval_loss`, `train_eval_error` and
+//! `noisy_eval_error` are measured like the authors' code does at each evaluation: in evaluation mode at the epoch's
+//! final weights, without augmentation, on a fixed seeded subset of `eval_train_examples` training examples with their
+//! training labels (noisy ones included), and on up to as many of the examples whose label was corrupted, with
+//! respect to those noisy labels (SPEC 4.6; NaN without label noise or with `eval_train_examples = 0`).
+//!
 //! Every file is replaced atomically (written beside, then renamed). A run killed at any point resumes from
 //! `last.ckpt` with `resume`, and since every random draw is keyed by the run's counters ([`crate::rng`]) it ends
 //! with exactly the numbers of an uninterrupted run. Nothing is written before the whole configuration, the data
@@ -94,6 +102,9 @@ pub struct TrainConfig {
     /// Batch size of evaluation passes.
     #[serde(default = "default_eval_batch")]
     pub eval_batch_size: usize,
+    /// Training examples of the eval-mode training metrics (and at most as many noisy-label ones); 0 disables them.
+    #[serde(default = "default_eval_train_examples")]
+    pub eval_train_examples: usize,
     /// Backend: `flex` (CPU), or `cuda` / `tch` when compiled in.
     #[serde(default = "default_device")]
     pub device: String,
@@ -101,6 +112,10 @@ pub struct TrainConfig {
 
 fn default_eval_batch() -> usize {
     500
+}
+
+fn default_eval_train_examples() -> usize {
+    1024
 }
 
 fn default_device() -> String {
@@ -181,6 +196,11 @@ mod nan_as_null {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
     }
+
+    /// The value of a field that records written by older versions lack.
+    pub fn absent() -> f64 {
+        f64::NAN
+    }
 }
 
 /// One row of metrics.csv.
@@ -224,10 +244,21 @@ pub struct EpochRow {
     /// Training images per second.
     #[serde(with = "nan_as_null")]
     pub images_per_s: f64,
+    /// Loss in evaluation mode at the epoch's final weights, without augmentation, on the run's fixed subset of
+    /// training examples with their training labels (NaN when `eval_train_examples` is 0).
+    #[serde(with = "nan_as_null", default = "nan_as_null::absent")]
+    pub train_eval_loss: f64,
+    /// Error on the same subset.
+    #[serde(with = "nan_as_null", default = "nan_as_null::absent")]
+    pub train_eval_error: f64,
+    /// Error in evaluation mode on the run's fixed subset of noisy-label examples, with respect to their noisy
+    /// labels (NaN without label noise).
+    #[serde(with = "nan_as_null", default = "nan_as_null::absent")]
+    pub noisy_eval_error: f64,
 }
 
 /// The columns of metrics.csv.
-pub const METRICS_HEADER: [&str; 13] = [
+pub const METRICS_HEADER: [&str; 16] = [
     "epoch",
     "step",
     "train_loss",
@@ -241,10 +272,13 @@ pub const METRICS_HEADER: [&str; 13] = [
     "rho",
     "seconds",
     "images_per_s",
+    "train_eval_loss",
+    "train_eval_error",
+    "noisy_eval_error",
 ];
 
 impl EpochRow {
-    fn values(&self) -> [f64; 13] {
+    fn values(&self) -> [f64; 16] {
         [
             self.epoch as f64,
             self.step as f64,
@@ -259,6 +293,9 @@ impl EpochRow {
             self.rho,
             self.seconds,
             self.images_per_s,
+            self.train_eval_loss,
+            self.train_eval_error,
+            self.noisy_eval_error,
         ]
     }
 
@@ -272,12 +309,14 @@ impl EpochRow {
             }
         };
         format!(
-            "epoch {:>3}/{epochs}  step {:>6}  train loss {:.4} err {}  noisy err {}  val err {}  test loss {:.4} err {}  lr {:.4} rho {:.4}  {:.1} s  {:.0} img/s",
+            "epoch {:>3}/{epochs}  step {:>6}  running train loss {:.4} err {} | eval mode: train loss {:.4} err {}  noisy err {}  val err {}  test loss {:.4} err {} | lr {:.4} rho {:.4}  {:.1} s  {:.0} img/s",
             self.epoch,
             self.step,
             self.train_loss,
             pct(self.train_error),
-            pct(self.train_error_noisy),
+            self.train_eval_loss,
+            pct(self.train_eval_error),
+            pct(self.noisy_eval_error),
             pct(self.val_error),
             self.test_loss,
             pct(self.test_error),
@@ -350,6 +389,12 @@ pub struct Summary {
     pub final_train_loss: Option<f64>,
     /// Last epoch's training error (null unless ok).
     pub final_train_error: Option<f64>,
+    /// Last epoch's eval-mode training loss on the fixed subset (null unless ok).
+    pub final_train_eval_loss: Option<f64>,
+    /// Last epoch's eval-mode training error on the fixed subset (null unless ok).
+    pub final_train_eval_error: Option<f64>,
+    /// Last epoch's eval-mode error on the noisy-label subset w.r.t. the noisy labels (null unless ok).
+    pub final_noisy_eval_error: Option<f64>,
     /// Lowest validation error over the epochs.
     pub best_val_error: Option<f64>,
     /// Its epoch.
@@ -421,6 +466,24 @@ pub struct PreparedData {
     pub noise_records: Vec<[usize; 5]>,
 }
 
+impl PreparedData {
+    /// The training examples of the eval-mode training metrics, in ascending order: the first `n` of a seeded
+    /// permutation of the training split, and the first `n` noisy-label examples of the same permutation.
+    pub fn eval_indices(&self, n: usize, seed: u64) -> [Vec<usize>; 2] {
+        let order = Stream::new(seed, Purpose::EvalSubset, 0, 0).permutation(self.train.len());
+        [false, true].map(|noisy_only| {
+            let mut picked: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| !noisy_only || self.train_noisy[i])
+                .take(n)
+                .collect();
+            picked.sort_unstable();
+            picked
+        })
+    }
+}
+
 /// Loads the data set, splits off validation and applies label noise, all seeded by `seed`.
 pub fn prepare_data(cfg: &DataConfig, seed: u64) -> Result<PreparedData, RunError> {
     let (mut full, test) = cfg.dataset.load(cfg.dir.as_deref())?;
@@ -482,6 +545,8 @@ struct Plan {
     epochs: usize,
     augment: Augment,
     device: burn::tensor::Device,
+    /// The eval-mode training metrics' subsets (with their training labels): all examples, noisy-label ones.
+    eval_subsets: [ImageSet; 2],
 }
 
 fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
@@ -532,6 +597,9 @@ fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
         ));
     }
     let total_steps = (t.epochs * steps_per_epoch).min(t.max_steps.unwrap_or(usize::MAX));
+    let eval_subsets = data
+        .eval_indices(t.eval_train_examples, t.seed)
+        .map(|idx| data.train.select(&idx));
     Ok(Plan {
         epochs: total_steps.div_ceil(steps_per_epoch),
         augment: config
@@ -543,6 +611,7 @@ fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
         steps_per_epoch,
         total_steps,
         device,
+        eval_subsets,
     })
 }
 
@@ -730,6 +799,9 @@ fn summarize(config: &DeepRunConfig, p: &Plan, progress: &Progress, status: Stat
         epochs: progress.epochs_done,
         final_train_loss: last.map(|r| r.train_loss),
         final_train_error: last.map(|r| r.train_error),
+        final_train_eval_loss: last.map(|r| r.train_eval_loss),
+        final_train_eval_error: last.map(|r| r.train_eval_error),
+        final_noisy_eval_error: last.map(|r| r.noisy_eval_error),
         best_val_error: progress.best.as_ref().map(|b| b.val_error),
         best_epoch: progress.best.as_ref().map(|b| b.epoch),
         test_error: last.map(|r| r.test_error),
@@ -856,6 +928,8 @@ fn run_loop(
             eval(&p.data.val)
         };
         let (test_loss, test_error) = eval(&p.data.test);
+        let (train_eval_loss, train_eval_error) = eval(&p.eval_subsets[0]);
+        let noisy_eval_error = eval(&p.eval_subsets[1]).1;
         let row = EpochRow {
             epoch: epoch + 1,
             step,
@@ -874,6 +948,9 @@ fn run_loop(
             rho,
             seconds,
             images_per_s: seen as f64 / seconds.max(1e-9),
+            train_eval_loss,
+            train_eval_error,
+            noisy_eval_error,
         };
         if !(test_loss.is_finite() && row.train_loss.is_finite()) {
             progress.steps_done = step;

@@ -6,14 +6,14 @@ use std::path::Path;
 use samlab_core::sam::{AscentSource, Grouping, Normalization, SamConfig};
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 use samlab_deep::checkpoint::Checkpoint;
-use samlab_deep::data::{DatasetKind, LabelNoise, NoiseKind};
-use samlab_deep::models::Arch;
+use samlab_deep::data::{DatasetKind, ImageSet, LabelNoise, NoiseKind};
+use samlab_deep::models::{Arch, Network};
 use samlab_deep::nn::NormKind;
 use samlab_deep::run::{
     self, DataConfig, DeepRunConfig, EpochRow, ModelConfig, Observer, Quiet, RunError, Status,
     TrainConfig,
 };
-use samlab_deep::trainer::{BnPolicy, OptimConfig, WeightDecay};
+use samlab_deep::trainer::{evaluate, BnPolicy, OptimConfig, WeightDecay};
 
 /// Writes an MNIST-format data set of `n_train` + `n_test` 8x8 images: class `c` images are bright in a
 /// class-specific 2x2 block plus noise, so a small net can learn something in a few steps.
@@ -88,6 +88,7 @@ fn config(data_dir: &Path) -> DeepRunConfig {
                 bn_policy: BnPolicy::BothPasses,
             },
             eval_batch_size: 7,
+            eval_train_examples: 16,
             device: "flex".into(),
         },
         sam: SamConfig {
@@ -149,6 +150,14 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
         .rows
         .iter()
         .all(|r| r.rho == 0.1 && r.train_error_noisy.is_finite()));
+    let unit = 0.0..=1.0;
+    assert!(full.rows.iter().all(|r| r.train_eval_loss.is_finite()
+        && unit.contains(&r.train_eval_error)
+        && unit.contains(&r.noisy_eval_error)));
+    assert_eq!(
+        s.final_noisy_eval_error,
+        Some(full.rows[2].noisy_eval_error)
+    );
     // Run directory contract.
     let dir = tmp.path().join("full");
     for f in [
@@ -162,7 +171,7 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
         assert!(dir.join(f).is_file(), "{f}");
     }
     let metrics = fs::read_to_string(dir.join("metrics.csv")).unwrap();
-    assert!(metrics.starts_with("epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,seconds,images_per_s\n"));
+    assert!(metrics.starts_with("epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,seconds,images_per_s,train_eval_loss,train_eval_error,noisy_eval_error\n"));
     assert_eq!(metrics.lines().count(), 4);
     let noise = fs::read_to_string(dir.join("label_noise.csv")).unwrap();
     assert_eq!(
@@ -206,6 +215,125 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
     other.train.seed = 5;
     let o = run::train(&other, &tmp.path().join("other"), false, &mut Quiet).unwrap();
     assert_ne!(without_timings(&o.rows), without_timings(&full.rows));
+}
+
+/// Loss and error of the weights in `run`'s last checkpoint on `set` with `labels`, evaluated as the run does.
+fn eval_last(run: &Path, set: &ImageSet, labels: &[u16]) -> (f64, f64) {
+    let ckpt = Checkpoint::load(&run.join("checkpoint/last.ckpt")).unwrap();
+    let net = Network::new(&ckpt.model).unwrap();
+    let device = samlab_deep::device("flex").unwrap();
+    let state = ckpt.to_state(&device);
+    let cfg: DeepRunConfig =
+        toml::from_str(&fs::read_to_string(run.join("config.toml")).unwrap()).unwrap();
+    let batch = cfg.train.eval_batch_size;
+    evaluate(&net, &state.params, &state.bn, set, labels, batch, &device)
+}
+
+#[test]
+fn eval_mode_training_metrics_use_fixed_subsets_and_the_training_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 50, 20);
+    let mut cfg = config(tmp.path());
+    cfg.train.epochs = 1;
+    cfg.train.eval_train_examples = 6;
+    let dir = tmp.path().join("run");
+    let row = run::train(&cfg, &dir, false, &mut Quiet).unwrap().rows[0].clone();
+
+    // 6 of the 40 training examples and 6 of the 10 noisy-label ones.
+    let data = run::prepare_data(&cfg.data, cfg.train.seed).unwrap();
+    let [all, noisy] = data.eval_indices(6, cfg.train.seed);
+    assert_eq!((all.len(), noisy.len()), (6, 6));
+    assert!(noisy.iter().all(|&i| data.train_noisy[i]));
+    assert!(all.windows(2).chain(noisy.windows(2)).all(|w| w[0] < w[1]));
+    assert_ne!(all, noisy);
+
+    // Recomputed from the final weights: exactly the logged numbers with the training (noisy) labels, and not
+    // what the clean labels give.
+    let (a, n) = (data.train.select(&all), data.train.select(&noisy));
+    assert_eq!(
+        eval_last(&dir, &a, &a.labels),
+        (row.train_eval_loss, row.train_eval_error)
+    );
+    assert_eq!(eval_last(&dir, &n, &n.labels).1, row.noisy_eval_error);
+    let clean: Vec<u16> = noisy
+        .iter()
+        .map(|&i| {
+            let r = data
+                .noise_records
+                .iter()
+                .find(|r| r[..2] == [0, i])
+                .unwrap();
+            r[3] as u16
+        })
+        .collect();
+    assert_ne!(eval_last(&dir, &n, &clean).1, row.noisy_eval_error);
+
+    // 0 disables them.
+    let mut off = cfg.clone();
+    off.train.eval_train_examples = 0;
+    let out = run::train(&off, &tmp.path().join("off"), false, &mut Quiet).unwrap();
+    let r = &out.rows[0];
+    assert!(
+        r.train_eval_loss.is_nan() && r.train_eval_error.is_nan() && r.noisy_eval_error.is_nan()
+    );
+    assert!(r.train_error_noisy.is_finite());
+    assert_eq!(out.summary.status, Status::Ok);
+    let s: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(tmp.path().join("off/summary.json")).unwrap())
+            .unwrap();
+    assert!(s["final_train_eval_error"].is_null() && s["final_noisy_eval_error"].is_null());
+
+    // Without label noise there is no noisy error; more examples than the split take all of it.
+    let mut clean_run = cfg.clone();
+    clean_run.data.label_noise = None;
+    clean_run.train.eval_train_examples = 1024;
+    let dir = tmp.path().join("clean");
+    let r = run::train(&clean_run, &dir, false, &mut Quiet)
+        .unwrap()
+        .rows[0]
+        .clone();
+    assert!(r.noisy_eval_error.is_nan());
+    let data = run::prepare_data(&clean_run.data, cfg.train.seed).unwrap();
+    assert_eq!(
+        eval_last(&dir, &data.train, &data.train_labels),
+        (r.train_eval_loss, r.train_eval_error)
+    );
+}
+
+#[test]
+fn a_run_written_before_the_eval_mode_metrics_still_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 50, 20);
+    let mut cfg = config(tmp.path());
+    cfg.train.epochs = 2;
+    let dir = tmp.path().join("old");
+    run::train(&cfg, &dir, false, &mut StopAfter(1)).unwrap();
+    // Strip what the previous version did not write: the config field and the progress rows' columns.
+    let mut config: toml::Value =
+        toml::from_str(&fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
+    config["train"]
+        .as_table_mut()
+        .unwrap()
+        .remove("eval_train_examples")
+        .unwrap();
+    fs::write(dir.join("config.toml"), toml::to_string(&config).unwrap()).unwrap();
+    let path = dir.join("checkpoint/last.ckpt");
+    let mut ckpt = Checkpoint::load(&path).unwrap();
+    let row = ckpt.progress["rows"][0].as_object_mut().unwrap();
+    for key in ["train_eval_loss", "train_eval_error", "noisy_eval_error"] {
+        row.remove(key).unwrap();
+    }
+    ckpt.save(&path).unwrap();
+
+    let resumed = run::resume(&dir, &mut Quiet).unwrap();
+    assert_eq!(resumed.summary.status, Status::Ok);
+    assert!(resumed.rows[0].train_eval_error.is_nan());
+    assert!(resumed.rows[1].train_eval_error.is_finite());
+    let metrics = fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    assert!(metrics.lines().nth(1).unwrap().ends_with(",NaN,NaN,NaN"));
+    let config: DeepRunConfig =
+        toml::from_str(&fs::read_to_string(dir.join("config.toml")).unwrap()).unwrap();
+    assert_eq!(config.train.eval_train_examples, 1024);
 }
 
 #[test]
