@@ -1,5 +1,6 @@
 //! `samlab`: train with the SAM family, reproduce the paper's figures and check its claims.
 
+mod analysis;
 mod diag;
 mod experiments;
 mod progress;
@@ -38,6 +39,13 @@ enum Command {
     Relu(ReluCommand),
     /// Train a deep net (samlab-deep on burn) with ERM or any SAM variant; resumable, with checkpoints.
     Train(Box<train::TrainArgs>),
+    /// Worst-case (and average-case) m-sharpness of a deep-net run's checkpoint. Writes RUN_DIR/sharpness.json.
+    Sharpness(Box<analysis::SharpnessArgs>),
+    /// Loss and error along the line between two deep-net runs' weights, BatchNorm re-estimated at each point.
+    Interpolate(Box<analysis::InterpolateArgs>),
+    /// Top Hessian eigenvalue of a deep-net run's training loss and the feature sparsity of its last block.
+    /// Writes RUN_DIR/hessian.json.
+    Hessian(Box<analysis::HessianArgs>),
     /// The paper's theory applied to finished runs.
     #[command(subcommand)]
     Theory(TheoryCommand),
@@ -61,6 +69,19 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "results")]
         out: PathBuf,
+        /// Size of the deep-net experiments: laptop (an MLP on the shipped Fashion-MNIST subset, minutes on a
+        /// CPU) or paper (ResNet-18 on CIFAR-10 as in SPEC §4; needs --data-dir, hours per run on a GPU).
+        #[arg(long, value_enum, default_value = "laptop")]
+        scale: experiments::deep_common::ScaleKind,
+        /// CIFAR-10 binary files for --scale paper.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Backend of the deep-net runs (flex, or cuda / tch when compiled in).
+        #[arg(long, default_value = "flex")]
+        device: String,
+        /// Only the experiments whose id starts with one of these comma-separated prefixes (e.g. deep,theory).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
 }
 
@@ -102,6 +123,9 @@ fn run(cli: Cli) -> Result<()> {
             train_diag(&config, &args.out, args.force)
         }
         Command::Train(args) => train::train(&args),
+        Command::Sharpness(args) => analysis::sharpness(&args),
+        Command::Interpolate(args) => analysis::interpolation(&args),
+        Command::Hessian(args) => analysis::hessian(&args),
         Command::Relu(ReluCommand::Train(args)) => {
             relu::train_and_report(&args.to_config()?, &args.out, args.force)
         }
@@ -125,7 +149,21 @@ fn run(cli: Cli) -> Result<()> {
             theory::print(&run_dir, &result);
             Ok(())
         }
-        Command::Reproduce { quick, out } => reproduce::reproduce(&out, quick),
+        Command::Reproduce {
+            quick,
+            out,
+            scale,
+            data_dir,
+            device,
+            only,
+        } => reproduce::reproduce(&reproduce::Options {
+            out,
+            quick,
+            scale,
+            data_dir,
+            device,
+            only,
+        }),
     }
 }
 
@@ -162,6 +200,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
         e.is::<UsageError>()
             || e.is::<samlab_core::ConfigError>()
             || e.is::<samlab_core::DataError>()
+            || e.downcast_ref::<samlab_deep::run::RunError>()
+                .is_some_and(samlab_deep::run::RunError::is_bad_input)
             || matches!(
                 e.downcast_ref::<samlab_core::run_dir::RunDirError>(),
                 Some(samlab_core::run_dir::RunDirError::Exists(_))

@@ -1,28 +1,77 @@
 //! `samlab reproduce`: every experiment, then the report.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use samlab_report::{Report, Section};
 
+use crate::experiments::deep_common::{DeepRuns, DeepScale, ScaleKind};
 use crate::experiments::{self, Ctx};
-use crate::progress;
+use crate::{progress, UsageError};
 
-/// Runs every experiment into `out` and writes `report.html`, `REPORT.md` and `claims.json` there. A failing
+/// What `samlab reproduce` was asked for.
+pub struct Options {
+    /// Output directory.
+    pub out: PathBuf,
+    /// Shorter runs.
+    pub quick: bool,
+    /// Scale of the deep-net experiments.
+    pub scale: ScaleKind,
+    /// CIFAR-10 files for the paper scale.
+    pub data_dir: Option<PathBuf>,
+    /// Backend of the deep-net runs.
+    pub device: String,
+    /// Experiment id prefixes to run (all when empty).
+    pub only: Vec<String>,
+}
+
+/// Runs the experiments into `out` and writes `report.html`, `REPORT.md` and `claims.json` there. A failing
 /// experiment is reported (its claims "not-run") and the others go on; the command then exits non-zero.
-pub fn reproduce(out: &Path, quick: bool) -> Result<()> {
+pub fn reproduce(o: &Options) -> Result<()> {
+    let mut deep = match (o.scale, &o.data_dir) {
+        (ScaleKind::Laptop, None) => DeepScale::laptop(o.quick),
+        (ScaleKind::Paper, Some(dir)) => DeepScale::paper(dir.clone(), o.quick),
+        (ScaleKind::Laptop, Some(_)) => {
+            bail!(UsageError("--data-dir is only for --scale paper".into()))
+        }
+        (ScaleKind::Paper, None) => bail!(UsageError(
+            "--scale paper needs --data-dir (the CIFAR-10 binary files)".into()
+        )),
+    };
+    samlab_deep::device(&o.device)?;
+    deep.base.train.device = o.device.clone();
+    deep.noise_base.train.device = o.device.clone();
+    let selected: Vec<_> = experiments::all()
+        .into_iter()
+        .filter(|e| o.only.is_empty() || o.only.iter().any(|p| e.id().starts_with(p.as_str())))
+        .collect();
+    if selected.is_empty() {
+        bail!(UsageError(format!(
+            "--only {} matches no experiment",
+            o.only.join(",")
+        )));
+    }
+    let out = &o.out;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let start = Instant::now();
     let bar = progress::bar(0, "runs");
+    let deep_runs = DeepRuns::default();
     let ctx = Ctx {
         out: out.to_path_buf(),
-        quick,
+        quick: o.quick,
         progress: &bar,
+        deep: &deep,
+        deep_runs: &deep_runs,
     };
+    let planned: Vec<Vec<_>> = selected.iter().flat_map(|e| e.deep_runs(&deep)).collect();
+    if let Err(err) = ctx.deep_groups(&planned) {
+        // Each experiment asks again and reports the failure in its own section.
+        bar.println(format!("deep-net runs failed: {err:#}"));
+    }
     let mut sections = vec![];
     let mut failed = vec![];
-    for exp in experiments::all() {
+    for exp in selected {
         bar.set_message(exp.id());
         let section = exp.run(&ctx).unwrap_or_else(|err| {
             failed.push(exp.id());
@@ -45,9 +94,9 @@ pub fn reproduce(out: &Path, quick: bool) -> Result<()> {
     let report = Report {
         title: "samlab: reproducing \"Towards Understanding Sharpness-Aware Minimization\" (ICML 2022)".into(),
         intro: format!(
-            "Produced by samlab {} with `samlab reproduce{}` in {seconds:.1} s on {} cores. Every run directory (config.toml, metrics.csv, summary.json, .npy arrays) is under this folder.",
+            "Produced by samlab {} with `samlab reproduce{}` in {seconds:.1} s on {} cores. Every run directory (config.toml, metrics.csv, summary.json, .npy arrays) is under this folder; the deep-net runs are in deep_runs/.",
             env!("CARGO_PKG_VERSION"),
-            if quick { " --quick" } else { "" },
+            std::env::args().skip(2).fold(String::new(), |a, b| a + " " + &b),
             std::thread::available_parallelism().map_or(1, |n| n.get())
         ),
         sections,

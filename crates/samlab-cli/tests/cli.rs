@@ -288,7 +288,7 @@ fn bad_data_directories_exit_2_naming_the_problem() {
 }
 
 #[test]
-fn reproduce_quick_writes_the_report_and_every_claim_passes() {
+fn reproduce_quick_writes_the_report_and_judges_every_claim() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("results");
     let stdout = ok(&["reproduce", "--quick", "--out", p(&out)]);
@@ -297,10 +297,7 @@ fn reproduce_quick_writes_the_report_and_every_claim_passes() {
         "relu.ts_longer_phase_sparser",
         "relu.ts_longer_phase_lower_test",
     ];
-    assert!(
-        stdout.contains(&format!("{} fail, 0 not run", known_failures.len())),
-        "{stdout}"
-    );
+    assert!(stdout.contains(", 0 not run"), "{stdout}");
     let claims: Vec<Value> =
         serde_json::from_str(&fs::read_to_string(out.join("claims.json")).unwrap()).unwrap();
     assert!(claims.len() >= 20);
@@ -312,12 +309,17 @@ fn reproduce_quick_writes_the_report_and_every_claim_passes() {
                 .any(|p| id.starts_with(p)),
             "{c}"
         );
-        let want = if known_failures.contains(&id) {
-            "fail"
+        // The laptop-scale deep-net claims are judged on one seed with --quick: either verdict is a result.
+        if id.starts_with("deep.") {
+            assert!(c["verdict"] == "pass" || c["verdict"] == "fail", "{c}");
         } else {
-            "pass"
-        };
-        assert_eq!(c["verdict"], want, "{c}");
+            let want = if known_failures.contains(&id) {
+                "fail"
+            } else {
+                "pass"
+            };
+            assert_eq!(c["verdict"], want, "{c}");
+        }
         for key in ["claim", "paper", "measured"] {
             assert!(!c[key].as_str().unwrap().is_empty(), "{c}");
         }
@@ -332,4 +334,30 @@ fn reproduce_quick_writes_the_report_and_every_claim_passes() {
         summary(&out.join("diag_rho_grid/1-SAM_rho_nb_0.9"))["status"],
         "diverged"
     );
+    assert!(
+        claims
+            .iter()
+            .filter(|c| c["id"].as_str().unwrap().starts_with("deep."))
+            .count()
+            >= 10
+    );
+    assert!(out.join("deep_msharpness/test_loss.png").exists());
+    // The ERM runs are trained once and shared by every deep section.
+    assert_eq!(summary(&out.join("deep_runs/erm_s0"))["status"], "ok");
+}
+
+#[test]
+fn reproduce_rejects_bad_requests_with_status_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    for (args, msg) in [
+        (vec!["--scale", "paper"], "needs --data-dir"),
+        (vec!["--data-dir", "x"], "only for --scale paper"),
+        (vec!["--only", "nothing"], "matches no experiment"),
+        (vec!["--device", "nope"], "not available"),
+    ] {
+        let err = bad(&[&["reproduce", "--out", p(&out)], &args[..]].concat());
+        assert!(err.contains(msg), "{err}");
+    }
+    assert!(!out.exists(), "nothing is written for a bad request");
 }

@@ -11,11 +11,14 @@
 //!   [`SamConfig`](samlab_core::sam::SamConfig) describes, with SGD + momentum, L2 or decoupled weight decay and
 //!   an explicit BatchNorm policy for the SAM passes;
 //! - [`run`]: whole runs into run directories, with atomic checkpoints (last and best-by-validation), exact
-//!   resume and fine-tuning from another run.
+//!   resume and fine-tuning from another run;
+//! - [`analysis`]: what a finished run's weights look like: worst-case and average m-sharpness, linear
+//!   interpolation between two runs, the top Hessian eigenvalue and the feature sparsity of the last block.
 //!
 //! Everything random comes from counter-keyed streams ([`rng`]), so a run is a pure function of its config.
 #![deny(missing_docs)]
 
+pub mod analysis;
 pub mod checkpoint;
 pub mod data;
 pub mod models;

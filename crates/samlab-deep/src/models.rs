@@ -456,17 +456,31 @@ impl Network {
         &self.bn_channels
     }
 
-    /// Logits `[n, classes]` for images `[n, c, h, w]`.
+    /// Logits `[n, classes]` for images `[n, c, h, w]`: the linear head on [`Network::features`].
     pub fn forward(&self, ctx: &mut Ctx, x: Tensor<4>) -> Tensor<2> {
+        let features = self.features(ctx, x);
+        let head = match &self.body {
+            Body::Mlp { head, .. }
+            | Body::Cnn { head, .. }
+            | Body::PreAct { head, .. }
+            | Body::PostAct { head, .. } => head,
+        };
+        head.forward(ctx, features)
+    }
+
+    /// The penultimate features `[n, d]` that the linear head reads, all post-ReLU (so non-negative): the last
+    /// hidden layer (MLP), the ReLU after the first Linear (CNN), or the globally average-pooled output of the
+    /// last block after its final norm and ReLU (ResNets, WRN).
+    pub fn features(&self, ctx: &mut Ctx, x: Tensor<4>) -> Tensor<2> {
         match &self.body {
-            Body::Mlp { layers, head } => {
+            Body::Mlp { layers, .. } => {
                 let [n, c, h, w] = x.dims();
                 let mut out: Tensor<2> = x.reshape([n, c * h * w]);
                 for (lin, norm) in layers {
                     out = lin.forward(ctx, out);
                     out = norm_relu(norm, ctx, out);
                 }
-                head.forward(ctx, out)
+                out
             }
             Body::Cnn {
                 conv1,
@@ -474,41 +488,33 @@ impl Network {
                 conv2,
                 norm2,
                 fc,
-                head,
+                ..
             } => {
                 let out = conv1.forward(ctx, x);
                 let out = max_pool2(norm_relu(norm1, ctx, out));
                 let out = conv2.forward(ctx, out);
                 let out = max_pool2(norm_relu(norm2, ctx, out));
                 let [n, c, h, w] = out.dims();
-                let out = relu(fc.forward(ctx, out.reshape([n, c * h * w])));
-                head.forward(ctx, out)
+                relu(fc.forward(ctx, out.reshape([n, c * h * w])))
             }
             Body::PreAct {
-                stem,
-                blocks,
-                norm,
-                head,
+                stem, blocks, norm, ..
             } => {
                 let mut out = stem.forward(ctx, x);
                 for block in blocks {
                     out = block.forward(ctx, out);
                 }
-                let out = norm_relu(norm, ctx, out);
-                head.forward(ctx, global_avg_pool(out))
+                global_avg_pool(norm_relu(norm, ctx, out))
             }
             Body::PostAct {
-                stem,
-                norm,
-                blocks,
-                head,
+                stem, norm, blocks, ..
             } => {
                 let out = stem.forward(ctx, x);
                 let mut out = norm_relu(norm, ctx, out);
                 for block in blocks {
                     out = block.forward(ctx, out);
                 }
-                head.forward(ctx, global_avg_pool(out))
+                global_avg_pool(out)
             }
         }
     }

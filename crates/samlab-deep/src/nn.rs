@@ -141,6 +141,14 @@ pub enum BnMode {
     },
     /// Normalize with the running statistics (evaluation, or BatchNorm frozen); nothing is updated.
     Running,
+    /// Normalize with the statistics of the batch and fold them into the running statistics as a cumulative
+    /// average: this is batch number `seen + 1`, so its weight is `1 / (seen + 1)` (PyTorch's `momentum=None`;
+    /// after `T` batches from `seen = 0` the running statistics are the exact mean of the `T` batch means and
+    /// unbiased batch variances).
+    Average {
+        /// Batches already averaged into the running statistics.
+        seen: usize,
+    },
 }
 
 /// What a forward pass reads: the parameters of the point it is evaluated at, and the BatchNorm state.
@@ -149,7 +157,7 @@ pub struct Ctx<'a> {
     pub params: &'a [Tensor<1>],
     /// BatchNorm behaviour of this pass.
     pub mode: BnMode,
-    /// Running statistics, read in [`BnMode::Running`] and updated in `Batch { update: true }`.
+    /// Running statistics, read in [`BnMode::Running`] and updated in `Batch { update: true }` and `Average`.
     pub stats: &'a mut BnStats,
 }
 
@@ -311,14 +319,18 @@ impl Norm {
                     ctx.stats.var[slot].clone(),
                     NORM_EPS,
                 ),
-                BnMode::Batch { update } => {
+                BnMode::Batch { .. } | BnMode::Average { .. } => {
                     let dims = x.dims();
                     let count = dims.iter().product::<usize>() / c;
                     let out = batch_norm_train(x, gamma, beta, NORM_EPS);
-                    if update {
+                    let momentum = match ctx.mode {
+                        BnMode::Batch { update: true } => Some(BN_MOMENTUM),
+                        BnMode::Average { seen } => Some(1.0 / (seen + 1) as f64),
+                        _ => None,
+                    };
+                    if let Some(m) = momentum {
                         // PyTorch's rule: the running variance tracks the unbiased batch variance.
                         let unbias = count as f64 / (count.max(2) - 1) as f64;
-                        let m = BN_MOMENTUM;
                         let mean = out.mean.without_autodiff();
                         let var = out.variance.without_autodiff().mul_scalar(unbias);
                         ctx.stats.mean[slot] =

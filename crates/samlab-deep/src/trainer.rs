@@ -144,6 +144,24 @@ impl Batch {
         }
     }
 
+    /// The images at `indices` of `set` with their labels from `labels`, without augmentation.
+    pub fn unaugmented(
+        set: &crate::data::ImageSet,
+        labels: &[u16],
+        indices: &[usize],
+        device: &Device,
+    ) -> Self {
+        let mut unused = Stream::new(0, Purpose::Augment, u64::MAX, 0);
+        let (images, ys) = crate::data::assemble(
+            set,
+            labels,
+            indices,
+            crate::data::Augment::None,
+            &mut unused,
+        );
+        Batch::new(images, ys, set.shape, set.classes, device)
+    }
+
     /// Number of examples.
     pub fn len(&self) -> usize {
         self.labels.len()
@@ -196,6 +214,28 @@ pub fn sq_norm(v: &[Tensor<1>]) -> f64 {
     Tensor::cat(parts, 0).sum().into_scalar::<f32>() as f64
 }
 
+/// Inner product $\sum_i \langle a_i, b_i \rangle$ over every tensor (one host synchronization).
+pub fn dot(a: &[Tensor<1>], b: &[Tensor<1>]) -> f64 {
+    let parts: Vec<Tensor<1>> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x.clone() * y.clone()).sum())
+        .collect();
+    Tensor::cat(parts, 0).sum().into_scalar::<f32>() as f64
+}
+
+/// Standard normal draws from `stream`, shaped like the parameters of `net` (parameter by parameter, in order).
+pub fn normal_like(net: &Network, stream: &mut Stream, device: &Device) -> ParamVec {
+    net.params()
+        .iter()
+        .map(|spec| {
+            let n = spec.numel();
+            let v: Vec<f32> = (0..n).map(|_| stream.normal() as f32).collect();
+            Tensor::from_data(TensorData::new(v, [n]), device)
+        })
+        .collect()
+}
+
 /// `a + s * b`, tensor by tensor.
 pub fn axpy(a: &[Tensor<1>], s: f64, b: &[Tensor<1>]) -> ParamVec {
     a.iter()
@@ -204,8 +244,80 @@ pub fn axpy(a: &[Tensor<1>], s: f64, b: &[Tensor<1>]) -> ParamVec {
         .collect()
 }
 
-fn scale(v: &[Tensor<1>], s: f64) -> ParamVec {
+/// `s * v`, tensor by tensor.
+pub fn scale(v: &[Tensor<1>], s: f64) -> ParamVec {
     v.iter().map(|t| t.clone().mul_scalar(s)).collect()
+}
+
+/// What one forward and backward pass yields.
+pub struct Pass {
+    /// Gradient with respect to every parameter.
+    pub grads: ParamVec,
+    /// The loss (a one-element tensor, detached).
+    pub loss: Tensor<1>,
+    /// The logits (detached).
+    pub logits: Tensor<2>,
+}
+
+/// Forward and backward at `point` on `batch`: the gradient of the mean cross-entropy, the loss and the logits.
+/// BatchNorm behaves as `mode` says (running statistics in `stats` are read or updated accordingly).
+pub fn ce_pass(
+    net: &Network,
+    point: &[Tensor<1>],
+    batch: &Batch,
+    mode: BnMode,
+    stats: &mut BnStats,
+) -> Pass {
+    let leaves: ParamVec = point
+        .iter()
+        .map(|p| p.clone().autodiff().require_grad())
+        .collect();
+    let mut ctx = Ctx {
+        params: &leaves,
+        mode,
+        stats,
+    };
+    let logits = net.forward(&mut ctx, batch.x.clone());
+    let loss = cross_entropy(logits.clone(), batch.onehot.clone());
+    let grads = loss.backward();
+    let grads = leaves
+        .iter()
+        .zip(point)
+        .map(|(leaf, p)| leaf.grad(&grads).unwrap_or_else(|| p.zeros_like()))
+        .collect();
+    Pass {
+        grads,
+        loss: loss.without_autodiff(),
+        logits: logits.without_autodiff(),
+    }
+}
+
+/// Mean cross-entropy and number of misclassified examples of `batch` at `params` (forward only).
+pub fn batch_loss(
+    net: &Network,
+    params: &[Tensor<1>],
+    batch: &Batch,
+    mode: BnMode,
+    stats: &mut BnStats,
+) -> (f64, usize) {
+    let mut ctx = Ctx {
+        params,
+        mode,
+        stats,
+    };
+    let logits = net.forward(&mut ctx, batch.x.clone());
+    let loss = cross_entropy(logits.clone(), batch.onehot.clone()).into_scalar::<f32>() as f64;
+    let classes = logits.dims()[1];
+    let values = logits
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("f32 logits");
+    let wrong = values
+        .chunks(classes)
+        .zip(&batch.labels)
+        .filter(|(row, &y)| argmax(row) != y as usize)
+        .count();
+    (loss, wrong)
 }
 
 /// The trainer: a network, a checked SAM configuration and the optimizer, shared by every step of a run.
@@ -222,44 +334,19 @@ pub struct Trainer<'a> {
     pub device: Device,
 }
 
-struct Pass {
-    grads: ParamVec,
-    loss: Tensor<1>,
-    logits: Tensor<2>,
-}
-
 impl Trainer<'_> {
-    /// Forward and backward at `point` on `batch`: the gradient of the objective (cross-entropy, plus the L2 term
-    /// when weight decay is [`WeightDecay::L2`]), the mean cross-entropy and the logits.
+    /// [`ce_pass`] plus the gradient of the L2 term when weight decay is [`WeightDecay::L2`].
     fn pass(&self, point: &[Tensor<1>], batch: &Batch, mode: BnMode, stats: &mut BnStats) -> Pass {
-        let leaves: ParamVec = point
-            .iter()
-            .map(|p| p.clone().autodiff().require_grad())
-            .collect();
-        let mut ctx = Ctx {
-            params: &leaves,
-            mode,
-            stats,
-        };
-        let logits = self.net.forward(&mut ctx, batch.x.clone());
-        let loss = cross_entropy(logits.clone(), batch.onehot.clone());
-        let grads = loss.backward();
-        let grads = leaves
-            .iter()
-            .zip(point)
-            .map(|(leaf, p)| {
-                let g = leaf.grad(&grads).unwrap_or_else(|| p.zeros_like());
-                match self.optim.weight_decay {
-                    WeightDecay::L2 { lambda } => g + p.clone().mul_scalar(lambda),
-                    _ => g,
-                }
-            })
-            .collect();
-        Pass {
-            grads,
-            loss: loss.without_autodiff(),
-            logits: logits.without_autodiff(),
+        let mut pass = ce_pass(self.net, point, batch, mode, stats);
+        if let WeightDecay::L2 { lambda } = self.optim.weight_decay {
+            pass.grads = pass
+                .grads
+                .into_iter()
+                .zip(point)
+                .map(|(g, p)| g + p.clone().mul_scalar(lambda))
+                .collect();
         }
+        pass
     }
 
     /// A forward pass at `w` whose only effect is to update the running statistics (BatchNorm, clean pass only).
@@ -275,20 +362,15 @@ impl Trainer<'_> {
     /// Standard normal noise shaped like the parameters, from the stream of `(step, group)`.
     fn noise(&self, step: u64, group: u64) -> ParamVec {
         let mut s = Stream::new(self.seed, Purpose::Perturb, step, group);
-        self.net
-            .params()
-            .iter()
-            .map(|spec| {
-                let n = spec.numel();
-                let v: Vec<f32> = (0..n).map(|_| s.normal() as f32).collect();
-                Tensor::from_data(TensorData::new(v, [n]), &self.device)
-            })
-            .collect()
+        normal_like(self.net, &mut s, &self.device)
     }
 
-    /// The perturbation $\delta$ of one micro-batch (`None` means $\delta = 0$, which only happens with `rho = 0`).
+    /// The perturbation $\delta$ of radius `rho` at `w` for one micro-batch, computed on `ascent` (see the module
+    /// doc): the k-step ascent, or $\sigma z$ for random perturbations. `same_batch` says whether `ascent` is the
+    /// micro-batch the descent gradient will be taken on (the clean-pass BatchNorm policy updates the running
+    /// statistics in `stats` only then, and sets `clean_done`); `(step, group)` key the noise.
     #[allow(clippy::too_many_arguments)]
-    fn perturbation(
+    pub fn perturbation(
         &self,
         w: &[Tensor<1>],
         ascent: &Batch,
@@ -491,29 +573,12 @@ pub fn evaluate(
     let mut stats = bn.clone();
     let mut loss_sum = 0.0;
     let mut wrong = 0usize;
-    let mut stream = Stream::new(0, Purpose::Augment, u64::MAX, 0);
     let indices: Vec<usize> = (0..n).collect();
     for chunk in indices.chunks(batch_size.max(1)) {
-        let (images, ys) =
-            crate::data::assemble(set, labels, chunk, crate::data::Augment::None, &mut stream);
-        let batch = Batch::new(images, ys, set.shape, set.classes, device);
-        let mut ctx = Ctx {
-            params,
-            mode: BnMode::Running,
-            stats: &mut stats,
-        };
-        let logits = net.forward(&mut ctx, batch.x.clone());
-        let loss = cross_entropy(logits.clone(), batch.onehot.clone());
-        loss_sum += loss.into_scalar::<f32>() as f64 * chunk.len() as f64;
-        let values = logits
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("f32 logits");
-        wrong += values
-            .chunks(set.classes)
-            .zip(&batch.labels)
-            .filter(|(row, &y)| argmax(row) != y as usize)
-            .count();
+        let batch = Batch::unaugmented(set, labels, chunk, device);
+        let (loss, w) = batch_loss(net, params, &batch, BnMode::Running, &mut stats);
+        loss_sum += loss * chunk.len() as f64;
+        wrong += w;
     }
     (loss_sum / n as f64, wrong as f64 / n as f64)
 }

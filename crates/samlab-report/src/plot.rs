@@ -42,6 +42,8 @@ const AXIS_DESC_SIZE: u32 = 18;
 const TICK_SIZE: u32 = 16;
 /// Stroke width of series lines and vertical marker lines.
 const LINE_WIDTH: u32 = 2;
+/// Opacity of a series' shaded band.
+const BAND_ALPHA: f64 = 0.18;
 /// Radius of point markers.
 const MARKER_RADIUS: u32 = 3;
 /// Linear axes get this fraction of the data span added on each side.
@@ -91,6 +93,9 @@ pub struct Series {
     pub dashed: bool,
     /// Draw a small filled circle at every point.
     pub markers: bool,
+    /// A shaded band `(x, low, high)` in the series' colour behind its line (e.g. the spread over seeds);
+    /// empty for none. Points with a coordinate that cannot be shown are dropped.
+    pub band: Vec<(f64, f64, f64)>,
 }
 
 impl Series {
@@ -101,6 +106,7 @@ impl Series {
             points,
             dashed: false,
             markers: false,
+            band: vec![],
         }
     }
 }
@@ -504,6 +510,8 @@ struct PreparedSeries {
     points: Vec<(f64, f64)>,
     dashed: bool,
     markers: bool,
+    /// The band as a closed polygon in plot space (empty for none).
+    band: Vec<(f64, f64)>,
 }
 
 struct Prepared {
@@ -521,6 +529,23 @@ fn to_plot(v: f64, scale: Scale) -> Option<f64> {
         Scale::Log if v > 0.0 => Some(v.log10()).filter(|l| l.is_finite()),
         Scale::Log => None,
     }
+}
+
+/// The band `(x, low, high)` as a polygon: along the highs, then back along the lows.
+fn band_polygon(band: &[(f64, f64, f64)], fig: &Figure) -> Vec<(f64, f64)> {
+    let pts: Vec<(f64, f64, f64)> = band
+        .iter()
+        .filter_map(|&(x, lo, hi)| {
+            Some((
+                to_plot(x, fig.x_scale)?,
+                to_plot(lo, fig.y_scale)?,
+                to_plot(hi, fig.y_scale)?,
+            ))
+        })
+        .collect();
+    let upper = pts.iter().map(|&(x, _, hi)| (x, hi));
+    let lower = pts.iter().rev().map(|&(x, lo, _)| (x, lo));
+    upper.chain(lower).collect()
 }
 
 fn prepare(fig: &Figure) -> Result<Prepared, PlotError> {
@@ -544,6 +569,11 @@ fn prepare(fig: &Figure) -> Result<Prepared, PlotError> {
                     points,
                     dashed: s.dashed,
                     markers: s.markers,
+                    band: if series.len() == first {
+                        band_polygon(&s.band, fig)
+                    } else {
+                        vec![]
+                    },
                 });
             }
         }
@@ -560,14 +590,16 @@ fn prepare(fig: &Figure) -> Result<Prepared, PlotError> {
 
     let xs = series
         .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .flat_map(|s| s.points.iter().chain(&s.band).map(|p| p.0))
         .chain(vlines.iter().map(|v| v.0));
     let (x_lo, x_hi) = min_max(xs);
     let x = auto_axis(x_lo, x_hi, fig.x_scale);
 
     let y = match fig.y_range {
         None => {
-            let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+            let ys = series
+                .iter()
+                .flat_map(|s| s.points.iter().chain(&s.band).map(|p| p.1));
             let (y_lo, y_hi) = min_max(ys);
             auto_axis(y_lo, y_hi, fig.y_scale)
         }
@@ -892,6 +924,13 @@ fn draw<'a, DB: DrawingBackend + 'a>(
     let inside = |pt: &(f64, f64)| x_range.contains(&pt.0) && y_range.contains(&pt.1);
     let mut any_label = false;
 
+    for s in p.series.iter().filter(|s| !s.band.is_empty()) {
+        let color = PALETTE[s.index % PALETTE.len()];
+        chart.draw_series(std::iter::once(Polygon::new(
+            s.band.clone(),
+            color.mix(BAND_ALPHA).filled(),
+        )))?;
+    }
     for s in &p.series {
         let color = PALETTE[s.index % PALETTE.len()];
         let line = color.stroke_width(LINE_WIDTH);
@@ -1012,6 +1051,7 @@ mod tests {
                     points: steps.iter().map(|&s| (s, 2.0 / s.powf(0.6))).collect(),
                     dashed: true,
                     markers: true,
+                    band: vec![],
                 },
             ],
             vlines: vec![],
@@ -1188,6 +1228,7 @@ mod tests {
                 ],
                 dashed: false,
                 markers: true,
+                band: vec![],
             }],
             ..Figure::new("scatter", "x", "y")
         };
@@ -1200,6 +1241,27 @@ mod tests {
         assert_eq!(pieces, vec![(0, "data", 1), (0, "", 2)]);
         let dir = tempfile::tempdir().unwrap();
         render(&fig, &dir.path().join("scatter")).unwrap();
+    }
+
+    #[test]
+    fn bands_widen_the_auto_range_and_render() {
+        let fig = Figure {
+            series: vec![Series {
+                band: vec![(1.0, 0.5, 3.0), (2.0, 1.0, 4.0), (3.0, f64::NAN, 1.0)],
+                ..Series::new("mean", vec![(1.0, 1.0), (2.0, 2.0)])
+            }],
+            ..Figure::new("band", "x", "y")
+        };
+        let p = prepare(&fig).unwrap();
+        // Highs left to right, then lows right to left; the point with a NaN is dropped.
+        assert_eq!(
+            p.series[0].band,
+            vec![(1.0, 3.0), (2.0, 4.0), (2.0, 1.0), (1.0, 0.5)]
+        );
+        assert!(p.y.lo <= 0.5 && p.y.hi >= 4.0, "{} {}", p.y.lo, p.y.hi);
+        let dir = tempfile::tempdir().unwrap();
+        let (svg, _) = render(&fig, &dir.path().join("band")).unwrap();
+        assert!(std::fs::read_to_string(svg).unwrap().contains("<polygon"));
     }
 
     /// Renders example figures into the temp directory for visual inspection:
@@ -1217,12 +1279,14 @@ mod tests {
             points: steps.iter().map(|&s| (s, 1.5 / s.powf(0.7))).collect(),
             dashed: false,
             markers: true,
+            band: vec![],
         });
         fig.series.push(Series {
             name: "m-SAM (m=128)".into(),
             points: steps.iter().map(|&s| (s, 2.5 / s.powf(0.55))).collect(),
             dashed: true,
             markers: false,
+            band: vec![],
         });
         fig.vlines = vec![(300.0, "switch to 1-SAM".into())];
         let tmp = std::env::temp_dir();

@@ -226,18 +226,21 @@ fn switch_figure(dir: &Path, test: bool, runs: &[DiagOutcome]) -> Result<std::pa
             points: both(&runs[0], &runs[2]),
             dashed: false,
             markers: false,
+            band: vec![],
         },
         Series {
             name: "ERM -> 1-SAM".into(),
             points: both(&runs[0], &runs[3]),
             dashed: false,
             markers: false,
+            band: vec![],
         },
         Series {
             name: "1-SAM -> ERM".into(),
             points: both(&runs[1], &runs[4]),
             dashed: true,
             markers: false,
+            band: vec![],
         },
     ];
     let what = if test { "test" } else { "train" };
@@ -267,12 +270,14 @@ fn interpolation_figure(dir: &Path, interp: &[(f64, f64, f64)]) -> Result<std::p
                 points: interp.iter().map(|p| (p.0, p.1)).collect(),
                 dashed: false,
                 markers: false,
+                band: vec![],
             },
             Series {
                 name: "test loss".into(),
                 points: interp.iter().map(|p| (p.0, p.2)).collect(),
                 dashed: false,
                 markers: false,
+                band: vec![],
             },
         ],
         vlines: vec![(0.0, "ERM -> 1-SAM".into()), (1.0, "ERM".into())],

@@ -368,6 +368,7 @@ impl Experiment for RhoGrid {
                     points: GRID_RHOS.iter().map(|&r| (r, erm)).collect(),
                     dashed: true,
                     markers: false,
+                    band: vec![],
                 },
                 Series {
                     name: "n-SAM".into(),
@@ -378,6 +379,7 @@ impl Experiment for RhoGrid {
                         .collect(),
                     dashed: false,
                     markers: true,
+                    band: vec![],
                 },
                 Series {
                     name: if diverged {
@@ -392,6 +394,7 @@ impl Experiment for RhoGrid {
                         .collect(),
                     dashed: false,
                     markers: true,
+                    band: vec![],
                 },
             ],
             vlines: vec![],

@@ -1,5 +1,11 @@
 //! Paper experiments as data: each preset is a set of run configs plus the claims it checks.
 
+mod deep_ablations;
+pub mod deep_common;
+mod deep_msharpness;
+mod deep_noise;
+mod deep_perturbations;
+mod deep_switch;
 mod diag_finetune;
 mod diag_long;
 mod diag_notebook;
@@ -21,6 +27,10 @@ use samlab_core::sam::SamConfig;
 use samlab_core::schedule::LrSchedule;
 use samlab_report::{Claim, Figure, Scale, Section, Series, Verdict};
 
+use samlab_deep::run::{DeepRunConfig, RunOutcome};
+
+use deep_common::{DeepRuns, DeepScale};
+
 use crate::diag::{execute, DataSource, DiagOutcome, DiagRunConfig};
 
 /// What every experiment gets: where to write, how long to run, and the progress bar to tick.
@@ -31,12 +41,38 @@ pub struct Ctx<'a> {
     pub quick: bool,
     /// Ticks once per finished run.
     pub progress: &'a ProgressBar,
+    /// The scale of the deep-net presets.
+    pub deep: &'a DeepScale,
+    /// Deep-net runs trained so far (shared between experiments).
+    pub deep_runs: &'a DeepRuns,
 }
 
 impl Ctx<'_> {
     /// The directory of experiment `id`.
     pub fn dir(&self, id: &str) -> PathBuf {
         self.out.join(id)
+    }
+
+    /// Trains the named deep-net runs not trained yet in this `reproduce` (see [`DeepRuns`]).
+    pub fn deep_get(&self, runs: &[(String, DeepRunConfig)]) -> Result<Vec<RunOutcome>> {
+        self.deep_runs.get(self, runs)
+    }
+
+    /// Groups of deep-net runs (see [`Ctx::deep_get`]), trained together: the outcomes in the same groups.
+    pub fn deep_groups(
+        &self,
+        groups: &[Vec<(String, DeepRunConfig)>],
+    ) -> Result<Vec<Vec<RunOutcome>>> {
+        let mut all = self.deep_get(&groups.concat())?.into_iter();
+        Ok(groups
+            .iter()
+            .map(|g| all.by_ref().take(g.len()).collect())
+            .collect())
+    }
+
+    /// The run directory of deep-net run `name`.
+    pub fn deep_dir(&self, name: &str) -> PathBuf {
+        self.out.join("deep_runs").join(name)
     }
 
     /// Runs named configs in parallel (one worker per core) into `<out>/<id>/<name>`; results in input order.
@@ -118,6 +154,11 @@ pub trait Experiment: Sync {
     fn claims(&self) -> &'static [ClaimSpec];
     /// Runs everything and returns the report section.
     fn run(&self, ctx: &Ctx) -> Result<Section>;
+    /// The deep-net runs it needs before it can start, in groups (`reproduce` trains every experiment's together,
+    /// so both cores stay busy).
+    fn deep_runs(&self, _scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
+        vec![]
+    }
 }
 
 /// Every experiment, in report order.
@@ -135,6 +176,11 @@ pub fn all() -> Vec<Box<dyn Experiment>> {
         Box::new(relu_sparse::LargeStepDiag),
         Box::new(relu_sparse::LargeStepRelu1d),
         Box::new(relu_sparse::TeacherStudentSparsity),
+        Box::new(deep_perturbations::Perturbations),
+        Box::new(deep_msharpness::MSharpness),
+        Box::new(deep_switch::Switching),
+        Box::new(deep_noise::LabelNoise),
+        Box::new(deep_ablations::Ablations),
     ]
 }
 
@@ -238,6 +284,7 @@ pub fn curves_figure(
                 .collect(),
             dashed: k > 0 && name.contains("n-SAM"),
             markers: false,
+            band: vec![],
         })
         .collect();
     let figure = Figure {

@@ -91,6 +91,7 @@ pub fn data_points() -> Series {
         points,
         dashed: false,
         markers: true,
+        band: vec![],
     }
 }
 
@@ -113,6 +114,7 @@ pub fn functions_figure(
             points,
             dashed: k % 2 == 1 && runs.len() <= 2,
             markers: false,
+            band: vec![],
         });
     }
     while series.len() % 7 != 0 {
@@ -163,6 +165,7 @@ pub fn along_figure(
                 .collect(),
             dashed: false,
             markers: false,
+            band: vec![],
         })
         .collect();
     let figure = Figure {

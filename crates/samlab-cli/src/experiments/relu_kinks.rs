@@ -141,6 +141,7 @@ impl Experiment for Kinks {
                         .collect(),
                     dashed: true,
                     markers: true,
+                    band: vec![],
                 },
                 Series {
                     name: format!("SAM (rho = {RHO})"),
@@ -151,6 +152,7 @@ impl Experiment for Kinks {
                         .collect(),
                     dashed: false,
                     markers: true,
+                    band: vec![],
                 },
             ],
             vlines: vec![],

@@ -1,0 +1,390 @@
+//! `samlab sharpness`, `samlab interpolate` and `samlab hessian`: the analysis tools of `samlab_deep::analysis`
+//! on the checkpoints of deep-net run directories.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use samlab_core::run_dir::{write_csv, write_json};
+use samlab_deep::analysis::hessian::{run_hessian, HessianConfig};
+use samlab_deep::analysis::interpolate::{
+    check_compatible, interpolate, InterpolationConfig, InterpolationPoint,
+};
+use samlab_deep::analysis::sharpness::{run_sharpness, SharpnessConfig};
+use samlab_deep::analysis::{BnEval, CheckpointKind, LoadedRun, Split};
+use samlab_report::{render, Figure, Series};
+
+/// `--checkpoint`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum CheckpointArg {
+    /// checkpoint/last.ckpt (end of the last finished epoch).
+    Last,
+    /// checkpoint/best.ckpt (lowest validation error).
+    Best,
+}
+
+impl From<CheckpointArg> for CheckpointKind {
+    fn from(c: CheckpointArg) -> Self {
+        match c {
+            CheckpointArg::Last => CheckpointKind::Last,
+            CheckpointArg::Best => CheckpointKind::Best,
+        }
+    }
+}
+
+/// `--split`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SplitArg {
+    /// The run's training split (validation excluded) with its training labels.
+    Train,
+    /// The test set.
+    Test,
+}
+
+impl From<SplitArg> for Split {
+    fn from(s: SplitArg) -> Self {
+        match s {
+            SplitArg::Train => Split::Train,
+            SplitArg::Test => Split::Test,
+        }
+    }
+}
+
+/// `--bn`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum BnEvalArg {
+    /// Batch statistics of each chunk, running statistics untouched (BatchNorm as in the SAM passes).
+    Batch,
+    /// Running statistics (evaluation mode).
+    Running,
+}
+
+impl From<BnEvalArg> for BnEval {
+    fn from(b: BnEvalArg) -> Self {
+        match b {
+            BnEvalArg::Batch => BnEval::Batch,
+            BnEvalArg::Running => BnEval::Running,
+        }
+    }
+}
+
+/// Flags of `samlab sharpness`.
+#[derive(Debug, Args)]
+pub struct SharpnessArgs {
+    /// A run directory written by `samlab train`.
+    pub run_dir: PathBuf,
+    /// Which checkpoint.
+    #[arg(long, value_enum, default_value = "last")]
+    pub checkpoint: CheckpointArg,
+    /// Radius of the L2 ball over all parameters.
+    #[arg(long, default_value_t = 0.1)]
+    pub rho: f64,
+    /// Ascent steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Ascent step size as a multiple of rho.
+    #[arg(long, default_value_t = 0.1)]
+    pub step_size_mult: f64,
+    /// Restarts (more than one needs --random-init); the largest loss is kept.
+    #[arg(long, default_value_t = 1)]
+    pub restarts: usize,
+    /// Start each restart from a random point on the rho-sphere.
+    #[arg(long)]
+    pub random_init: bool,
+    /// Step along the raw gradient instead of the normalized one (still projected onto the ball).
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Chunk size m of m-sharpness (must divide --examples).
+    #[arg(long, default_value_t = 128)]
+    pub m: usize,
+    /// The first N examples of the split, without augmentation.
+    #[arg(long, default_value_t = 256)]
+    pub examples: usize,
+    /// Which examples.
+    #[arg(long, value_enum, default_value = "train")]
+    pub split: SplitArg,
+    /// BatchNorm in every pass.
+    #[arg(long, value_enum, default_value = "batch")]
+    pub bn: BnEvalArg,
+    /// Also measure average-case sharpness: Gaussian noise with sigma = rho / sqrt(#params).
+    #[arg(long)]
+    pub average: bool,
+    /// Gaussian draws per chunk of --average.
+    #[arg(long, default_value_t = 10, requires = "average")]
+    pub samples: usize,
+    /// Seed of the random starts and Gaussian draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Flags of `samlab interpolate`.
+#[derive(Debug, Args)]
+pub struct InterpolateArgs {
+    /// Run A (coefficient 0).
+    pub run_a: PathBuf,
+    /// Run B (coefficient 1).
+    pub run_b: PathBuf,
+    /// Output directory (interpolation.csv, interpolation.json, interpolation.svg/.png).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Which checkpoint of both runs.
+    #[arg(long, value_enum, default_value = "last")]
+    pub checkpoint: CheckpointArg,
+    /// First coefficient.
+    #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
+    pub from: f64,
+    /// Last coefficient.
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    pub to: f64,
+    /// Grid step.
+    #[arg(long, default_value_t = 0.05)]
+    pub step: f64,
+    /// Training images of the BatchNorm re-estimation at every coefficient.
+    #[arg(long, default_value_t = 5000)]
+    pub bn_examples: usize,
+    /// Training and test images the losses and errors are measured on.
+    #[arg(long, default_value_t = 1024)]
+    pub examples: usize,
+}
+
+/// Flags of `samlab hessian`.
+#[derive(Debug, Args)]
+pub struct HessianArgs {
+    /// A run directory written by `samlab train`.
+    pub run_dir: PathBuf,
+    /// Which checkpoint.
+    #[arg(long, value_enum, default_value = "last")]
+    pub checkpoint: CheckpointArg,
+    /// The first N examples of the split, without augmentation.
+    #[arg(long, default_value_t = 256)]
+    pub examples: usize,
+    /// Chunk size of the loss (must divide --examples).
+    #[arg(long, default_value_t = 128)]
+    pub m: usize,
+    /// Which examples.
+    #[arg(long, value_enum, default_value = "train")]
+    pub split: SplitArg,
+    /// BatchNorm in every pass of the Hessian (the feature sparsity is always in evaluation mode).
+    #[arg(long, value_enum, default_value = "batch")]
+    pub bn: BnEvalArg,
+    /// Most power iterations.
+    #[arg(long, default_value_t = 100)]
+    pub max_iters: usize,
+    /// Relative change of the eigenvalue estimate that stops the iteration.
+    #[arg(long, default_value_t = 1e-3)]
+    pub tol: f64,
+    /// Finite-difference step relative to max(||w||, 1).
+    #[arg(long, default_value_t = 1e-4)]
+    pub eps_rel: f64,
+    /// Seed of the start vector.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Writes `path` by writing `<path>.tmp` with `write` and renaming it.
+fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    write(&tmp)
+        .and_then(|()| fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A setting's name as written in the JSON output.
+fn lower(v: impl std::fmt::Debug) -> String {
+    format!("{v:?}").to_lowercase()
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+/// `samlab sharpness`: writes RUN_DIR/sharpness.json and prints a table.
+pub fn sharpness(args: &SharpnessArgs) -> Result<()> {
+    let cfg = SharpnessConfig {
+        rho: args.rho,
+        steps: args.steps,
+        step_size_mult: args.step_size_mult,
+        restarts: args.restarts,
+        random_init: args.random_init,
+        normalize: !args.no_normalize,
+        m: args.m,
+        examples: args.examples,
+        split: args.split.into(),
+        bn: args.bn.into(),
+        average_samples: args.average.then_some(args.samples),
+        seed: args.seed,
+    };
+    let run = LoadedRun::load(&args.run_dir, args.checkpoint.into())?;
+    let report = run_sharpness(&run, &cfg)?;
+    let path = args.run_dir.join("sharpness.json");
+    write_atomic(&path, |p| write_json(p, &report))?;
+    let r = &report.result;
+    println!(
+        "sharpness of {} ({}), {} {} examples in chunks of {}, BatchNorm {}, {:.1} s",
+        args.run_dir.display(),
+        run.info.checkpoint.file_name(),
+        cfg.examples,
+        lower(cfg.split),
+        cfg.m,
+        lower(cfg.bn),
+        report.seconds
+    );
+    println!(
+        "{:<14} {:>10} {:>9} {:>16} {:>10}",
+        "", "loss", "error", "loss increase", "error +"
+    );
+    println!("{:<14} {:>10.4} {:>9}", "original", r.loss, pct(r.error));
+    println!(
+        "{:<14} {:>10.4} {:>9} {:>16.4} {:>10}   rho {}, {} steps of {} rho, {} restart(s)",
+        "worst case",
+        r.loss + r.loss_increase,
+        pct(r.error + r.error_increase),
+        r.loss_increase,
+        pct(r.error_increase),
+        cfg.rho,
+        cfg.steps,
+        cfg.step_size_mult,
+        cfg.restarts
+    );
+    if let Some(a) = &r.average {
+        println!(
+            "{:<14} {:>10.4} {:>9} {:>16.4} {:>10}   sigma {:.3e}, {} draws per chunk",
+            "average case",
+            r.loss + a.loss_increase,
+            pct(r.error + a.error_increase),
+            a.loss_increase,
+            pct(a.error_increase),
+            a.sigma,
+            a.samples
+        );
+    }
+    println!("-> {}", path.display());
+    Ok(())
+}
+
+/// `samlab interpolate`: writes OUT/interpolation.{csv,json,svg,png} and prints the summary.
+pub fn interpolation(args: &InterpolateArgs) -> Result<()> {
+    let cfg = InterpolationConfig {
+        from: args.from,
+        to: args.to,
+        step: args.step,
+        bn_examples: args.bn_examples,
+        examples: args.examples,
+    };
+    let a = LoadedRun::load(&args.run_a, args.checkpoint.into())?;
+    let b = LoadedRun::load(&args.run_b, args.checkpoint.into())?;
+    check_compatible(&a, &b)?;
+    let result = interpolate(&a, &b, &cfg)?;
+    fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let csv = args.out.join("interpolation.csv");
+    write_atomic(&csv, |p| {
+        write_csv(
+            p,
+            &[
+                "alpha",
+                "train_loss",
+                "train_error",
+                "test_loss",
+                "test_error",
+            ],
+            result.points.iter().map(|q| {
+                vec![
+                    q.alpha,
+                    q.train_loss,
+                    q.train_error,
+                    q.test_loss,
+                    q.test_error,
+                ]
+            }),
+        )
+    })?;
+    write_atomic(&args.out.join("interpolation.json"), |p| {
+        write_json(p, &result)
+    })?;
+    let mut fig = Figure::new(
+        "Linear interpolation (train dashed, test solid)",
+        "interpolation coefficient a (0: run A, 1: run B)",
+        "cross-entropy",
+    );
+    let curve =
+        |f: fn(&InterpolationPoint) -> f64| result.points.iter().map(|q| (q.alpha, f(q))).collect();
+    fig.series.push(Series {
+        dashed: true,
+        ..Series::new("train loss", curve(|q| q.train_loss))
+    });
+    fig.series
+        .push(Series::new("test loss", curve(|q| q.test_loss)));
+    fig.vlines = vec![(0.0, "run A".into()), (1.0, "run B".into())];
+    if let Err(e) = render(&fig, &args.out.join("interpolation")) {
+        eprintln!("warning: no figure: {e}");
+    }
+    let s = &result.summary;
+    println!(
+        "{} points in {:.1} s{}",
+        result.points.len(),
+        result.seconds,
+        if result.bn_reestimated {
+            ", BatchNorm re-estimated at each"
+        } else {
+            ""
+        }
+    );
+    for (name, q) in [("a = 0 (A)", &s.at_0), ("a = 1 (B)", &s.at_1)] {
+        println!(
+            "{name}: train loss {:.4} err {}  test loss {:.4} err {}",
+            q.train_loss,
+            pct(q.train_error),
+            q.test_loss,
+            pct(q.test_error)
+        );
+    }
+    println!(
+        "min test error {} at a = {}; max train loss on [0, 1] {:.4} at a = {} (barrier {:.4})",
+        pct(s.min_test_error),
+        s.min_test_error_alpha,
+        s.max_train_loss_01,
+        s.max_train_loss_01_alpha,
+        s.train_loss_barrier
+    );
+    println!("-> {}", args.out.display());
+    Ok(())
+}
+
+/// `samlab hessian`: writes RUN_DIR/hessian.json and prints the eigenvalue and the feature sparsity.
+pub fn hessian(args: &HessianArgs) -> Result<()> {
+    let cfg = HessianConfig {
+        examples: args.examples,
+        m: args.m,
+        split: args.split.into(),
+        bn: args.bn.into(),
+        max_iters: args.max_iters,
+        tol: args.tol,
+        eps_rel: args.eps_rel,
+        seed: args.seed,
+    };
+    let run = LoadedRun::load(&args.run_dir, args.checkpoint.into())?;
+    let report = run_hessian(&run, &cfg)?;
+    let path = args.run_dir.join("hessian.json");
+    write_atomic(&path, |p| write_json(p, &report))?;
+    let t = &report.top_eigenvalue;
+    let f = &report.feature_sparsity;
+    println!(
+        "top Hessian eigenvalue {:.4e} (last two estimates {:.1e} apart) after {} power iterations ({}), eps {:.2e}, loss {:.4}, |grad| {:.3e}",
+        t.eigenvalue,
+        t.spread,
+        t.iterations,
+        if t.converged { "converged" } else { "not converged" },
+        t.eps,
+        t.loss,
+        t.grad_norm
+    );
+    println!(
+        "feature sparsity {:.4} ({} of {} features distinct and active, activation fraction {:.4})",
+        f.sparsity, f.distinct, report.feature_neurons, f.activation_fraction
+    );
+    println!("-> {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! End-to-end tests of `samlab sharpness`, `samlab interpolate` and `samlab hessian` on tiny runs.
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::Path;
+
+use serde_json::Value;
+
+/// A two-epoch MLP run on 300 images of the shipped Fashion-MNIST subset.
+fn tiny_run(out: &Path, width: &str, seed: &str) {
+    ok(&[
+        "train",
+        "--model",
+        "mlp",
+        "--width",
+        width,
+        "--norm",
+        "batch",
+        "--dataset",
+        "fashion-mnist",
+        "--train-limit",
+        "300",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "30",
+        "--seed",
+        seed,
+        "--out",
+        p(out),
+    ]);
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn sharpness_and_hessian_write_their_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_run(&run, "8", "1");
+    let stdout = ok(&[
+        "sharpness",
+        p(&run),
+        "--examples",
+        "64",
+        "--m",
+        "32",
+        "--rho",
+        "0.2",
+        "--average",
+        "--samples",
+        "2",
+    ]);
+    assert!(
+        stdout.contains("worst case") && stdout.contains("average case"),
+        "{stdout}"
+    );
+    let s = json(&run.join("sharpness.json"));
+    assert_eq!(s["run"]["checkpoint"], "last");
+    assert_eq!(s["run"]["model"]["arch"], "mlp");
+    assert_eq!(num(&s["config"]["rho"]), 0.2);
+    assert_eq!(s["config"]["bn"], "batch");
+    let r = &s["result"];
+    assert_eq!(r["chunks"].as_array().unwrap().len(), 2);
+    assert!(num(&r["loss_increase"]) > 0.0, "{r}");
+    assert!(num(&r["max_delta_norm"]) <= 0.2 * (1.0 + 1e-5), "{r}");
+    assert!(num(&r["average"]["loss_increase"]).is_finite(), "{r}");
+    assert!(num(&r["loss"]) > 0.0 && (0.0..=1.0).contains(&num(&r["error"])));
+
+    ok(&[
+        "hessian",
+        p(&run),
+        "--checkpoint",
+        "best",
+        "--examples",
+        "32",
+        "--m",
+        "16",
+        "--max-iters",
+        "4",
+    ]);
+    let h = json(&run.join("hessian.json"));
+    assert_eq!(h["run"]["checkpoint"], "best");
+    let top = &h["top_eigenvalue"];
+    assert!(num(&top["eigenvalue"]) > 0.0, "{top}");
+    assert_eq!(
+        top["trace"].as_array().unwrap().len(),
+        top["iterations"].as_u64().unwrap() as usize
+    );
+    assert!(top["iterations"].as_u64().unwrap() <= 4);
+    assert_eq!(h["feature_neurons"], 8);
+    let f = &h["feature_sparsity"];
+    assert!((0.0..=1.0).contains(&num(&f["sparsity"])), "{f}");
+    assert!(num(&f["sparsity"]) <= num(&f["activation_fraction"]), "{f}");
+}
+
+#[test]
+fn interpolate_writes_the_curve_and_refuses_other_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    tiny_run(&a, "8", "1");
+    tiny_run(&b, "8", "2");
+    tiny_run(&c, "6", "1");
+    let out = tmp.path().join("interp");
+    let args = |b: &Path, out: &Path| -> Vec<String> {
+        [
+            "interpolate",
+            p(&a),
+            p(b),
+            "--out",
+            p(out),
+            "--from",
+            "-0.5",
+            "--to",
+            "1.5",
+            "--step",
+            "0.5",
+            "--bn-examples",
+            "100",
+            "--examples",
+            "40",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    ok(&strs(&args(&b, &out)));
+    let csv = fs::read_to_string(out.join("interpolation.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "alpha,train_loss,train_error,test_loss,test_error"
+    );
+    assert_eq!(lines.len(), 6, "{csv}");
+    assert!(
+        lines[2].starts_with("0,") && lines[4].starts_with("1,"),
+        "{csv}"
+    );
+    let j = json(&out.join("interpolation.json"));
+    assert_eq!(j["points"].as_array().unwrap().len(), 5);
+    assert_eq!(j["bn_reestimated"], true);
+    let s = &j["summary"];
+    assert_eq!(num(&s["at_0"]["alpha"]), 0.0);
+    assert_ne!(s["at_0"]["test_loss"], s["at_1"]["test_loss"]);
+    assert!(num(&s["train_loss_barrier"]) >= 0.0);
+    assert!(num(&s["min_test_error"]) <= num(&s["at_0"]["test_error"]));
+    assert!(out.join("interpolation.svg").exists() && out.join("interpolation.png").exists());
+
+    let refused = tmp.path().join("refused");
+    let err = bad(&strs(&args(&c, &refused)));
+    assert!(err.contains("different models"), "{err}");
+    assert!(!refused.exists(), "nothing written");
+}
+
+#[test]
+fn bad_input_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_run(&run, "4", "3");
+    let err = bad(&[
+        "sharpness",
+        p(&run),
+        "--rho",
+        "0",
+        "--examples",
+        "32",
+        "--m",
+        "32",
+    ]);
+    assert!(err.contains("rho"), "{err}");
+    let err = bad(&["sharpness", p(&run), "--examples", "50", "--m", "32"]);
+    assert!(err.contains("divide"), "{err}");
+    let err = bad(&["hessian", p(&run), "--examples", "100000"]);
+    assert!(err.contains("examples"), "{err}");
+    assert!(!run.join("sharpness.json").exists() && !run.join("hessian.json").exists());
+    // A directory with a config but no checkpoint yet, and one that is not a run at all.
+    let fresh = tmp.path().join("fresh");
+    fs::create_dir(&fresh).unwrap();
+    fs::copy(run.join("config.toml"), fresh.join("config.toml")).unwrap();
+    let err = bad(&["sharpness", p(&fresh)]);
+    assert!(err.contains("no checkpoint"), "{err}");
+    let err = bad(&["hessian", p(tmp.path())]);
+    assert!(err.contains("config.toml"), "{err}");
+}

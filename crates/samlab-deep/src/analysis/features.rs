@@ -1,0 +1,40 @@
+//! Feature sparsity of the last block (SPEC section 9): the authors' coefficient
+//! ([`feature_stats_of`]) on the penultimate post-ReLU features ([`Network::features`]).
+
+use burn::tensor::Tensor;
+use ndarray::Array2;
+use samlab_core::relu_net::metrics::{feature_stats_of, FeatureStats};
+
+use crate::models::Network;
+use crate::nn::{BnMode, BnStats, Ctx};
+use crate::trainer::Batch;
+
+/// The correlation threshold the authors use for deep nets (0.99 for small ones).
+pub const DEEP_CORR_THRESHOLD: f64 = 0.95;
+
+/// Feature statistics of the network at `params` on `examples`, in evaluation mode (BatchNorm with the running
+/// statistics `bn`), and the number of features.
+pub fn feature_sparsity(
+    net: &Network,
+    params: &[Tensor<1>],
+    bn: &BnStats,
+    examples: &Batch,
+    corr_threshold: f64,
+) -> (FeatureStats, usize) {
+    let mut ctx = Ctx {
+        params,
+        mode: BnMode::Running,
+        stats: &mut bn.clone(),
+    };
+    let phi = net.features(&mut ctx, examples.x.clone());
+    let [n, d] = phi.dims();
+    let values: Vec<f64> = phi
+        .into_data()
+        .try_into_vec::<f32>()
+        .expect("f32 features")
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let phi = Array2::from_shape_vec((n, d), values).expect("n x d features");
+    (feature_stats_of(&phi, corr_threshold), d)
+}

@@ -1,0 +1,223 @@
+//! Analysis of trained networks, on the weights of a run directory's checkpoint:
+//!
+//! - [`sharpness`]: worst-case m-sharpness by projected gradient ascent in the $\rho$-ball (the authors'
+//!   `eval_sharpness.py`) and average-case Gaussian sharpness;
+//! - [`interpolate`]: train/test loss and error along the line between two runs' weights, BatchNorm statistics
+//!   re-estimated at every point (the authors' `eval_loss_surface.py`);
+//! - [`hessian`]: the top eigenvalue of the training loss's Hessian by power iteration on finite-difference
+//!   Hessian-vector products;
+//! - [`features`]: the feature-sparsity coefficient of the penultimate (post-ReLU) features (SPEC section 9).
+//!
+//! Every tool works on the first `N` examples of a split, without augmentation; losses are the plain mean
+//! cross-entropy (no L2 term).
+
+pub mod features;
+pub mod hessian;
+pub mod interpolate;
+pub mod sharpness;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use samlab_core::{ConfigError, DataError};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::Checkpoint;
+use crate::data::DatasetKind;
+use crate::models::{ModelSpec, Network};
+use crate::nn::BnMode;
+use crate::run::{prepare_data, DeepRunConfig, PreparedData, RunError};
+use crate::trainer::{Batch, BnPolicy, TrainState};
+
+/// Which checkpoint of a run to analyse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointKind {
+    /// `checkpoint/last.ckpt`: the end of the last finished epoch.
+    Last,
+    /// `checkpoint/best.ckpt`: the epoch with the lowest validation error (early stopping).
+    Best,
+}
+
+impl CheckpointKind {
+    /// The file name inside `<run>/checkpoint/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            CheckpointKind::Last => "last.ckpt",
+            CheckpointKind::Best => "best.ckpt",
+        }
+    }
+}
+
+/// The examples a tool is evaluated on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    /// The run's training split (validation excluded), with the run's training labels (noisy where it used
+    /// label noise).
+    Train,
+    /// The test set (clean labels).
+    Test,
+}
+
+/// What BatchNorm does in the passes of the sharpness and Hessian tools.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BnEval {
+    /// Training mode: every pass normalizes with the statistics of its chunk of examples; the stored running
+    /// statistics are neither used nor changed. This is how BatchNorm behaves in the SAM passes during training
+    /// (SPEC 1.3), so it measures the quantity m-SAM's ascent actually sees.
+    Batch,
+    /// Evaluation mode: the checkpoint's running statistics, never changed.
+    Running,
+}
+
+impl BnEval {
+    /// The forward-pass mode.
+    pub fn mode(self) -> BnMode {
+        match self {
+            BnEval::Batch => BnMode::Batch { update: false },
+            BnEval::Running => BnMode::Running,
+        }
+    }
+
+    /// The trainer's policy whose ascent passes normalize the same way (with the clean-pass policy the only
+    /// update is to a throwaway copy of the statistics, which batch-mode passes never read).
+    pub fn policy(self) -> BnPolicy {
+        match self {
+            BnEval::Batch => BnPolicy::CleanPassOnly,
+            BnEval::Running => BnPolicy::Frozen,
+        }
+    }
+}
+
+/// Which run and checkpoint a result is about.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The checkpoint.
+    pub checkpoint: CheckpointKind,
+    /// Its model.
+    pub model: ModelSpec,
+    /// The data set.
+    pub dataset: DatasetKind,
+    /// Number of parameters.
+    pub num_params: usize,
+    /// Epochs finished when the checkpoint was written.
+    pub epochs_done: Option<u64>,
+    /// Updates done when the checkpoint was written.
+    pub steps_done: Option<u64>,
+}
+
+/// A run directory's config, data (split and label noise as in training), network and checkpointed state.
+pub struct LoadedRun {
+    /// Its config.toml.
+    pub config: DeepRunConfig,
+    /// The network of the checkpoint's model spec.
+    pub net: Network,
+    /// The data as the run saw it.
+    pub data: PreparedData,
+    /// Weights and BatchNorm statistics of the checkpoint.
+    pub state: TrainState,
+    /// The device of the run's config.
+    pub device: Device,
+    /// What was loaded from where.
+    pub info: RunInfo,
+}
+
+fn usage(dir: &Path, why: String) -> RunError {
+    RunError::Usage(format!("{}: {why}", dir.display()))
+}
+
+impl LoadedRun {
+    /// Loads `dir/config.toml`, the run's data and `dir/checkpoint/<kind>`, checking that they fit together.
+    pub fn load(dir: &Path, kind: CheckpointKind) -> Result<Self, RunError> {
+        let config_path = dir.join("config.toml");
+        let text = fs::read_to_string(&config_path).map_err(|e| {
+            usage(
+                dir,
+                format!("not a deep-net run directory (config.toml: {e})"),
+            )
+        })?;
+        let config: DeepRunConfig = toml::from_str(&text).map_err(|e| DataError::Read {
+            path: config_path,
+            reason: format!("not a deep-net run config: {e}"),
+        })?;
+        let path = dir.join("checkpoint").join(kind.file_name());
+        if !path.exists() {
+            let hint = match kind {
+                CheckpointKind::Last => "the run has not finished an epoch yet",
+                CheckpointKind::Best => {
+                    "no epoch was evaluated on a validation split; use the last checkpoint"
+                }
+            };
+            return Err(usage(
+                dir,
+                format!("no checkpoint {} ({hint})", path.display()),
+            ));
+        }
+        let ckpt = Checkpoint::load(&path)?;
+        let data = prepare_data(&config.data, config.train.seed)?;
+        if ckpt.model.input != data.train.shape || ckpt.model.classes != data.train.classes {
+            return Err(DataError::Read {
+                path,
+                reason: format!(
+                    "the checkpoint's model takes {:?} inputs and {} classes, the run's data has {:?} and {}",
+                    ckpt.model.input, ckpt.model.classes, data.train.shape, data.train.classes
+                ),
+            }
+            .into());
+        }
+        let net = Network::new(&ckpt.model)?;
+        ckpt.check_model(&net, &path)?;
+        let device = crate::device(&config.train.device)?;
+        let progress = |key: &str| ckpt.progress.get(key).and_then(|v| v.as_u64());
+        let info = RunInfo {
+            dir: dir.to_path_buf(),
+            checkpoint: kind,
+            model: ckpt.model.clone(),
+            dataset: config.data.dataset,
+            num_params: net.num_params(),
+            epochs_done: progress("epochs_done"),
+            steps_done: progress("steps_done"),
+        };
+        Ok(LoadedRun {
+            state: ckpt.to_state(&device),
+            config,
+            net,
+            data,
+            device,
+            info,
+        })
+    }
+
+    /// The first `n` examples of `split`, without augmentation.
+    pub fn examples(&self, split: Split, n: usize) -> Result<Batch, ConfigError> {
+        let (set, labels, name) = match split {
+            Split::Train => (&self.data.train, &self.data.train_labels, "training split"),
+            Split::Test => (&self.data.test, &self.data.test.labels, "test set"),
+        };
+        if n == 0 || n > set.len() {
+            return Err(ConfigError::Invalid {
+                field: "examples",
+                reason: format!("must be in 1..={} (the {name}'s size), got {n}", set.len()),
+            });
+        }
+        let indices: Vec<usize> = (0..n).collect();
+        Ok(Batch::unaugmented(set, labels, &indices, &self.device))
+    }
+}
+
+/// `examples` cut into chunks of `m`; `m` must divide the number of examples (no example is silently dropped).
+pub fn chunks(examples: &Batch, m: usize) -> Result<Vec<Batch>, ConfigError> {
+    let n = examples.len();
+    if m == 0 || !n.is_multiple_of(m) {
+        return Err(ConfigError::Invalid {
+            field: "m",
+            reason: format!("the chunk size must divide the number of examples {n}, got {m}"),
+        });
+    }
+    Ok((0..n / m).map(|c| examples.slice(c * m, m)).collect())
+}
