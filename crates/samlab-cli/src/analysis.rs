@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use samlab_core::run_dir::{write_csv, write_json};
+use samlab_core::run_dir::{self, write_csv, write_json};
 use samlab_deep::analysis::hessian::{run_hessian, HessianConfig};
 use samlab_deep::analysis::interpolate::{
     check_compatible, interpolate, InterpolationConfig, InterpolationPoint,
@@ -183,12 +183,9 @@ pub struct HessianArgs {
     pub seed: u64,
 }
 
-/// Writes `path` by writing `<path>.tmp` with `write` and renaming it.
+/// [`run_dir::write_atomic`] with the path in the error.
 fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    write(&tmp)
-        .and_then(|()| fs::rename(&tmp, path))
-        .with_context(|| format!("cannot write {}", path.display()))
+    run_dir::write_atomic(path, write).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// A setting's name as written in the JSON output.

@@ -109,6 +109,14 @@ impl Drop for RunDirWriter {
     }
 }
 
+/// Replaces `path` atomically: `write` fills `<path>.tmp`, which is then renamed over `path`, so a reader (or a
+/// crash) never sees a half-written file.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    write(&tmp)?;
+    fs::rename(&tmp, path)
+}
+
 /// Writes `value` as pretty JSON.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;

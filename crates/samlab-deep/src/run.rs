@@ -27,6 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use samlab_core::run_dir;
 use samlab_core::sam::{AscentSource, SamConfig};
 use samlab_core::schedule::LrSchedule;
 use samlab_core::{ConfigError, DataError};
@@ -176,9 +177,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunError + '_ {
 
 /// Writes `bytes` to `path` atomically (temporary file, then rename).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    run_dir::write_atomic(path, |tmp| fs::write(tmp, bytes)).map_err(io_err(path))
 }
 
 /// Serde for `f64` fields that may be NaN: JSON has no NaN, so it is written as `null` and read back as NaN.
