@@ -96,6 +96,9 @@ pub struct Series {
     /// A shaded band `(x, low, high)` in the series' colour behind its line (e.g. the spread over seeds);
     /// empty for none. Points with a coordinate that cannot be shown are dropped.
     pub band: Vec<(f64, f64, f64)>,
+    /// Palette slot of the line, band and markers; `None` uses the series' position in the figure (so series
+    /// of one method can share a colour, e.g. its test curve solid and its train curve dashed).
+    pub color: Option<usize>,
 }
 
 impl Series {
@@ -107,6 +110,7 @@ impl Series {
             dashed: false,
             markers: false,
             band: vec![],
+            color: None,
         }
     }
 }
@@ -505,6 +509,7 @@ impl Axis {
 
 /// A series after filtering, in plot space.
 struct PreparedSeries {
+    /// Palette slot.
     index: usize,
     name: String,
     points: Vec<(f64, f64)>,
@@ -560,7 +565,7 @@ fn prepare(fig: &Figure) -> Result<Prepared, PlotError> {
                 .collect();
             if !points.is_empty() {
                 series.push(PreparedSeries {
-                    index,
+                    index: s.color.unwrap_or(index),
                     name: if series.len() == first {
                         s.name.clone()
                     } else {
@@ -1051,6 +1056,7 @@ mod tests {
                     points: steps.iter().map(|&s| (s, 2.0 / s.powf(0.6))).collect(),
                     dashed: true,
                     markers: true,
+                    color: None,
                     band: vec![],
                 },
             ],
@@ -1228,6 +1234,7 @@ mod tests {
                 ],
                 dashed: false,
                 markers: true,
+                color: None,
                 band: vec![],
             }],
             ..Figure::new("scatter", "x", "y")
@@ -1244,15 +1251,23 @@ mod tests {
     }
 
     #[test]
-    fn bands_widen_the_auto_range_and_render() {
+    fn bands_widen_the_auto_range_and_colours_can_be_shared() {
         let fig = Figure {
-            series: vec![Series {
-                band: vec![(1.0, 0.5, 3.0), (2.0, 1.0, 4.0), (3.0, f64::NAN, 1.0)],
-                ..Series::new("mean", vec![(1.0, 1.0), (2.0, 2.0)])
-            }],
+            series: vec![
+                Series {
+                    band: vec![(1.0, 0.5, 3.0), (2.0, 1.0, 4.0), (3.0, f64::NAN, 1.0)],
+                    ..Series::new("mean", vec![(1.0, 1.0), (2.0, 2.0)])
+                },
+                Series {
+                    color: Some(0),
+                    dashed: true,
+                    ..Series::new("same colour", vec![(1.0, 1.5), (2.0, 2.5)])
+                },
+            ],
             ..Figure::new("band", "x", "y")
         };
         let p = prepare(&fig).unwrap();
+        assert_eq!((p.series[0].index, p.series[1].index), (0, 0));
         // Highs left to right, then lows right to left; the point with a NaN is dropped.
         assert_eq!(
             p.series[0].band,
@@ -1279,6 +1294,7 @@ mod tests {
             points: steps.iter().map(|&s| (s, 1.5 / s.powf(0.7))).collect(),
             dashed: false,
             markers: true,
+            color: None,
             band: vec![],
         });
         fig.series.push(Series {
@@ -1286,6 +1302,7 @@ mod tests {
             points: steps.iter().map(|&s| (s, 2.5 / s.powf(0.55))).collect(),
             dashed: true,
             markers: false,
+            color: None,
             band: vec![],
         });
         fig.vlines = vec![(300.0, "switch to 1-SAM".into())];

@@ -475,6 +475,7 @@ pub fn sweep_figure(
             points: per_x.iter().map(|&(x, (m, _))| (x, m)).collect(),
             dashed: false,
             markers: true,
+            color: None,
             band: per_x
                 .iter()
                 .filter(|(_, (m, _))| m.is_finite())
@@ -492,6 +493,7 @@ pub fn sweep_figure(
         points: vec![(lo, m), (hi, m)],
         dashed: true,
         markers: false,
+        color: None,
         band: vec![(lo, m - s, m + s), (hi, m - s, m + s)],
     });
     let figure = Figure {
@@ -522,6 +524,7 @@ pub fn epoch_series(label: String, per_seed: &[Vec<f64>], from: usize, dashed: b
         points: stats.iter().map(|&(x, m, _)| (x, m)).collect(),
         dashed,
         markers: false,
+        color: None,
         band: stats.iter().map(|&(x, m, s)| (x, m - s, m + s)).collect(),
     }
 }

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use samlab_core::sam::SamConfig;
 use samlab_deep::run::{DeepRunConfig, EpochRow, RunOutcome};
-use samlab_report::{Figure, Scale, Section};
+use samlab_report::{Figure, Scale, Section, Series};
 
 use super::deep_common::{epoch_series, fmt_pct, mean_std, metric, values, DeepScale};
 use super::{ClaimSpec, Ctx, Experiment};
@@ -89,22 +89,26 @@ impl Experiment for LabelNoise {
         let methods = methods(scale);
         let runs = ctx.deep_groups(&self.deep_runs(scale))?;
         let (m, rho_m) = (scale.small_m, scale.noise_rho_small_m);
+        // One colour per method: test error solid, error on the noisy examples dashed.
         let mut series = vec![];
-        for ((label, _, _), r) in methods.iter().zip(&runs) {
-            series.push(epoch_series(
-                format!("{label}: test"),
-                &per_epoch(r, |row| row.test_error),
-                1,
-                false,
-            ));
-        }
-        for ((label, _, _), r) in methods.iter().zip(&runs) {
-            series.push(epoch_series(
-                format!("{label}: noisy train examples"),
-                &per_epoch(r, |row| row.noisy_eval_error),
-                1,
-                true,
-            ));
+        for (k, ((label, _, _), r)) in methods.iter().zip(&runs).enumerate() {
+            for (what, pick, dashed) in [
+                (
+                    "test",
+                    (|row: &EpochRow| row.test_error) as fn(&EpochRow) -> f64,
+                    false,
+                ),
+                (
+                    "noisy train examples",
+                    |row: &EpochRow| row.noisy_eval_error,
+                    true,
+                ),
+            ] {
+                series.push(Series {
+                    color: Some(k),
+                    ..epoch_series(format!("{label}: {what}"), &per_epoch(r, pick), 1, dashed)
+                });
+            }
         }
         let figure = Figure {
             title: "Test error (solid) and error on the noisy training examples w.r.t. their noisy labels (dashed)".into(),

@@ -73,6 +73,7 @@ fn interpolation_figure(interp: &[Interpolation]) -> Figure {
             points: stats.iter().map(|&(a, m, _)| (a, m)).collect(),
             dashed,
             markers: false,
+            color: None,
             band: stats.iter().map(|&(a, m, s)| (a, m - s, m + s)).collect(),
         }
     };
@@ -91,20 +92,24 @@ fn interpolation_figure(interp: &[Interpolation]) -> Figure {
     }
 }
 
-/// Test error per epoch of phase 1 followed by phase 2, from `from_epoch` on.
+/// Test error per epoch of phase 1 followed by phase 2, from `from_epoch` on, in the colour of phase 1's method.
 fn curve(
     label: &str,
     phase1: &[RunOutcome],
     phase2: &[RunOutcome],
     from_epoch: usize,
     dashed: bool,
+    color: usize,
 ) -> Series {
     let per_seed: Vec<Vec<f64>> = phase1
         .iter()
         .zip(phase2)
         .map(|(a, b)| a.rows.iter().chain(&b.rows).map(|r| r.test_error).collect())
         .collect();
-    epoch_series(label.into(), &per_seed, from_epoch, dashed)
+    Series {
+        color: Some(color),
+        ..epoch_series(label.into(), &per_seed, from_epoch, dashed)
+    }
 }
 
 impl Experiment for Switching {
@@ -205,10 +210,10 @@ impl Experiment for Switching {
             x_scale: Scale::Linear,
             y_scale: Scale::Linear,
             series: vec![
-                curve("ERM", &erm1, &ee, from, false),
-                curve("ERM -> SAM", &erm1, &es, from, true),
-                curve(&format!("SAM (m = {m})"), &sam1, &ss, from, false),
-                curve("SAM -> ERM", &sam1, &se, from, true),
+                curve("ERM", &erm1, &ee, from, false, 0),
+                curve("ERM -> SAM", &erm1, &es, from, true, 0),
+                curve(&format!("SAM (m = {m})"), &sam1, &ss, from, false, 1),
+                curve("SAM -> ERM", &sam1, &se, from, true, 1),
             ],
             vlines: vec![(e1 as f64 + 0.5, "switch".into())],
             y_range: None,

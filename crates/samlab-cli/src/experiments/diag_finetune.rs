@@ -226,6 +226,7 @@ fn switch_figure(dir: &Path, test: bool, runs: &[DiagOutcome]) -> Result<std::pa
             points: both(&runs[0], &runs[2]),
             dashed: false,
             markers: false,
+            color: None,
             band: vec![],
         },
         Series {
@@ -233,6 +234,7 @@ fn switch_figure(dir: &Path, test: bool, runs: &[DiagOutcome]) -> Result<std::pa
             points: both(&runs[0], &runs[3]),
             dashed: false,
             markers: false,
+            color: None,
             band: vec![],
         },
         Series {
@@ -240,6 +242,7 @@ fn switch_figure(dir: &Path, test: bool, runs: &[DiagOutcome]) -> Result<std::pa
             points: both(&runs[1], &runs[4]),
             dashed: true,
             markers: false,
+            color: None,
             band: vec![],
         },
     ];
@@ -270,6 +273,7 @@ fn interpolation_figure(dir: &Path, interp: &[(f64, f64, f64)]) -> Result<std::p
                 points: interp.iter().map(|p| (p.0, p.1)).collect(),
                 dashed: false,
                 markers: false,
+                color: None,
                 band: vec![],
             },
             Series {
@@ -277,6 +281,7 @@ fn interpolation_figure(dir: &Path, interp: &[(f64, f64, f64)]) -> Result<std::p
                 points: interp.iter().map(|p| (p.0, p.2)).collect(),
                 dashed: false,
                 markers: false,
+                color: None,
                 band: vec![],
             },
         ],

@@ -368,6 +368,7 @@ impl Experiment for RhoGrid {
                     points: GRID_RHOS.iter().map(|&r| (r, erm)).collect(),
                     dashed: true,
                     markers: false,
+                    color: None,
                     band: vec![],
                 },
                 Series {
@@ -379,6 +380,7 @@ impl Experiment for RhoGrid {
                         .collect(),
                     dashed: false,
                     markers: true,
+                    color: None,
                     band: vec![],
                 },
                 Series {
@@ -394,6 +396,7 @@ impl Experiment for RhoGrid {
                         .collect(),
                     dashed: false,
                     markers: true,
+                    color: None,
                     band: vec![],
                 },
             ],

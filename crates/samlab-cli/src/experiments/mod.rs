@@ -284,6 +284,7 @@ pub fn curves_figure(
                 .collect(),
             dashed: k > 0 && name.contains("n-SAM"),
             markers: false,
+            color: None,
             band: vec![],
         })
         .collect();

@@ -91,6 +91,7 @@ pub fn data_points() -> Series {
         points,
         dashed: false,
         markers: true,
+        color: None,
         band: vec![],
     }
 }
@@ -114,6 +115,7 @@ pub fn functions_figure(
             points,
             dashed: k % 2 == 1 && runs.len() <= 2,
             markers: false,
+            color: None,
             band: vec![],
         });
     }
@@ -165,6 +167,7 @@ pub fn along_figure(
                 .collect(),
             dashed: false,
             markers: false,
+            color: None,
             band: vec![],
         })
         .collect();

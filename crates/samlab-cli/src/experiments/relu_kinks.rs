@@ -141,6 +141,7 @@ impl Experiment for Kinks {
                         .collect(),
                     dashed: true,
                     markers: true,
+                    color: None,
                     band: vec![],
                 },
                 Series {
@@ -152,6 +153,7 @@ impl Experiment for Kinks {
                         .collect(),
                     dashed: false,
                     markers: true,
+                    color: None,
                     band: vec![],
                 },
             ],

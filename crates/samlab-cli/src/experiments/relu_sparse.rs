@@ -209,6 +209,7 @@ impl Experiment for LargeStepDiag {
                         .collect(),
                     dashed: false,
                     markers: false,
+                    color: None,
                     band: vec![],
                 })
                 .collect(),

@@ -239,6 +239,7 @@ impl Experiment for ImplicitBiasStudy {
                     points: coords(&r.alpha_eff),
                     dashed: false,
                     markers: true,
+                    color: None,
                     band: vec![],
                 })
                 .collect(),
@@ -258,6 +259,7 @@ impl Experiment for ImplicitBiasStudy {
                     points: coords(&example.beta_trained),
                     dashed: false,
                     markers: true,
+                    color: None,
                     band: vec![],
                 },
                 Series {
@@ -265,6 +267,7 @@ impl Experiment for ImplicitBiasStudy {
                     points: coords(&example.beta_pred_alpha_eff),
                     dashed: true,
                     markers: false,
+                    color: None,
                     band: vec![],
                 },
                 Series {
@@ -272,6 +275,7 @@ impl Experiment for ImplicitBiasStudy {
                     points: coords(&example.beta_pred_alpha0),
                     dashed: true,
                     markers: false,
+                    color: None,
                     band: vec![],
                 },
             ],
@@ -306,6 +310,7 @@ impl Experiment for ImplicitBiasStudy {
                     points: pick("1-SAM", true),
                     dashed: false,
                     markers: true,
+                    color: None,
                     band: vec![],
                 },
                 Series {
@@ -313,6 +318,7 @@ impl Experiment for ImplicitBiasStudy {
                     points: pick("1-SAM", false),
                     dashed: true,
                     markers: false,
+                    color: None,
                     band: vec![],
                 },
                 Series {
@@ -320,6 +326,7 @@ impl Experiment for ImplicitBiasStudy {
                     points: pick("n-SAM", true),
                     dashed: false,
                     markers: true,
+                    color: None,
                     band: vec![],
                 },
                 Series {
@@ -327,6 +334,7 @@ impl Experiment for ImplicitBiasStudy {
                     points: pick("n-SAM", false),
                     dashed: true,
                     markers: false,
+                    color: None,
                     band: vec![],
                 },
             ],

@@ -200,6 +200,7 @@ impl Experiment for Convergence {
                             points: measured.to_vec(),
                             dashed: false,
                             markers: true,
+                            color: None,
                             band: vec![],
                         },
                         Series {
@@ -207,6 +208,7 @@ impl Experiment for Convergence {
                             points: bound.to_vec(),
                             dashed: true,
                             markers: false,
+                            color: None,
                             band: vec![],
                         },
                     ],
