@@ -230,8 +230,7 @@ pub fn normal_like(net: &Network, stream: &mut Stream, device: &Device) -> Param
         .iter()
         .map(|spec| {
             let n = spec.numel();
-            let v: Vec<f32> = (0..n).map(|_| stream.normal() as f32).collect();
-            Tensor::from_data(TensorData::new(v, [n]), device)
+            Tensor::from_data(TensorData::new(stream.normals_f32(n), [n]), device)
         })
         .collect()
 }

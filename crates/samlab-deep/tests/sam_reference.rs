@@ -307,12 +307,8 @@ fn check(case: Case) {
             let noise = || {
                 let mut s = Stream::new(SEED, Purpose::Perturb, step as u64, g as u64);
                 w.iter()
-                    .map(|t| {
-                        t.iter()
-                            .map(|_| s.normal() as f32 as f64)
-                            .collect::<Vec<f64>>()
-                    })
-                    .collect::<Vec<_>>()
+                    .map(|t| s.normals_f32(t.len()).into_iter().map(f64::from).collect())
+                    .collect::<Vec<Vec<f64>>>()
             };
             let mut clean_updated = false;
             let delta: Vec<Vec<f64>> = if case.rho == 0.0 {
