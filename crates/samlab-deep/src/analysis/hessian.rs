@@ -60,7 +60,7 @@ pub struct HessianConfig {
 impl Default for HessianConfig {
     fn default() -> Self {
         HessianConfig {
-            examples: 256,
+            examples: 1024,
             m: 128,
             split: Split::Train,
             bn: BnEval::Batch,
