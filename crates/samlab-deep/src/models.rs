@@ -201,6 +201,33 @@ pub struct Network {
     bn_channels: Vec<usize>,
 }
 
+/// A 3x3 convolution without bias, padding 1 (the ResNets' convolutions are followed by a normalization).
+fn conv3x3(b: &mut Builder, name: &str, cin: usize, cout: usize, stride: usize) -> Conv2d {
+    Conv2d::new(b, name, cin, cout, 3, stride, 1, false)
+}
+
+/// A 1x1 convolution without bias: the projection shortcut of a residual block.
+fn conv1x1(b: &mut Builder, name: &str, cin: usize, cout: usize, stride: usize) -> Conv2d {
+    Conv2d::new(b, name, cin, cout, 1, stride, 0, false)
+}
+
+/// The residual blocks of a ResNet, in order: `(name, input channels, output channels, stride)` for every block
+/// of `stages` (`(channels, blocks, stride of the stage's first block)`), starting from `cin` channels.
+fn residual_blocks(
+    mut cin: usize,
+    stages: &[(usize, usize, usize)],
+) -> Vec<(String, usize, usize, usize)> {
+    let mut blocks = Vec::new();
+    for (s, &(planes, count, stride)) in stages.iter().enumerate() {
+        for j in 0..count {
+            let stride = if j == 0 { stride } else { 1 };
+            blocks.push((format!("layer{}.{j}", s + 1), cin, planes, stride));
+            cin = planes;
+        }
+    }
+    blocks
+}
+
 fn bad(field: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { field, reason }
 }
@@ -295,57 +322,24 @@ impl Network {
                     ),
                     _ => (16, vec![(16 * k, 4, 1), (32 * k, 4, 2), (64 * k, 4, 2)]),
                 };
-                let stem = Conv2d::new(&mut b, "conv1", c_in, stem_out, 3, 1, 1, false);
+                let stem = conv3x3(&mut b, "conv1", c_in, stem_out, 1);
                 let mut blocks = Vec::new();
-                let mut cin = stem_out;
-                for (s, &(planes, count, stride)) in stages.iter().enumerate() {
-                    for j in 0..count {
-                        let name = format!("layer{}.{j}", s + 1);
-                        let stride = if j == 0 { stride } else { 1 };
-                        let shortcut = (stride != 1 || cin != planes).then(|| {
-                            Conv2d::new(
-                                &mut b,
-                                &format!("{name}.shortcut"),
-                                cin,
-                                planes,
-                                1,
-                                stride,
-                                0,
-                                false,
-                            )
-                        });
-                        let norm1 = Norm::new(&mut b, &format!("{name}.bn1"), norm, cin, groups);
-                        let conv1 = Conv2d::new(
-                            &mut b,
-                            &format!("{name}.conv1"),
-                            cin,
-                            planes,
-                            3,
-                            stride,
-                            1,
-                            false,
-                        );
-                        let norm2 = Norm::new(&mut b, &format!("{name}.bn2"), norm, planes, groups);
-                        let conv2 = Conv2d::new(
-                            &mut b,
-                            &format!("{name}.conv2"),
-                            planes,
-                            planes,
-                            3,
-                            1,
-                            1,
-                            false,
-                        );
-                        blocks.push(PreActBlock {
-                            norm1,
-                            conv1,
-                            norm2,
-                            conv2,
-                            shortcut,
-                        });
-                        cin = planes;
-                    }
+                for (name, cin, planes, stride) in residual_blocks(stem_out, &stages) {
+                    let shortcut = (stride != 1 || cin != planes)
+                        .then(|| conv1x1(&mut b, &format!("{name}.shortcut"), cin, planes, stride));
+                    let norm1 = Norm::new(&mut b, &format!("{name}.bn1"), norm, cin, groups);
+                    let conv1 = conv3x3(&mut b, &format!("{name}.conv1"), cin, planes, stride);
+                    let norm2 = Norm::new(&mut b, &format!("{name}.bn2"), norm, planes, groups);
+                    let conv2 = conv3x3(&mut b, &format!("{name}.conv2"), planes, planes, 1);
+                    blocks.push(PreActBlock {
+                        norm1,
+                        conv1,
+                        norm2,
+                        conv2,
+                        shortcut,
+                    });
                 }
+                let cin = stages.last().map_or(stem_out, |s| s.0);
                 let norm = Norm::new(&mut b, "bn", norm, cin, groups);
                 let head = Linear::new(&mut b, "linear", cin, spec.classes);
                 Body::PreAct {
@@ -356,68 +350,31 @@ impl Network {
                 }
             }
             Arch::Resnet34 => {
-                let stem = Conv2d::new(&mut b, "conv1", c_in, k, 3, 1, 1, false);
+                let stem = conv3x3(&mut b, "conv1", c_in, k, 1);
                 let stem_norm = Norm::new(&mut b, "bn1", norm, k, groups);
                 let stages = [(k, 3, 1), (2 * k, 4, 2), (4 * k, 6, 2), (8 * k, 3, 2)];
                 let mut blocks = Vec::new();
-                let mut cin = k;
-                for (s, &(planes, count, stride)) in stages.iter().enumerate() {
-                    for j in 0..count {
-                        let name = format!("layer{}.{j}", s + 1);
-                        let stride = if j == 0 { stride } else { 1 };
-                        let conv1 = Conv2d::new(
-                            &mut b,
-                            &format!("{name}.conv1"),
-                            cin,
-                            planes,
-                            3,
-                            stride,
-                            1,
-                            false,
-                        );
-                        let norm1 = Norm::new(&mut b, &format!("{name}.bn1"), norm, planes, groups);
-                        let conv2 = Conv2d::new(
-                            &mut b,
-                            &format!("{name}.conv2"),
-                            planes,
-                            planes,
-                            3,
-                            1,
-                            1,
-                            false,
-                        );
-                        let norm2 = Norm::new(&mut b, &format!("{name}.bn2"), norm, planes, groups);
-                        let shortcut = (stride != 1 || cin != planes).then(|| {
-                            (
-                                Conv2d::new(
-                                    &mut b,
-                                    &format!("{name}.shortcut.0"),
-                                    cin,
-                                    planes,
-                                    1,
-                                    stride,
-                                    0,
-                                    false,
-                                ),
-                                Norm::new(
-                                    &mut b,
-                                    &format!("{name}.shortcut.1"),
-                                    norm,
-                                    planes,
-                                    groups,
-                                ),
-                            )
-                        });
-                        blocks.push(PostActBlock {
-                            conv1,
-                            norm1,
-                            conv2,
-                            norm2,
-                            shortcut,
-                        });
-                        cin = planes;
-                    }
+                for (name, cin, planes, stride) in residual_blocks(k, &stages) {
+                    let conv1 = conv3x3(&mut b, &format!("{name}.conv1"), cin, planes, stride);
+                    let norm1 = Norm::new(&mut b, &format!("{name}.bn1"), norm, planes, groups);
+                    let conv2 = conv3x3(&mut b, &format!("{name}.conv2"), planes, planes, 1);
+                    let norm2 = Norm::new(&mut b, &format!("{name}.bn2"), norm, planes, groups);
+                    let shortcut = (stride != 1 || cin != planes).then(|| {
+                        let conv =
+                            conv1x1(&mut b, &format!("{name}.shortcut.0"), cin, planes, stride);
+                        let n =
+                            Norm::new(&mut b, &format!("{name}.shortcut.1"), norm, planes, groups);
+                        (conv, n)
+                    });
+                    blocks.push(PostActBlock {
+                        conv1,
+                        norm1,
+                        conv2,
+                        norm2,
+                        shortcut,
+                    });
                 }
+                let cin = stages[3].0;
                 let head = Linear::new(&mut b, "linear", cin, spec.classes);
                 Body::PostAct {
                     stem,
