@@ -27,7 +27,7 @@ use samlab_deep::run::{DeepRunConfig, Quiet, RunOutcome, Status};
 
 use samlab_report::{Figure, Scale, Series};
 
-use super::{par_map, Ctx};
+use super::Ctx;
 
 /// Which size the deep presets run at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -283,11 +283,8 @@ impl DeepRuns {
             todo.sort_by(|a, b| cost(&b.1).total_cmp(&cost(&a.1)));
             todo
         };
-        ctx.progress.inc_length(todo.len() as u64);
-        let outcomes = par_map(&todo, |(name, config)| {
-            let outcome = samlab_deep::run::train(config, &ctx.deep_dir(name), true, &mut Quiet);
-            ctx.progress.inc(1);
-            outcome
+        let outcomes = ctx.par_runs(&todo, |(name, config)| {
+            samlab_deep::run::train(config, &ctx.deep_dir(name), true, &mut Quiet)
         });
         let mut done = self.done.lock().expect("no worker panicked");
         for ((name, config), outcome) in todo.iter().zip(outcomes) {

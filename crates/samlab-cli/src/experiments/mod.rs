@@ -75,17 +75,24 @@ impl Ctx<'_> {
         self.out.join("deep_runs").join(name)
     }
 
+    /// [`par_map`] over training runs, each ticking the progress bar when it finishes.
+    pub fn par_runs<T: Sync, R: Send>(&self, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+        self.progress.inc_length(items.len() as u64);
+        par_map(items, |item| {
+            let r = f(item);
+            self.progress.inc(1);
+            r
+        })
+    }
+
     /// Runs named configs in parallel (one worker per core) into `<out>/<id>/<name>`; results in input order.
     pub fn diag_runs(
         &self,
         id: &str,
         runs: Vec<(String, DiagRunConfig)>,
     ) -> Result<Vec<DiagOutcome>> {
-        self.progress.inc_length(runs.len() as u64);
-        par_map(&runs, |(name, config)| {
-            let outcome = execute(config, &self.dir(id).join(name), true, &mut |_| {});
-            self.progress.inc(1);
-            outcome
+        self.par_runs(&runs, |(name, config)| {
+            execute(config, &self.dir(id).join(name), true, &mut |_| {})
         })
         .into_iter()
         .collect()

@@ -10,7 +10,7 @@ use samlab_core::sam::SamConfig;
 use samlab_core::schedule::LrSchedule;
 use samlab_report::{Figure, Scale, Series};
 
-use super::{fmt_loss, par_map, Ctx};
+use super::{fmt_loss, Ctx};
 use crate::relu::{execute, MetricSettings, NetMetrics, ReluData, ReluOutcome, ReluRunConfig};
 
 /// A width-100 network with SPEC §3's initialization (seed `seed`) on the 12-point problem, summed loss.
@@ -48,11 +48,8 @@ pub fn relu_runs(
     id: &str,
     runs: Vec<(String, ReluRunConfig)>,
 ) -> Result<Vec<ReluOutcome>> {
-    ctx.progress.inc_length(runs.len() as u64);
-    par_map(&runs, |(name, config)| {
-        let outcome = execute(config, &ctx.dir(id).join(name), true, &mut |_| {});
-        ctx.progress.inc(1);
-        outcome
+    ctx.par_runs(&runs, |(name, config)| {
+        execute(config, &ctx.dir(id).join(name), true, &mut |_| {})
     })
     .into_iter()
     .collect()

@@ -20,7 +20,7 @@ use samlab_report::{Figure, Scale, Section, Series};
 use super::relu_common::{
     along_figure, functions_figure, if_ok, median, relu_runs, relu_table, twelve_point_run,
 };
-use super::{curves_figure, diag_config, fmt_loss, par_map, ClaimSpec, Ctx, Experiment};
+use super::{curves_figure, diag_config, fmt_loss, ClaimSpec, Ctx, Experiment};
 use crate::diag::{execute, DiagOutcome};
 use crate::relu::{MetricSettings, NetMetrics, ReluData, ReluOutcome, ReluRunConfig};
 
@@ -116,9 +116,8 @@ impl Experiment for LargeStepDiag {
                 (super::dir_name(name), c)
             })
             .collect();
-        ctx.progress.inc_length(configs.len() as u64);
         // Non-zero coordinates at the logged iterations, from the engine's observer.
-        let results = par_map(
+        let results = ctx.par_runs(
             &configs,
             |(name, config)| -> Result<(DiagOutcome, Vec<f64>)> {
                 let nonzeros = Mutex::new(Vec::with_capacity(log_at.len()));
@@ -135,7 +134,6 @@ impl Experiment for LargeStepDiag {
                         nonzeros.lock().expect("one writer").push(count as f64);
                     }
                 })?;
-                ctx.progress.inc(1);
                 let mut nonzeros = nonzeros.into_inner().expect("one writer");
                 let last = outcome
                     .run

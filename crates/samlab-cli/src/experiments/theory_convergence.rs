@@ -89,11 +89,8 @@ impl Experiment for Convergence {
                 jobs.extend(seeds.iter().map(|&s| (rule, t, s)));
             }
         }
-        ctx.progress.inc_length(jobs.len() as u64);
-        let traces = par_map(&jobs, |&(rule, steps, seed)| {
-            let trace = run(&p, &zero, Some(1), false, rule, steps, seed);
-            ctx.progress.inc(1);
-            trace
+        let traces = ctx.par_runs(&jobs, |&(rule, steps, seed)| {
+            run(&p, &zero, Some(1), false, rule, steps, seed)
         });
         let sigma2 = traces.iter().map(|t| t.max_variance).fold(0.0, f64::max);
         let mean_over_seeds = |rule: StepRule, steps: usize, f: fn(&Trace) -> f64| -> f64 {
