@@ -28,31 +28,28 @@ impl Batches {
         }
     }
 
-    /// Draws the batch of update `t` (a no-op for full batches); at `t = 0` the previous batch is the first one.
-    pub fn advance(&mut self, t: usize, rng: &mut NumpyRandomState) {
-        if !self.sampled {
-            return;
+    /// Draws the batch of update `t` (a no-op for full batches; at `t = 0` the previous batch is the first one)
+    /// and returns it with the examples the SAM ascent of `source` uses.
+    pub fn advance(
+        &mut self,
+        t: usize,
+        rng: &mut NumpyRandomState,
+        source: AscentSource,
+    ) -> (&[usize], &[usize]) {
+        if self.sampled {
+            std::mem::swap(&mut self.previous, &mut self.current);
+            for i in self.current.iter_mut() {
+                *i = rng.randint(self.n as u64) as usize;
+            }
+            if t == 0 {
+                self.previous.clone_from(&self.current);
+            }
         }
-        std::mem::swap(&mut self.previous, &mut self.current);
-        for i in self.current.iter_mut() {
-            *i = rng.randint(self.n as u64) as usize;
-        }
-        if t == 0 {
-            self.previous.clone_from(&self.current);
-        }
-    }
-
-    /// The examples of this update.
-    pub fn current(&self) -> &[usize] {
-        &self.current
-    }
-
-    /// The examples the SAM ascent uses.
-    pub fn ascent(&self, source: AscentSource) -> &[usize] {
-        match source {
+        let ascent = match source {
             AscentSource::SameBatch => &self.current,
             AscentSource::PreviousBatch => &self.previous,
-        }
+        };
+        (&self.current, ascent)
     }
 }
 
@@ -64,18 +61,19 @@ mod tests {
     fn full_batches_stay_put_and_mini_batches_follow_numpy() {
         let mut rng = NumpyRandomState::new(7);
         let mut full = Batches::new(4, None);
-        full.advance(0, &mut rng);
-        assert_eq!(full.current(), &[0, 1, 2, 3]);
-        assert_eq!(full.ascent(AscentSource::PreviousBatch), &[0, 1, 2, 3]);
+        let (batch, ascent) = full.advance(0, &mut rng, AscentSource::PreviousBatch);
+        assert_eq!((batch, ascent), (&[0, 1, 2, 3][..], &[0, 1, 2, 3][..]));
         let mut mini = Batches::new(20, Some(2));
         let mut rng = NumpyRandomState::new(7);
-        mini.advance(0, &mut rng);
         // RandomState(7).randint(0, 20) draws 15, 4, 3, 19, ...
-        assert_eq!(mini.current(), &[15, 4]);
-        assert_eq!(mini.ascent(AscentSource::PreviousBatch), &[15, 4]);
-        mini.advance(1, &mut rng);
-        assert_eq!(mini.current(), &[3, 19]);
-        assert_eq!(mini.ascent(AscentSource::PreviousBatch), &[15, 4]);
-        assert_eq!(mini.ascent(AscentSource::SameBatch), &[3, 19]);
+        let (batch, ascent) = mini.advance(0, &mut rng, AscentSource::PreviousBatch);
+        assert_eq!((batch, ascent), (&[15, 4][..], &[15, 4][..]));
+        let (batch, ascent) = mini.advance(1, &mut rng, AscentSource::PreviousBatch);
+        assert_eq!((batch, ascent), (&[3, 19][..], &[15, 4][..]));
+        let mut same = Batches::new(20, Some(2));
+        let mut rng = NumpyRandomState::new(7);
+        same.advance(0, &mut rng, AscentSource::SameBatch);
+        let (batch, ascent) = same.advance(1, &mut rng, AscentSource::SameBatch);
+        assert_eq!((batch, ascent), (&[3, 19][..], &[3, 19][..]));
     }
 }

@@ -333,11 +333,8 @@ pub fn train(
         if t == config.iters {
             break;
         }
-        batches.advance(t, &mut rng);
-        let batch = batches.current();
-        let lr = config.lr.at(t, config.iters);
-        let rho = sam.rho_at(t as f64 / config.iters as f64, lr);
-        let ascent_rows = batches.ascent(sam.config().ascent_source);
+        let (batch, ascent_rows) = batches.advance(t, &mut rng, sam.config().ascent_source);
+        let (lr, rho) = sam.lr_rho_at(&config.lr, t, config.iters);
         observer(&StepView {
             t,
             params: &p,

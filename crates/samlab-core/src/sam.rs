@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::schedule::LrSchedule;
 
 /// How each group is formed: the size `m` of the sets that share one perturbation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +210,12 @@ impl CheckedSam {
     /// Examples per group ($m$).
     pub fn group_size(&self) -> usize {
         self.group_size
+    }
+
+    /// The learning rate and radius of update `t` of `total` under the schedule `lr` (every engine's loop).
+    pub fn lr_rho_at(&self, lr: &LrSchedule, t: usize, total: usize) -> (f64, f64) {
+        let lr = lr.at(t, total);
+        (lr, self.rho_at(t as f64 / total as f64, lr))
     }
 
     /// The radius at training fraction `frac` with learning rate `lr`; 0 outside the active window.

@@ -886,8 +886,7 @@ fn run_loop(
         let (mut lr, mut rho) = (0.0, 0.0);
         for b in first..last {
             let batch = batch_from_order(config, p, &order, epoch, b, bs);
-            lr = t.lr.at(step, p.total_steps);
-            rho = sam.rho_at(step as f64 / p.total_steps as f64, lr);
+            (lr, rho) = sam.lr_rho_at(&t.lr, step, p.total_steps);
             let prev = previous.as_ref().unwrap_or(&batch);
             let outcome = trainer.step(&mut state, &batch, prev, lr, rho, step as u64);
             if !outcome.finite {
