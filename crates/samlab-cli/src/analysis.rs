@@ -234,28 +234,30 @@ pub fn sharpness(args: &SharpnessArgs) -> Result<()> {
         "", "loss", "error", "loss increase", "error +"
     );
     println!("{:<14} {:>10.4} {:>9}", "original", r.loss, pct(r.error));
-    println!(
-        "{:<14} {:>10.4} {:>9} {:>16.4} {:>10}   rho {}, {} steps of {} rho, {} restart(s)",
+    // A perturbed row: the loss and error there, their increases, and how the perturbation was found.
+    let row = |label: &str, loss_increase: f64, error_increase: f64, how: String| {
+        println!(
+            "{label:<14} {:>10.4} {:>9} {loss_increase:>16.4} {:>10}   {how}",
+            r.loss + loss_increase,
+            pct(r.error + error_increase),
+            pct(error_increase),
+        );
+    };
+    row(
         "worst case",
-        r.loss + r.loss_increase,
-        pct(r.error + r.error_increase),
         r.loss_increase,
-        pct(r.error_increase),
-        cfg.rho,
-        cfg.steps,
-        cfg.step_size_mult,
-        cfg.restarts
+        r.error_increase,
+        format!(
+            "rho {}, {} steps of {} rho, {} restart(s)",
+            cfg.rho, cfg.steps, cfg.step_size_mult, cfg.restarts
+        ),
     );
     if let Some(a) = &r.average {
-        println!(
-            "{:<14} {:>10.4} {:>9} {:>16.4} {:>10}   sigma {:.3e}, {} draws per chunk",
+        row(
             "average case",
-            r.loss + a.loss_increase,
-            pct(r.error + a.error_increase),
             a.loss_increase,
-            pct(a.error_increase),
-            a.sigma,
-            a.samples
+            a.error_increase,
+            format!("sigma {:.3e}, {} draws per chunk", a.sigma, a.samples),
         );
     }
     println!("-> {}", path.display());
