@@ -458,41 +458,29 @@ pub fn sweep_figure(
     sweeps: &[Sweep],
 ) -> Result<PathBuf> {
     let k = if q.percent { 100.0 } else { 1.0 };
-    let stats = |v: &[f64]| {
-        let (m, s) = mean_std(v);
-        (k * m, k * s)
-    };
     let mut series = vec![];
     for sw in sweeps {
-        let per_x: Vec<(f64, (f64, f64))> = (0..sw.xs.len())
-            .map(|i| (sw.xs[i], stats(&sw.values(i, q.pick))))
+        let seeds = sw.runs.first().map_or(0, Vec::len);
+        let per_seed: Vec<Vec<f64>> = (0..seeds)
+            .map(|s| {
+                sw.runs
+                    .iter()
+                    .map(|runs| metric(&runs[s], q.pick))
+                    .collect()
+            })
             .collect();
         series.push(Series {
-            name: sw.label.clone(),
-            points: per_x.iter().map(|&(x, (m, _))| (x, m)).collect(),
-            dashed: false,
             markers: true,
-            color: None,
-            band: per_x
-                .iter()
-                .filter(|(_, (m, _))| m.is_finite())
-                .map(|&(x, (m, s))| (x, m - s, m + s))
-                .collect(),
+            ..seed_series(sw.label.clone(), &sw.xs, &per_seed, k, false)
         });
     }
     let xs: Vec<f64> = sweeps.iter().flat_map(|s| s.xs.iter().copied()).collect();
     let (lo, hi) = xs
         .iter()
         .fold((f64::INFINITY, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
-    let (m, s) = stats(&values(erm, q.pick));
-    series.push(Series {
-        name: "ERM".into(),
-        points: vec![(lo, m), (hi, m)],
-        dashed: true,
-        markers: false,
-        color: None,
-        band: vec![(lo, m - s, m + s), (hi, m - s, m + s)],
-    });
+    // ERM as a horizontal line across the swept range.
+    let erm_flat: Vec<Vec<f64>> = values(erm, q.pick).iter().map(|&v| vec![v, v]).collect();
+    series.push(seed_series("ERM".into(), &[lo, hi], &erm_flat, k, true));
     let figure = Figure {
         title: title.into(),
         x_label: x_label.into(),
@@ -506,14 +494,20 @@ pub fn sweep_figure(
     Ok(samlab_report::render(&figure, &dir.join(stem))?.0)
 }
 
-/// A per-epoch curve over seeds: mean of `per_seed[s][epoch]` (in percent) from epoch `from` (1-based) on, with a
-/// band of one standard deviation.
-pub fn epoch_series(label: String, per_seed: &[Vec<f64>], from: usize, dashed: bool) -> Series {
-    let epochs = per_seed.iter().map(Vec::len).min().unwrap_or(0);
-    let stats: Vec<(f64, f64, f64)> = (from.saturating_sub(1)..epochs)
-        .map(|e| {
-            let (m, s) = mean_std(&per_seed.iter().map(|v| v[e]).collect::<Vec<_>>());
-            ((e + 1) as f64, 100.0 * m, 100.0 * s)
+/// The mean over seeds of `per_seed[s][i]` at `xs[i]`, times `scale`, with a band of one standard deviation.
+pub fn seed_series(
+    label: String,
+    xs: &[f64],
+    per_seed: &[Vec<f64>],
+    scale: f64,
+    dashed: bool,
+) -> Series {
+    let stats: Vec<(f64, f64, f64)> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let (m, s) = mean_std(&per_seed.iter().map(|v| v[i]).collect::<Vec<_>>());
+            (x, scale * m, scale * s)
         })
         .collect();
     Series {
@@ -524,6 +518,16 @@ pub fn epoch_series(label: String, per_seed: &[Vec<f64>], from: usize, dashed: b
         color: None,
         band: stats.iter().map(|&(x, m, s)| (x, m - s, m + s)).collect(),
     }
+}
+
+/// A per-epoch curve over seeds, in percent: [`seed_series`] of `per_seed[s][epoch]` from epoch `from`
+/// (1-based) to the last epoch every seed reached.
+pub fn epoch_series(label: String, per_seed: &[Vec<f64>], from: usize, dashed: bool) -> Series {
+    let epochs = per_seed.iter().map(Vec::len).min().unwrap_or(0);
+    let start = from.saturating_sub(1).min(epochs);
+    let xs: Vec<f64> = (start + 1..=epochs).map(|e| e as f64).collect();
+    let tails: Vec<Vec<f64>> = per_seed.iter().map(|v| v[start..epochs].to_vec()).collect();
+    seed_series(label, &xs, &tails, 100.0, dashed)
 }
 
 /// A table row for a set of seeds: label, then test error, test cross-entropy, and their same-seed differences

@@ -17,8 +17,8 @@ use samlab_deep::run::{DeepRunConfig, RunOutcome};
 use samlab_report::{Figure, Scale, Section, Series};
 
 use super::deep_common::{
-    clearly_below, comparison_header, comparison_row, epoch_series, mean_std, paired, test_error,
-    test_loss, values, DeepScale, ScaleKind,
+    clearly_below, comparison_header, comparison_row, epoch_series, mean_std, paired, seed_series,
+    test_error, test_loss, values, DeepScale, ScaleKind,
 };
 use super::{par_map, ClaimSpec, Ctx, Experiment};
 
@@ -53,29 +53,13 @@ fn error_barrier(r: &Interpolation) -> f64 {
 
 /// Train (dashed) and test (solid) cross-entropy along the path, mean over seeds with a std band.
 fn interpolation_figure(interp: &[Interpolation]) -> Figure {
+    let alphas: Vec<f64> = interp[0].points.iter().map(|p| p.alpha).collect();
     let along = |label: &str, pick: fn(&InterpolationPoint) -> f64, dashed: bool| {
-        let alphas: Vec<f64> = interp[0].points.iter().map(|p| p.alpha).collect();
-        let stats: Vec<(f64, f64, f64)> = alphas
+        let per_seed: Vec<Vec<f64>> = interp
             .iter()
-            .enumerate()
-            .map(|(i, &a)| {
-                let (m, s) = mean_std(
-                    &interp
-                        .iter()
-                        .map(|r| pick(&r.points[i]))
-                        .collect::<Vec<_>>(),
-                );
-                (a, m, s)
-            })
+            .map(|r| r.points.iter().map(pick).collect())
             .collect();
-        Series {
-            name: label.into(),
-            points: stats.iter().map(|&(a, m, _)| (a, m)).collect(),
-            dashed,
-            markers: false,
-            color: None,
-            band: stats.iter().map(|&(a, m, s)| (a, m - s, m + s)).collect(),
-        }
+        seed_series(label.into(), &alphas, &per_seed, 1.0, dashed)
     };
     Figure {
         title: "Cross-entropy on the line theta(a) = (1 - a) ERM + a (ERM -> SAM)".into(),
