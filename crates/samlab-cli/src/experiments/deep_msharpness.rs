@@ -61,7 +61,7 @@ impl Experiment for MSharpness {
         "deep_msharpness"
     }
     fn title(&self) -> &'static str {
-        "Deep nets: smaller m, better generalization (m-sharpness)"
+        "Deep nets: generalization and sharpness against m (m-sharpness; the paper: smaller m generalizes better)"
     }
     fn claims(&self) -> &'static [ClaimSpec] {
         &[
