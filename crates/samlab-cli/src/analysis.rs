@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use samlab_core::run_dir::{self, write_csv, write_json};
+use samlab_core::spectral::DensityConfig;
 use samlab_deep::analysis::hessian::{run_hessian, HessianConfig};
 use samlab_deep::analysis::interpolate::{
     check_compatible, interpolate, InterpolationConfig, InterpolationPoint,
 };
-use samlab_deep::analysis::sharpness::{run_sharpness, SharpnessConfig};
+use samlab_deep::analysis::sharpness::{run_sharpness, AscentTarget, Select, SharpnessConfig};
 use samlab_deep::analysis::{BnEval, CheckpointKind, LoadedRun, Split};
-use samlab_report::{render, Figure, Series};
+use samlab_report::{render, Figure, Scale, Series};
 
 /// `--checkpoint`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -87,12 +88,21 @@ pub struct SharpnessArgs {
     /// Ascent step size as a multiple of rho.
     #[arg(long, default_value_t = 0.1)]
     pub step_size_mult: f64,
-    /// Restarts (more than one needs --random-init); the largest loss is kept.
+    /// Restarts (more than one needs --random-init or --ascent-target random-wrong); --select says which is kept.
     #[arg(long, default_value_t = 1)]
     pub restarts: usize,
-    /// Start each restart from a random point on the rho-sphere.
+    /// Start each restart from a random point on the rho-sphere (of the ellipsoid with --adaptive).
     #[arg(long)]
     pub random_init: bool,
+    /// Labels of the ascent [default: random-wrong with --random-init, labels without: the authors' rule].
+    #[arg(long, value_enum)]
+    pub ascent_target: Option<AscentTargetArg>,
+    /// Which restart is kept: the largest error at its last iterate (the authors') or the largest loss.
+    #[arg(long, value_enum, default_value = "error")]
+    pub select: SelectArg,
+    /// Adaptive sharpness: the ellipsoid ||delta / |w||| <= rho, steps scaled by |w| (sharpness-vs-generalization).
+    #[arg(long)]
+    pub adaptive: bool,
     /// Step along the raw gradient instead of the normalized one (still projected onto the ball).
     #[arg(long)]
     pub no_normalize: bool,
@@ -105,8 +115,9 @@ pub struct SharpnessArgs {
     /// Which examples.
     #[arg(long, value_enum, default_value = "train")]
     pub split: SplitArg,
-    /// BatchNorm in every pass.
-    #[arg(long, value_enum, default_value = "batch")]
+    /// BatchNorm in every pass: running statistics (evaluation mode, as eval_sharpness.py) or each chunk's batch
+    /// statistics (as in the SAM passes of training).
+    #[arg(long, value_enum, default_value = "running")]
     pub bn: BnEvalArg,
     /// Also measure average-case sharpness: Gaussian noise with sigma = rho / sqrt(#params).
     #[arg(long)]
@@ -117,6 +128,24 @@ pub struct SharpnessArgs {
     /// Seed of the random starts and Gaussian draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// `--ascent-target`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AscentTargetArg {
+    /// Ascend the loss on the examples' labels.
+    Labels,
+    /// Descend the loss on labels drawn among each example's wrong classes (eval_sharpness.py's random restarts).
+    RandomWrong,
+}
+
+/// `--select`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SelectArg {
+    /// The restart with the largest error (eval_sharpness.py), the first on ties.
+    Error,
+    /// The restart with the largest loss, the first on ties.
+    Loss,
 }
 
 /// Flags of `samlab interpolate`.
@@ -170,18 +199,42 @@ pub struct HessianArgs {
     /// BatchNorm in every pass of the Hessian (the feature sparsity is always in evaluation mode).
     #[arg(long, value_enum, default_value = "batch")]
     pub bn: BnEvalArg,
-    /// Most power iterations.
-    #[arg(long, default_value_t = 100)]
-    pub max_iters: usize,
-    /// Relative change of the eigenvalue estimate that stops the iteration.
+    /// How many of the largest eigenvalues (Lanczos), each reported with its residual.
+    #[arg(long, default_value_t = 1)]
+    pub top_k: usize,
+    /// Most Lanczos steps (one Hessian-vector product each).
+    #[arg(long, alias = "max-iters", default_value_t = 100)]
+    pub max_steps: usize,
+    /// Residual ||Hx - theta x|| relative to the largest |eigenvalue| that counts as converged.
     #[arg(long, default_value_t = 1e-3)]
     pub tol: f64,
-    /// Finite-difference step relative to max(||w||, 1).
-    #[arg(long, default_value_t = 1e-4)]
+    /// Finite-difference step relative to max(||w||, 1) (f64 with the ReLU masks frozen: no kink is crossed).
+    #[arg(long, default_value_t = 1e-6)]
     pub eps_rel: f64,
-    /// Seed of the start vector.
+    /// Seed of the start vector (the probes use seed + 1).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also estimate the trace (Hutchinson, Rademacher probes) with its standard error.
+    #[arg(long)]
+    pub trace: bool,
+    /// Probes of the trace estimate.
+    #[arg(long, default_value_t = 20, requires = "trace")]
+    pub probes: usize,
+    /// Also estimate the eigenvalue density (stochastic Lanczos quadrature) and plot it to RUN_DIR/hessian_density.
+    #[arg(long)]
+    pub density: bool,
+    /// Probes of the density.
+    #[arg(long, default_value_t = 2, requires = "density")]
+    pub density_probes: usize,
+    /// Lanczos steps per density probe.
+    #[arg(long, default_value_t = 30, requires = "density")]
+    pub density_steps: usize,
+    /// Points of the density's grid.
+    #[arg(long, default_value_t = 400, requires = "density")]
+    pub density_points: usize,
+    /// Width of the density's Gaussian kernel relative to the spectrum's width.
+    #[arg(long, default_value_t = 0.01, requires = "density")]
+    pub sigma_rel: f64,
 }
 
 /// [`run_dir::write_atomic`] with the path in the error.
@@ -206,6 +259,16 @@ pub fn sharpness(args: &SharpnessArgs) -> Result<()> {
         step_size_mult: args.step_size_mult,
         restarts: args.restarts,
         random_init: args.random_init,
+        target: match args.ascent_target {
+            None => AscentTarget::authors(args.random_init),
+            Some(AscentTargetArg::Labels) => AscentTarget::Labels,
+            Some(AscentTargetArg::RandomWrong) => AscentTarget::RandomWrong,
+        },
+        select: match args.select {
+            SelectArg::Error => Select::Error,
+            SelectArg::Loss => Select::Loss,
+        },
+        adaptive: args.adaptive,
         normalize: !args.no_normalize,
         m: args.m,
         examples: args.examples,
@@ -219,7 +282,7 @@ pub fn sharpness(args: &SharpnessArgs) -> Result<()> {
     let path = args.run_dir.join("sharpness.json");
     write_atomic(&path, |p| write_json(p, &report))?;
     let r = &report.result;
-    println!(
+    say!(
         "sharpness of {} ({}), {} {} examples in chunks of {}, BatchNorm {}, {:.1} s",
         args.run_dir.display(),
         run.info.checkpoint.file_name(),
@@ -229,14 +292,18 @@ pub fn sharpness(args: &SharpnessArgs) -> Result<()> {
         lower(cfg.bn),
         report.seconds
     );
-    println!(
+    say!(
         "{:<14} {:>10} {:>9} {:>16} {:>10}",
-        "", "loss", "error", "loss increase", "error +"
+        "",
+        "loss",
+        "error",
+        "loss increase",
+        "error +"
     );
-    println!("{:<14} {:>10.4} {:>9}", "original", r.loss, pct(r.error));
+    say!("{:<14} {:>10.4} {:>9}", "original", r.loss, pct(r.error));
     // A perturbed row: the loss and error there, their increases, and how the perturbation was found.
     let row = |label: &str, loss_increase: f64, error_increase: f64, how: String| {
-        println!(
+        say!(
             "{label:<14} {:>10.4} {:>9} {loss_increase:>16.4} {:>10}   {how}",
             r.loss + loss_increase,
             pct(r.error + error_increase),
@@ -248,8 +315,17 @@ pub fn sharpness(args: &SharpnessArgs) -> Result<()> {
         r.loss_increase,
         r.error_increase,
         format!(
-            "rho {}, {} steps of {} rho, {} restart(s)",
-            cfg.rho, cfg.steps, cfg.step_size_mult, cfg.restarts
+            "{}rho {}, {} steps of {} rho, {} restart(s) (kept: largest {}), ascent on {}",
+            if cfg.adaptive { "adaptive, " } else { "" },
+            cfg.rho,
+            cfg.steps,
+            cfg.step_size_mult,
+            cfg.restarts,
+            lower(cfg.select),
+            match cfg.target {
+                AscentTarget::Labels => "the labels",
+                AscentTarget::RandomWrong => "random wrong labels",
+            }
         ),
     );
     if let Some(a) = &r.average {
@@ -260,7 +336,7 @@ pub fn sharpness(args: &SharpnessArgs) -> Result<()> {
             format!("sigma {:.3e}, {} draws per chunk", a.sigma, a.samples),
         );
     }
-    println!("-> {}", path.display());
+    say!("-> {}", path.display());
     Ok(())
 }
 
@@ -322,7 +398,7 @@ pub fn interpolation(args: &InterpolateArgs) -> Result<()> {
         eprintln!("warning: no figure: {e}");
     }
     let s = &result.summary;
-    println!(
+    say!(
         "{} points in {:.1} s{}",
         result.points.len(),
         result.seconds,
@@ -333,7 +409,7 @@ pub fn interpolation(args: &InterpolateArgs) -> Result<()> {
         }
     );
     for (name, q) in [("a = 0 (A)", &s.at_0), ("a = 1 (B)", &s.at_1)] {
-        println!(
+        say!(
             "{name}: train loss {:.4} err {}  test loss {:.4} err {}",
             q.train_loss,
             pct(q.train_error),
@@ -341,7 +417,7 @@ pub fn interpolation(args: &InterpolateArgs) -> Result<()> {
             pct(q.test_error)
         );
     }
-    println!(
+    say!(
         "min test error {} at a = {}; max train loss on [0, 1] {:.4} at a = {} (barrier {:.4})",
         pct(s.min_test_error),
         s.min_test_error_alpha,
@@ -349,7 +425,7 @@ pub fn interpolation(args: &InterpolateArgs) -> Result<()> {
         s.max_train_loss_01_alpha,
         s.train_loss_barrier
     );
-    println!("-> {}", args.out.display());
+    say!("-> {}", args.out.display());
     Ok(())
 }
 
@@ -360,31 +436,89 @@ pub fn hessian(args: &HessianArgs) -> Result<()> {
         m: args.m,
         split: args.split.into(),
         bn: args.bn.into(),
-        max_iters: args.max_iters,
+        top_k: args.top_k,
+        max_steps: args.max_steps,
         tol: args.tol,
         eps_rel: args.eps_rel,
         seed: args.seed,
+        trace_probes: args.trace.then_some(args.probes),
+        density: args.density.then(|| DensityConfig {
+            probes: args.density_probes,
+            steps: args.density_steps,
+            points: args.density_points,
+            sigma_rel: args.sigma_rel,
+            seed: args.seed.wrapping_add(2),
+        }),
     };
+    cfg.check()?;
     let run = LoadedRun::load(&args.run_dir, args.checkpoint.into())?;
     let report = run_hessian(&run, &cfg)?;
     let path = args.run_dir.join("hessian.json");
     write_atomic(&path, |p| write_json(p, &report))?;
-    let t = &report.top_eigenvalue;
+    let c = &report.curvature;
+    let status = if c.converged {
+        "converged"
+    } else {
+        "NOT converged: raise --max-steps"
+    };
+    say!(
+        "Lanczos: {} steps, {} Hessian-vector products ({status}); loss {:.4}, |grad| {:.3e}, eps {:.2e}",
+        c.lanczos_steps, c.products, c.loss, c.grad_norm, c.eps
+    );
+    for (i, p) in c.top_eigenvalues.iter().enumerate() {
+        say!(
+            "eigenvalue {:>2}: {:>12.5e}  (residual {:.1e})",
+            i + 1,
+            p.value,
+            p.residual
+        );
+    }
+    say!(
+        "smallest     : {:>12.5e}  (residual {:.1e}{})",
+        c.bottom_eigenvalue.value,
+        c.bottom_eigenvalue.residual,
+        if c.bottom_converged {
+            ""
+        } else {
+            ", not converged"
+        }
+    );
+    if let Some(t) = &c.trace {
+        say!(
+            "trace {:.5e} +- {:.1e} (standard error, {} probes)",
+            t.estimate,
+            t.std_error,
+            t.probes
+        );
+    }
+    if let Some(d) = &c.density {
+        let mut fig = Figure::new(
+            "Hessian eigenvalue density (stochastic Lanczos quadrature)",
+            "eigenvalue",
+            "density",
+        );
+        fig.y_scale = Scale::Log;
+        let floor = 1e-12 * d.density.iter().fold(0.0f64, |m, &x| m.max(x));
+        fig.series.push(Series::new(
+            "density",
+            d.grid
+                .iter()
+                .zip(&d.density)
+                .map(|(&t, &y)| (t, y.max(floor)))
+                .collect(),
+        ));
+        if let Err(e) = render(&fig, &args.run_dir.join("hessian_density")) {
+            eprintln!("warning: no figure: {e}");
+        }
+    }
     let f = &report.feature_sparsity;
-    println!(
-        "top Hessian eigenvalue {:.4e} (last two estimates {:.1e} apart) after {} power iterations ({}), eps {:.2e}, loss {:.4}, |grad| {:.3e}",
-        t.eigenvalue,
-        t.spread,
-        t.iterations,
-        if t.converged { "converged" } else { "not converged" },
-        t.eps,
-        t.loss,
-        t.grad_norm
-    );
-    println!(
+    say!(
         "feature sparsity {:.4} ({} of {} features distinct and active, activation fraction {:.4})",
-        f.sparsity, f.distinct, report.feature_neurons, f.activation_fraction
+        f.sparsity,
+        f.distinct,
+        report.feature_neurons,
+        f.activation_fraction
     );
-    println!("-> {}", path.display());
+    say!("-> {}", path.display());
     Ok(())
 }

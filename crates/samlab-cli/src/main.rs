@@ -1,5 +1,14 @@
 //! `samlab`: train with the SAM family, reproduce the paper's figures and check its claims.
 
+/// `say!` that ignores a closed stdout (`samlab hessian ... | head -1`): results are written to files before
+/// anything is printed, so a reader that went away loses nothing and must not turn into a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod analysis;
 mod diag;
 mod experiments;
@@ -178,13 +187,13 @@ fn train_diag(config: &diag::DiagRunConfig, out: &std::path::Path, force: bool) 
     bar.finish_and_clear();
     let s = &outcome.summary;
     match (s.final_train_loss, s.final_test_loss) {
-        (Some(train), Some(test)) => println!(
+        (Some(train), Some(test)) => say!(
             "ok: {} updates in {:.3} s, train loss {train:.6e}, test loss {test:.6e} -> {}",
             s.iterations,
             s.seconds,
             outcome.dir.display()
         ),
-        _ => println!(
+        _ => say!(
             "diverged at update {} (last finite test loss {:.6e}) -> {}",
             s.iterations,
             s.last_finite_test_loss.unwrap_or(f64::NAN),

@@ -406,7 +406,7 @@ pub fn train_and_report(config: &ReluRunConfig, out: &Path, force: bool) -> Resu
         .kinks
         .map_or(String::new(), |k| format!(", {k} kinks"));
     match s.final_train_loss {
-        Some(train) => println!(
+        Some(train) => say!(
             "ok: {} updates{} in {:.3} s, train loss {train:.6e}{kinks}, {} active neurons, feature sparsity {:.4} -> {}",
             s.iterations,
             if s.stopped_early { " (stopped early)" } else { "" },
@@ -415,7 +415,7 @@ pub fn train_and_report(config: &ReluRunConfig, out: &Path, force: bool) -> Resu
             s.metrics.feature_sparsity,
             outcome.dir.display()
         ),
-        None => println!(
+        None => say!(
             "diverged after {} updates (last finite train loss {:.6e}) -> {}",
             s.iterations,
             s.last_finite_train_loss.unwrap_or(f64::NAN),

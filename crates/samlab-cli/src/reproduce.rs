@@ -106,7 +106,7 @@ pub fn reproduce(o: &Options) -> Result<()> {
         .with_context(|| format!("cannot write the report into {}", out.display()))?;
     let claims = report.claims();
     let count = |v| claims.iter().filter(|c| c.verdict == v).count();
-    println!(
+    say!(
         "{} claims: {} pass, {} fail, {} not run ({seconds:.1} s) -> {}",
         claims.len(),
         count(samlab_report::Verdict::Pass),

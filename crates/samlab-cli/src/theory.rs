@@ -205,7 +205,7 @@ pub fn print(dir: &Path, r: &ImplicitBias) {
         ),
     ];
     for (k, v) in rows {
-        println!("{k:<52} {v}");
+        say!("{k:<52} {v}");
     }
-    println!("-> {}", dir.join("implicit_bias.json").display());
+    say!("-> {}", dir.join("implicit_bias.json").display());
 }

@@ -171,6 +171,16 @@ pub struct TrainArgs {
     /// Stop after N updates (the schedules then span N updates).
     #[arg(long)]
     pub max_steps: Option<usize>,
+    /// Log the Hessian's top eigenvalue and trace into metrics.csv every N epochs (and after the last); 0: never
+    /// [default: 0].
+    #[arg(long)]
+    pub curvature_every: Option<usize>,
+    /// Fixed examples of the curvature log: the first N of the eval-mode training subset [default: 512].
+    #[arg(long)]
+    pub curvature_examples: Option<usize>,
+    /// Rademacher probes of the logged trace; 0: no trace [default: 10].
+    #[arg(long)]
+    pub curvature_probes: Option<usize>,
     /// Seed of everything random [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
@@ -184,6 +194,7 @@ pub struct TrainArgs {
         "previous_batch", "rho_lr_factor", "sam_start", "sam_end", "lr", "lr_schedule", "lr_drops",
         "lr_drop_factor", "momentum", "l2", "decoupled_wd", "bn_policy", "label_noise", "noise_type", "augment",
         "pad", "val_fraction", "train_limit", "eval_batch_size", "eval_train_examples", "max_steps", "seed",
+        "curvature_every", "curvature_examples", "curvature_probes",
         "init_from", "device", "force"
     ])]
     pub resume: bool,
@@ -236,6 +247,9 @@ pub fn defaults() -> DeepRunConfig {
             eval_batch_size: 500,
             eval_train_examples: 1024,
             device: "flex".into(),
+            curvature_every: 0,
+            curvature_examples: 512,
+            curvature_probes: 10,
         },
         sam: SamConfig {
             normalization: Normalization::Normalized,
@@ -363,6 +377,15 @@ impl TrainArgs {
         if let Some(d) = &self.device {
             t.device = d.clone();
         }
+        if let Some(n) = self.curvature_every {
+            t.curvature_every = n;
+        }
+        if let Some(n) = self.curvature_examples {
+            t.curvature_examples = n;
+        }
+        if let Some(n) = self.curvature_probes {
+            t.curvature_probes = n;
+        }
         if let Some(lr) = self.lr {
             t.lr.base = lr;
         }
@@ -460,7 +483,7 @@ fn report(outcome: &RunOutcome) {
     let s = &outcome.summary;
     let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
     match s.status {
-        Status::Ok => println!(
+        Status::Ok => say!(
             "ok: {} steps in {:.1} s ({:.0} img/s), final train loss {:.4e}, test error {}, best val error {} (epoch {}), test error there {} -> {}",
             s.steps,
             s.train_seconds,
@@ -472,13 +495,13 @@ fn report(outcome: &RunOutcome) {
             pct(s.test_error_at_best_val),
             outcome.dir.display()
         ),
-        Status::Diverged => println!(
+        Status::Diverged => say!(
             "diverged after {} steps (NaN or infinite loss); last good checkpoint: epoch {} -> {}",
             s.steps,
             s.epochs,
             outcome.dir.display()
         ),
-        Status::Running => println!("stopped after {} steps -> {}", s.steps, outcome.dir.display()),
+        Status::Running => say!("stopped after {} steps -> {}", s.steps, outcome.dir.display()),
     }
 }
 

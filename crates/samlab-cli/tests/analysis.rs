@@ -71,13 +71,63 @@ fn sharpness_and_hessian_write_their_json() {
     assert_eq!(s["run"]["checkpoint"], "last");
     assert_eq!(s["run"]["model"]["arch"], "mlp");
     assert_eq!(num(&s["config"]["rho"]), 0.2);
-    assert_eq!(s["config"]["bn"], "batch");
+    // The authors' defaults: evaluation-mode BatchNorm, restarts kept by error, ascent on the labels.
+    assert_eq!(s["config"]["bn"], "running");
+    assert_eq!(s["config"]["select"], "error");
+    assert_eq!(s["config"]["target"], "labels");
+    assert_eq!(s["config"]["adaptive"], false);
     let r = &s["result"];
     assert_eq!(r["chunks"].as_array().unwrap().len(), 2);
     assert!(num(&r["loss_increase"]) > 0.0, "{r}");
     assert!(num(&r["max_delta_norm"]) <= 0.2 * (1.0 + 1e-5), "{r}");
     assert!(num(&r["average"]["loss_increase"]).is_finite(), "{r}");
     assert!(num(&r["loss"]) > 0.0 && (0.0..=1.0).contains(&num(&r["error"])));
+    // Random starts come with random wrong labels unless told otherwise; adaptive stays in its ellipsoid.
+    let stdout = ok(&[
+        "sharpness",
+        p(&run),
+        "--examples",
+        "64",
+        "--m",
+        "32",
+        "--rho",
+        "0.2",
+        "--random-init",
+        "--restarts",
+        "2",
+        "--adaptive",
+        "--bn",
+        "batch",
+        "--select",
+        "loss",
+    ]);
+    assert!(
+        stdout.contains("adaptive") && stdout.contains("random wrong labels"),
+        "{stdout}"
+    );
+    let s = json(&run.join("sharpness.json"));
+    assert_eq!(s["config"]["bn"], "batch");
+    assert_eq!(s["config"]["select"], "loss");
+    assert_eq!(s["config"]["target"], "random_wrong");
+    assert_eq!(s["config"]["adaptive"], true);
+    let r = &s["result"];
+    assert!(num(&r["max_delta_norm"]) <= 0.2 * (1.0 + 1e-5), "{r}");
+    assert!(num(&r["max_delta_norm"]) >= 0.19, "{r}");
+    ok(&[
+        "sharpness",
+        p(&run),
+        "--examples",
+        "32",
+        "--m",
+        "32",
+        "--random-init",
+        "--ascent-target",
+        "labels",
+    ]);
+    assert_eq!(
+        json(&run.join("sharpness.json"))["config"]["target"],
+        "labels"
+    );
 
     ok(&[
         "hessian",
@@ -89,17 +139,38 @@ fn sharpness_and_hessian_write_their_json() {
         "--m",
         "16",
         "--max-iters",
+        "40",
+        "--top-k",
+        "2",
+        "--trace",
+        "--probes",
         "4",
+        "--density",
+        "--density-steps",
+        "6",
     ]);
     let h = json(&run.join("hessian.json"));
     assert_eq!(h["run"]["checkpoint"], "best");
-    let top = &h["top_eigenvalue"];
-    assert!(num(&top["eigenvalue"]) > 0.0, "{top}");
-    assert_eq!(
-        top["trace"].as_array().unwrap().len(),
-        top["iterations"].as_u64().unwrap() as usize
-    );
-    assert!(top["iterations"].as_u64().unwrap() <= 4);
+    let top = h["top_eigenvalues"].as_array().unwrap();
+    assert_eq!(top.len(), 2);
+    let (l1, l2) = (num(&top[0]["value"]), num(&top[1]["value"]));
+    assert!(l1 >= l2 && l2 > 0.0, "{top:?}");
+    let bottom = num(&h["bottom_eigenvalue"]["value"]);
+    assert!(bottom <= l2, "{bottom}");
+    // Converged means every residual is within tol (1e-3) of the largest eigenvalue.
+    let steps = h["lanczos_steps"].as_u64().unwrap();
+    assert!(steps <= 40 && h["products"].as_u64().unwrap() == steps + 3);
+    if h["converged"].as_bool().unwrap() {
+        assert!(top
+            .iter()
+            .all(|p| num(&p["residual"]) <= 1e-3 * l1.max(-bottom)));
+    }
+    let trace = &h["trace"];
+    assert_eq!(trace["samples"].as_array().unwrap().len(), 4);
+    assert!(num(&trace["std_error"]) > 0.0);
+    let density = &h["density"];
+    assert_eq!(density["grid"].as_array().unwrap().len(), 400);
+    assert!(run.join("hessian_density.svg").exists());
     assert_eq!(h["feature_neurons"], 8);
     let f = &h["feature_sparsity"];
     assert!((0.0..=1.0).contains(&num(&f["sparsity"])), "{f}");
@@ -186,8 +257,76 @@ fn bad_input_exits_2() {
     assert!(err.contains("rho"), "{err}");
     let err = bad(&["sharpness", p(&run), "--examples", "50", "--m", "32"]);
     assert!(err.contains("divide"), "{err}");
+    let err = bad(&[
+        "sharpness",
+        p(&run),
+        "--examples",
+        "32",
+        "--m",
+        "32",
+        "--restarts",
+        "2",
+    ]);
+    assert!(err.contains("restarts"), "{err}");
     let err = bad(&["hessian", p(&run), "--examples", "100000"]);
     assert!(err.contains("examples"), "{err}");
+    let err = bad(&[
+        "hessian",
+        p(&run),
+        "--examples",
+        "32",
+        "--m",
+        "32",
+        "--top-k",
+        "100000000",
+    ]);
+    assert!(err.contains("number of parameters"), "{err}");
+    let err = bad(&[
+        "hessian",
+        p(&run),
+        "--examples",
+        "32",
+        "--m",
+        "32",
+        "--top-k",
+        "0",
+    ]);
+    assert!(err.contains("top_k"), "{err}");
+    let err = bad(&[
+        "hessian",
+        p(&run),
+        "--examples",
+        "32",
+        "--m",
+        "32",
+        "--trace",
+        "--probes",
+        "0",
+    ]);
+    assert!(err.contains("probes"), "{err}");
+    let err = bad(&[
+        "hessian",
+        p(&run),
+        "--examples",
+        "32",
+        "--m",
+        "32",
+        "--density",
+        "--density-points",
+        "0",
+    ]);
+    assert!(err.contains("points"), "{err}");
+    let err = bad(&[
+        "hessian",
+        p(&run),
+        "--examples",
+        "32",
+        "--m",
+        "32",
+        "--eps-rel",
+        "1e30",
+    ]);
+    assert!(err.contains("eps_rel"), "{err}");
     assert!(!run.join("sharpness.json").exists() && !run.join("hessian.json").exists());
     // A directory with a config but no checkpoint yet, and one that is not a run at all.
     let fresh = tmp.path().join("fresh");

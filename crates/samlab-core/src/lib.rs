@@ -9,6 +9,8 @@
 //! - [`theory`]: Theorem 1 (hyperbolic entropy, implicit-bias solver, effective initialization) and Theorem 2
 //!   (convergence bounds on least squares);
 //! - [`data`]: the paper's sparse regression generator (bit-exact with NumPy's `RandomState`) and `.npy` I/O;
+//! - [`spectral`]: Lanczos eigenpairs with residuals, Hutchinson traces and spectral densities of operators known
+//!   through their products (the deep nets' Hessians);
 //! - [`run_dir`]: the run directory every engine writes and the report reads.
 //!
 //! No deep-learning engine is linked here, so this crate builds in seconds.
@@ -23,6 +25,7 @@ pub mod relu_net;
 pub mod run_dir;
 pub mod sam;
 pub mod schedule;
+pub mod spectral;
 pub mod theory;
 
 pub use error::{ConfigError, DataError};

@@ -12,13 +12,12 @@
 //! `width / 2` in the CNN. Convolutions have no bias when followed by a normalization. Initialization: conv
 //! weights He-normal (fan-out), norm scales 1 and shifts 0, Linear biases 0 and weights $U(\pm 1/\sqrt{\text{fan\_in}})$.
 
-use burn::tensor::activation::relu;
 use burn::tensor::Tensor;
 use samlab_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::{
-    global_avg_pool, max_pool2, norm_relu, Builder, Conv2d, Ctx, Linear, Norm, NormKind, ParamSpec,
+    global_avg_pool, norm_relu, Builder, Conv2d, Ctx, Linear, Norm, NormKind, ParamSpec,
 };
 
 /// The architectures.
@@ -160,7 +159,7 @@ impl PostActBlock {
             }
             None => x,
         };
-        relu(out + shortcut)
+        ctx.relu(out + shortcut)
     }
 }
 
@@ -448,11 +447,14 @@ impl Network {
                 ..
             } => {
                 let out = conv1.forward(ctx, x);
-                let out = max_pool2(norm_relu(norm1, ctx, out));
+                let out = norm_relu(norm1, ctx, out);
+                let out = ctx.max_pool2(out);
                 let out = conv2.forward(ctx, out);
-                let out = max_pool2(norm_relu(norm2, ctx, out));
+                let out = norm_relu(norm2, ctx, out);
+                let out = ctx.max_pool2(out);
                 let [n, c, h, w] = out.dims();
-                relu(fc.forward(ctx, out.reshape([n, c * h * w])))
+                let out = fc.forward(ctx, out.reshape([n, c * h * w]));
+                ctx.relu(out)
             }
             Body::PreAct {
                 stem, blocks, norm, ..
@@ -562,6 +564,7 @@ mod tests {
                 params: &params,
                 mode: BnMode::Batch { update: true },
                 stats: &mut stats,
+                tape: None,
             };
             let logits = net.forward(&mut ctx, x);
             assert_eq!(logits.dims(), [2, 10], "{arch:?}");

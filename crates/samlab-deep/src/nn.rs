@@ -8,9 +8,11 @@
 //! [`BnMode`] says so: this is what makes the ascent-pass BatchNorm policy explicit.
 
 use burn::tensor::activation::relu;
-use burn::tensor::module::{batch_norm, batch_norm_train, conv2d, max_pool2d};
+use burn::tensor::module::{
+    batch_norm, batch_norm_train, conv2d, max_pool2d, max_pool2d_with_indices,
+};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::rng::{Purpose, Stream};
@@ -151,6 +153,61 @@ pub enum BnMode {
     },
 }
 
+/// One piecewise-linear decision of a forward pass.
+#[derive(Clone, Debug)]
+enum Decision {
+    /// Where a ReLU's input was positive (1) or not (0), flattened.
+    Relu(Tensor<1>),
+    /// The flat `h * w` position of each 2x2 max-pool window's maximum, `[n, c, oh * ow]`.
+    Pool(Tensor<3, Int>),
+}
+
+/// The ReLU and max-pool decisions of a forward pass, recorded at one point and replayed at others: with them the
+/// network is a smooth function of its parameters around that point (ReLU becomes a fixed 0/1 mask, max-pooling a
+/// fixed selection), whose derivatives are the network's derivatives almost everywhere. The Hessian tools
+/// difference gradients of this function, so a finite step never crosses a kink.
+#[derive(Clone, Debug, Default)]
+pub struct Tape {
+    decisions: Vec<Decision>,
+    /// `None` while recording; the next decision to replay otherwise.
+    cursor: Option<usize>,
+}
+
+impl Tape {
+    /// An empty tape that records the decisions of the pass it is given to.
+    pub fn recording() -> Self {
+        Tape::default()
+    }
+
+    /// A copy of a recorded tape that replays its decisions from the first one.
+    pub fn replay(&self) -> Self {
+        Tape {
+            decisions: self.decisions.clone(),
+            cursor: Some(0),
+        }
+    }
+
+    /// Records `fresh` or returns the recorded decision in its place.
+    fn decide(&mut self, fresh: impl FnOnce() -> Decision) -> Decision {
+        match &mut self.cursor {
+            None => {
+                let d = fresh();
+                self.decisions.push(d.clone());
+                d
+            }
+            Some(next) => {
+                let d = self
+                    .decisions
+                    .get(*next)
+                    .expect("a replayed pass makes the recorded pass's decisions")
+                    .clone();
+                *next += 1;
+                d
+            }
+        }
+    }
+}
+
 /// What a forward pass reads: the parameters of the point it is evaluated at, and the BatchNorm state.
 pub struct Ctx<'a> {
     /// One flattened tensor per parameter.
@@ -159,11 +216,47 @@ pub struct Ctx<'a> {
     pub mode: BnMode,
     /// Running statistics, read in [`BnMode::Running`] and updated in `Batch { update: true }` and `Average`.
     pub stats: &'a mut BnStats,
+    /// Where the ReLU and max-pool decisions are recorded or replayed from; `None` decides afresh.
+    pub tape: Option<&'a mut Tape>,
 }
 
 impl Ctx<'_> {
     fn p<const D: usize>(&self, index: usize, shape: [usize; D]) -> Tensor<D> {
         self.params[index].clone().reshape(shape)
+    }
+
+    /// ReLU (with the tape's mask when there is a tape).
+    pub fn relu<const D: usize>(&mut self, x: Tensor<D>) -> Tensor<D> {
+        let Some(tape) = self.tape.as_deref_mut() else {
+            return relu(x);
+        };
+        let dims = x.dims();
+        let n: usize = dims.iter().product();
+        let Decision::Relu(mask) =
+            tape.decide(|| Decision::Relu(relu(x.clone().without_autodiff().sign()).reshape([n])))
+        else {
+            panic!("a replayed pass makes the recorded pass's decisions");
+        };
+        x * mask.reshape(dims)
+    }
+
+    /// 2x2 max pooling with stride 2 (selecting the tape's positions when there is a tape).
+    pub fn max_pool2(&mut self, x: Tensor<4>) -> Tensor<4> {
+        let options = MaxPoolOptions::new([2, 2]);
+        let Some(tape) = self.tape.as_deref_mut() else {
+            return max_pool2d(x, options);
+        };
+        let [n, c, h, w] = x.dims();
+        let (oh, ow) = (h / 2, w / 2);
+        let Decision::Pool(at) = tape.decide(|| {
+            let (_, at) = max_pool2d_with_indices(x.clone().without_autodiff(), options);
+            Decision::Pool(at.reshape([n, c, oh * ow]))
+        }) else {
+            panic!("a replayed pass makes the recorded pass's decisions");
+        };
+        x.reshape([n, c, h * w])
+            .gather(2, at)
+            .reshape([n, c, oh, ow])
     }
 }
 
@@ -362,14 +455,12 @@ impl Norm {
 /// `norm` then ReLU (identity norm when `None`).
 pub fn norm_relu<const D: usize>(norm: &Option<Norm>, ctx: &mut Ctx, x: Tensor<D>) -> Tensor<D> {
     match norm {
-        Some(n) => relu(n.forward(ctx, x)),
-        None => relu(x),
+        Some(n) => {
+            let y = n.forward(ctx, x);
+            ctx.relu(y)
+        }
+        None => ctx.relu(x),
     }
-}
-
-/// 2x2 max pooling with stride 2.
-pub fn max_pool2(x: Tensor<4>) -> Tensor<4> {
-    max_pool2d(x, MaxPoolOptions::new([2, 2]))
 }
 
 /// Global average pooling `[n, c, h, w] -> [n, c]`.

@@ -33,6 +33,7 @@ use samlab_core::schedule::LrSchedule;
 use samlab_core::{ConfigError, DataError};
 use serde::{Deserialize, Serialize};
 
+use crate::analysis::hessian::{curvature, HessianConfig};
 use crate::checkpoint::Checkpoint;
 use crate::data::{
     apply_label_noise, assemble, split_validation, Augment, DatasetKind, ImageSet, LabelNoise,
@@ -109,6 +110,16 @@ pub struct TrainConfig {
     /// Backend: `flex` (CPU), or `cuda` / `tch` when compiled in.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Log the Hessian's top eigenvalue and trace every this many epochs (and after the last one); 0: never.
+    #[serde(default)]
+    pub curvature_every: usize,
+    /// The first this many examples of the eval-mode training subset are the curvature's fixed examples (chunks
+    /// of 128 when 128 divides it, else one chunk).
+    #[serde(default = "default_curvature_examples")]
+    pub curvature_examples: usize,
+    /// Rademacher probes of the logged trace (0: no trace).
+    #[serde(default = "default_curvature_probes")]
+    pub curvature_probes: usize,
 }
 
 fn default_eval_batch() -> usize {
@@ -117,6 +128,14 @@ fn default_eval_batch() -> usize {
 
 fn default_eval_train_examples() -> usize {
     1024
+}
+
+fn default_curvature_examples() -> usize {
+    512
+}
+
+fn default_curvature_probes() -> usize {
+    10
 }
 
 fn default_device() -> String {
@@ -254,10 +273,17 @@ pub struct EpochRow {
     /// labels (NaN without label noise).
     #[serde(with = "nan_as_null", default = "nan_as_null::absent")]
     pub noisy_eval_error: f64,
+    /// Top eigenvalue of the training loss's Hessian at the epoch's final weights on the fixed curvature
+    /// examples, BatchNorm in batch mode (NaN on epochs without a curvature log).
+    #[serde(with = "nan_as_null", default = "nan_as_null::absent")]
+    pub hessian_top: f64,
+    /// Hutchinson's estimate of the Hessian's trace on the same examples (NaN when not logged).
+    #[serde(with = "nan_as_null", default = "nan_as_null::absent")]
+    pub hessian_trace: f64,
 }
 
 /// The columns of metrics.csv.
-pub const METRICS_HEADER: [&str; 16] = [
+pub const METRICS_HEADER: [&str; 18] = [
     "epoch",
     "step",
     "train_loss",
@@ -274,10 +300,12 @@ pub const METRICS_HEADER: [&str; 16] = [
     "train_eval_loss",
     "train_eval_error",
     "noisy_eval_error",
+    "hessian_top",
+    "hessian_trace",
 ];
 
 impl EpochRow {
-    fn values(&self) -> [f64; 16] {
+    fn values(&self) -> [f64; 18] {
         [
             self.epoch as f64,
             self.step as f64,
@@ -295,6 +323,8 @@ impl EpochRow {
             self.train_eval_loss,
             self.train_eval_error,
             self.noisy_eval_error,
+            self.hessian_top,
+            self.hessian_trace,
         ]
     }
 
@@ -568,6 +598,23 @@ fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
     }
     t.lr.check()?;
     config.sam.check(t.batch_size)?;
+    if t.curvature_every > 0 {
+        if t.curvature_examples == 0 || t.curvature_examples > t.eval_train_examples {
+            return Err(bad(
+                "curvature_examples",
+                format!(
+                    "must be in 1..={} (eval_train_examples), got {}",
+                    t.eval_train_examples, t.curvature_examples
+                ),
+            ));
+        }
+        if t.curvature_probes == 1 {
+            return Err(bad(
+                "curvature_probes",
+                "the trace needs 0 (none) or at least 2 probes, got 1".into(),
+            ));
+        }
+    }
     let device = crate::device(&t.device)?;
     let data = prepare_data(&config.data, t.seed)?;
     let spec = ModelSpec {
@@ -612,6 +659,24 @@ fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
         device,
         eval_subsets,
     })
+}
+
+/// The Hessian's top eigenvalue and trace (NaN without probes) at `state` on the run's fixed curvature examples
+/// (both NaN where the loss is not finite: the epoch's divergence check reports that).
+fn log_curvature(config: &DeepRunConfig, p: &Plan, state: &TrainState) -> (f64, f64) {
+    let t = &config.train;
+    let set = &p.eval_subsets[0];
+    let n = t.curvature_examples.min(set.len());
+    let examples = Batch::unaugmented(set, &set.labels, &(0..n).collect::<Vec<_>>(), &p.device);
+    let cfg = HessianConfig {
+        m: if n.is_multiple_of(128) { 128 } else { n },
+        trace_probes: (t.curvature_probes > 0).then_some(t.curvature_probes),
+        ..HessianConfig::default()
+    };
+    match curvature(&p.net, state, &examples, &cfg) {
+        Ok(c) => (c.top(), c.trace.map_or(f64::NAN, |tr| tr.estimate)),
+        Err(_) => (f64::NAN, f64::NAN),
+    }
 }
 
 /// The training batch of update `step` (epoch `step / spe`, position `step % spe`).
@@ -949,7 +1014,16 @@ fn run_loop(
             train_eval_loss,
             train_eval_error,
             noisy_eval_error,
+            hessian_top: f64::NAN,
+            hessian_trace: f64::NAN,
         };
+        let mut row = row;
+        if t.curvature_every > 0
+            && ((epoch + 1).is_multiple_of(t.curvature_every) || step == p.total_steps)
+            && row.train_loss.is_finite()
+        {
+            (row.hessian_top, row.hessian_trace) = log_curvature(config, p, &state);
+        }
         if !(test_loss.is_finite() && row.train_loss.is_finite()) {
             progress.steps_done = step;
             progress.rows.push(row);

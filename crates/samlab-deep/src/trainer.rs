@@ -28,7 +28,7 @@ use samlab_core::sam::{AscentSource, CheckedSam, Normalization, Perturbation};
 use serde::{Deserialize, Serialize};
 
 use crate::models::Network;
-use crate::nn::{BnMode, BnStats, Ctx};
+use crate::nn::{BnMode, BnStats, Ctx, Tape};
 use crate::rng::{Purpose, Stream};
 
 /// Where weight decay acts.
@@ -188,10 +188,12 @@ impl Batch {
 /// Mean cross-entropy of `logits` against one-hot targets.
 pub fn cross_entropy(logits: Tensor<2>, onehot: Tensor<2>) -> Tensor<1> {
     let n = logits.dims()[0];
+    // A multiplication, not `div_scalar`: burn-autodiff 0.22.1 differentiates `div_scalar` with the divisor
+    // rounded to f32, which put a 3e-8 relative error into f64 gradients (the Hessian's exact products).
     (log_softmax(logits, 1) * onehot)
         .sum()
         .neg()
-        .div_scalar(n as f64)
+        .mul_scalar(1.0 / n as f64)
 }
 
 /// What a step reports.
@@ -267,6 +269,18 @@ pub fn ce_pass(
     mode: BnMode,
     stats: &mut BnStats,
 ) -> Pass {
+    taped_ce_pass(net, point, batch, mode, stats, None)
+}
+
+/// [`ce_pass`] recording the pass's ReLU and max-pool decisions on `tape`, or replaying them from it.
+pub fn taped_ce_pass(
+    net: &Network,
+    point: &[Tensor<1>],
+    batch: &Batch,
+    mode: BnMode,
+    stats: &mut BnStats,
+    tape: Option<&mut Tape>,
+) -> Pass {
     let leaves: ParamVec = point
         .iter()
         .map(|p| p.clone().autodiff().require_grad())
@@ -275,6 +289,7 @@ pub fn ce_pass(
         params: &leaves,
         mode,
         stats,
+        tape,
     };
     let logits = net.forward(&mut ctx, batch.x.clone());
     let loss = cross_entropy(logits.clone(), batch.onehot.clone());
@@ -303,6 +318,7 @@ pub fn batch_loss(
         params,
         mode,
         stats,
+        tape: None,
     };
     let logits = net.forward(&mut ctx, batch.x.clone());
     let loss = cross_entropy(logits.clone(), batch.onehot.clone()).into_scalar::<f32>() as f64;
@@ -354,6 +370,7 @@ impl Trainer<'_> {
             params: w,
             mode: BnMode::Batch { update: true },
             stats,
+            tape: None,
         };
         let _ = self.net.forward(&mut ctx, batch.x.clone());
     }

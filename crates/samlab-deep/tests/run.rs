@@ -90,6 +90,9 @@ fn config(data_dir: &Path) -> DeepRunConfig {
             eval_batch_size: 7,
             eval_train_examples: 16,
             device: "flex".into(),
+            curvature_every: 0,
+            curvature_examples: 512,
+            curvature_probes: 10,
         },
         sam: SamConfig {
             rho: 0.1,

@@ -25,6 +25,7 @@ pub fn feature_sparsity(
         params,
         mode: BnMode::Running,
         stats: &mut bn.clone(),
+        tape: None,
     };
     let phi = net.features(&mut ctx, examples.x.clone());
     let [n, d] = phi.dims();

@@ -1,43 +1,45 @@
-//! The top eigenvalue of the Hessian of the training loss, by power iteration on Hessian-vector products.
+//! The Hessian of the training loss: exact Hessian-vector products, and its spectrum from them.
 //!
-//! burn 0.22 has no double backward, so $Hv$ is a central difference of gradients,
-//! $Hv \approx (g(w + \varepsilon v) - g(w - \varepsilon v)) / 2\varepsilon$ with $\lVert v\rVert = 1$ and
-//! $\varepsilon$ = `eps_rel` $\cdot \max(\lVert w\rVert, 1)$. The truncation error is $O(\varepsilon^2)$ (third
-//! derivatives; ReLU kinks crossed within $\pm\varepsilon$ add a little more); in f32 the rounding error of the
-//! perturbed weights is about $u / $ `eps_rel` relative per coordinate ($u \approx 6\cdot10^{-8}$, so $6\cdot10^{-4}$
-//! at the default $10^{-4}$: the step is $10^{-4}$ of the weights' size, which keeps $w \pm \varepsilon v$
-//! resolvable in f32 for every coordinate), and the cancellation in the gradient difference adds about
-//! $u_g \lVert g\rVert / (\varepsilon\lambda)$, with $u_g$ the gradient's own f32 error.
+//! **Products.** [`HessianOperator`] evaluates the network in f64 with its ReLU masks and max-pool selections
+//! frozen at $w$ (a [`Tape`] recorded there): that function is smooth around $w$ and has the network's gradient
+//! and Hessian at $w$ (the Hessian almost everywhere: a ReLU or max-pool kink has measure zero). BatchNorm's batch
+//! statistics stay part of the function when [`BnEval::Batch`] says so. $Hv$ is the central difference
+//! $(g(w + \varepsilon v) - g(w - \varepsilon v)) / 2\varepsilon$ of its f64 autodiff gradients with
+//! $\lVert \varepsilon v\rVert$ = `eps_rel` $\cdot\max(\lVert w\rVert, 1)$: the truncation error is
+//! $O(\varepsilon^2)$ of a smooth function and the rounding error about $10^{-16}/\varepsilon$, both far below
+//! $10^{-6}$ relative (the test `hessian_reference` checks them against hyper-dual arithmetic). The product no
+//! longer crosses kinks, which is what made the f32 differences of earlier versions lock onto gradient jumps.
 //!
-//! The loss is the mean over chunks of `m` examples of the chunk's mean cross-entropy (BatchNorm as
-//! [`BnEval`] says). Power iteration from a seeded Gaussian start: $\lambda_k = v_k^\top H v_k$,
-//! $v_{k+1} = Hv_k / \lVert Hv_k\rVert$, until $|\lambda_k - \lambda_{k-1}| \le$ `tol` $|\lambda_k|$, or
-//! $|\lambda_k - \lambda_{k-2}| \le$ `tol` $|\lambda_k|$: finite differences across ReLU and max-pool kinks make
-//! the product slightly nonlinear in $v$, and the iteration can settle into a 2-cycle instead of a fixed point
-//! (seen on the CNN: estimates alternating 49.90 / 50.05). The estimate is the mean of the last two values and
-//! `spread` their difference. Power iteration finds the eigenvalue of largest magnitude; when that one is
-//! negative, a second power iteration on $H - \mu I$ ($\mu$ the negative estimate, so every eigenvalue of the
-//! shifted operator is $\ge 0$) finds the top one.
+//! **Spectrum** (from [`samlab_core::spectral`], on the flattened parameter vector): the top-$k$ eigenvalues and
+//! the bottom one by Lanczos with full reorthogonalization, each with its true residual $\lVert Hx - \theta
+//! x\rVert$ (`converged` is false when a residual exceeds `tol` times the largest $|\theta|$); the trace by
+//! Hutchinson's method with Rademacher probes and its standard error; the eigenvalue density by stochastic
+//! Lanczos quadrature.
+//!
+//! The loss is the mean over chunks of `m` examples of the chunk's mean cross-entropy (BatchNorm as [`BnEval`]
+//! says; no L2 term).
 
 use std::time::Instant;
 
-use burn::tensor::Tensor;
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use samlab_core::relu_net::metrics::FeatureStats;
+use samlab_core::spectral::{
+    extreme_eigenpairs, hutchinson_trace, slq_density, Density, DensityConfig, Eigenpair,
+    LanczosConfig, SymmetricOperator, TraceEstimate,
+};
 use samlab_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
 use super::features::{feature_sparsity, DEEP_CORR_THRESHOLD};
 use super::{chunks, BnEval, LoadedRun, RunInfo, Split};
 use crate::models::Network;
-use crate::nn::BnStats;
-use crate::rng::{Purpose, Stream};
+use crate::nn::{BnMode, BnStats, Tape};
 use crate::run::RunError;
-use crate::trainer::{
-    axpy, ce_pass, dot, normal_like, scale, sq_norm, Batch, ParamVec, TrainState,
-};
+use crate::trainer::{taped_ce_pass, Batch, ParamVec, TrainState};
 
 /// The settings of a Hessian evaluation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HessianConfig {
     /// How many examples (the first ones of `split`, without augmentation; used by [`run_hessian`]).
     pub examples: usize,
@@ -47,14 +49,20 @@ pub struct HessianConfig {
     pub split: Split,
     /// BatchNorm in every pass.
     pub bn: BnEval,
-    /// Most power iterations.
-    pub max_iters: usize,
-    /// Relative change of the estimate that stops the iteration.
+    /// How many of the largest eigenvalues.
+    pub top_k: usize,
+    /// Most Lanczos steps.
+    pub max_steps: usize,
+    /// Residual, relative to the largest eigenvalue in magnitude, that counts as converged.
     pub tol: f64,
     /// Finite-difference step relative to $\max(\lVert w\rVert, 1)$.
     pub eps_rel: f64,
-    /// Seed of the start vector.
+    /// Seed of the Lanczos start vector.
     pub seed: u64,
+    /// Rademacher probes of the trace estimate (`None`: no trace).
+    pub trace_probes: Option<usize>,
+    /// The spectral density (`None`: not computed).
+    pub density: Option<DensityConfig>,
 }
 
 impl Default for HessianConfig {
@@ -64,50 +72,249 @@ impl Default for HessianConfig {
             m: 128,
             split: Split::Train,
             bn: BnEval::Batch,
-            max_iters: 100,
+            top_k: 1,
+            max_steps: 100,
             tol: 1e-3,
-            eps_rel: 1e-4,
+            eps_rel: 1e-6,
             seed: 0,
+            trace_probes: None,
+            density: None,
         }
     }
 }
 
 impl HessianConfig {
-    fn check(&self) -> Result<(), ConfigError> {
-        let bad = |field, reason: String| Err(ConfigError::Invalid { field, reason });
-        if self.max_iters < 2 {
-            return bad(
-                "max_iters",
-                format!("must be at least 2, got {}", self.max_iters),
-            );
+    /// Checks every setting that does not depend on the network (the number of eigenvalues is checked against
+    /// the number of parameters by [`curvature`]).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.lanczos().check_settings()?;
+        if !(self.eps_rel.is_finite() && self.eps_rel > 0.0 && self.eps_rel <= 1e-2) {
+            return Err(invalid(
+                "eps_rel",
+                format!("must be in (0, 0.01], got {}", self.eps_rel),
+            ));
         }
-        if !(self.tol.is_finite() && self.tol > 0.0) {
-            return bad("tol", format!("must be > 0, got {}", self.tol));
+        if let Some(p) = self.trace_probes {
+            if p < 2 {
+                return Err(invalid(
+                    "probes",
+                    format!("the trace needs at least 2 probes, got {p}"),
+                ));
+            }
         }
-        if !(self.eps_rel.is_finite() && self.eps_rel > 0.0) {
-            return bad("eps_rel", format!("must be > 0, got {}", self.eps_rel));
+        if let Some(d) = &self.density {
+            d.check()?;
         }
         Ok(())
     }
+
+    fn lanczos(&self) -> LanczosConfig {
+        LanczosConfig {
+            k: self.top_k,
+            max_steps: self.max_steps,
+            tol: self.tol,
+            seed: self.seed,
+        }
+    }
 }
 
-/// The result of [`top_eigenvalue`].
+fn invalid(field: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { field, reason }
+}
+
+/// Flattens f64 tensors into one host vector.
+fn to_host(v: &[Tensor<1>]) -> Vec<f64> {
+    v.iter()
+        .flat_map(|t| {
+            t.to_data()
+                .try_into_vec_as::<f64>()
+                .expect("a float tensor")
+        })
+        .collect()
+}
+
+/// The Hessian of the loss at one point, as an operator on flat f64 vectors in the order of the network's
+/// parameters (each parameter flattened as stored).
+pub struct HessianOperator<'a> {
+    net: &'a Network,
+    w: ParamVec,
+    chunks: Vec<Batch>,
+    tapes: Vec<Tape>,
+    bn: BnStats,
+    mode: BnMode,
+    eps: f64,
+    loss: f64,
+    gradient: Vec<f64>,
+    weight_norm: f64,
+    device: Device,
+}
+
+impl<'a> HessianOperator<'a> {
+    /// The Hessian of the loss at `state.params` on `examples` cut into chunks of `m`, BatchNorm as `bn` says.
+    /// Fails on a chunk size that does not divide the examples, a bad `eps_rel`, or non-finite weights, loss or
+    /// gradient.
+    pub fn new(
+        net: &'a Network,
+        state: &TrainState,
+        examples: &Batch,
+        m: usize,
+        bn: BnEval,
+        eps_rel: f64,
+    ) -> Result<Self, ConfigError> {
+        HessianConfig {
+            eps_rel,
+            ..HessianConfig::default()
+        }
+        .check()?;
+        let f64s = |v: &[Tensor<1>]| -> Vec<Tensor<1>> {
+            v.iter().map(|t| t.clone().cast(DType::F64)).collect()
+        };
+        let w = f64s(&state.params);
+        let host_w = to_host(&w);
+        if let Some(i) = host_w.iter().position(|x| !x.is_finite()) {
+            return Err(invalid(
+                "weights",
+                format!("the checkpoint holds a non-finite weight at flat index {i}"),
+            ));
+        }
+        let weight_norm = host_w.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let chunks = chunks(examples, m)?
+            .into_iter()
+            .map(|c| Batch {
+                x: c.x.cast(DType::F64),
+                onehot: c.onehot.cast(DType::F64),
+                labels: c.labels,
+            })
+            .collect();
+        let bn_stats = BnStats {
+            mean: f64s(&state.bn.mean),
+            var: f64s(&state.bn.var),
+        };
+        let mut op = HessianOperator {
+            net,
+            w,
+            chunks,
+            tapes: Vec::new(),
+            bn: bn_stats,
+            mode: bn.mode(),
+            eps: eps_rel * weight_norm.max(1.0),
+            loss: 0.0,
+            gradient: Vec::new(),
+            weight_norm,
+            device: examples.x.device(),
+        };
+        let mut tapes: Vec<Tape> = (0..op.chunks.len()).map(|_| Tape::recording()).collect();
+        let (loss, gradient) = op.gradient_at(&op.w, &mut tapes);
+        if !(loss.is_finite() && gradient.iter().all(|g| g.is_finite())) {
+            return Err(invalid(
+                "weights",
+                format!("the loss ({loss}) or its gradient is not finite at these weights"),
+            ));
+        }
+        op.tapes = tapes;
+        op.loss = loss;
+        op.gradient = gradient;
+        Ok(op)
+    }
+
+    /// The loss at $w$.
+    pub fn loss(&self) -> f64 {
+        self.loss
+    }
+
+    /// The gradient at $w$, flattened.
+    pub fn gradient(&self) -> &[f64] {
+        &self.gradient
+    }
+
+    /// $\lVert w\rVert$.
+    pub fn weight_norm(&self) -> f64 {
+        self.weight_norm
+    }
+
+    /// The length of the finite-difference step, $\lVert\varepsilon v\rVert$.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
+    /// The loss and flattened gradient at `point`, each chunk's pass recording to or replaying from its tape.
+    fn gradient_at(&self, point: &[Tensor<1>], tapes: &mut [Tape]) -> (f64, Vec<f64>) {
+        let k = self.chunks.len() as f64;
+        let mut loss = 0.0;
+        let mut grad = vec![0.0; self.dim()];
+        for (chunk, tape) in self.chunks.iter().zip(tapes) {
+            let pass = taped_ce_pass(
+                self.net,
+                point,
+                chunk,
+                self.mode,
+                &mut self.bn.clone(),
+                Some(tape),
+            );
+            loss += pass.loss.into_scalar::<f64>() / k;
+            for (g, x) in grad.iter_mut().zip(to_host(&pass.grads)) {
+                *g += x / k;
+            }
+        }
+        (loss, grad)
+    }
+
+    /// $w + s v$ as f64 tensors.
+    fn moved(&self, s: f64, v: &[f64]) -> ParamVec {
+        let mut at = 0;
+        self.w
+            .iter()
+            .map(|p| {
+                let n = p.dims()[0];
+                let step = TensorData::new(v[at..at + n].to_vec(), [n]);
+                at += n;
+                p.clone() + Tensor::from_data(step, (&self.device, DType::F64)).mul_scalar(s)
+            })
+            .collect()
+    }
+}
+
+impl SymmetricOperator for HessianOperator<'_> {
+    fn dim(&self) -> usize {
+        self.net.num_params()
+    }
+
+    fn apply(&self, v: &[f64]) -> Vec<f64> {
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return vec![0.0; v.len()];
+        }
+        let h = self.eps / norm;
+        let replay = || -> Vec<Tape> { self.tapes.iter().map(Tape::replay).collect() };
+        let (_, plus) = self.gradient_at(&self.moved(h, v), &mut replay());
+        let (_, minus) = self.gradient_at(&self.moved(-h, v), &mut replay());
+        plus.iter()
+            .zip(&minus)
+            .map(|(p, m)| (p - m) / (2.0 * h))
+            .collect()
+    }
+}
+
+/// What the Hessian tools find at one point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TopEigenvalue {
-    /// The mean of the last two estimates $v_k^\top H v_k$.
-    pub eigenvalue: f64,
-    /// The difference of the last two estimates.
-    pub spread: f64,
-    /// 0, or the (negative) dominant eigenvalue found first, when a second power iteration on $H - $ `shift` $I$
-    /// was needed to reach the top eigenvalue.
-    pub shift: f64,
-    /// Power iterations done (one Hessian-vector product, i.e. two gradients, each).
-    pub iterations: usize,
-    /// Whether the relative change over one or two iterations fell below `tol`.
+pub struct Curvature {
+    /// The `top_k` largest eigenvalues, decreasing, each with its residual.
+    pub top_eigenvalues: Vec<Eigenpair>,
+    /// The smallest eigenvalue with its residual.
+    pub bottom_eigenvalue: Eigenpair,
+    /// Whether the top eigenvalues' residuals met `tol` (see [`HessianConfig::tol`]).
     pub converged: bool,
-    /// The estimate after every iteration.
-    pub trace: Vec<f64>,
-    /// The finite-difference step $\varepsilon$ used.
+    /// Whether the smallest eigenvalue's residual did too (Lanczos stops on the top ones).
+    pub bottom_converged: bool,
+    /// Lanczos steps taken.
+    pub lanczos_steps: usize,
+    /// Hessian-vector products of the eigenvalue search (two f64 gradients each).
+    pub products: usize,
+    /// Hutchinson's trace estimate, when asked for.
+    pub trace: Option<TraceEstimate>,
+    /// The spectral density, when asked for.
+    pub density: Option<Density>,
+    /// The finite-difference step $\lVert\varepsilon v\rVert$.
     pub eps: f64,
     /// The loss at $w$.
     pub loss: f64,
@@ -117,138 +324,48 @@ pub struct TopEigenvalue {
     pub weight_norm: f64,
 }
 
-/// The loss and its gradient at `w`: means over `chunks` of each chunk's mean cross-entropy.
-pub fn gradient(
-    net: &Network,
-    w: &[Tensor<1>],
-    chunks: &[Batch],
-    bn: &BnStats,
-    mode: BnEval,
-) -> (f64, ParamVec) {
-    let k = chunks.len() as f64;
-    let mut grads: Option<ParamVec> = None;
-    let mut losses = Vec::with_capacity(chunks.len());
-    for chunk in chunks {
-        let pass = ce_pass(net, w, chunk, mode.mode(), &mut bn.clone());
-        losses.push(pass.loss);
-        grads = Some(match grads {
-            None => scale(&pass.grads, 1.0 / k),
-            Some(acc) => axpy(&acc, 1.0 / k, &pass.grads),
-        });
+impl Curvature {
+    /// The largest eigenvalue.
+    pub fn top(&self) -> f64 {
+        self.top_eigenvalues[0].value
     }
-    let loss = Tensor::cat(losses, 0).sum().into_scalar::<f32>() as f64 / k;
-    (loss, grads.expect("at least one chunk"))
 }
 
-/// $Hv \approx (g(w + \varepsilon v) - g(w - \varepsilon v)) / 2\varepsilon$ for the loss of [`gradient`].
-pub fn hessian_vector_product(
-    net: &Network,
-    w: &[Tensor<1>],
-    v: &[Tensor<1>],
-    eps: f64,
-    chunks: &[Batch],
-    bn: &BnStats,
-    mode: BnEval,
-) -> ParamVec {
-    let (_, plus) = gradient(net, &axpy(w, eps, v), chunks, bn, mode);
-    let (_, minus) = gradient(net, &axpy(w, -eps, v), chunks, bn, mode);
-    scale(&axpy(&plus, -1.0, &minus), 0.5 / eps)
-}
-
-/// The mean of the last two values of a power-iteration trace and their difference.
-fn estimate(trace: &[f64]) -> (f64, f64) {
-    let last_two = &trace[trace.len().saturating_sub(2)..];
-    (
-        last_two.iter().sum::<f64>() / last_two.len() as f64,
-        (last_two[0] - last_two[last_two.len() - 1]).abs(),
-    )
-}
-
-/// Power iteration of the symmetric operator `apply` from the unit vector `v0`: the Rayleigh quotients
-/// $v_k^\top A v_k$ and whether they settled (see the module doc).
-fn power_iteration(
-    v0: &[Tensor<1>],
-    apply: &dyn Fn(&ParamVec) -> ParamVec,
-    cfg: &HessianConfig,
-) -> (Vec<f64>, bool) {
-    let mut v = v0.to_vec();
-    let mut trace: Vec<f64> = Vec::new();
-    let mut converged = false;
-    while trace.len() < cfg.max_iters {
-        let av = apply(&v);
-        let lambda = dot(&v, &av);
-        let settled = |back: usize| {
-            trace.len() >= back
-                && (lambda - trace[trace.len() - back]).abs() <= cfg.tol * lambda.abs()
-        };
-        converged = settled(1) || settled(2);
-        trace.push(lambda);
-        if converged {
-            break;
-        }
-        let norm = sq_norm(&av).sqrt();
-        if !(norm.is_finite() && norm > 0.0) {
-            break;
-        }
-        v = scale(&av, 1.0 / norm);
-    }
-    (trace, converged)
-}
-
-/// The trace of the power iteration that reaches the top eigenvalue of `apply`, whether it settled, and the shift
-/// used (0 unless the dominant eigenvalue is negative: then the iteration is repeated on `apply - shift I` and its
-/// estimates are shifted back; the trace holds both runs).
-fn top_of(
-    v0: &[Tensor<1>],
-    apply: &dyn Fn(&ParamVec) -> ParamVec,
-    cfg: &HessianConfig,
-) -> (Vec<f64>, bool, f64) {
-    let (mut trace, converged) = power_iteration(v0, apply, cfg);
-    let dominant = estimate(&trace).0;
-    if dominant >= 0.0 {
-        return (trace, converged, 0.0);
-    }
-    let shifted = |v: &ParamVec| axpy(&apply(v), -dominant, v);
-    let (t, converged) = power_iteration(v0, &shifted, cfg);
-    trace.extend(t.iter().map(|x| x + dominant));
-    (trace, converged, dominant)
-}
-
-/// The Hessian's top eigenvalue at `state` on `examples` cut into chunks of `cfg.m` (`cfg.examples` and
-/// `cfg.split` are not used here).
-pub fn top_eigenvalue(
+/// The Hessian's extreme eigenvalues (and trace and density where `cfg` asks) at `state` on `examples` cut into
+/// chunks of `cfg.m` (`cfg.examples` and `cfg.split` are not used here).
+pub fn curvature(
     net: &Network,
     state: &TrainState,
     examples: &Batch,
     cfg: &HessianConfig,
-) -> Result<TopEigenvalue, ConfigError> {
+) -> Result<Curvature, ConfigError> {
     cfg.check()?;
-    let chunks = chunks(examples, cfg.m)?;
-    let w = &state.params;
-    let (loss, grad) = gradient(net, w, &chunks, &state.bn, cfg.bn);
-    let weight_norm = sq_norm(w).sqrt();
-    let eps = cfg.eps_rel * weight_norm.max(1.0);
-    let device = examples.x.device();
-    let start = normal_like(
-        net,
-        &mut Stream::new(cfg.seed, Purpose::Analysis, 1, 0),
-        &device,
-    );
-    let v0 = scale(&start, 1.0 / sq_norm(&start).sqrt());
-    let hvp = |v: &ParamVec| hessian_vector_product(net, w, v, eps, &chunks, &state.bn, cfg.bn);
-    let (trace, converged, shift) = top_of(&v0, &hvp, cfg);
-    let (eigenvalue, spread) = estimate(&trace);
-    Ok(TopEigenvalue {
-        eigenvalue,
-        spread,
-        shift,
-        iterations: trace.len(),
-        converged,
+    let lanczos = cfg.lanczos();
+    lanczos.check(net.num_params())?;
+    let op = HessianOperator::new(net, state, examples, cfg.m, cfg.bn, cfg.eps_rel)?;
+    let density = cfg
+        .density
+        .as_ref()
+        .map(|d| slq_density(&op, d))
+        .transpose()?;
+    let extremes = extreme_eigenpairs(&op, &lanczos)?;
+    let trace = cfg
+        .trace_probes
+        .map(|p| hutchinson_trace(&op, p, cfg.seed.wrapping_add(1)))
+        .transpose()?;
+    Ok(Curvature {
+        top_eigenvalues: extremes.top,
+        bottom_eigenvalue: extremes.bottom,
+        converged: extremes.converged,
+        bottom_converged: extremes.bottom_converged,
+        lanczos_steps: extremes.steps,
+        products: extremes.products,
         trace,
-        eps,
-        loss,
-        grad_norm: sq_norm(&grad).sqrt(),
-        weight_norm,
+        density,
+        eps: op.eps(),
+        loss: op.loss(),
+        grad_norm: op.gradient().iter().map(|g| g * g).sum::<f64>().sqrt(),
+        weight_norm: op.weight_norm(),
     })
 }
 
@@ -259,8 +376,9 @@ pub struct HessianReport {
     pub run: RunInfo,
     /// The settings.
     pub config: HessianConfig,
-    /// The top Hessian eigenvalue.
-    pub top_eigenvalue: TopEigenvalue,
+    /// Eigenvalues, trace and density.
+    #[serde(flatten)]
+    pub curvature: Curvature,
     /// Feature sparsity of the penultimate features on the same examples, in evaluation mode, correlation
     /// threshold [`DEEP_CORR_THRESHOLD`].
     pub feature_sparsity: FeatureStats,
@@ -274,7 +392,7 @@ pub struct HessianReport {
 pub fn run_hessian(run: &LoadedRun, cfg: &HessianConfig) -> Result<HessianReport, RunError> {
     let examples = run.examples(cfg.split, cfg.examples)?;
     let started = Instant::now();
-    let top = top_eigenvalue(&run.net, &run.state, &examples, cfg)?;
+    let curvature = curvature(&run.net, &run.state, &examples, cfg)?;
     let (features, neurons) = feature_sparsity(
         &run.net,
         &run.state.params,
@@ -285,46 +403,9 @@ pub fn run_hessian(run: &LoadedRun, cfg: &HessianConfig) -> Result<HessianReport
     Ok(HessianReport {
         run: run.info.clone(),
         config: cfg.clone(),
-        top_eigenvalue: top,
+        curvature,
         feature_sparsity: features,
         feature_neurons: neurons,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use burn::tensor::{Device, TensorData};
-
-    use super::*;
-
-    /// A diagonal operator on one tensor.
-    fn diag(d: &'static [f32]) -> impl Fn(&ParamVec) -> ParamVec {
-        move |v: &ParamVec| {
-            let t = Tensor::<1>::from_data(TensorData::new(d.to_vec(), [d.len()]), &v[0].device());
-            vec![v[0].clone() * t]
-        }
-    }
-
-    #[test]
-    fn a_negative_dominant_eigenvalue_is_shifted_away() {
-        let device = Device::default();
-        let v0 = vec![Tensor::<1>::from_data(
-            TensorData::new(vec![0.5f32; 4], [4]),
-            &device,
-        )];
-        let cfg = HessianConfig {
-            max_iters: 500,
-            tol: 1e-7,
-            ..HessianConfig::default()
-        };
-        let (trace, converged, shift) = top_of(&v0, &diag(&[-5.0, 1.0, 2.0, 0.5]), &cfg);
-        assert!(converged);
-        assert!((shift + 5.0).abs() < 1e-3, "{shift}");
-        assert!((estimate(&trace).0 - 2.0).abs() < 1e-3, "{trace:?}");
-        // A positive dominant eigenvalue needs no shift.
-        let (trace, _, shift) = top_of(&v0, &diag(&[-1.0, 3.0, 2.0, 0.5]), &cfg);
-        assert_eq!(shift, 0.0);
-        assert!((estimate(&trace).0 - 3.0).abs() < 1e-3, "{trace:?}");
-    }
 }

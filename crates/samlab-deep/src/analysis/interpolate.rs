@@ -3,8 +3,9 @@
 //! $\theta(a) = (1-a)\,\theta_A + a\,\theta_B$ for every parameter (so $a = 0$ and $a = 1$ are the two checkpoints
 //! exactly). At every $a$ the BatchNorm running statistics are re-estimated from scratch with one pass over the
 //! first `bn_examples` images of run A's training split, augmented as run A trained (same draws at every $a$), in
-//! batches of [`BN_BATCH`], as a cumulative average (PyTorch's `momentum=None`: the exact mean of the batch means
-//! and unbiased batch variances); networks without BatchNorm skip this. Then the loss and error on the first
+//! batches of [`BN_BATCH`], as a cumulative average over images (the authors' `bn_update`: momentum $b/(N+b)$ for
+//! a batch of $b$ images after $N$, i.e. the batch means and unbiased batch variances weighted by batch size);
+//! networks without BatchNorm skip this. Then the loss and error on the first
 //! `examples` un-augmented images of run A's training split (with its training labels) and of the test set, in
 //! evaluation mode.
 
@@ -144,7 +145,10 @@ pub struct Interpolation {
 }
 
 /// Fresh BatchNorm running statistics of the network at `params`: one pass over the first `n` images of `set` in
-/// batches of [`BN_BATCH`], augmented with `augment` (draws keyed by `seed`), folded in as a cumulative average.
+/// batches of [`BN_BATCH`], augmented with `augment` (draws keyed by `seed`), folded in as a cumulative average
+/// over images, as the authors' `bn_update`: a batch of $b$ images after $N$ images gets momentum $b / (N + b)$, so
+/// the result is the mean of the batch means and unbiased batch variances weighted by batch size (a last batch of
+/// 8 after 4,992 images weighs 8/5,000, not 1/40).
 pub fn reestimate_bn(
     net: &Network,
     params: &[Tensor<1>],
@@ -156,16 +160,30 @@ pub fn reestimate_bn(
 ) -> BnStats {
     let mut stats = BnStats::new(net.bn_channels(), device);
     let indices: Vec<usize> = (0..n.min(set.len())).collect();
+    let mut seen = 0usize;
     for (t, chunk) in indices.chunks(BN_BATCH).enumerate() {
         let mut stream = Stream::new(seed, Purpose::Analysis, 0, t as u64);
         let (images, labels) = assemble(set, &set.labels, chunk, augment, &mut stream);
         let batch = Batch::new(images, labels, set.shape, set.classes, device);
+        // This batch's own statistics (momentum 1 on fresh statistics), then folded in with weight b / (N + b).
+        let mut own = BnStats::new(net.bn_channels(), device);
         let mut ctx = Ctx {
             params,
-            mode: BnMode::Average { seen: t },
-            stats: &mut stats,
+            mode: BnMode::Average { seen: 0 },
+            stats: &mut own,
+            tape: None,
         };
         let _ = net.forward(&mut ctx, batch.x);
+        let b = chunk.len();
+        let m = b as f64 / (seen + b) as f64;
+        let fold = |old: &mut [Tensor<1>], new: Vec<Tensor<1>>| {
+            for (o, x) in old.iter_mut().zip(new) {
+                *o = o.clone().mul_scalar(1.0 - m) + x.mul_scalar(m);
+            }
+        };
+        fold(&mut stats.mean, own.mean);
+        fold(&mut stats.var, own.var);
+        seen += b;
     }
     stats
 }
