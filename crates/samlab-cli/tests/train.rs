@@ -83,6 +83,12 @@ fn train_writes_the_run_directory_and_run_config_replays_it() {
             "0.2",
             "--eval-train-examples",
             "20",
+            "--curvature-every",
+            "2",
+            "--curvature-examples",
+            "16",
+            "--curvature-probes",
+            "2",
             "--out",
             p(&out),
         ],
@@ -108,7 +114,25 @@ fn train_writes_the_run_directory_and_run_config_replays_it() {
     }
     let m = metrics(&out);
     assert_eq!(m.len(), 4);
-    assert_eq!(m[0], "epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,train_eval_loss,train_eval_error,noisy_eval_error");
+    assert_eq!(m[0], "epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,train_eval_loss,train_eval_error,noisy_eval_error,hessian_top,hessian_trace");
+    // The curvature is logged after epochs 2 and 3 (the last), not after epoch 1.
+    let curvature = |row: &str| -> Vec<Option<f64>> {
+        row.rsplit(',')
+            .take(2)
+            .map(|c| c.parse::<f64>().ok())
+            .collect()
+    };
+    assert!(
+        curvature(&m[1]).iter().all(|v| v.is_some_and(f64::is_nan)),
+        "{}",
+        m[1]
+    );
+    for row in &m[2..] {
+        assert!(
+            curvature(row).iter().all(|v| v.is_some_and(f64::is_finite)),
+            "{row}"
+        );
+    }
     let config = fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(config.contains("eval_train_examples = 20"), "{config}");
     assert!(

@@ -174,7 +174,7 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
         assert!(dir.join(f).is_file(), "{f}");
     }
     let metrics = fs::read_to_string(dir.join("metrics.csv")).unwrap();
-    assert!(metrics.starts_with("epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,seconds,images_per_s,train_eval_loss,train_eval_error,noisy_eval_error\n"));
+    assert!(metrics.starts_with("epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,seconds,images_per_s,train_eval_loss,train_eval_error,noisy_eval_error,hessian_top,hessian_trace\n"));
     assert_eq!(metrics.lines().count(), 4);
     let noise = fs::read_to_string(dir.join("label_noise.csv")).unwrap();
     assert_eq!(
