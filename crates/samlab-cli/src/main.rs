@@ -22,9 +22,8 @@ mod train_args;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use serde::Deserialize;
 
 /// A command line that makes no sense: exit status 2, like every other bad input.
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +115,45 @@ enum ReluCommand {
     Train(Box<relu::TrainArgs>),
 }
 
-/// config.toml of any engine, told apart by its fields.
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// Reads a config file; a missing or unreadable one is bad input (exit status 2).
+pub fn read_config(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        UsageError(format!(
+            "cannot read the config file {}: {e}",
+            path.display()
+        ))
+        .into()
+    })
+}
+
+/// The engines a config.toml can be for, told apart by a top-level key only that engine's config has.
+const ENGINE_KEYS: [(&str, &str); 3] = [("model", "deep"), ("width", "relu"), ("alpha", "diag")];
+
+/// Parses a config.toml of any engine, naming the engine and the offending key when it does not fit.
+fn parse_any_config(path: &std::path::Path, text: &str) -> Result<AnyRunConfig> {
+    let what = |e: String| {
+        UsageError(format!(
+            "{} is not a samlab run config: {e}",
+            path.display()
+        ))
+    };
+    let table: toml::Table = toml::from_str(text).map_err(|e| what(format!("not TOML: {e}")))?;
+    let engine = ENGINE_KEYS
+        .iter()
+        .find(|(key, _)| table.contains_key(*key))
+        .map(|&(_, engine)| engine)
+        .ok_or_else(|| {
+            what("it has none of the top-level keys `model` (deep net), `width` (ReLU net), `alpha` (diagonal net)".into())
+        })?;
+    let bad = |e: toml::de::Error| what(format!("as a {engine} run config: {e}"));
+    Ok(match engine {
+        "deep" => AnyRunConfig::Deep(Box::new(toml::from_str(text).map_err(bad)?)),
+        "relu" => AnyRunConfig::Relu(toml::from_str(text).map_err(bad)?),
+        _ => AnyRunConfig::Diag(toml::from_str(text).map_err(bad)?),
+    })
+}
+
+/// config.toml of any engine.
 enum AnyRunConfig {
     Diag(diag::DiagRunConfig),
     Relu(relu::ReluRunConfig),
@@ -139,15 +174,8 @@ fn run(cli: Cli) -> Result<()> {
             relu::train_and_report(&args.to_config()?, &args.out, args.force)
         }
         Command::Run { config, out, force } => {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("cannot read {}", config.display()))?;
-            let parsed: AnyRunConfig = toml::from_str(&text).map_err(|e| {
-                UsageError(format!(
-                    "{} is not a samlab run config: {e}",
-                    config.display()
-                ))
-            })?;
-            match parsed {
+            let text = read_config(&config)?;
+            match parse_any_config(&config, &text)? {
                 AnyRunConfig::Diag(c) => train_diag(&c, &out, force),
                 AnyRunConfig::Relu(c) => relu::train_and_report(&c, &out, force),
                 AnyRunConfig::Deep(c) => train::execute(&c, &out, force),
@@ -211,10 +239,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || e.is::<samlab_core::DataError>()
             || e.downcast_ref::<samlab_deep::run::RunError>()
                 .is_some_and(samlab_deep::run::RunError::is_bad_input)
-            || matches!(
-                e.downcast_ref::<samlab_core::run_dir::RunDirError>(),
-                Some(samlab_core::run_dir::RunDirError::Exists(_))
-            )
+            || e.downcast_ref::<samlab_core::run_dir::RunDirError>()
+                .is_some_and(samlab_core::run_dir::RunDirError::is_bad_input)
     })
 }
 

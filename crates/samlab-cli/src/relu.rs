@@ -250,7 +250,7 @@ pub fn execute(
         .train
         .sam
         .check(config.train.batch_size.unwrap_or(data.n()))?;
-    check_settings(config)?;
+    check_settings(config, &data)?;
     let writer = RunDirWriter::create(out, force)?;
     let log_at: Vec<usize> = match config.train.log {
         LogSchedule::Notebook => samlab_core::diag_net::log_iterations(config.train.iters),
@@ -335,7 +335,7 @@ pub fn execute(
     })
 }
 
-fn check_settings(config: &ReluRunConfig) -> Result<()> {
+fn check_settings(config: &ReluRunConfig, data: &Dataset) -> Result<()> {
     let m = &config.metrics;
     let bad = |field: &'static str, reason: String| -> Result<()> {
         Err(samlab_core::ConfigError::Invalid { field, reason }.into())
@@ -345,6 +345,19 @@ fn check_settings(config: &ReluRunConfig) -> Result<()> {
             "grid_step",
             format!("must be finite and > 0, got {}", m.grid_step),
         );
+    }
+    if data.d() == 1 {
+        // The plotted function's grid: arange(min x - 5 step, max x + 5 step, step).
+        let x = data.x_train.column(0);
+        let lo = x.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        samlab_core::limits::grid_len(
+            "grid_step",
+            lo - 5.0 * m.grid_step,
+            hi + 5.0 * m.grid_step,
+            m.grid_step,
+            samlab_core::limits::MAX_GRID_POINTS,
+        )?;
     }
     if !(m.kinks.merge.is_finite() && m.kinks.merge >= 0.0 && m.kinks.min_slope_change.is_finite())
     {

@@ -87,6 +87,15 @@ pub fn implicit_bias(dir: &Path) -> Result<ImplicitBias> {
         ));
     }
     let stored: Array1<f64> = read_array(&dir.join("u.npy"))?;
+    if stored.len() != run.params.u.len() {
+        return Err(samlab_core::DataError::Shape(format!(
+            "{} holds {} entries, but the run's data has d = {}",
+            dir.join("u.npy").display(),
+            stored.len(),
+            run.params.u.len()
+        ))
+        .into());
+    }
     let drift = stored
         .iter()
         .zip(&run.params.u)

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use samlab_core::sam::{Normalization, SamConfig};
@@ -285,8 +285,7 @@ impl TrainArgs {
     pub fn to_config(&self) -> Result<DeepRunConfig> {
         let mut c = defaults();
         if let Some(path) = &self.config {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
+            let text = crate::read_config(path)?;
             let value: toml::Value = toml::from_str(&text)
                 .map_err(|e| usage(format!("{} is not TOML: {e}", path.display())))?;
             let mut base = toml::Value::try_from(&c).expect("defaults serialize");

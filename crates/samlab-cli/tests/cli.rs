@@ -212,9 +212,14 @@ fn an_existing_run_is_kept_unless_forced() {
     assert_eq!(summary(&out)["iterations"], 100);
     ok(&[&args[..7], &["200", "--out", p(&out), "--force"]].concat());
     assert_eq!(summary(&out)["iterations"], 200);
+    let mut left: Vec<String> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
     assert_eq!(
-        fs::read_dir(tmp.path()).unwrap().count(),
-        1,
+        left,
+        [".run.lock", "run"],
         "no staging directories left behind"
     );
 }

@@ -20,34 +20,6 @@ fn metrics(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// An MNIST-format data set of 8x8 images the tests write themselves.
-fn write_idx(dir: &Path, n_train: usize, n_test: usize) {
-    let mut seed = 777u64;
-    let mut next = || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (seed >> 33) as u32
-    };
-    for (prefix, n) in [("train", n_train), ("t10k", n_test)] {
-        let mut images = Vec::new();
-        for v in [2051u32, n as u32, 8, 8] {
-            images.extend(v.to_be_bytes());
-        }
-        let mut labels = Vec::new();
-        for v in [2049u32, n as u32] {
-            labels.extend(v.to_be_bytes());
-        }
-        for _ in 0..n {
-            let c = next() % 10;
-            labels.push(c as u8);
-            images.extend((0..64).map(|i| if i / 6 == c { 220 } else { (next() % 40) as u8 }));
-        }
-        fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
-        fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
-    }
-}
-
 const TINY: [&str; 14] = [
     "train",
     "--model",

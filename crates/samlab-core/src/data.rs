@@ -1,8 +1,11 @@
 //! Regression data sets: the paper's sparse regression generator and `.npy` loading/saving.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use ndarray::{Array1, Array2};
+use ndarray_npy::npy::header::Header;
 use ndarray_npy::{read_npy, write_npy};
 use serde::{Deserialize, Serialize};
 
@@ -99,12 +102,63 @@ fn check_finite<'a>(what: &str, values: impl Iterator<Item = &'a f64>) -> Result
     }
 }
 
-/// Reads one f64 array from a `.npy` file, naming the file in the error.
+/// Reads one f64 array from a `.npy` file, naming the file in the error. The header is checked against the
+/// file's length first, so a header that claims more values than the file holds is rejected before anything is
+/// allocated from it.
 pub fn read_array<D: ndarray::Dimension>(path: &Path) -> Result<ndarray::Array<f64, D>, DataError> {
-    read_npy(path).map_err(|e| DataError::Read {
+    let bad = |reason: String| DataError::Read {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+        reason,
+    };
+    check_npy_size(path).map_err(bad)?;
+    read_npy(path).map_err(|e| bad(e.to_string()))
+}
+
+/// Fails unless the `.npy` file at `path` holds an f64 array of exactly the size its header declares.
+fn check_npy_size(path: &Path) -> Result<(), String> {
+    let mut file = File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut preamble = Vec::new();
+    file.by_ref()
+        .take(12)
+        .read_to_end(&mut preamble)
+        .map_err(|e| e.to_string())?;
+    if preamble.len() < 10 || !preamble.starts_with(b"\x93NUMPY") {
+        return Err("not a .npy file (no NumPy magic string)".into());
+    }
+    let (header_len, prefix) = match (preamble[6], preamble.get(8..12)) {
+        (1, _) => (
+            u64::from(u16::from_le_bytes([preamble[8], preamble[9]])),
+            10,
+        ),
+        (2 | 3, Some(b)) => (u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])), 12),
+        (v, _) => return Err(format!("unsupported .npy format version {v}")),
+    };
+    let data_start = prefix + header_len;
+    if data_start > len {
+        return Err(format!(
+            "its header announces {header_len} bytes but the file has only {len}; truncated?"
+        ));
+    }
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let header = Header::from_reader(&mut file).map_err(|e| e.to_string())?;
+    let dtype = header.type_descriptor.to_string();
+    if !dtype.contains("f8") {
+        return Err(format!("dtype {dtype}, expected float64 ('<f8')"));
+    }
+    let bytes = header
+        .shape
+        .iter()
+        .try_fold(8usize, |acc, &d| acc.checked_mul(d))
+        .map(|b| b as u64);
+    if bytes != Some(len - data_start) {
+        return Err(format!(
+            "its header declares shape {:?} of float64, but the file holds {} bytes of data; truncated or corrupt?",
+            header.shape,
+            len - data_start
+        ));
+    }
+    Ok(())
 }
 
 /// Writes one f64 array as `.npy`.
@@ -156,6 +210,12 @@ impl SparseRegression {
                 ),
             });
         }
+        crate::limits::product("n", &[self.n, self.d], crate::limits::MAX_ELEMENTS)?;
+        crate::limits::product(
+            "n_test",
+            &[self.n_test, self.d],
+            crate::limits::MAX_ELEMENTS,
+        )?;
         let mut rng = NumpyRandomState::new(self.seed);
         let mut gaussian = |rows: usize, cols: usize| {
             let mut values = vec![0.0; rows * cols];
@@ -239,6 +299,53 @@ mod tests {
         write_array(&dir.path().join("X_test.npy"), &x).unwrap();
         let err = Dataset::load_dir(dir.path()).unwrap_err().to_string();
         assert_eq!(err, "X_test holds a non-finite value at index 5");
+    }
+
+    /// A version-1.0 `.npy` file of `values` zeros whose header declares `shape` (f64, C order).
+    fn npy_v1(shape: &str, values: usize) -> Vec<u8> {
+        let mut dict = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+        while (10 + dict.len() + 1) % 64 != 0 {
+            dict.push(' ');
+        }
+        dict.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        out.extend_from_slice(dict.as_bytes());
+        out.extend(std::iter::repeat_n(0u8, values * 8));
+        out
+    }
+
+    #[test]
+    fn npy_headers_cannot_claim_more_than_the_file_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.npy");
+        write_array(&path, &Array2::<f64>::zeros((3, 5))).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let read = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            read_array::<ndarray::Ix2>(&path)
+                .map(|a| a.dim())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(read(&good), Ok((3, 5)));
+        assert_eq!(read(&npy_v1("(3, 5)", 15)), Ok((3, 5)));
+        // A shape of 2^40 x 5, or one whose product overflows, over 15 values: refused before any allocation.
+        for shape in ["(1099511627776, 5)", "(18446744073709551615, 3)"] {
+            let err = read(&npy_v1(shape, 15)).unwrap_err();
+            assert!(
+                err.contains("declares shape") && err.contains("a.npy"),
+                "{err}"
+            );
+        }
+        // Truncated data and a header length beyond the end of the file.
+        assert!(read(&good[..good.len() - 8])
+            .unwrap_err()
+            .contains("truncated"));
+        let mut long = good[..20].to_vec();
+        long[8] = 0xff;
+        long[9] = 0xff;
+        assert!(read(&long).unwrap_err().contains("announces 65535 bytes"));
+        assert!(read(b"hello").unwrap_err().contains("not a .npy file"));
     }
 
     #[test]

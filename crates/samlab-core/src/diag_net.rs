@@ -311,6 +311,7 @@ pub fn train(
             reason: "must be at least 1".into(),
         });
     }
+    crate::limits::product("batch_size", &[batch_size, d], crate::limits::MAX_ELEMENTS)?;
     let sam = config.sam.check(batch_size)?;
     let flat = Flat::new(data);
     let mut rng = NumpyRandomState::new(config.seed);

@@ -20,6 +20,7 @@ pub mod batches;
 pub mod data;
 pub mod diag_net;
 mod error;
+pub mod limits;
 pub mod numpy_rng;
 pub mod relu_net;
 pub mod run_dir;

@@ -9,6 +9,10 @@
 //!
 //! A run is written into a hidden staging directory beside `<out>` and moved into place only when complete, so a
 //! crash or a bad input never leaves a half-written run, and an existing run is replaced only with `force`.
+//!
+//! A run directory is owned by one process at a time: [`RunLock`] holds an exclusive lock on `.<name>.lock` beside
+//! `<out>` for the whole run (training, resuming, committing), so two runs can never write into one directory, and
+//! whether `<out>` is occupied is decided under that lock.
 
 use std::fs;
 use std::io::{self, Write};
@@ -22,6 +26,17 @@ pub enum RunDirError {
     /// `<out>` already holds files and `force` was not given.
     #[error("{0} already exists and is not empty (pass --force to replace it)")]
     Exists(PathBuf),
+    /// Another process holds the run directory's lock.
+    #[error("{0} is being written by another samlab process (its lock file {1} is held); wait for it or choose another --out")]
+    Busy(PathBuf, PathBuf),
+    /// A component of `<out>`'s path is a regular file, so no directory can be made there.
+    #[error("cannot create the run directory {out}: {file} is a regular file, not a directory")]
+    NotADirectory {
+        /// The requested run directory.
+        out: PathBuf,
+        /// The file in the way.
+        file: PathBuf,
+    },
     /// A file-system operation failed.
     #[error("cannot prepare {path}: {source}")]
     Io {
@@ -32,45 +47,182 @@ pub enum RunDirError {
     },
 }
 
+impl RunDirError {
+    /// Whether the error is the user's request being impossible (exit status 2) rather than a failing machine.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, RunDirError::Io { .. })
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> RunDirError + '_ {
+    move |source| RunDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `<out>`'s file name (`run` for a path without one).
+fn run_name(out: &Path) -> String {
+    out.file_name()
+        .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned())
+}
+
+fn sibling(out: &Path, tag: &str) -> PathBuf {
+    out.with_file_name(format!(".{}.{tag}-{}", run_name(out), std::process::id()))
+}
+
+/// The first ancestor of `out` (itself excluded: a file there is an occupied `out`) that exists and is not a
+/// directory.
+fn file_in_the_way(out: &Path) -> Option<PathBuf> {
+    out.ancestors()
+        .skip(1)
+        .find(|a| a.exists())
+        .filter(|a| !a.is_dir())
+        .map(Path::to_path_buf)
+}
+
+/// Whether `out` holds anything (a non-empty directory, or a file).
+pub fn is_occupied(out: &Path) -> bool {
+    match fs::read_dir(out) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}
+
+/// Exclusive ownership of the run directory `<out>` while the value lives: an advisory lock (`flock`) on
+/// `.<name>.lock` beside it. The operating system releases it when the process ends, however it ends, so a killed
+/// run never leaves a stale lock.
+///
+/// Taking the lock also tidies what killed runs left beside `<out>`: staging directories (`.<name>.staging-PID`,
+/// never complete) are removed; a run set aside for replacement (`.<name>.old-PID`) is moved back when `<out>`
+/// is missing (the replacement never arrived) and otherwise kept and listed by [`RunLock::set_aside_runs`] until
+/// a replacement completes ([`RunLock::remove_set_aside`]).
+#[derive(Debug)]
+pub struct RunLock {
+    out: PathBuf,
+    _file: fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock of `out` (creating its parent directory if needed) without waiting: fails with
+    /// [`RunDirError::Busy`] when another process holds it.
+    pub fn acquire(out: &Path) -> Result<Self, RunDirError> {
+        if let Some(file) = file_in_the_way(out) {
+            return Err(RunDirError::NotADirectory {
+                out: out.to_path_buf(),
+                file,
+            });
+        }
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(io_error(&parent))?;
+        let lock_path = out.with_file_name(format!(".{}.lock", run_name(out)));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_error(&lock_path))?;
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => {}
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(RunDirError::Busy(out.to_path_buf(), lock_path))
+            }
+            Err(fs4::TryLockError::Error(e)) => return Err(io_error(&lock_path)(e)),
+        }
+        let lock = RunLock {
+            out: out.to_path_buf(),
+            _file: file,
+        };
+        for staging in lock.siblings("staging") {
+            fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
+        }
+        if !is_occupied(out) {
+            if let Some(old) = lock.set_aside_runs().into_iter().next() {
+                if out.exists() {
+                    fs::remove_dir(out).map_err(io_error(out))?;
+                }
+                fs::rename(&old, out).map_err(io_error(&old))?;
+            }
+        }
+        Ok(lock)
+    }
+
+    /// The run directory.
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// Hidden directories `.<name>.<tag>-*` beside `<out>`, sorted.
+    fn siblings(&self, tag: &str) -> Vec<PathBuf> {
+        let prefix = format!(".{}.{tag}-", run_name(&self.out));
+        let dir = self
+            .out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut found: Vec<PathBuf> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| self.out.with_file_name(e.file_name()))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Earlier runs of `<out>` set aside by `force` whose replacement has not completed yet.
+    pub fn set_aside_runs(&self) -> Vec<PathBuf> {
+        self.siblings("old")
+    }
+
+    /// Moves the run in `<out>` aside (to `.<name>.old-PID`) to make room for its replacement, and returns
+    /// where it went.
+    pub fn set_aside(&self) -> Result<PathBuf, RunDirError> {
+        let old = sibling(&self.out, "old");
+        fs::rename(&self.out, &old).map_err(io_error(&self.out))?;
+        Ok(old)
+    }
+
+    /// Deletes the runs set aside for `<out>`: called once their replacement is complete.
+    pub fn remove_set_aside(&self) -> Result<(), RunDirError> {
+        for old in self.set_aside_runs() {
+            let removed = if old.is_dir() {
+                fs::remove_dir_all(&old)
+            } else {
+                fs::remove_file(&old)
+            };
+            removed.map_err(io_error(&old))?;
+        }
+        Ok(())
+    }
+}
+
 /// A run directory being written: files go into [`RunDirWriter::path`], [`RunDirWriter::commit`] publishes them.
-/// Dropped without a commit, it removes its staging directory and leaves `<out>` untouched.
+/// It holds the run directory's [`RunLock`] from creation to commit. Dropped without a commit, it removes its
+/// staging directory and leaves `<out>` untouched.
 #[derive(Debug)]
 pub struct RunDirWriter {
-    out: PathBuf,
+    lock: RunLock,
     staging: PathBuf,
     committed: bool,
 }
 
-fn sibling(out: &Path, tag: &str) -> PathBuf {
-    let name = out
-        .file_name()
-        .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
-    out.with_file_name(format!(".{name}.{tag}-{}", std::process::id()))
-}
-
 impl RunDirWriter {
-    /// Prepares a staging directory for `out`; fails if `out` is a non-empty directory (or a file) and `force`
-    /// is false.
+    /// Locks `out` and prepares a staging directory for it; fails if another process holds the lock, or if `out`
+    /// is a non-empty directory (or a file) and `force` is false.
     pub fn create(out: &Path, force: bool) -> Result<Self, RunDirError> {
-        let occupied = match fs::read_dir(out) {
-            Ok(mut entries) => entries.next().is_some(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(_) => true,
-        };
-        if occupied && !force {
+        let lock = RunLock::acquire(out)?;
+        if is_occupied(out) && !force {
             return Err(RunDirError::Exists(out.to_path_buf()));
         }
         let staging = sibling(out, "staging");
-        let io_err = |source| RunDirError::Io {
-            path: staging.clone(),
-            source,
-        };
-        if staging.exists() {
-            fs::remove_dir_all(&staging).map_err(io_err)?;
-        }
-        fs::create_dir_all(&staging).map_err(io_err)?;
+        fs::create_dir_all(&staging).map_err(io_error(&staging))?;
         Ok(RunDirWriter {
-            out: out.to_path_buf(),
+            lock,
             staging,
             committed: false,
         })
@@ -82,22 +234,15 @@ impl RunDirWriter {
     }
 
     /// Moves the finished run to `<out>`, replacing what was there, and returns `<out>`.
-    pub fn commit(mut self) -> io::Result<PathBuf> {
-        let old = sibling(&self.out, "old");
-        let had_old = self.out.exists();
-        if had_old {
-            fs::rename(&self.out, &old)?;
+    pub fn commit(mut self) -> Result<PathBuf, RunDirError> {
+        let out = self.lock.out().to_path_buf();
+        if out.exists() {
+            self.lock.set_aside()?;
         }
-        fs::rename(&self.staging, &self.out)?;
+        fs::rename(&self.staging, &out).map_err(io_error(&self.staging))?;
         self.committed = true;
-        if had_old {
-            if old.is_dir() {
-                fs::remove_dir_all(&old)?;
-            } else {
-                fs::remove_file(&old)?;
-            }
-        }
-        Ok(self.out.clone())
+        self.lock.remove_set_aside()?;
+        Ok(out)
     }
 }
 
@@ -167,7 +312,7 @@ mod tests {
         fs::write(w.path().join("b.txt"), "partial").unwrap();
         drop(w);
         assert_eq!(fs::read_to_string(out.join("a.txt")).unwrap(), "first");
-        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1);
+        assert_eq!(hidden(root.path()), [".run.lock"]);
 
         // Forced and committed: replaced whole.
         let w = RunDirWriter::create(&out, true).unwrap();
@@ -175,7 +320,68 @@ mod tests {
         w.commit().unwrap();
         assert!(!out.join("a.txt").exists());
         assert_eq!(fs::read_to_string(out.join("b.txt")).unwrap(), "second");
-        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 1);
+        assert_eq!(hidden(root.path()), [".run.lock"]);
+    }
+
+    /// The hidden entries of `dir`, sorted.
+    fn hidden(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_lock_excludes_a_second_writer_and_tidies_what_killed_runs_left() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("run");
+        let w = RunDirWriter::create(&out, false).unwrap();
+        fs::write(w.path().join("a.txt"), "first").unwrap();
+        // A second writer (with or without force) and a second lock are refused while the first holds it.
+        for force in [false, true] {
+            let err = RunDirWriter::create(&out, force).unwrap_err();
+            assert!(matches!(err, RunDirError::Busy(..)), "{err}");
+        }
+        assert!(matches!(RunLock::acquire(&out), Err(RunDirError::Busy(..))));
+        w.commit().unwrap();
+        let lock = RunLock::acquire(&out).unwrap();
+        drop(lock);
+
+        // A killed commit: staging complete, <out> set aside, never replaced. The old run comes back and the
+        // staging directory goes.
+        fs::create_dir(root.path().join(".run.staging-99999999")).unwrap();
+        fs::rename(&out, root.path().join(".run.old-99999999")).unwrap();
+        let lock = RunLock::acquire(&out).unwrap();
+        assert_eq!(fs::read_to_string(out.join("a.txt")).unwrap(), "first");
+        assert_eq!(hidden(root.path()), [".run.lock"]);
+
+        // A run set aside while its replacement is in <out>: kept and listed until the replacement completes.
+        let old = lock.set_aside().unwrap();
+        fs::create_dir(&out).unwrap();
+        fs::write(out.join("new.txt"), "replacement").unwrap();
+        drop(lock);
+        let lock = RunLock::acquire(&out).unwrap();
+        assert_eq!(lock.set_aside_runs(), [old]);
+        lock.remove_set_aside().unwrap();
+        assert_eq!(hidden(root.path()), [".run.lock"]);
+        assert!(out.join("new.txt").exists());
+    }
+
+    #[test]
+    fn an_out_below_a_regular_file_is_named() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("file");
+        fs::write(&file, "x").unwrap();
+        let err = RunDirWriter::create(&file.join("run"), true).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("{} is a regular file", file.display())),
+            "{err}"
+        );
+        assert!(err.is_bad_input());
     }
 
     #[test]

@@ -148,8 +148,14 @@ impl SamConfig {
     /// config.
     pub fn check(&self, batch_size: usize) -> Result<CheckedSam, ConfigError> {
         let bad = |field: &'static str, reason: String| Err(ConfigError::Invalid { field, reason });
-        if !(self.rho.is_finite() && self.rho >= 0.0) {
-            return bad("rho", format!("must be finite and >= 0, got {}", self.rho));
+        if !(self.rho.is_finite() && (0.0..=MAX_RHO).contains(&self.rho)) {
+            return bad(
+                "rho",
+                format!(
+                    "must be finite and in [0, {MAX_RHO:.2e}] (larger radii overflow the perturbation's squared norm in f32, so w + delta is not a number), got {}",
+                    self.rho
+                ),
+            );
         }
         if let Grouping::Size(m) = self.grouping {
             if m == 0 || !batch_size.is_multiple_of(m) {
@@ -169,7 +175,7 @@ impl SamConfig {
             );
         }
         if let RhoSchedule::ProportionalToLr { factor } = self.rho_schedule {
-            if !(factor.is_finite() && factor >= 0.0) {
+            if !(factor.is_finite() && (0.0..=MAX_RHO).contains(&factor)) {
                 return bad(
                     "rho_schedule.factor",
                     format!("must be finite and >= 0, got {factor}"),
@@ -193,6 +199,11 @@ impl SamConfig {
         })
     }
 }
+
+/// The largest radius (and rho/lr factor) accepted: the square root of `f32::MAX` (about 1.8e19). The deep engine
+/// computes squared gradient and perturbation norms in f32; beyond this radius they overflow and the perturbed
+/// point `w + delta` is no longer finite.
+pub const MAX_RHO: f64 = 1.844_674_3e19;
 
 /// A [`SamConfig`] validated against a batch size: the only form the engines take.
 #[derive(Clone, Debug, PartialEq)]
@@ -263,6 +274,15 @@ mod tests {
             .check(20)
             .unwrap_err();
         assert!(err.to_string().contains("rho"), "{err}");
+        for rho in [1e20, f64::INFINITY, f64::NAN] {
+            let err = SamConfig::usam(rho, Grouping::WholeBatch)
+                .check(20)
+                .unwrap_err();
+            assert!(err.to_string().contains("overflow"), "{err}");
+        }
+        assert!(SamConfig::usam(1e19, Grouping::WholeBatch)
+            .check(20)
+            .is_ok());
         let mut c = SamConfig::usam(0.1, Grouping::WholeBatch);
         c.window = ActiveWindow {
             start: 0.9,

@@ -55,6 +55,9 @@ fn device_vec(v: &[Vec<f32>], device: &Device) -> Vec<Tensor<1>> {
         .collect()
 }
 
+/// A kind of tensor in a checkpoint (its name in messages), its tensors (if present) and the model's sizes.
+type TensorGroup<'a> = (&'static str, Option<&'a Vec<Vec<f32>>>, &'a [usize]);
+
 impl Checkpoint {
     /// Captures `state` (with its momentum buffers if `with_velocity`) and `progress`.
     pub fn capture(
@@ -73,7 +76,8 @@ impl Checkpoint {
         }
     }
 
-    /// Fails unless the checkpoint holds exactly the parameters of `net` (same model spec and shapes).
+    /// Fails unless the checkpoint holds exactly the tensors of `net` (same model spec; every parameter, momentum
+    /// buffer and BatchNorm statistic of the right size) and every value is finite.
     pub fn check_model(&self, net: &Network, path: &Path) -> Result<(), DataError> {
         let bad = |reason: String| DataError::Read {
             path: path.to_path_buf(),
@@ -86,22 +90,36 @@ impl Checkpoint {
                 net.spec().arch.name(), net.spec().width, net.spec().norm, net.spec().input, net.spec().classes,
             )));
         }
-        let sizes_ok = self.params.len() == net.params().len()
-            && self
-                .params
-                .iter()
-                .zip(net.params())
-                .all(|(v, s)| v.len() == s.numel())
-            && self.bn_mean.len() == net.bn_channels().len()
-            && self
-                .bn_mean
-                .iter()
-                .zip(net.bn_channels())
-                .all(|(v, &c)| v.len() == c);
-        if !sizes_ok {
-            return Err(bad(
-                "checkpoint tensors do not match the model's parameters".into(),
-            ));
+        let params: Vec<usize> = net.params().iter().map(|s| s.numel()).collect();
+        let channels = net.bn_channels();
+        let groups: [TensorGroup; 4] = [
+            ("parameter", Some(&self.params), &params),
+            ("momentum", self.velocity.as_ref(), &params),
+            ("BatchNorm running mean", Some(&self.bn_mean), channels),
+            ("BatchNorm running variance", Some(&self.bn_var), channels),
+        ];
+        for (what, tensors, sizes) in groups {
+            let Some(tensors) = tensors else { continue };
+            if tensors.len() != sizes.len() {
+                return Err(bad(format!(
+                    "checkpoint holds {} {what} tensors, the model has {}",
+                    tensors.len(),
+                    sizes.len()
+                )));
+            }
+            for (i, (v, &n)) in tensors.iter().zip(sizes).enumerate() {
+                if v.len() != n {
+                    return Err(bad(format!(
+                        "checkpoint {what} tensor {i} holds {} values, the model's has {n}",
+                        v.len()
+                    )));
+                }
+                if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(bad(format!(
+                        "checkpoint {what} tensor {i} holds a non-finite value at index {j}"
+                    )));
+                }
+            }
         }
         Ok(())
     }
@@ -179,18 +197,24 @@ impl Checkpoint {
                 "checkpoint version {version}, this samlab reads {VERSION}"
             )));
         }
-        let hlen = u64::from_le_bytes(raw[12..20].try_into().unwrap()) as usize;
-        let header: Header = raw
-            .get(20..20 + hlen)
-            .ok_or_else(|| bad("truncated header".into()))
-            .and_then(|h| serde_json::from_slice(h).map_err(|e| bad(format!("bad header: {e}"))))?;
-        let total: usize = header.tensors.iter().map(|(_, n)| n).sum();
-        let body = &raw[20 + hlen..];
-        if body.len() != total * 4 {
+        let hlen = u64::from_le_bytes(raw[12..20].try_into().unwrap());
+        let body_start = usize::try_from(hlen)
+            .ok()
+            .and_then(|h| h.checked_add(20))
+            .filter(|&end| end <= raw.len())
+            .ok_or_else(|| bad(format!("truncated header (it announces {hlen} bytes)")))?;
+        let header: Header = serde_json::from_slice(&raw[20..body_start])
+            .map_err(|e| bad(format!("bad header: {e}")))?;
+        let body = &raw[body_start..];
+        let total = header
+            .tensors
+            .iter()
+            .try_fold(0usize, |acc, (_, n)| acc.checked_add(*n))
+            .and_then(|n| n.checked_mul(4));
+        if total != Some(body.len()) {
             return Err(bad(format!(
-                "{} bytes of tensor data, the header announces {}; truncated?",
-                body.len(),
-                total * 4
+                "{} bytes of tensor data, not what the header announces; truncated?",
+                body.len()
             )));
         }
         let mut values = body

@@ -5,7 +5,7 @@
 //! is assembled, with no mean/std normalization (as in the authors' code).
 
 use std::fs;
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use samlab_core::{ConfigError, DataError};
@@ -148,18 +148,71 @@ fn read_err(path: &Path, reason: impl Into<String>) -> DataError {
     }
 }
 
-/// Reads a file, gunzipping it when its name ends in `.gz`.
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = fs::read(path).map_err(|e| read_err(path, e.to_string()))?;
+/// Reads an IDX file (gunzipped when its name ends in `.gz`; any number of gzip members), never more than its
+/// header announces: the dimensions are multiplied with overflow checks, an uncompressed file must be exactly as
+/// long as its header says, and decompression stops one byte past the announced size, so a small file that
+/// inflates to gigabytes is rejected after reading only what the header allows.
+fn read_idx(path: &Path) -> Result<Vec<u8>, DataError> {
+    let file = fs::File::open(path).map_err(|e| read_err(path, e.to_string()))?;
     if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| read_err(path, format!("not a valid gzip file ({e}); truncated?")))?;
-        Ok(out)
+        let decoder = flate2::read::MultiGzDecoder::new(io::BufReader::new(file));
+        read_idx_from(decoder, path, None)
     } else {
-        Ok(raw)
+        let len = file
+            .metadata()
+            .map_err(|e| read_err(path, e.to_string()))?
+            .len();
+        read_idx_from(file, path, Some(len))
     }
+}
+
+/// [`read_idx`] from any reader; `len` is the length of the (uncompressed) stream when known beforehand.
+fn read_idx_from(mut r: impl Read, path: &Path, len: Option<u64>) -> Result<Vec<u8>, DataError> {
+    let io = |e: io::Error| match len {
+        None => read_err(path, format!("not a valid gzip stream ({e}); truncated?")),
+        Some(_) => read_err(
+            path,
+            format!("not an IDX file: shorter than its header ({e})"),
+        ),
+    };
+    let mut out = vec![0u8; 4];
+    r.read_exact(&mut out).map_err(io)?;
+    if out[..2] != [0, 0] || out[2] != 8 || !(1..=4).contains(&out[3]) {
+        return Err(read_err(
+            path,
+            "not an IDX file of unsigned bytes (magic 0x0000 08 0N expected)",
+        ));
+    }
+    let dims = usize::from(out[3]);
+    out.resize(4 + 4 * dims, 0);
+    r.read_exact(&mut out[4..]).map_err(io)?;
+    let sizes: Vec<u64> = out[4..].chunks_exact(4).map(|b| be_u32(b) as u64).collect();
+    let total = sizes
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .and_then(|body| body.checked_add(out.len() as u64))
+        .ok_or_else(|| read_err(path, format!("its header dimensions {sizes:?} overflow")))?;
+    if let Some(len) = len.filter(|&l| l != total) {
+        return Err(read_err(
+            path,
+            format!("{len} bytes, but the header announces dimensions {sizes:?} ({total} bytes); truncated?"),
+        ));
+    }
+    r.take(total - out.len() as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(io)?;
+    if out.len() as u64 != total {
+        let what = if (out.len() as u64) < total {
+            "fewer"
+        } else {
+            "more"
+        };
+        return Err(read_err(
+            path,
+            format!("{what} bytes than the header's dimensions {sizes:?} announce ({total}); truncated or corrupt?"),
+        ));
+    }
+    Ok(out)
 }
 
 fn check_labels(path: &Path, labels: &[u16], classes: usize) -> Result<(), DataError> {
@@ -273,12 +326,15 @@ pub fn parse_idx(
         be_u32(&images[8..]),
         be_u32(&images[12..]),
     );
-    let expected = 16 + n * rows * cols;
-    if images.len() != expected {
+    let expected = n
+        .checked_mul(rows)
+        .and_then(|x| x.checked_mul(cols))
+        .and_then(|x| x.checked_add(16));
+    if expected != Some(images.len()) {
         return Err(read_err(
             image_path,
             format!(
-                "{} bytes, but the header announces {n} images of {rows}x{cols} ({expected} bytes); truncated?",
+                "{} bytes, but the header announces {n} images of {rows}x{cols}; truncated?",
                 images.len()
             ),
         ));
@@ -338,7 +394,7 @@ pub fn load_idx_dir(dir: &Path) -> Result<(ImageSet, ImageSet), DataError> {
     let load = |prefix: &str| -> Result<ImageSet, DataError> {
         let ip = find_idx(dir, &format!("{prefix}-images-idx3-ubyte"))?;
         let lp = find_idx(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-        parse_idx(&read_maybe_gz(&ip)?, &read_maybe_gz(&lp)?, &ip, &lp)
+        parse_idx(&read_idx(&ip)?, &read_idx(&lp)?, &ip, &lp)
     };
     Ok((load("train")?, load("t10k")?))
 }
@@ -354,12 +410,8 @@ pub fn shipped_fashion_mnist() -> Result<(ImageSet, ImageSet), DataError> {
             )
         };
     }
-    let gunzip = |(bytes, path): (&[u8], &Path)| -> Result<Vec<u8>, DataError> {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes)
-            .read_to_end(&mut out)
-            .map_err(|e| read_err(path, e.to_string()))?;
-        Ok(out)
+    let gunzip = |(bytes, path): (&[u8], &Path)| {
+        read_idx_from(flate2::read::MultiGzDecoder::new(bytes), path, None)
     };
     let files = [
         shipped!("train-images-idx3-ubyte.gz"),
@@ -659,6 +711,41 @@ mod tests {
         fs::write(dir.path().join("t10k-labels-idx1-ubyte.gz"), gz(&tl)).unwrap();
         let err = load_idx_dir(dir.path()).unwrap_err().to_string();
         assert!(err.contains("5 labels for 2 images"), "{err}");
+    }
+
+    #[test]
+    fn idx_sizes_are_never_taken_on_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x-images-idx3-ubyte.gz");
+        let (images, _) = idx_bytes(3, 2, 2, |i| i as u8);
+        // Two gzip members (e.g. files concatenated with cat) are one valid stream.
+        let (a, b) = images.split_at(10);
+        fs::write(&path, [gz(a), gz(b)].concat()).unwrap();
+        assert_eq!(read_idx(&path).unwrap(), images);
+        // A header whose dimensions overflow 64 bits.
+        let mut huge = images.clone();
+        huge[4..16].copy_from_slice(&[0xff; 12]);
+        fs::write(&path, gz(&huge)).unwrap();
+        let err = read_idx(&path).unwrap_err().to_string();
+        assert!(err.contains("overflow"), "{err}");
+        // A small file that inflates far beyond its header's size: decompression stops one byte past it.
+        let mut bomb = images.clone();
+        bomb.extend(std::iter::repeat_n(0u8, 50_000_000));
+        let packed = gz(&bomb);
+        assert!(packed.len() < 300_000, "{}", packed.len());
+        fs::write(&path, &packed).unwrap();
+        let err = read_idx(&path).unwrap_err().to_string();
+        assert!(err.contains("more bytes than the header"), "{err}");
+        // Uncompressed: the header is checked against the file length before reading.
+        let raw = dir.path().join("x-images-idx3-ubyte");
+        let mut claims = images.clone();
+        claims[4..8].copy_from_slice(&1_000_000u32.to_be_bytes());
+        fs::write(&raw, &claims).unwrap();
+        let err = read_idx(&raw).unwrap_err().to_string();
+        assert!(
+            err.contains("4000016 bytes") && err.contains("truncated"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -227,6 +227,12 @@ fn residual_blocks(
     blocks
 }
 
+/// The widest network accepted (the paper's widest, WRN-28-10, has width 10; ResNets default to 64).
+pub const MAX_WIDTH: usize = 1 << 16;
+
+/// Most parameters a network may have: 2^31 (8 GiB per copy of the weights in f32; training holds several).
+pub const MAX_PARAMS: usize = 1 << 31;
+
 fn bad(field: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { field, reason }
 }
@@ -239,6 +245,12 @@ impl Network {
             return Err(bad(
                 "model",
                 format!("needs width >= 1, classes >= 2 and a non-empty input, got {spec:?}"),
+            ));
+        }
+        if spec.width > MAX_WIDTH {
+            return Err(bad(
+                "width",
+                format!("must be at most {MAX_WIDTH}, got {}", spec.width),
             ));
         }
         let arch = spec.arch;
@@ -384,6 +396,21 @@ impl Network {
             }
         };
         let (params, bn_channels) = b.finish();
+        let total = params.iter().try_fold(0usize, |acc, p| {
+            p.shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .and_then(|n| acc.checked_add(n))
+        });
+        if total.is_none_or(|n| n > MAX_PARAMS) {
+            return Err(bad(
+                "width",
+                format!(
+                    "{} of width {k} on {c_in}x{h}x{w} inputs would have more than {MAX_PARAMS} parameters",
+                    arch.name()
+                ),
+            ));
+        }
         Ok(Network {
             spec: spec.clone(),
             body,

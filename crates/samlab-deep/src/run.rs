@@ -27,7 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use samlab_core::run_dir;
+use samlab_core::run_dir::{self, RunDirError, RunLock};
 use samlab_core::sam::{AscentSource, SamConfig};
 use samlab_core::schedule::LrSchedule;
 use samlab_core::{ConfigError, DataError};
@@ -41,7 +41,7 @@ use crate::data::{
 use crate::models::{Arch, ModelSpec, Network};
 use crate::nn::{init_params, NormKind};
 use crate::rng::{Purpose, Stream};
-use crate::trainer::{evaluate, Batch, OptimConfig, TrainState, Trainer};
+use crate::trainer::{evaluate, Batch, OptimConfig, TrainState, Trainer, WeightDecay};
 
 /// The model part of a run config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -170,6 +170,9 @@ pub enum RunError {
     /// A request that cannot be honoured (occupied output, nothing to resume).
     #[error("{0}")]
     Usage(String),
+    /// The run directory cannot be used (held by another process, a file in the way, occupied).
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
     /// A file-system failure while writing the run.
     #[error("cannot write {path}: {source}")]
     Io {
@@ -183,7 +186,11 @@ pub enum RunError {
 impl RunError {
     /// Whether the error is the user's input (exit status 2) rather than a failure of the machine.
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, RunError::Io { .. })
+        match self {
+            RunError::Io { .. } => false,
+            RunError::RunDir(e) => e.is_bad_input(),
+            _ => true,
+        }
     }
 }
 
@@ -516,6 +523,21 @@ impl PreparedData {
 /// Loads the data set, splits off validation and applies label noise, all seeded by `seed`.
 pub fn prepare_data(cfg: &DataConfig, seed: u64) -> Result<PreparedData, RunError> {
     let (mut full, test) = cfg.dataset.load(cfg.dir.as_deref())?;
+    if test.is_empty() || full.is_empty() {
+        return Err(DataError::Shape(format!(
+            "need at least one training and one test image, got {} and {}",
+            full.len(),
+            test.len()
+        ))
+        .into());
+    }
+    if test.shape != full.shape {
+        return Err(DataError::Shape(format!(
+            "the test images are {:?} (channels, height, width) but the training images are {:?}",
+            test.shape, full.shape
+        ))
+        .into());
+    }
     if let Some(n) = cfg.train_limit {
         if n == 0 || n > full.len() {
             return Err(ConfigError::Invalid {
@@ -578,6 +600,25 @@ struct Plan {
     eval_subsets: [ImageSet; 2],
 }
 
+/// The model a run config describes, for its training images: what every checkpoint of the run must hold.
+pub fn model_spec(model: &ModelConfig, train: &ImageSet) -> ModelSpec {
+    ModelSpec {
+        arch: model.arch,
+        width: model.width.unwrap_or(model.arch.default_width()),
+        norm: model.norm.unwrap_or(model.arch.default_norm()),
+        input: train.shape,
+        classes: train.classes,
+    }
+}
+
+/// Reads the checkpoint at `path` and checks it holds exactly the tensors of `net` (the model of the run that
+/// uses it), all finite: the one way every consumer (resume, fine-tuning, analysis) loads checkpoints.
+pub fn load_checkpoint(path: &Path, net: &Network) -> Result<Checkpoint, RunError> {
+    let ckpt = Checkpoint::load(path)?;
+    ckpt.check_model(net, path)?;
+    Ok(ckpt)
+}
+
 fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
     let t = &config.train;
     let bad = |field, reason: String| RunError::Config(ConfigError::Invalid { field, reason });
@@ -595,6 +636,17 @@ fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
             "momentum",
             format!("must be in [0, 1), got {}", t.optim.momentum),
         ));
+    }
+    match t.optim.weight_decay {
+        WeightDecay::L2 { lambda } | WeightDecay::Decoupled { lambda }
+            if !(lambda.is_finite() && lambda >= 0.0) =>
+        {
+            return Err(bad(
+                "weight_decay",
+                format!("lambda must be finite and >= 0, got {lambda}"),
+            ));
+        }
+        _ => {}
     }
     t.lr.check()?;
     config.sam.check(t.batch_size)?;
@@ -617,20 +669,20 @@ fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
     }
     let device = crate::device(&t.device)?;
     let data = prepare_data(&config.data, t.seed)?;
-    let spec = ModelSpec {
-        arch: config.model.arch,
-        width: config
-            .model
-            .width
-            .unwrap_or(config.model.arch.default_width()),
-        norm: config
-            .model
-            .norm
-            .unwrap_or(config.model.arch.default_norm()),
-        input: data.train.shape,
-        classes: data.train.classes,
-    };
-    let net = Network::new(&spec)?;
+    let net = Network::new(&model_spec(&config.model, &data.train))?;
+    let augment = config
+        .data
+        .augment
+        .unwrap_or(config.data.dataset.default_augment());
+    if let Augment::Crop { pad } | Augment::CropFlip { pad } = augment {
+        let side = data.train.shape[1].max(data.train.shape[2]);
+        if pad > side {
+            return Err(bad(
+                "pad",
+                format!("must be at most the image side {side} (a larger pad crops nothing but zeros), got {pad}"),
+            ));
+        }
+    }
     let steps_per_epoch = data.train.len() / t.batch_size;
     if steps_per_epoch == 0 {
         return Err(bad(
@@ -642,16 +694,26 @@ fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
             ),
         ));
     }
-    let total_steps = (t.epochs * steps_per_epoch).min(t.max_steps.unwrap_or(usize::MAX));
+    let total_steps = t
+        .epochs
+        .checked_mul(steps_per_epoch)
+        .filter(|&n| u64::try_from(n).is_ok())
+        .ok_or_else(|| {
+            bad(
+                "epochs",
+                format!(
+                    "{} epochs of {steps_per_epoch} steps is more updates than a 64-bit counter holds",
+                    t.epochs
+                ),
+            )
+        })?
+        .min(t.max_steps.unwrap_or(usize::MAX));
     let eval_subsets = data
         .eval_indices(t.eval_train_examples, t.seed)
         .map(|idx| data.train.select(&idx));
     Ok(Plan {
         epochs: total_steps.div_ceil(steps_per_epoch),
-        augment: config
-            .data
-            .augment
-            .unwrap_or(config.data.dataset.default_augment()),
+        augment,
         net,
         data,
         steps_per_epoch,
@@ -720,21 +782,12 @@ fn checkpoint_dir(out: &Path) -> PathBuf {
 
 /// Loads `<run>/checkpoint/last.ckpt` for fine-tuning, checking it belongs to `net`.
 fn load_init(run: &Path, net: &Network) -> Result<Checkpoint, RunError> {
-    let path = checkpoint_dir(run).join("last.ckpt");
-    let ckpt = Checkpoint::load(&path)?;
-    ckpt.check_model(net, &path)?;
-    Ok(ckpt)
-}
-
-fn is_occupied(out: &Path) -> bool {
-    match fs::read_dir(out) {
-        Ok(mut entries) => entries.next().is_some(),
-        Err(e) => e.kind() != io::ErrorKind::NotFound,
-    }
+    load_checkpoint(&checkpoint_dir(run).join("last.ckpt"), net)
 }
 
 /// Runs `config` into the fresh run directory `out` (an occupied `out` is replaced only with `force`, and only
-/// once the new run has finished; until then the old one waits beside it as `.<name>.old-<pid>`).
+/// once the new run has finished; until then the old one waits beside it as `.<name>.old-<pid>`). The run
+/// directory's [`RunLock`] is held from the occupancy check to the end.
 pub fn train(
     config: &DeepRunConfig,
     out: &Path,
@@ -746,21 +799,28 @@ pub fn train(
         Some(run) => Some(load_init(run, &p.net)?),
         None => None,
     };
-    let mut aside = None;
-    if is_occupied(out) {
+    let lock = RunLock::acquire(out)?;
+    if run_dir::is_occupied(out) {
         if !force {
             return Err(RunError::Usage(format!(
                 "{} already exists and is not empty (pass --force to replace it, or --resume to continue it)",
                 out.display()
             )));
         }
-        let name = out
-            .file_name()
-            .map_or("run".into(), |n| n.to_string_lossy().into_owned());
-        let old = out.with_file_name(format!(".{name}.old-{}", std::process::id()));
-        fs::rename(out, &old).map_err(io_err(out))?;
-        aside = Some(old);
+        lock.set_aside()?;
     }
+    start_fresh(config, &p, init.as_ref(), &lock, observer)
+}
+
+/// Writes config.toml and label_noise.csv into the locked `out` and trains from the initial (or `init`'s) weights.
+fn start_fresh(
+    config: &DeepRunConfig,
+    p: &Plan,
+    init: Option<&Checkpoint>,
+    lock: &RunLock,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome, RunError> {
+    let out = lock.out();
     let ckdir = checkpoint_dir(out);
     fs::create_dir_all(&ckdir).map_err(io_err(&ckdir))?;
     let text = toml::to_string(config).map_err(|e| RunError::Io {
@@ -769,7 +829,7 @@ pub fn train(
     })?;
     write_atomic(&out.join("config.toml"), text.as_bytes())?;
     write_noise_records(out, &p.data.noise_records)?;
-    let state = match &init {
+    let state = match init {
         Some(ckpt) => {
             let mut s = ckpt.to_state(&p.device);
             s.velocity = s
@@ -785,18 +845,36 @@ pub fn train(
             &p.device,
         ),
     };
-    let outcome = run_loop(config, &p, out, state, Progress::default(), observer)?;
-    if let Some(old) = aside {
-        if outcome.summary.status != Status::Running {
-            fs::remove_dir_all(&old).map_err(io_err(&old))?;
-        }
+    run_locked(config, p, lock, state, Progress::default(), observer)
+}
+
+/// [`run_loop`], then (once the run is no longer `running`) deletes any earlier run that `force` set aside.
+fn run_locked(
+    config: &DeepRunConfig,
+    p: &Plan,
+    lock: &RunLock,
+    state: TrainState,
+    progress: Progress,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome, RunError> {
+    let outcome = run_loop(config, p, lock.out(), state, progress, observer)?;
+    if outcome.summary.status != Status::Running {
+        lock.remove_set_aside()?;
     }
     Ok(outcome)
 }
 
 /// Continues the run in `out` from its last checkpoint, to the numbers an uninterrupted run would have reached.
+/// A run killed before its first checkpoint starts again from scratch; a finished run is left as it is.
 pub fn resume(out: &Path, observer: &mut dyn Observer) -> Result<RunOutcome, RunError> {
     let config_path = out.join("config.toml");
+    if !config_path.exists() {
+        return Err(RunError::Usage(format!(
+            "nothing to resume in {}: it holds no config.toml",
+            out.display()
+        )));
+    }
+    let lock = RunLock::acquire(out)?;
     let text = fs::read_to_string(&config_path).map_err(|e| {
         RunError::Usage(format!(
             "nothing to resume in {}: cannot read config.toml ({e})",
@@ -807,25 +885,68 @@ pub fn resume(out: &Path, observer: &mut dyn Observer) -> Result<RunOutcome, Run
         path: config_path.clone(),
         reason: format!("not a deep-net run config: {e}"),
     })?;
+    if let Some(status) = finished_status(out) {
+        return Err(RunError::Usage(format!(
+            "{} already finished (status {status}); nothing to resume (train into another --out, or pass --force to train it again)",
+            out.display()
+        )));
+    }
     let p = plan(&config)?;
     let path = checkpoint_dir(out).join("last.ckpt");
     if !path.exists() {
-        return Err(RunError::Usage(format!(
-            "nothing to resume in {}: no checkpoint yet ({} is missing)",
-            out.display(),
-            path.display()
-        )));
+        // Killed before its first checkpoint: nothing was trained that could be kept.
+        let init = match &config.init_from {
+            Some(run) => Some(load_init(run, &p.net)?),
+            None => None,
+        };
+        return start_fresh(&config, &p, init.as_ref(), &lock, observer);
     }
-    let ckpt = Checkpoint::load(&path)?;
-    ckpt.check_model(&p.net, &path)?;
+    let ckpt = load_checkpoint(&path, &p.net)?;
     let mut progress: Progress =
         serde_json::from_value(ckpt.progress.clone()).map_err(|e| DataError::Read {
             path: path.clone(),
             reason: format!("bad progress record: {e}"),
         })?;
+    // Checkpoints are written at the end of epochs, so the progress record has exactly one consistent shape.
+    let expected_steps = progress
+        .epochs_done
+        .saturating_mul(p.steps_per_epoch)
+        .min(p.total_steps);
+    if progress.steps_done != expected_steps
+        || progress.rows.len() != progress.epochs_done
+        || progress
+            .rows
+            .last()
+            .is_some_and(|r| r.step != progress.steps_done)
+    {
+        return Err(DataError::Read {
+            path,
+            reason: format!(
+                "its progress record ({} steps, {} epochs, {} metrics rows) does not fit the run's schedule ({} steps per epoch, {} in all)",
+                progress.steps_done,
+                progress.epochs_done,
+                progress.rows.len(),
+                p.steps_per_epoch,
+                p.total_steps
+            ),
+        }
+        .into());
+    }
     progress.resumes += 1;
     let state = ckpt.to_state(&p.device);
-    run_loop(&config, &p, out, state, progress, observer)
+    run_locked(&config, &p, &lock, state, progress, observer)
+}
+
+/// The status of the run in `out` if its summary.json says it has finished (ok or diverged).
+fn finished_status(out: &Path) -> Option<&'static str> {
+    let text = fs::read_to_string(out.join("summary.json")).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let status: Status = serde_json::from_value(value.get("status")?.clone()).ok()?;
+    match status {
+        Status::Running => None,
+        Status::Ok => Some("ok"),
+        Status::Diverged => Some("diverged"),
+    }
 }
 
 fn write_noise_records(out: &Path, records: &[[usize; 5]]) -> Result<(), RunError> {

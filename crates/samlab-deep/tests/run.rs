@@ -213,9 +213,14 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
         (&a.params, &a.velocity, &a.bn_mean, &a.bn_var),
         (&b.params, &b.velocity, &b.bn_mean, &b.bn_var)
     );
-    // Resuming a finished run changes nothing.
-    let again = run::resume(&part, &mut Quiet).unwrap();
-    assert_eq!(without_timings(&again.rows), without_timings(&full.rows));
+    // Resuming a finished run is refused and changes nothing.
+    let summary = fs::read(part.join("summary.json")).unwrap();
+    let err = run::resume(&part, &mut Quiet).unwrap_err();
+    assert!(
+        err.is_bad_input() && err.to_string().contains("already finished"),
+        "{err}"
+    );
+    assert_eq!(fs::read(part.join("summary.json")).unwrap(), summary);
 
     // A different seed really changes the numbers (the comparison above can fail).
     let mut other = cfg.clone();
@@ -465,11 +470,10 @@ fn bad_input_is_refused_before_anything_is_written() {
         toml::to_string(&config(tmp.path())).unwrap(),
     )
     .unwrap();
-    let err = run::resume(&out, &mut Quiet).unwrap_err();
-    assert!(
-        err.is_bad_input() && err.to_string().contains("no checkpoint"),
-        "{err}"
-    );
+    // A run killed before its first checkpoint: resume starts it from scratch.
+    let fresh = run::resume(&out, &mut Quiet).unwrap();
+    assert_eq!(fresh.summary.status, Status::Ok);
+    assert_eq!(fresh.summary.resumes, 0);
 
     // An occupied output directory is kept without --force.
     let err = run::train(&config(tmp.path()), &out, false, &mut Quiet).unwrap_err();

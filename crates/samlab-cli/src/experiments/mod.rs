@@ -242,6 +242,18 @@ pub fn fmt_loss(x: f64) -> String {
     }
 }
 
+/// A number formatted compactly for tables: 4 decimals in [1e-3, 1e5), scientific notation beyond (so a huge
+/// value never takes hundreds of digits), "diverged" when not finite.
+pub fn fmt_compact(x: f64) -> String {
+    if !x.is_finite() {
+        "diverged".into()
+    } else if x == 0.0 || (1e-3..1e5).contains(&x.abs()) {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
 /// The standard table of a set of runs: name, final train and test loss, mean effective alpha, seconds.
 pub fn runs_table(names: &[String], outcomes: &[DiagOutcome]) -> Vec<Vec<String>> {
     let mut rows = vec![[
@@ -259,7 +271,12 @@ pub fn runs_table(names: &[String], outcomes: &[DiagOutcome]) -> Vec<Vec<String>
             name.clone(),
             fmt_loss(o.train_loss()),
             fmt_loss(o.test_loss()),
-            format!("{:.4}", o.summary.mean_alpha_eff),
+            // A diverged run's parameters mean nothing.
+            if o.summary.status == samlab_core::diag_net::RunStatus::Diverged {
+                "diverged".into()
+            } else {
+                fmt_compact(o.summary.mean_alpha_eff)
+            },
             format!("{:?}", o.summary.status).to_lowercase(),
             format!("{:.3}", o.summary.seconds),
         ]);
@@ -306,4 +323,19 @@ pub fn curves_figure(
         y_range: None,
     };
     Ok(samlab_report::render(&figure, &dir.join(stem))?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_numbers_stay_short() {
+        assert_eq!(fmt_compact(0.12345), "0.1235");
+        assert_eq!(fmt_compact(0.0), "0.0000");
+        assert_eq!(fmt_compact(1e300), "1.000e300");
+        assert_eq!(fmt_compact(-2.5e-7), "-2.500e-7");
+        assert_eq!(fmt_compact(f64::NAN), "diverged");
+        assert_eq!(fmt_compact(f64::INFINITY), "diverged");
+    }
 }

@@ -104,6 +104,7 @@ impl ReluNet {
                 reason: format!("width and input dimension must be >= 1, got width {width}, d {d}"),
             });
         }
+        crate::limits::product("width", &[width, d + 2], crate::limits::MAX_ELEMENTS)?;
         let finite_nonneg = |field, v: f64| {
             if v.is_finite() && v >= 0.0 {
                 Ok(())

@@ -188,6 +188,12 @@ pub fn train(
             ),
         });
     }
+    let row = init.d().max(init.width());
+    crate::limits::product(
+        "batch_size",
+        &[batch_size, row],
+        crate::limits::MAX_ELEMENTS,
+    )?;
     if let Some(stop) = config.stop {
         if !stop.below.is_finite() {
             return Err(ConfigError::Invalid {

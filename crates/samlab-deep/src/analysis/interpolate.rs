@@ -70,15 +70,14 @@ impl InterpolationConfig {
                 self.from, self.to
             )));
         }
-        if !(self.step.is_finite() && self.step > 0.0) {
-            return Err(bad(format!("step must be > 0, got {}", self.step)));
-        }
-        let n = ((self.to - self.from) / self.step + 1e-9).floor() as usize + 1;
-        if n > MAX_POINTS {
-            return Err(bad(format!(
-                "{n} grid points is too many (at most {MAX_POINTS})"
-            )));
-        }
+        // Points from, from + step, ..., <= to (with a 1e-9 tolerance at the end).
+        let n = samlab_core::limits::grid_len(
+            "interpolation step",
+            self.from,
+            self.to + 1e-9 * self.step,
+            self.step,
+            MAX_POINTS,
+        )?;
         let snap = |a: f64| (a * 1e9).round() / 1e9;
         let mut alphas: Vec<f64> = (0..n)
             .map(|i| snap(self.from + i as f64 * self.step))

@@ -23,11 +23,12 @@ use burn::tensor::Device;
 use samlab_core::{ConfigError, DataError};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::Checkpoint;
 use crate::data::DatasetKind;
 use crate::models::{ModelSpec, Network};
 use crate::nn::BnMode;
-use crate::run::{prepare_data, DeepRunConfig, PreparedData, RunError};
+use crate::run::{
+    load_checkpoint, model_spec, prepare_data, DeepRunConfig, PreparedData, RunError,
+};
 use crate::trainer::{Batch, BnPolicy, TrainState};
 
 /// Which checkpoint of a run to analyse.
@@ -158,20 +159,9 @@ impl LoadedRun {
                 format!("no checkpoint {} ({hint})", path.display()),
             ));
         }
-        let ckpt = Checkpoint::load(&path)?;
         let data = prepare_data(&config.data, config.train.seed)?;
-        if ckpt.model.input != data.train.shape || ckpt.model.classes != data.train.classes {
-            return Err(DataError::Read {
-                path,
-                reason: format!(
-                    "the checkpoint's model takes {:?} inputs and {} classes, the run's data has {:?} and {}",
-                    ckpt.model.input, ckpt.model.classes, data.train.shape, data.train.classes
-                ),
-            }
-            .into());
-        }
-        let net = Network::new(&ckpt.model)?;
-        ckpt.check_model(&net, &path)?;
+        let net = Network::new(&model_spec(&config.model, &data.train))?;
+        let ckpt = load_checkpoint(&path, &net)?;
         let device = crate::device(&config.train.device)?;
         let progress = |key: &str| ckpt.progress.get(key).and_then(|v| v.as_u64());
         let info = RunInfo {

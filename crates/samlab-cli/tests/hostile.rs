@@ -1,0 +1,529 @@
+//! Hostile input: files, flags, configs and run directories a careless script or a damaged disk can produce.
+//! Every case must end with exit status 2 and a message naming the problem (never a panic, exit 101, or an
+//! abort), and leave every file that existed before untouched. Plus a stress test of concurrent runs into one
+//! directory. Inputs are tiny: the whole file runs in seconds.
+
+mod common;
+use common::*;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use samlab_deep::checkpoint::Checkpoint;
+
+/// Every file under `dir` with its bytes, lock files excepted (a refused run may leave `.<name>.lock`).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if !path.to_string_lossy().ends_with(".lock") {
+                let bytes = fs::read(&path).unwrap();
+                files.insert(path, bytes);
+            }
+        }
+    }
+    files
+}
+
+/// Runs `samlab args`, asserting exit status 2, a message containing every one of `expect`, and no change to
+/// any file under `root`.
+fn refused(root: &Path, args: &[&str], expect: &[&str]) {
+    let before = snapshot(root);
+    let err = bad(args);
+    for e in expect {
+        assert!(err.contains(e), "samlab {args:?}: expected {e:?} in: {err}");
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(snapshot(root), before, "samlab {args:?} changed files");
+}
+
+/// `samlab diag train` with gradient descent for `iters` updates into `out`, plus `extra` flags.
+fn diag_iters(out: &Path, iters: usize, extra: &[&str]) -> Vec<String> {
+    let iters = iters.to_string();
+    let base = [
+        "diag",
+        "train",
+        "--method",
+        "gd",
+        "--lr",
+        "0.1",
+        "--iters",
+        &iters,
+        "--out",
+        p(out),
+    ];
+    [&base[..], extra]
+        .concat()
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
+fn diag(out: &Path, extra: &[&str]) -> Vec<String> {
+    diag_iters(out, 100, extra)
+}
+
+fn refused_owned(root: &Path, args: &[String], expect: &[&str]) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(root, &args, expect);
+}
+
+#[test]
+fn config_files_and_output_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let out = root.join("out");
+    let missing = root.join("missing.toml");
+    for cmd in ["run", "train"] {
+        refused(
+            root,
+            &[cmd, "--config", p(&missing), "--out", p(&out)],
+            &["cannot read the config file", "missing.toml"],
+        );
+    }
+    // A diag config with an unknown key: the engine and the key are named.
+    let good = root.join("good");
+    ok(&diag(&good, &[])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let text = fs::read_to_string(good.join("config.toml")).unwrap();
+    let typo = root.join("typo.toml");
+    fs::write(&typo, text.replace("[train]", "[train]\nbogus_key = 1")).unwrap();
+    refused(
+        root,
+        &["run", "--config", p(&typo), "--out", p(&out)],
+        &["diag run config", "bogus_key"],
+    );
+    let none = root.join("none.toml");
+    fs::write(&none, "seed = 3\n").unwrap();
+    refused(
+        root,
+        &["run", "--config", p(&none), "--out", p(&out)],
+        &["none of the top-level keys"],
+    );
+    // --out below a regular file.
+    let file = root.join("plain");
+    fs::write(&file, "x").unwrap();
+    refused_owned(
+        root,
+        &diag(&file.join("run"), &[]),
+        &[&format!("{} is a regular file", file.display())],
+    );
+    // An occupied --out is kept.
+    refused_owned(root, &diag(&good, &[]), &["already exists"]);
+}
+
+#[test]
+fn sizes_from_flags_and_headers_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let out = root.join("out");
+    for (flags, expect) in [
+        (&["--n", "4294967296"][..], "invalid n"),
+        (&["--n-test", "1000000000000"], "invalid n_test"),
+        (&["--d", "4294967296", "--n", "2"], "invalid n"),
+        (&["--rho", "1e20"], "f32"),
+        (&["--rho", "nan"], "rho"),
+    ] {
+        let mut args = diag(&out, flags);
+        if flags[0] == "--rho" {
+            args[3] = "nsam".into(); // --method nsam
+        }
+        refused_owned(root, &args, &[expect]);
+    }
+    refused(
+        root,
+        &[
+            "diag",
+            "train",
+            "--method",
+            "sgd",
+            "--batch-size",
+            "1000000000000",
+            "--lr",
+            "0.1",
+            "--iters",
+            "10",
+            "--out",
+            p(&out),
+        ],
+        &["batch_size"],
+    );
+    // A .npy header that claims 2^40 x 5 values over a file of 15.
+    let data = root.join("data");
+    fs::create_dir(&data).unwrap();
+    ok(&diag(
+        &root.join("src"),
+        &["--n", "3", "--d", "5", "--n-test", "2", "--r", "1"],
+    )
+    .iter()
+    .map(String::as_str)
+    .collect::<Vec<_>>());
+    for f in ["X_train.npy", "y_train.npy", "X_test.npy", "y_test.npy"] {
+        fs::copy(root.join("src").join(f), data.join(f)).unwrap();
+    }
+    let x = fs::read(data.join("X_train.npy")).unwrap();
+    let end = x.iter().position(|&b| b == b'\n').unwrap();
+    let header = String::from_utf8(x[10..end].to_vec()).unwrap(); // after magic, version, length
+                                                                  // The same header length: the longer shape eats 12 bytes of padding.
+    let forged =
+        header
+            .replacen("(3, 5)", "(1099511627776, 5)", 1)
+            .replacen(&" ".repeat(12), "", 1);
+    assert_eq!(forged.len(), header.len());
+    fs::write(
+        data.join("X_train.npy"),
+        [&x[..10], forged.as_bytes(), &x[end..]].concat(),
+    )
+    .unwrap();
+    refused_owned(
+        root,
+        &diag(&out, &["--data", p(&data)]),
+        &["X_train.npy", "declares shape [1099511627776, 5]"],
+    );
+    // The ReLU engine: width and grid bounds, checked before training.
+    let relu = |extra: &[&str]| -> Vec<String> {
+        [
+            &[
+                "relu",
+                "train",
+                "--method",
+                "gd",
+                "--lr",
+                "0.01",
+                "--iters",
+                "10",
+                "--out",
+                p(&out),
+            ][..],
+            extra,
+        ]
+        .concat()
+        .into_iter()
+        .map(String::from)
+        .collect()
+    };
+    refused_owned(
+        root,
+        &relu(&["--width", "100000000000"]),
+        &["invalid width"],
+    );
+    refused_owned(
+        root,
+        &relu(&["--grid-step", "1e-300"]),
+        &["grid_step", "points"],
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn deep_flags_and_data_are_checked_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_idx(root, 60, 20);
+    let out = root.join("out");
+    // One epoch of batches of 8 unless the flags under test say otherwise (the MLP's default width).
+    let train = |extra: &[&str]| -> Vec<String> {
+        let mut base = vec![
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            p(root),
+            "--out",
+            p(&out),
+        ];
+        for (flag, value) in [("--batch-size", "8"), ("--epochs", "1")] {
+            if !extra.contains(&flag) {
+                base.extend([flag, value]);
+            }
+        }
+        [&base[..], extra]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    };
+    for (flags, expect) in [
+        (&["--rho", "1e20"][..], "f32"),
+        (&["--l2=-0.1"], "weight_decay"),
+        (&["--decoupled-wd", "inf"], "weight_decay"),
+        (&["--lr", "nan"], "lr"),
+        (&["--augment", "crop", "--pad", "1000000"], "pad"),
+        (&["--width", "1000000"], "at most 65536"),
+        (&["--width", "60000"], "more than 2147483648 parameters"),
+        (
+            &["--batch-size", "1000000000000"],
+            "larger than the training split",
+        ),
+        (&["--epochs", "4611686018427387904"], "64-bit counter"),
+    ] {
+        refused_owned(root, &train(flags), &[expect]);
+    }
+    // Test images of another size than the training images.
+    let mut seed = 5;
+    write_idx_set(root, "t10k", 20, 6, &mut seed);
+    refused_owned(
+        root,
+        &train(&[]),
+        &["test images are [1, 6, 6]", "[1, 8, 8]"],
+    );
+    // An empty test set.
+    write_idx_set(root, "t10k", 0, 8, &mut seed);
+    refused_owned(
+        root,
+        &train(&[]),
+        &["at least one training and one test image"],
+    );
+    // IDX dimensions whose product overflows.
+    let mut header = vec![0u8, 0, 8, 3];
+    header.extend([0xff; 12]);
+    fs::write(root.join("t10k-images-idx3-ubyte"), &header).unwrap();
+    refused_owned(root, &train(&[]), &["t10k-images-idx3-ubyte", "overflow"]);
+    assert!(!out.exists());
+}
+
+/// Trains the tiny deep run `out` (3 epochs of an MLP with BatchNorm on 60 + 20 8x8 images).
+fn tiny_run(root: &Path, out: &Path) {
+    write_idx(root, 60, 20);
+    ok(&[
+        "train",
+        "--model",
+        "mlp",
+        "--width",
+        "3",
+        "--norm",
+        "batch",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        p(root),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--out",
+        p(out),
+    ]);
+}
+
+#[test]
+fn damaged_checkpoints_and_run_directories() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let run = root.join("run");
+    tiny_run(root, &run);
+    // A finished run is not resumed (nor rewritten).
+    refused(
+        root,
+        &["train", "--resume", "--out", p(&run)],
+        &["already finished (status ok)"],
+    );
+    let last = run.join("checkpoint/last.ckpt");
+    let good = Checkpoint::load(&last).unwrap();
+    let damage = |what: &str, f: &dyn Fn(&mut Checkpoint)| {
+        let mut c = good.clone();
+        f(&mut c);
+        c.save(&last).unwrap();
+        // Resume needs a running status.
+        let summary = fs::read_to_string(run.join("summary.json")).unwrap();
+        fs::write(
+            run.join("summary.json"),
+            summary.replace("\"ok\"", "\"running\""),
+        )
+        .unwrap();
+        refused(
+            root,
+            &["train", "--resume", "--out", p(&run)],
+            &["last.ckpt", what],
+        );
+        refused(
+            root,
+            &["sharpness", p(&run), "--m", "4"],
+            &["last.ckpt", what],
+        );
+        fs::write(run.join("summary.json"), summary).unwrap();
+    };
+    damage("BatchNorm running variance", &|c| {
+        c.bn_var[0].pop();
+    });
+    damage("momentum tensor 0", &|c| {
+        c.velocity.as_mut().unwrap()[0].truncate(1);
+    });
+    damage("non-finite value", &|c| c.params[1][2] = f32::NAN);
+    // A forged step count.
+    let mut forged = good.clone();
+    forged.progress["steps_done"] = 3.into();
+    forged.save(&last).unwrap();
+    let summary = fs::read_to_string(run.join("summary.json")).unwrap();
+    fs::write(
+        run.join("summary.json"),
+        summary.replace("\"ok\"", "\"running\""),
+    )
+    .unwrap();
+    refused(
+        root,
+        &["train", "--resume", "--out", p(&run)],
+        &["progress record", "3 steps"],
+    );
+    // A config.toml naming another model than the checkpoint's.
+    good.save(&last).unwrap();
+    let config = fs::read_to_string(run.join("config.toml")).unwrap();
+    fs::write(
+        run.join("config.toml"),
+        config.replace("width = 3", "width = 4"),
+    )
+    .unwrap();
+    refused(
+        root,
+        &["sharpness", p(&run), "--m", "4"],
+        &["different model"],
+    );
+    refused(root, &["hessian", p(&run)], &["different model"]);
+}
+
+#[test]
+fn resume_before_the_first_checkpoint_starts_from_scratch_and_stale_staging_goes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let full = root.join("full");
+    tiny_run(root, &full);
+    // A run killed before its first checkpoint: config.toml and a running summary, no checkpoint.
+    let killed = root.join("killed");
+    fs::create_dir_all(killed.join("checkpoint")).unwrap();
+    fs::copy(full.join("config.toml"), killed.join("config.toml")).unwrap();
+    let finished = fs::read_to_string(full.join("summary.json")).unwrap();
+    fs::write(
+        killed.join("summary.json"),
+        finished.replace("\"ok\"", "\"running\""),
+    )
+    .unwrap();
+    ok(&["train", "--resume", "--out", p(&killed)]);
+    let strip = |dir: &Path| -> Vec<String> {
+        fs::read_to_string(dir.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').take(11).collect::<Vec<_>>().join(","))
+            .collect()
+    };
+    assert_eq!(strip(&killed), strip(&full));
+    assert_eq!(summary(&killed)["status"], "ok");
+
+    // Staging directories of killed diag runs are removed by the next run into the same --out.
+    let out = root.join("diag");
+    let stale = root.join(".diag.staging-4000000");
+    fs::create_dir(&stale).unwrap();
+    fs::write(stale.join("u.npy"), "half").unwrap();
+    ok(&diag(&out, &[])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(!stale.exists());
+
+    // theory implicit-bias refuses a u.npy of another length than d.
+    let u = out.join("u.npy");
+    ndarray_npy::write_npy(&u, &ndarray::Array1::<f64>::zeros(5)).unwrap();
+    refused(
+        root,
+        &["theory", "implicit-bias", p(&out)],
+        &["u.npy holds 5 entries", "d = 30"],
+    );
+}
+
+/// 20 pairs of runs started at once, each pair into one directory (16 diagonal-net pairs, 4 deep-net pairs):
+/// in every pair exactly one wins, the other exits 2 naming the conflict, and the winner's files all come from
+/// the winner (its seed in config.toml, summary.json and, for deep runs, the checkpoint).
+#[test]
+fn concurrent_runs_into_one_directory_never_mix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_idx(root, 60, 20);
+    let spawn = |args: Vec<String>| {
+        Command::new(env!("CARGO_BIN_EXE_samlab"))
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut pairs = Vec::new();
+    for i in 0..20 {
+        let out = root.join(format!("r{i}"));
+        let deep = i % 5 == 4;
+        let children: Vec<_> = [11u32, 22]
+            .into_iter()
+            .map(|seed| {
+                let args: Vec<String> = if deep {
+                    [
+                        "train",
+                        "--model",
+                        "mlp",
+                        "--width",
+                        "3",
+                        "--dataset",
+                        "mnist",
+                        "--data-dir",
+                        p(root),
+                        "--epochs",
+                        "2",
+                        "--batch-size",
+                        "8",
+                        "--seed",
+                        &seed.to_string(),
+                        "--out",
+                        p(&out),
+                    ]
+                    .map(String::from)
+                    .to_vec()
+                } else {
+                    diag_iters(&out, 20000, &["--seed", &seed.to_string(), "--n", "40"])
+                };
+                spawn(args)
+            })
+            .collect();
+        pairs.push((out, deep, children));
+    }
+    for (out, deep, children) in pairs {
+        let results: Vec<_> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let codes: Vec<_> = results.iter().map(|r| r.status.code()).collect();
+        let winners = codes.iter().filter(|c| **c == Some(0)).count();
+        assert_eq!(winners, 1, "{}: exit codes {codes:?}", out.display());
+        let loser = results.iter().find(|r| r.status.code() != Some(0)).unwrap();
+        let err = String::from_utf8_lossy(&loser.stderr);
+        assert_eq!(loser.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("another samlab process") || err.contains("already exists"),
+            "{err}"
+        );
+        let config = fs::read_to_string(out.join("config.toml")).unwrap();
+        let seed = summary(&out)["seed"].as_u64().unwrap();
+        assert!(config.contains(&format!("seed = {seed}")), "{config}");
+        if deep {
+            let ckpt = Checkpoint::load(&out.join("checkpoint/last.ckpt")).unwrap();
+            assert_eq!(ckpt.progress["steps_done"], summary(&out)["steps"]);
+            let rows = fs::read_to_string(out.join("metrics.csv"))
+                .unwrap()
+                .lines()
+                .count();
+            assert_eq!(rows, 3);
+        }
+    }
+    let leftovers: Vec<_> = fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".staging-") || n.contains(".old-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
