@@ -52,7 +52,8 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn norm(a: &[f64]) -> f64 {
+/// The Euclidean norm of `a`.
+pub fn norm(a: &[f64]) -> f64 {
     dot(a, a).sqrt()
 }
 

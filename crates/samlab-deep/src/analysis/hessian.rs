@@ -24,7 +24,7 @@ use std::time::Instant;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use samlab_core::relu_net::metrics::FeatureStats;
 use samlab_core::spectral::{
-    extreme_eigenpairs, hutchinson_trace, slq_density, Density, DensityConfig, Eigenpair,
+    extreme_eigenpairs, hutchinson_trace, norm, slq_density, Density, DensityConfig, Eigenpair,
     LanczosConfig, SymmetricOperator, TraceEstimate,
 };
 use samlab_core::ConfigError;
@@ -88,12 +88,7 @@ impl HessianConfig {
     /// the number of parameters by [`curvature`]).
     pub fn check(&self) -> Result<(), ConfigError> {
         self.lanczos().check_settings()?;
-        if !(self.eps_rel.is_finite() && self.eps_rel > 0.0 && self.eps_rel <= 1e-2) {
-            return Err(invalid(
-                "eps_rel",
-                format!("must be in (0, 0.01], got {}", self.eps_rel),
-            ));
-        }
+        check_eps_rel(self.eps_rel)?;
         if let Some(p) = self.trace_probes {
             if p < 2 {
                 return Err(invalid(
@@ -120,6 +115,18 @@ impl HessianConfig {
 
 fn invalid(field: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { field, reason }
+}
+
+/// The finite-difference step must be positive and small: (0, 0.01].
+fn check_eps_rel(eps_rel: f64) -> Result<(), ConfigError> {
+    if eps_rel.is_finite() && eps_rel > 0.0 && eps_rel <= 1e-2 {
+        Ok(())
+    } else {
+        Err(invalid(
+            "eps_rel",
+            format!("must be in (0, 0.01], got {eps_rel}"),
+        ))
+    }
 }
 
 /// Flattens f64 tensors into one host vector.
@@ -161,11 +168,7 @@ impl<'a> HessianOperator<'a> {
         bn: BnEval,
         eps_rel: f64,
     ) -> Result<Self, ConfigError> {
-        HessianConfig {
-            eps_rel,
-            ..HessianConfig::default()
-        }
-        .check()?;
+        check_eps_rel(eps_rel)?;
         let f64s = |v: &[Tensor<1>]| -> Vec<Tensor<1>> {
             v.iter().map(|t| t.clone().cast(DType::F64)).collect()
         };
@@ -177,7 +180,7 @@ impl<'a> HessianOperator<'a> {
                 format!("the checkpoint holds a non-finite weight at flat index {i}"),
             ));
         }
-        let weight_norm = host_w.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let weight_norm = norm(&host_w);
         let chunks = chunks(examples, m)?
             .into_iter()
             .map(|c| Batch {
@@ -280,11 +283,11 @@ impl SymmetricOperator for HessianOperator<'_> {
     }
 
     fn apply(&self, v: &[f64]) -> Vec<f64> {
-        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        if norm == 0.0 {
+        let length = norm(v);
+        if length == 0.0 {
             return vec![0.0; v.len()];
         }
-        let h = self.eps / norm;
+        let h = self.eps / length;
         let replay = || -> Vec<Tape> { self.tapes.iter().map(Tape::replay).collect() };
         let (_, plus) = self.gradient_at(&self.moved(h, v), &mut replay());
         let (_, minus) = self.gradient_at(&self.moved(-h, v), &mut replay());
@@ -364,7 +367,7 @@ pub fn curvature(
         density,
         eps: op.eps(),
         loss: op.loss(),
-        grad_norm: op.gradient().iter().map(|g| g * g).sum::<f64>().sqrt(),
+        grad_norm: norm(op.gradient()),
         weight_norm: op.weight_norm(),
     })
 }
