@@ -26,52 +26,15 @@ import time
 
 def torch_worker(model_name, method, steps, warmup, threads, batch=128):
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
 
-    class PreActBlock(nn.Module):
-        def __init__(self, cin, planes, stride):
-            super().__init__()
-            self.bn1 = nn.BatchNorm2d(cin)
-            self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.shortcut = nn.Conv2d(cin, planes, 1, stride, bias=False) if stride != 1 or cin != planes else None
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_models import preact_resnet18, small_cnn
 
-        def forward(self, x):
-            out = F.relu(self.bn1(x))
-            sc = self.shortcut(out) if self.shortcut is not None else x
-            out = self.conv1(out)
-            out = self.conv2(F.relu(self.bn2(out)))
-            return out + sc
-
-    class PreActResNet18(nn.Module):
-        def __init__(self, w):
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, w, 3, 1, 1, bias=False)
-            layers, cin = [], w
-            for planes, stride in [(w, 1), (2 * w, 2), (4 * w, 2), (8 * w, 2)]:
-                for s in (stride, 1):
-                    layers.append(PreActBlock(cin, planes, s))
-                    cin = planes
-            self.layers = nn.Sequential(*layers)
-            self.bn = nn.BatchNorm2d(cin)
-            self.linear = nn.Linear(cin, 10)
-
-        def forward(self, x):
-            out = F.relu(self.bn(self.layers(self.conv1(x))))
-            return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
-
-    if model_name == "cnn":
-        model = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(64 * 8 * 8, 128), nn.ReLU(), nn.Linear(128, 10))
-    else:
-        model = PreActResNet18(16)
+    model = small_cnn() if model_name == "cnn" else preact_resnet18(16)
     model.train()
     params = [p for p in model.parameters()]
     opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)

@@ -128,6 +128,9 @@ pub struct SharpnessArgs {
     /// Seed of the random starts and Gaussian draws.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Backend of the analysis [default: the run's own device].
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// `--ascent-target`.
@@ -176,6 +179,9 @@ pub struct InterpolateArgs {
     /// Training and test images the losses and errors are measured on.
     #[arg(long, default_value_t = 1024)]
     pub examples: usize,
+    /// Backend of the analysis [default: the run's own device].
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// Flags of `samlab hessian`.
@@ -235,6 +241,9 @@ pub struct HessianArgs {
     /// Width of the density's Gaussian kernel relative to the spectrum's width.
     #[arg(long, default_value_t = 0.01, requires = "density")]
     pub sigma_rel: f64,
+    /// Backend of the analysis [default: the run's own device].
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 /// [`run_dir::write_atomic`] with the path in the error.
@@ -277,7 +286,11 @@ pub fn sharpness(args: &SharpnessArgs) -> Result<()> {
         average_samples: args.average.then_some(args.samples),
         seed: args.seed,
     };
-    let run = LoadedRun::load(&args.run_dir, args.checkpoint.into())?;
+    let run = LoadedRun::load_on(
+        &args.run_dir,
+        args.checkpoint.into(),
+        args.device.as_deref(),
+    )?;
     let report = run_sharpness(&run, &cfg)?;
     let path = args.run_dir.join("sharpness.json");
     write_atomic(&path, |p| write_json(p, &report))?;
@@ -349,8 +362,8 @@ pub fn interpolation(args: &InterpolateArgs) -> Result<()> {
         bn_examples: args.bn_examples,
         examples: args.examples,
     };
-    let a = LoadedRun::load(&args.run_a, args.checkpoint.into())?;
-    let b = LoadedRun::load(&args.run_b, args.checkpoint.into())?;
+    let a = LoadedRun::load_on(&args.run_a, args.checkpoint.into(), args.device.as_deref())?;
+    let b = LoadedRun::load_on(&args.run_b, args.checkpoint.into(), args.device.as_deref())?;
     check_compatible(&a, &b)?;
     let result = interpolate(&a, &b, &cfg)?;
     fs::create_dir_all(&args.out)
@@ -451,7 +464,11 @@ pub fn hessian(args: &HessianArgs) -> Result<()> {
         }),
     };
     cfg.check()?;
-    let run = LoadedRun::load(&args.run_dir, args.checkpoint.into())?;
+    let run = LoadedRun::load_on(
+        &args.run_dir,
+        args.checkpoint.into(),
+        args.device.as_deref(),
+    )?;
     let report = run_hessian(&run, &cfg)?;
     let path = args.run_dir.join("hessian.json");
     write_atomic(&path, |p| write_json(p, &report))?;

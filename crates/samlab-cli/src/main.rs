@@ -10,6 +10,7 @@ macro_rules! say {
 }
 
 mod analysis;
+mod bench;
 mod diag;
 mod experiments;
 mod progress;
@@ -54,6 +55,8 @@ enum Command {
     /// Top Hessian eigenvalue of a deep-net run's training loss and the feature sparsity of its last block.
     /// Writes RUN_DIR/hessian.json.
     Hessian(Box<analysis::HessianArgs>),
+    /// Throughput of one training step (ERM, SAM or m-SAM) on a fixed random CIFAR-shaped batch, as a JSON line.
+    BenchStep(Box<bench::BenchArgs>),
     /// The paper's theory applied to finished runs.
     #[command(subcommand)]
     Theory(TheoryCommand),
@@ -84,9 +87,12 @@ enum Command {
         /// CIFAR-10 binary files for --scale paper.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Backend of the deep-net runs (flex, or cuda / tch when compiled in).
+        /// Backend of the deep-net runs (flex, or wgpu / vulkan / cuda / tch when compiled in).
         #[arg(long, default_value = "flex")]
         device: String,
+        /// Precision of the deep-net runs' training passes (mixed precision below f32).
+        #[arg(long, value_enum, default_value = "f32")]
+        precision: train::PrecisionArg,
         /// Only the experiments whose id starts with one of these comma-separated prefixes (e.g. deep,theory).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
@@ -170,6 +176,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sharpness(args) => analysis::sharpness(&args),
         Command::Interpolate(args) => analysis::interpolation(&args),
         Command::Hessian(args) => analysis::hessian(&args),
+        Command::BenchStep(args) => bench::bench_step(&args),
         Command::Relu(ReluCommand::Train(args)) => {
             relu::train_and_report(&args.to_config()?, &args.out, args.force)
         }
@@ -192,6 +199,7 @@ fn run(cli: Cli) -> Result<()> {
             scale,
             data_dir,
             device,
+            precision,
             only,
         } => reproduce::reproduce(&reproduce::Options {
             out,
@@ -199,6 +207,7 @@ fn run(cli: Cli) -> Result<()> {
             scale,
             data_dir,
             device,
+            precision: precision.into(),
             only,
         }),
     }

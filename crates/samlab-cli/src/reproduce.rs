@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use samlab_deep::trainer::Precision;
 use samlab_report::{Report, Section};
 
 use crate::experiments::deep_common::{DeepRuns, DeepScale, ScaleKind};
@@ -22,6 +23,8 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// Backend of the deep-net runs.
     pub device: String,
+    /// Precision of the deep-net runs' training passes.
+    pub precision: Precision,
     /// Experiment id prefixes to run (all when empty).
     pub only: Vec<String>,
 }
@@ -39,9 +42,11 @@ pub fn reproduce(o: &Options) -> Result<()> {
             "--scale paper needs --data-dir (the CIFAR-10 binary files)".into()
         )),
     };
-    samlab_deep::device(&o.device)?;
-    deep.base.train.device = o.device.clone();
-    deep.noise_base.train.device = o.device.clone();
+    o.precision.check(&samlab_deep::device(&o.device)?)?;
+    for base in [&mut deep.base, &mut deep.noise_base] {
+        base.train.device = o.device.clone();
+        base.train.precision = o.precision;
+    }
     let selected: Vec<_> = experiments::all()
         .into_iter()
         .filter(|e| o.only.is_empty() || o.only.iter().any(|p| e.id().starts_with(p.as_str())))

@@ -15,7 +15,7 @@ use samlab_deep::run::{
     self, DataConfig, DeepRunConfig, EpochRow, ModelConfig, Observer, RunError, RunOutcome, Status,
     TrainConfig,
 };
-use samlab_deep::trainer::{BnPolicy, OptimConfig, WeightDecay};
+use samlab_deep::trainer::{BnPolicy, OptimConfig, Precision, WeightDecay};
 
 use crate::train_args::AscentArgs;
 use crate::UsageError;
@@ -84,6 +84,27 @@ pub enum AugmentArg {
     Crop,
     /// Random crop and horizontal flip.
     CropFlip,
+}
+
+/// Precision of the training passes (`--precision`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PrecisionArg {
+    /// f32 everywhere.
+    F32,
+    /// Mixed precision: bfloat16 convolutions and matrix products; weights, gradients, norms and BatchNorm in f32.
+    Bf16,
+    /// Mixed precision in IEEE half precision, with a static loss scale of 1024.
+    F16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+            PrecisionArg::F16 => Precision::F16,
+        }
+    }
 }
 
 /// Flags of `samlab train`.
@@ -194,13 +215,17 @@ pub struct TrainArgs {
         "previous_batch", "rho_lr_factor", "sam_start", "sam_end", "lr", "lr_schedule", "lr_drops",
         "lr_drop_factor", "momentum", "l2", "decoupled_wd", "bn_policy", "label_noise", "noise_type", "augment",
         "pad", "val_fraction", "train_limit", "eval_batch_size", "eval_train_examples", "max_steps", "seed",
-        "curvature_every", "curvature_examples", "curvature_probes",
-        "init_from", "device", "force"
+        "curvature_every", "curvature_examples", "curvature_probes", "precision",
+        "init_from", "force"
     ])]
     pub resume: bool,
-    /// Backend: flex (CPU) [default], or cuda / tch when compiled in.
+    /// Backend: flex (CPU) [default], or wgpu / vulkan / cuda / tch when compiled in. With --resume: the device
+    /// the run continues on (checkpoints do not depend on it).
     #[arg(long)]
     pub device: Option<String>,
+    /// Precision of the training passes [default: f32]; evaluation and the analysis tools stay in f32.
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
     /// Output run directory.
     #[arg(long)]
     pub out: PathBuf,
@@ -247,6 +272,7 @@ pub fn defaults() -> DeepRunConfig {
             eval_batch_size: 500,
             eval_train_examples: 1024,
             device: "flex".into(),
+            precision: Precision::F32,
             curvature_every: 0,
             curvature_examples: 512,
             curvature_probes: 10,
@@ -375,6 +401,9 @@ impl TrainArgs {
         }
         if let Some(d) = &self.device {
             t.device = d.clone();
+        }
+        if let Some(p) = self.precision {
+            t.precision = p.into();
         }
         if let Some(n) = self.curvature_every {
             t.curvature_every = n;
@@ -528,7 +557,8 @@ pub fn train(args: &TrainArgs) -> Result<()> {
                 bar.batch = c.train.batch_size;
             }
         }
-        let outcome = run::resume(&args.out, &mut bar).map_err(bad_input)?;
+        let outcome =
+            run::resume_on(&args.out, args.device.as_deref(), &mut bar).map_err(bad_input)?;
         bar.bar.finish_and_clear();
         report(&outcome);
         return Ok(());

@@ -266,6 +266,9 @@ fn deep_flags_and_data_are_checked_before_training() {
             "larger than the training split",
         ),
         (&["--epochs", "4611686018427387904"], "64-bit counter"),
+        (&["--device", "tpu"], "device"),
+        // WGSL has no bf16 (the wgpu device runs on lavapipe in CI).
+        (&["--device", "wgpu", "--precision", "bf16"], "precision"),
     ] {
         refused_owned(root, &train(flags), &[expect]);
     }

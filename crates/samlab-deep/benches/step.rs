@@ -8,16 +8,14 @@
 //! Prints one JSON line: the median step time over `--steps` timed steps (after `--warmup`), images per second
 //! and the process's peak resident memory (`VmHWM`). Each step ends with a host read of the loss and logits
 //! (the trainer reads them to detect divergence), so asynchronous backends are synchronized inside the clock.
-//! Inputs: a fixed batch of 128 random 32x32x3 images with random labels.
-
-use std::time::Instant;
+//! Inputs: a fixed batch of 128 random 32x32x3 images with random labels. The timing is
+//! `samlab_deep::bench::time_steps`, which `samlab bench-step` also runs.
 
 use burn::tensor::Device;
-use samlab_core::sam::{Normalization, SamConfig};
-use samlab_deep::models::{Arch, ModelSpec, Network};
-use samlab_deep::nn::{init_params, NormKind};
-use samlab_deep::rng::{Purpose, Stream};
-use samlab_deep::trainer::{Batch, BnPolicy, OptimConfig, TrainState, Trainer, WeightDecay};
+use samlab_deep::bench::{time_steps, StepBench};
+use samlab_deep::models::{Arch, ModelSpec};
+use samlab_deep::nn::NormKind;
+use samlab_deep::trainer::Precision;
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
@@ -41,9 +39,6 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let model = arg(&args, "--model", "cnn");
     let method = arg(&args, "--method", "erm");
-    let steps: usize = arg(&args, "--steps", "10").parse().unwrap();
-    let warmup: usize = arg(&args, "--warmup", "2").parse().unwrap();
-    let batch: usize = arg(&args, "--batch", "128").parse().unwrap();
     let device_name = arg(&args, "--device", "flex");
     let device: Device = samlab_deep::device(&device_name).expect("device");
     let spec = match model.as_str() {
@@ -65,50 +60,29 @@ fn main() {
         },
         other => panic!("unknown --model {other} (cnn, resnet18w16)"),
     };
-    let sam = match method.as_str() {
-        "erm" => SamConfig::erm(),
-        "sam" => SamConfig {
-            rho: 0.05,
-            normalization: Normalization::Normalized,
-            ..SamConfig::erm()
-        },
+    let rho = match method.as_str() {
+        "erm" => 0.0,
+        "sam" => 0.05,
         other => panic!("unknown --method {other} (erm, sam)"),
     };
-    let rho = sam.rho;
-    let net = Network::new(&spec).unwrap();
-    let mut state = TrainState::new(&net, init_params(net.params(), 0, &device), &device);
-    let trainer = Trainer {
-        net: &net,
-        sam: sam.check(batch).unwrap(),
-        optim: OptimConfig {
-            momentum: 0.9,
-            weight_decay: WeightDecay::None,
-            bn_policy: BnPolicy::BothPasses,
-        },
-        seed: 0,
-        device: device.clone(),
+    let batch: usize = arg(&args, "--batch", "128").parse().unwrap();
+    let bench = StepBench {
+        spec,
+        batch,
+        rho,
+        m: None,
+        precision: Precision::F32,
+        warmup: arg(&args, "--warmup", "2").parse().unwrap(),
+        steps: arg(&args, "--steps", "10").parse().unwrap(),
+        max_seconds: f64::INFINITY,
     };
-    let mut s = Stream::new(0, Purpose::Augment, 0, 0);
-    let images: Vec<f32> = (0..batch * 3 * 32 * 32)
-        .map(|_| s.uniform() as f32)
-        .collect();
-    let labels: Vec<u16> = (0..batch).map(|_| s.below(10) as u16).collect();
-    let b = Batch::new(images, labels, [3, 32, 32], 10, &device);
-    let mut times = Vec::with_capacity(steps);
-    for i in 0..warmup + steps {
-        let t = Instant::now();
-        let out = trainer.step(&mut state, &b, &b, 0.01, rho, i as u64);
-        assert!(out.finite, "non-finite loss in the benchmark");
-        if i >= warmup {
-            times.push(t.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let median = times[times.len() / 2];
+    let t = time_steps(&bench, &device).expect("benchmark");
     println!(
-        "{{\"engine\": \"samlab-deep (burn 0.22.1, {device_name})\", \"model\": \"{model}\", \"method\": \"{method}\", \"batch\": {batch}, \"params\": {}, \"steps\": {steps}, \"median_step_s\": {median:.5}, \"images_per_s\": {:.2}, \"peak_rss_mb\": {:.1}}}",
-        net.num_params(),
-        batch as f64 / median,
+        "{{\"engine\": \"samlab-deep (burn 0.22.1, {device_name})\", \"model\": \"{model}\", \"method\": \"{method}\", \"batch\": {batch}, \"params\": {}, \"steps\": {}, \"median_step_s\": {:.5}, \"images_per_s\": {:.2}, \"peak_rss_mb\": {:.1}}}",
+        t.params,
+        t.steps,
+        t.median_step_s,
+        t.images_per_s,
         peak_rss_mb()
     );
 }

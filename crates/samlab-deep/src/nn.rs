@@ -221,8 +221,15 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn p<const D: usize>(&self, index: usize, shape: [usize; D]) -> Tensor<D> {
-        self.params[index].clone().reshape(shape)
+    /// Parameter `index` shaped `shape`, in the precision of the activations `like` (mixed precision runs the
+    /// convolutions and matrix products in the activations' bf16/f16; autodiff casts their gradients back).
+    fn p<const D: usize, const E: usize>(
+        &self,
+        index: usize,
+        shape: [usize; D],
+        like: &Tensor<E>,
+    ) -> Tensor<D> {
+        self.params[index].clone().reshape(shape).cast(like.dtype())
     }
 
     /// ReLU (with the tape's mask when there is a tape).
@@ -308,8 +315,9 @@ impl Conv2d {
     /// `[n, cin, h, w] -> [n, cout, h', w']`.
     pub fn forward(&self, ctx: &Ctx, x: Tensor<4>) -> Tensor<4> {
         let options = ConvOptions::new([self.stride, self.stride], [self.pad, self.pad], [1, 1], 1);
-        let bias = self.bias.map(|i| ctx.params[i].clone());
-        conv2d(x, ctx.p(self.weight, self.shape), bias, options)
+        let bias = self.bias.map(|i| ctx.p(i, [self.shape[0]], &x));
+        let weight = ctx.p(self.weight, self.shape, &x);
+        conv2d(x, weight, bias, options)
     }
 }
 
@@ -339,8 +347,9 @@ impl Linear {
 
     /// `[n, in] -> [n, out]`.
     pub fn forward(&self, ctx: &Ctx, x: Tensor<2>) -> Tensor<2> {
-        let bias: Tensor<2> = ctx.p(self.bias, [1, self.shape[1]]);
-        x.matmul(ctx.p(self.weight, self.shape)) + bias
+        let bias: Tensor<2> = ctx.p(self.bias, [1, self.shape[1]], &x);
+        let weight = ctx.p(self.weight, self.shape, &x);
+        x.matmul(weight) + bias
     }
 }
 
@@ -397,11 +406,25 @@ impl Norm {
         })
     }
 
-    /// Normalizes `[n, c, ...]` over the batch (BatchNorm) or over channel groups (GroupNorm).
+    /// Normalizes `[n, c, ...]` over the batch (BatchNorm) or over channel groups (GroupNorm), in the precision of
+    /// the parameters (mixed precision normalizes in f32, as PyTorch's autocast does, and returns the
+    /// activations' precision).
     pub fn forward<const D: usize>(&self, ctx: &mut Ctx, x: Tensor<D>) -> Tensor<D> {
+        let low = x.dtype();
+        let gamma: Tensor<1> = ctx.params[self.gamma].clone();
+        let beta: Tensor<1> = ctx.params[self.beta].clone();
+        let x = x.cast(gamma.dtype());
+        self.normalize(ctx, x, gamma, beta).cast(low)
+    }
+
+    fn normalize<const D: usize>(
+        &self,
+        ctx: &mut Ctx,
+        x: Tensor<D>,
+        gamma: Tensor<1>,
+        beta: Tensor<1>,
+    ) -> Tensor<D> {
         let c = self.channels;
-        let gamma: Tensor<1> = ctx.p(self.gamma, [c]);
-        let beta: Tensor<1> = ctx.p(self.beta, [c]);
         match self.kind {
             NormImpl::Batch { slot } => match ctx.mode {
                 BnMode::Running => batch_norm(

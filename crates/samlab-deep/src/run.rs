@@ -41,7 +41,7 @@ use crate::data::{
 use crate::models::{Arch, ModelSpec, Network};
 use crate::nn::{init_params, NormKind};
 use crate::rng::{Purpose, Stream};
-use crate::trainer::{evaluate, Batch, OptimConfig, TrainState, Trainer, WeightDecay};
+use crate::trainer::{evaluate, Batch, OptimConfig, Precision, TrainState, Trainer, WeightDecay};
 
 /// The model part of a run config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,9 +107,12 @@ pub struct TrainConfig {
     /// Training examples of the eval-mode training metrics (and at most as many noisy-label ones); 0 disables them.
     #[serde(default = "default_eval_train_examples")]
     pub eval_train_examples: usize,
-    /// Backend: `flex` (CPU), or `cuda` / `tch` when compiled in.
+    /// Backend: `flex` (CPU), or `wgpu` / `vulkan` / `cuda` / `tch` when compiled in.
     #[serde(default = "default_device")]
     pub device: String,
+    /// Precision of the training passes (mixed precision below f32; evaluation and analysis stay in f32).
+    #[serde(default)]
+    pub precision: Precision,
     /// Log the Hessian's top eigenvalue and trace every this many epochs (and after the last one); 0: never.
     #[serde(default)]
     pub curvature_every: usize,
@@ -453,6 +456,9 @@ pub struct Summary {
     pub images_per_s: f64,
     /// Backend.
     pub device: String,
+    /// Precision of the training passes.
+    #[serde(default)]
+    pub precision: Precision,
     /// Times resumed.
     pub resumes: usize,
 }
@@ -668,6 +674,7 @@ fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
         }
     }
     let device = crate::device(&t.device)?;
+    t.precision.check(&device)?;
     let data = prepare_data(&config.data, t.seed)?;
     let net = Network::new(&model_spec(&config.model, &data.train))?;
     let augment = config
@@ -867,6 +874,16 @@ fn run_locked(
 /// Continues the run in `out` from its last checkpoint, to the numbers an uninterrupted run would have reached.
 /// A run killed before its first checkpoint starts again from scratch; a finished run is left as it is.
 pub fn resume(out: &Path, observer: &mut dyn Observer) -> Result<RunOutcome, RunError> {
+    resume_on(out, None, observer)
+}
+
+/// [`resume`] on the backend `device` instead of the one in config.toml (checkpoints do not depend on the device);
+/// summary.json then records the device the run finished on.
+pub fn resume_on(
+    out: &Path,
+    device: Option<&str>,
+    observer: &mut dyn Observer,
+) -> Result<RunOutcome, RunError> {
     let config_path = out.join("config.toml");
     if !config_path.exists() {
         return Err(RunError::Usage(format!(
@@ -881,7 +898,7 @@ pub fn resume(out: &Path, observer: &mut dyn Observer) -> Result<RunOutcome, Run
             out.display()
         ))
     })?;
-    let config: DeepRunConfig = toml::from_str(&text).map_err(|e| DataError::Read {
+    let mut config: DeepRunConfig = toml::from_str(&text).map_err(|e| DataError::Read {
         path: config_path.clone(),
         reason: format!("not a deep-net run config: {e}"),
     })?;
@@ -890,6 +907,9 @@ pub fn resume(out: &Path, observer: &mut dyn Observer) -> Result<RunOutcome, Run
             "{} already finished (status {status}); nothing to resume (train into another --out, or pass --force to train it again)",
             out.display()
         )));
+    }
+    if let Some(d) = device {
+        config.train.device = d.to_string();
     }
     let p = plan(&config)?;
     let path = checkpoint_dir(out).join("last.ckpt");
@@ -1002,6 +1022,7 @@ fn summarize(config: &DeepRunConfig, p: &Plan, progress: &Progress, status: Stat
             0.0
         },
         device: config.train.device.clone(),
+        precision: config.train.precision,
         resumes: progress.resumes,
     }
 }
@@ -1047,6 +1068,7 @@ fn run_loop(
         optim: t.optim,
         seed: t.seed,
         device: p.device.clone(),
+        precision: t.precision,
     };
     if progress.steps_done >= p.total_steps {
         return finish(config, p, out, progress, Status::Ok);

@@ -23,7 +23,7 @@
 use std::borrow::Cow;
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use samlab_core::sam::{AscentSource, CheckedSam, Normalization, Perturbation};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,61 @@ pub enum BnPolicy {
     /// The code's `--freeze_bn_stats`: every pass, ERM steps included, normalizes with the running statistics,
     /// which never change.
     Frozen,
+}
+
+/// The precision of a training step's forward and backward passes.
+///
+/// Low precision is mixed precision: the master weights, momentum, perturbation, gradients and every norm stay in
+/// f32. A pass casts the point's weights and the images to bf16/f16, runs the convolutions and matrix products
+/// there, normalizes (BatchNorm, GroupNorm) and takes the softmax cross-entropy in f32, and autodiff casts the
+/// gradients back to f32 at the weights. The SAM ascent therefore divides by an f32 norm of f32 gradients: naive
+/// AMP's failure, a half-precision `||g||` that overflows past 65504 (f16) or loses its digits, cannot happen.
+/// f16 also scales the loss by [`F16_LOSS_SCALE`] before the backward pass (and the gradients back by its
+/// inverse in f32), so that small gradients do not flush to zero; bf16 has f32's exponent range and needs none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Passes in bfloat16.
+    Bf16,
+    /// Passes in IEEE half precision, with a static loss scale.
+    F16,
+}
+
+/// The loss scale of [`Precision::F16`] passes (a power of two: scaling and unscaling are exact). A gradient that
+/// overflows with it makes the step non-finite, and the run ends as diverged.
+pub const F16_LOSS_SCALE: f64 = 1024.0;
+
+impl Precision {
+    /// The dtype of the passes' activations.
+    pub fn dtype(self) -> FloatDType {
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::Bf16 => FloatDType::BF16,
+            Precision::F16 => FloatDType::F16,
+        }
+    }
+
+    /// Factor applied to the loss before the backward pass.
+    fn loss_scale(self) -> f64 {
+        match self {
+            Precision::F16 => F16_LOSS_SCALE,
+            _ => 1.0,
+        }
+    }
+
+    /// An error unless `device` computes in this precision.
+    pub fn check(self, device: &Device) -> Result<(), samlab_core::ConfigError> {
+        if device.supports_dtype(DType::from(self.dtype())) {
+            return Ok(());
+        }
+        Err(samlab_core::ConfigError::Invalid {
+            field: "precision",
+            reason: format!("{self:?} passes are not supported on the device {device:?}"),
+        })
+    }
 }
 
 /// The optimizer.
@@ -203,7 +258,7 @@ pub struct StepOutput {
     pub loss_sum: f64,
     /// Whether each example was classified correctly at that point.
     pub correct: Vec<bool>,
-    /// False if a loss was NaN or infinite: then nothing was updated.
+    /// False if a loss or the gradient was NaN or infinite: then nothing was updated.
     pub finite: bool,
 }
 
@@ -281,23 +336,54 @@ pub fn taped_ce_pass(
     stats: &mut BnStats,
     tape: Option<&mut Tape>,
 ) -> Pass {
+    precise_pass(net, point, batch, mode, stats, tape, Precision::F32)
+}
+
+/// [`taped_ce_pass`] in `precision` (see [`Precision`]); the gradients, loss and logits are in the point's dtype.
+fn precise_pass(
+    net: &Network,
+    point: &[Tensor<1>],
+    batch: &Batch,
+    mode: BnMode,
+    stats: &mut BnStats,
+    tape: Option<&mut Tape>,
+    precision: Precision,
+) -> Pass {
     let leaves: ParamVec = point
         .iter()
         .map(|p| p.clone().autodiff().require_grad())
         .collect();
+    let master = point.first().map_or(DType::F32, Tensor::dtype);
     let mut ctx = Ctx {
         params: &leaves,
         mode,
         stats,
         tape,
     };
-    let logits = net.forward(&mut ctx, batch.x.clone());
+    let compute = match precision {
+        Precision::F32 => master,
+        low => low.dtype().into(),
+    };
+    let x = batch.x.clone().cast(compute);
+    let logits = net.forward(&mut ctx, x).cast(master);
     let loss = cross_entropy(logits.clone(), batch.onehot.clone());
-    let grads = loss.backward();
+    let scale = precision.loss_scale();
+    let grads = if scale == 1.0 {
+        loss.backward()
+    } else {
+        loss.clone().mul_scalar(scale).backward()
+    };
     let grads = leaves
         .iter()
         .zip(point)
-        .map(|(leaf, p)| leaf.grad(&grads).unwrap_or_else(|| p.zeros_like()))
+        .map(|(leaf, p)| {
+            let g = leaf.grad(&grads).unwrap_or_else(|| p.zeros_like());
+            if scale == 1.0 {
+                g
+            } else {
+                g.mul_scalar(1.0 / scale)
+            }
+        })
         .collect();
     Pass {
         grads,
@@ -347,12 +433,14 @@ pub struct Trainer<'a> {
     pub seed: u64,
     /// Device of the tensors.
     pub device: Device,
+    /// Precision of the forward and backward passes.
+    pub precision: Precision,
 }
 
 impl Trainer<'_> {
     /// [`ce_pass`] plus the gradient of the L2 term when weight decay is [`WeightDecay::L2`].
     fn pass(&self, point: &[Tensor<1>], batch: &Batch, mode: BnMode, stats: &mut BnStats) -> Pass {
-        let mut pass = ce_pass(self.net, point, batch, mode, stats);
+        let mut pass = precise_pass(self.net, point, batch, mode, stats, None, self.precision);
         if let WeightDecay::L2 { lambda } = self.optim.weight_decay {
             pass.grads = pass
                 .grads
@@ -445,7 +533,7 @@ impl Trainer<'_> {
     /// One optimizer step on `batch` (`previous` is the previous batch, for [`AscentSource::PreviousBatch`]) with
     /// learning rate `lr` and radius `rho` (0 for an ERM step); `step` keys the perturbation noise.
     ///
-    /// If any loss is NaN or infinite the state is left untouched and `finite` is false.
+    /// If any loss or the gradient is NaN or infinite the state is left untouched and `finite` is false.
     pub fn step(
         &self,
         state: &mut TrainState,
@@ -521,7 +609,11 @@ impl Trainer<'_> {
             .into_data()
             .try_into_vec::<f32>()
             .expect("f32 logits");
-        let finite = loss_sum.is_finite() && values.iter().all(|v| v.is_finite());
+        let accum = accum.expect("at least one group");
+        // A gradient can overflow where the loss does not (f16 passes above all): that step is not taken either.
+        let finite = loss_sum.is_finite()
+            && values.iter().all(|v| v.is_finite())
+            && sq_norm(&accum).is_finite();
         if !finite {
             return StepOutput {
                 loss_sum,
@@ -534,7 +626,6 @@ impl Trainer<'_> {
             .zip(&batch.labels)
             .map(|(row, &y)| argmax(row) == y as usize)
             .collect();
-        let accum = accum.expect("at least one group");
         let mu = self.optim.momentum;
         let velocity: ParamVec = state
             .velocity

@@ -11,7 +11,9 @@ use samlab_core::sam::{AscentSource, Grouping, Normalization, Perturbation, SamC
 use samlab_deep::models::{Arch, ModelSpec, Network};
 use samlab_deep::nn::{init_params, NormKind, BN_MOMENTUM, NORM_EPS};
 use samlab_deep::rng::{Purpose, Stream};
-use samlab_deep::trainer::{Batch, BnPolicy, OptimConfig, TrainState, Trainer, WeightDecay};
+use samlab_deep::trainer::{
+    Batch, BnPolicy, OptimConfig, Precision, TrainState, Trainer, WeightDecay,
+};
 
 const SEED: u64 = 11;
 const CLASSES: usize = 3;
@@ -239,6 +241,7 @@ fn check(case: Case) {
         optim: case.optim,
         seed: SEED,
         device: dev.clone(),
+        precision: Precision::F32,
     };
     let lambda_l2 = match case.optim.weight_decay {
         WeightDecay::L2 { lambda } => lambda,
@@ -606,6 +609,7 @@ fn trajectory(sam: SamConfig, rho: f64, batch: usize, policy: BnPolicy) -> Vec<V
         optim: optim(L2, policy),
         seed: SEED,
         device: dev.clone(),
+        precision: Precision::F32,
     };
     let mut prev = None;
     for step in 0..3 {
@@ -717,6 +721,7 @@ fn non_finite_losses_leave_the_state_untouched() {
         optim: optim(WeightDecay::None, BnPolicy::BothPasses),
         seed: SEED,
         device: dev.clone(),
+        precision: Precision::F32,
     };
     let (mut images, labels) = data(4, 0);
     images[5] = f32::NAN;

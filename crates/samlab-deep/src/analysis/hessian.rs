@@ -21,6 +21,7 @@
 
 use std::time::Instant;
 
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use samlab_core::relu_net::metrics::FeatureStats;
 use samlab_core::spectral::{
@@ -140,6 +141,39 @@ fn to_host(v: &[Tensor<1>]) -> Vec<f64> {
         .collect()
 }
 
+/// `device` if it computes in f64, else flex. A device may hold f64 tensors and still not compute in f64: wgpu
+/// on Vulkan accepts them, but Vulkan's exp and log take no f64 (GLSL.std.450), and its log-softmax came out shifted by
+/// -56.6 on lavapipe (the matrix product was right). So a probe decides: an f64 log-softmax and matrix product against their values on the host, to
+/// 1e-13. The exact products of such a device's runs are computed on the CPU.
+fn f64_device(device: Device) -> Device {
+    if device.supports_dtype(DType::F64) && computes_f64(&device) {
+        device
+    } else {
+        Device::flex()
+    }
+}
+
+fn computes_f64(device: &Device) -> bool {
+    let x: [f64; 3] = [1.0 / 3.0, -1.25, 2.0 + 1e-9];
+    let t = Tensor::<2>::from_data(TensorData::new(x.to_vec(), [1, 3]), (device, DType::F64));
+    let lse = x.iter().map(|v| v.exp()).sum::<f64>().ln();
+    let expected_lsm: Vec<f64> = x.iter().map(|v| v - lse).collect();
+    let lsm = log_softmax(t.clone(), 1).into_data().try_into_vec::<f64>();
+    let expected_dot = x.iter().map(|v| v * v).sum::<f64>();
+    let dot = t
+        .clone()
+        .matmul(t.transpose())
+        .into_data()
+        .try_into_vec::<f64>();
+    let near = |a: &[f64], b: &[f64]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(p, q)| (p - q).abs() <= 1e-13 * q.abs().max(1.0))
+    };
+    matches!((lsm, dot), (Ok(l), Ok(d)) if near(&l, &expected_lsm) && near(&d, &[expected_dot]))
+}
+
 /// The Hessian of the loss at one point, as an operator on flat f64 vectors in the order of the network's
 /// parameters (each parameter flattened as stored).
 pub struct HessianOperator<'a> {
@@ -169,8 +203,11 @@ impl<'a> HessianOperator<'a> {
         eps_rel: f64,
     ) -> Result<Self, ConfigError> {
         check_eps_rel(eps_rel)?;
+        let device = f64_device(examples.x.device());
         let f64s = |v: &[Tensor<1>]| -> Vec<Tensor<1>> {
-            v.iter().map(|t| t.clone().cast(DType::F64)).collect()
+            v.iter()
+                .map(|t| t.clone().to_device(&device).cast(DType::F64))
+                .collect()
         };
         let w = f64s(&state.params);
         let host_w = to_host(&w);
@@ -184,8 +221,8 @@ impl<'a> HessianOperator<'a> {
         let chunks = chunks(examples, m)?
             .into_iter()
             .map(|c| Batch {
-                x: c.x.cast(DType::F64),
-                onehot: c.onehot.cast(DType::F64),
+                x: c.x.to_device(&device).cast(DType::F64),
+                onehot: c.onehot.to_device(&device).cast(DType::F64),
                 labels: c.labels,
             })
             .collect();
@@ -204,7 +241,7 @@ impl<'a> HessianOperator<'a> {
             loss: 0.0,
             gradient: Vec::new(),
             weight_norm,
-            device: examples.x.device(),
+            device,
         };
         let mut tapes: Vec<Tape> = (0..op.chunks.len()).map(|_| Tape::recording()).collect();
         let (loss, gradient) = op.gradient_at(&op.w, &mut tapes);

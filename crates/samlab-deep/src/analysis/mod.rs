@@ -122,7 +122,7 @@ pub struct LoadedRun {
     pub data: PreparedData,
     /// Weights and BatchNorm statistics of the checkpoint.
     pub state: TrainState,
-    /// The device of the run's config.
+    /// The device the analysis runs on (the run's own unless [`LoadedRun::load_on`] named another).
     pub device: Device,
     /// What was loaded from where.
     pub info: RunInfo,
@@ -135,6 +135,15 @@ fn usage(dir: &Path, why: String) -> RunError {
 impl LoadedRun {
     /// Loads `dir/config.toml`, the run's data and `dir/checkpoint/<kind>`, checking that they fit together.
     pub fn load(dir: &Path, kind: CheckpointKind) -> Result<Self, RunError> {
+        Self::load_on(dir, kind, None)
+    }
+
+    /// [`LoadedRun::load`] onto the backend `device` instead of the one the run trained on.
+    pub fn load_on(
+        dir: &Path,
+        kind: CheckpointKind,
+        device: Option<&str>,
+    ) -> Result<Self, RunError> {
         let config_path = dir.join("config.toml");
         let text = fs::read_to_string(&config_path).map_err(|e| {
             usage(
@@ -162,7 +171,7 @@ impl LoadedRun {
         let data = prepare_data(&config.data, config.train.seed)?;
         let net = Network::new(&model_spec(&config.model, &data.train))?;
         let ckpt = load_checkpoint(&path, &net)?;
-        let device = crate::device(&config.train.device)?;
+        let device = crate::device(device.unwrap_or(&config.train.device))?;
         let progress = |key: &str| ckpt.progress.get(key).and_then(|v| v.as_u64());
         let info = RunInfo {
             dir: dir.to_path_buf(),

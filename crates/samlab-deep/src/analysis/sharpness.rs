@@ -41,7 +41,7 @@ use crate::rng::{Purpose, Stream};
 use crate::run::RunError;
 use crate::trainer::{
     axpy, batch_loss, ce_pass, normal_like, scale, sq_norm, Batch, OptimConfig, ParamVec,
-    TrainState, Trainer, WeightDecay,
+    Precision, TrainState, Trainer, WeightDecay,
 };
 
 /// Which restart of a chunk is kept.
@@ -194,6 +194,7 @@ impl SharpnessConfig {
             },
             seed: self.seed,
             device,
+            precision: Precision::F32,
         })
     }
 }
