@@ -1,9 +1,13 @@
 //! `samlab reproduce`: every experiment, then the report.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use samlab_deep::bench::{estimate_seconds, StepTimes};
+use samlab_deep::run::DeepRunConfig;
 use samlab_deep::trainer::Precision;
 use samlab_report::{Report, Section};
 
@@ -70,6 +74,9 @@ pub fn reproduce(o: &Options) -> Result<()> {
         deep_runs: &deep_runs,
     };
     let planned: Vec<Vec<_>> = selected.iter().flat_map(|e| e.deep_runs(&deep)).collect();
+    if o.scale == ScaleKind::Paper {
+        print_estimates(&planned, &o.device, &bar)?;
+    }
     if let Err(err) = ctx.deep_groups(&planned) {
         // Each experiment asks again and reports the failure in its own section.
         bar.println(format!("deep-net runs failed: {err:#}"));
@@ -123,4 +130,39 @@ pub fn reproduce(o: &Options) -> Result<()> {
         bail!("experiments failed: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// Prints each planned deep-net run's estimated training time on `device`, before anything trains (steps timed
+/// on the device itself: see [`estimate_seconds`]).
+fn print_estimates(
+    planned: &[Vec<(String, DeepRunConfig)>],
+    device: &str,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let handle = samlab_deep::device(device)?;
+    let mut times = StepTimes::new();
+    let mut seen = HashSet::new();
+    let mut total = 0.0;
+    for (name, config) in planned.iter().flatten() {
+        if seen.insert(name) {
+            let s = estimate_seconds(config, &handle, &mut times)?;
+            total += s;
+            bar.println(format!("{name}: about {} on {device}", duration(s)));
+        }
+    }
+    bar.println(format!(
+        "{} deep-net runs: about {} of training in all (one after another; evaluation not included)",
+        seen.len(),
+        duration(total)
+    ));
+    Ok(())
+}
+
+/// `s` seconds as minutes or hours.
+fn duration(s: f64) -> String {
+    if s < 3600.0 {
+        format!("{:.0} min", (s / 60.0).ceil())
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
 }

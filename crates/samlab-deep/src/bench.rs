@@ -5,16 +5,18 @@
 //! asynchronous backends (wgpu, cuda) are synchronized inside the clock. The first steps (`warmup`) compile the
 //! GPU kernels and are timed separately.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use samlab_core::sam::{Grouping, Normalization, SamConfig};
+use samlab_core::sam::{Grouping, Normalization, Perturbation, SamConfig};
 use samlab_core::ConfigError;
 use serde::Serialize;
 
 use crate::models::{ModelSpec, Network};
 use crate::nn::init_params;
 use crate::rng::{Purpose, Stream};
+use crate::run::{planned, DeepRunConfig, RunError};
 use crate::trainer::{Batch, BnPolicy, OptimConfig, Precision, TrainState, Trainer, WeightDecay};
 
 /// What to time.
@@ -54,10 +56,14 @@ pub struct StepTiming {
 }
 
 impl StepBench {
-    /// The SAM configuration of the step: ERM for `rho == 0`, else normalized SAM with group size `m`.
+    /// The SAM configuration of the step: ERM for `rho == 0`, else normalized SAM, with group size `m`.
     pub fn sam(&self) -> SamConfig {
         if self.rho == 0.0 {
-            return SamConfig::erm();
+            // ERM with groups of m: micro-batch ("ghost") BatchNorm passes, as the trainer takes them.
+            return SamConfig {
+                grouping: self.m.map_or(Grouping::WholeBatch, Grouping::Size),
+                ..SamConfig::erm()
+            };
         }
         SamConfig {
             rho: self.rho,
@@ -134,4 +140,55 @@ pub fn time_steps(bench: &StepBench, device: &Device) -> Result<StepTiming, Conf
         median_step_s: median,
         images_per_s: bench.batch as f64 / median,
     })
+}
+
+/// Median step times already measured, by model, batch, group size and kind of step.
+pub type StepTimes = HashMap<String, f64>;
+
+/// Estimated seconds of the updates of `config` on `device`: its planned updates at the median times of one ERM
+/// step and, if it uses SAM, one SAM step of its model, batch and group size (each timed once per `times`: one
+/// warm-up and up to 3 steps). A k-step ascent costs k + 1 passes where the timed SAM step makes 2; SAM's window
+/// bounds its share of the updates. Evaluation passes are not included.
+pub fn estimate_seconds(
+    config: &DeepRunConfig,
+    device: &Device,
+    times: &mut StepTimes,
+) -> Result<f64, RunError> {
+    let (spec, steps) = planned(config)?;
+    let sam = &config.sam;
+    let batch = config.train.batch_size;
+    let m = match sam.grouping {
+        Grouping::WholeBatch => None,
+        Grouping::Size(m) => Some(m),
+    };
+    let mut time = |rho: f64| -> Result<f64, RunError> {
+        let key = format!("{spec:?} batch {batch} m {m:?} sam {}", rho > 0.0);
+        if let Some(&t) = times.get(&key) {
+            return Ok(t);
+        }
+        let bench = StepBench {
+            spec: spec.clone(),
+            batch,
+            rho,
+            m,
+            precision: config.train.precision,
+            warmup: 1,
+            steps: 3,
+            max_seconds: 10.0,
+        };
+        let t = time_steps(&bench, device)?.median_step_s;
+        times.insert(key, t);
+        Ok(t)
+    };
+    let erm = time(0.0)?;
+    if sam.rho == 0.0 {
+        return Ok(erm * steps as f64);
+    }
+    let passes = (sam.ascent_steps + 1) as f64 / 2.0;
+    let per_sam = match sam.perturbation {
+        Perturbation::Random => erm,
+        Perturbation::Ascent => time(sam.rho)? * passes,
+    };
+    let share = (sam.window.end - sam.window.start).clamp(0.0, 1.0);
+    Ok(steps as f64 * (share * per_sam + (1.0 - share) * erm))
 }

@@ -625,6 +625,12 @@ pub fn load_checkpoint(path: &Path, net: &Network) -> Result<Checkpoint, RunErro
     Ok(ckpt)
 }
 
+/// The model and the number of updates `config` plans, its data read and checked as [`train`] would.
+pub fn planned(config: &DeepRunConfig) -> Result<(ModelSpec, usize), RunError> {
+    let p = plan(config)?;
+    Ok((p.net.spec().clone(), p.total_steps))
+}
+
 fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
     let t = &config.train;
     let bad = |field, reason: String| RunError::Config(ConfigError::Invalid { field, reason });

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use samlab_core::sam::{AscentSource, Grouping, Normalization, SamConfig};
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
+use samlab_deep::bench::{estimate_seconds, StepTimes};
 use samlab_deep::checkpoint::Checkpoint;
 use samlab_deep::data::{DatasetKind, ImageSet, LabelNoise, NoiseKind};
 use samlab_deep::models::{Arch, Network};
@@ -547,4 +548,30 @@ fn a_diverging_bf16_run_is_recorded_as_diverged() {
     let last = Checkpoint::load(&tmp.path().join("div/checkpoint/last.ckpt")).unwrap();
     assert_eq!(last.progress["epochs_done"], 1);
     assert!(last.params.iter().flatten().all(|v| v.is_finite()));
+}
+
+/// The estimate of `reproduce --scale paper`: planned updates times timed steps, each kind timed once.
+#[test]
+fn run_estimates_scale_with_ascent_steps_and_the_sam_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 50, 20);
+    let device = samlab_deep::device("flex").unwrap();
+    let mut times = StepTimes::new();
+    let mut cfg = config(tmp.path());
+    cfg.sam.ascent_steps = 1;
+    let one = estimate_seconds(&cfg, &device, &mut times).unwrap();
+    cfg.sam.ascent_steps = 3;
+    let three = estimate_seconds(&cfg, &device, &mut times).unwrap();
+    cfg.sam.rho = 0.0;
+    let erm = estimate_seconds(&cfg, &device, &mut times).unwrap();
+    assert!(one.is_finite() && one > 0.0 && erm > 0.0);
+    // One ERM and one SAM step timed (with m = 4 both), reused for every estimate.
+    assert_eq!(times.len(), 2, "{times:?}");
+    // 4 passes per step against 2.
+    assert!((three - 2.0 * one).abs() < 1e-12 * one);
+    let mut half = config(tmp.path());
+    half.sam.ascent_steps = 1;
+    half.sam.window.start = 0.5;
+    let h = estimate_seconds(&half, &device, &mut times).unwrap();
+    assert!((h - (one + erm) / 2.0).abs() < 1e-12 * one);
 }
