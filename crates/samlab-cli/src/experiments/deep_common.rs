@@ -86,6 +86,11 @@ impl DeepScale {
         base.model.width = Some(256);
         base.model.norm = Some(NormKind::Batch);
         base.train.epochs = if quick { 10 } else { 20 };
+        // The top Hessian eigenvalue at mid-training and after the last epoch, on 256 examples, for the m-sharpness
+        // section's curvature-over-training figure (about 1.5 s per log; no trace probes).
+        base.train.curvature_every = base.train.epochs / 2;
+        base.train.curvature_examples = 256;
+        base.train.curvature_probes = 0;
         let mut noise_base = base.clone();
         noise_base.data.train_limit = Some(3000);
         noise_base.data.val_fraction = 0.2;
@@ -95,6 +100,7 @@ impl DeepScale {
             kind: NoiseKind::Symmetric,
         });
         noise_base.train.epochs = if quick { 30 } else { 100 };
+        noise_base.train.curvature_every = 0;
         DeepScale {
             kind: ScaleKind::Laptop,
             base,

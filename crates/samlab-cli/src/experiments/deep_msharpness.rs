@@ -9,7 +9,7 @@ use samlab_deep::analysis::hessian::{run_hessian, HessianConfig};
 use samlab_deep::analysis::sharpness::{run_sharpness, SharpnessConfig};
 use samlab_deep::analysis::{CheckpointKind, LoadedRun};
 use samlab_deep::run::{DeepRunConfig, RunOutcome};
-use samlab_report::{render, Figure, Scale, Section};
+use samlab_report::{render, Figure, Section};
 
 use super::deep_common::{
     comparison_header, comparison_row, fmt_mean, mean_std, seed_series, spearman, sweep_figure,
@@ -81,11 +81,10 @@ fn curvature_figure(
     m_grid: &[usize],
 ) -> Result<Option<PathBuf>> {
     let mut fig = Figure::new(
-        "Top Hessian eigenvalue of the training loss during training (exact products; mean +- std over seeds)",
+        "Top Hessian eigenvalue during training (mean +- std over seeds)",
         "epoch",
-        "top eigenvalue",
+        "top eigenvalue of the training loss (exact products)",
     );
-    fig.y_scale = Scale::Log;
     let groups = std::iter::once(("ERM".to_string(), erm)).chain(
         m_grid
             .iter()
