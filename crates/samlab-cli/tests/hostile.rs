@@ -359,7 +359,7 @@ fn damaged_checkpoints_and_run_directories() {
     damage("BatchNorm running variance", &|c| {
         c.bn_var[0].pop();
     });
-    damage("momentum tensor 0", &|c| {
+    damage("momentum tensor optimizer.momentum.fc1.weight", &|c| {
         c.velocity.as_mut().unwrap()[0].truncate(1);
     });
     damage("non-finite value", &|c| c.params[1][2] = f32::NAN);
