@@ -11,8 +11,9 @@
 //! | BatchNorm running statistics | `<layer>.running_mean`, `<layer>.running_var` (e.g. `layer1.0.bn1.running_var`) | `[channels]` |
 //! | momentum buffers (`last.ckpt` only) | `optimizer.momentum.<parameter name>` | as the parameter |
 //!
-//! No `num_batches_tracked` is written (samlab does not count them; PyTorch uses it only with `momentum=None`):
-//! load into PyTorch with `strict=False` after dropping the `optimizer.` tensors. The string metadata holds
+//! No `num_batches_tracked` is written (samlab does not count batches; PyTorch uses the count only with
+//! `momentum=None`, and its BatchNorm fills in a missing one when loading): drop the `optimizer.` tensors and
+//! `load_state_dict(..., strict=True)` takes the rest (`bench/checkpoint_to_torch.py`). The string metadata holds
 //! `format` (`samlab-checkpoint`), `version` (`2`), `model` (the [`ModelSpec`] as JSON), `progress` (JSON),
 //! `momentum` (`true` or `false`) and `payload_sha256`: the SHA-256 of every tensor's raw bytes, the tensors taken in
 //! byte order of their names. (SafeTensors lays all-`F32` files out in that order, so it is also the SHA-256 of the
