@@ -1,6 +1,11 @@
 """The PyTorch twins of samlab-deep's benchmark models (crates/samlab-deep/src/models.rs), for the speed
-comparisons (bench/deep_speed.py, bench/gpu/bench.py): the small CNN, PreAct ResNet-18 at width w and WRN-28-k,
-all pre-activation ResNets built from one block, BatchNorm, bias-free convolutions, 10 classes."""
+comparisons (bench/deep_speed.py, bench/gpu/bench.py) and for loading samlab checkpoints
+(bench/checkpoint_to_torch.py): the small CNN, PreAct ResNet-18/34 at width w and WRN-28-k, all pre-activation
+ResNets built from one block, BatchNorm, bias-free convolutions, 10 classes by default.
+
+The pre-activation ResNets use the authors' module names (tml-epfl/understanding-sam `models.py`, after
+kuangliu/pytorch-cifar): `conv1`, `layer<s>.<j>.{bn1,conv1,bn2,conv2,shortcut.0}`, `bn`, `linear`, which are
+samlab's parameter names, so a samlab checkpoint's tensors load under the same keys."""
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -12,7 +17,8 @@ class PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.shortcut = nn.Conv2d(cin, planes, 1, stride, bias=False) if stride != 1 or cin != planes else None
+        self.shortcut = (nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False))
+                         if stride != 1 or cin != planes else None)
 
     def forward(self, x):
         out = F.relu(self.bn1(x))
@@ -23,32 +29,43 @@ class PreActBlock(nn.Module):
 
 
 class PreActNet(nn.Module):
-    """A 3x3 stem to `stem` channels, then `stages` of (channels, blocks, stride), BatchNorm + ReLU, global
-    average pooling and a linear head."""
+    """A 3x3 stem to `stem` channels, then `stages` of (channels, blocks, stride) as `layer1`, `layer2`, ...,
+    BatchNorm + ReLU, global average pooling and a linear head."""
 
-    def __init__(self, stem, stages, classes=10):
+    def __init__(self, stem, stages, classes=10, in_channels=3):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, stem, 3, 1, 1, bias=False)
-        layers, cin = [], stem
-        for planes, count, stride in stages:
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+        cin = stem
+        self.stages = []
+        for s, (planes, count, stride) in enumerate(stages):
+            blocks = []
             for j in range(count):
-                layers.append(PreActBlock(cin, planes, stride if j == 0 else 1))
+                blocks.append(PreActBlock(cin, planes, stride if j == 0 else 1))
                 cin = planes
-        self.layers = nn.Sequential(*layers)
+            name = f"layer{s + 1}"
+            setattr(self, name, nn.Sequential(*blocks))
+            self.stages.append(name)
         self.bn = nn.BatchNorm2d(cin)
         self.linear = nn.Linear(cin, classes)
 
     def forward(self, x):
-        out = F.relu(self.bn(self.layers(self.conv1(x))))
+        out = self.conv1(x)
+        for name in self.stages:
+            out = getattr(self, name)(out)
+        out = F.relu(self.bn(out))
         return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-def preact_resnet18(w):
-    return PreActNet(w, [(w, 2, 1), (2 * w, 2, 2), (4 * w, 2, 2), (8 * w, 2, 2)])
+def preact_resnet18(w, classes=10, in_channels=3):
+    return PreActNet(w, [(w, 2, 1), (2 * w, 2, 2), (4 * w, 2, 2), (8 * w, 2, 2)], classes, in_channels)
 
 
-def wrn28(k):
-    return PreActNet(16, [(16 * k, 4, 1), (32 * k, 4, 2), (64 * k, 4, 2)])
+def preact_resnet34(w, classes=10, in_channels=3):
+    return PreActNet(w, [(w, 3, 1), (2 * w, 4, 2), (4 * w, 6, 2), (8 * w, 3, 2)], classes, in_channels)
+
+
+def wrn28(k, classes=10, in_channels=3):
+    return PreActNet(16, [(16 * k, 4, 1), (32 * k, 4, 2), (64 * k, 4, 2)], classes, in_channels)
 
 
 def small_cnn():

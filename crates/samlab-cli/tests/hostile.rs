@@ -333,10 +333,8 @@ fn damaged_checkpoints_and_run_directories() {
     );
     let last = run.join("checkpoint/last.ckpt");
     let good = Checkpoint::load(&last).unwrap();
-    let damage = |what: &str, f: &dyn Fn(&mut Checkpoint)| {
-        let mut c = good.clone();
-        f(&mut c);
-        c.save(&last).unwrap();
+    let check = |what: &str, write: &dyn Fn()| {
+        write();
         // Resume needs a running status.
         let summary = fs::read_to_string(run.join("summary.json")).unwrap();
         fs::write(
@@ -356,13 +354,37 @@ fn damaged_checkpoints_and_run_directories() {
         );
         fs::write(run.join("summary.json"), summary).unwrap();
     };
+    let damage = |what: &str, f: &dyn Fn(&mut Checkpoint)| {
+        check(what, &|| {
+            let mut c = good.clone();
+            f(&mut c);
+            c.save(&last).unwrap();
+        })
+    };
     damage("BatchNorm running variance", &|c| {
         c.bn_var[0].pop();
     });
-    damage("momentum tensor 0", &|c| {
+    damage("momentum tensor optimizer.momentum.fc1.weight", &|c| {
         c.velocity.as_mut().unwrap()[0].truncate(1);
     });
     damage("non-finite value", &|c| c.params[1][2] = f32::NAN);
+    // Damaged bytes of the SafeTensors file.
+    good.save(&last).unwrap();
+    let raw = fs::read(&last).unwrap();
+    check("truncated", &|| {
+        fs::write(&last, &raw[..raw.len() - 7]).unwrap()
+    });
+    check("runs past the end of the file", &|| {
+        let mut r = raw.clone();
+        r[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        fs::write(&last, r).unwrap()
+    });
+    check("checksum mismatch", &|| {
+        let mut r = raw.clone();
+        let at = r.len() - 9;
+        r[at] ^= 1;
+        fs::write(&last, r).unwrap()
+    });
     // A forged step count.
     let mut forged = good.clone();
     forged.progress["steps_done"] = 3.into();

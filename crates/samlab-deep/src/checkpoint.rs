@@ -1,24 +1,205 @@
 //! Checkpoints: parameters, momentum buffers, BatchNorm running statistics and the run's progress, in one file
 //! written atomically (a temporary file, flushed to disk, then renamed over the old one).
 //!
-//! Format: the 8 bytes `SAMLABCK`, a little-endian `u32` version (1), a `u64` header length, the header as JSON
-//! (model spec, tensor names and shapes, the run's progress), then every tensor's `f32` values, little-endian, in
-//! header order. Values are stored bit for bit, which is what makes a resumed run identical to an uninterrupted one.
+//! **Format** (version 2): [SafeTensors](https://github.com/huggingface/safetensors), every tensor `F32`,
+//! little-endian, with its real shape and a PyTorch-style name, so that `safetensors.torch.load_file` gives a
+//! `state_dict` for the matching PyTorch model:
+//!
+//! | tensors | names | shape |
+//! |---|---|---|
+//! | parameters | as [`Network::params`]: `conv1.weight`, `layer1.0.bn1.bias`, `linear.weight`, ... | PyTorch's: conv `[out, in, k, k]`, Linear `[out, in]` (samlab's `[in, out]` transposed) |
+//! | BatchNorm running statistics | `<layer>.running_mean`, `<layer>.running_var` (e.g. `layer1.0.bn1.running_var`) | `[channels]` |
+//! | momentum buffers (`last.ckpt` only) | `optimizer.momentum.<parameter name>` | as the parameter |
+//!
+//! No `num_batches_tracked` is written (samlab does not count batches; PyTorch uses the count only with
+//! `momentum=None`, and its BatchNorm fills in a missing one when loading): drop the `optimizer.` tensors and
+//! `load_state_dict(..., strict=True)` takes the rest (`bench/checkpoint_to_torch.py`). The string metadata holds
+//! `format` (`samlab-checkpoint`), `version` (`2`), `model` (the [`ModelSpec`] as JSON), `progress` (JSON),
+//! `momentum` (`true` or `false`) and `payload_sha256`: the SHA-256 of every tensor's raw bytes, the tensors taken in
+//! byte order of their names. (SafeTensors lays all-`F32` files out in that order, so it is also the SHA-256 of the
+//! data section after the header.) Values are stored bit for bit (a transpose moves them, never rounds them),
+//! which is what makes a resumed run identical to an uninterrupted one.
+//!
+//! **Loading** checks, before any value is used: that the header length fits inside the file, the SafeTensors
+//! header (tensor offsets cover the data exactly), the metadata, the checksum, that the model spec builds a network,
+//! that every tensor of that network is there with its shape and no other (a `num_batches_tracked` is ignored),
+//! and that every value is finite. Nothing is allocated from a size the file announces before that size has been
+//! checked against the file's length.
+//!
+//! **Version 1** (written before SafeTensors, still read): the 8 bytes `SAMLABCK`, a little-endian `u32` version
+//! (1), a `u64` header length, the header as JSON (model spec, tensor names and sizes, the run's progress), then
+//! every tensor's `f32` values, little-endian, in header order.
 
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::{self, Write};
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors, View};
 use samlab_core::DataError;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::models::{ModelSpec, Network};
 use crate::nn::BnStats;
 use crate::trainer::TrainState;
 
+/// The `format` metadata of samlab's SafeTensors checkpoints.
+pub const FORMAT: &str = "samlab-checkpoint";
+/// The checkpoint format written (the SafeTensors one).
+pub const ST_VERSION: u32 = 2;
+/// Prefix of the momentum buffers' names.
+pub const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
+
 const MAGIC: &[u8; 8] = b"SAMLABCK";
 const VERSION: u32 = 1;
+
+/// One tensor of the SafeTensors layout: its name and shape in the file, and for a Linear weight its samlab
+/// shape `[in, out]` (the file holds the transpose, PyTorch's `[out, in]`).
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    transpose: Option<(usize, usize)>,
+}
+
+impl Entry {
+    fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The file's bytes for samlab's values `v` (of the right size).
+    fn encode(&self, v: &[f32]) -> F32Tensor {
+        let mut bytes = Vec::with_capacity(4 * v.len());
+        match self.transpose {
+            Some((din, dout)) => {
+                for o in 0..dout {
+                    for i in 0..din {
+                        bytes.extend_from_slice(&v[i * dout + o].to_le_bytes());
+                    }
+                }
+            }
+            None => v
+                .iter()
+                .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes())),
+        }
+        F32Tensor {
+            shape: self.shape.clone(),
+            bytes,
+        }
+    }
+
+    /// samlab's values from the file's bytes (`4 * numel` of them).
+    fn decode(&self, bytes: &[u8]) -> Vec<f32> {
+        let file: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        match self.transpose {
+            Some((din, dout)) => {
+                let mut v = vec![0.0; file.len()];
+                for o in 0..dout {
+                    for i in 0..din {
+                        v[i * dout + o] = file[o * din + i];
+                    }
+                }
+                v
+            }
+            None => file,
+        }
+    }
+}
+
+/// The tensors of a network's checkpoint, by kind: `(kind in messages, kind in `extra.` names, entries)`.
+struct Layout {
+    groups: [(&'static str, &'static str, Vec<Entry>); 4],
+}
+
+impl Layout {
+    fn of(net: &Network) -> Self {
+        let params = |prefix: &str| -> Vec<Entry> {
+            net.params()
+                .iter()
+                .map(|p| {
+                    // The only 2-D parameters are Linear weights, `[in, out]` in samlab.
+                    let (shape, transpose) = match p.shape[..] {
+                        [din, dout] => (vec![dout, din], Some((din, dout))),
+                        _ => (p.shape.clone(), None),
+                    };
+                    Entry {
+                        name: format!("{prefix}{}", p.name),
+                        shape,
+                        transpose,
+                    }
+                })
+                .collect()
+        };
+        let bn = |suffix: &str| -> Vec<Entry> {
+            net.bn_slots()
+                .iter()
+                .map(|s| Entry {
+                    name: format!("{}.{suffix}", s.name),
+                    shape: vec![s.channels],
+                    transpose: None,
+                })
+                .collect()
+        };
+        Layout {
+            groups: [
+                ("parameter", "param", params("")),
+                ("momentum", "momentum", params(MOMENTUM_PREFIX)),
+                ("BatchNorm running mean", "bn_mean", bn("running_mean")),
+                ("BatchNorm running variance", "bn_var", bn("running_var")),
+            ],
+        }
+    }
+}
+
+/// An `F32` tensor to write.
+struct F32Tensor {
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl F32Tensor {
+    fn flat(v: &[f32]) -> Self {
+        F32Tensor {
+            shape: vec![v.len()],
+            bytes: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        }
+    }
+}
+
+impl View for F32Tensor {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The checkpoint's payload checksum: SHA-256 over the tensors' bytes in byte order of their names.
+fn payload_sha256<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut sorted: Vec<(&str, &[u8])> = tensors.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut sha = Sha256::new();
+    for (_, bytes) in sorted {
+        sha.update(bytes);
+    }
+    hex(&sha.finalize())
+}
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -141,42 +322,52 @@ impl Checkpoint {
         }
     }
 
-    /// Writes the checkpoint to `path` atomically.
+    /// Writes the checkpoint to `path` atomically, as SafeTensors (see the module documentation).
+    ///
+    /// The tensors are named and shaped after the checkpoint's model. A tensor whose size does not fit the model
+    /// (possible only for a hand-edited `Checkpoint`) is written flat, and one beyond the model's count under
+    /// `extra.<kind>.<index>`: the file is written either way, and loading it names the problem.
     pub fn save(&self, path: &Path) -> io::Result<()> {
-        let mut tensors: Vec<(String, &Vec<f32>)> = Vec::new();
-        for (i, v) in self.params.iter().enumerate() {
-            tensors.push((format!("param/{i}"), v));
-        }
-        if let Some(vel) = &self.velocity {
-            for (i, v) in vel.iter().enumerate() {
-                tensors.push((format!("velocity/{i}"), v));
+        let net = Network::new(&self.model).map_err(io::Error::other)?;
+        let layout = Layout::of(&net);
+        let empty = Vec::new();
+        let values = [
+            &self.params,
+            self.velocity.as_ref().unwrap_or(&empty),
+            &self.bn_mean,
+            &self.bn_var,
+        ];
+        let mut tensors: Vec<(String, F32Tensor)> = Vec::new();
+        for ((_, key, entries), values) in layout.groups.iter().zip(values) {
+            for (i, v) in values.iter().enumerate() {
+                tensors.push(match entries.get(i) {
+                    Some(e) if e.numel() == v.len() => (e.name.clone(), e.encode(v)),
+                    Some(e) => (e.name.clone(), F32Tensor::flat(v)),
+                    None => (format!("extra.{key}.{i}"), F32Tensor::flat(v)),
+                });
             }
         }
-        for (i, (m, v)) in self.bn_mean.iter().zip(&self.bn_var).enumerate() {
-            tensors.push((format!("bn/{i}/mean"), m));
-            tensors.push((format!("bn/{i}/var"), v));
-        }
-        let header = Header {
-            model: self.model.clone(),
-            tensors: tensors.iter().map(|(n, v)| (n.clone(), v.len())).collect(),
-            has_velocity: self.velocity.is_some(),
-            progress: self.progress.clone(),
-        };
-        let header = serde_json::to_vec(&header).map_err(io::Error::other)?;
+        let checksum = payload_sha256(tensors.iter().map(|(n, t)| (n.as_str(), &t.bytes[..])));
+        let metadata = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("version".to_string(), ST_VERSION.to_string()),
+            (
+                "model".to_string(),
+                serde_json::to_string(&self.model).map_err(io::Error::other)?,
+            ),
+            (
+                "progress".to_string(),
+                serde_json::to_string(&self.progress).map_err(io::Error::other)?,
+            ),
+            ("momentum".to_string(), self.velocity.is_some().to_string()),
+            ("payload_sha256".to_string(), checksum),
+        ]);
+        let bytes = safetensors::serialize(tensors, Some(metadata)).map_err(io::Error::other)?;
         let tmp = path.with_extension("tmp");
         {
-            let mut f = io::BufWriter::new(fs::File::create(&tmp)?);
-            f.write_all(MAGIC)?;
-            f.write_all(&VERSION.to_le_bytes())?;
-            f.write_all(&(header.len() as u64).to_le_bytes())?;
-            f.write_all(&header)?;
-            for (_, v) in &tensors {
-                for x in v.iter() {
-                    f.write_all(&x.to_le_bytes())?;
-                }
-            }
-            f.flush()?;
-            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
         }
         fs::rename(&tmp, path)
     }
@@ -188,8 +379,147 @@ impl Checkpoint {
             reason,
         };
         let raw = fs::read(path).map_err(|e| bad(e.to_string()))?;
-        if raw.len() < 20 || &raw[..8] != MAGIC {
-            return Err(bad("not a samlab checkpoint".into()));
+        if raw.starts_with(MAGIC) {
+            Self::load_v1(&raw, &bad)
+        } else {
+            Self::load_safetensors(&raw, &bad)
+        }
+    }
+
+    /// Reads a SafeTensors checkpoint (version 2).
+    fn load_safetensors(raw: &[u8], bad: &dyn Fn(String) -> DataError) -> Result<Self, DataError> {
+        let Some(hlen) = raw.get(..8) else {
+            return Err(bad(format!(
+                "not a samlab checkpoint: {} bytes, too short for a SafeTensors header; truncated?",
+                raw.len()
+            )));
+        };
+        let hlen = u64::from_le_bytes(hlen.try_into().unwrap());
+        if hlen.checked_add(8).is_none_or(|end| end > raw.len() as u64) {
+            return Err(bad(format!(
+                "not a samlab checkpoint, or truncated: its header length {hlen} runs past the end of the file ({} bytes)",
+                raw.len()
+            )));
+        }
+        let (_, header) = SafeTensors::read_metadata(raw)
+            .map_err(|e| bad(format!("not a valid SafeTensors file ({e}); truncated?")))?;
+        let st = SafeTensors::deserialize(raw)
+            .map_err(|e| bad(format!("not a valid SafeTensors file ({e}); truncated?")))?;
+        let empty = HashMap::new();
+        let meta = header.metadata().as_ref().unwrap_or(&empty);
+        let field = |key: &str| -> Result<&String, DataError> {
+            meta.get(key).ok_or_else(|| {
+                bad(format!(
+                    "a SafeTensors file without samlab's checkpoint metadata (no {key:?})"
+                ))
+            })
+        };
+        if field("format")? != FORMAT {
+            return Err(bad(format!(
+                "a SafeTensors file of format {:?}, not a samlab checkpoint",
+                field("format")?
+            )));
+        }
+        if field("version")? != &ST_VERSION.to_string() {
+            return Err(bad(format!(
+                "checkpoint version {}, this samlab reads {VERSION} and {ST_VERSION}",
+                field("version")?
+            )));
+        }
+        let model: ModelSpec = serde_json::from_str(field("model")?)
+            .map_err(|e| bad(format!("bad model spec in the metadata: {e}")))?;
+        let progress: serde_json::Value = serde_json::from_str(field("progress")?)
+            .map_err(|e| bad(format!("bad progress record in the metadata: {e}")))?;
+        let has_velocity = match field("momentum")?.as_str() {
+            "true" => true,
+            "false" => false,
+            other => return Err(bad(format!("bad momentum flag {other:?} in the metadata"))),
+        };
+        let names = st.names();
+        let mut payload = Vec::with_capacity(names.len());
+        for &name in &names {
+            let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
+            payload.push((name, t.data()));
+        }
+        let checksum = payload_sha256(payload);
+        if field("payload_sha256")? != &checksum {
+            return Err(bad(format!(
+                "checksum mismatch: the tensor data hashes to {checksum}, the metadata says {}; the file is damaged",
+                field("payload_sha256")?
+            )));
+        }
+        let net = Network::new(&model)
+            .map_err(|e| bad(format!("checkpoint of an invalid model: {e}")))?;
+        let layout = Layout::of(&net);
+        let mut known = BTreeSet::new();
+        let mut groups: Vec<Vec<Vec<f32>>> = Vec::new();
+        for (g, (what, _, entries)) in layout.groups.iter().enumerate() {
+            let mut values = Vec::new();
+            if g == 1 && !has_velocity {
+                groups.push(values);
+                continue;
+            }
+            for e in entries {
+                known.insert(e.name.as_str());
+                let t = st.tensor(&e.name).map_err(|_| {
+                    bad(format!(
+                        "checkpoint lacks the {what} tensor {} of its model ({})",
+                        e.name,
+                        model.arch.name()
+                    ))
+                })?;
+                if t.dtype() != Dtype::F32 {
+                    return Err(bad(format!(
+                        "checkpoint {what} tensor {} is {:?}, not F32",
+                        e.name,
+                        t.dtype()
+                    )));
+                }
+                if t.shape() != e.shape.as_slice() {
+                    return Err(bad(format!(
+                        "checkpoint {what} tensor {} has shape {:?}, the model's has {:?}",
+                        e.name,
+                        t.shape(),
+                        e.shape
+                    )));
+                }
+                let v = e.decode(t.data());
+                if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(bad(format!(
+                        "checkpoint {what} tensor {} holds a non-finite value at index {j}",
+                        e.name
+                    )));
+                }
+                values.push(v);
+            }
+            groups.push(values);
+        }
+        if let Some(extra) = names
+            .iter()
+            .find(|n| !known.contains(*n) && !n.ends_with(".num_batches_tracked"))
+        {
+            return Err(bad(format!(
+                "checkpoint holds a tensor {extra} that its model ({}) has not",
+                model.arch.name()
+            )));
+        }
+        let mut groups = groups.into_iter();
+        let mut next = || groups.next().unwrap();
+        let (params, velocity, bn_mean, bn_var) = (next(), next(), next(), next());
+        Ok(Checkpoint {
+            model,
+            params,
+            velocity: has_velocity.then_some(velocity),
+            bn_mean,
+            bn_var,
+            progress,
+        })
+    }
+
+    /// Reads a checkpoint of version 1 (`SAMLABCK`).
+    fn load_v1(raw: &[u8], bad: &dyn Fn(String) -> DataError) -> Result<Self, DataError> {
+        if raw.len() < 20 {
+            return Err(bad("truncated samlab checkpoint header".into()));
         }
         let version = u32::from_le_bytes(raw[8..12].try_into().unwrap());
         if version != VERSION {

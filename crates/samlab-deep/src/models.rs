@@ -17,7 +17,7 @@ use samlab_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
 use crate::nn::{
-    global_avg_pool, norm_relu, Builder, Conv2d, Ctx, Linear, Norm, NormKind, ParamSpec,
+    global_avg_pool, norm_relu, BnSlot, Builder, Conv2d, Ctx, Linear, Norm, NormKind, ParamSpec,
 };
 
 /// The architectures.
@@ -198,6 +198,7 @@ pub struct Network {
     body: Body,
     params: Vec<ParamSpec>,
     bn_channels: Vec<usize>,
+    bn_slots: Vec<BnSlot>,
 }
 
 /// A 3x3 convolution without bias, padding 1 (the ResNets' convolutions are followed by a normalization).
@@ -336,8 +337,11 @@ impl Network {
                 let stem = conv3x3(&mut b, "conv1", c_in, stem_out, 1);
                 let mut blocks = Vec::new();
                 for (name, cin, planes, stride) in residual_blocks(stem_out, &stages) {
-                    let shortcut = (stride != 1 || cin != planes)
-                        .then(|| conv1x1(&mut b, &format!("{name}.shortcut"), cin, planes, stride));
+                    // `shortcut.0` as in the authors' PreActBlock (an `nn.Sequential` holding the conv), so that
+                    // checkpoints load into their PyTorch model under the same names.
+                    let shortcut = (stride != 1 || cin != planes).then(|| {
+                        conv1x1(&mut b, &format!("{name}.shortcut.0"), cin, planes, stride)
+                    });
                     let norm1 = Norm::new(&mut b, &format!("{name}.bn1"), norm, cin, groups);
                     let conv1 = conv3x3(&mut b, &format!("{name}.conv1"), cin, planes, stride);
                     let norm2 = Norm::new(&mut b, &format!("{name}.bn2"), norm, planes, groups);
@@ -395,7 +399,8 @@ impl Network {
                 }
             }
         };
-        let (params, bn_channels) = b.finish();
+        let (params, bn_slots) = b.finish();
+        let bn_channels = bn_slots.iter().map(|s| s.channels).collect();
         let total = params.iter().try_fold(0usize, |acc, p| {
             p.shape
                 .iter()
@@ -416,6 +421,7 @@ impl Network {
             body,
             params,
             bn_channels,
+            bn_slots,
         })
     }
 
@@ -437,6 +443,11 @@ impl Network {
     /// Channels of each BatchNorm slot.
     pub fn bn_channels(&self) -> &[usize] {
         &self.bn_channels
+    }
+
+    /// The BatchNorm slots (layer names and channels), in slot order.
+    pub fn bn_slots(&self) -> &[BnSlot] {
+        &self.bn_slots
     }
 
     /// Logits `[n, classes]` for images `[n, c, h, w]`: the linear head on [`Network::features`].

@@ -58,7 +58,17 @@ impl ParamSpec {
 #[derive(Debug, Default)]
 pub struct Builder {
     params: Vec<ParamSpec>,
-    bn_channels: Vec<usize>,
+    bn_slots: Vec<BnSlot>,
+}
+
+/// The running statistics of one BatchNorm layer: its name (that of its `weight` and `bias` without the suffix,
+/// e.g. `layer1.0.bn1`) and its number of channels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BnSlot {
+    /// Dotted layer name.
+    pub name: String,
+    /// Channels.
+    pub channels: usize,
 }
 
 impl Builder {
@@ -68,15 +78,18 @@ impl Builder {
         self.params.len() - 1
     }
 
-    /// Registers the running statistics of a BatchNorm layer over `channels` and returns its slot.
-    pub fn bn_slot(&mut self, channels: usize) -> usize {
-        self.bn_channels.push(channels);
-        self.bn_channels.len() - 1
+    /// Registers the running statistics of the BatchNorm layer `name` over `channels` and returns its slot.
+    pub fn bn_slot(&mut self, name: &str, channels: usize) -> usize {
+        self.bn_slots.push(BnSlot {
+            name: name.to_string(),
+            channels,
+        });
+        self.bn_slots.len() - 1
     }
 
-    /// The parameters and BatchNorm channel counts registered so far.
-    pub fn finish(self) -> (Vec<ParamSpec>, Vec<usize>) {
-        (self.params, self.bn_channels)
+    /// The parameters and BatchNorm slots registered so far.
+    pub fn finish(self) -> (Vec<ParamSpec>, Vec<BnSlot>) {
+        (self.params, self.bn_slots)
     }
 }
 
@@ -392,7 +405,7 @@ impl Norm {
         let kind = match kind {
             NormKind::None => return None,
             NormKind::Batch => NormImpl::Batch {
-                slot: b.bn_slot(channels),
+                slot: b.bn_slot(name, channels),
             },
             NormKind::Group => NormImpl::Group { groups },
         };

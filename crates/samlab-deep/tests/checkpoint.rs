@@ -1,0 +1,445 @@
+//! Checkpoints as SafeTensors: names and shapes PyTorch reads, values bit for bit, the checksum, the old format,
+//! and hostile files (each a clear error, never a panic).
+
+use std::fs;
+use std::path::Path;
+use std::time::Instant;
+
+use safetensors::{Dtype, SafeTensors};
+use samlab_deep::checkpoint::{Checkpoint, FORMAT, MOMENTUM_PREFIX};
+use samlab_deep::models::{Arch, ModelSpec, Network};
+use samlab_deep::nn::NormKind;
+use sha2::{Digest, Sha256};
+
+fn spec(arch: Arch, width: usize, input: [usize; 3]) -> ModelSpec {
+    ModelSpec {
+        arch,
+        width,
+        norm: NormKind::Batch,
+        input,
+        classes: 10,
+    }
+}
+
+/// A checkpoint of `spec` with distinct, awkward values (negative zero, subnormals, large and small magnitudes).
+fn checkpoint(spec: &ModelSpec, velocity: bool) -> Checkpoint {
+    let net = Network::new(spec).unwrap();
+    let mut k = 0u32;
+    let mut next = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                k = k.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                match k % 7 {
+                    0 => -0.0,
+                    1 => f32::from_bits(1 + (k >> 12)), // subnormal
+                    _ => (k as f32 / u32::MAX as f32 - 0.5) * 1e3,
+                }
+            })
+            .collect()
+    };
+    let params: Vec<Vec<f32>> = net.params().iter().map(|p| next(p.numel())).collect();
+    Checkpoint {
+        model: spec.clone(),
+        velocity: velocity.then(|| net.params().iter().map(|p| next(p.numel())).collect()),
+        params,
+        bn_mean: net.bn_channels().iter().map(|&c| next(c)).collect(),
+        bn_var: net
+            .bn_channels()
+            .iter()
+            .map(|&c| next(c).iter().map(|x| x.abs() + 0.5).collect())
+            .collect(),
+        progress: serde_json::json!({"epochs_done": 3, "steps_done": 21}),
+    }
+}
+
+fn bits(v: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    v.iter()
+        .map(|t| t.iter().map(|x| x.to_bits()).collect())
+        .collect()
+}
+
+fn same_bits(a: &Checkpoint, b: &Checkpoint) {
+    assert_eq!(a.model, b.model);
+    assert_eq!(a.progress, b.progress);
+    assert_eq!(bits(&a.params), bits(&b.params));
+    assert_eq!(
+        a.velocity.as_deref().map(bits),
+        b.velocity.as_deref().map(bits)
+    );
+    assert_eq!(bits(&a.bn_mean), bits(&b.bn_mean));
+    assert_eq!(bits(&a.bn_var), bits(&b.bn_var));
+}
+
+fn err(path: &Path) -> String {
+    match Checkpoint::load(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn expect_err(path: &Path, parts: &[&str]) {
+    let e = err(path);
+    for part in parts {
+        assert!(e.contains(part), "{e:?} lacks {part:?}");
+    }
+}
+
+#[test]
+fn safetensors_names_shapes_and_values_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (spec, velocity) in [
+        (spec(Arch::PreactResnet18, 4, [3, 8, 8]), true),
+        (spec(Arch::PreactResnet18, 4, [3, 8, 8]), false),
+        (spec(Arch::Mlp, 5, [1, 4, 4]), true),
+        (spec(Arch::Cnn, 2, [1, 8, 8]), true),
+        (spec(Arch::Resnet34, 2, [3, 4, 4]), true),
+        (spec(Arch::Wrn28, 1, [3, 4, 4]), true),
+    ] {
+        let path = tmp.path().join("last.ckpt");
+        let c = checkpoint(&spec, velocity);
+        c.save(&path).unwrap();
+        same_bits(&c, &Checkpoint::load(&path).unwrap());
+
+        let raw = fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&raw).unwrap();
+        let net = Network::new(&spec).unwrap();
+        let expected = net.params().len() * (1 + usize::from(velocity)) + 2 * net.bn_slots().len();
+        assert_eq!(st.len(), expected, "{spec:?}");
+        for (p, v) in net.params().iter().zip(&c.params) {
+            let t = st.tensor(&p.name).unwrap();
+            assert_eq!(t.dtype(), Dtype::F32);
+            let first = f32::from_le_bytes(t.data()[..4].try_into().unwrap());
+            if let [din, dout] = p.shape[..] {
+                // Linear weights as PyTorch's [out, in].
+                assert_eq!(t.shape(), [dout, din]);
+                let (o, i) = (dout - 1, 1.min(din - 1));
+                let at = 4 * (o * din + i);
+                let x = f32::from_le_bytes(t.data()[at..at + 4].try_into().unwrap());
+                assert_eq!(x.to_bits(), v[i * dout + o].to_bits());
+            } else {
+                assert_eq!(t.shape(), p.shape.as_slice());
+            }
+            assert_eq!(first.to_bits(), v[0].to_bits());
+            assert_eq!(
+                st.tensor(&format!("{MOMENTUM_PREFIX}{}", p.name)).is_ok(),
+                velocity
+            );
+        }
+        for slot in net.bn_slots() {
+            for stat in ["running_mean", "running_var"] {
+                let t = st.tensor(&format!("{}.{stat}", slot.name)).unwrap();
+                assert_eq!(t.shape(), [slot.channels]);
+            }
+        }
+        // The checksum is the SHA-256 of the data section (all F32, laid out in name order).
+        let (n, meta) = SafeTensors::read_metadata(&raw).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        assert_eq!(meta["format"], FORMAT);
+        assert_eq!(meta["version"], "2");
+        let data_hash: String = Sha256::digest(&raw[8 + n..])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(meta["payload_sha256"], data_hash);
+        assert_eq!(
+            serde_json::from_str::<ModelSpec>(&meta["model"]).unwrap(),
+            spec
+        );
+    }
+    // PyTorch names of the authors' PreActResNet18.
+    let net = Network::new(&spec(Arch::PreactResnet18, 64, [3, 32, 32])).unwrap();
+    let names: Vec<&str> = net.params().iter().map(|p| p.name.as_str()).collect();
+    for name in [
+        "conv1.weight",
+        "layer1.0.bn1.weight",
+        "layer1.0.conv1.weight",
+        "layer2.0.shortcut.0.weight",
+        "layer4.1.conv2.weight",
+        "bn.weight",
+        "linear.weight",
+        "linear.bias",
+    ] {
+        assert!(names.contains(&name), "{name}");
+    }
+    assert_eq!(net.bn_slots()[0].name, "layer1.0.bn1");
+    assert_eq!(net.bn_slots().last().unwrap().name, "bn");
+}
+
+/// Writes `tensors` as a SafeTensors file with samlab's metadata for `spec` and a correct checksum.
+fn write_raw(path: &Path, spec: &ModelSpec, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) {
+    let mut sorted: Vec<_> = tensors
+        .iter()
+        .map(|(n, _, v)| {
+            (
+                n.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+            )
+        })
+        .collect();
+    sorted.sort();
+    let mut sha = Sha256::new();
+    for (_, b) in &sorted {
+        sha.update(b);
+    }
+    let checksum: String = sha.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let metadata = std::collections::HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("version".to_string(), "2".to_string()),
+        ("model".to_string(), serde_json::to_string(spec).unwrap()),
+        ("progress".to_string(), "{}".to_string()),
+        ("momentum".to_string(), "false".to_string()),
+        ("payload_sha256".to_string(), checksum),
+    ]);
+    let bytes: Vec<(String, Vec<u8>)> = sorted;
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, shape, _)| {
+            let data = &bytes.iter().find(|(m, _)| m == n).unwrap().1;
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data).unwrap(),
+            )
+        })
+        .collect();
+    fs::write(path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
+}
+
+#[test]
+fn hostile_checkpoints_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec(Arch::PreactResnet18, 2, [3, 4, 4]);
+    let good = checkpoint(&spec, true);
+    let path = tmp.path().join("last.ckpt");
+    good.save(&path).unwrap();
+    let raw = fs::read(&path).unwrap();
+    let bad = tmp.path().join("bad.ckpt");
+
+    // Truncated: in the tensor data, in the header, before the header length.
+    fs::write(&bad, &raw[..raw.len() - 5]).unwrap();
+    expect_err(&bad, &["bad.ckpt", "truncated"]);
+    fs::write(&bad, &raw[..100]).unwrap();
+    expect_err(
+        &bad,
+        &["header length", "runs past the end of the file (100 bytes)"],
+    );
+    fs::write(&bad, &raw[..5]).unwrap();
+    expect_err(&bad, &["5 bytes", "truncated"]);
+    fs::write(&bad, b"").unwrap();
+    expect_err(&bad, &["0 bytes"]);
+    // A header length beyond the file (nothing is allocated from it).
+    for hlen in [u64::MAX, 1 << 40, raw.len() as u64] {
+        let mut r = raw.clone();
+        r[..8].copy_from_slice(&hlen.to_le_bytes());
+        fs::write(&bad, &r).unwrap();
+        expect_err(&bad, &["header length", "runs past the end of the file"]);
+    }
+    // A flipped payload byte.
+    let mut r = raw.clone();
+    let at = r.len() - 3;
+    r[at] ^= 0x10;
+    fs::write(&bad, &r).unwrap();
+    expect_err(&bad, &["checksum mismatch", "damaged"]);
+    // A flipped header byte (in the JSON).
+    let mut r = raw.clone();
+    r[9] ^= 0xff;
+    fs::write(&bad, &r).unwrap();
+    expect_err(&bad, &["not a valid SafeTensors file"]);
+
+    // Wrong shapes: a Linear weight saved in samlab's own [in, out] order, a BatchNorm statistic one short.
+    let net = Network::new(&spec).unwrap();
+    let tensors = |skip: &str, reshape: &dyn Fn(&str, Vec<usize>) -> Vec<usize>| {
+        let mut t: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+        for (p, v) in net.params().iter().zip(&good.params) {
+            let shape = match p.shape[..] {
+                [din, dout] => vec![dout, din],
+                _ => p.shape.clone(),
+            };
+            t.push((p.name.clone(), reshape(&p.name, shape), v.clone()));
+        }
+        for (s, (m, v)) in net
+            .bn_slots()
+            .iter()
+            .zip(good.bn_mean.iter().zip(&good.bn_var))
+        {
+            t.push((
+                format!("{}.running_mean", s.name),
+                vec![s.channels],
+                m.clone(),
+            ));
+            t.push((
+                format!("{}.running_var", s.name),
+                vec![s.channels],
+                v.clone(),
+            ));
+        }
+        t.retain(|(n, _, _)| n != skip);
+        t
+    };
+    write_raw(&bad, &spec, tensors("", &|_, s| s));
+    Checkpoint::load(&bad).expect("a hand-written file with the right names and shapes loads");
+    write_raw(
+        &bad,
+        &spec,
+        tensors("", &|n, s| {
+            if n == "linear.weight" {
+                vec![s[1], s[0]]
+            } else {
+                s
+            }
+        }),
+    );
+    expect_err(
+        &bad,
+        &["parameter tensor linear.weight has shape [16, 10], the model's has [10, 16]"],
+    );
+    let mut c = good.clone();
+    c.bn_var[2].pop();
+    c.save(&bad).unwrap();
+    expect_err(
+        &bad,
+        &["BatchNorm running variance tensor layer1.1.bn1.running_var has shape [1]"],
+    );
+    // Missing tensors.
+    write_raw(&bad, &spec, tensors("layer1.0.conv2.weight", &|_, s| s));
+    expect_err(&bad, &["lacks the parameter tensor layer1.0.conv2.weight"]);
+    write_raw(&bad, &spec, tensors("bn.running_mean", &|_, s| s));
+    expect_err(
+        &bad,
+        &["lacks the BatchNorm running mean tensor bn.running_mean"],
+    );
+    let mut c = good.clone();
+    c.bn_mean.pop();
+    c.save(&bad).unwrap();
+    expect_err(
+        &bad,
+        &["lacks the BatchNorm running mean tensor bn.running_mean"],
+    );
+    // An unknown tensor; num_batches_tracked is ignored.
+    let mut t = tensors("", &|_, s| s);
+    t.push(("layer9.weight".into(), vec![1], vec![0.0]));
+    write_raw(&bad, &spec, t);
+    expect_err(&bad, &["holds a tensor layer9.weight"]);
+    let mut c = good.clone();
+    c.params.push(vec![1.0]);
+    c.save(&bad).unwrap();
+    expect_err(&bad, &["holds a tensor extra.param.", "that its model"]);
+    // Non-finite values.
+    for x in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut c = good.clone();
+        c.params[3][1] = x;
+        c.save(&bad).unwrap();
+        expect_err(
+            &bad,
+            &["non-finite value at index 1", net.params()[3].name.as_str()],
+        );
+        let mut c = good.clone();
+        c.velocity.as_mut().unwrap()[0][0] = x;
+        c.save(&bad).unwrap();
+        expect_err(
+            &bad,
+            &[
+                "momentum tensor optimizer.momentum.conv1.weight",
+                "non-finite",
+            ],
+        );
+    }
+    // Another format, and a SafeTensors file without samlab's metadata.
+    fs::write(&bad, b"PK\x03\x04 not a checkpoint at all").unwrap();
+    expect_err(&bad, &["not a samlab checkpoint"]);
+    let plain = safetensors::serialize(
+        [(
+            "w",
+            safetensors::tensor::TensorView::new(Dtype::F32, vec![1], &[0, 0, 0, 0]).unwrap(),
+        )],
+        None,
+    )
+    .unwrap();
+    fs::write(&bad, plain).unwrap();
+    expect_err(&bad, &["without samlab's checkpoint metadata"]);
+    // A model spec that builds no network.
+    let mut odd = spec.clone();
+    odd.width = 0;
+    write_raw(&bad, &odd, vec![]);
+    expect_err(&bad, &["checkpoint of an invalid model"]);
+}
+
+#[test]
+fn version_1_checkpoints_still_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec(Arch::Mlp, 3, [1, 2, 2]);
+    let c = checkpoint(&spec, true);
+    // The SAMLABCK v1 layout, written by hand as samlab wrote it before SafeTensors.
+    let mut tensors: Vec<(String, &Vec<f32>)> = Vec::new();
+    for (i, v) in c.params.iter().enumerate() {
+        tensors.push((format!("param/{i}"), v));
+    }
+    for (i, v) in c.velocity.as_ref().unwrap().iter().enumerate() {
+        tensors.push((format!("velocity/{i}"), v));
+    }
+    for (i, (m, v)) in c.bn_mean.iter().zip(&c.bn_var).enumerate() {
+        tensors.push((format!("bn/{i}/mean"), m));
+        tensors.push((format!("bn/{i}/var"), v));
+    }
+    let header = serde_json::to_vec(&serde_json::json!({
+        "model": spec,
+        "tensors": tensors.iter().map(|(n, v)| (n.clone(), v.len())).collect::<Vec<_>>(),
+        "has_velocity": true,
+        "progress": c.progress,
+    }))
+    .unwrap();
+    let mut raw = b"SAMLABCK".to_vec();
+    raw.extend(1u32.to_le_bytes());
+    raw.extend((header.len() as u64).to_le_bytes());
+    raw.extend(&header);
+    for (_, v) in &tensors {
+        for x in v.iter() {
+            raw.extend(x.to_le_bytes());
+        }
+    }
+    let path = tmp.path().join("last.ckpt");
+    fs::write(&path, &raw).unwrap();
+    same_bits(&c, &Checkpoint::load(&path).unwrap());
+    // Truncated v1 files are still refused.
+    fs::write(&path, &raw[..raw.len() - 1]).unwrap();
+    expect_err(&path, &["truncated"]);
+    fs::write(&path, &raw[..30]).unwrap();
+    expect_err(&path, &["truncated header"]);
+}
+
+/// Size and cost of a full-size PreAct ResNet-18 checkpoint (11.2M parameters, momentum included); run with
+/// `--nocapture` to see the numbers.
+#[test]
+fn preact_resnet18_checkpoint_size_and_cost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec(Arch::PreactResnet18, 64, [3, 32, 32]);
+    let c = checkpoint(&spec, true);
+    let path = tmp.path().join("last.ckpt");
+    let t = Instant::now();
+    c.save(&path).unwrap();
+    let save = t.elapsed();
+    let raw = fs::read(&path).unwrap();
+    let t = Instant::now();
+    let loaded = Checkpoint::load(&path).unwrap();
+    let load = t.elapsed();
+    let t = Instant::now();
+    let _ = Sha256::digest(&raw);
+    let sha = t.elapsed();
+    let values: usize = c
+        .params
+        .iter()
+        .chain(c.velocity.as_ref().unwrap())
+        .map(Vec::len)
+        .sum::<usize>()
+        + c.bn_mean
+            .iter()
+            .chain(&c.bn_var)
+            .map(Vec::len)
+            .sum::<usize>();
+    let (n, _) = SafeTensors::read_metadata(&raw).unwrap();
+    assert_eq!(raw.len(), 8 + n + 4 * values);
+    same_bits(&c, &loaded);
+    println!(
+        "preact_resnet18 width 64: {} bytes ({values} values, header {n} bytes); save {save:.2?}, load {load:.2?}, SHA-256 of the file {sha:.2?}",
+        raw.len()
+    );
+}
