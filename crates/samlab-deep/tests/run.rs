@@ -397,30 +397,34 @@ fn fine_tuning_starts_from_the_other_runs_weights() {
 fn a_diverging_run_is_recorded_and_keeps_its_last_good_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     write_idx(tmp.path(), 50, 20);
-    let mut cfg = config(tmp.path());
-    cfg.sam = SamConfig::erm();
-    cfg.model.norm = Some(NormKind::None);
-    // Fine for the first epoch, then a huge learning rate.
-    cfg.train.lr = LrSchedule {
-        base: 0.05,
-        shape: LrShape::Step {
-            at: vec![0.34],
-            factors: vec![1e12],
-        },
-        warmup: Warmup::None,
-    };
-    let out = run::train(&cfg, &tmp.path().join("div"), false, &mut Quiet).unwrap();
-    assert_eq!(out.summary.status, Status::Diverged);
-    assert!(out.summary.steps < 15);
-    assert_eq!(out.summary.final_train_loss, None);
-    assert_eq!(out.summary.test_error, None);
-    let last = Checkpoint::load(&tmp.path().join("div/checkpoint/last.ckpt")).unwrap();
-    assert_eq!(last.progress["epochs_done"], 1);
-    assert!(last.params.iter().flatten().all(|v| v.is_finite()));
-    let s: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(tmp.path().join("div/summary.json")).unwrap())
-            .unwrap();
-    assert_eq!(s["status"], "diverged");
+    // In f32 and in bf16 mixed precision.
+    for precision in [Precision::F32, Precision::Bf16] {
+        let mut cfg = config(tmp.path());
+        cfg.sam = SamConfig::erm();
+        cfg.model.norm = Some(NormKind::None);
+        cfg.train.precision = precision;
+        // Fine for the first epoch, then a huge learning rate.
+        cfg.train.lr = LrSchedule {
+            base: 0.05,
+            shape: LrShape::Step {
+                at: vec![0.34],
+                factors: vec![1e12],
+            },
+            warmup: Warmup::None,
+        };
+        let dir = tmp.path().join(format!("div-{precision:?}"));
+        let out = run::train(&cfg, &dir, false, &mut Quiet).unwrap();
+        assert_eq!(out.summary.status, Status::Diverged, "{precision:?}");
+        assert!(out.summary.steps < 15);
+        assert_eq!(out.summary.final_train_loss, None);
+        assert_eq!(out.summary.test_error, None);
+        let last = Checkpoint::load(&dir.join("checkpoint/last.ckpt")).unwrap();
+        assert_eq!(last.progress["epochs_done"], 1);
+        assert!(last.params.iter().flatten().all(|v| v.is_finite()));
+        let s: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(s["status"], "diverged");
+    }
 }
 
 #[test]
@@ -526,28 +530,6 @@ fn low_precision_sam_runs_follow_the_f32_run() {
             f32_run.rows.last().unwrap().train_loss
         );
     }
-}
-
-#[test]
-fn a_diverging_bf16_run_is_recorded_as_diverged() {
-    let tmp = tempfile::tempdir().unwrap();
-    write_idx(tmp.path(), 50, 20);
-    let mut cfg = config(tmp.path());
-    cfg.model.norm = Some(NormKind::None);
-    cfg.train.precision = Precision::Bf16;
-    cfg.train.lr = LrSchedule {
-        base: 0.05,
-        shape: LrShape::Step {
-            at: vec![0.34],
-            factors: vec![1e12],
-        },
-        warmup: Warmup::None,
-    };
-    let out = run::train(&cfg, &tmp.path().join("div"), false, &mut Quiet).unwrap();
-    assert_eq!(out.summary.status, Status::Diverged);
-    let last = Checkpoint::load(&tmp.path().join("div/checkpoint/last.ckpt")).unwrap();
-    assert_eq!(last.progress["epochs_done"], 1);
-    assert!(last.params.iter().flatten().all(|v| v.is_finite()));
 }
 
 /// The estimate of `reproduce --scale paper`: planned updates times timed steps, each kind timed once.
