@@ -55,6 +55,9 @@ enum Command {
     /// Top Hessian eigenvalue of a deep-net run's training loss and the feature sparsity of its last block.
     /// Writes RUN_DIR/hessian.json.
     Hessian(Box<analysis::HessianArgs>),
+    /// A PyTorch state_dict (.safetensors, PyTorch's names and shapes) as a run directory of the model and data the
+    /// flags describe (as for `train`), for `sharpness`, `hessian` and `interpolate`.
+    ImportTorch(Box<train::ImportArgs>),
     /// Throughput of one training step (ERM, SAM or m-SAM) on a fixed random CIFAR-shaped batch, as a JSON line.
     BenchStep(Box<bench::BenchArgs>),
     /// The paper's theory applied to finished runs.
@@ -176,6 +179,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sharpness(args) => analysis::sharpness(&args),
         Command::Interpolate(args) => analysis::interpolation(&args),
         Command::Hessian(args) => analysis::hessian(&args),
+        Command::ImportTorch(args) => train::import_torch(&args),
         Command::BenchStep(args) => bench::bench_step(&args),
         Command::Relu(ReluCommand::Train(args)) => {
             relu::train_and_report(&args.to_config()?, &args.out, args.force)

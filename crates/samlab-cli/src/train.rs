@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use samlab_core::sam::{Normalization, SamConfig};
@@ -497,6 +497,38 @@ impl Observer for Bar {
         self.bar.suspend(|| eprintln!("{line}"));
         true
     }
+}
+
+/// Flags of `samlab import-torch`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The state_dict, saved with `safetensors.torch.save_file` (strip a DataParallel `module.` prefix first).
+    pub file: PathBuf,
+    /// The model and data (`--model`, `--width`, `--norm`, `--dataset`, `--data-dir`, `--val-fraction`,
+    /// `--train-limit`, `--seed`: the analysis tools take their examples from this split) and `--out`, as for
+    /// `samlab train` (or `--config` of a run); its training flags (`--epochs`, `--batch-size`, ...) are only
+    /// recorded in config.toml.
+    #[command(flatten)]
+    pub run: TrainArgs,
+}
+
+/// Writes the run directory of `samlab import-torch` and says where it is.
+pub fn import_torch(args: &ImportArgs) -> Result<()> {
+    if args.run.resume || args.run.init_from.is_some() {
+        bail!(UsageError(
+            "import-torch takes neither --resume nor --init-from".into()
+        ));
+    }
+    let config = args.run.to_config()?;
+    let out = run::import_state_dict(&config, &args.file, &args.run.out, args.run.force)
+        .map_err(bad_input)?;
+    say!(
+        "imported {} as a {} run -> {}",
+        args.file.display(),
+        config.model.arch.name(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn bad_input(e: RunError) -> anyhow::Error {

@@ -337,3 +337,56 @@ fn bad_input_exits_2() {
     let err = bad(&["hessian", p(tmp.path())]);
     assert!(err.contains("config.toml"), "{err}");
 }
+
+/// `import-torch`: a state_dict with PyTorch's names and shapes (here a run's weights-only best.ckpt) becomes a run
+/// directory that the analysis tools read, with the numbers of the run it came from; weights of another model are
+/// refused, naming the tensor.
+#[test]
+fn import_torch_makes_an_analysable_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_run(&run, "8", "1");
+    let state_dict = run.join("checkpoint").join("best.ckpt");
+    let import = |width: &str, out: &Path| -> Vec<String> {
+        [
+            "import-torch",
+            p(&state_dict),
+            "--model",
+            "mlp",
+            "--width",
+            width,
+            "--norm",
+            "batch",
+            "--dataset",
+            "fashion-mnist",
+            "--train-limit",
+            "300",
+            "--seed",
+            "1",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "30",
+            "--out",
+            p(out),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let imported = tmp.path().join("imported");
+    let stdout = ok(&strs(&import("8", &imported)));
+    assert!(stdout.contains("imported"), "{stdout}");
+    let flags = ["--examples", "64", "--m", "32", "--rho", "0.2"];
+    ok(&[&["sharpness", p(&run), "--checkpoint", "best"][..], &flags].concat());
+    ok(&[&["sharpness", p(&imported)][..], &flags].concat());
+    let (a, b) = (
+        json(&run.join("sharpness.json")),
+        json(&imported.join("sharpness.json")),
+    );
+    for key in ["loss", "error", "loss_increase"] {
+        assert_eq!(a["result"][key], b["result"][key], "{key}");
+    }
+    let err = bad(&strs(&import("16", &tmp.path().join("wide"))));
+    assert!(err.contains("fc1.weight has shape"), "{err}");
+    assert!(!tmp.path().join("wide").exists());
+}

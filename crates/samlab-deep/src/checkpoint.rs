@@ -386,25 +386,32 @@ impl Checkpoint {
         }
     }
 
+    /// Reads a PyTorch `state_dict` saved with `safetensors.torch.save_file` as the weights of `model`: every
+    /// parameter and BatchNorm running statistic of the model under its PyTorch-style name (see the module
+    /// documentation), `F32`, in PyTorch's shape, all finite; `num_batches_tracked` may be there too, nothing else
+    /// (strip a DataParallel `module.` prefix first). No metadata is needed; there is no momentum.
+    pub fn from_state_dict(path: &Path, model: &ModelSpec) -> Result<Self, DataError> {
+        let bad = |reason: String| DataError::Read {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let raw = fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let (st, _) = parse_safetensors(&raw, &bad)?;
+        let net = Network::new(model).map_err(|e| bad(format!("invalid model: {e}")))?;
+        let [params, _, bn_mean, bn_var] = read_tensors(&st, &net, false, &bad)?;
+        Ok(Checkpoint {
+            model: model.clone(),
+            params,
+            velocity: None,
+            bn_mean,
+            bn_var,
+            progress: serde_json::json!({ "imported_from": path.display().to_string() }),
+        })
+    }
+
     /// Reads a SafeTensors checkpoint (version 2).
     fn load_safetensors(raw: &[u8], bad: &dyn Fn(String) -> DataError) -> Result<Self, DataError> {
-        let Some(hlen) = raw.get(..8) else {
-            return Err(bad(format!(
-                "not a samlab checkpoint: {} bytes, too short for a SafeTensors header; truncated?",
-                raw.len()
-            )));
-        };
-        let hlen = u64::from_le_bytes(hlen.try_into().unwrap());
-        if hlen.checked_add(8).is_none_or(|end| end > raw.len() as u64) {
-            return Err(bad(format!(
-                "not a samlab checkpoint, or truncated: its header length {hlen} runs past the end of the file ({} bytes)",
-                raw.len()
-            )));
-        }
-        let (_, header) = SafeTensors::read_metadata(raw)
-            .map_err(|e| bad(format!("not a valid SafeTensors file ({e}); truncated?")))?;
-        let st = SafeTensors::deserialize(raw)
-            .map_err(|e| bad(format!("not a valid SafeTensors file ({e}); truncated?")))?;
+        let (st, header) = parse_safetensors(raw, bad)?;
         let empty = HashMap::new();
         let meta = header.metadata().as_ref().unwrap_or(&empty);
         let field = |key: &str| -> Result<&String, DataError> {
@@ -450,62 +457,7 @@ impl Checkpoint {
         }
         let net = Network::new(&model)
             .map_err(|e| bad(format!("checkpoint of an invalid model: {e}")))?;
-        let layout = Layout::of(&net);
-        let mut known = BTreeSet::new();
-        let mut groups: Vec<Vec<Vec<f32>>> = Vec::new();
-        for (g, (what, _, entries)) in layout.groups.iter().enumerate() {
-            let mut values = Vec::new();
-            if g == 1 && !has_velocity {
-                groups.push(values);
-                continue;
-            }
-            for e in entries {
-                known.insert(e.name.as_str());
-                let t = st.tensor(&e.name).map_err(|_| {
-                    bad(format!(
-                        "checkpoint lacks the {what} tensor {} of its model ({})",
-                        e.name,
-                        model.arch.name()
-                    ))
-                })?;
-                if t.dtype() != Dtype::F32 {
-                    return Err(bad(format!(
-                        "checkpoint {what} tensor {} is {:?}, not F32",
-                        e.name,
-                        t.dtype()
-                    )));
-                }
-                if t.shape() != e.shape.as_slice() {
-                    return Err(bad(format!(
-                        "checkpoint {what} tensor {} has shape {:?}, the model's has {:?}",
-                        e.name,
-                        t.shape(),
-                        e.shape
-                    )));
-                }
-                let v = e.decode(t.data());
-                if let Some(j) = v.iter().position(|x| !x.is_finite()) {
-                    return Err(bad(format!(
-                        "checkpoint {what} tensor {} holds a non-finite value at index {j}",
-                        e.name
-                    )));
-                }
-                values.push(v);
-            }
-            groups.push(values);
-        }
-        if let Some(extra) = names
-            .iter()
-            .find(|n| !known.contains(*n) && !n.ends_with(".num_batches_tracked"))
-        {
-            return Err(bad(format!(
-                "checkpoint holds a tensor {extra} that its model ({}) has not",
-                model.arch.name()
-            )));
-        }
-        let mut groups = groups.into_iter();
-        let mut next = || groups.next().unwrap();
-        let (params, velocity, bn_mean, bn_var) = (next(), next(), next(), next());
+        let [params, velocity, bn_mean, bn_var] = read_tensors(&st, &net, has_velocity, bad)?;
         Ok(Checkpoint {
             model,
             params,
@@ -571,4 +523,96 @@ impl Checkpoint {
             progress: header.progress,
         })
     }
+}
+
+/// The header-length check (before anything sized from the file is allocated) and the SafeTensors parse.
+fn parse_safetensors<'a>(
+    raw: &'a [u8],
+    bad: &dyn Fn(String) -> DataError,
+) -> Result<(SafeTensors<'a>, safetensors::tensor::Metadata), DataError> {
+    let Some(hlen) = raw.get(..8) else {
+        return Err(bad(format!(
+            "not a samlab checkpoint: {} bytes, too short for a SafeTensors header; truncated?",
+            raw.len()
+        )));
+    };
+    let hlen = u64::from_le_bytes(hlen.try_into().unwrap());
+    if hlen.checked_add(8).is_none_or(|end| end > raw.len() as u64) {
+        return Err(bad(format!(
+            "not a samlab checkpoint, or truncated: its header length {hlen} runs past the end of the file ({} bytes)",
+            raw.len()
+        )));
+    }
+    let (_, header) = SafeTensors::read_metadata(raw)
+        .map_err(|e| bad(format!("not a valid SafeTensors file ({e}); truncated?")))?;
+    let st = SafeTensors::deserialize(raw)
+        .map_err(|e| bad(format!("not a valid SafeTensors file ({e}); truncated?")))?;
+    Ok((st, header))
+}
+
+/// The parameters, momentum buffers (empty unless `has_velocity`), BatchNorm running means and variances of `net`
+/// from `st`: each present, `F32`, of its shape and finite, and no other tensor but `num_batches_tracked`.
+fn read_tensors(
+    st: &SafeTensors,
+    net: &Network,
+    has_velocity: bool,
+    bad: &dyn Fn(String) -> DataError,
+) -> Result<[Vec<Vec<f32>>; 4], DataError> {
+    let names = st.names();
+    let layout = Layout::of(net);
+    let mut known = BTreeSet::new();
+    let mut groups: Vec<Vec<Vec<f32>>> = Vec::new();
+    for (g, (what, _, entries)) in layout.groups.iter().enumerate() {
+        let mut values = Vec::new();
+        if g == 1 && !has_velocity {
+            groups.push(values);
+            continue;
+        }
+        for e in entries {
+            known.insert(e.name.as_str());
+            let t = st.tensor(&e.name).map_err(|_| {
+                bad(format!(
+                    "checkpoint lacks the {what} tensor {} of its model ({})",
+                    e.name,
+                    net.spec().arch.name()
+                ))
+            })?;
+            if t.dtype() != Dtype::F32 {
+                return Err(bad(format!(
+                    "checkpoint {what} tensor {} is {:?}, not F32",
+                    e.name,
+                    t.dtype()
+                )));
+            }
+            if t.shape() != e.shape.as_slice() {
+                return Err(bad(format!(
+                    "checkpoint {what} tensor {} has shape {:?}, the model's has {:?}",
+                    e.name,
+                    t.shape(),
+                    e.shape
+                )));
+            }
+            let v = e.decode(t.data());
+            if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                return Err(bad(format!(
+                    "checkpoint {what} tensor {} holds a non-finite value at index {j}",
+                    e.name
+                )));
+            }
+            values.push(v);
+        }
+        groups.push(values);
+    }
+    if let Some(extra) = names
+        .iter()
+        .find(|n| !known.contains(*n) && !n.ends_with(".num_batches_tracked"))
+    {
+        return Err(bad(format!(
+            "checkpoint holds a tensor {extra} that its model ({}) has not",
+            net.spec().arch.name()
+        )));
+    }
+    let mut groups = groups.into_iter();
+    let mut next = || groups.next().unwrap();
+    Ok([next(), next(), next(), next()])
 }

@@ -625,6 +625,29 @@ pub fn load_checkpoint(path: &Path, net: &Network) -> Result<Checkpoint, RunErro
     Ok(ckpt)
 }
 
+/// Makes `out` a run directory of `config` whose weights are the PyTorch `state_dict` in `file` (see
+/// [`Checkpoint::from_state_dict`]): config.toml and checkpoint/last.ckpt, nothing trained. `sharpness`, `hessian`
+/// and `interpolate` then read it like any run. An occupied `out` is replaced only with `force`.
+pub fn import_state_dict(
+    config: &DeepRunConfig,
+    file: &Path,
+    out: &Path,
+    force: bool,
+) -> Result<PathBuf, RunError> {
+    let data = prepare_data(&config.data, config.train.seed)?;
+    let spec = model_spec(&config.model, &data.train);
+    Network::new(&spec)?;
+    let ckpt = Checkpoint::from_state_dict(file, &spec)?;
+    let writer = run_dir::RunDirWriter::create(out, force)?;
+    let config_path = writer.path().join("config.toml");
+    run_dir::write_toml(&config_path, config).map_err(io_err(&config_path))?;
+    let dir = checkpoint_dir(writer.path());
+    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let path = dir.join("last.ckpt");
+    ckpt.save(&path).map_err(io_err(&path))?;
+    Ok(writer.commit()?)
+}
+
 /// The model and the number of updates `config` plans, its data read and checked as [`train`] would.
 pub fn planned(config: &DeepRunConfig) -> Result<(ModelSpec, usize), RunError> {
     let p = plan(config)?;

@@ -443,3 +443,74 @@ fn preact_resnet18_checkpoint_size_and_cost() {
         raw.len()
     );
 }
+
+/// A PyTorch state_dict (no metadata, no momentum, a `num_batches_tracked`) loads as the model's weights, bit for
+/// bit; a missing, unknown, untransposed or non-F32 tensor is a named error.
+#[test]
+fn pytorch_state_dicts_load_as_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec(Arch::Mlp, 8, [1, 4, 4]);
+    let saved = tmp.path().join("samlab.ckpt");
+    let ckpt = checkpoint(&spec, true);
+    ckpt.save(&saved).unwrap();
+    let raw = fs::read(&saved).unwrap();
+    let st = SafeTensors::deserialize(&raw).unwrap();
+    let state_dict: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with(MOMENTUM_PREFIX))
+        .collect();
+    let write = |name: &str, tensors: Vec<(String, safetensors::tensor::TensorView)>| {
+        let path = tmp.path().join(name);
+        fs::write(&path, safetensors::serialize(tensors, None).unwrap()).unwrap();
+        path
+    };
+    let counter = [1i64.to_le_bytes()].concat();
+    let mut with_count = state_dict.clone();
+    with_count.push((
+        "norm1.num_batches_tracked".into(),
+        safetensors::tensor::TensorView::new(Dtype::I64, vec![], &counter).unwrap(),
+    ));
+    let file = write("torch.safetensors", with_count);
+    let loaded = Checkpoint::from_state_dict(&file, &spec).unwrap();
+    assert_eq!(bits(&loaded.params), bits(&ckpt.params));
+    assert_eq!(bits(&loaded.bn_mean), bits(&ckpt.bn_mean));
+    assert_eq!(bits(&loaded.bn_var), bits(&ckpt.bn_var));
+    assert_eq!(loaded.velocity, None);
+
+    let from = |path: &Path| match Checkpoint::from_state_dict(path, &spec) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    };
+    let missing: Vec<_> = state_dict
+        .iter()
+        .filter(|(n, _)| n != "fc1.weight")
+        .cloned()
+        .collect();
+    let e = from(&write("missing.safetensors", missing));
+    assert!(e.contains("lacks the parameter tensor fc1.weight"), "{e}");
+    let zeros = vec![0u8; 4];
+    let mut unknown = state_dict.clone();
+    unknown.push((
+        "classifier.weight".into(),
+        safetensors::tensor::TensorView::new(Dtype::F32, vec![1], &zeros).unwrap(),
+    ));
+    let e = from(&write("unknown.safetensors", unknown));
+    assert!(e.contains("classifier.weight"), "{e}");
+    let (_, fc1) = state_dict.iter().find(|(n, _)| n == "fc1.weight").unwrap();
+    let transposed = vec![fc1.shape()[1], fc1.shape()[0]];
+    let flipped: Vec<_> = state_dict
+        .iter()
+        .map(|(n, t)| {
+            let t = if n == "fc1.weight" {
+                safetensors::tensor::TensorView::new(Dtype::F32, transposed.clone(), t.data())
+                    .unwrap()
+            } else {
+                t.clone()
+            };
+            (n.clone(), t)
+        })
+        .collect();
+    let e = from(&write("flipped.safetensors", flipped));
+    assert!(e.contains("fc1.weight has shape"), "{e}");
+}
