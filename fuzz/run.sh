@@ -7,9 +7,10 @@
 # fuzz/corpus/<target>/ (the committed seeds are seed-*; what libFuzzer adds there is git-ignored); crashes,
 # timeouts and out-of-memory inputs go to fuzz/artifacts/<target>/, logs to fuzz/logs/<target>.log.
 # -rss_limit_mb (RSS_LIMIT_MB, default 2048) makes an oversized allocation a crash, -timeout (TIMEOUT_S, default 10)
-# a hang one. SANITIZER (default none: the parsers are safe Rust, the targets look for panics, aborts, hangs and
-# huge allocations; `address` adds ASan, a much slower build) is passed to cargo fuzz. Set CARGO_TARGET_DIR to
-# share one build directory. Exit status 1 if any target found a crash.
+# a hang one; fuzz/dicts/<target>.dict, where present, is the target's dictionary. SANITIZER (default none: the
+# parsers are safe Rust, the targets look for panics, aborts, hangs and huge allocations; `address` adds ASan, a
+# much slower build) is passed to cargo fuzz. Set CARGO_TARGET_DIR to share one build directory. Exit status 1 if
+# any target found a crash.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
@@ -26,7 +27,9 @@ status=0
 printf '%-11s %8s %12s %8s %8s %s\n' target seconds executions exec/s corpus result
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
-    "$bin_dir/$t" -max_total_time="$seconds" -rss_limit_mb="${RSS_LIMIT_MB:-2048}" -timeout="${TIMEOUT_S:-10}" \
+    dict=()
+    [ -f "dicts/$t.dict" ] && dict=(-dict="dicts/$t.dict")
+    "$bin_dir/$t" "${dict[@]}" -max_total_time="$seconds" -rss_limit_mb="${RSS_LIMIT_MB:-2048}" -timeout="${TIMEOUT_S:-10}" \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 "corpus/$t" > "logs/$t.log" 2>&1
     rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "logs/$t.log")

@@ -482,3 +482,28 @@ fn write_fuzz_seeds() {
         Checkpoint::load(&dir.join(name)).unwrap();
     }
 }
+
+/// Found while writing the `checkpoint` fuzz target (fuzz/): a checkpoint whose metadata claims an input of 2^64
+/// values or more, its checksum intact (the checksum covers the tensors, not the metadata), overflowed
+/// `channels x height x width` while building its network: a panic under the fuzz build (overflow checks on), a
+/// wrapped size in release builds. The input's size is now multiplied with overflow checks and bounded.
+#[test]
+fn checkpoints_claiming_oversized_inputs_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("last.ckpt");
+    for (arch, input) in [
+        (Arch::Mlp, [1, 1 << 32, 1 << 32]),
+        (Arch::Cnn, [1, 1 << 34, 1 << 34]),
+        (Arch::PreactResnet18, [3, usize::MAX, 2]),
+        (Arch::Mlp, [1 << 16, 1 << 16, 1]),
+    ] {
+        let spec = spec(arch, 2, input);
+        let err = Network::new(&spec).unwrap_err().to_string();
+        assert!(err.contains("values are more than"), "{err}");
+        write_raw(&path, &spec, vec![]);
+        expect_err(
+            &path,
+            &["checkpoint of an invalid model", "values are more than"],
+        );
+    }
+}
