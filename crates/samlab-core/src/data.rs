@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ndarray::{Array1, Array2};
 use ndarray_npy::npy::header::Header;
-use ndarray_npy::{read_npy, write_npy};
+use ndarray_npy::{write_npy, ReadNpyExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, DataError};
@@ -110,16 +110,38 @@ pub fn read_array<D: ndarray::Dimension>(path: &Path) -> Result<ndarray::Array<f
         path: path.to_path_buf(),
         reason,
     };
-    check_npy_size(path).map_err(bad)?;
-    read_npy(path).map_err(|e| bad(e.to_string()))
+    let file = File::open(path).map_err(|e| bad(e.to_string()))?;
+    let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+    read_array_from(std::io::BufReader::new(file), len).map_err(bad)
 }
 
-/// Fails unless the `.npy` file at `path` holds an f64 array of exactly the size its header declares.
-fn check_npy_size(path: &Path) -> Result<(), String> {
-    let mut file = File::open(path).map_err(|e| e.to_string())?;
-    let len = file.metadata().map_err(|e| e.to_string())?.len();
+/// [`read_array`] of the bytes of a `.npy` file already in memory; `path` only names it in the error.
+pub fn parse_array<D: ndarray::Dimension>(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<ndarray::Array<f64, D>, DataError> {
+    read_array_from(std::io::Cursor::new(bytes), bytes.len() as u64).map_err(|reason| {
+        DataError::Read {
+            path: path.to_path_buf(),
+            reason,
+        }
+    })
+}
+
+/// Reads one f64 array from `r`, a `.npy` stream of `len` bytes, after checking its header against `len`.
+fn read_array_from<D: ndarray::Dimension>(
+    mut r: impl Read + Seek,
+    len: u64,
+) -> Result<ndarray::Array<f64, D>, String> {
+    check_npy_size(&mut r, len)?;
+    r.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    ndarray::Array::<f64, D>::read_npy(r).map_err(|e| e.to_string())
+}
+
+/// Fails unless the `.npy` stream `r` of `len` bytes holds an f64 array of exactly the size its header declares.
+fn check_npy_size(mut r: impl Read + Seek, len: u64) -> Result<(), String> {
     let mut preamble = Vec::new();
-    file.by_ref()
+    r.by_ref()
         .take(12)
         .read_to_end(&mut preamble)
         .map_err(|e| e.to_string())?;
@@ -140,8 +162,8 @@ fn check_npy_size(path: &Path) -> Result<(), String> {
             "its header announces {header_len} bytes but the file has only {len}; truncated?"
         ));
     }
-    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
-    let header = Header::from_reader(&mut file).map_err(|e| e.to_string())?;
+    r.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let header = Header::from_reader(&mut r).map_err(|e| e.to_string())?;
     let dtype = header.type_descriptor.to_string();
     if !dtype.contains("f8") {
         return Err(format!("dtype {dtype}, expected float64 ('<f8')"));

@@ -379,10 +379,19 @@ impl Checkpoint {
             reason,
         };
         let raw = fs::read(path).map_err(|e| bad(e.to_string()))?;
+        Self::from_bytes(&raw, path)
+    }
+
+    /// [`Checkpoint::load`] of a file's bytes already in memory; `path` only names it in errors.
+    pub fn from_bytes(raw: &[u8], path: &Path) -> Result<Self, DataError> {
+        let bad = |reason: String| DataError::Read {
+            path: path.to_path_buf(),
+            reason,
+        };
         if raw.starts_with(MAGIC) {
-            Self::load_v1(&raw, &bad)
+            Self::load_v1(raw, &bad)
         } else {
-            Self::load_safetensors(&raw, &bad)
+            Self::load_safetensors(raw, &bad)
         }
     }
 

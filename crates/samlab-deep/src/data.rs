@@ -166,6 +166,16 @@ fn read_idx(path: &Path) -> Result<Vec<u8>, DataError> {
     }
 }
 
+/// [`read_idx`] of a file's bytes already in memory (gunzipped when `gzip`); `path` only names it in errors.
+/// Its result is what [`parse_idx`] takes.
+pub fn read_idx_bytes(bytes: &[u8], gzip: bool, path: &Path) -> Result<Vec<u8>, DataError> {
+    if gzip {
+        read_idx_from(flate2::read::MultiGzDecoder::new(bytes), path, None)
+    } else {
+        read_idx_from(bytes, path, Some(bytes.len() as u64))
+    }
+}
+
 /// [`read_idx`] from any reader; `len` is the length of the (uncompressed) stream when known beforehand.
 fn read_idx_from(mut r: impl Read, path: &Path, len: Option<u64>) -> Result<Vec<u8>, DataError> {
     let io = |e: io::Error| match len {
@@ -225,12 +235,18 @@ fn check_labels(path: &Path, labels: &[u16], classes: usize) -> Result<(), DataE
     }
 }
 
-/// Parses one CIFAR binary file: records of `label_bytes` label bytes then 3072 pixel bytes; the last label byte
-/// is the class (CIFAR-100: fine label).
-fn parse_cifar(path: &Path, label_bytes: usize, classes: usize) -> Result<ImageSet, DataError> {
+/// Reads and parses one CIFAR binary file (see [`parse_cifar`]).
+fn read_cifar(path: &Path, hundred: bool) -> Result<ImageSet, DataError> {
     let raw = fs::read(path).map_err(|e| read_err(path, e.to_string()))?;
+    parse_cifar(&raw, path, hundred)
+}
+
+/// Parses the bytes of one CIFAR binary file: records of 1 (CIFAR-10) or 2 (CIFAR-100, `hundred`) label bytes
+/// then 3072 pixel bytes; the last label byte is the class (CIFAR-100: fine label). `path` names it in errors.
+pub fn parse_cifar(raw: &[u8], path: &Path, hundred: bool) -> Result<ImageSet, DataError> {
+    let (label_bytes, classes) = if hundred { (2, 100) } else { (1, 10) };
     let record = label_bytes + 3072;
-    if raw.is_empty() || raw.len() % record != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(record) {
         return Err(read_err(
             path,
             format!(
@@ -283,17 +299,17 @@ pub fn load_cifar(dir: &Path, hundred: bool) -> Result<(ImageSet, ImageSet), Dat
     if hundred {
         let dir = locate(dir, "cifar-100-binary", "train.bin");
         Ok((
-            parse_cifar(&dir.join("train.bin"), 2, 100)?,
-            parse_cifar(&dir.join("test.bin"), 2, 100)?,
+            read_cifar(&dir.join("train.bin"), true)?,
+            read_cifar(&dir.join("test.bin"), true)?,
         ))
     } else {
         let dir = locate(dir, "cifar-10-batches-bin", "data_batch_1.bin");
         let train = (1..=5)
-            .map(|i| parse_cifar(&dir.join(format!("data_batch_{i}.bin")), 1, 10))
+            .map(|i| read_cifar(&dir.join(format!("data_batch_{i}.bin")), false))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((
             concat(train),
-            parse_cifar(&dir.join("test_batch.bin"), 1, 10)?,
+            read_cifar(&dir.join("test_batch.bin"), false)?,
         ))
     }
 }

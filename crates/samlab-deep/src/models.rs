@@ -254,6 +254,17 @@ impl Network {
                 format!("must be at most {MAX_WIDTH}, got {}", spec.width),
             ));
         }
+        // The input's size is multiplied with overflow checks: a checkpoint's metadata may claim any shape.
+        let pixels = c_in
+            .checked_mul(h)
+            .and_then(|n| n.checked_mul(w))
+            .filter(|&n| n <= MAX_PARAMS)
+            .ok_or_else(|| {
+                bad(
+                    "model",
+                    format!("inputs of {c_in}x{h}x{w} values are more than {MAX_PARAMS}"),
+                )
+            })?;
         let arch = spec.arch;
         let k = spec.width;
         let norm = spec.norm;
@@ -295,7 +306,7 @@ impl Network {
         let body = match arch {
             Arch::Mlp => {
                 let mut layers = Vec::new();
-                let mut din = c_in * h * w;
+                let mut din = pixels;
                 for i in 0..2 {
                     let lin = Linear::new(&mut b, &format!("fc{}", i + 1), din, k);
                     let n = Norm::new(&mut b, &format!("norm{}", i + 1), norm, k, groups);

@@ -654,7 +654,9 @@ pub fn planned(config: &DeepRunConfig) -> Result<(ModelSpec, usize), RunError> {
     Ok((p.net.spec().clone(), p.total_steps))
 }
 
-fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
+/// Checks the values of `config` that need neither its data nor a device (counts, optimizer and SAM settings,
+/// the curvature log): what [`train`] refuses before it reads anything.
+pub fn check_config(config: &DeepRunConfig) -> Result<(), RunError> {
     let t = &config.train;
     let bad = |field, reason: String| RunError::Config(ConfigError::Invalid { field, reason });
     if t.epochs == 0 {
@@ -702,6 +704,13 @@ fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
             ));
         }
     }
+    Ok(())
+}
+
+fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
+    check_config(config)?;
+    let t = &config.train;
+    let bad = |field, reason: String| RunError::Config(ConfigError::Invalid { field, reason });
     let device = crate::device(&t.device)?;
     t.precision.check(&device)?;
     let data = prepare_data(&config.data, t.seed)?;

@@ -363,17 +363,13 @@ fn hostile_checkpoints_are_clear_errors() {
     expect_err(&bad, &["checkpoint of an invalid model"]);
 }
 
-#[test]
-fn version_1_checkpoints_still_load() {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = spec(Arch::Mlp, 3, [1, 2, 2]);
-    let c = checkpoint(&spec, true);
-    // The SAMLABCK v1 layout, written by hand as samlab wrote it before SafeTensors.
+/// `c` in the SAMLABCK v1 layout, written by hand as samlab wrote it before SafeTensors.
+fn v1_bytes(spec: &ModelSpec, c: &Checkpoint) -> Vec<u8> {
     let mut tensors: Vec<(String, &Vec<f32>)> = Vec::new();
     for (i, v) in c.params.iter().enumerate() {
         tensors.push((format!("param/{i}"), v));
     }
-    for (i, v) in c.velocity.as_ref().unwrap().iter().enumerate() {
+    for (i, v) in c.velocity.iter().flatten().enumerate() {
         tensors.push((format!("velocity/{i}"), v));
     }
     for (i, (m, v)) in c.bn_mean.iter().zip(&c.bn_var).enumerate() {
@@ -383,7 +379,7 @@ fn version_1_checkpoints_still_load() {
     let header = serde_json::to_vec(&serde_json::json!({
         "model": spec,
         "tensors": tensors.iter().map(|(n, v)| (n.clone(), v.len())).collect::<Vec<_>>(),
-        "has_velocity": true,
+        "has_velocity": c.velocity.is_some(),
         "progress": c.progress,
     }))
     .unwrap();
@@ -396,6 +392,15 @@ fn version_1_checkpoints_still_load() {
             raw.extend(x.to_le_bytes());
         }
     }
+    raw
+}
+
+#[test]
+fn version_1_checkpoints_still_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = spec(Arch::Mlp, 3, [1, 2, 2]);
+    let c = checkpoint(&spec, true);
+    let raw = v1_bytes(&spec, &c);
     let path = tmp.path().join("last.ckpt");
     fs::write(&path, &raw).unwrap();
     same_bits(&c, &Checkpoint::load(&path).unwrap());
@@ -513,4 +518,63 @@ fn pytorch_state_dicts_load_as_weights() {
         .collect();
     let e = from(&write("flipped.safetensors", flipped));
     assert!(e.contains("fc1.weight has shape"), "{e}");
+}
+
+/// Writes the seed corpus of the `checkpoint` fuzz target (fuzz/corpus/checkpoint): tiny valid checkpoints of both
+/// formats. Run by fuzz/make_seeds.sh with `SAMLAB_FUZZ_SEEDS` set; ignored otherwise.
+#[test]
+#[ignore = "writes the fuzz seed corpus; run by fuzz/make_seeds.sh"]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("SAMLAB_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    fs::create_dir_all(dir).unwrap();
+    let mlp = spec(Arch::Mlp, 3, [1, 2, 2]);
+    let mut cnn = spec(Arch::Cnn, 2, [1, 4, 4]);
+    cnn.norm = NormKind::Group;
+    cnn.classes = 2;
+    checkpoint(&mlp, true)
+        .save(&dir.join("seed-mlp-momentum.safetensors"))
+        .unwrap();
+    checkpoint(&cnn, false)
+        .save(&dir.join("seed-cnn-groupnorm.safetensors"))
+        .unwrap();
+    fs::write(
+        dir.join("seed-mlp-v1.ckpt"),
+        v1_bytes(&mlp, &checkpoint(&mlp, true)),
+    )
+    .unwrap();
+    for name in [
+        "seed-mlp-momentum.safetensors",
+        "seed-cnn-groupnorm.safetensors",
+        "seed-mlp-v1.ckpt",
+    ] {
+        Checkpoint::load(&dir.join(name)).unwrap();
+    }
+}
+
+/// Found while writing the `checkpoint` fuzz target (fuzz/): a checkpoint whose metadata claims an input of 2^64
+/// values or more, its checksum intact (the checksum covers the tensors, not the metadata), overflowed
+/// `channels x height x width` while building its network: a panic under the fuzz build (overflow checks on), a
+/// wrapped size in release builds. The input's size is now multiplied with overflow checks and bounded.
+#[test]
+fn checkpoints_claiming_oversized_inputs_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("last.ckpt");
+    for (arch, input) in [
+        (Arch::Mlp, [1, 1 << 32, 1 << 32]),
+        (Arch::Cnn, [1, 1 << 34, 1 << 34]),
+        (Arch::PreactResnet18, [3, usize::MAX, 2]),
+        (Arch::Mlp, [1 << 16, 1 << 16, 1]),
+    ] {
+        let spec = spec(arch, 2, input);
+        let err = Network::new(&spec).unwrap_err().to_string();
+        assert!(err.contains("values are more than"), "{err}");
+        write_raw(&path, &spec, vec![]);
+        expect_err(
+            &path,
+            &["checkpoint of an invalid model", "values are more than"],
+        );
+    }
 }

@@ -557,3 +557,46 @@ fn run_estimates_scale_with_ascent_steps_and_the_sam_window() {
     let h = estimate_seconds(&half, &device, &mut times).unwrap();
     assert!((h - (one + erm) / 2.0).abs() < 1e-12 * one);
 }
+
+/// Writes the seed corpus of the `config` fuzz target (fuzz/corpus/config): run configs as `config.toml` holds
+/// them, of several models, schedules and SAM variants. Run by fuzz/make_seeds.sh with `SAMLAB_FUZZ_SEEDS` set;
+/// ignored otherwise.
+#[test]
+#[ignore = "writes the fuzz seed corpus; run by fuzz/make_seeds.sh"]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("SAMLAB_FUZZ_SEEDS") else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    fs::create_dir_all(dir).unwrap();
+    let base = config(Path::new("data/mnist"));
+    let mut plain = base.clone();
+    plain.model = ModelConfig {
+        arch: Arch::PreactResnet18,
+        width: None,
+        norm: Some(NormKind::Group),
+    };
+    plain.data.dataset = DatasetKind::FashionMnist;
+    plain.data.dir = None;
+    plain.data.augment = None;
+    plain.data.label_noise = None;
+    plain.train.lr.shape = LrShape::Cosine;
+    plain.train.lr.warmup = Warmup::Linear { steps: 100 };
+    plain.train.optim.weight_decay = WeightDecay::Decoupled { lambda: 0.05 };
+    plain.train.max_steps = Some(1000);
+    plain.train.curvature_every = 2;
+    plain.train.curvature_examples = 16;
+    plain.sam = SamConfig::default();
+    let mut mlp = base.clone();
+    mlp.model = ModelConfig {
+        arch: Arch::Mlp,
+        width: Some(64),
+        norm: Some(NormKind::None),
+    };
+    mlp.init_from = Some("runs/pretrained".into());
+    for (name, c) in [("cnn", &base), ("preact18", &plain), ("mlp", &mlp)] {
+        run::check_config(c).unwrap();
+        let text = toml::to_string(c).unwrap();
+        fs::write(dir.join(format!("seed-{name}.toml")), text).unwrap();
+    }
+}

@@ -149,8 +149,19 @@ fn f64_device(device: Device) -> Device {
     if device.supports_dtype(DType::F64) && computes_f64(&device) {
         device
     } else {
-        Device::flex()
+        host_device(device)
     }
+}
+
+/// The flex CPU device; a build without flex (the fuzz targets, which run no network) keeps `device`.
+#[cfg(feature = "flex")]
+fn host_device(_: Device) -> Device {
+    Device::flex()
+}
+
+#[cfg(not(feature = "flex"))]
+fn host_device(device: Device) -> Device {
+    device
 }
 
 fn computes_f64(device: &Device) -> bool {
