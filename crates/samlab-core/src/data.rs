@@ -138,6 +138,9 @@ fn read_array_from<D: ndarray::Dimension>(
     ndarray::Array::<f64, D>::read_npy(r).map_err(|e| e.to_string())
 }
 
+/// Deepest nesting of brackets a `.npy` header may have (an f64 array's has 2).
+const MAX_NPY_HEADER_NESTING: usize = 4;
+
 /// Fails unless the `.npy` stream `r` of `len` bytes holds an f64 array of exactly the size its header declares.
 fn check_npy_size(mut r: impl Read + Seek, len: u64) -> Result<(), String> {
     let mut preamble = Vec::new();
@@ -161,6 +164,28 @@ fn check_npy_size(mut r: impl Read + Seek, len: u64) -> Result<(), String> {
         return Err(format!(
             "its header announces {header_len} bytes but the file has only {len}; truncated?"
         ));
+    }
+    // ndarray-npy's header parser takes time exponential in the nesting of brackets: a 158-byte file opening 30
+    // brackets kept it busy for minutes (found by fuzzing, fuzz/ `npy` target). An f64 array's header nests two
+    // levels (the dict, the shape tuple), so more than MAX_NPY_HEADER_NESTING is refused before it is parsed.
+    r.seek(SeekFrom::Start(prefix)).map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    r.by_ref()
+        .take(header_len)
+        .read_to_end(&mut head)
+        .map_err(|e| e.to_string())?;
+    let mut depth = 0usize;
+    for byte in head {
+        match byte {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_NPY_HEADER_NESTING {
+            return Err(format!(
+                "its header nests brackets more than {MAX_NPY_HEADER_NESTING} deep; not a NumPy array header"
+            ));
+        }
     }
     r.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     let header = Header::from_reader(&mut r).map_err(|e| e.to_string())?;
@@ -368,6 +393,21 @@ mod tests {
         long[9] = 0xff;
         assert!(read(&long).unwrap_err().contains("announces 65535 bytes"));
         assert!(read(b"hello").unwrap_err().contains("not a .npy file"));
+        // Found by fuzzing (fuzz/ `npy` target, a 10 s timeout): a header opening 30 brackets, which took
+        // ndarray-npy's parser exponential time; refused before it is parsed.
+        let mut nested = b"\x93NUMPY\x01\x00v\x00{ [      [  ".to_vec();
+        nested.extend([b'['; 25]);
+        nested.extend([b' '; 25]);
+        nested.extend(b"\n\n\n\n\n          ");
+        nested.extend([b'\n'; 21]);
+        nested.push(b'v');
+        nested.extend([b'\n'; 32]);
+        nested.extend(b"v\n\n\n\n\n\n\n\x0b\n\n\n    \n");
+        assert_eq!(nested.len(), 158);
+        let t = std::time::Instant::now();
+        let err = read(&nested).unwrap_err();
+        assert!(err.contains("nests brackets more than 4 deep"), "{err}");
+        assert!(t.elapsed().as_secs() < 1);
     }
 
     #[test]
