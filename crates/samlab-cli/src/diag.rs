@@ -118,6 +118,17 @@ fn initial_params(config: &DiagRunConfig, d: usize) -> Result<DiagParams> {
     }
 }
 
+/// The data and initial parameters of `config`, after every check a run makes before touching the file system.
+pub fn prepare(config: &DiagRunConfig) -> Result<(Dataset, DiagParams)> {
+    let data = config.data.load()?;
+    let init = initial_params(config, data.d())?;
+    config
+        .train
+        .sam
+        .check(config.train.batch_size.unwrap_or(data.n()))?;
+    Ok((data, init))
+}
+
 /// Runs `config` and writes the run directory `out` (refusing to replace a non-empty one unless `force`).
 pub fn execute(
     config: &DiagRunConfig,
@@ -125,13 +136,7 @@ pub fn execute(
     force: bool,
     observer: &mut dyn FnMut(&StepView),
 ) -> Result<DiagOutcome> {
-    let data = config.data.load()?;
-    let init = initial_params(config, data.d())?;
-    // Validate everything before touching the file system.
-    config
-        .train
-        .sam
-        .check(config.train.batch_size.unwrap_or(data.n()))?;
+    let (data, init) = prepare(config)?;
     let writer = RunDirWriter::create(out, force)?;
     let start = Instant::now();
     let run = diag_net::train(&data, &config.train, init, observer)?;

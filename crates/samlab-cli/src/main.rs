@@ -16,6 +16,7 @@ mod experiments;
 mod progress;
 mod relu;
 mod reproduce;
+mod sweep;
 mod theory;
 mod train;
 mod train_args;
@@ -60,6 +61,9 @@ enum Command {
     ImportTorch(Box<train::ImportArgs>),
     /// Throughput of one training step (ERM, SAM or m-SAM) on a fixed random CIFAR-shaped batch, as a JSON line.
     BenchStep(Box<bench::BenchArgs>),
+    /// Grids of runs of any engine: plan, run locally or as SLURM job arrays, status, resubmission, report.
+    #[command(subcommand)]
+    Sweep(sweep::SweepCommand),
     /// The paper's theory applied to finished runs.
     #[command(subcommand)]
     Theory(TheoryCommand),
@@ -192,6 +196,7 @@ fn run(cli: Cli) -> Result<()> {
                 AnyRunConfig::Deep(c) => train::execute(&c, &out, force),
             }
         }
+        Command::Sweep(cmd) => sweep::sweep(&cmd),
         Command::Theory(TheoryCommand::ImplicitBias { run_dir }) => {
             let result = theory::implicit_bias(&run_dir)?;
             theory::print(&run_dir, &result);
@@ -254,6 +259,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
                 .is_some_and(samlab_deep::run::RunError::is_bad_input)
             || e.downcast_ref::<samlab_core::run_dir::RunDirError>()
                 .is_some_and(samlab_core::run_dir::RunDirError::is_bad_input)
+            || e.downcast_ref::<samlab_sweep::SweepError>()
+                .is_some_and(samlab_sweep::SweepError::is_bad_input)
     })
 }
 

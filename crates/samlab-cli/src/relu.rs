@@ -242,15 +242,7 @@ pub fn execute(
     force: bool,
     observer: &mut dyn FnMut(usize),
 ) -> Result<ReluOutcome> {
-    let data = config.data.load()?;
-    let init = initial_net(config, &data)?;
-    // Validate everything before touching the file system.
-    config.train.lr.check()?;
-    config
-        .train
-        .sam
-        .check(config.train.batch_size.unwrap_or(data.n()))?;
-    check_settings(config, &data)?;
+    let (data, init) = prepare(config)?;
     let writer = RunDirWriter::create(out, force)?;
     let log_at: Vec<usize> = match config.train.log {
         LogSchedule::Notebook => samlab_core::diag_net::log_iterations(config.train.iters),
@@ -333,6 +325,19 @@ pub fn execute(
         function,
         dir,
     })
+}
+
+/// The data and initial network of `config`, after every check a run makes before touching the file system.
+pub fn prepare(config: &ReluRunConfig) -> Result<(Dataset, ReluNet)> {
+    let data = config.data.load()?;
+    let init = initial_net(config, &data)?;
+    config.train.lr.check()?;
+    config
+        .train
+        .sam
+        .check(config.train.batch_size.unwrap_or(data.n()))?;
+    check_settings(config, &data)?;
+    Ok((data, init))
 }
 
 fn check_settings(config: &ReluRunConfig, data: &Dataset) -> Result<()> {

@@ -128,11 +128,11 @@ pub struct TrainArgs {
     /// Directory with the data set's files [default for fashion-mnist: the shipped 10k/2k subset].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Epochs.
-    #[arg(long, required_unless_present_any = ["config", "resume"])]
+    /// Epochs (`samlab train` needs it unless --config or --resume is given).
+    #[arg(long)]
     pub epochs: Option<usize>,
-    /// Batch size.
-    #[arg(long, required_unless_present_any = ["config", "resume"])]
+    /// Batch size (`samlab train` needs it unless --config or --resume is given).
+    #[arg(long)]
     pub batch_size: Option<usize>,
     /// SAM (rho 0, the default, is ERM; m defaults to the whole batch).
     #[command(flatten)]
@@ -506,8 +506,8 @@ pub struct ImportArgs {
     pub file: PathBuf,
     /// The model and data (`--model`, `--width`, `--norm`, `--dataset`, `--data-dir`, `--val-fraction`,
     /// `--train-limit`, `--seed`: the analysis tools take their examples from this split) and `--out`, as for
-    /// `samlab train` (or `--config` of a run); its training flags (`--epochs`, `--batch-size`, ...) are only
-    /// recorded in config.toml.
+    /// `samlab train` (or `--config` of a run); training flags (`--epochs`, `--batch-size`, ...) are optional and
+    /// only recorded in config.toml.
     #[command(flatten)]
     pub run: TrainArgs,
 }
@@ -577,23 +577,32 @@ pub fn execute(config: &DeepRunConfig, out: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// Resumes the run in `out` (on `device`, or the run's own).
+pub fn resume(out: &Path, device: Option<&str>) -> Result<()> {
+    let mut bar = Bar {
+        bar: crate::progress::bar(0, "images"),
+        batch: 1,
+    };
+    if let Ok(text) = std::fs::read_to_string(out.join("config.toml")) {
+        if let Ok(c) = toml::from_str::<DeepRunConfig>(&text) {
+            bar.batch = c.train.batch_size;
+        }
+    }
+    let outcome = run::resume_on(out, device, &mut bar).map_err(bad_input)?;
+    bar.bar.finish_and_clear();
+    report(&outcome);
+    Ok(())
+}
+
 /// `samlab train`.
 pub fn train(args: &TrainArgs) -> Result<()> {
     if args.resume {
-        let mut bar = Bar {
-            bar: crate::progress::bar(0, "images"),
-            batch: 1,
-        };
-        if let Ok(text) = std::fs::read_to_string(args.out.join("config.toml")) {
-            if let Ok(c) = toml::from_str::<DeepRunConfig>(&text) {
-                bar.batch = c.train.batch_size;
-            }
-        }
-        let outcome =
-            run::resume_on(&args.out, args.device.as_deref(), &mut bar).map_err(bad_input)?;
-        bar.bar.finish_and_clear();
-        report(&outcome);
-        return Ok(());
+        return resume(&args.out, args.device.as_deref());
+    }
+    if args.config.is_none() && (args.epochs.is_none() || args.batch_size.is_none()) {
+        bail!(UsageError(
+            "samlab train needs --epochs and --batch-size (or --config, or --resume)".into()
+        ));
     }
     let config = args.to_config()?;
     execute(&config, &args.out, args.force)

@@ -363,10 +363,6 @@ fn import_torch_makes_an_analysable_run() {
             "300",
             "--seed",
             "1",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "30",
             "--out",
             p(out),
         ]

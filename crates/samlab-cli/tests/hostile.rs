@@ -87,6 +87,22 @@ fn config_files_and_output_paths() {
             &["cannot read the config file", "missing.toml"],
         );
     }
+    // `train` without a schedule and without a config to take it from.
+    refused(
+        root,
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--dataset",
+            "mnist",
+            "--epochs",
+            "1",
+            "--out",
+            p(&out),
+        ],
+        &["--epochs and --batch-size"],
+    );
     // A diag config with an unknown key: the engine and the key are named.
     let good = root.join("good");
     ok(&diag(&good, &[])
@@ -293,6 +309,28 @@ fn deep_flags_and_data_are_checked_before_training() {
     fs::write(root.join("t10k-images-idx3-ubyte"), &header).unwrap();
     refused_owned(root, &train(&[]), &["t10k-images-idx3-ubyte", "overflow"]);
     assert!(!out.exists());
+}
+
+#[test]
+fn bench_step_flags_are_checked_before_anything_is_allocated() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (flags, expect) in [
+        (&["--batch-size", "0"][..], "batch-size"),
+        (&["--batch-size", "1000000000000"], "batch-size"),
+        (&["--m", "3", "--batch-size", "8"], "divide"),
+        (&["--rho", "nan"], "rho"),
+        (&["--steps", "0"], "steps"),
+        (&["--steps", "1000000000000000"], "steps"),
+        (&["--warmup", "1000000000000000"], "warmup"),
+        (&["--max-seconds", "nan"], "max-seconds"),
+        (&["--max-seconds", "0"], "max-seconds"),
+        (&["--image-size", "100000"], "more than 2147483648"),
+        (&["--width", "100000000"], "at most 65536"),
+        (&["--device", "tpu"], "compiled backends"),
+    ] {
+        let args = [&["bench-step", "--model", "mlp"][..], flags].concat();
+        refused(tmp.path(), &args, &[expect]);
+    }
 }
 
 /// Trains the tiny deep run `out` (3 epochs of an MLP with BatchNorm on 60 + 20 8x8 images).

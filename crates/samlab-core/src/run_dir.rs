@@ -150,6 +150,19 @@ impl RunLock {
         Ok(lock)
     }
 
+    /// Whether another process holds the lock of `out` now (a run is being written there). Reads only: it tidies
+    /// nothing and creates no lock file.
+    pub fn is_held(out: &Path) -> bool {
+        let lock_path = out.with_file_name(format!(".{}.lock", run_name(out)));
+        match fs::OpenOptions::new().write(true).open(&lock_path) {
+            Ok(file) => matches!(
+                fs4::FileExt::try_lock(&file),
+                Err(fs4::TryLockError::WouldBlock)
+            ),
+            Err(_) => false,
+        }
+    }
+
     /// The run directory.
     pub fn out(&self) -> &Path {
         &self.out

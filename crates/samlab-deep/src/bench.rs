@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use samlab_core::sam::{Grouping, Normalization, Perturbation, SamConfig};
+use samlab_core::sam::{CheckedSam, Grouping, Normalization, Perturbation, SamConfig};
 use samlab_core::ConfigError;
 use serde::Serialize;
 
-use crate::models::{ModelSpec, Network};
+use crate::models::{ModelSpec, Network, MAX_PARAMS};
 use crate::nn::init_params;
 use crate::rng::{Purpose, Stream};
 use crate::run::{planned, DeepRunConfig, RunError};
@@ -74,16 +74,46 @@ impl StepBench {
     }
 }
 
+/// Most timed or warm-up steps of one benchmark.
+pub const MAX_BENCH_STEPS: usize = 1_000_000;
+
+impl StepBench {
+    /// Checks the sizes and options before anything is allocated: batch and step counts, the random batch's
+    /// size (at most `MAX_PARAMS` values), the time budget, and the SAM options; returns the SAM config.
+    pub fn check(&self) -> Result<CheckedSam, ConfigError> {
+        let bad = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+        if self.batch == 0 {
+            return bad("batch-size", "must be at least 1".into());
+        }
+        if !(1..=MAX_BENCH_STEPS).contains(&self.steps) {
+            return bad(
+                "steps",
+                format!("must be in [1, {MAX_BENCH_STEPS}], got {}", self.steps),
+            );
+        }
+        if self.warmup > MAX_BENCH_STEPS {
+            return bad(
+                "warmup",
+                format!("must be at most {MAX_BENCH_STEPS}, got {}", self.warmup),
+            );
+        }
+        if !(self.max_seconds.is_finite() && self.max_seconds > 0.0) {
+            return bad(
+                "max-seconds",
+                format!("must be finite and > 0, got {}", self.max_seconds),
+            );
+        }
+        let mut dims = vec![self.batch];
+        dims.extend(self.spec.input);
+        samlab_core::limits::product("batch-size", &dims, MAX_PARAMS)?;
+        self.sam().check(self.batch)
+    }
+}
+
 /// Times `bench` on `device`; a non-finite loss is an error (the random batch does not diverge at lr 0.01).
 pub fn time_steps(bench: &StepBench, device: &Device) -> Result<StepTiming, ConfigError> {
     let bad = |field, reason: String| ConfigError::Invalid { field, reason };
-    if bench.batch == 0 || bench.steps == 0 {
-        return Err(bad(
-            "steps",
-            "batch size and steps must be at least 1".into(),
-        ));
-    }
-    let sam = bench.sam().check(bench.batch)?;
+    let sam = bench.check()?;
     bench.precision.check(device)?;
     let net = Network::new(&bench.spec)?;
     let mut state = TrainState::new(&net, init_params(net.params(), 0, device), device);

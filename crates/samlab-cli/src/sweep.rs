@@ -1,0 +1,283 @@
+//! `samlab sweep`: flags to `samlab_sweep` calls, and the one engine-aware part, running one task.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use samlab_core::run_dir::is_occupied;
+use samlab_sweep::grid::Grid;
+use samlab_sweep::manifest::{run_dir, task_log, Manifest};
+use samlab_sweep::slurm::{self, SlurmOptions};
+use samlab_sweep::status::{self, finished_status, State};
+use samlab_sweep::{local, report};
+
+use crate::{parse_any_config, progress, AnyRunConfig, UsageError};
+
+/// `samlab sweep` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SweepCommand {
+    /// Plan a grid into DIR (checking every run's config) and run it: the runs not yet done, failed or missing.
+    Run {
+        /// The grid file (TOML: `base`, `[axes]`, `[[zip]]`; see docs/SWEEPS.md).
+        grid: PathBuf,
+        /// The sweep directory.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Plan a grid into DIR without running anything: writes manifest.json (run ids, axis values, configs).
+    Plan {
+        /// The grid file.
+        grid: PathBuf,
+        /// The sweep directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run or submit again the runs of a planned sweep that failed or never started (resubmission).
+    Submit {
+        /// The sweep directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Run one run of a planned sweep (what each local process and SLURM array task runs): skips a finished run,
+    /// resumes a deep run from its checkpoint, starts anything else clean.
+    Task {
+        /// The sweep directory.
+        dir: PathBuf,
+        /// The run's index in the manifest (SLURM_ARRAY_TASK_ID).
+        #[arg(long)]
+        index: usize,
+    },
+    /// Done, diverged, running, queued, failed and missing runs, from the run directories and squeue.
+    Status {
+        /// The sweep directory.
+        dir: PathBuf,
+    },
+    /// Mean ± std over seeds of the finished runs' summaries: DIR/report.csv and DIR/report.md.
+    Report {
+        /// The sweep directory.
+        dir: PathBuf,
+        /// summary.json keys to aggregate (dotted for nested ones) [default: every number the summaries share].
+        #[arg(long, value_delimiter = ',')]
+        metrics: Vec<String>,
+    },
+}
+
+/// Where the runs run.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Executor {
+    /// Child processes on this machine.
+    Local,
+    /// A SLURM job array (sbatch), plus a report job once it ends.
+    Slurm,
+}
+
+/// How to run a sweep.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Where the runs run.
+    #[arg(long, value_enum, default_value = "local")]
+    executor: Executor,
+    /// Local executor: runs at once [default: the machine's cores].
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// SLURM: wait until the array and its report job have left the queue.
+    #[arg(long)]
+    wait: bool,
+    /// SLURM: give up waiting after this many seconds.
+    #[arg(long, default_value_t = 86_400)]
+    wait_timeout: u64,
+    /// SLURM: sbatch --partition.
+    #[arg(long)]
+    partition: Option<String>,
+    /// SLURM: sbatch --time, per task.
+    #[arg(long)]
+    time: Option<String>,
+    /// SLURM: sbatch --cpus-per-task.
+    #[arg(long)]
+    cpus_per_task: Option<usize>,
+    /// SLURM: sbatch --mem, per task.
+    #[arg(long)]
+    mem: Option<String>,
+    /// SLURM: sbatch --gres (e.g. gpu:1).
+    #[arg(long)]
+    gres: Option<String>,
+    /// SLURM: at most this many tasks at once (the array's %N throttle).
+    #[arg(long)]
+    max_parallel: Option<usize>,
+    /// SLURM: a further sbatch argument, verbatim (repeatable: --sbatch-arg=--account=X).
+    #[arg(long, allow_hyphen_values = true)]
+    sbatch_arg: Vec<String>,
+}
+
+/// Runs a `samlab sweep` subcommand.
+pub fn sweep(cmd: &SweepCommand) -> Result<()> {
+    match cmd {
+        SweepCommand::Plan { grid, out } => {
+            let m = plan(grid, out)?;
+            say!(
+                "planned {} runs -> {}",
+                m.runs.len(),
+                out.join("manifest.json").display()
+            );
+            Ok(())
+        }
+        SweepCommand::Run { grid, out, exec } => {
+            plan(grid, out)?;
+            submit(out, exec)
+        }
+        SweepCommand::Submit { dir, exec } => submit(dir, exec),
+        SweepCommand::Task { dir, index } => task(dir, *index),
+        SweepCommand::Status { dir } => print_status(dir),
+        SweepCommand::Report { dir, metrics } => {
+            let manifest = Manifest::load(dir)?;
+            let r = report::aggregate(dir, &manifest, metrics)?;
+            r.write(dir)?;
+            say!(
+                "{} groups, {} runs without a result -> {}",
+                r.rows.len(),
+                r.unfinished.len(),
+                dir.join("report.md").display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Checks a run's config.toml as its engine does before writing anything.
+fn check_run(text: &str) -> std::result::Result<(), String> {
+    let checked = match parse_any_config(Path::new("config.toml"), text) {
+        Ok(AnyRunConfig::Diag(c)) => crate::diag::prepare(&c).map(drop),
+        Ok(AnyRunConfig::Relu(c)) => crate::relu::prepare(&c).map(drop),
+        Ok(AnyRunConfig::Deep(c)) => samlab_deep::run::check_config(&c).map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    checked.map_err(|e| format!("{e:#}"))
+}
+
+fn plan(grid: &Path, out: &Path) -> Result<Manifest> {
+    let grid = Grid::load(grid)?;
+    let manifest = Manifest::plan(&grid, &check_run)?;
+    manifest.write(out)?;
+    Ok(manifest)
+}
+
+fn submit(dir: &Path, exec: &ExecArgs) -> Result<()> {
+    let manifest = Manifest::load(dir)?;
+    let exe = std::env::current_exe().context("cannot find the samlab binary")?;
+    let opts = SlurmOptions {
+        partition: exec.partition.clone(),
+        time: exec.time.clone(),
+        cpus_per_task: exec.cpus_per_task,
+        mem: exec.mem.clone(),
+        gres: exec.gres.clone(),
+        max_parallel: exec.max_parallel,
+        extra: exec.sbatch_arg.clone(),
+    };
+    opts.check()?;
+    if exec.jobs == Some(0) {
+        bail!(UsageError("--jobs must be at least 1".into()));
+    }
+    let queue = slurm::queue(dir)?;
+    let states = status::states(dir, &manifest, &queue);
+    let pending: Vec<usize> = (0..states.len()).filter(|&i| states[i].pending()).collect();
+    if pending.is_empty() {
+        say!("nothing to run: {}", summary_line(&states));
+        return Ok(());
+    }
+    match exec.executor {
+        Executor::Local => {
+            let jobs = exec.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            });
+            let bar = progress::bar(pending.len() as u64, "runs");
+            let failures = local::run(dir, &exe, &pending, jobs, &mut |_, _| bar.inc(1))?;
+            bar.finish_and_clear();
+            let r = report::aggregate(dir, &manifest, &[])?;
+            r.write(dir)?;
+            let states = status::states(dir, &manifest, &Default::default());
+            say!(
+                "{} -> {}",
+                summary_line(&states),
+                dir.join("report.md").display()
+            );
+            if !failures.is_empty() {
+                bail!(
+                    "{} runs failed: {} (their output: {})",
+                    failures.len(),
+                    failures
+                        .iter()
+                        .map(|f| format!("{} ({})", f.index, f.status))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    task_log(dir, failures[0].index).display()
+                );
+            }
+        }
+        Executor::Slurm => {
+            let s = slurm::submit(dir, &exe, &pending, &opts)?;
+            say!(
+                "submitted {} runs as job array {} (report job {})",
+                pending.len(),
+                s.array_job,
+                s.report_job
+            );
+            if exec.wait {
+                slurm::wait(
+                    &[s.array_job, s.report_job],
+                    Duration::from_secs(exec.wait_timeout),
+                )?;
+                let states = status::states(dir, &manifest, &Default::default());
+                say!("{}", summary_line(&states));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn summary_line(states: &[State]) -> String {
+    status::counts(states)
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn print_status(dir: &Path) -> Result<()> {
+    let manifest = Manifest::load(dir)?;
+    let queue = slurm::queue(dir).unwrap_or_else(|e| {
+        eprintln!(
+            "warning: {e}; queued and running SLURM tasks are not told apart from failed ones"
+        );
+        Default::default()
+    });
+    let states = status::states(dir, &manifest, &queue);
+    for (i, (run, s)) in manifest.runs.iter().zip(&states).enumerate() {
+        let values: Vec<String> = run.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        say!("{i:>5} {} {s:<8} {}", run.id, values.join(" "));
+    }
+    say!("{}", summary_line(&states));
+    Ok(())
+}
+
+/// Runs run `index` of the sweep in `dir` into its run directory.
+fn task(dir: &Path, index: usize) -> Result<()> {
+    let manifest = Manifest::load(dir)?;
+    let run = manifest.run(index)?;
+    let out = run_dir(dir, run);
+    if let Some(s) = finished_status(&out) {
+        say!("run {index} ({}) is already finished: {s}", run.id);
+        return Ok(());
+    }
+    // A leftover of a task that died is replaced; a deep run resumes from its checkpoint instead.
+    let leftover = is_occupied(&out);
+    match parse_any_config(&dir.join("manifest.json"), &run.config)? {
+        AnyRunConfig::Diag(c) => crate::train_diag(&c, &out, leftover),
+        AnyRunConfig::Relu(c) => crate::relu::train_and_report(&c, &out, leftover),
+        AnyRunConfig::Deep(c) if leftover => crate::train::resume(&out, Some(&c.train.device)),
+        AnyRunConfig::Deep(c) => crate::train::execute(&c, &out, false),
+    }
+}
