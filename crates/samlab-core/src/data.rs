@@ -1,5 +1,6 @@
 //! Regression data sets: the paper's sparse regression generator and `.npy` loading/saving.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -89,6 +90,15 @@ impl Dataset {
         write_array(&dir.join(DATA_FILES[1]), &self.y_train)?;
         write_array(&dir.join(DATA_FILES[2]), &self.x_test)?;
         write_array(&dir.join(DATA_FILES[3]), &self.y_test)
+    }
+}
+
+/// The values of `a` in row-major order: borrowed when `a` is stored that way (arrays read from C-order `.npy`
+/// files and generated data), copied only for other layouts.
+pub fn row_major(a: &Array2<f64>) -> Cow<'_, [f64]> {
+    match a.as_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(a.as_standard_layout().iter().copied().collect()),
     }
 }
 

@@ -6,10 +6,12 @@
 //! ascent step, whatever the group size: 1-SAM is one pass over the batch, not $B$ passes.
 //! Updates are simultaneous: both gradients use the old $(u, v)$ (SPEC §2.3).
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::batches::Batches;
-use crate::data::Dataset;
+use crate::data::{row_major, Dataset};
 use crate::numpy_rng::NumpyRandomState;
 use crate::sam::{CheckedSam, Normalization, Perturbation, SamConfig};
 use crate::schedule::LrSchedule;
@@ -185,6 +187,36 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + tail
 }
 
+/// $(\sum_j x_j^2 a_j, \sum_j x_j^3 b_j)$ in one pass, summed in the lanes of [`dot`]: bit for bit the dot
+/// products of stored squares and cubes, without storing them.
+#[inline(always)]
+fn dot_square_cube(x: &[f64], a: &[f64], b: &[f64]) -> (f64, f64) {
+    let (mut la, mut lb) = ([0.0; 4], [0.0; 4]);
+    let (x4, a4, b4) = (x.chunks_exact(4), a.chunks_exact(4), b.chunks_exact(4));
+    let (mut ta, mut tb) = (0.0, 0.0);
+    for ((&v, &p), &q) in x4
+        .remainder()
+        .iter()
+        .zip(a4.remainder())
+        .zip(b4.remainder())
+    {
+        let v2 = v * v;
+        ta += v2 * p;
+        tb += v2 * v * q;
+    }
+    for ((cx, ca), cb) in x4.zip(a4).zip(b4) {
+        for k in 0..4 {
+            let v2 = cx[k] * cx[k];
+            la[k] += v2 * ca[k];
+            lb[k] += v2 * cx[k] * cb[k];
+        }
+    }
+    (
+        (la[0] + la[1]) + (la[2] + la[3]) + ta,
+        (lb[0] + lb[1]) + (lb[2] + lb[3]) + tb,
+    )
+}
+
 #[inline(always)]
 fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
@@ -194,30 +226,22 @@ fn norm2(a: &[f64], b: &[f64]) -> f64 {
     (dot(a, a) + dot(b, b)).sqrt()
 }
 
-/// Data in flat row-major form for the inner loops.
+/// Data in flat row-major form for the inner loops: borrowed when the arrays already are (a copy only for
+/// Fortran-order files), so a run holds little more than its data.
 struct Flat<'a> {
-    x: Vec<f64>,
-    /// Elementwise $x^2$ and $x^3$ of the training inputs, for the closed-form 1-SAM step.
-    x2: Vec<f64>,
-    x3: Vec<f64>,
+    x: Cow<'a, [f64]>,
     y: &'a [f64],
-    x_test: Vec<f64>,
+    x_test: Cow<'a, [f64]>,
     y_test: &'a [f64],
     d: usize,
 }
 
 impl<'a> Flat<'a> {
     fn new(data: &'a Dataset) -> Self {
-        let flat = |a: &ndarray::Array2<f64>| -> Vec<f64> {
-            a.as_standard_layout().iter().copied().collect()
-        };
-        let x = flat(&data.x_train);
         Flat {
-            x2: x.iter().map(|v| v * v).collect(),
-            x3: x.iter().map(|v| v * v * v).collect(),
-            x,
+            x: row_major(&data.x_train),
             y: data.y_train.as_slice().expect("1-D arrays are contiguous"),
-            x_test: flat(&data.x_test),
+            x_test: row_major(&data.x_test),
             y_test: data.y_test.as_slice().expect("1-D arrays are contiguous"),
             d: data.d(),
         }
@@ -443,12 +467,16 @@ fn one_sam_closed_form(flat: &Flat, rho: f64, batch: &[usize], p: &DiagParams, w
     w.du.fill(0.0);
     for &i in batch {
         let row = i * flat.d..(i + 1) * flat.d;
-        let (x, x2) = (&flat.x[row.clone()], &flat.x2[row.clone()]);
+        let x = &flat.x[row];
         let r = dot(x, &w.beta) - flat.y[i];
         let c = rho * r;
-        let r_tilde = r + c * (dot(x2, &w.pu) + c * dot(&flat.x3[row], &w.beta));
-        axpy(r_tilde, x, &mut w.s);
-        axpy(r_tilde * c, x2, &mut w.du);
+        let (square, cube) = dot_square_cube(x, &w.pu, &w.beta);
+        let r_tilde = r + c * (square + c * cube);
+        let a = r_tilde * c;
+        for ((s, du), &v) in w.s.iter_mut().zip(w.du.iter_mut()).zip(x) {
+            *s += r_tilde * v;
+            *du += a * (v * v);
+        }
     }
     for j in 0..p.u.len() {
         w.acc_u[j] = p.v[j] * w.s[j] + p.u[j] * w.du[j];

@@ -4,6 +4,7 @@
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
+use crate::data::row_major;
 use crate::numpy_rng::NumpyRandomState;
 use crate::ConfigError;
 
@@ -221,13 +222,12 @@ impl ReluNet {
 
     /// $f(x)$ for every row of `x`.
     pub fn predict_rows(&self, x: &Array2<f64>) -> Array1<f64> {
-        let flat: Vec<f64> = x.as_standard_layout().iter().copied().collect();
-        Array1::from(self.predict(&flat))
+        Array1::from(self.predict(&row_major(x)))
     }
 
     /// Post-ReLU features $\phi_{ij} = \mathrm{ReLU}(w_j \cdot x_i + b_j)$ of the rows of `x` (`n x width`).
     pub fn features(&self, x: &Array2<f64>) -> Array2<f64> {
-        let flat: Vec<f64> = x.as_standard_layout().iter().copied().collect();
+        let flat = row_major(x);
         let mut pre = vec![0.0; self.width];
         let mut phi = Array2::zeros((x.nrows(), self.width));
         for (i, row) in flat.chunks_exact(self.d).enumerate() {

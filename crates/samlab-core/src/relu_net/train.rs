@@ -1,11 +1,13 @@
 //! The training loop: GD, SGD and every member of the SAM family on a [`ReluNet`], following [`SamConfig`] and
 //! [`LrSchedule`] exactly as the diagonal-net engine does.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::model::{accumulate_grad, loss_sum, ReluNet, Shape};
 use crate::batches::Batches;
-use crate::data::Dataset;
+use crate::data::{row_major, Dataset};
 use crate::diag_net::{CurvePoint, LogSchedule, RunStatus};
 use crate::numpy_rng::NumpyRandomState;
 use crate::sam::{CheckedSam, Normalization, Perturbation, SamConfig};
@@ -128,9 +130,9 @@ struct Scratch {
 
 /// The training set in flat form.
 struct Flat<'a> {
-    x: Vec<f64>,
+    x: Cow<'a, [f64]>,
     y: &'a [f64],
-    x_test: Vec<f64>,
+    x_test: Cow<'a, [f64]>,
     y_test: &'a [f64],
 }
 
@@ -203,11 +205,10 @@ pub fn train(
         }
     }
     let sam = config.sam.check(batch_size)?;
-    let flatten = |a: &ndarray::Array2<f64>| a.as_standard_layout().iter().copied().collect();
     let flat = Flat {
-        x: flatten(&data.x_train),
+        x: row_major(&data.x_train),
         y: data.y_train.as_slice().expect("1-D arrays are contiguous"),
-        x_test: flatten(&data.x_test),
+        x_test: row_major(&data.x_test),
         y_test: data.y_test.as_slice().expect("1-D arrays are contiguous"),
     };
     let mut rng = NumpyRandomState::new(config.seed);
