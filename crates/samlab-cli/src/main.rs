@@ -26,6 +26,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use samlab_runs::AnyRunConfig;
 
 /// A command line that makes no sense: exit status 2, like every other bad input.
 #[derive(Debug, thiserror::Error)]
@@ -139,40 +140,6 @@ pub fn read_config(path: &std::path::Path) -> Result<String> {
     })
 }
 
-/// The engines a config.toml can be for, told apart by a top-level key only that engine's config has.
-const ENGINE_KEYS: [(&str, &str); 3] = [("model", "deep"), ("width", "relu"), ("alpha", "diag")];
-
-/// Parses a config.toml of any engine, naming the engine and the offending key when it does not fit.
-fn parse_any_config(path: &std::path::Path, text: &str) -> Result<AnyRunConfig> {
-    let what = |e: String| {
-        UsageError(format!(
-            "{} is not a samlab run config: {e}",
-            path.display()
-        ))
-    };
-    let table: toml::Table = toml::from_str(text).map_err(|e| what(format!("not TOML: {e}")))?;
-    let engine = ENGINE_KEYS
-        .iter()
-        .find(|(key, _)| table.contains_key(*key))
-        .map(|&(_, engine)| engine)
-        .ok_or_else(|| {
-            what("it has none of the top-level keys `model` (deep net), `width` (ReLU net), `alpha` (diagonal net)".into())
-        })?;
-    let bad = |e: toml::de::Error| what(format!("as a {engine} run config: {e}"));
-    Ok(match engine {
-        "deep" => AnyRunConfig::Deep(Box::new(toml::from_str(text).map_err(bad)?)),
-        "relu" => AnyRunConfig::Relu(toml::from_str(text).map_err(bad)?),
-        _ => AnyRunConfig::Diag(toml::from_str(text).map_err(bad)?),
-    })
-}
-
-/// config.toml of any engine.
-enum AnyRunConfig {
-    Diag(diag::DiagRunConfig),
-    Relu(relu::ReluRunConfig),
-    Deep(Box<samlab_deep::run::DeepRunConfig>),
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Diag(DiagCommand::Train(args)) => {
@@ -190,7 +157,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Run { config, out, force } => {
             let text = read_config(&config)?;
-            match parse_any_config(&config, &text)? {
+            match AnyRunConfig::parse(&config, &text)? {
                 AnyRunConfig::Diag(c) => train_diag(&c, &out, force),
                 AnyRunConfig::Relu(c) => relu::train_and_report(&c, &out, force),
                 AnyRunConfig::Deep(c) => train::execute(&c, &out, force),
@@ -222,10 +189,14 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn train_diag(config: &diag::DiagRunConfig, out: &std::path::Path, force: bool) -> Result<()> {
+fn train_diag(
+    config: &samlab_runs::diag::DiagRunConfig,
+    out: &std::path::Path,
+    force: bool,
+) -> Result<()> {
     let bar = progress::bar(config.train.iters as u64, "updates");
     let every = (config.train.iters / 200).max(1);
-    let outcome = diag::execute(config, out, force, &mut |step| {
+    let outcome = samlab_runs::diag::execute(config, out, force, &mut |step| {
         if step.t % every == 0 {
             bar.set_position(step.t as u64);
         }
@@ -253,6 +224,7 @@ fn train_diag(config: &diag::DiagRunConfig, out: &std::path::Path, force: bool) 
 fn is_bad_input(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.is::<UsageError>()
+            || e.is::<samlab_runs::ConfigFileError>()
             || e.is::<samlab_core::ConfigError>()
             || e.is::<samlab_core::DataError>()
             || e.downcast_ref::<samlab_deep::run::RunError>()

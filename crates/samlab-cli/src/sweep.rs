@@ -12,7 +12,9 @@ use samlab_sweep::slurm::{self, SlurmOptions};
 use samlab_sweep::status::{self, finished_status, State};
 use samlab_sweep::{local, report};
 
-use crate::{parse_any_config, progress, AnyRunConfig, UsageError};
+use samlab_runs::AnyRunConfig;
+
+use crate::{progress, UsageError};
 
 /// `samlab sweep` subcommands.
 #[derive(Debug, Subcommand)]
@@ -149,13 +151,10 @@ pub fn sweep(cmd: &SweepCommand) -> Result<()> {
 
 /// Checks a run's config.toml as its engine does before writing anything.
 fn check_run(text: &str) -> std::result::Result<(), String> {
-    let checked = match parse_any_config(Path::new("config.toml"), text) {
-        Ok(AnyRunConfig::Diag(c)) => crate::diag::prepare(&c).map(drop),
-        Ok(AnyRunConfig::Relu(c)) => crate::relu::prepare(&c).map(drop),
-        Ok(AnyRunConfig::Deep(c)) => samlab_deep::run::check_config(&c).map_err(Into::into),
-        Err(e) => Err(e),
-    };
-    checked.map_err(|e| format!("{e:#}"))
+    AnyRunConfig::parse(Path::new("config.toml"), text)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| c.check())
+        .map_err(|e| format!("{e:#}"))
 }
 
 fn plan(grid: &Path, out: &Path) -> Result<Manifest> {
@@ -274,7 +273,7 @@ fn task(dir: &Path, index: usize) -> Result<()> {
     }
     // A leftover of a task that died is replaced; a deep run resumes from its checkpoint instead.
     let leftover = is_occupied(&out);
-    match parse_any_config(&dir.join("manifest.json"), &run.config)? {
+    match AnyRunConfig::parse(&dir.join("manifest.json"), &run.config)? {
         AnyRunConfig::Diag(c) => crate::train_diag(&c, &out, leftover),
         AnyRunConfig::Relu(c) => crate::relu::train_and_report(&c, &out, leftover),
         AnyRunConfig::Deep(c) if leftover => crate::train::resume(&out, Some(&c.train.device)),

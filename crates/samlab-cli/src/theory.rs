@@ -11,8 +11,8 @@ use samlab_core::theory::interpolators::{min_entropy, min_l1, min_l2, Method};
 use samlab_core::theory::linalg::{norm, Matrix};
 use serde::{Deserialize, Serialize};
 
-use crate::diag::DiagRunConfig;
 use crate::UsageError;
+use samlab_runs::diag::DiagRunConfig;
 
 /// Largest final/initial train-loss ratio for which a run counts as interpolating.
 pub const INTERPOLATION_RATIO: f64 = 1e-4;

@@ -11,7 +11,7 @@ use samlab_core::sam::{Grouping, SamConfig};
 use samlab_report::{Figure, Scale, Section, Series};
 
 use super::{diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment};
-use crate::diag::{DiagOutcome, DiagRunConfig};
+use samlab_runs::diag::{DiagOutcome, DiagRunConfig};
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const ITERS: usize = 10001;

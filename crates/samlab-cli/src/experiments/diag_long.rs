@@ -9,7 +9,7 @@ use samlab_core::sam::{Grouping, SamConfig};
 use samlab_report::Section;
 
 use super::{curves_figure, diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment};
-use crate::diag::DiagOutcome;
+use samlab_runs::diag::DiagOutcome;
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const ALPHA: f64 = 0.1;

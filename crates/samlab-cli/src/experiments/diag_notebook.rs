@@ -12,7 +12,7 @@ use samlab_report::{Figure, Scale, Section, Series};
 use super::{
     curves_figure, diag_config, dir_name, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment,
 };
-use crate::diag::DiagOutcome;
+use samlab_runs::diag::DiagOutcome;
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const D: f64 = 30.0;

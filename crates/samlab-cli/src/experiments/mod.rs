@@ -31,7 +31,7 @@ use samlab_deep::run::{DeepRunConfig, RunOutcome};
 
 use deep_common::{DeepRuns, DeepScale};
 
-use crate::diag::{execute, DataSource, DiagOutcome, DiagRunConfig};
+use samlab_runs::diag::{execute, DataSource, DiagOutcome, DiagRunConfig};
 
 /// What every experiment gets: where to write, how long to run, and the progress bar to tick.
 pub struct Ctx<'a> {

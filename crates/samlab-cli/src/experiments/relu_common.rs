@@ -11,7 +11,9 @@ use samlab_core::schedule::LrSchedule;
 use samlab_report::{Figure, Scale, Series};
 
 use super::{fmt_loss, Ctx};
-use crate::relu::{execute, MetricSettings, NetMetrics, ReluData, ReluOutcome, ReluRunConfig};
+use samlab_runs::relu::{
+    execute, MetricSettings, NetMetrics, ReluData, ReluOutcome, ReluRunConfig,
+};
 
 /// A width-100 network with SPEC §3's initialization (seed `seed`) on the 12-point problem, summed loss.
 pub fn twelve_point_run(

@@ -15,7 +15,7 @@ use super::relu_common::{
     functions_figure, if_ok, median, relu_runs, relu_table, twelve_point_run,
 };
 use super::{ClaimSpec, Ctx, Experiment};
-use crate::relu::ReluOutcome;
+use samlab_runs::relu::ReluOutcome;
 
 const SEEDS: [u32; 5] = [0, 1, 2, 3, 4];
 const LR: f64 = 5e-5;

@@ -21,8 +21,8 @@ use super::relu_common::{
     along_figure, functions_figure, if_ok, median, relu_runs, relu_table, twelve_point_run,
 };
 use super::{curves_figure, diag_config, fmt_loss, ClaimSpec, Ctx, Experiment};
-use crate::diag::{execute, DiagOutcome};
-use crate::relu::{MetricSettings, NetMetrics, ReluData, ReluOutcome, ReluRunConfig};
+use samlab_runs::diag::{execute, DiagOutcome};
+use samlab_runs::relu::{MetricSettings, NetMetrics, ReluData, ReluOutcome, ReluRunConfig};
 
 /// A step schedule: `base` until fraction `at`, then `base / decay`.
 fn decayed(base: f64, at: f64, decay: f64) -> LrSchedule {
@@ -106,7 +106,7 @@ impl Experiment for LargeStepDiag {
             ));
         }
         let log_at = log_iterations(DIAG_ITERS);
-        let configs: Vec<(String, crate::diag::DiagRunConfig)> = runs
+        let configs: Vec<(String, samlab_runs::diag::DiagRunConfig)> = runs
             .iter()
             .map(|(name, lr)| {
                 let mut c = diag_config(DIAG_DATA, 0.1, DIAG_SMALL, DIAG_ITERS, SamConfig::erm());

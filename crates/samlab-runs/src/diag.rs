@@ -1,0 +1,188 @@
+//! Diagonal-linear-network runs: the config a run directory holds, its checks, and its execution into a run
+//! directory (config.toml, summary.json, metrics.csv, u/v/beta.npy and the data).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ndarray::Array1;
+use samlab_core::data::{read_array, Dataset, SparseRegression};
+use samlab_core::diag_net::{self, DiagParams, DiagRun, DiagTrainConfig, RunStatus, StepView};
+use samlab_core::run_dir::{write_csv, write_json, write_toml, RunDirWriter};
+use serde::{Deserialize, Serialize};
+
+/// Where the data of a run comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// The sparse regression generator.
+    Synthetic(SparseRegression),
+    /// A directory with X_train.npy, y_train.npy, X_test.npy, y_test.npy.
+    Dir(PathBuf),
+}
+
+impl DataSource {
+    pub fn load(&self) -> Result<Dataset> {
+        Ok(match self {
+            DataSource::Synthetic(spec) => spec.generate()?.0,
+            DataSource::Dir(dir) => Dataset::load_dir(dir)?,
+        })
+    }
+}
+
+/// A fully resolved diagonal-net run: what `config.toml` holds and `samlab run --config` replays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiagRunConfig {
+    /// The training data.
+    pub data: DataSource,
+    /// Initial scale: u0 = alpha * 1, v0 = 0 (ignored with `init_from`).
+    pub alpha: f64,
+    /// Start from the final u.npy, v.npy of this run directory instead (warm start / fine-tuning).
+    pub init_from: Option<PathBuf>,
+    /// Optimizer and SAM settings.
+    pub train: DiagTrainConfig,
+}
+
+/// summary.json of a diagonal-net run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DiagSummary {
+    pub samlab_version: String,
+    pub engine: String,
+    pub status: RunStatus,
+    /// Updates done (where it stopped, if it diverged).
+    pub iterations: usize,
+    /// Losses after the last update; null if the run diverged.
+    pub final_train_loss: Option<f64>,
+    pub final_test_loss: Option<f64>,
+    /// Last finite losses logged (equal to the final ones for a run that finished).
+    pub last_finite_train_loss: Option<f64>,
+    pub last_finite_test_loss: Option<f64>,
+    /// Mean of sqrt(u^2 - v^2), the effective initialization (Theorem 1).
+    pub mean_alpha_eff: f64,
+    /// l1 norm of beta = u * v.
+    pub l1_norm: f64,
+    pub seed: u32,
+    /// Seconds in the training loop.
+    pub seconds: f64,
+}
+
+/// A finished run: its outcome, summary and where it was written.
+pub struct DiagOutcome {
+    pub run: DiagRun,
+    pub summary: DiagSummary,
+    pub data: Dataset,
+    pub dir: PathBuf,
+}
+
+impl DiagOutcome {
+    /// Final test loss, NaN for a diverged run.
+    pub fn test_loss(&self) -> f64 {
+        self.summary.final_test_loss.unwrap_or(f64::NAN)
+    }
+
+    /// Final train loss, NaN for a diverged run.
+    pub fn train_loss(&self) -> f64 {
+        self.summary.final_train_loss.unwrap_or(f64::NAN)
+    }
+}
+
+/// Loads the initial parameters: the paper's init, or another run's final ones.
+fn initial_params(config: &DiagRunConfig, d: usize) -> Result<DiagParams> {
+    match &config.init_from {
+        None => {
+            if !(config.alpha.is_finite() && config.alpha > 0.0) {
+                return Err(samlab_core::ConfigError::Invalid {
+                    field: "alpha",
+                    reason: format!("must be finite and > 0, got {}", config.alpha),
+                }
+                .into());
+            }
+            Ok(DiagParams::init(config.alpha, d))
+        }
+        Some(dir) => {
+            let load = |name: &str| -> Result<Vec<f64>> {
+                let a: Array1<f64> = read_array(&dir.join(name))?;
+                Ok(a.to_vec())
+            };
+            Ok(DiagParams {
+                u: load("u.npy")?,
+                v: load("v.npy")?,
+            })
+        }
+    }
+}
+
+/// The data and initial parameters of `config`, after every check a run makes before touching the file system.
+pub fn prepare(config: &DiagRunConfig) -> Result<(Dataset, DiagParams)> {
+    let data = config.data.load()?;
+    let init = initial_params(config, data.d())?;
+    config
+        .train
+        .sam
+        .check(config.train.batch_size.unwrap_or(data.n()))?;
+    Ok((data, init))
+}
+
+/// Runs `config` and writes the run directory `out` (refusing to replace a non-empty one unless `force`).
+pub fn execute(
+    config: &DiagRunConfig,
+    out: &Path,
+    force: bool,
+    observer: &mut dyn FnMut(&StepView),
+) -> Result<DiagOutcome> {
+    let (data, init) = prepare(config)?;
+    let writer = RunDirWriter::create(out, force)?;
+    let start = Instant::now();
+    let run = diag_net::train(&data, &config.train, init, observer)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let summary = summarize(&run, config.train.seed, seconds);
+    let dir = writer.path();
+    write_toml(&dir.join("config.toml"), config)?;
+    write_json(&dir.join("summary.json"), &summary)?;
+    write_csv(
+        &dir.join("metrics.csv"),
+        &["iteration", "train_loss", "test_loss"],
+        run.curve
+            .iter()
+            .map(|p| vec![p.iteration as f64, p.train_loss, p.test_loss]),
+    )?;
+    let params = [
+        ("u.npy", run.params.u.clone()),
+        ("v.npy", run.params.v.clone()),
+        ("beta.npy", run.params.beta()),
+    ];
+    for (name, values) in params {
+        samlab_core::data::write_array(&dir.join(name), &Array1::from(values))?;
+    }
+    data.save_dir(dir)?;
+    let dir = writer
+        .commit()
+        .with_context(|| format!("cannot move the finished run into {}", out.display()))?;
+    Ok(DiagOutcome {
+        run,
+        summary,
+        data,
+        dir,
+    })
+}
+
+fn summarize(run: &DiagRun, seed: u32, seconds: f64) -> DiagSummary {
+    let last = run.curve.last();
+    let ok = run.status == RunStatus::Ok;
+    let alpha_eff = run.params.alpha_eff();
+    DiagSummary {
+        samlab_version: env!("CARGO_PKG_VERSION").into(),
+        engine: "diag".into(),
+        status: run.status,
+        iterations: run.iterations,
+        final_train_loss: last.filter(|_| ok).map(|p| p.train_loss),
+        final_test_loss: last.filter(|_| ok).map(|p| p.test_loss),
+        last_finite_train_loss: last.map(|p| p.train_loss),
+        last_finite_test_loss: last.map(|p| p.test_loss),
+        mean_alpha_eff: alpha_eff.iter().sum::<f64>() / alpha_eff.len() as f64,
+        l1_norm: run.params.beta().iter().map(|b| b.abs()).sum(),
+        seed,
+        seconds,
+    }
+}
