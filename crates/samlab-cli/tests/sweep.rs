@@ -265,6 +265,11 @@ fn the_local_executor_runs_what_is_missing_and_reports_over_seeds() {
     assert!((std - (losses[0] - losses[1]).abs() / 2f64.sqrt()).abs() <= 1e-15 * std.max(1.0));
     let md = fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("| `train.sam.rho` | runs | diverged |"), "{md}");
+    // One figure per metric against rho (the only numeric axis left once the seeds are grouped).
+    for metric in ["final_test_loss", "mean_alpha_eff"] {
+        let svg = fs::read_to_string(out.join("figures").join(format!("{metric}.svg"))).unwrap();
+        assert!(svg.contains("train.sam.rho"), "{metric}.svg has no x label");
+    }
     // A manifest edited after planning is refused, and so is another grid into the same directory.
     let other = grid(
         root,

@@ -10,6 +10,7 @@
 //! <dir>/logs/task-<i>.log  what task i printed (local or SLURM)
 //! <dir>/slurm/             sbatch scripts and the submitted job ids
 //! <dir>/report.{csv,md}    mean ± std over seeds
+//! <dir>/figures/           one figure per metric against the first numeric axis
 //! ```
 //!
 //! The library knows no engine: the caller checks each run's config (as its engine would, before anything is
@@ -44,6 +45,9 @@ pub enum SweepError {
     /// SLURM's commands are missing or failed.
     #[error("{0}")]
     Slurm(String),
+    /// A figure could not be drawn or written.
+    #[error("cannot draw the report's figures: {0}")]
+    Plot(String),
 }
 
 impl SweepError {

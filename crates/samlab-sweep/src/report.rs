@@ -1,12 +1,13 @@
-//! The sweep's table: finished runs grouped by every axis but the seeds (keys ending in `seed`), each metric of
-//! their summary.json as mean ± sample standard deviation over the group.
+//! The sweep's table and figures: finished runs grouped by every axis but the seeds (keys ending in `seed`), each
+//! metric of their summary.json as mean ± sample standard deviation over the group.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use samlab_core::run_dir::write_atomic;
+use samlab_report::plot::{render, Figure, Series};
 use serde_json::Value;
 
 use crate::manifest::{run_dir, Manifest};
@@ -267,12 +268,83 @@ impl Report {
         out
     }
 
-    /// Writes `dir/report.csv` and `dir/report.md`.
+    /// The first axis (in loop order) with numbers only and at least two values: the x axis of the figures.
+    fn x_axis(&self) -> Option<usize> {
+        let keys = self.rows.first()?.values.len();
+        (0..keys).find(|&k| {
+            let xs: Vec<f64> = self
+                .rows
+                .iter()
+                .filter_map(|r| r.values[k].1.as_f64())
+                .collect();
+            xs.len() == self.rows.len() && xs.iter().any(|&x| x != xs[0])
+        })
+    }
+
+    /// One figure per metric, `figures/<metric>.{svg,png}` in `dir`: the mean against the first numeric axis, a
+    /// band of ± one standard deviation, one line per value of the other non-seed axes. None when no axis is
+    /// numeric; metrics without a finite mean are left out.
+    pub fn figures(&self, dir: &Path) -> Result<Vec<PathBuf>, SweepError> {
+        let Some(x) = self.x_axis() else {
+            return Ok(Vec::new());
+        };
+        let x_key = self.rows[0].values[x].0.clone();
+        let mut lines: Vec<(String, Vec<&Row>)> = Vec::new();
+        for r in &self.rows {
+            let label: Vec<String> = r
+                .values
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| k != x)
+                .map(|(_, (key, v))| format!("{key}={}", cell(v)))
+                .collect();
+            let label = label.join(", ");
+            match lines.iter_mut().find(|(l, _)| *l == label) {
+                Some((_, rows)) => rows.push(r),
+                None => lines.push((label, vec![r])),
+            }
+        }
+        let mut written = Vec::new();
+        for (m, metric) in self.metrics.iter().enumerate() {
+            let mut fig = Figure::new(
+                metric.as_str(),
+                x_key.as_str(),
+                format!("{metric} (mean ± std over seeds)"),
+            );
+            for (label, rows) in &lines {
+                let mut points: Vec<(f64, f64, f64)> = rows
+                    .iter()
+                    .filter_map(|r| Some((r.values[x].1.as_f64()?, r.metrics[m].0, r.metrics[m].1)))
+                    .filter(|p| p.1.is_finite())
+                    .collect();
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let mut series =
+                    Series::new(label.as_str(), points.iter().map(|p| (p.0, p.1)).collect());
+                series.markers = true;
+                series.band = points
+                    .iter()
+                    .filter(|p| p.2.is_finite())
+                    .map(|p| (p.0, p.1 - p.2, p.1 + p.2))
+                    .collect();
+                fig.series.push(series);
+            }
+            if fig.series.iter().all(|s| s.points.is_empty()) {
+                continue;
+            }
+            let stem = dir.join("figures").join(metric.replace(['/', '\\'], "_"));
+            let (svg, _) = render(&fig, &stem).map_err(|e| SweepError::Plot(e.to_string()))?;
+            written.push(svg);
+        }
+        Ok(written)
+    }
+
+    /// Writes `dir/report.csv`, `dir/report.md` and the figures.
     pub fn write(&self, dir: &Path) -> Result<(), SweepError> {
         for (name, text) in [("report.csv", self.csv()), ("report.md", self.markdown())] {
             let path = dir.join(name);
             write_atomic(&path, |p| fs::write(p, &text)).map_err(io_error("write", &path))?;
         }
+        self.figures(dir)?;
         Ok(())
     }
 }
