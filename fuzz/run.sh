@@ -17,7 +17,7 @@ cd "$here"
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(npy idx cifar checkpoint config)
+[ ${#targets[@]} -eq 0 ] && targets=(npy idx cifar checkpoint config grid)
 sanitizer=${SANITIZER:-none}
 cargo +nightly fuzz build --sanitizer "$sanitizer" || exit 2
 triple=$(rustc +nightly -vV | sed -n 's/^host: //p')

@@ -3,8 +3,10 @@
     python3 bench/gpu/bench.py [--bundle bench/gpu/dist] [--csv bench/gpu/results.csv] [--smoke]
 
 For a machine with an NVIDIA GPU, its driver (with the Vulkan ICD) and Python with PyTorch; no Rust, no network.
-`--bundle` is the folder `bench/gpu/build.sh` fills on a build machine: the stripped `samlab` binary and the Vulkan
-loader (`lib/libvulkan.so.1`) it loads at run time.
+`--bundle` is the folder `bench/gpu/build.sh` fills on a build machine: two compressed samlab binaries (`samlab.xz`,
+built with `--features wgpu`, runs `--device wgpu`: WGSL shaders; `samlab-vulkan.xz`, `--features vulkan`, runs
+`--device vulkan`: CubeCL's SPIR-V, the only one with bf16) and the Vulkan loader (`lib/libvulkan.so.1`) they load
+at run time. `--device wgpu,vulkan` (the default) measures both beside PyTorch.
 
 What it measures, on a fixed batch of random CIFAR-shaped images (3x32x32, 10 classes), in f32 (and bf16 mixed
 precision at batch 128: samlab's `--precision bf16`, PyTorch's autocast to bfloat16, both with f32 weights and an
@@ -24,6 +26,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -133,11 +136,24 @@ def samlab_bench(binary, env, device, model, width, batch, rho, m, size, warmup,
             "warmup_s": t["warmup_s"], "version": r["engine"]}
 
 
+def unpacked_binary(bundle, device):
+    """The binary for samlab's `device` in `bundle`, unpacked from build.sh's .xz on first use."""
+    binary = os.path.join(bundle, "samlab-vulkan" if device == "vulkan" else "samlab")
+    packed = binary + ".xz"
+    if not os.path.exists(binary) and os.path.exists(packed):
+        import lzma
+        with lzma.open(packed) as src, open(binary + ".part", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.chmod(binary + ".part", 0o755)
+        os.replace(binary + ".part", binary)
+    return binary
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", default=os.path.join(HERE, "dist"), help="folder with samlab and lib/")
     ap.add_argument("--csv", default=os.path.join(HERE, "results.csv"))
-    ap.add_argument("--device", default="vulkan", help="samlab's --device (vulkan or wgpu)")
+    ap.add_argument("--device", default="wgpu,vulkan", help="samlab's --device values, comma-separated")
     ap.add_argument("--torch-device", default=None, help="default: cuda when available, else cpu")
     ap.add_argument("--smoke", action="store_true", help="tiny nets and batches: a check that everything runs")
     ap.add_argument("--warmup", type=int, default=2)
@@ -156,13 +172,16 @@ def main():
         models, batches, size = [("preact_resnet18", 64), ("wrn28", 10)], [128, 256], 32
     methods = [("erm", 0.0, None), ("sam", RHO, None), ("msam16", RHO, 16), ("msam32", RHO, 32)]
 
-    binary = os.path.join(args.bundle, "samlab")
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in [os.path.join(args.bundle, "lib"), env.get("LD_LIBRARY_PATH", "")] if p)
-    have_samlab = not args.skip_samlab and os.access(binary, os.X_OK)
-    if not args.skip_samlab and not have_samlab:
-        print(f"no samlab binary at {binary}: run bench/gpu/build.sh on a build machine first", file=sys.stderr)
+    binaries = {}
+    for device in ([] if args.skip_samlab else args.device.split(",")):
+        binary = unpacked_binary(args.bundle, device)
+        if os.access(binary, os.X_OK):
+            binaries[device] = binary
+        else:
+            print(f"no samlab binary at {binary}: run bench/gpu/build.sh on a build machine first", file=sys.stderr)
     torch_device = args.torch_device
     have_torch = not args.skip_torch
     if have_torch:
@@ -181,10 +200,10 @@ def main():
     # bf16 at the first batch size only: the time budget.
     configs += [(mo, w, batches[0], me, rho, m or batches[0], "bf16") for (mo, w) in models
                 for (me, rho, m) in methods]
-    engines = (["samlab"] if have_samlab else []) + (["torch"] if have_torch else [])
+    engines = [("samlab", d) for d in binaries] + ([("torch", torch_device)] if have_torch else [])
     jobs = [(e, c) for c in configs for e in engines]
-    for i, (engine, (model, width, batch, method, rho, m, precision)) in enumerate(jobs):
-        row = {"engine": engine, "device": args.device if engine == "samlab" else torch_device, "model": model,
+    for i, ((engine, device), (model, width, batch, method, rho, m, precision)) in enumerate(jobs):
+        row = {"engine": engine, "device": device, "model": model,
                "width": width, "batch": batch, "method": method, "m": m, "precision": precision}
         left = args.budget_s - (time.perf_counter() - started)
         # Each remaining job gets an equal share of what is left (at least 20 s, or it is skipped).
@@ -195,7 +214,7 @@ def main():
             max_s = max(1.0, min(args.max_seconds, share / 3))
             try:
                 if engine == "samlab":
-                    r = samlab_bench(binary, env, args.device, model, width, batch, rho, m, size, args.warmup,
+                    r = samlab_bench(binaries[device], env, device, model, width, batch, rho, m, size, args.warmup,
                                      args.steps, max_s, timeout=max(20.0, min(left, 4 * share)),
                                      precision=precision)
                 else:
@@ -213,20 +232,24 @@ def main():
         w.writeheader()
         w.writerows(rows)
 
-    def ips(engine, c):
-        r = next((r for r in rows if r["engine"] == engine and (r["model"], r["width"], r["batch"], r["method"],
-                                                                  r["precision"]) == c and r["status"] == "ok"),
-                 None)
+    def ips(engine, device, c):
+        r = next((r for r in rows if (r["engine"], r["device"]) == (engine, device)
+                  and (r["model"], r["width"], r["batch"], r["method"], r["precision"]) == c
+                  and r["status"] == "ok"), None)
         return r["images_per_s"] if r else None
 
-    print("\n| model | batch | method | precision | samlab img/s | PyTorch img/s | samlab / PyTorch |")
-    print("|---|---|---|---|---|---|---|")
+    devices = list(binaries)
+    print("\n| model | batch | method | precision | " + " | ".join(f"samlab {d} img/s" for d in devices)
+          + " | PyTorch img/s | " + " | ".join(f"{d} / PyTorch" for d in devices) + " |")
+    print("|---" * (5 + 2 * len(devices)) + "|")
+    fmt = lambda v: f"{v:.1f}" if v else "-"
     for (model, width, batch, method, _, _, precision) in configs:
         c = (model, width, batch, method, precision)
-        a, b = ips("samlab", c), ips("torch", c)
-        fmt = lambda v: f"{v:.1f}" if v else "-"
-        ratio = f"{a / b:.2f}x" if a and b else "-"
-        print(f"| {model} w{width} | {batch} | {method} | {precision} | {fmt(a)} | {fmt(b)} | {ratio} |")
+        ours = [ips("samlab", d, c) for d in devices]
+        theirs = ips("torch", torch_device, c)
+        ratios = [f"{a / theirs:.2f}x" if a and theirs else "-" for a in ours]
+        print(f"| {model} w{width} | {batch} | {method} | {precision} | "
+              + " | ".join(fmt(a) for a in ours) + f" | {fmt(theirs)} | " + " | ".join(ratios) + " |")
     print(f"\n{len(rows)} rows -> {args.csv} in {time.perf_counter() - started:.0f} s")
 
 

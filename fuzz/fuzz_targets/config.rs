@@ -1,41 +1,62 @@
-//! Run configs (TOML): the engine choice of `samlab run --config` (a top-level key only that engine's config has),
-//! then the deep-net config as `samlab run`/`train --config` parse and check it before reading any data, and the
-//! network its model section describes (on 1x28x28 and 3x32x32 inputs, 10 classes).
-//!
-//! The diagonal- and ReLU-net configs live in the `samlab` binary crate, which a fuzz target cannot link; their
-//! shared parts (`[sam]`, the learning-rate schedule) are the samlab-core types fuzzed here through the deep config.
+//! Run configs (TOML) of every engine, as `samlab run --config` and `samlab sweep` read them:
+//! `samlab_runs::AnyRunConfig::parse` (the engine chosen by a top-level key only its config has), a round trip
+//! through TOML, and the checks a run makes before writing anything (`AnyRunConfig::check`). The analytic engines'
+//! checks generate or read their data, so they run only on small generated data sets (a data directory named in
+//! the input is never read); a deep config is checked without data, and the network its model section describes
+//! is built on 1x28x28 and 3x32x32 inputs.
 #![no_main]
+
+use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use samlab_deep::models::{ModelSpec, Network};
-use samlab_deep::run::{check_config, DeepRunConfig};
+use samlab_runs::diag::DataSource;
+use samlab_runs::relu::ReluData;
+use samlab_runs::AnyRunConfig;
+
+/// Generated data sets up to this many values are built by the checks.
+const SMALL: usize = 1 << 16;
+
+fn small(n: usize, n_test: usize, d: usize) -> bool {
+    n.saturating_add(n_test).saturating_mul(d.max(1)) <= SMALL
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    // `run --config`: not TOML, or none of the engine keys, is an error.
-    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+    let Ok(config) = AnyRunConfig::parse(Path::new("fuzz.toml"), text) else {
         return;
     };
-    if !table.contains_key("model") {
-        return;
-    }
-    let Ok(config) = toml::from_str::<DeepRunConfig>(text) else {
-        return;
+    let checkable = match &config {
+        AnyRunConfig::Diag(c) => {
+            let _ = toml::to_string(c);
+            matches!(&c.data, DataSource::Synthetic(s) if small(s.n, s.n_test, s.d)) && c.init_from.is_none()
+        }
+        AnyRunConfig::Relu(c) => {
+            let _ = toml::to_string(c);
+            match &c.data {
+                ReluData::TwelvePoints => true,
+                ReluData::TeacherStudent(t) => small(t.n, t.n_test, t.d.max(t.teacher_width)),
+                ReluData::Dir(_) => false,
+            }
+        }
+        AnyRunConfig::Deep(c) => {
+            let _ = toml::to_string(c);
+            let m = &c.model;
+            for input in [[1, 28, 28], [3, 32, 32]] {
+                let _ = Network::new(&ModelSpec {
+                    arch: m.arch,
+                    width: m.width.unwrap_or(m.arch.default_width()),
+                    norm: m.norm.unwrap_or(m.arch.default_norm()),
+                    input,
+                    classes: 10,
+                });
+            }
+            true
+        }
     };
-    if check_config(&config).is_err() {
-        return;
-    }
-    let _ = toml::to_string(&config);
-    let m = &config.model;
-    for input in [[1, 28, 28], [3, 32, 32]] {
-        let _ = Network::new(&ModelSpec {
-            arch: m.arch,
-            width: m.width.unwrap_or(m.arch.default_width()),
-            norm: m.norm.unwrap_or(m.arch.default_norm()),
-            input,
-            classes: 10,
-        });
+    if checkable {
+        let _ = config.check();
     }
 });
