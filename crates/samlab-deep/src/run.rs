@@ -176,6 +176,10 @@ pub enum RunError {
     /// The run directory cannot be used (held by another process, a file in the way, occupied).
     #[error(transparent)]
     RunDir(#[from] RunDirError),
+    /// The backend failed while training (burn's GPU backends panic on a lost or failing device). The run stays
+    /// `running` with the checkpoints written so far.
+    #[error("the device failed during training ({0}); the run keeps its last checkpoint: continue it with `samlab train --resume --out RUN` (on this device or another, `--device`)")]
+    Device(String),
     /// A file-system failure while writing the run.
     #[error("cannot write {path}: {source}")]
     Io {
@@ -190,11 +194,25 @@ impl RunError {
     /// Whether the error is the user's input (exit status 2) rather than a failure of the machine.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            RunError::Io { .. } => false,
+            RunError::Io { .. } | RunError::Device(_) => false,
             RunError::RunDir(e) => e.is_bad_input(),
             _ => true,
         }
     }
+}
+
+/// Runs `train`, turning a panic inside it (how burn's GPU backends report a lost or failing device) into
+/// [`RunError::Device`], so a failing device ends the command with an error instead of a crash, and what the run
+/// has written (its checkpoints, its `running` summary) stays for `--resume`.
+fn device_guard<T>(train: impl FnOnce() -> Result<T, RunError>) -> Result<T, RunError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(train)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".into());
+        Err(RunError::Device(message))
+    })
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunError + '_ {
@@ -902,7 +920,7 @@ fn run_locked(
     progress: Progress,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome, RunError> {
-    let outcome = run_loop(config, p, lock.out(), state, progress, observer)?;
+    let outcome = device_guard(|| run_loop(config, p, lock.out(), state, progress, observer))?;
     if outcome.summary.status != Status::Running {
         lock.remove_set_aside()?;
     }
@@ -1248,4 +1266,26 @@ fn run_loop(
         }
     }
     finish(config, p, out, progress, Status::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_backend_is_a_device_error_not_a_crash() {
+        let err = device_guard::<()>(|| panic!("Device lost: {}", 7)).unwrap_err();
+        assert!(
+            matches!(&err, RunError::Device(m) if m == "Device lost: 7"),
+            "{err}"
+        );
+        assert!(!err.is_bad_input());
+        assert!(err.to_string().contains("--resume"), "{err}");
+        let err = device_guard::<()>(|| std::panic::panic_any(3u8)).unwrap_err();
+        assert!(
+            err.to_string().contains("a panic without a message"),
+            "{err}"
+        );
+        assert_eq!(device_guard(|| Ok(5)).unwrap(), 5);
+    }
 }
