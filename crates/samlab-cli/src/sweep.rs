@@ -128,6 +128,7 @@ pub fn sweep(cmd: &SweepCommand) -> Result<()> {
             Ok(())
         }
         SweepCommand::Run { grid, out, exec } => {
+            exec.checked()?;
             plan(grid, out)?;
             submit(out, exec)
         }
@@ -164,22 +165,30 @@ fn plan(grid: &Path, out: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
+impl ExecArgs {
+    /// The sbatch options, after checking every executor option.
+    fn checked(&self) -> Result<SlurmOptions> {
+        let opts = SlurmOptions {
+            partition: self.partition.clone(),
+            time: self.time.clone(),
+            cpus_per_task: self.cpus_per_task,
+            mem: self.mem.clone(),
+            gres: self.gres.clone(),
+            max_parallel: self.max_parallel,
+            extra: self.sbatch_arg.clone(),
+        };
+        opts.check()?;
+        if self.jobs == Some(0) {
+            bail!(UsageError("--jobs must be at least 1".into()));
+        }
+        Ok(opts)
+    }
+}
+
 fn submit(dir: &Path, exec: &ExecArgs) -> Result<()> {
+    let opts = exec.checked()?;
     let manifest = Manifest::load(dir)?;
     let exe = std::env::current_exe().context("cannot find the samlab binary")?;
-    let opts = SlurmOptions {
-        partition: exec.partition.clone(),
-        time: exec.time.clone(),
-        cpus_per_task: exec.cpus_per_task,
-        mem: exec.mem.clone(),
-        gres: exec.gres.clone(),
-        max_parallel: exec.max_parallel,
-        extra: exec.sbatch_arg.clone(),
-    };
-    opts.check()?;
-    if exec.jobs == Some(0) {
-        bail!(UsageError("--jobs must be at least 1".into()));
-    }
     let queue = slurm::queue(dir)?;
     let states = status::states(dir, &manifest, &queue);
     let pending: Vec<usize> = (0..states.len()).filter(|&i| states[i].pending()).collect();

@@ -201,6 +201,30 @@ fn grids_are_checked_for_every_run_before_anything_is_written() {
         "0",
     ]);
     assert!(err.contains("--max-parallel"), "{err}");
+    assert!(
+        !out.exists(),
+        "a refused executor option wrote {}",
+        out.display()
+    );
+    // No sbatch on the PATH: a failing scheduler is exit status 1 with the reason, and nothing counts as submitted.
+    let no_slurm = Command::new(env!("CARGO_BIN_EXE_samlab"))
+        .args([
+            "sweep",
+            "run",
+            p(&g),
+            "--out",
+            p(&out),
+            "--executor",
+            "slurm",
+        ])
+        .env("PATH", root)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&no_slurm.stderr);
+    assert_eq!(no_slurm.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot run sbatch"), "{err}");
+    let status = ok(&["sweep", "status", p(&out)]);
+    assert!(status.ends_with("6 missing\n"), "{status}");
 }
 
 #[test]
