@@ -420,3 +420,59 @@ fn slurm_job_arrays_equal_the_local_executor_and_resubmit_only_what_failed() {
     assert_eq!(jobs[1]["indices"], serde_json::json!([3]));
     assert_eq!(settle(&dir), "4 done");
 }
+
+/// A deep task killed after its first checkpoint is `failed`; running the sweep again resumes it from the
+/// checkpoint, and it ends where an uninterrupted run ends.
+#[test]
+fn a_killed_deep_task_resumes_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let g = grid(
+        root,
+        "long.toml",
+        &deep_base(root),
+        "[axes]\n\"train.epochs\" = [800]\n\"model.width\" = [64]\n",
+    );
+    let dir = root.join("killed");
+    ok(&["sweep", "plan", p(&g), "--out", p(&dir)]);
+    let run = run_dirs(&dir)[0].clone();
+    let mut task = Command::new(env!("CARGO_BIN_EXE_samlab"))
+        .args(["sweep", "task", p(&dir), "--index", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !run.join("checkpoint").join("last.ckpt").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    task.kill().unwrap();
+    task.wait().unwrap();
+    assert_eq!(
+        summary(&run)["status"],
+        "running",
+        "the task finished before it was killed"
+    );
+    let status = ok(&["sweep", "status", p(&dir)]);
+    assert!(status.ends_with("1 failed\n"), "{status}");
+    ok(&["sweep", "submit", p(&dir)]);
+    let resumed = summary(&run);
+    assert_eq!(
+        (resumed["status"].as_str(), resumed["resumes"].as_u64()),
+        (Some("ok"), Some(1))
+    );
+    let whole = root.join("whole");
+    ok(&["sweep", "run", p(&g), "--out", p(&whole)]);
+    let (a, b) = (results(&run), results(&run_dirs(&whole)[0]));
+    for file in [
+        "checkpoint/last.ckpt",
+        "checkpoint/best.ckpt",
+        "metrics.csv",
+    ] {
+        assert_eq!(a[Path::new(file)], b[Path::new(file)], "{file}");
+    }
+}
