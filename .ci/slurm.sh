@@ -2,7 +2,8 @@
 # A one-node SLURM on this machine for crates/samlab-cli/tests/sweep.rs (Debian's slurm-wlm and munge).
 #
 #   .ci/slurm.sh start DIR   installs the packages when missing, writes DIR/slurm.conf and starts munged (unless
-#                            one runs), slurmctld and slurmd; prints the SLURM_CONF to export
+#                            one runs), slurmctld and slurmd; prints the SLURM_CONF to export. DIR must end in
+#                            samlab-slurm: daemons of an earlier DIR of that name whose run was killed are stopped
 #   .ci/slurm.sh stop DIR    stops what `start DIR` started
 #
 # No accounting (sacct is not needed: `samlab sweep status` reads squeue and the run directories),
@@ -10,6 +11,10 @@
 set -euo pipefail
 cmd=$1
 dir=$2
+case $dir in
+*/samlab-slurm) ;;
+*) echo "$0: DIR must end in samlab-slurm, got $dir" >&2; exit 2 ;;
+esac
 sudo=$([ "$(id -u)" -eq 0 ] || echo sudo)
 
 stop_pid() {
@@ -35,6 +40,9 @@ start)
         $sudo apt-get install -y --no-install-recommends "${missing[@]}" >&2 \
             || { $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends "${missing[@]}" >&2; }
     fi
+    # Daemons left by an earlier run of this script that was killed before its stop (they hold SLURM's ports).
+    $sudo pkill -f '^(/usr/sbin/)?slurm(ctld|d) -f .*/samlab-slurm/slurm.conf$' || true
+    sleep 0.5
     mkdir -p "$dir/state" "$dir/spool"
     host=$(hostname -s)
     mem=$(awk '/MemTotal/ {print int($2 / 1024 / 2)}' /proc/meminfo)
