@@ -92,6 +92,7 @@ impl TrainArgs {
             }),
         };
         Ok(DiagRunConfig {
+            engine: Default::default(),
             data,
             alpha: self.alpha,
             init_from: self.init_from.clone(),

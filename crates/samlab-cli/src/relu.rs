@@ -210,6 +210,7 @@ impl TrainArgs {
             InitArg::Uniform => ReluInit::Uniform,
         };
         Ok(ReluRunConfig {
+            engine: Default::default(),
             data,
             width: self.width,
             bias: !self.no_bias,

@@ -237,6 +237,7 @@ pub struct TrainArgs {
 /// The configuration every flag and file value is laid over.
 pub fn defaults() -> DeepRunConfig {
     DeepRunConfig {
+        engine: Default::default(),
         model: ModelConfig {
             arch: Arch::Cnn,
             width: None,

@@ -117,6 +117,20 @@ fn config_files_and_output_paths() {
         &["run", "--config", p(&typo), "--out", p(&out)],
         &["diag run config", "bogus_key"],
     );
+    // The `engine` key opens every config.toml; a wrong one is named, a contradicting one fails as that engine.
+    assert!(text.starts_with("engine = \"diag\"\n"), "{text}");
+    let wrong = root.join("wrong.toml");
+    for (engine, expect) in [
+        ("tpu", "`engine` must be"),
+        ("deep", "as a deep run config"),
+    ] {
+        fs::write(&wrong, text.replace("\"diag\"", &format!("{engine:?}"))).unwrap();
+        refused(
+            root,
+            &["run", "--config", p(&wrong), "--out", p(&out)],
+            &[expect],
+        );
+    }
     let none = root.join("none.toml");
     fs::write(&none, "seed = 3\n").unwrap();
     refused(

@@ -18,7 +18,39 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// The `engine = "..."` key that opens every config.toml, as a field of each engine's run config: one type per
+/// engine, so a config of one engine read as another's is refused with serde's own message (`unknown variant
+/// `deep`, expected `diag``), and a config written before the key existed reads as its engine (the default).
+macro_rules! engine_tag {
+    ($(#[$doc:meta])* $name:ident, $engine:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub enum $name {
+            /// The only value.
+            #[default]
+            #[serde(rename = $engine)]
+            Tag,
+        }
+    };
+}
+
+engine_tag!(
+    /// `engine = "diag"`: a diagonal-linear-network run.
+    DiagEngine,
+    "diag"
+);
+engine_tag!(
+    /// `engine = "relu"`: a one-hidden-layer ReLU network run.
+    ReluEngine,
+    "relu"
+);
+engine_tag!(
+    /// `engine = "deep"`: a deep-net run.
+    DeepEngine,
+    "deep"
+);
 
 /// Why a run directory cannot be created.
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use samlab_core::run_dir::{self, RunDirError, RunLock};
+use samlab_core::run_dir::{self, DeepEngine, RunDirError, RunLock};
 use samlab_core::sam::{AscentSource, SamConfig};
 use samlab_core::schedule::LrSchedule;
 use samlab_core::{ConfigError, DataError};
@@ -149,6 +149,9 @@ fn default_device() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeepRunConfig {
+    /// `engine = "deep"` (absent in configs written before it existed).
+    #[serde(default)]
+    pub engine: DeepEngine,
     /// The network.
     pub model: ModelConfig,
     /// The data.

@@ -53,6 +53,7 @@ fn write_idx(dir: &Path, n_train: usize, n_test: usize) {
 
 fn config(data_dir: &Path) -> DeepRunConfig {
     DeepRunConfig {
+        engine: Default::default(),
         model: ModelConfig {
             arch: Arch::Cnn,
             width: Some(2),

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset, SparseRegression};
 use samlab_core::diag_net::{self, DiagParams, DiagRun, DiagTrainConfig, RunStatus, StepView};
+use samlab_core::run_dir::DiagEngine;
 use samlab_core::run_dir::{write_csv, write_json, write_toml, RunDirWriter};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,9 @@ impl DataSource {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiagRunConfig {
+    /// `engine = "diag"` (absent in configs written before it existed).
+    #[serde(default)]
+    pub engine: DiagEngine,
     /// The training data.
     pub data: DataSource,
     /// Initial scale: u0 = alpha * 1, v0 = 0 (ignored with `init_from`).

@@ -29,12 +29,13 @@ pub enum AnyRunConfig {
     Deep(Box<DeepRunConfig>),
 }
 
-/// The engines a config.toml can be for, told apart by a top-level key only that engine's config has.
+/// The engines a config.toml can be for, each with a top-level key only its config has (for configs written before
+/// the `engine` key).
 const ENGINE_KEYS: [(&str, &str); 3] = [("model", "deep"), ("width", "relu"), ("alpha", "diag")];
 
 impl AnyRunConfig {
-    /// Parses a config.toml of any engine, naming the engine and the offending key when it does not fit; `path`
-    /// names the file in the message.
+    /// Parses a config.toml of any engine (the one its `engine` key names), naming the engine and the offending key
+    /// when it does not fit; `path` names the file in the message.
     pub fn parse(path: &Path, text: &str) -> Result<AnyRunConfig, ConfigFileError> {
         let what = |reason: String| ConfigFileError {
             path: path.display().to_string(),
@@ -42,13 +43,22 @@ impl AnyRunConfig {
         };
         let table: toml::Table =
             toml::from_str(text).map_err(|e| what(format!("not TOML: {e}")))?;
-        let engine = ENGINE_KEYS
-            .iter()
-            .find(|(key, _)| table.contains_key(*key))
-            .map(|&(_, engine)| engine)
-            .ok_or_else(|| {
-                what("it has none of the top-level keys `model` (deep net), `width` (ReLU net), `alpha` (diagonal net)".into())
-            })?;
+        let engine = match table.get("engine") {
+            Some(toml::Value::String(e)) if ENGINE_KEYS.iter().any(|&(_, name)| name == e) => e.as_str(),
+            Some(other) => {
+                return Err(what(format!(
+                    "`engine` must be \"diag\", \"relu\" or \"deep\", got {other}"
+                )))
+            }
+            // Configs written before the `engine` key: the engine is told by a key only its config has.
+            None => ENGINE_KEYS
+                .iter()
+                .find(|(key, _)| table.contains_key(*key))
+                .map(|&(_, engine)| engine)
+                .ok_or_else(|| {
+                    what("it has no `engine` key and none of the top-level keys `model` (deep net), `width` (ReLU net), `alpha` (diagonal net)".into())
+                })?,
+        };
         let bad = |e: toml::de::Error| what(format!("as a {engine} run config: {e}"));
         Ok(match engine {
             "deep" => AnyRunConfig::Deep(Box::new(toml::from_str(text).map_err(bad)?)),

@@ -11,6 +11,7 @@ use samlab_core::data::{read_array, write_array, Dataset, DATA_FILES};
 use samlab_core::diag_net::{LogSchedule, RunStatus};
 use samlab_core::relu_net::metrics::{arange, feature_stats, kinks, plot_grid_1d, KinkTolerances};
 use samlab_core::relu_net::{self, ReluInit, ReluNet, ReluRun, ReluTrainConfig, TeacherStudent};
+use samlab_core::run_dir::ReluEngine;
 use samlab_core::run_dir::{write_csv, write_json, write_toml, RunDirWriter};
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +83,9 @@ impl Default for MetricSettings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReluRunConfig {
+    /// `engine = "relu"` (absent in configs written before it existed).
+    #[serde(default)]
+    pub engine: ReluEngine,
     /// The training data.
     pub data: ReluData,
     /// Hidden neurons.

@@ -79,6 +79,7 @@ impl Experiment for FineTune {
             ],
         )?;
         let from = |o: &DiagOutcome, sam: SamConfig| DiagRunConfig {
+            engine: Default::default(),
             init_from: Some(o.dir.clone()),
             ..diag_config(DATA, ALPHA, LR, ITERS, sam)
         };

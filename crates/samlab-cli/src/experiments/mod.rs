@@ -200,6 +200,7 @@ pub fn diag_config(
     sam: SamConfig,
 ) -> DiagRunConfig {
     DiagRunConfig {
+        engine: Default::default(),
         data: DataSource::Synthetic(data),
         alpha,
         init_from: None,

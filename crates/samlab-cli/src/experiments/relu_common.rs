@@ -25,6 +25,7 @@ pub fn twelve_point_run(
     stop: Option<StopRule>,
 ) -> ReluRunConfig {
     ReluRunConfig {
+        engine: Default::default(),
         data: ReluData::TwelvePoints,
         width: 100,
         bias: true,

@@ -441,6 +441,7 @@ const TS_WARMUP: usize = 283;
 fn student(seed: u32, mut lr: LrSchedule) -> ReluRunConfig {
     lr.warmup = Warmup::Linear { steps: TS_WARMUP };
     ReluRunConfig {
+        engine: Default::default(),
         data: ReluData::TeacherStudent(TeacherStudent::PAPER),
         width: 20,
         bias: false,
