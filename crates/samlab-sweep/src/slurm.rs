@@ -182,7 +182,8 @@ fn sbatch(args: &[String]) -> Result<String, SweepError> {
     Ok(id)
 }
 
-/// Submits `indices` of the sweep in `dir` as a job array and its report job, and records them.
+/// Submits `indices` of the sweep in `dir` as a job array and its report job, and records them. The scripts name
+/// `dir` by its absolute path, so tasks find it whatever directory SLURM starts them in.
 pub fn submit(
     dir: &Path,
     exe: &Path,
@@ -190,6 +191,7 @@ pub fn submit(
     opts: &SlurmOptions,
 ) -> Result<Submission, SweepError> {
     opts.check()?;
+    let dir = &dir.canonicalize().map_err(io_error("find", dir))?;
     let mut all = submissions(dir)?;
     let slurm_dir = dir.join("slurm");
     for d in [&slurm_dir, &dir.join("logs")] {
