@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::batches::Batches;
 use crate::data::{row_major, Dataset};
 use crate::numpy_rng::NumpyRandomState;
+use crate::run_dir::{count, MetricsRow};
 use crate::sam::{CheckedSam, Normalization, Perturbation, SamConfig};
 use crate::schedule::LrSchedule;
 use crate::ConfigError;
@@ -104,6 +105,22 @@ pub struct CurvePoint {
     pub train_loss: f64,
     /// Test loss.
     pub test_loss: f64,
+}
+
+impl MetricsRow for CurvePoint {
+    const COLUMNS: &'static [&'static str] = &["iteration", "train_loss", "test_loss"];
+
+    fn values(&self) -> Vec<f64> {
+        vec![self.iteration as f64, self.train_loss, self.test_loss]
+    }
+
+    fn from_values(v: &[f64]) -> Result<Self, &'static str> {
+        Ok(CurvePoint {
+            iteration: count(v[0], "iteration")?,
+            train_loss: v[1],
+            test_loss: v[2],
+        })
+    }
 }
 
 /// Whether a run finished with finite parameters.

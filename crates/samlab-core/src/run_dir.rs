@@ -15,7 +15,7 @@
 //! whether `<out>` is occupied is decided under that lock.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -325,18 +325,142 @@ pub fn write_csv(
     header: &[&str],
     rows: impl Iterator<Item = Vec<f64>>,
 ) -> io::Result<()> {
-    let mut out = io::BufWriter::new(fs::File::create(path)?);
-    writeln!(out, "{}", header.join(","))?;
+    fs::write(path, csv_text(header, rows))
+}
+
+/// The text [`write_csv`] writes.
+fn csv_text(header: &[&str], rows: impl Iterator<Item = Vec<f64>>) -> String {
+    let mut text = header.join(",") + "\n";
     for row in rows {
         let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
-        writeln!(out, "{}", cells.join(","))?;
+        text += &(cells.join(",") + "\n");
     }
-    out.flush()
+    text
+}
+
+/// A row of a run's metrics.csv: named numeric columns, NaN where a value does not apply. Every engine's rows
+/// are written by [`write_rows`] (or [`rows_text`]) and read back, checked, by [`read_rows`].
+pub trait MetricsRow: Sized {
+    /// The column names, in order.
+    const COLUMNS: &'static [&'static str];
+    /// The values, in column order.
+    fn values(&self) -> Vec<f64>;
+    /// The row from exactly `COLUMNS.len()` values, or the name of the first column whose value does not fit its
+    /// field (a count that is negative, fractional or not finite).
+    fn from_values(values: &[f64]) -> Result<Self, &'static str>;
+}
+
+/// `rows` as metrics.csv text: the header, then one line per row (shortest round-trip decimals, `NaN`).
+pub fn rows_text<R: MetricsRow>(rows: &[R]) -> String {
+    csv_text(R::COLUMNS, rows.iter().map(R::values))
+}
+
+/// Writes `rows` to `path` (see [`rows_text`]).
+pub fn write_rows<R: MetricsRow>(path: &Path, rows: &[R]) -> io::Result<()> {
+    fs::write(path, rows_text(rows))
+}
+
+/// Reads a metrics.csv of `R` rows, checking its header and that every row has one number per column that fits.
+pub fn read_rows<R: MetricsRow>(path: &Path) -> Result<Vec<R>, crate::DataError> {
+    let bad = |reason: String| crate::DataError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
+    let header = reader.headers().map_err(|e| bad(e.to_string()))?;
+    if !header.iter().eq(R::COLUMNS.iter().copied()) {
+        return Err(bad(format!(
+            "the columns are {:?}, expected {:?}",
+            header.iter().collect::<Vec<_>>(),
+            R::COLUMNS
+        )));
+    }
+    let mut rows = Vec::new();
+    for (line, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| bad(e.to_string()))?;
+        let values = record
+            .iter()
+            .zip(R::COLUMNS)
+            .map(|(cell, column)| {
+                cell.parse::<f64>().map_err(|_| {
+                    bad(format!(
+                        "row {}: {column} = {cell:?} is not a number",
+                        line + 1
+                    ))
+                })
+            })
+            .collect::<Result<Vec<f64>, _>>()?;
+        let row = R::from_values(&values)
+            .map_err(|column| bad(format!("row {}: {column} does not fit its field", line + 1)))?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// `x` as a count (`from_values` of a count column), or `column` when it is not one.
+pub fn count(x: f64, column: &'static str) -> Result<usize, &'static str> {
+    if x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9_007_199_254_740_992.0 {
+        Ok(x as usize)
+    } else {
+        Err(column)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diag_net::CurvePoint;
+
+    #[test]
+    fn metrics_rows_read_back_and_damaged_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.csv");
+        let rows = [
+            CurvePoint {
+                iteration: 0,
+                train_loss: 0.1 + 0.2,
+                test_loss: f64::NAN,
+            },
+            CurvePoint {
+                iteration: 7,
+                train_loss: 1.5e-7,
+                test_loss: f64::INFINITY,
+            },
+        ];
+        write_rows(&path, &rows).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "iteration,train_loss,test_loss\n0,0.30000000000000004,NaN\n7,0.00000015,inf\n"
+        );
+        let back: Vec<CurvePoint> = read_rows(&path).unwrap();
+        let bits = |r: &[CurvePoint]| -> Vec<Vec<u64>> {
+            r.iter()
+                .map(|p| p.values().iter().map(|v| v.to_bits()).collect())
+                .collect()
+        };
+        assert_eq!(bits(&back), bits(&rows));
+        for (damaged, expect) in [
+            ("iteration,loss,test_loss\n", "the columns are"),
+            (
+                "iteration,train_loss,test_loss\n1.5,0,0\n",
+                "row 1: iteration does not fit",
+            ),
+            (
+                "iteration,train_loss,test_loss\n-1,0,0\n",
+                "row 1: iteration does not fit",
+            ),
+            (
+                "iteration,train_loss,test_loss\n1,x,0\n",
+                "row 1: train_loss = \"x\" is not a number",
+            ),
+            ("iteration,train_loss,test_loss\n1,0\n", "metrics.csv"),
+        ] {
+            fs::write(&path, damaged).unwrap();
+            let err = read_rows::<CurvePoint>(&path).unwrap_err().to_string();
+            assert!(err.contains(expect), "{damaged:?}: {err}");
+        }
+    }
 
     #[test]
     fn commit_publishes_and_drop_discards() {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <out>/config.toml           the fully resolved DeepRunConfig (`samlab train --config` re-runs it)
-//! <out>/metrics.csv           one row per epoch (columns: METRICS_HEADER)
+//! <out>/metrics.csv           one row per epoch (an [`EpochRow`]; `run_dir::read_rows` reads it back)
 //! <out>/summary.json          status (running | ok | diverged), steps, final and best-by-validation numbers
 //! <out>/label_noise.csv       the examples whose labels were changed: split, index, source_index, clean, noisy
 //! <out>/checkpoint/last.ckpt  end of the last finished epoch: weights, momentum, BatchNorm statistics, progress
@@ -27,7 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use samlab_core::run_dir::{self, DeepEngine, RunDirError, RunLock};
+use samlab_core::run_dir::{self, count, DeepEngine, MetricsRow, RunDirError, RunLock};
 use samlab_core::sam::{AscentSource, SamConfig};
 use samlab_core::schedule::LrSchedule;
 use samlab_core::{ConfigError, DataError};
@@ -313,31 +313,30 @@ pub struct EpochRow {
     pub hessian_trace: f64,
 }
 
-/// The columns of metrics.csv.
-pub const METRICS_HEADER: [&str; 18] = [
-    "epoch",
-    "step",
-    "train_loss",
-    "train_error",
-    "train_error_noisy",
-    "val_loss",
-    "val_error",
-    "test_loss",
-    "test_error",
-    "lr",
-    "rho",
-    "seconds",
-    "images_per_s",
-    "train_eval_loss",
-    "train_eval_error",
-    "noisy_eval_error",
-    "hessian_top",
-    "hessian_trace",
-];
+impl MetricsRow for EpochRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "epoch",
+        "step",
+        "train_loss",
+        "train_error",
+        "train_error_noisy",
+        "val_loss",
+        "val_error",
+        "test_loss",
+        "test_error",
+        "lr",
+        "rho",
+        "seconds",
+        "images_per_s",
+        "train_eval_loss",
+        "train_eval_error",
+        "noisy_eval_error",
+        "hessian_top",
+        "hessian_trace",
+    ];
 
-impl EpochRow {
-    fn values(&self) -> [f64; 18] {
-        [
+    fn values(&self) -> Vec<f64> {
+        vec![
             self.epoch as f64,
             self.step as f64,
             self.train_loss,
@@ -359,6 +358,31 @@ impl EpochRow {
         ]
     }
 
+    fn from_values(v: &[f64]) -> Result<Self, &'static str> {
+        Ok(EpochRow {
+            epoch: count(v[0], "epoch")?,
+            step: count(v[1], "step")?,
+            train_loss: v[2],
+            train_error: v[3],
+            train_error_noisy: v[4],
+            val_loss: v[5],
+            val_error: v[6],
+            test_loss: v[7],
+            test_error: v[8],
+            lr: v[9],
+            rho: v[10],
+            seconds: v[11],
+            images_per_s: v[12],
+            train_eval_loss: v[13],
+            train_eval_error: v[14],
+            noisy_eval_error: v[15],
+            hessian_top: v[16],
+            hessian_trace: v[17],
+        })
+    }
+}
+
+impl EpochRow {
     /// The readable per-epoch log line.
     pub fn line(&self, epochs: usize) -> String {
         let pct = |x: f64| {
@@ -1043,12 +1067,10 @@ fn write_noise_records(out: &Path, records: &[[usize; 5]]) -> Result<(), RunErro
 }
 
 fn write_metrics(out: &Path, rows: &[EpochRow]) -> Result<(), RunError> {
-    let mut text = METRICS_HEADER.join(",") + "\n";
-    for r in rows {
-        let cells: Vec<String> = r.values().iter().map(|v| v.to_string()).collect();
-        text.push_str(&(cells.join(",") + "\n"));
-    }
-    write_atomic(&out.join("metrics.csv"), text.as_bytes())
+    write_atomic(
+        &out.join("metrics.csv"),
+        run_dir::rows_text(rows).as_bytes(),
+    )
 }
 
 fn summarize(config: &DeepRunConfig, p: &Plan, progress: &Progress, status: Status) -> Summary {

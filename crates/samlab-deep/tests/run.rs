@@ -183,6 +183,15 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
     let metrics = fs::read_to_string(dir.join("metrics.csv")).unwrap();
     assert!(metrics.starts_with("epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,seconds,images_per_s,train_eval_loss,train_eval_error,noisy_eval_error,hessian_top,hessian_trace\n"));
     assert_eq!(metrics.lines().count(), 4);
+    // metrics.csv reads back as the rows the run kept (NaN where a value is not logged), bit for bit.
+    let read: Vec<EpochRow> = samlab_core::run_dir::read_rows(&dir.join("metrics.csv")).unwrap();
+    let bits = |rows: &[EpochRow]| -> Vec<Vec<u64>> {
+        use samlab_core::run_dir::MetricsRow;
+        rows.iter()
+            .map(|r| r.values().iter().map(|v| v.to_bits()).collect())
+            .collect()
+    };
+    assert_eq!(bits(&read), bits(&full.rows));
     let noise = fs::read_to_string(dir.join("label_noise.csv")).unwrap();
     assert_eq!(
         noise.lines().filter(|l| l.starts_with("train,")).count(),

@@ -9,7 +9,7 @@ use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset, SparseRegression};
 use samlab_core::diag_net::{self, DiagParams, DiagRun, DiagTrainConfig, RunStatus, StepView};
 use samlab_core::run_dir::DiagEngine;
-use samlab_core::run_dir::{write_csv, write_json, write_toml, RunDirWriter};
+use samlab_core::run_dir::{write_json, write_rows, write_toml, RunDirWriter};
 use serde::{Deserialize, Serialize};
 
 /// Where the data of a run comes from.
@@ -144,13 +144,7 @@ pub fn execute(
     let dir = writer.path();
     write_toml(&dir.join("config.toml"), config)?;
     write_json(&dir.join("summary.json"), &summary)?;
-    write_csv(
-        &dir.join("metrics.csv"),
-        &["iteration", "train_loss", "test_loss"],
-        run.curve
-            .iter()
-            .map(|p| vec![p.iteration as f64, p.train_loss, p.test_loss]),
-    )?;
+    write_rows(&dir.join("metrics.csv"), &run.curve)?;
     let params = [
         ("u.npy", run.params.u.clone()),
         ("v.npy", run.params.v.clone()),

@@ -12,7 +12,9 @@ use samlab_core::diag_net::{LogSchedule, RunStatus};
 use samlab_core::relu_net::metrics::{arange, feature_stats, kinks, plot_grid_1d, KinkTolerances};
 use samlab_core::relu_net::{self, ReluInit, ReluNet, ReluRun, ReluTrainConfig, TeacherStudent};
 use samlab_core::run_dir::ReluEngine;
-use samlab_core::run_dir::{write_csv, write_json, write_toml, RunDirWriter};
+use samlab_core::run_dir::{
+    count, write_csv, write_json, write_rows, write_toml, MetricsRow, RunDirWriter,
+};
 use serde::{Deserialize, Serialize};
 
 /// Where the data of a ReLU run comes from.
@@ -116,6 +118,60 @@ pub struct NetMetrics {
     pub feature_sparsity: f64,
     /// Fraction of non-zero activations.
     pub activation_fraction: f64,
+}
+
+/// One row of a ReLU run's metrics.csv: the losses and the network measurements after `iteration` updates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReluMetricsRow {
+    /// Updates done.
+    pub iteration: usize,
+    /// Training loss.
+    pub train_loss: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Kinks inside the training inputs' range (1D inputs only; NaN in the file otherwise).
+    pub kinks: Option<usize>,
+    /// Distinct active neurons on the training inputs.
+    pub active_neurons: usize,
+    /// The feature-sparsity coefficient.
+    pub feature_sparsity: f64,
+}
+
+impl MetricsRow for ReluMetricsRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "iteration",
+        "train_loss",
+        "test_loss",
+        "kinks",
+        "active_neurons",
+        "feature_sparsity",
+    ];
+
+    fn values(&self) -> Vec<f64> {
+        vec![
+            self.iteration as f64,
+            self.train_loss,
+            self.test_loss,
+            self.kinks.map_or(f64::NAN, |k| k as f64),
+            self.active_neurons as f64,
+            self.feature_sparsity,
+        ]
+    }
+
+    fn from_values(v: &[f64]) -> Result<Self, &'static str> {
+        Ok(ReluMetricsRow {
+            iteration: count(v[0], "iteration")?,
+            train_loss: v[1],
+            test_loss: v[2],
+            kinks: if v[3].is_nan() {
+                None
+            } else {
+                Some(count(v[3], "kinks")?)
+            },
+            active_neurons: count(v[4], "active_neurons")?,
+            feature_sparsity: v[5],
+        })
+    }
 }
 
 /// summary.json of a ReLU run.
@@ -266,27 +322,20 @@ pub fn execute(
     let dir = writer.path();
     write_toml(&dir.join("config.toml"), config)?;
     write_json(&dir.join("summary.json"), &summary)?;
-    write_csv(
-        &dir.join("metrics.csv"),
-        &[
-            "iteration",
-            "train_loss",
-            "test_loss",
-            "kinks",
-            "active_neurons",
-            "feature_sparsity",
-        ],
-        run.curve.iter().zip(&curve_metrics).map(|(p, m)| {
-            vec![
-                p.iteration as f64,
-                p.train_loss,
-                p.test_loss,
-                m.kinks.map_or(f64::NAN, |k| k as f64),
-                m.active_neurons as f64,
-                m.feature_sparsity,
-            ]
-        }),
-    )?;
+    let rows: Vec<ReluMetricsRow> = run
+        .curve
+        .iter()
+        .zip(&curve_metrics)
+        .map(|(p, m)| ReluMetricsRow {
+            iteration: p.iteration,
+            train_loss: p.train_loss,
+            test_loss: p.test_loss,
+            kinks: m.kinks,
+            active_neurons: m.active_neurons,
+            feature_sparsity: m.feature_sparsity,
+        })
+        .collect();
+    write_rows(&dir.join("metrics.csv"), &rows)?;
     write_array(&dir.join("W.npy"), &run.net.hidden_weights())?;
     write_array(&dir.join("b.npy"), &Array1::from(run.net.biases().to_vec()))?;
     write_array(
