@@ -12,7 +12,7 @@ use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
 use samlab_deep::models::Arch;
 use samlab_deep::nn::NormKind;
 use samlab_deep::run::{
-    self, DataConfig, DeepRunConfig, EpochRow, ModelConfig, Observer, RunError, RunOutcome, Status,
+    self, DataConfig, DeepRunConfig, EpochRow, ModelConfig, Observer, RunOutcome, Status,
     TrainConfig,
 };
 use samlab_deep::trainer::{BnPolicy, OptimConfig, Precision, WeightDecay};
@@ -521,8 +521,7 @@ pub fn import_torch(args: &ImportArgs) -> Result<()> {
         ));
     }
     let config = args.run.to_config()?;
-    let out = run::import_state_dict(&config, &args.file, &args.run.out, args.run.force)
-        .map_err(bad_input)?;
+    let out = run::import_state_dict(&config, &args.file, &args.run.out, args.run.force)?;
     say!(
         "imported {} as a {} run -> {}",
         args.file.display(),
@@ -530,14 +529,6 @@ pub fn import_torch(args: &ImportArgs) -> Result<()> {
         out.display()
     );
     Ok(())
-}
-
-fn bad_input(e: RunError) -> anyhow::Error {
-    if e.is_bad_input() {
-        anyhow!(UsageError(e.to_string()))
-    } else {
-        anyhow::Error::new(e)
-    }
 }
 
 fn report(outcome: &RunOutcome) {
@@ -572,7 +563,7 @@ pub fn execute(config: &DeepRunConfig, out: &Path, force: bool) -> Result<()> {
         bar: crate::progress::bar(0, "images"),
         batch: config.train.batch_size,
     };
-    let outcome = run::train(config, out, force, &mut bar).map_err(bad_input)?;
+    let outcome = run::train(config, out, force, &mut bar)?;
     bar.bar.finish_and_clear();
     report(&outcome);
     Ok(())
@@ -589,7 +580,7 @@ pub fn resume(out: &Path, device: Option<&str>) -> Result<()> {
             bar.batch = c.train.batch_size;
         }
     }
-    let outcome = run::resume_on(out, device, &mut bar).map_err(bad_input)?;
+    let outcome = run::resume_on(out, device, &mut bar)?;
     bar.bar.finish_and_clear();
     report(&outcome);
     Ok(())

@@ -99,6 +99,11 @@ fn run_name(out: &Path) -> String {
         .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned())
 }
 
+/// `.<name>.lock` beside `out`: the file [`RunLock`] locks.
+fn lock_path(out: &Path) -> PathBuf {
+    out.with_file_name(format!(".{}.lock", run_name(out)))
+}
+
 fn sibling(out: &Path, tag: &str) -> PathBuf {
     out.with_file_name(format!(".{}.{tag}-{}", run_name(out), std::process::id()))
 }
@@ -150,7 +155,7 @@ impl RunLock {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&parent).map_err(io_error(&parent))?;
-        let lock_path = out.with_file_name(format!(".{}.lock", run_name(out)));
+        let lock_path = lock_path(out);
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -185,7 +190,7 @@ impl RunLock {
     /// Whether another process holds the lock of `out` now (a run is being written there). Reads only: it tidies
     /// nothing and creates no lock file.
     pub fn is_held(out: &Path) -> bool {
-        let lock_path = out.with_file_name(format!(".{}.lock", run_name(out)));
+        let lock_path = lock_path(out);
         match fs::OpenOptions::new().write(true).open(&lock_path) {
             Ok(file) => matches!(
                 fs4::FileExt::try_lock(&file),

@@ -224,15 +224,11 @@ pub fn submit(
     Ok(s)
 }
 
-/// SLURM's state of every queued or running task of the sweep's array jobs, by task index (empty when no job was
-/// submitted; an error when squeue fails).
-pub fn queue(dir: &Path) -> Result<BTreeMap<usize, String>, SweepError> {
-    let jobs: Vec<String> = submissions(dir)?.into_iter().map(|s| s.array_job).collect();
-    if jobs.is_empty() {
-        return Ok(BTreeMap::new());
-    }
+/// What `squeue -h ARGS` prints, or an error with its stderr.
+fn squeue(args: &[&str]) -> Result<String, SweepError> {
     let out = Command::new("squeue")
-        .args(["-h", "-r", "-o", "%i|%T"])
+        .arg("-h")
+        .args(args)
         .output()
         .map_err(|e| SweepError::Slurm(format!("cannot run squeue: {e}")))?;
     if !out.status.success() {
@@ -242,8 +238,18 @@ pub fn queue(dir: &Path) -> Result<BTreeMap<usize, String>, SweepError> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// SLURM's state of every queued or running task of the sweep's array jobs, by task index (empty when no job was
+/// submitted; an error when squeue fails).
+pub fn queue(dir: &Path) -> Result<BTreeMap<usize, String>, SweepError> {
+    let jobs: Vec<String> = submissions(dir)?.into_iter().map(|s| s.array_job).collect();
+    if jobs.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     let mut q = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in squeue(&["-r", "-o", "%i|%T"])?.lines() {
         let Some((id, state)) = line.split_once('|') else {
             continue;
         };
@@ -261,12 +267,9 @@ pub fn queue(dir: &Path) -> Result<BTreeMap<usize, String>, SweepError> {
 pub fn wait(jobs: &[String], timeout: Duration) -> Result<(), SweepError> {
     let start = Instant::now();
     loop {
-        let out = Command::new("squeue")
-            .args(["-h", "-o", "%F"])
-            .output()
-            .map_err(|e| SweepError::Slurm(format!("cannot run squeue: {e}")))?;
-        let listed = String::from_utf8_lossy(&out.stdout);
-        if out.status.success() && !listed.lines().any(|l| jobs.iter().any(|j| j == l.trim())) {
+        // A failing squeue (a controller restarting) is asked again until the timeout.
+        let listed = squeue(&["-o", "%F"]);
+        if listed.is_ok_and(|l| !l.lines().any(|l| jobs.iter().any(|j| j == l.trim()))) {
             return Ok(());
         }
         if start.elapsed() > timeout {
