@@ -225,6 +225,21 @@ fn grids_are_checked_for_every_run_before_anything_is_written() {
     assert!(err.contains("cannot run sbatch"), "{err}");
     let status = ok(&["sweep", "status", p(&out)]);
     assert!(status.ends_with("6 missing\n"), "{status}");
+    // Garbage for the other inputs of a planned sweep: exit 2, the problem named, nothing run.
+    let err = bad(&["sweep", "submit", p(&out), "--jobs", "0"]);
+    assert!(err.contains("--jobs must be at least 1"), "{err}");
+    let err = bad(&["sweep", "task", p(&out), "--index", "6"]);
+    assert!(
+        err.contains("--index 6 is outside the sweep's 6 runs"),
+        "{err}"
+    );
+    let err = bad(&["sweep", "status", p(root)]);
+    assert!(err.contains("is not a sweep directory"), "{err}");
+    fs::create_dir_all(out.join("slurm")).unwrap();
+    fs::write(out.join("slurm").join("jobs.json"), "[{\"array_job\": 3").unwrap();
+    let err = bad(&["sweep", "submit", p(&out)]);
+    assert!(err.contains("jobs.json is damaged"), "{err}");
+    assert!(!out.join("runs").exists(), "a refused input ran something");
 }
 
 #[test]
