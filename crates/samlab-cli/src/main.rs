@@ -12,7 +12,6 @@ macro_rules! say {
 mod analysis;
 mod bench;
 mod diag;
-mod experiments;
 mod progress;
 mod relu;
 mod reproduce;
@@ -81,29 +80,12 @@ enum Command {
         force: bool,
     },
     /// Run every paper experiment and write the figures, report.html, REPORT.md and claims.json.
-    Reproduce {
-        /// Shorter runs (the 10^6-iteration runs become 3 * 10^5).
-        #[arg(long)]
-        quick: bool,
-        /// Output directory.
-        #[arg(long, default_value = "results")]
-        out: PathBuf,
-        /// Size of the deep-net experiments: laptop (an MLP on the shipped Fashion-MNIST subset, minutes on a
-        /// CPU) or paper (ResNet-18 on CIFAR-10 as in SPEC §4; needs --data-dir, hours per run on a GPU).
-        #[arg(long, value_enum, default_value = "laptop")]
-        scale: experiments::deep_common::ScaleKind,
-        /// CIFAR-10 binary files for --scale paper.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// Backend of the deep-net runs (flex, or wgpu / vulkan / cuda / tch when compiled in).
-        #[arg(long, default_value = "flex")]
-        device: String,
-        /// Precision of the deep-net runs' training passes (mixed precision below f32).
-        #[arg(long, value_enum, default_value = "f32")]
-        precision: train::PrecisionArg,
-        /// Only the experiments whose id starts with one of these comma-separated prefixes (e.g. deep,theory).
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
+    Reproduce(Box<reproduce::ReproduceArgs>),
+    /// Rebuild the figures, report.html, REPORT.md and claims.json of a `reproduce` results directory from its
+    /// finished runs, without training.
+    Report {
+        /// The results directory (it holds plan.json).
+        dir: PathBuf,
     },
 }
 
@@ -165,27 +147,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Sweep(cmd) => sweep::sweep(&cmd),
         Command::Theory(TheoryCommand::ImplicitBias { run_dir }) => {
-            let result = theory::implicit_bias(&run_dir)?;
+            let result = samlab_runs::implicit_bias::implicit_bias(&run_dir)?;
             theory::print(&run_dir, &result);
             Ok(())
         }
-        Command::Reproduce {
-            quick,
-            out,
-            scale,
-            data_dir,
-            device,
-            precision,
-            only,
-        } => reproduce::reproduce(&reproduce::Options {
-            out,
-            quick,
-            scale,
-            data_dir,
-            device,
-            precision: precision.into(),
-            only,
-        }),
+        Command::Reproduce(args) => reproduce::reproduce(&args),
+        Command::Report { dir } => reproduce::report(&dir),
     }
 }
 
@@ -225,6 +192,8 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.is::<UsageError>()
             || e.is::<samlab_runs::ConfigFileError>()
+            || e.is::<samlab_runs::implicit_bias::NotApplicable>()
+            || e.is::<samlab_experiments::BadRequest>()
             || e.is::<samlab_core::ConfigError>()
             || e.is::<samlab_core::DataError>()
             || e.downcast_ref::<samlab_deep::run::RunError>()

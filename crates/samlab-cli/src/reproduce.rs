@@ -1,168 +1,192 @@
-//! `samlab reproduce`: every experiment, then the report.
+//! `samlab reproduce` and `samlab report`: flags to [`Settings`], then `samlab_experiments::reproduce`.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use indicatif::ProgressBar;
-use samlab_deep::bench::{estimate_seconds, StepTimes};
-use samlab_deep::run::DeepRunConfig;
-use samlab_deep::trainer::Precision;
-use samlab_report::{Report, Section};
+use clap::{Args, ValueEnum};
+use samlab_experiments::deep_common::ScaleKind;
+use samlab_experiments::plan::{Plan, Settings};
+use samlab_experiments::reproduce::{self, Outcome};
+use samlab_sweep::manifest::Manifest;
+use samlab_sweep::slurm::{self, SlurmOptions};
 
-use crate::experiments::deep_common::{DeepRuns, DeepScale, ScaleKind};
-use crate::experiments::{self, Ctx};
-use crate::{progress, UsageError};
+use crate::progress;
+use crate::sweep::{Executor, SlurmArgs};
+use crate::train::PrecisionArg;
 
-/// What `samlab reproduce` was asked for.
-pub struct Options {
+/// Size of the deep-net experiments.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ScaleArg {
+    /// An MLP on the shipped Fashion-MNIST subset, minutes on a CPU.
+    Laptop,
+    /// ResNet-18 on CIFAR-10 as in SPEC §4 (needs --data-dir; hours per run on a GPU).
+    Paper,
+}
+
+/// Flags of `samlab reproduce`.
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// Shorter runs (the 10^6-iteration runs become 3 * 10^5).
+    #[arg(long)]
+    quick: bool,
     /// Output directory.
-    pub out: PathBuf,
-    /// Shorter runs.
-    pub quick: bool,
-    /// Scale of the deep-net experiments.
-    pub scale: ScaleKind,
-    /// CIFAR-10 files for the paper scale.
-    pub data_dir: Option<PathBuf>,
-    /// Backend of the deep-net runs.
-    pub device: String,
-    /// Precision of the deep-net runs' training passes.
-    pub precision: Precision,
-    /// Experiment id prefixes to run (all when empty).
-    pub only: Vec<String>,
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// Size of the deep-net experiments: laptop (an MLP on the shipped Fashion-MNIST subset, minutes on a CPU) or
+    /// paper (ResNet-18 on CIFAR-10 as in SPEC §4; needs --data-dir, hours per run on a GPU).
+    #[arg(long, value_enum, default_value = "laptop")]
+    scale: ScaleArg,
+    /// CIFAR-10 binary files for --scale paper.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Backend of the deep-net runs (flex, or wgpu / vulkan / cuda / tch when compiled in).
+    #[arg(long, default_value = "flex")]
+    device: String,
+    /// Precision of the deep-net runs' training passes (mixed precision below f32).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionArg,
+    /// Only the experiments whose id starts with one of these comma-separated prefixes (e.g. deep,theory).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Write OUT/plan.json (every run: directory, engine, wave, work, config) and train nothing.
+    #[arg(long)]
+    plan: bool,
+    /// Where the runs run: here (one worker per core), or as SLURM job arrays (one per wave of runs that start
+    /// from earlier runs) followed by a `samlab report OUT` job; `samlab sweep status OUT/slurm` follows them.
+    #[arg(long, value_enum, default_value = "local")]
+    executor: Executor,
+    #[command(flatten)]
+    slurm: SlurmArgs,
 }
 
-/// Runs the experiments into `out` and writes `report.html`, `REPORT.md` and `claims.json` there. A failing
-/// experiment is reported (its claims "not-run") and the others go on; the command then exits non-zero.
-pub fn reproduce(o: &Options) -> Result<()> {
-    let mut deep = match (o.scale, &o.data_dir) {
-        (ScaleKind::Laptop, None) => DeepScale::laptop(o.quick),
-        (ScaleKind::Paper, Some(dir)) => DeepScale::paper(dir.clone(), o.quick),
-        (ScaleKind::Laptop, Some(_)) => {
-            bail!(UsageError("--data-dir is only for --scale paper".into()))
+impl ReproduceArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            quick: self.quick,
+            scale: match self.scale {
+                ScaleArg::Laptop => ScaleKind::Laptop,
+                ScaleArg::Paper => ScaleKind::Paper,
+            },
+            data_dir: self.data_dir.clone(),
+            device: self.device.clone(),
+            precision: self.precision.into(),
+            only: self.only.clone(),
         }
-        (ScaleKind::Paper, None) => bail!(UsageError(
-            "--scale paper needs --data-dir (the CIFAR-10 binary files)".into()
-        )),
-    };
-    o.precision.check(&samlab_deep::device(&o.device)?)?;
-    for base in [&mut deep.base, &mut deep.noise_base] {
-        base.train.device = o.device.clone();
-        base.train.precision = o.precision;
     }
-    let selected: Vec<_> = experiments::all()
-        .into_iter()
-        .filter(|e| o.only.is_empty() || o.only.iter().any(|p| e.id().starts_with(p.as_str())))
-        .collect();
-    if selected.is_empty() {
-        bail!(UsageError(format!(
-            "--only {} matches no experiment",
-            o.only.join(",")
-        )));
-    }
-    let out = &o.out;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let start = Instant::now();
+}
+
+/// `samlab reproduce`: plan, train and report (or only plan, with `--plan`).
+pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
+    let settings = args.settings();
+    let opts = args.slurm.options()?;
     let bar = progress::bar(0, "runs");
-    let deep_runs = DeepRuns::default();
-    let ctx = Ctx {
-        out: out.to_path_buf(),
-        quick: o.quick,
-        progress: &bar,
-        deep: &deep,
-        deep_runs: &deep_runs,
-    };
-    let planned: Vec<Vec<_>> = selected.iter().flat_map(|e| e.deep_runs(&deep)).collect();
-    if o.scale == ScaleKind::Paper {
-        print_estimates(&planned, &o.device, &bar)?;
+    if let (Executor::Slurm, false) = (args.executor, args.plan) {
+        let plan = reproduce::plan(&args.out, &settings, &bar)?;
+        bar.finish_and_clear();
+        return submit(&args.out, &plan, &opts, &args.slurm);
     }
-    if let Err(err) = ctx.deep_groups(&planned) {
-        // Each experiment asks again and reports the failure in its own section.
-        bar.println(format!("deep-net runs failed: {err:#}"));
+    if args.plan {
+        let plan = reproduce::plan(&args.out, &settings, &bar)?;
+        bar.finish_and_clear();
+        say!(
+            "{} runs in {} waves -> {}",
+            plan.runs.len(),
+            plan.waves(),
+            args.out.join(samlab_experiments::plan::PLAN_FILE).display()
+        );
+        return Ok(());
     }
-    let mut sections = vec![];
-    let mut failed = vec![];
-    for exp in selected {
-        bar.set_message(exp.id());
-        let section = exp.run(&ctx).unwrap_or_else(|err| {
-            failed.push(exp.id());
-            bar.println(format!("experiment {} failed: {err:#}", exp.id()));
-            Section {
-                title: exp.title().into(),
-                text: format!("This experiment failed: {err:#}"),
-                claims: exp
-                    .claims()
-                    .iter()
-                    .map(|c| c.not_run("experiment failed"))
-                    .collect(),
-                ..Section::default()
-            }
-        });
-        sections.push(section);
-    }
+    let done = reproduce::reproduce(&args.out, &settings, &bar)?;
     bar.finish_and_clear();
-    let seconds = start.elapsed().as_secs_f64();
-    let report = Report {
-        title: "samlab: reproducing \"Towards Understanding Sharpness-Aware Minimization\" (ICML 2022)".into(),
-        intro: format!(
-            "Produced by samlab {} with `samlab reproduce{}` in {seconds:.1} s on {} cores. Every run directory (config.toml, metrics.csv, summary.json, .npy arrays) is under this folder; the deep-net runs are in deep_runs/.",
-            env!("CARGO_PKG_VERSION"),
-            std::env::args().skip(2).fold(String::new(), |a, b| a + " " + &b),
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        ),
-        sections,
-    };
-    report
-        .write(out)
-        .with_context(|| format!("cannot write the report into {}", out.display()))?;
-    let claims = report.claims();
-    let count = |v| claims.iter().filter(|c| c.verdict == v).count();
+    for (dir, err) in &done.failed_runs {
+        eprintln!("run {} failed: {err}", dir.display());
+    }
+    finish(&done.outcome, &format!(" ({:.1} s)", done.seconds))
+}
+
+/// `samlab report DIR`: the report of a reproduce's finished runs, rebuilt without training.
+pub fn report(dir: &Path) -> Result<()> {
+    let bar = progress::bar(0, "analyses");
+    let outcome = reproduce::report(dir, &bar)?;
+    bar.finish_and_clear();
+    finish(&outcome, "")
+}
+
+/// Prints the claim counts; failed experiments make the command fail.
+fn finish(o: &Outcome, took: &str) -> Result<()> {
     say!(
-        "{} claims: {} pass, {} fail, {} not run ({seconds:.1} s) -> {}",
-        claims.len(),
-        count(samlab_report::Verdict::Pass),
-        count(samlab_report::Verdict::Fail),
-        count(samlab_report::Verdict::NotRun),
-        out.join("report.html").display()
+        "{} claims: {} pass, {} fail, {} not run{took} -> {}",
+        o.pass + o.fail + o.not_run,
+        o.pass,
+        o.fail,
+        o.not_run,
+        o.report.display()
     );
-    if !failed.is_empty() {
-        bail!("experiments failed: {}", failed.join(", "));
+    for (id, err) in &o.failed {
+        eprintln!("experiment {id} failed: {err}");
+    }
+    if !o.failed.is_empty() {
+        let ids: Vec<&str> = o.failed.iter().map(|f| f.0).collect();
+        bail!("experiments failed: {}", ids.join(", "));
     }
     Ok(())
 }
 
-/// Prints each planned deep-net run's estimated training time on `device`, before anything trains (steps timed
-/// on the device itself: see [`estimate_seconds`]).
-fn print_estimates(
-    planned: &[Vec<(String, DeepRunConfig)>],
-    device: &str,
-    bar: &ProgressBar,
-) -> Result<()> {
-    let handle = samlab_deep::device(device)?;
-    let mut times = StepTimes::new();
-    let mut seen = HashSet::new();
-    let mut total = 0.0;
-    for (name, config) in planned.iter().flatten() {
-        if seen.insert(name) {
-            let s = estimate_seconds(config, &handle, &mut times)?;
-            total += s;
-            bar.println(format!("{name}: about {} on {device}", duration(s)));
-        }
+/// Submits the plan's unfinished runs to SLURM through a sweep directory `OUT/slurm` (its manifest names each run's
+/// directory), one job array per wave, then `samlab report OUT`.
+fn submit(out: &Path, plan: &Plan, opts: &SlurmOptions, slurm_args: &SlurmArgs) -> Result<()> {
+    let out = out
+        .canonicalize()
+        .context("cannot find the results directory")?;
+    let sweep = out.join("slurm");
+    let entries = plan
+        .runs
+        .iter()
+        .map(|r| {
+            let rel = r.dir.strip_prefix(&out).unwrap_or(&r.dir);
+            (
+                Path::new("..").join(rel).to_string_lossy().into_owned(),
+                r.config.to_toml(),
+            )
+        })
+        .collect();
+    Manifest::of_runs(entries)?.write(&sweep)?;
+    let waves: Vec<Vec<usize>> = (0..plan.waves())
+        .map(|w| {
+            (0..plan.runs.len())
+                .filter(|&i| {
+                    plan.wave[i] == w && !plan.runs[i].config.is_finished_in(&plan.runs[i].dir)
+                })
+                .collect::<Vec<usize>>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    let exe = std::env::current_exe().context("cannot find the samlab binary")?;
+    let report = ["report".to_string(), out.to_string_lossy().into_owned()];
+    if waves.is_empty() {
+        say!("every run is finished: rebuilding the report here");
+        return self::report(&out);
     }
-    bar.println(format!(
-        "{} deep-net runs: about {} of training in all (one after another; evaluation not included)",
-        seen.len(),
-        duration(total)
-    ));
+    let submitted = slurm::submit_waves(&sweep, &exe, &waves, opts, &report)?;
+    let report_job = submitted[0].report_job.clone();
+    say!(
+        "submitted {} runs as {} job arrays ({}), then report job {report_job}; follow them with `samlab sweep status {}`",
+        waves.iter().map(Vec::len).sum::<usize>(),
+        submitted.len(),
+        submitted.iter().map(|s| s.array_job.as_str()).collect::<Vec<_>>().join(", "),
+        sweep.display()
+    );
+    if slurm_args.wait {
+        let mut jobs: Vec<String> = submitted.into_iter().map(|s| s.array_job).collect();
+        jobs.push(report_job);
+        slurm::wait(&jobs, Duration::from_secs(slurm_args.wait_timeout))?;
+        let log = sweep.join("logs").join("report.log");
+        say!(
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default().trim_end()
+        );
+    }
     Ok(())
-}
-
-/// `s` seconds as minutes or hours.
-fn duration(s: f64) -> String {
-    if s < 3600.0 {
-        format!("{:.0} min", (s / 60.0).ceil())
-    } else {
-        format!("{:.1} h", s / 3600.0)
-    }
 }

@@ -69,7 +69,7 @@ pub enum SweepCommand {
 }
 
 /// Where the runs run.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Executor {
     /// Child processes on this machine.
     Local,
@@ -86,12 +86,19 @@ pub struct ExecArgs {
     /// Local executor: runs at once [default: the machine's cores].
     #[arg(long)]
     jobs: Option<usize>,
-    /// SLURM: wait until the array and its report job have left the queue.
+    #[command(flatten)]
+    slurm: SlurmArgs,
+}
+
+/// The SLURM executor's options.
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    /// SLURM: wait until the arrays and the report job have left the queue.
     #[arg(long)]
-    wait: bool,
+    pub wait: bool,
     /// SLURM: give up waiting after this many seconds.
     #[arg(long, default_value_t = 86_400)]
-    wait_timeout: u64,
+    pub wait_timeout: u64,
     /// SLURM: sbatch --partition.
     #[arg(long)]
     partition: Option<String>,
@@ -113,6 +120,23 @@ pub struct ExecArgs {
     /// SLURM: a further sbatch argument, verbatim (repeatable: --sbatch-arg=--account=X).
     #[arg(long, allow_hyphen_values = true)]
     sbatch_arg: Vec<String>,
+}
+
+impl SlurmArgs {
+    /// The sbatch options, checked.
+    pub fn options(&self) -> Result<SlurmOptions> {
+        let opts = SlurmOptions {
+            partition: self.partition.clone(),
+            time: self.time.clone(),
+            cpus_per_task: self.cpus_per_task,
+            mem: self.mem.clone(),
+            gres: self.gres.clone(),
+            max_parallel: self.max_parallel,
+            extra: self.sbatch_arg.clone(),
+        };
+        opts.check()?;
+        Ok(opts)
+    }
 }
 
 /// Runs a `samlab sweep` subcommand.
@@ -168,16 +192,7 @@ fn plan(grid: &Path, out: &Path) -> Result<Manifest> {
 impl ExecArgs {
     /// The sbatch options, after checking every executor option.
     fn checked(&self) -> Result<SlurmOptions> {
-        let opts = SlurmOptions {
-            partition: self.partition.clone(),
-            time: self.time.clone(),
-            cpus_per_task: self.cpus_per_task,
-            mem: self.mem.clone(),
-            gres: self.gres.clone(),
-            max_parallel: self.max_parallel,
-            extra: self.sbatch_arg.clone(),
-        };
-        opts.check()?;
+        let opts = self.slurm.options()?;
         if self.jobs == Some(0) {
             bail!(UsageError("--jobs must be at least 1".into()));
         }
@@ -233,10 +248,10 @@ fn submit(dir: &Path, exec: &ExecArgs) -> Result<()> {
                 s.array_job,
                 s.report_job
             );
-            if exec.wait {
+            if exec.slurm.wait {
                 slurm::wait(
                     &[s.array_job, s.report_job],
-                    Duration::from_secs(exec.wait_timeout),
+                    Duration::from_secs(exec.slurm.wait_timeout),
                 )?;
                 let states = status::states(dir, &manifest, &Default::default());
                 say!("{}", summary_line(&states));

@@ -6,16 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
-use samlab_core::sam::{Normalization, SamConfig};
-use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
+use samlab_core::sam::Normalization;
+use samlab_core::schedule::LrShape;
 use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
 use samlab_deep::models::Arch;
 use samlab_deep::nn::NormKind;
-use samlab_deep::run::{
-    self, DataConfig, DeepRunConfig, EpochRow, ModelConfig, Observer, RunOutcome, Status,
-    TrainConfig,
-};
-use samlab_deep::trainer::{BnPolicy, OptimConfig, Precision, WeightDecay};
+use samlab_deep::run::{self, DeepRunConfig, EpochRow, Observer, RunOutcome, Status};
+use samlab_deep::trainer::{BnPolicy, Precision, WeightDecay};
 
 use crate::train_args::AscentArgs;
 use crate::UsageError;
@@ -234,58 +231,6 @@ pub struct TrainArgs {
     pub force: bool,
 }
 
-/// The configuration every flag and file value is laid over.
-pub fn defaults() -> DeepRunConfig {
-    DeepRunConfig {
-        engine: Default::default(),
-        model: ModelConfig {
-            arch: Arch::Cnn,
-            width: None,
-            norm: None,
-        },
-        data: DataConfig {
-            dataset: DatasetKind::FashionMnist,
-            dir: None,
-            val_fraction: 0.1,
-            augment: None,
-            label_noise: None,
-            noisy_val: true,
-            train_limit: None,
-        },
-        train: TrainConfig {
-            epochs: 1,
-            batch_size: 128,
-            max_steps: None,
-            seed: 0,
-            lr: LrSchedule {
-                base: 0.1,
-                shape: LrShape::Step {
-                    at: vec![0.5, 0.75],
-                    factors: vec![0.1, 0.1],
-                },
-                warmup: Warmup::None,
-            },
-            optim: OptimConfig {
-                momentum: 0.9,
-                weight_decay: WeightDecay::L2 { lambda: 5e-4 },
-                bn_policy: BnPolicy::BothPasses,
-            },
-            eval_batch_size: 500,
-            eval_train_examples: 1024,
-            device: "flex".into(),
-            precision: Precision::F32,
-            curvature_every: 0,
-            curvature_examples: 512,
-            curvature_probes: 10,
-        },
-        sam: SamConfig {
-            normalization: Normalization::Normalized,
-            ..SamConfig::default()
-        },
-        init_from: None,
-    }
-}
-
 /// Lays `over` on `base`, table by table.
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
@@ -310,7 +255,7 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 impl TrainArgs {
     /// Resolves file and flags into a run config.
     pub fn to_config(&self) -> Result<DeepRunConfig> {
-        let mut c = defaults();
+        let mut c = samlab_runs::deep::defaults();
         if let Some(path) = &self.config {
             let text = crate::read_config(path)?;
             let value: toml::Value = toml::from_str(&text)

@@ -411,6 +411,30 @@ pub fn count(x: f64, column: &'static str) -> Result<usize, &'static str> {
     }
 }
 
+/// Serde for `f64` fields that may be NaN: JSON has no NaN, so it is written as `null` and read back as NaN.
+pub mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// A finite `v`, or `null`.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    /// A number, or NaN for `null`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+
+    /// The value of a field that records written by older versions lack.
+    pub fn absent() -> f64 {
+        f64::NAN
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use samlab_core::run_dir::nan_as_null;
 use samlab_core::run_dir::{self, count, DeepEngine, MetricsRow, RunDirError, RunLock};
 use samlab_core::sam::{AscentSource, SamConfig};
 use samlab_core::schedule::LrSchedule;
@@ -228,28 +229,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunError + '_ {
 /// Writes `bytes` to `path` atomically (temporary file, then rename).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     run_dir::write_atomic(path, |tmp| fs::write(tmp, bytes)).map_err(io_err(path))
-}
-
-/// Serde for `f64` fields that may be NaN: JSON has no NaN, so it is written as `null` and read back as NaN.
-mod nan_as_null {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_finite() {
-            s.serialize_f64(*v)
-        } else {
-            s.serialize_none()
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-    }
-
-    /// The value of a field that records written by older versions lack.
-    pub fn absent() -> f64 {
-        f64::NAN
-    }
 }
 
 /// One row of metrics.csv.

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset, SparseRegression};
 use samlab_core::diag_net::{self, DiagParams, DiagRun, DiagTrainConfig, RunStatus, StepView};
-use samlab_core::run_dir::DiagEngine;
-use samlab_core::run_dir::{write_json, write_rows, write_toml, RunDirWriter};
+use samlab_core::run_dir::{nan_as_null, DiagEngine};
+use samlab_core::run_dir::{read_rows, write_json, write_rows, write_toml, RunDirWriter};
 use serde::{Deserialize, Serialize};
 
 /// Where the data of a run comes from.
@@ -62,9 +62,11 @@ pub struct DiagSummary {
     /// Last finite losses logged (equal to the final ones for a run that finished).
     pub last_finite_train_loss: Option<f64>,
     pub last_finite_test_loss: Option<f64>,
-    /// Mean of sqrt(u^2 - v^2), the effective initialization (Theorem 1).
+    /// Mean of sqrt(u^2 - v^2), the effective initialization (Theorem 1); null if not finite.
+    #[serde(with = "nan_as_null")]
     pub mean_alpha_eff: f64,
-    /// l1 norm of beta = u * v.
+    /// l1 norm of beta = u * v; null if not finite.
+    #[serde(with = "nan_as_null")]
     pub l1_norm: f64,
     pub seed: u32,
     /// Seconds in the training loop.
@@ -162,6 +164,27 @@ pub fn execute(
         summary,
         data,
         dir,
+    })
+}
+
+/// The finished run of `config` in `dir`, read back (an error if `dir` holds no finished run of `config`).
+pub fn load(dir: &Path, config: &DiagRunConfig) -> Result<DiagOutcome> {
+    let summary: DiagSummary = crate::finished(dir, config)?;
+    let params = DiagParams {
+        u: read_array::<ndarray::Ix1>(&dir.join("u.npy"))?.to_vec(),
+        v: read_array::<ndarray::Ix1>(&dir.join("v.npy"))?.to_vec(),
+    };
+    let run = DiagRun {
+        params,
+        curve: read_rows(&dir.join("metrics.csv"))?,
+        status: summary.status,
+        iterations: summary.iterations,
+    };
+    Ok(DiagOutcome {
+        run,
+        summary,
+        data: Dataset::load_dir(dir)?,
+        dir: dir.to_path_buf(),
     })
 }
 

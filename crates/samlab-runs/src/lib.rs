@@ -2,12 +2,15 @@
 //! directory. The diagonal-net ([`diag`]) and ReLU-net ([`relu`]) runs live here; deep-net runs are
 //! `samlab_deep::run`. [`AnyRunConfig`] is the config of any of them.
 
+pub mod deep;
 pub mod diag;
+pub mod implicit_bias;
 pub mod relu;
 
 use std::path::Path;
 
 use samlab_deep::run::DeepRunConfig;
+use serde::de::DeserializeOwned;
 
 /// A config.toml that is not a run config of any engine (bad input).
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +23,7 @@ pub struct ConfigFileError {
 }
 
 /// The config.toml of any engine.
+#[derive(Clone, Debug, PartialEq)]
 pub enum AnyRunConfig {
     /// A diagonal-net run.
     Diag(diag::DiagRunConfig),
@@ -75,5 +79,191 @@ impl AnyRunConfig {
             AnyRunConfig::Relu(c) => relu::prepare(c).map(drop),
             AnyRunConfig::Deep(c) => Ok(samlab_deep::run::check_config(c)?),
         }
+    }
+
+    /// The engine's name, as config.toml's `engine` key writes it.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            AnyRunConfig::Diag(_) => "diag",
+            AnyRunConfig::Relu(_) => "relu",
+            AnyRunConfig::Deep(_) => "deep",
+        }
+    }
+
+    /// The config.toml text.
+    pub fn to_toml(&self) -> String {
+        let text = match self {
+            AnyRunConfig::Diag(c) => toml::to_string(c),
+            AnyRunConfig::Relu(c) => toml::to_string(c),
+            AnyRunConfig::Deep(c) => toml::to_string(c),
+        };
+        text.expect("run configs serialize")
+    }
+
+    /// The run directory whose final weights this run starts from, if any (it must finish first).
+    pub fn starts_from(&self) -> Option<&Path> {
+        match self {
+            AnyRunConfig::Diag(c) => c.init_from.as_deref(),
+            AnyRunConfig::Relu(_) => None,
+            AnyRunConfig::Deep(c) => c.init_from.as_deref(),
+        }
+    }
+
+    /// Whether `dir` holds this run, finished (ok or diverged).
+    pub fn is_finished_in(&self, dir: &Path) -> bool {
+        match self {
+            AnyRunConfig::Diag(c) => finished::<_, serde_json::Value>(dir, c).is_ok(),
+            AnyRunConfig::Relu(c) => finished::<_, serde_json::Value>(dir, c).is_ok(),
+            AnyRunConfig::Deep(c) => deep::load(dir, c).is_ok(),
+        }
+    }
+
+    /// Trains this run into `out` without printing anything: a deep run already started there from this config is
+    /// resumed; anything else in `out` is replaced.
+    pub fn execute_quietly(&self, out: &Path) -> anyhow::Result<()> {
+        use samlab_deep::run::Quiet;
+        match self {
+            AnyRunConfig::Diag(c) => diag::execute(c, out, true, &mut |_| {}).map(drop),
+            AnyRunConfig::Relu(c) => relu::execute(c, out, true, &mut |_| {}).map(drop),
+            AnyRunConfig::Deep(c) => {
+                let started = std::fs::read_to_string(out.join("config.toml"))
+                    .ok()
+                    .and_then(|t| toml::from_str::<DeepRunConfig>(&t).ok())
+                    .is_some_and(|on_disk| on_disk == **c);
+                if started && out.join("summary.json").exists() {
+                    samlab_deep::run::resume(out, &mut Quiet)?;
+                } else {
+                    samlab_deep::run::train(c, out, true, &mut Quiet)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A run directory that does not hold the finished run asked for: missing, unfinished, or of another config.
+#[derive(Debug, thiserror::Error)]
+#[error("{dir}: {why}")]
+pub struct NotFinished {
+    /// The run directory.
+    pub dir: String,
+    /// What is there instead.
+    pub why: String,
+}
+
+/// Reads `dir`'s config.toml and summary.json, checking that the run was made from `expected` and finished.
+fn finished<C, S>(dir: &Path, expected: &C) -> Result<S, NotFinished>
+where
+    C: DeserializeOwned + PartialEq,
+    S: DeserializeOwned,
+{
+    let fail = |why: String| NotFinished {
+        dir: dir.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(dir.join("config.toml"))
+        .map_err(|e| fail(format!("no finished run here (config.toml: {e})")))?;
+    let config: C = toml::from_str(&text)
+        .map_err(|e| fail(format!("config.toml is not this engine's: {e}")))?;
+    if config != *expected {
+        return Err(fail(
+            "it holds a run of another config (made with other settings): train it again".into(),
+        ));
+    }
+    let summary = std::fs::read(dir.join("summary.json"))
+        .map_err(|e| fail(format!("the run has not finished (summary.json: {e})")))?;
+    serde_json::from_slice(&summary).map_err(|e| fail(format!("summary.json: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use samlab_core::data::SparseRegression;
+    use samlab_core::diag_net::{DiagTrainConfig, RunStatus};
+    use samlab_core::sam::{Grouping, SamConfig};
+    use samlab_core::schedule::LrSchedule;
+
+    use samlab_core::relu_net::{LossReduction, ReluInit, ReluTrainConfig};
+
+    use super::*;
+    use crate::diag::{self, DataSource, DiagRunConfig};
+    use crate::relu::{self, ReluData, ReluRunConfig};
+
+    fn diag_config(lr: f64) -> DiagRunConfig {
+        DiagRunConfig {
+            engine: Default::default(),
+            data: DataSource::Synthetic(SparseRegression::NOTEBOOK),
+            alpha: 0.1,
+            init_from: None,
+            train: DiagTrainConfig {
+                lr: LrSchedule::constant(lr),
+                iters: 300,
+                batch_size: None,
+                seed: 0,
+                sam: SamConfig::usam(0.05, Grouping::Size(1)),
+                log: Default::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_loaded_run_equals_the_executed_one_and_only_for_its_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A run that converges and one that diverges (its non-finite summary values are written as null).
+        for (name, lr) in [("ok", 0.1), ("diverged", 50.0)] {
+            let config = diag_config(lr);
+            let dir = tmp.path().join(name);
+            let ran = diag::execute(&config, &dir, false, &mut |_| {}).unwrap();
+            let loaded = diag::load(&dir, &config).unwrap();
+            assert_eq!(loaded.run.params, ran.run.params);
+            assert_eq!(loaded.run.curve, ran.run.curve);
+            assert_eq!(loaded.run.status, ran.run.status);
+            assert_eq!(loaded.run.iterations, ran.run.iterations);
+            assert_eq!(loaded.data.x_train, ran.data.x_train);
+            assert_eq!(loaded.summary.seconds, ran.summary.seconds);
+            assert!(AnyRunConfig::Diag(config.clone()).is_finished_in(&dir));
+            if name == "diverged" {
+                assert_eq!(loaded.run.status, RunStatus::Diverged);
+            }
+            let other = diag_config(lr / 2.0);
+            let err = diag::load(&dir, &other).err().unwrap().to_string();
+            assert!(err.contains("it holds a run of another config"), "{err}");
+            assert!(!AnyRunConfig::Diag(other).is_finished_in(&dir));
+        }
+        // A ReLU run: the network, the rows and the learned function come back.
+        let relu = ReluRunConfig {
+            engine: Default::default(),
+            data: ReluData::TwelvePoints,
+            width: 20,
+            bias: true,
+            init: ReluInit::Blanc { scale: 1.0 },
+            init_seed: 1,
+            train: ReluTrainConfig {
+                lr: LrSchedule::constant(0.01),
+                iters: 200,
+                batch_size: None,
+                seed: 1,
+                sam: SamConfig::erm(),
+                loss: LossReduction::Sum,
+                stop: None,
+                log: Default::default(),
+            },
+            metrics: Default::default(),
+        };
+        let dir = tmp.path().join("relu");
+        let ran = relu::execute(&relu, &dir, false, &mut |_| {}).unwrap();
+        let loaded = relu::load(&dir, &relu).unwrap();
+        assert_eq!(loaded.run.net, ran.run.net);
+        assert_eq!(loaded.run.curve, ran.run.curve);
+        assert_eq!(loaded.rows, ran.rows);
+        assert_eq!(loaded.function, ran.function);
+        assert_eq!(
+            loaded.summary.metrics.feature_sparsity,
+            ran.summary.metrics.feature_sparsity
+        );
+        let err = diag::load(&tmp.path().join("none"), &diag_config(0.1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("no finished run here"), "{err}");
     }
 }

@@ -8,13 +8,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2};
 use samlab_core::data::{read_array, write_array, Dataset, DATA_FILES};
-use samlab_core::diag_net::{LogSchedule, RunStatus};
+use samlab_core::diag_net::{CurvePoint, LogSchedule, RunStatus};
 use samlab_core::relu_net::metrics::{arange, feature_stats, kinks, plot_grid_1d, KinkTolerances};
 use samlab_core::relu_net::{self, ReluInit, ReluNet, ReluRun, ReluTrainConfig, TeacherStudent};
-use samlab_core::run_dir::ReluEngine;
 use samlab_core::run_dir::{
-    count, write_csv, write_json, write_rows, write_toml, MetricsRow, RunDirWriter,
+    count, read_rows, write_csv, write_json, write_rows, write_toml, MetricsRow, RunDirWriter,
 };
+use samlab_core::run_dir::{nan_as_null, ReluEngine};
 use serde::{Deserialize, Serialize};
 
 /// Where the data of a ReLU run comes from.
@@ -114,9 +114,11 @@ pub struct NetMetrics {
     pub active_neurons: usize,
     /// Neurons active on at least one training input.
     pub alive_neurons: usize,
-    /// The feature-sparsity coefficient (SPEC §9).
+    /// The feature-sparsity coefficient (SPEC §9); null if not finite.
+    #[serde(with = "nan_as_null")]
     pub feature_sparsity: f64,
-    /// Fraction of non-zero activations.
+    /// Fraction of non-zero activations; null if not finite.
+    #[serde(with = "nan_as_null")]
     pub activation_fraction: f64,
 }
 
@@ -203,8 +205,8 @@ pub struct ReluSummary {
 pub struct ReluOutcome {
     pub run: ReluRun,
     pub summary: ReluSummary,
-    /// Measurements at the logged iterations (same order as `run.curve`).
-    pub curve_metrics: Vec<NetMetrics>,
+    /// metrics.csv: losses and measurements at the logged iterations (same order as `run.curve`).
+    pub rows: Vec<ReluMetricsRow>,
     /// The learned function on the grid: one row per point, the inputs then f (for d <= 2).
     pub function: Option<Array2<f64>>,
     pub dir: PathBuf,
@@ -315,7 +317,6 @@ pub fn execute(
     let seconds = start.elapsed().as_secs_f64();
     let final_metrics = measure(&run.net, &data, &config.metrics);
     along.insert(run.iterations, final_metrics);
-    let curve_metrics: Vec<NetMetrics> = run.curve.iter().map(|p| along[&p.iteration]).collect();
     let summary = summarize(&run, final_metrics, config, seconds);
     let function = function_grid(&run.net, &data, config.metrics.grid_step);
 
@@ -325,7 +326,7 @@ pub fn execute(
     let rows: Vec<ReluMetricsRow> = run
         .curve
         .iter()
-        .zip(&curve_metrics)
+        .map(|p| (p, along[&p.iteration]))
         .map(|(p, m)| ReluMetricsRow {
             iteration: p.iteration,
             train_loss: p.train_loss,
@@ -368,9 +369,46 @@ pub fn execute(
     Ok(ReluOutcome {
         run,
         summary,
-        curve_metrics,
+        rows,
         function,
         dir,
+    })
+}
+
+/// The finished run of `config` in `dir`, read back (an error if `dir` holds no finished run of `config`).
+pub fn load(dir: &Path, config: &ReluRunConfig) -> Result<ReluOutcome> {
+    let summary: ReluSummary = crate::finished(dir, config)?;
+    let w: Array2<f64> = read_array(&dir.join("W.npy"))?;
+    let b: Array1<f64> = read_array(&dir.join("b.npy"))?;
+    let a: Array1<f64> = read_array(&dir.join("a.npy"))?;
+    let net = ReluNet::from_parts(&w, &b.to_vec(), &a.to_vec(), config.bias)?;
+    let rows: Vec<ReluMetricsRow> = read_rows(&dir.join("metrics.csv"))?;
+    let curve = rows
+        .iter()
+        .map(|r| CurvePoint {
+            iteration: r.iteration,
+            train_loss: r.train_loss,
+            test_loss: r.test_loss,
+        })
+        .collect();
+    let function_path = dir.join("function.npy");
+    let function = if function_path.exists() {
+        Some(read_array(&function_path)?)
+    } else {
+        None
+    };
+    Ok(ReluOutcome {
+        run: ReluRun {
+            net,
+            curve,
+            status: summary.status,
+            iterations: summary.iterations,
+            stopped_early: summary.stopped_early,
+        },
+        summary,
+        rows,
+        function,
+        dir: dir.to_path_buf(),
     })
 }
 

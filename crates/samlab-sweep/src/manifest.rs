@@ -26,17 +26,29 @@ pub struct Manifest {
 /// One run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunEntry {
-    /// The first 16 hexadecimal digits of the SHA-256 of `config`: its run directory is `runs/<id>`.
+    /// The first 16 hexadecimal digits of the SHA-256 of `config` (and `dir`, when given): its run directory is
+    /// `runs/<id>` unless `dir` names it.
     pub id: String,
     /// The value of every axis key at this run.
     pub values: Vec<(String, serde_json::Value)>,
     /// The run's config.toml.
     pub config: String,
+    /// The run directory, relative to the sweep directory (runs planned elsewhere, such as `reproduce`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
 }
 
 /// The id of a run config: a content hash, stable across machines and grid edits that keep the config.
 pub fn run_id(config: &str) -> String {
     sha256_hex(config.as_bytes())[..16].to_string()
+}
+
+/// The id of a run entry: of its config, or of its directory and config when it names its directory.
+fn entry_id(config: &str, dir: Option<&str>) -> String {
+    match dir {
+        None => run_id(config),
+        Some(d) => run_id(&format!("{d}\n{config}")),
+    }
 }
 
 impl Manifest {
@@ -72,12 +84,40 @@ impl Manifest {
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), json(v)?)))
                 .collect::<Result<_, SweepError>>()?;
-            runs.push(RunEntry { id, values, config });
+            runs.push(RunEntry {
+                id,
+                values,
+                config,
+                dir: None,
+            });
         }
         Ok(Manifest {
             format: FORMAT,
             axes: grid.axes.iter().flat_map(|a| a.keys.clone()).collect(),
             runs,
+        })
+    }
+
+    /// The manifest of runs planned elsewhere: `(run directory relative to the sweep directory, config.toml)`, with
+    /// no axes. Two runs in one directory are refused.
+    pub fn of_runs(runs: Vec<(String, String)>) -> Result<Manifest, SweepError> {
+        let mut dirs = BTreeSet::new();
+        let mut entries = Vec::with_capacity(runs.len());
+        for (dir, config) in runs {
+            if !dirs.insert(dir.clone()) {
+                return invalid(format!("two runs in {dir}"));
+            }
+            entries.push(RunEntry {
+                id: entry_id(&config, Some(&dir)),
+                values: vec![],
+                config,
+                dir: Some(dir),
+            });
+        }
+        Ok(Manifest {
+            format: FORMAT,
+            axes: vec![],
+            runs: entries,
         })
     }
 
@@ -137,7 +177,11 @@ impl Manifest {
                 manifest.format
             ));
         }
-        if manifest.runs.iter().any(|r| r.id != run_id(&r.config)) {
+        if manifest
+            .runs
+            .iter()
+            .any(|r| r.id != entry_id(&r.config, r.dir.as_deref()))
+        {
             return Err(edited());
         }
         Ok(manifest)
@@ -156,7 +200,10 @@ impl Manifest {
 
 /// The run directory of `run` in the sweep directory `dir`.
 pub fn run_dir(dir: &Path, run: &RunEntry) -> PathBuf {
-    dir.join("runs").join(&run.id)
+    match &run.dir {
+        Some(d) => dir.join(d),
+        None => dir.join("runs").join(&run.id),
+    }
 }
 
 /// The log of task `index` in the sweep directory `dir`.

@@ -1,6 +1,7 @@
 //! The SLURM executor: one job array per submission (one task per run: `samlab sweep task DIR --index
-//! $SLURM_ARRAY_TASK_ID`), then a report job that waits for it (`--dependency=afterany`, so failures are
-//! reported too). Job ids are kept in `<dir>/slurm/jobs.json` for `status`.
+//! $SLURM_ARRAY_TASK_ID`), or one per wave of runs that start from earlier runs, then a report job that waits for
+//! it (`--dependency=afterany`, so failures are reported too). Job ids are kept in `<dir>/slurm/jobs.json` for
+//! `status`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -190,6 +191,26 @@ pub fn submit(
     indices: &[usize],
     opts: &SlurmOptions,
 ) -> Result<Submission, SweepError> {
+    let dir = &dir.canonicalize().map_err(io_error("find", dir))?;
+    let report = [
+        "sweep".to_string(),
+        "report".into(),
+        dir.to_string_lossy().into_owned(),
+    ];
+    let mut s = submit_waves(dir, exe, &[indices.to_vec()], opts, &report)?;
+    Ok(s.pop().expect("one wave"))
+}
+
+/// Submits waves of the sweep in `dir`, one job array each, every wave after the previous one has ended
+/// (`afterany`: a run whose source failed fails too, and is reported); then `samlab REPORT...` after the last
+/// wave. Records them (one submission per wave) and returns them.
+pub fn submit_waves(
+    dir: &Path,
+    exe: &Path,
+    waves: &[Vec<usize>],
+    opts: &SlurmOptions,
+    report: &[String],
+) -> Result<Vec<Submission>, SweepError> {
     opts.check()?;
     let dir = &dir.canonicalize().map_err(io_error("find", dir))?;
     let mut all = submissions(dir)?;
@@ -197,31 +218,46 @@ pub fn submit(
     for d in [&slurm_dir, &dir.join("logs")] {
         fs::create_dir_all(d).map_err(io_error("create", d))?;
     }
-    let script = slurm_dir.join(format!("array-{}.sbatch", all.len()));
-    fs::write(&script, array_script(dir, exe, indices, opts))
-        .map_err(io_error("write", &script))?;
-    let array_job = sbatch(&[script.to_string_lossy().into_owned()])?;
-    let mut report = vec![
+    let mut arrays: Vec<String> = vec![];
+    for (k, indices) in waves.iter().enumerate() {
+        let script = slurm_dir.join(format!("array-{}.sbatch", all.len() + k));
+        fs::write(&script, array_script(dir, exe, indices, opts))
+            .map_err(io_error("write", &script))?;
+        let mut args = vec![];
+        if let Some(previous) = arrays.last() {
+            args.push(format!("--dependency=afterany:{previous}"));
+        }
+        args.push(script.to_string_lossy().into_owned());
+        arrays.push(sbatch(&args)?);
+    }
+    let last = arrays
+        .last()
+        .ok_or_else(|| SweepError::Invalid("nothing to submit".into()))?;
+    let mut args = vec![
         "--job-name=samlab-sweep-report".to_string(),
-        format!("--dependency=afterany:{array_job}"),
+        format!("--dependency=afterany:{last}"),
         format!("--output={}", dir.join("logs").join("report.log").display()),
     ];
-    report.extend(opts.args().into_iter().filter(|a| !a.starts_with("--gres")));
-    report.push(format!(
-        "--wrap=exec {} sweep report {}",
-        quote(&exe.to_string_lossy()),
-        quote(&dir.to_string_lossy())
-    ));
-    let report_job = sbatch(&report)?;
-    let s = Submission {
-        array_job,
-        report_job,
-        indices: indices.to_vec(),
-    };
-    all.push(s.clone());
+    args.extend(opts.args().into_iter().filter(|a| !a.starts_with("--gres")));
+    let command: Vec<String> = std::iter::once(exe.to_string_lossy().into_owned())
+        .chain(report.iter().cloned())
+        .map(|a| quote(&a))
+        .collect();
+    args.push(format!("--wrap=exec {}", command.join(" ")));
+    let report_job = sbatch(&args)?;
+    let submitted: Vec<Submission> = arrays
+        .into_iter()
+        .zip(waves)
+        .map(|(array_job, indices)| Submission {
+            array_job,
+            report_job: report_job.clone(),
+            indices: indices.clone(),
+        })
+        .collect();
+    all.extend(submitted.iter().cloned());
     let path = jobs_path(dir);
     write_json(&path, &all).map_err(io_error("write", &path))?;
-    Ok(s)
+    Ok(submitted)
 }
 
 /// What `squeue -h ARGS` prints, or an error with its stderr.

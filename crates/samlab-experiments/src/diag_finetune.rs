@@ -10,7 +10,7 @@ use samlab_core::run_dir::write_csv;
 use samlab_core::sam::{Grouping, SamConfig};
 use samlab_report::{Figure, Scale, Section, Series};
 
-use super::{diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment};
+use super::{diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment, PlannedRun};
 use samlab_runs::diag::{DiagOutcome, DiagRunConfig};
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
@@ -25,6 +25,33 @@ const GRID: usize = 301;
 
 /// ERM <-> 1-SAM switching and linear connectivity.
 pub struct FineTune;
+
+/// Phase 1 (ERM and 1-SAM from scratch), then phase 2 (each continued with ERM or 1-SAM from phase 1's weights).
+fn phases(ctx: &Ctx, id: &str) -> [Vec<(String, DiagRunConfig)>; 2] {
+    let phase1 = vec![
+        (
+            "erm".to_string(),
+            diag_config(DATA, ALPHA, LR, ITERS, SamConfig::erm()),
+        ),
+        (
+            "1sam".to_string(),
+            diag_config(DATA, ALPHA, LR, ITERS, one_sam(RHO_SCRATCH)),
+        ),
+    ];
+    let from = |name: &str, sam: SamConfig| DiagRunConfig {
+        init_from: Some(ctx.dir(id).join(name)),
+        ..diag_config(DATA, ALPHA, LR, ITERS, sam)
+    };
+    let phase2 = vec![
+        ("erm_then_erm".to_string(), from("erm", SamConfig::erm())),
+        (
+            "erm_then_1sam".to_string(),
+            from("erm", one_sam(RHO_FINETUNE)),
+        ),
+        ("1sam_then_erm".to_string(), from("1sam", SamConfig::erm())),
+    ];
+    [phase1, phase2]
+}
 
 impl Experiment for FineTune {
     fn id(&self) -> &'static str {
@@ -63,37 +90,15 @@ impl Experiment for FineTune {
         ]
     }
 
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        let [p1, p2] = phases(ctx, self.id());
+        ctx.diag_planned(self.id(), [p1, p2].concat())
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let id = self.id();
-        let phase1 = ctx.diag_runs(
-            id,
-            vec![
-                (
-                    "erm".into(),
-                    diag_config(DATA, ALPHA, LR, ITERS, SamConfig::erm()),
-                ),
-                (
-                    "1sam".into(),
-                    diag_config(DATA, ALPHA, LR, ITERS, one_sam(RHO_SCRATCH)),
-                ),
-            ],
-        )?;
-        let from = |o: &DiagOutcome, sam: SamConfig| DiagRunConfig {
-            engine: Default::default(),
-            init_from: Some(o.dir.clone()),
-            ..diag_config(DATA, ALPHA, LR, ITERS, sam)
-        };
-        let phase2 = ctx.diag_runs(
-            id,
-            vec![
-                ("erm_then_erm".into(), from(&phase1[0], SamConfig::erm())),
-                (
-                    "erm_then_1sam".into(),
-                    from(&phase1[0], one_sam(RHO_FINETUNE)),
-                ),
-                ("1sam_then_erm".into(), from(&phase1[1], SamConfig::erm())),
-            ],
-        )?;
+        let [p1, p2] = phases(ctx, id);
+        let phase1 = ctx.diag_runs(id, p1)?;
+        let phase2 = ctx.diag_runs(id, p2)?;
         let (erm, sam) = (&phase1[0], &phase1[1]);
         let (erm2, finetuned, sam_erm) = (&phase2[0], &phase2[1], &phase2[2]);
         let spec = self.claims();

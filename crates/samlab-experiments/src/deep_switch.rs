@@ -20,7 +20,7 @@ use super::deep_common::{
     clearly_below, comparison_header, comparison_row, epoch_series, mean_std, paired, seed_series,
     test_error, test_loss, values, DeepScale, ScaleKind,
 };
-use super::{par_map, ClaimSpec, Ctx, Experiment};
+use super::{cached, last_checkpoint, par_map, ClaimSpec, Ctx, Experiment, PlannedRun};
 
 /// ERM -> SAM and SAM -> ERM late in training, and the interpolation ERM <-> ERM -> SAM.
 pub struct Switching;
@@ -96,6 +96,56 @@ fn curve(
     }
 }
 
+/// The deep-net runs it judges, in groups.
+fn groups(scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
+    vec![
+        scale.per_seed(|s| scale.erm(s)),
+        scale.per_seed(|s| scale.msam(scale.small_m, scale.rho, s)),
+    ]
+}
+
+/// Per seed, the second phases: ERM -> ERM, ERM -> SAM, SAM -> SAM, SAM -> ERM.
+fn second_phase(ctx: &Ctx) -> Vec<[(String, DeepRunConfig); 4]> {
+    let scale = ctx.deep;
+    let (m, rho) = (scale.small_m, scale.rho);
+    let sam = scale.sam_config(m, rho);
+    let mut named = vec![];
+    for &s in &scale.seeds {
+        let (erm, samrun) = (scale.erm(s), scale.msam(m, rho, s));
+        named.push([
+            phase2(
+                ctx,
+                scale,
+                &erm,
+                format!("switch_erm_then_erm_s{s}"),
+                SamConfig::erm(),
+            ),
+            phase2(
+                ctx,
+                scale,
+                &erm,
+                format!("switch_erm_then_sam_s{s}"),
+                sam.clone(),
+            ),
+            phase2(
+                ctx,
+                scale,
+                &samrun,
+                format!("switch_sam_then_sam_s{s}"),
+                sam.clone(),
+            ),
+            phase2(
+                ctx,
+                scale,
+                &samrun,
+                format!("switch_sam_then_erm_s{s}"),
+                SamConfig::erm(),
+            ),
+        ]);
+    }
+    named
+}
+
 impl Experiment for Switching {
     fn id(&self) -> &'static str {
         "deep_switch"
@@ -127,51 +177,16 @@ impl Experiment for Switching {
             },
         ]
     }
-    fn deep_runs(&self, scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
-        vec![
-            scale.per_seed(|s| scale.erm(s)),
-            scale.per_seed(|s| scale.msam(scale.small_m, scale.rho, s)),
-        ]
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        let mut runs = groups(ctx.deep).concat();
+        runs.extend(second_phase(ctx).into_iter().flatten());
+        ctx.deep_planned(&runs)
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let scale = ctx.deep;
         let (m, rho) = (scale.small_m, scale.rho);
-        let sam = scale.sam_config(m, rho);
-        let mut named = vec![];
-        for &s in &scale.seeds {
-            let (erm, samrun) = (scale.erm(s), scale.msam(m, rho, s));
-            named.push([
-                phase2(
-                    ctx,
-                    scale,
-                    &erm,
-                    format!("switch_erm_then_erm_s{s}"),
-                    SamConfig::erm(),
-                ),
-                phase2(
-                    ctx,
-                    scale,
-                    &erm,
-                    format!("switch_erm_then_sam_s{s}"),
-                    sam.clone(),
-                ),
-                phase2(
-                    ctx,
-                    scale,
-                    &samrun,
-                    format!("switch_sam_then_sam_s{s}"),
-                    sam.clone(),
-                ),
-                phase2(
-                    ctx,
-                    scale,
-                    &samrun,
-                    format!("switch_sam_then_erm_s{s}"),
-                    SamConfig::erm(),
-                ),
-            ]);
-        }
-        let mut phase1 = ctx.deep_groups(&self.deep_runs(scale))?;
+        let named = second_phase(ctx);
+        let mut phase1 = ctx.deep_groups(&groups(scale))?;
         let (sam1, erm1) = (
             phase1.pop().expect("SAM runs"),
             phase1.pop().expect("ERM runs"),
@@ -204,13 +219,22 @@ impl Experiment for Switching {
         };
         let dir = ctx.dir(self.id());
         let paths: Vec<(&RunOutcome, &RunOutcome)> = erm1.iter().zip(&es).collect();
-        let interp: Vec<Interpolation> = par_map(&paths, |(a, b)| -> Result<Interpolation> {
-            let load = |o: &RunOutcome| LoadedRun::load(&o.dir, CheckpointKind::Last);
-            Ok(interpolate(
-                &load(a)?,
-                &load(b)?,
-                &InterpolationConfig::default(),
-            )?)
+        let seeds: Vec<(u64, &(&RunOutcome, &RunOutcome))> =
+            scale.seeds.iter().copied().zip(&paths).collect();
+        let interp: Vec<Interpolation> = par_map(&seeds, |(s, (a, b))| -> Result<Interpolation> {
+            let kept = dir.join("cache").join(format!("interpolation_s{s}.json"));
+            cached(
+                &kept,
+                &[last_checkpoint(&a.dir), last_checkpoint(&b.dir)],
+                || {
+                    let load = |o: &RunOutcome| LoadedRun::load(&o.dir, CheckpointKind::Last);
+                    Ok(interpolate(
+                        &load(a)?,
+                        &load(b)?,
+                        &InterpolationConfig::default(),
+                    )?)
+                },
+            )
         })
         .into_iter()
         .collect::<Result<_>>()?;

@@ -15,9 +15,11 @@ use super::deep_common::{
     comparison_header, comparison_row, fmt_mean, mean_std, seed_series, spearman, sweep_figure,
     test_error, test_loss, values, DeepScale, Sweep, TEST_ERROR, TEST_LOSS,
 };
-use super::{par_map, ClaimSpec, Ctx, Experiment};
+use super::{cached, last_checkpoint, par_map, ClaimSpec, Ctx, Experiment, PlannedRun};
+use serde::{Deserialize, Serialize};
 
 /// Geometry of a final model.
+#[derive(Serialize, Deserialize)]
 struct Geometry {
     /// Worst-case sharpness with the small m.
     small: f64,
@@ -30,8 +32,16 @@ struct Geometry {
 }
 
 /// Sharpness (m = `small` and m = `batch`), the top Hessian eigenvalue and the feature sparsity of a run's last
-/// checkpoint; the reports are also written into the run directory.
-fn geometry(o: &RunOutcome, small: usize, batch: usize) -> Result<Geometry> {
+/// checkpoint (kept in `cache` until the checkpoint changes); the reports are also written into the run directory.
+fn geometry(cache: &Path, o: &RunOutcome, small: usize, batch: usize) -> Result<Geometry> {
+    let name = o.dir.file_name().unwrap_or_default().to_string_lossy();
+    let path = cache.join(format!("geometry_{name}.json"));
+    cached(&path, &[last_checkpoint(&o.dir)], || {
+        measure_geometry(o, small, batch)
+    })
+}
+
+fn measure_geometry(o: &RunOutcome, small: usize, batch: usize) -> Result<Geometry> {
     let run = LoadedRun::load(&o.dir, CheckpointKind::Last)?;
     let sharp = |m: usize| -> Result<f64> {
         let r = run_sharpness(
@@ -106,6 +116,18 @@ fn curvature_figure(
 /// Test error against m at a fixed batch size and radius.
 pub struct MSharpness;
 
+/// The deep-net runs it judges, in groups.
+fn groups(scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
+    let mut groups = vec![scale.per_seed(|s| scale.erm(s))];
+    groups.extend(
+        scale
+            .m_grid
+            .iter()
+            .map(|&m| scale.per_seed(|s| scale.msam(m, scale.rho, s))),
+    );
+    groups
+}
+
 impl Experiment for MSharpness {
     fn id(&self) -> &'static str {
         "deep_msharpness"
@@ -137,19 +159,12 @@ impl Experiment for MSharpness {
             },
         ]
     }
-    fn deep_runs(&self, scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
-        let mut groups = vec![scale.per_seed(|s| scale.erm(s))];
-        groups.extend(
-            scale
-                .m_grid
-                .iter()
-                .map(|&m| scale.per_seed(|s| scale.msam(m, scale.rho, s))),
-        );
-        groups
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.deep_planned(&groups(ctx.deep).concat())
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let scale = ctx.deep;
-        let mut runs = ctx.deep_groups(&self.deep_runs(scale))?;
+        let mut runs = ctx.deep_groups(&groups(scale))?;
         let erm = runs.remove(0);
         let sweep = Sweep {
             label: format!("m-SAM (rho = {})", scale.rho),
@@ -190,10 +205,12 @@ impl Experiment for MSharpness {
             .chain(sweep.runs.iter().map(Vec::as_slice))
             .collect();
         let flat: Vec<&RunOutcome> = models.iter().flat_map(|r| r.iter()).collect();
-        let geometry: Vec<Geometry> =
-            par_map(&flat, |o| geometry(o, small, scale.base.train.batch_size))
-                .into_iter()
-                .collect::<Result<_>>()?;
+        let cache = ctx.dir(self.id()).join("cache");
+        let geometry: Vec<Geometry> = par_map(&flat, |o| {
+            geometry(&cache, o, small, scale.base.train.batch_size)
+        })
+        .into_iter()
+        .collect::<Result<_>>()?;
         let per_model: Vec<&[Geometry]> = geometry.chunks(scale.seeds.len()).collect();
         table.push(
             [

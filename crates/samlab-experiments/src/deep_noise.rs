@@ -7,7 +7,7 @@ use samlab_deep::run::{DeepRunConfig, EpochRow, RunOutcome};
 use samlab_report::{Figure, Scale, Section, Series};
 
 use super::deep_common::{epoch_series, fmt_pct, mean_std, metric, values, DeepScale};
-use super::{ClaimSpec, Ctx, Experiment};
+use super::{ClaimSpec, Ctx, Experiment, PlannedRun};
 
 /// ERM, small-m SAM and SAM with one perturbation per batch, trained on labels with 60% noise.
 pub struct LabelNoise;
@@ -52,6 +52,14 @@ fn per_epoch(runs: &[RunOutcome], pick: fn(&EpochRow) -> f64) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// The deep-net runs it judges, in groups.
+fn groups(scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
+    methods(scale)
+        .into_iter()
+        .map(|(_, stem, sam)| scale.per_seed(|s| scale.noise_run(&stem, sam.clone(), s)))
+        .collect()
+}
+
 impl Experiment for LabelNoise {
     fn id(&self) -> &'static str {
         "deep_label_noise"
@@ -78,16 +86,13 @@ impl Experiment for LabelNoise {
             },
         ]
     }
-    fn deep_runs(&self, scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
-        methods(scale)
-            .into_iter()
-            .map(|(_, stem, sam)| scale.per_seed(|s| scale.noise_run(&stem, sam.clone(), s)))
-            .collect()
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.deep_planned(&groups(ctx.deep).concat())
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let scale = ctx.deep;
         let methods = methods(scale);
-        let runs = ctx.deep_groups(&self.deep_runs(scale))?;
+        let runs = ctx.deep_groups(&groups(scale))?;
         let (m, rho_m) = (scale.small_m, scale.noise_rho_small_m);
         // One colour per method: test error solid, error on the noisy examples dashed.
         let mut series = vec![];

@@ -8,8 +8,9 @@ use samlab_core::data::SparseRegression;
 use samlab_core::sam::{Grouping, SamConfig};
 use samlab_report::{Figure, Scale, Section, Series};
 
-use super::{diag_config, dir_name, fmt_loss, ClaimSpec, Ctx, Experiment};
-use crate::theory::{implicit_bias, ImplicitBias};
+use super::{diag_config, dir_name, fmt_loss, ClaimSpec, Ctx, Experiment, PlannedRun};
+use samlab_runs::diag::DiagRunConfig;
+use samlab_runs::implicit_bias::{implicit_bias, ImplicitBias};
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const ALPHA: f64 = 0.1;
@@ -99,6 +100,18 @@ impl Spec {
     }
 }
 
+/// The runs of [`RUNS`], named by their labels.
+fn configs() -> Vec<(String, DiagRunConfig)> {
+    RUNS.iter()
+        .map(|s| {
+            (
+                dir_name(s.label),
+                diag_config(DATA, ALPHA, s.lr_times_d / 30.0, ITERS, s.sam()),
+            )
+        })
+        .collect()
+}
+
 /// Theorem 1 on the notebook's problem.
 pub struct ImplicitBiasStudy;
 
@@ -144,17 +157,12 @@ impl Experiment for ImplicitBiasStudy {
         ]
     }
 
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
-        let configs = RUNS
-            .iter()
-            .map(|s| {
-                (
-                    dir_name(s.label),
-                    diag_config(DATA, ALPHA, s.lr_times_d / 30.0, ITERS, s.sam()),
-                )
-            })
-            .collect();
-        let outcomes = ctx.diag_runs(self.id(), configs)?;
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.diag_planned(self.id(), configs())
+    }
+
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
+        let outcomes = ctx.diag_runs(self.id(), configs())?;
         let dirs: Vec<PathBuf> = outcomes.iter().map(|o| o.dir.clone()).collect();
         let results: Vec<ImplicitBias> = super::par_map(&dirs, |d| implicit_bias(d))
             .into_iter()

@@ -1,4 +1,5 @@
-//! Paper experiments as data: each preset is a set of run configs plus the claims it checks.
+//! The paper's experiments as data: each preset declares its runs (named run configs) and judges its claims from
+//! the finished run directories. [`reproduce`] plans, trains and reports them; [`plan`] is the list of runs.
 
 mod deep_ablations;
 pub mod deep_common;
@@ -15,36 +16,55 @@ mod relu_sparse;
 mod theory_bias;
 mod theory_convergence;
 
+pub mod plan;
+pub mod reproduce;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::ProgressBar;
 use samlab_core::data::SparseRegression;
 use samlab_core::diag_net::DiagTrainConfig;
 use samlab_core::sam::SamConfig;
 use samlab_core::schedule::LrSchedule;
 use samlab_report::{Claim, Figure, Scale, Section, Series, Verdict};
+use samlab_runs::diag::{DataSource, DiagOutcome, DiagRunConfig};
+use samlab_runs::relu::{ReluOutcome, ReluRunConfig};
+use samlab_runs::AnyRunConfig;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use samlab_deep::run::{DeepRunConfig, RunOutcome};
 
-use deep_common::{DeepRuns, DeepScale};
+use deep_common::DeepScale;
 
-use samlab_runs::diag::{execute, DataSource, DiagOutcome, DiagRunConfig};
+/// A bad request to `reproduce` or `report` (an unknown experiment, a scale without its data): exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRequest(pub String);
 
-/// What every experiment gets: where to write, how long to run, and the progress bar to tick.
+/// A training run an experiment judges: its run directory and its config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedRun {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// What it trains.
+    pub config: AnyRunConfig,
+}
+
+/// What every experiment gets: where the runs are, at which scale, and the progress bar to tick.
 pub struct Ctx<'a> {
     /// The results root (`results/` by default).
     pub out: PathBuf,
     /// Shorter runs.
     pub quick: bool,
-    /// Ticks once per finished run.
+    /// Ticks once per finished piece of work.
     pub progress: &'a ProgressBar,
     /// The scale of the deep-net presets.
     pub deep: &'a DeepScale,
-    /// Deep-net runs trained so far (shared between experiments).
-    pub deep_runs: &'a DeepRuns,
 }
 
 impl Ctx<'_> {
@@ -53,29 +73,83 @@ impl Ctx<'_> {
         self.out.join(id)
     }
 
-    /// Trains the named deep-net runs not trained yet in this `reproduce` (see [`DeepRuns`]).
-    pub fn deep_get(&self, runs: &[(String, DeepRunConfig)]) -> Result<Vec<RunOutcome>> {
-        self.deep_runs.get(self, runs)
-    }
-
-    /// Groups of deep-net runs (see [`Ctx::deep_get`]), trained together: the outcomes in the same groups.
-    pub fn deep_groups(
-        &self,
-        groups: &[Vec<(String, DeepRunConfig)>],
-    ) -> Result<Vec<Vec<RunOutcome>>> {
-        let mut all = self.deep_get(&groups.concat())?.into_iter();
-        Ok(groups
-            .iter()
-            .map(|g| all.by_ref().take(g.len()).collect())
-            .collect())
-    }
-
-    /// The run directory of deep-net run `name`.
+    /// The run directory of deep-net run `name` (shared by every experiment that asks for it).
     pub fn deep_dir(&self, name: &str) -> PathBuf {
         self.out.join("deep_runs").join(name)
     }
 
-    /// [`par_map`] over training runs, each ticking the progress bar when it finishes.
+    /// Named diagonal-net runs of experiment `id`, planned into `<out>/<id>/<name>`.
+    pub fn diag_planned(&self, id: &str, runs: Vec<(String, DiagRunConfig)>) -> Vec<PlannedRun> {
+        runs.into_iter()
+            .map(|(name, c)| PlannedRun {
+                dir: self.dir(id).join(name),
+                config: AnyRunConfig::Diag(c),
+            })
+            .collect()
+    }
+
+    /// Named ReLU-net runs of experiment `id`, planned into `<out>/<id>/<name>`.
+    pub fn relu_planned(&self, id: &str, runs: Vec<(String, ReluRunConfig)>) -> Vec<PlannedRun> {
+        runs.into_iter()
+            .map(|(name, c)| PlannedRun {
+                dir: self.dir(id).join(name),
+                config: AnyRunConfig::Relu(c),
+            })
+            .collect()
+    }
+
+    /// Named deep-net runs, planned into `<out>/deep_runs/<name>`.
+    pub fn deep_planned(&self, runs: &[(String, DeepRunConfig)]) -> Vec<PlannedRun> {
+        runs.iter()
+            .map(|(name, c)| PlannedRun {
+                dir: self.deep_dir(name),
+                config: AnyRunConfig::Deep(Box::new(c.clone())),
+            })
+            .collect()
+    }
+
+    /// The finished diagonal-net runs `<out>/<id>/<name>` of these configs, read back; results in input order.
+    pub fn diag_runs(
+        &self,
+        id: &str,
+        runs: Vec<(String, DiagRunConfig)>,
+    ) -> Result<Vec<DiagOutcome>> {
+        par_map(&runs, |(name, c)| {
+            samlab_runs::diag::load(&self.dir(id).join(name), c)
+        })
+        .into_iter()
+        .collect()
+    }
+
+    /// The finished ReLU-net runs `<out>/<id>/<name>` of these configs, read back; results in input order.
+    pub fn relu_runs(
+        &self,
+        id: &str,
+        runs: Vec<(String, ReluRunConfig)>,
+    ) -> Result<Vec<ReluOutcome>> {
+        par_map(&runs, |(name, c)| {
+            samlab_runs::relu::load(&self.dir(id).join(name), c)
+        })
+        .into_iter()
+        .collect()
+    }
+
+    /// The finished deep-net runs `<out>/deep_runs/<name>` of these configs, read back; results in input order.
+    pub fn deep_get(&self, runs: &[(String, DeepRunConfig)]) -> Result<Vec<RunOutcome>> {
+        runs.iter()
+            .map(|(name, c)| samlab_runs::deep::load(&self.deep_dir(name), c))
+            .collect()
+    }
+
+    /// Groups of deep-net runs (see [`Ctx::deep_get`]): the outcomes in the same groups.
+    pub fn deep_groups(
+        &self,
+        groups: &[Vec<(String, DeepRunConfig)>],
+    ) -> Result<Vec<Vec<RunOutcome>>> {
+        groups.iter().map(|g| self.deep_get(g)).collect()
+    }
+
+    /// [`par_map`] over pieces of work, each ticking the progress bar when it finishes.
     pub fn par_runs<T: Sync, R: Send>(&self, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
         self.progress.inc_length(items.len() as u64);
         par_map(items, |item| {
@@ -84,19 +158,53 @@ impl Ctx<'_> {
             r
         })
     }
+}
 
-    /// Runs named configs in parallel (one worker per core) into `<out>/<id>/<name>`; results in input order.
-    pub fn diag_runs(
-        &self,
-        id: &str,
-        runs: Vec<(String, DiagRunConfig)>,
-    ) -> Result<Vec<DiagOutcome>> {
-        self.par_runs(&runs, |(name, config)| {
-            execute(config, &self.dir(id).join(name), true, &mut |_| {})
+/// An analysis kept in a file with the SHA-256 of every file it read.
+#[derive(Serialize, Deserialize)]
+struct Cached<T> {
+    inputs: Vec<(PathBuf, String)>,
+    value: T,
+}
+
+/// `compute()`, kept in `path` with the SHA-256 of every file it reads (`inputs`): computed again only when one
+/// of them changed (a run trained again), so that `samlab report` does not repeat a reproduce's analyses.
+pub fn cached<T: Serialize + DeserializeOwned>(
+    path: &Path,
+    inputs: &[PathBuf],
+    compute: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let hashes = inputs
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+            Ok((f.clone(), format!("{:x}", Sha256::digest(&bytes))))
         })
-        .into_iter()
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let kept = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Cached<T>>(&b).ok())
+        .filter(|c| c.inputs == hashes);
+    if let Some(c) = kept {
+        return Ok(c.value);
     }
+    let value = compute()?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let entry = Cached {
+        inputs: hashes,
+        value,
+    };
+    samlab_core::run_dir::write_json(path, &entry)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(entry.value)
+}
+
+/// The last checkpoint of a deep-net run (what its analyses read).
+pub fn last_checkpoint(run: &Path) -> PathBuf {
+    run.join("checkpoint").join("last.ckpt")
 }
 
 /// `f` over `items` on one worker thread per core; results in input order.
@@ -159,13 +267,11 @@ pub trait Experiment: Sync {
     fn title(&self) -> &'static str;
     /// The claims it checks (used to mark them not-run if it fails).
     fn claims(&self) -> &'static [ClaimSpec];
-    /// Runs everything and returns the report section.
-    fn run(&self, ctx: &Ctx) -> Result<Section>;
-    /// The deep-net runs it needs before it can start, in groups (`reproduce` trains every experiment's together,
-    /// so both cores stay busy).
-    fn deep_runs(&self, _scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
-        vec![]
-    }
+    /// Every training run it judges, declared before anything trains (`reproduce` trains every experiment's
+    /// together, so both cores stay busy; `reproduce --plan` lists them).
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun>;
+    /// Judges the finished runs, read from their run directories (nothing trains here): the report section.
+    fn judge(&self, ctx: &Ctx) -> Result<Section>;
 }
 
 /// Every experiment, in report order.
@@ -226,6 +332,13 @@ pub fn dir_name(label: &str) -> String {
                 '_'
             }
         })
+        .collect()
+}
+
+/// Labelled runs ("1-SAM rho=0.1") named by their directories ("1-SAM_rho_0.1").
+pub fn by_dir<C>(runs: Vec<(String, C)>) -> Vec<(String, C)> {
+    runs.into_iter()
+        .map(|(label, c)| (dir_name(&label), c))
         .collect()
 }
 
@@ -329,6 +442,57 @@ pub fn curves_figure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::Plan;
+
+    /// Every preset at both scales: its runs are declared before anything trains, each planned once with a config
+    /// its engine accepts, and judging it without its runs names a missing run instead of panicking.
+    #[test]
+    fn every_preset_plans_checked_runs_and_judges_only_finished_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bar = ProgressBar::hidden();
+        for deep in [
+            DeepScale::laptop(false),
+            DeepScale::laptop(true),
+            DeepScale::paper(tmp.path().join("cifar"), false),
+        ] {
+            let ctx = Ctx {
+                out: tmp.path().join("results"),
+                quick: false,
+                progress: &bar,
+                deep: &deep,
+            };
+            let experiments = all();
+            let plan = Plan::new(&ctx, &experiments).unwrap();
+            for exp in &experiments {
+                let runs = exp.runs(&ctx);
+                // Theorem 2's study computes its trajectories in place: it has no training runs.
+                assert_eq!(runs.is_empty(), exp.id() == "theory_convergence", "{}", exp.id());
+                let mut dirs: Vec<&PathBuf> = runs.iter().map(|r| &r.dir).collect();
+                dirs.sort();
+                dirs.dedup();
+                assert_eq!(dirs.len(), runs.len(), "{}: a directory planned twice", exp.id());
+                for run in &runs {
+                    assert!(plan.runs.contains(run), "{}", run.dir.display());
+                    if run.config.starts_from().is_none() {
+                        run.config
+                            .check()
+                            .unwrap_or_else(|e| panic!("{}: {e:#}", run.dir.display()));
+                    }
+                }
+                if !runs.is_empty() {
+                    let err = format!("{:#}", exp.judge(&ctx).err().unwrap());
+                    assert!(err.contains("no finished run here"), "{}: {err}", exp.id());
+                }
+            }
+            // Runs that start from others come in a later wave than them.
+            for (run, &wave) in plan.runs.iter().zip(&plan.wave) {
+                if let Some(from) = run.config.starts_from() {
+                    let source = plan.runs.iter().position(|r| r.dir == from).unwrap();
+                    assert!(plan.wave[source] < wave, "{}", run.dir.display());
+                }
+            }
+        }
+    }
 
     #[test]
     fn compact_numbers_stay_short() {

@@ -9,28 +9,23 @@
 //! - **paper**: SPEC §4 — PreAct ResNet-18 on CIFAR-10, 200 epochs (1000 for label noise), crop+flip, same
 //!   optimizer; hours per run on a GPU.
 //!
-//! Every run goes to `<out>/deep_runs/<name>` and is trained once per `reproduce`, whichever experiment asks
-//! first: the ERM and SAM baselines serve several sections.
+//! Every run goes to `<out>/deep_runs/<name>`, planned once whichever experiments ask for it: the ERM and SAM
+//! baselines serve several sections.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use anyhow::{bail, Result};
-use samlab_core::sam::{
-    AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
-};
+use anyhow::Result;
+use samlab_core::sam::{AscentSource, Grouping, Normalization, Perturbation, SamConfig};
 use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
 use samlab_deep::models::Arch;
 use samlab_deep::nn::NormKind;
-use samlab_deep::run::{DeepRunConfig, Quiet, RunOutcome, Status};
+use samlab_deep::run::{DeepRunConfig, RunOutcome, Status};
 
 use samlab_report::{Figure, Scale, Series};
 
-use super::Ctx;
-
 /// Which size the deep presets run at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ScaleKind {
     /// Minutes on a laptop CPU: an MLP on the shipped Fashion-MNIST subset.
     Laptop,
@@ -81,7 +76,7 @@ fn sam(rho: f64, grouping: Grouping) -> SamConfig {
 impl DeepScale {
     /// The laptop scale (`quick`: 1 seed, half the epochs, one point per grid, 2 ascent steps instead of 3).
     pub fn laptop(quick: bool) -> Self {
-        let mut base = crate::train::defaults();
+        let mut base = samlab_runs::deep::defaults();
         base.model.arch = Arch::Mlp;
         base.model.width = Some(256);
         base.model.norm = Some(NormKind::Batch);
@@ -133,7 +128,7 @@ impl DeepScale {
 
     /// The paper's scale on CIFAR-10 in `data_dir` (SPEC §4; `quick` keeps one seed).
     pub fn paper(data_dir: PathBuf, quick: bool) -> Self {
-        let mut base = crate::train::defaults();
+        let mut base = samlab_runs::deep::defaults();
         base.model.arch = Arch::PreactResnet18;
         base.model.width = Some(64);
         base.model.norm = Some(NormKind::Batch);
@@ -241,62 +236,6 @@ impl DeepScale {
             b.train.lr.base,
             self.seeds,
         )
-    }
-}
-
-/// A rough relative cost of a run: epochs x training images x passes per example (SAM: the ascent steps plus the
-/// descent) x (groups per batch)^0.3 (small groups run less efficiently: m = 16 costs 1.7x m = 128 per pass).
-fn cost(c: &DeepRunConfig) -> f64 {
-    let images = c.data.train_limit.unwrap_or(10_000) as f64;
-    let sam = c.sam.rho > 0.0 || c.sam.rho_schedule != RhoSchedule::Constant;
-    let passes = if sam {
-        c.sam.ascent_steps as f64 + 1.0
-    } else {
-        1.0
-    };
-    let groups = match c.sam.grouping {
-        Grouping::Size(m) if sam => (c.train.batch_size / m.max(1)) as f64,
-        _ => 1.0,
-    };
-    c.train.epochs as f64 * images * passes * groups.powf(0.3)
-}
-
-/// Deep runs of one `reproduce`, by name: each is trained once and shared by the experiments that ask for it.
-#[derive(Default)]
-pub struct DeepRuns {
-    done: Mutex<HashMap<String, (DeepRunConfig, RunOutcome)>>,
-}
-
-impl DeepRuns {
-    /// Trains the named runs not trained yet (in parallel) into `<out>/deep_runs/<name>` and returns every
-    /// outcome, in input order. A name asked for twice with different configs is a bug in a preset.
-    pub fn get(&self, ctx: &Ctx, runs: &[(String, DeepRunConfig)]) -> Result<Vec<RunOutcome>> {
-        let todo: Vec<&(String, DeepRunConfig)> = {
-            let done = self.done.lock().expect("no worker panicked");
-            for (name, config) in runs {
-                if let Some((c, _)) = done.get(name) {
-                    if c != config {
-                        bail!("deep run {name} requested with two different configs");
-                    }
-                }
-            }
-            let mut seen = std::collections::HashSet::new();
-            let mut todo: Vec<_> = runs
-                .iter()
-                .filter(|(name, _)| !done.contains_key(name) && seen.insert(name.clone()))
-                .collect();
-            // Longest first, so that no long run is left alone at the end.
-            todo.sort_by(|a, b| cost(&b.1).total_cmp(&cost(&a.1)));
-            todo
-        };
-        let outcomes = ctx.par_runs(&todo, |(name, config)| {
-            samlab_deep::run::train(config, &ctx.deep_dir(name), true, &mut Quiet)
-        });
-        let mut done = self.done.lock().expect("no worker panicked");
-        for ((name, config), outcome) in todo.iter().zip(outcomes) {
-            done.insert(name.clone(), (config.clone(), outcome?));
-        }
-        Ok(runs.iter().map(|(name, _)| done[name].1.clone()).collect())
     }
 }
 

@@ -8,8 +8,10 @@ use samlab_core::data::SparseRegression;
 use samlab_core::sam::{Grouping, SamConfig};
 use samlab_report::Section;
 
-use super::{curves_figure, diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment};
-use samlab_runs::diag::DiagOutcome;
+use super::{
+    curves_figure, diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment, PlannedRun,
+};
+use samlab_runs::diag::{DiagOutcome, DiagRunConfig};
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const ALPHA: f64 = 0.1;
@@ -30,6 +32,19 @@ fn first_below(o: &DiagOutcome, target: f64) -> Option<usize> {
 
 /// Fig. 6: long runs of ERM, n-SAM and 1-SAM.
 pub struct LongRun;
+
+/// ERM, n-SAM and 1-SAM, named erm, nsam, 1sam.
+fn configs(ctx: &Ctx) -> Vec<(String, DiagRunConfig)> {
+    let iters = if ctx.quick { 300_000 } else { 1_000_000 };
+    [
+        ("erm", SamConfig::erm()),
+        ("nsam", SamConfig::usam(RHO_NSAM, Grouping::WholeBatch)),
+        ("1sam", SamConfig::usam(RHO_1SAM, Grouping::Size(1))),
+    ]
+    .into_iter()
+    .map(|(name, sam)| (name.to_string(), diag_config(DATA, ALPHA, LR, iters, sam)))
+    .collect()
+}
 
 impl Experiment for LongRun {
     fn id(&self) -> &'static str {
@@ -57,25 +72,13 @@ impl Experiment for LongRun {
             },
         ]
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.diag_planned(self.id(), configs(ctx))
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let iters = if ctx.quick { 300_000 } else { 1_000_000 };
-        let runs = [
-            ("ERM", SamConfig::erm()),
-            ("n-SAM", SamConfig::usam(RHO_NSAM, Grouping::WholeBatch)),
-            ("1-SAM", SamConfig::usam(RHO_1SAM, Grouping::Size(1))),
-        ];
-        let names: Vec<String> = runs.iter().map(|r| r.0.to_string()).collect();
-        let out = ctx.diag_runs(
-            self.id(),
-            runs.iter()
-                .map(|(name, sam)| {
-                    (
-                        name.to_lowercase().replace('-', ""),
-                        diag_config(DATA, ALPHA, LR, iters, sam.clone()),
-                    )
-                })
-                .collect(),
-        )?;
+        let names = ["ERM", "n-SAM", "1-SAM"].map(String::from);
+        let out = ctx.diag_runs(self.id(), configs(ctx))?;
         let [erm, nsam, sam1] = [0, 1, 2].map(|k| &out[k]);
         let spec = self.claims();
         let labelled: Vec<(String, &DiagOutcome)> = names.iter().cloned().zip(&out).collect();

@@ -10,26 +10,30 @@ use samlab_core::sam::{Grouping, SamConfig};
 use samlab_report::{Figure, Scale, Section, Series};
 
 use super::{
-    curves_figure, diag_config, dir_name, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment,
+    by_dir, curves_figure, diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment,
+    PlannedRun,
 };
-use samlab_runs::diag::DiagOutcome;
+use samlab_runs::diag::{DiagOutcome, DiagRunConfig};
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const D: f64 = 30.0;
 const ITERS: usize = 10001;
 
-/// `(names, outcomes)` of a list of named runs executed together.
+/// Labelled runs on the notebook's data: `(label, SAM, alpha, step)`.
+fn labelled(runs: Vec<(String, SamConfig, f64, f64)>) -> Vec<(String, DiagRunConfig)> {
+    runs.into_iter()
+        .map(|(name, sam, alpha, lr)| (name, diag_config(DATA, alpha, lr, ITERS, sam)))
+        .collect()
+}
+
+/// `(labels, outcomes)` of labelled finished runs.
 fn run_all(
     ctx: &Ctx,
     id: &str,
-    runs: Vec<(String, samlab_core::sam::SamConfig, f64, f64)>,
+    runs: Vec<(String, DiagRunConfig)>,
 ) -> Result<(Vec<String>, Vec<DiagOutcome>)> {
     let names: Vec<String> = runs.iter().map(|r| r.0.clone()).collect();
-    let configs = runs
-        .into_iter()
-        .map(|(name, sam, alpha, lr)| (dir_name(&name), diag_config(DATA, alpha, lr, ITERS, sam)))
-        .collect();
-    Ok((names, ctx.diag_runs(id, configs)?))
+    Ok((names, ctx.diag_runs(id, by_dir(runs))?))
 }
 
 /// Checks `(got, notebook value)` pairs to `tol` relative; returns (all ok, text).
@@ -51,6 +55,22 @@ pub struct GdVsNsam;
 
 const NSAM_RHOS: [f64; 5] = [0.01, 0.03, 0.1, 0.3, 1.0];
 const NSAM_NOTEBOOK: [f64; 5] = [0.015144, 0.015322, 0.015982, 0.018242, 0.036065];
+
+impl GdVsNsam {
+    fn configs(&self) -> Vec<(String, DiagRunConfig)> {
+        let (alpha, lr) = (0.1, 5.0 / D);
+        let mut runs = vec![("GD".to_string(), SamConfig::erm(), alpha, lr)];
+        for rho in NSAM_RHOS {
+            runs.push((
+                format!("n-SAM rho={rho}"),
+                SamConfig::usam(rho, Grouping::WholeBatch),
+                alpha,
+                lr,
+            ));
+        }
+        labelled(runs)
+    }
+}
 
 impl Experiment for GdVsNsam {
     fn id(&self) -> &'static str {
@@ -78,18 +98,11 @@ impl Experiment for GdVsNsam {
             },
         ]
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
-        let (alpha, lr) = (0.1, 5.0 / D);
-        let mut runs = vec![("GD".to_string(), SamConfig::erm(), alpha, lr)];
-        for rho in NSAM_RHOS {
-            runs.push((
-                format!("n-SAM rho={rho}"),
-                SamConfig::usam(rho, Grouping::WholeBatch),
-                alpha,
-                lr,
-            ));
-        }
-        let (names, out) = run_all(ctx, self.id(), runs)?;
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.diag_planned(self.id(), by_dir(self.configs()))
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
+        let (names, out) = run_all(ctx, self.id(), self.configs())?;
         let gd = out[0].test_loss();
         let nsam: Vec<f64> = out[1..].iter().map(DiagOutcome::test_loss).collect();
         let spec = self.claims();
@@ -135,6 +148,17 @@ pub struct GdVs1Sam;
 const ONE_SAM_RHOS_CELL2: [f64; 4] = [0.01, 0.03, 0.1, 0.3];
 const CELL2_NOTEBOOK: [f64; 5] = [6.338e-4, 4.664e-4, 2.385e-4, 1.540e-5, 2.418e-2];
 
+impl GdVs1Sam {
+    fn configs(&self) -> Vec<(String, DiagRunConfig)> {
+        let (alpha, lr) = (0.02, 5.0 / D);
+        let mut runs = vec![("GD".to_string(), SamConfig::erm(), alpha, lr)];
+        for rho in ONE_SAM_RHOS_CELL2 {
+            runs.push((format!("1-SAM rho_nb={rho}"), one_sam(rho), alpha, lr));
+        }
+        labelled(runs)
+    }
+}
+
 impl Experiment for GdVs1Sam {
     fn id(&self) -> &'static str {
         "diag_gd_vs_1sam"
@@ -156,13 +180,11 @@ impl Experiment for GdVs1Sam {
             },
         ]
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
-        let (alpha, lr) = (0.02, 5.0 / D);
-        let mut runs = vec![("GD".to_string(), SamConfig::erm(), alpha, lr)];
-        for rho in ONE_SAM_RHOS_CELL2 {
-            runs.push((format!("1-SAM rho_nb={rho}"), one_sam(rho), alpha, lr));
-        }
-        let (names, out) = run_all(ctx, self.id(), runs)?;
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.diag_planned(self.id(), by_dir(self.configs()))
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
+        let (names, out) = run_all(ctx, self.id(), self.configs())?;
         let tests: Vec<f64> = out.iter().map(DiagOutcome::test_loss).collect();
         let spec = self.claims();
         let (ok, text) = match_notebook(
@@ -196,6 +218,27 @@ const ONE_SAM_RHOS_CELL3: [f64; 5] = [0.03, 0.1, 0.15, 0.2, 0.3];
 const CELL3_NOTEBOOK: [f64; 6] = [0.015748, 9.128e-3, 1.524e-3, 2.526e-4, 1.562e-5, 1.317e-8];
 const SGD_SEEDS: [u32; 3] = [1, 2, 3];
 
+impl SgdVs1Sam {
+    /// GD, 1-SAM, then SGD at two steps over the seeds.
+    fn configs(&self) -> Vec<(String, DiagRunConfig)> {
+        let (alpha, lr) = (0.1, 10.0 / D);
+        let mut runs = vec![("GD".to_string(), SamConfig::erm(), alpha, lr)];
+        for rho in ONE_SAM_RHOS_CELL3 {
+            runs.push((format!("1-SAM rho_nb={rho}"), one_sam(rho), alpha, lr));
+        }
+        let mut configs = labelled(runs);
+        for (label, step) in [("gamma/3", lr / 3.0), ("gamma", lr)] {
+            for seed in SGD_SEEDS {
+                let mut config = diag_config(DATA, alpha, step, ITERS, SamConfig::erm());
+                config.train.batch_size = Some(1);
+                config.train.seed = seed;
+                configs.push((format!("SGD {label} seed={seed}"), config));
+            }
+        }
+        configs
+    }
+}
+
 impl Experiment for SgdVs1Sam {
     fn id(&self) -> &'static str {
         "diag_sgd_vs_1sam"
@@ -222,25 +265,11 @@ impl Experiment for SgdVs1Sam {
             },
         ]
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
-        let (alpha, lr) = (0.1, 10.0 / D);
-        let mut runs = vec![("GD".to_string(), SamConfig::erm(), alpha, lr)];
-        for rho in ONE_SAM_RHOS_CELL3 {
-            runs.push((format!("1-SAM rho_nb={rho}"), one_sam(rho), alpha, lr));
-        }
-        let (mut names, mut out) = run_all(ctx, self.id(), runs)?;
-        let mut sgd_runs = vec![];
-        for (label, step) in [("gamma/3", lr / 3.0), ("gamma", lr)] {
-            for seed in SGD_SEEDS {
-                let mut config = diag_config(DATA, alpha, step, ITERS, SamConfig::erm());
-                config.train.batch_size = Some(1);
-                config.train.seed = seed;
-                let name = format!("SGD {label} seed={seed}");
-                names.push(name.clone());
-                sgd_runs.push((dir_name(&name), config));
-            }
-        }
-        out.extend(ctx.diag_runs(self.id(), sgd_runs)?);
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.diag_planned(self.id(), by_dir(self.configs()))
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
+        let (names, out) = run_all(ctx, self.id(), self.configs())?;
         let tests: Vec<f64> = out.iter().map(DiagOutcome::test_loss).collect();
         let spec = self.claims();
         let (ok, text) = match_notebook(
@@ -286,6 +315,25 @@ const GRID_NSAM_RERUN: [f64; 7] = [
     0.016455, 0.016473, 0.016538, 0.016724, 0.017416, 0.019780, 0.033868,
 ];
 
+impl RhoGrid {
+    fn configs(&self) -> Vec<(String, DiagRunConfig)> {
+        let (alpha, lr) = (0.1, 15.0 / D);
+        let mut runs = vec![("ERM".to_string(), SamConfig::erm(), alpha, lr)];
+        for rho in GRID_RHOS {
+            runs.push((
+                format!("n-SAM rho={rho}"),
+                SamConfig::usam(rho, Grouping::WholeBatch),
+                alpha,
+                lr,
+            ));
+        }
+        for rho in GRID_RHOS {
+            runs.push((format!("1-SAM rho_nb={rho}"), one_sam(rho), alpha, lr));
+        }
+        labelled(runs)
+    }
+}
+
 impl Experiment for RhoGrid {
     fn id(&self) -> &'static str {
         "diag_rho_grid"
@@ -327,21 +375,11 @@ impl Experiment for RhoGrid {
             },
         ]
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
-        let (alpha, lr) = (0.1, 15.0 / D);
-        let mut runs = vec![("ERM".to_string(), SamConfig::erm(), alpha, lr)];
-        for rho in GRID_RHOS {
-            runs.push((
-                format!("n-SAM rho={rho}"),
-                SamConfig::usam(rho, Grouping::WholeBatch),
-                alpha,
-                lr,
-            ));
-        }
-        for rho in GRID_RHOS {
-            runs.push((format!("1-SAM rho_nb={rho}"), one_sam(rho), alpha, lr));
-        }
-        let (names, out) = run_all(ctx, self.id(), runs)?;
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.diag_planned(self.id(), by_dir(self.configs()))
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
+        let (names, out) = run_all(ctx, self.id(), self.configs())?;
         let erm = out[0].test_loss();
         let nsam: Vec<f64> = out[1..8].iter().map(DiagOutcome::test_loss).collect();
         let sam1: Vec<f64> = out[8..].iter().map(DiagOutcome::test_loss).collect();

@@ -7,22 +7,20 @@
 //! The authors' ReLU code minimises mean((f - y)^2) while samlab's per-example loss is (f - y)^2 / 2, so their
 //! step gamma is our 2 * gamma; the presets convert and the tables show both.
 
-use std::sync::Mutex;
-
 use anyhow::Result;
 use samlab_core::data::SparseRegression;
-use samlab_core::diag_net::{log_iterations, CurvePoint};
+use samlab_core::diag_net::log_iterations;
 use samlab_core::relu_net::{LossReduction, ReluInit, TeacherStudent};
 use samlab_core::sam::SamConfig;
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 use samlab_report::{Figure, Scale, Section, Series};
 
 use super::relu_common::{
-    along_figure, functions_figure, if_ok, median, relu_runs, relu_table, twelve_point_run,
+    along_figure, functions_figure, if_ok, median, relu_table, twelve_point_run,
 };
-use super::{curves_figure, diag_config, fmt_loss, ClaimSpec, Ctx, Experiment};
-use samlab_runs::diag::{execute, DiagOutcome};
-use samlab_runs::relu::{MetricSettings, NetMetrics, ReluData, ReluOutcome, ReluRunConfig};
+use super::{by_dir, curves_figure, diag_config, fmt_loss, ClaimSpec, Ctx, Experiment, PlannedRun};
+use samlab_runs::diag::{DiagOutcome, DiagRunConfig};
+use samlab_runs::relu::{MetricSettings, ReluData, ReluMetricsRow, ReluOutcome, ReluRunConfig};
 
 /// A step schedule: `base` until fraction `at`, then `base / decay`.
 fn decayed(base: f64, at: f64, decay: f64) -> LrSchedule {
@@ -68,6 +66,34 @@ const NONZERO: f64 = 1e-50;
 /// Large-step SGD on diagonal nets.
 pub struct LargeStepDiag;
 
+/// Small steps, then large steps decayed at 10%, 30%, 50%: SGD with batch 1, labelled.
+fn diag_configs() -> Vec<(String, DiagRunConfig)> {
+    let mut runs = vec![(
+        "SGD gamma=0.25".to_string(),
+        LrSchedule::constant(DIAG_SMALL),
+    )];
+    for (at, decay) in DIAG_DECAYS {
+        runs.push((
+            format!("SGD gamma=0.282, decay at {:.0}%", at * 100.0),
+            decayed(DIAG_LARGE, at, decay),
+        ));
+    }
+    runs.into_iter()
+        .map(|(name, lr)| {
+            let mut c = diag_config(DIAG_DATA, 0.1, DIAG_SMALL, DIAG_ITERS, SamConfig::erm());
+            c.train.lr = lr;
+            c.train.batch_size = Some(1);
+            c.train.seed = 1;
+            (name, c)
+        })
+        .collect()
+}
+
+/// Coordinates of `beta` above [`NONZERO`] in absolute value.
+fn count_nonzero(beta: &[f64]) -> f64 {
+    beta.iter().filter(|b| b.abs() > NONZERO).count() as f64
+}
+
 impl Experiment for LargeStepDiag {
     fn id(&self) -> &'static str {
         "relu_large_step_diag"
@@ -94,61 +120,40 @@ impl Experiment for LargeStepDiag {
             },
         ]
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
-        let mut runs = vec![(
-            "SGD gamma=0.25".to_string(),
-            LrSchedule::constant(DIAG_SMALL),
-        )];
-        for (at, decay) in DIAG_DECAYS {
-            runs.push((
-                format!("SGD gamma=0.282, decay at {:.0}%", at * 100.0),
-                decayed(DIAG_LARGE, at, decay),
-            ));
-        }
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.diag_planned(self.id(), by_dir(diag_configs()))
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
+        let runs = diag_configs();
+        let outcomes = ctx.diag_runs(self.id(), by_dir(runs.clone()))?;
+        // Non-zero coordinates at the logged iterations: the engine's observer during a replay of each run, which
+        // must end at its stored weights.
         let log_at = log_iterations(DIAG_ITERS);
-        let configs: Vec<(String, samlab_runs::diag::DiagRunConfig)> = runs
-            .iter()
-            .map(|(name, lr)| {
-                let mut c = diag_config(DIAG_DATA, 0.1, DIAG_SMALL, DIAG_ITERS, SamConfig::erm());
-                c.train.lr = lr.clone();
-                c.train.batch_size = Some(1);
-                c.train.seed = 1;
-                (super::dir_name(name), c)
-            })
-            .collect();
-        // Non-zero coordinates at the logged iterations, from the engine's observer.
-        let results = ctx.par_runs(
-            &configs,
-            |(name, config)| -> Result<(DiagOutcome, Vec<f64>)> {
-                let nonzeros = Mutex::new(Vec::with_capacity(log_at.len()));
-                let mut next = 0;
-                let outcome = execute(config, &ctx.dir(self.id()).join(name), true, &mut |step| {
-                    if log_at.get(next) == Some(&step.t) {
-                        next += 1;
-                        let count = step
-                            .params
-                            .beta()
-                            .iter()
-                            .filter(|b| b.abs() > NONZERO)
-                            .count();
-                        nonzeros.lock().expect("one writer").push(count as f64);
-                    }
-                })?;
-                let mut nonzeros = nonzeros.into_inner().expect("one writer");
-                let last = outcome
-                    .run
-                    .params
-                    .beta()
-                    .iter()
-                    .filter(|b| b.abs() > NONZERO)
-                    .count();
-                nonzeros.push(last as f64);
-                Ok((outcome, nonzeros))
-            },
-        );
-        let results: Vec<(DiagOutcome, Vec<f64>)> = results.into_iter().collect::<Result<_>>()?;
+        let counts = ctx.par_runs(&runs, |(name, config)| -> Result<Vec<f64>> {
+            let (data, init) = samlab_runs::diag::prepare(config)?;
+            let mut nonzeros = Vec::with_capacity(log_at.len() + 1);
+            let mut next = 0;
+            let replay = samlab_core::diag_net::train(&data, &config.train, init, &mut |step| {
+                if log_at.get(next) == Some(&step.t) {
+                    next += 1;
+                    nonzeros.push(count_nonzero(&step.params.beta()));
+                }
+            })?;
+            let stored = &outcomes[runs
+                .iter()
+                .position(|r| &r.0 == name)
+                .expect("a planned run")];
+            anyhow::ensure!(
+                replay.params == stored.run.params,
+                "replaying {name} does not give its stored weights"
+            );
+            nonzeros.push(count_nonzero(&replay.params.beta()));
+            Ok(nonzeros)
+        });
+        let counts: Vec<Vec<f64>> = counts.into_iter().collect::<Result<_>>()?;
+        let results: Vec<(&DiagOutcome, &Vec<f64>)> = outcomes.iter().zip(&counts).collect();
         let names: Vec<String> = runs.iter().map(|r| r.0.clone()).collect();
-        let outcomes: Vec<&DiagOutcome> = results.iter().map(|r| &r.0).collect();
+        let outcomes: Vec<&DiagOutcome> = outcomes.iter().collect();
         // A diverged run's count is NaN: it never counts as sparse.
         let nnz: Vec<f64> = results
             .iter()
@@ -201,7 +206,7 @@ impl Experiment for LargeStepDiag {
                         .run
                         .curve
                         .iter()
-                        .zip(counts)
+                        .zip(counts.iter())
                         .filter(|(p, _)| p.iteration > 0)
                         .map(|(p, &c)| (p.iteration as f64, c))
                         .collect(),
@@ -310,6 +315,26 @@ fn one_d_schedule(s: f64, decay: f64) -> LrSchedule {
 /// SGD on the 1D ReLU net with the step decayed at 2% vs 50% of training.
 pub struct LargeStepRelu1d;
 
+/// Per seed, the early- and the late-decay run.
+fn one_d_configs() -> Vec<(String, ReluRunConfig)> {
+    let mut runs = vec![];
+    for seed in ONE_D_SEEDS {
+        for (s, decay) in ONE_D_RUNS {
+            let mut c = twelve_point_run(
+                seed,
+                one_d_schedule(s, decay),
+                ONE_D_ITERS,
+                Some(1),
+                SamConfig::erm(),
+                None,
+            );
+            c.metrics.corr_threshold = 0.999;
+            runs.push((format!("decay{:.0}_seed{seed}", s * 100.0), c));
+        }
+    }
+    runs
+}
+
 impl Experiment for LargeStepRelu1d {
     fn id(&self) -> &'static str {
         "relu_large_step_1d"
@@ -331,23 +356,11 @@ impl Experiment for LargeStepRelu1d {
             },
         ]
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
-        let mut runs = vec![];
-        for seed in ONE_D_SEEDS {
-            for (s, decay) in ONE_D_RUNS {
-                let mut c = twelve_point_run(
-                    seed,
-                    one_d_schedule(s, decay),
-                    ONE_D_ITERS,
-                    Some(1),
-                    SamConfig::erm(),
-                    None,
-                );
-                c.metrics.corr_threshold = 0.999;
-                runs.push((format!("decay{:.0}_seed{seed}", s * 100.0), c));
-            }
-        }
-        let out = relu_runs(ctx, self.id(), runs)?;
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.relu_planned(self.id(), one_d_configs())
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
+        let out = ctx.relu_runs(self.id(), one_d_configs())?;
         let names: Vec<String> = ONE_D_SEEDS
             .iter()
             .flat_map(|seed| {
@@ -385,7 +398,7 @@ impl Experiment for LargeStepRelu1d {
                 "train loss (0.5 sum of squares)",
                 true,
                 &seed0,
-                |p: &CurvePoint, _: &NetMetrics| p.train_loss,
+                |r: &ReluMetricsRow| r.train_loss,
             )?,
             along_figure(
                 &dir,
@@ -394,7 +407,7 @@ impl Experiment for LargeStepRelu1d {
                 "distinct active neurons",
                 false,
                 &seed0,
-                |_: &CurvePoint, m: &NetMetrics| m.active_neurons as f64,
+                |r: &ReluMetricsRow| r.active_neurons as f64,
             )?,
         ];
         let spec = self.claims();
@@ -467,6 +480,37 @@ fn student(seed: u32, mut lr: LrSchedule) -> ReluRunConfig {
 /// Teacher-student ReLU nets: feature sparsity after large-step phases of different lengths.
 pub struct TeacherStudentSparsity;
 
+/// The small-step schedule, then the decays, labelled.
+fn ts_schedules() -> Vec<(String, LrSchedule)> {
+    let mut schedules = vec![(
+        "small steps".to_string(),
+        LrSchedule::constant(2.0 * TS_SMALL),
+    )];
+    for (at, decay) in TS_DECAYS {
+        schedules.push((
+            format!("decay at {:.0}%", at * 100.0),
+            decayed(2.0 * TS_LARGE, at, decay),
+        ));
+    }
+    schedules
+}
+
+/// Per seed, every schedule: the labels and the named runs.
+fn ts_configs() -> (Vec<String>, Vec<(String, ReluRunConfig)>) {
+    let mut runs = vec![];
+    let mut names = vec![];
+    for seed in TS_SEEDS {
+        for (label, lr) in &ts_schedules() {
+            names.push(format!("{label}, seed {seed}"));
+            runs.push((
+                super::dir_name(&format!("{label}_seed{seed}")),
+                student(seed, lr.clone()),
+            ));
+        }
+    }
+    (names, runs)
+}
+
 impl Experiment for TeacherStudentSparsity {
     fn id(&self) -> &'static str {
         "relu_teacher_student"
@@ -488,29 +532,13 @@ impl Experiment for TeacherStudentSparsity {
             },
         ]
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
-        let mut schedules = vec![(
-            "small steps".to_string(),
-            LrSchedule::constant(2.0 * TS_SMALL),
-        )];
-        for (at, decay) in TS_DECAYS {
-            schedules.push((
-                format!("decay at {:.0}%", at * 100.0),
-                decayed(2.0 * TS_LARGE, at, decay),
-            ));
-        }
-        let mut runs = vec![];
-        let mut names = vec![];
-        for seed in TS_SEEDS {
-            for (label, lr) in &schedules {
-                names.push(format!("{label}, seed {seed}"));
-                runs.push((
-                    super::dir_name(&format!("{label}_seed{seed}")),
-                    student(seed, lr.clone()),
-                ));
-            }
-        }
-        let out = relu_runs(ctx, self.id(), runs)?;
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.relu_planned(self.id(), ts_configs().1)
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
+        let schedules = ts_schedules();
+        let (names, runs) = ts_configs();
+        let out = ctx.relu_runs(self.id(), runs)?;
         let k = schedules.len();
         let per_schedule = |f: &dyn Fn(&ReluOutcome) -> f64| -> Vec<f64> {
             (0..k)
@@ -533,7 +561,7 @@ impl Experiment for TeacherStudentSparsity {
                 "feature sparsity",
                 false,
                 &seed0,
-                |_: &CurvePoint, m: &NetMetrics| m.feature_sparsity,
+                |r: &ReluMetricsRow| r.feature_sparsity,
             )?,
             along_figure(
                 &dir,
@@ -542,7 +570,7 @@ impl Experiment for TeacherStudentSparsity {
                 "test loss (0.5 mean of squares)",
                 true,
                 &seed0,
-                |p: &CurvePoint, _: &NetMetrics| p.test_loss,
+                |r: &ReluMetricsRow| r.test_loss,
             )?,
         ];
         let spec = self.claims();

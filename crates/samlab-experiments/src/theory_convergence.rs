@@ -8,7 +8,7 @@ use samlab_core::theory::convergence::{
 };
 use samlab_report::{Figure, Scale, Section, Series};
 
-use super::{par_map, ClaimSpec, Ctx, Experiment};
+use super::{par_map, ClaimSpec, Ctx, Experiment, PlannedRun};
 
 /// The problem: n = 50, d = 20, label noise 0.5, inputs N(0, I/d).
 fn problem() -> LeastSquares {
@@ -74,7 +74,10 @@ impl Experiment for Convergence {
         ]
     }
 
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
+    fn runs(&self, _: &Ctx) -> Vec<PlannedRun> {
+        vec![]
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let p = problem();
         let zero = vec![0.0; p.a.cols];
         let gap0 = p.loss(&zero) - p.l_star;

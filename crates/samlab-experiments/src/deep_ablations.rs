@@ -9,10 +9,29 @@ use samlab_report::Section;
 use super::deep_common::{
     comparison_header, comparison_row, fmt_paired, paired, test_error, values, DeepScale, Sweep,
 };
-use super::{ClaimSpec, Ctx, Experiment};
+use super::{ClaimSpec, Ctx, Experiment, PlannedRun};
 
 /// Normalized vs unnormalized m-SAM, and one vs several ascent steps.
 pub struct Ablations;
+
+/// The deep-net runs it judges, in groups.
+fn groups(scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
+    let (m, rho, k) = (scale.small_m, scale.rho, scale.multi_steps);
+    let mut multi = scale.sam_config(m, rho);
+    multi.ascent_steps = k;
+    multi.ascent_step_mult = 2.0 / k as f64;
+    let mut groups = vec![
+        scale.per_seed(|s| scale.erm(s)),
+        scale.per_seed(|s| scale.msam(m, rho, s)),
+        scale.per_seed(|s| scale.run(format!("sam_m{m}_rho{rho}_k{k}"), multi.clone(), s)),
+    ];
+    for &r in &scale.unnormalized_grid {
+        let mut sam = scale.sam_config(m, r);
+        sam.normalization = Normalization::Unnormalized;
+        groups.push(scale.per_seed(|s| scale.run(format!("usam_m{m}_rho{r}"), sam.clone(), s)));
+    }
+    groups
+}
 
 impl Experiment for Ablations {
     fn id(&self) -> &'static str {
@@ -35,27 +54,13 @@ impl Experiment for Ablations {
             },
         ]
     }
-    fn deep_runs(&self, scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
-        let (m, rho, k) = (scale.small_m, scale.rho, scale.multi_steps);
-        let mut multi = scale.sam_config(m, rho);
-        multi.ascent_steps = k;
-        multi.ascent_step_mult = 2.0 / k as f64;
-        let mut groups = vec![
-            scale.per_seed(|s| scale.erm(s)),
-            scale.per_seed(|s| scale.msam(m, rho, s)),
-            scale.per_seed(|s| scale.run(format!("sam_m{m}_rho{rho}_k{k}"), multi.clone(), s)),
-        ];
-        for &r in &scale.unnormalized_grid {
-            let mut sam = scale.sam_config(m, r);
-            sam.normalization = Normalization::Unnormalized;
-            groups.push(scale.per_seed(|s| scale.run(format!("usam_m{m}_rho{r}"), sam.clone(), s)));
-        }
-        groups
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.deep_planned(&groups(ctx.deep).concat())
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let scale = ctx.deep;
         let (m, rho, k) = (scale.small_m, scale.rho, scale.multi_steps);
-        let mut groups = ctx.deep_groups(&self.deep_runs(scale))?.into_iter();
+        let mut groups = ctx.deep_groups(&groups(scale))?.into_iter();
         let mut next = || groups.next().expect("one group per planned set of runs");
         let (erm, normalized, multistep) = (next(), next(), next());
         let unnormalized = Sweep {

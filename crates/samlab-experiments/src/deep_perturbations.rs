@@ -9,10 +9,35 @@ use super::deep_common::{
     clearly_below, comparison_header, comparison_row, paired, sweep_figure, test_error, test_loss,
     values, DeepScale, Sweep, TEST_ERROR, TEST_LOSS,
 };
-use super::{ClaimSpec, Ctx, Experiment};
+use super::{ClaimSpec, Ctx, Experiment, PlannedRun};
 
 /// ERM, SAM, n-SAM and random perturbations over rho.
 pub struct Perturbations;
+
+/// The deep-net runs it judges, in groups.
+fn groups(scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
+    let batch = scale.base.train.batch_size;
+    let mut groups = vec![scale.per_seed(|s| scale.erm(s))];
+    groups.extend(
+        scale
+            .rho_grid
+            .iter()
+            .map(|&r| scale.per_seed(|s| scale.msam(batch, r, s))),
+    );
+    groups.extend(
+        scale
+            .rho_grid
+            .iter()
+            .map(|&r| scale.per_seed(|s| scale.previous_batch(r, s))),
+    );
+    groups.extend(
+        scale
+            .random_grid
+            .iter()
+            .map(|&r| scale.per_seed(|s| scale.random(r, s))),
+    );
+    groups
+}
 
 impl Experiment for Perturbations {
     fn id(&self) -> &'static str {
@@ -45,32 +70,12 @@ impl Experiment for Perturbations {
             },
         ]
     }
-    fn deep_runs(&self, scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
-        let batch = scale.base.train.batch_size;
-        let mut groups = vec![scale.per_seed(|s| scale.erm(s))];
-        groups.extend(
-            scale
-                .rho_grid
-                .iter()
-                .map(|&r| scale.per_seed(|s| scale.msam(batch, r, s))),
-        );
-        groups.extend(
-            scale
-                .rho_grid
-                .iter()
-                .map(|&r| scale.per_seed(|s| scale.previous_batch(r, s))),
-        );
-        groups.extend(
-            scale
-                .random_grid
-                .iter()
-                .map(|&r| scale.per_seed(|s| scale.random(r, s))),
-        );
-        groups
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.deep_planned(&groups(ctx.deep).concat())
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let scale = ctx.deep;
-        let groups = ctx.deep_groups(&self.deep_runs(scale))?;
+        let groups = ctx.deep_groups(&groups(scale))?;
         let (n_rho, batch) = (scale.rho_grid.len(), scale.base.train.batch_size);
         let erm = &groups[0];
         let sweep = |label: String, xs: &[f64], runs: &[Vec<RunOutcome>]| Sweep {

@@ -11,11 +11,9 @@ use samlab_core::sam::{Grouping, Normalization, SamConfig};
 use samlab_core::schedule::{LrSchedule, LrShape};
 use samlab_report::{Figure, Scale, Section, Series};
 
-use super::relu_common::{
-    functions_figure, if_ok, median, relu_runs, relu_table, twelve_point_run,
-};
-use super::{ClaimSpec, Ctx, Experiment};
-use samlab_runs::relu::ReluOutcome;
+use super::relu_common::{functions_figure, if_ok, median, relu_table, twelve_point_run};
+use super::{ClaimSpec, Ctx, Experiment, PlannedRun};
+use samlab_runs::relu::{ReluOutcome, ReluRunConfig};
 
 const SEEDS: [u32; 5] = [0, 1, 2, 3, 4];
 const LR: f64 = 5e-5;
@@ -29,6 +27,34 @@ pub struct Kinks;
 const ERM_ITERS: usize = 1_000_000;
 
 impl Kinks {
+    /// ERM and SAM per seed, alternating.
+    fn configs(ctx: &Ctx) -> Vec<(String, ReluRunConfig)> {
+        let iters = Self::sam_iters(ctx.quick);
+        let sam = SamConfig {
+            normalization: Normalization::Normalized,
+            ..SamConfig::usam(RHO, Grouping::WholeBatch)
+        };
+        let mut runs = vec![];
+        for seed in SEEDS {
+            let stop = |on| Some(StopRule { below: STOP, on });
+            let erm = twelve_point_run(
+                seed,
+                LrSchedule::constant(LR),
+                ERM_ITERS,
+                None,
+                SamConfig::erm(),
+                stop(StopOn::Clean),
+            );
+            let mut decay = LrSchedule::constant(LR);
+            decay.shape = LrShape::LinearDecay;
+            let sam =
+                twelve_point_run(seed, decay, iters, None, sam.clone(), stop(StopOn::Descent));
+            runs.push((format!("erm_seed{seed}"), erm));
+            runs.push((format!("sam_seed{seed}"), sam));
+        }
+        runs
+    }
+
     /// SAM's budget: the notebook's 10^6, or 2 * 10^5 with --quick (its rate then decays over 2 * 10^5).
     fn sam_iters(quick: bool) -> usize {
         if quick {
@@ -60,31 +86,12 @@ impl Experiment for Kinks {
             },
         ]
     }
-    fn run(&self, ctx: &Ctx) -> Result<Section> {
+    fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
+        ctx.relu_planned(self.id(), Self::configs(ctx))
+    }
+    fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let iters = Self::sam_iters(ctx.quick);
-        let sam = SamConfig {
-            normalization: Normalization::Normalized,
-            ..SamConfig::usam(RHO, Grouping::WholeBatch)
-        };
-        let mut runs = vec![];
-        for seed in SEEDS {
-            let stop = |on| Some(StopRule { below: STOP, on });
-            let erm = twelve_point_run(
-                seed,
-                LrSchedule::constant(LR),
-                ERM_ITERS,
-                None,
-                SamConfig::erm(),
-                stop(StopOn::Clean),
-            );
-            let mut decay = LrSchedule::constant(LR);
-            decay.shape = LrShape::LinearDecay;
-            let sam =
-                twelve_point_run(seed, decay, iters, None, sam.clone(), stop(StopOn::Descent));
-            runs.push((format!("erm_seed{seed}"), erm));
-            runs.push((format!("sam_seed{seed}"), sam));
-        }
-        let out = relu_runs(ctx, self.id(), runs)?;
+        let out = ctx.relu_runs(self.id(), Self::configs(ctx))?;
         let (erm, sam): (Vec<&ReluOutcome>, Vec<&ReluOutcome>) = (
             out.iter().step_by(2).collect(),
             out.iter().skip(1).step_by(2).collect(),

@@ -3,17 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use samlab_core::diag_net::{CurvePoint, LogSchedule};
+use samlab_core::diag_net::LogSchedule;
 use samlab_core::relu_net::data::{twelve_point_inputs, twelve_point_targets};
 use samlab_core::relu_net::{LossReduction, ReluInit, ReluTrainConfig, StopRule};
 use samlab_core::sam::SamConfig;
 use samlab_core::schedule::LrSchedule;
 use samlab_report::{Figure, Scale, Series};
 
-use super::{fmt_loss, Ctx};
-use samlab_runs::relu::{
-    execute, MetricSettings, NetMetrics, ReluData, ReluOutcome, ReluRunConfig,
-};
+use super::fmt_loss;
+use samlab_runs::relu::{MetricSettings, ReluData, ReluMetricsRow, ReluOutcome, ReluRunConfig};
 
 /// A width-100 network with SPEC §3's initialization (seed `seed`) on the 12-point problem, summed loss.
 pub fn twelve_point_run(
@@ -43,19 +41,6 @@ pub fn twelve_point_run(
         },
         metrics: MetricSettings::default(),
     }
-}
-
-/// Runs named configs in parallel into `<out>/<id>/<name>`; results in input order.
-pub fn relu_runs(
-    ctx: &Ctx,
-    id: &str,
-    runs: Vec<(String, ReluRunConfig)>,
-) -> Result<Vec<ReluOutcome>> {
-    ctx.par_runs(&runs, |(name, config)| {
-        execute(config, &ctx.dir(id).join(name), true, &mut |_| {})
-    })
-    .into_iter()
-    .collect()
 }
 
 /// `value` of a run that finished, NaN for a diverged one (so that it never counts in a claim's favour: NaN
@@ -152,18 +137,16 @@ pub fn along_figure(
     y_label: &str,
     log_y: bool,
     runs: &[(String, &ReluOutcome)],
-    value: impl Fn(&CurvePoint, &NetMetrics) -> f64,
+    value: impl Fn(&ReluMetricsRow) -> f64,
 ) -> Result<PathBuf> {
     let series = runs
         .iter()
         .map(|(name, o)| Series {
             name: name.clone(),
             points: o
-                .run
-                .curve
+                .rows
                 .iter()
-                .zip(&o.curve_metrics)
-                .map(|(p, m)| (p.iteration as f64, value(p, m)))
+                .map(|r| (r.iteration as f64, value(r)))
                 .collect(),
             dashed: false,
             markers: false,

@@ -1,0 +1,151 @@
+//! `samlab reproduce` as plan, train and report: `--plan` trains nothing, `samlab report DIR` rebuilds the same
+//! claims from the finished runs alone, a second `reproduce` keeps every finished run, a run of another config is
+//! found and trained again, and the SLURM executor (one array per wave, then the report job) gives the local
+//! executor's claims. The SLURM test needs a running SLURM (`.ci/slurm.sh start`, which `.ci/run` calls).
+
+mod common;
+use common::*;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Two presets: one of a single wave, one whose second phase starts from its first (two waves).
+const ONLY: &str = "diag_gd_vs_nsam,diag_finetune";
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn claims(out: &Path) -> String {
+    fs::read_to_string(out.join("claims.json")).unwrap()
+}
+
+#[test]
+fn report_rebuilds_the_claims_from_finished_runs_and_reproduce_keeps_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("results");
+
+    // --plan: every run with its wave and config, nothing trained.
+    let stdout = ok(&["reproduce", "--only", ONLY, "--out", p(&out), "--plan"]);
+    assert!(stdout.contains("11 runs in 2 waves"), "{stdout}");
+    let plan = json(&out.join("plan.json"));
+    let runs = plan["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 11);
+    let wave = |dir: &str| runs.iter().find(|r| r["dir"] == dir).unwrap()["wave"].clone();
+    assert_eq!(wave("diag_finetune/erm"), 0);
+    assert_eq!(wave("diag_finetune/erm_then_1sam"), 1);
+    assert!(runs
+        .iter()
+        .all(|r| r["example_gradients"].as_f64().unwrap() > 0.0));
+    assert!(runs[0]["config"]
+        .as_str()
+        .unwrap()
+        .contains("engine = \"diag\""));
+    assert!(!out.join("diag_gd_vs_nsam").exists());
+    // A report before the runs exist names the missing run, and every claim is "not run".
+    let out_fail = samlab(&["report", p(&out)]);
+    assert_eq!(out_fail.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out_fail.stderr);
+    assert!(stderr.contains("no finished run here"), "{stderr}");
+
+    let stdout = ok(&["reproduce", "--only", ONLY, "--out", p(&out)]);
+    assert!(stdout.contains("0 fail, 0 not run"), "{stdout}");
+    let first = claims(&out);
+    let gd = out.join("diag_gd_vs_nsam/GD/summary.json");
+    let finetuned = out.join("diag_finetune/erm_then_1sam/summary.json");
+    let kept = [fs::read(&gd).unwrap(), fs::read(&finetuned).unwrap()];
+
+    // `samlab report`: the same claims from the run directories alone.
+    for f in ["claims.json", "report.html", "REPORT.md"] {
+        fs::remove_file(out.join(f)).unwrap();
+    }
+    ok(&["report", p(&out)]);
+    assert_eq!(claims(&out), first);
+    assert!(out.join("report.html").exists());
+
+    // A second reproduce trains nothing: the summaries (with their wall times) are the same bytes.
+    ok(&["reproduce", "--only", ONLY, "--out", p(&out)]);
+    assert_eq!(
+        [fs::read(&gd).unwrap(), fs::read(&finetuned).unwrap()],
+        kept
+    );
+    assert_eq!(claims(&out), first);
+
+    // A run of another config in a planned directory: report refuses it by name, reproduce trains it again.
+    let config = out.join("diag_gd_vs_nsam/GD/config.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, text.replacen("alpha = 0.1", "alpha = 0.2", 1)).unwrap();
+    let stale = samlab(&["report", p(&out)]);
+    assert_eq!(stale.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert!(
+        stderr.contains("GD: it holds a run of another config"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("experiments failed: diag_gd_vs_nsam"),
+        "{stderr}"
+    );
+    ok(&["reproduce", "--only", ONLY, "--out", p(&out)]);
+    assert_eq!(fs::read_to_string(&config).unwrap(), text);
+    assert_eq!(claims(&out), first);
+
+    // A directory without a plan is bad input.
+    let err = bad(&["report", p(tmp.path())]);
+    assert!(err.contains("holds no reproduce results"), "{err}");
+}
+
+/// Whether a SLURM controller answers (`sinfo`).
+fn slurm_is_up() -> bool {
+    Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty())
+}
+
+#[test]
+fn reproduce_on_slurm_gives_the_local_claims() {
+    if !slurm_is_up() {
+        eprintln!(
+            "skipped: no SLURM answers here (sinfo failed); `.ci/slurm.sh start DIR` starts one"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (local, cluster) = (tmp.path().join("local"), tmp.path().join("cluster"));
+    ok(&["reproduce", "--only", ONLY, "--out", p(&local)]);
+    let stdout = ok(&[
+        "reproduce",
+        "--only",
+        ONLY,
+        "--out",
+        p(&cluster),
+        "--executor",
+        "slurm",
+        "--wait",
+        "--wait-timeout",
+        "600",
+    ]);
+    assert!(
+        stdout.contains("submitted 11 runs as 2 job arrays"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 fail, 0 not run"), "{stdout}");
+    assert_eq!(claims(&cluster), claims(&local));
+    let status = ok(&["sweep", "status", p(&cluster.join("slurm"))]);
+    assert!(status.contains("11 done"), "{status}");
+    // Everything is finished: a second submission runs nothing and rebuilds the report here.
+    let stdout = ok(&[
+        "reproduce",
+        "--only",
+        ONLY,
+        "--out",
+        p(&cluster),
+        "--executor",
+        "slurm",
+    ]);
+    assert!(stdout.contains("every run is finished"), "{stdout}");
+}

@@ -1,0 +1,259 @@
+//! `samlab reproduce` and `samlab report`: plan every experiment's runs, train them, then judge the claims and
+//! write the report from the finished run directories.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use samlab_deep::bench::{estimate_seconds, StepTimes};
+use samlab_report::{Report, Section, Verdict};
+use samlab_runs::AnyRunConfig;
+
+use crate::deep_common::{DeepScale, ScaleKind};
+use crate::plan::{Plan, Settings};
+use crate::{BadRequest, Ctx, Experiment};
+
+/// What a report holds, for the command's last line.
+pub struct Outcome {
+    /// Claims that pass, fail, and were not run.
+    pub pass: usize,
+    pub fail: usize,
+    pub not_run: usize,
+    /// report.html.
+    pub report: PathBuf,
+    /// Experiments that failed (their claims are not run), with the reason.
+    pub failed: Vec<(&'static str, String)>,
+}
+
+/// The deep-net scale of `settings`, on its device and precision.
+pub fn deep_scale(s: &Settings) -> Result<DeepScale> {
+    let mut deep = match (s.scale, &s.data_dir) {
+        (ScaleKind::Laptop, None) => DeepScale::laptop(s.quick),
+        (ScaleKind::Paper, Some(dir)) => DeepScale::paper(dir.clone(), s.quick),
+        (ScaleKind::Laptop, Some(_)) => {
+            bail!(BadRequest("--data-dir is only for --scale paper".into()))
+        }
+        (ScaleKind::Paper, None) => bail!(BadRequest(
+            "--scale paper needs --data-dir (the CIFAR-10 binary files)".into()
+        )),
+    };
+    s.precision.check(&samlab_deep::device(&s.device)?)?;
+    for base in [&mut deep.base, &mut deep.noise_base] {
+        base.train.device = s.device.clone();
+        base.train.precision = s.precision;
+    }
+    Ok(deep)
+}
+
+/// The experiments `settings.only` selects, in report order.
+pub fn selected(s: &Settings) -> Result<Vec<Box<dyn Experiment>>> {
+    let selected: Vec<_> = crate::all()
+        .into_iter()
+        .filter(|e| s.only.is_empty() || s.only.iter().any(|p| e.id().starts_with(p.as_str())))
+        .collect();
+    if selected.is_empty() {
+        bail!(BadRequest(format!(
+            "--only {} matches no experiment",
+            s.only.join(",")
+        )));
+    }
+    Ok(selected)
+}
+
+/// Plans the runs of `settings` into `out` and writes `out/plan.json` without training anything.
+pub fn plan(out: &Path, s: &Settings, bar: &ProgressBar) -> Result<Plan> {
+    let deep = deep_scale(s)?;
+    let experiments = selected(s)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    // Runs name the runs they start from by absolute paths, valid wherever the runs run (SLURM tasks).
+    let out = &absolute(out)?;
+    let ctx = Ctx {
+        out: out.to_path_buf(),
+        quick: s.quick,
+        progress: bar,
+        deep: &deep,
+    };
+    let plan = Plan::new(&ctx, &experiments)?;
+    // Later waves start from weights not trained yet: they are checked when they start.
+    for run in plan.wave(0) {
+        run.config
+            .check()
+            .with_context(|| format!("planned run {}", run.dir.display()))?;
+    }
+    plan.write(out, s, &experiments)?;
+    if s.scale == ScaleKind::Paper {
+        print_estimates(&plan, &s.device, bar)?;
+    }
+    Ok(plan)
+}
+
+/// Trains the plan's runs wave by wave, in parallel (one worker per core); finished runs are kept, started deep
+/// runs resume. A run that fails does not stop the others (the experiments that need it fail later): the failures
+/// are returned, with their run directories.
+pub fn train(plan: &Plan, bar: &ProgressBar) -> Vec<(PathBuf, String)> {
+    let mut failures = vec![];
+    for w in 0..plan.waves() {
+        let runs = plan.wave(w);
+        bar.inc_length(runs.len() as u64);
+        let results = crate::par_map(&runs, |run| {
+            let result = if run.config.is_finished_in(&run.dir) {
+                Ok(())
+            } else {
+                run.config.execute_quietly(&run.dir)
+            };
+            bar.inc(1);
+            result
+        });
+        for (run, result) in runs.iter().zip(results) {
+            if let Err(err) = result {
+                failures.push((run.dir.clone(), format!("{err:#}")));
+            }
+        }
+    }
+    failures
+}
+
+/// Judges every planned experiment of `out` from its finished runs (nothing trains) and writes `report.html`,
+/// `REPORT.md` and `claims.json` there. A failing experiment is reported (its claims "not-run") and the others go
+/// on.
+pub fn report(out: &Path, bar: &ProgressBar) -> Result<Outcome> {
+    let s = crate::plan::read_settings(out)?;
+    let out = &absolute(out)?;
+    let deep = deep_scale(&s)?;
+    let experiments = selected(&s)?;
+    let ctx = Ctx {
+        out: out.to_path_buf(),
+        quick: s.quick,
+        progress: bar,
+        deep: &deep,
+    };
+    let mut sections = vec![];
+    let mut failed = vec![];
+    for exp in experiments {
+        bar.set_message(exp.id());
+        let section = exp.judge(&ctx).unwrap_or_else(|err| {
+            failed.push((exp.id(), format!("{err:#}")));
+            Section {
+                title: exp.title().into(),
+                text: format!("This experiment failed: {err:#}"),
+                claims: exp
+                    .claims()
+                    .iter()
+                    .map(|c| c.not_run("experiment failed"))
+                    .collect(),
+                ..Section::default()
+            }
+        });
+        sections.push(section);
+    }
+    let report = Report {
+        title: "samlab: reproducing \"Towards Understanding Sharpness-Aware Minimization\" (ICML 2022)".into(),
+        intro: format!(
+            "Produced by samlab {} from the runs of `samlab reproduce{}`. Every run directory (config.toml, metrics.csv, summary.json with the run's wall time, .npy arrays) is under this folder; the deep-net runs are in deep_runs/, and plan.json lists them all.",
+            env!("CARGO_PKG_VERSION"),
+            flags(&s),
+        ),
+        sections,
+    };
+    report
+        .write(out)
+        .with_context(|| format!("cannot write the report into {}", out.display()))?;
+    let claims = report.claims();
+    let count = |v| claims.iter().filter(|c| c.verdict == v).count();
+    Ok(Outcome {
+        pass: count(Verdict::Pass),
+        fail: count(Verdict::Fail),
+        not_run: count(Verdict::NotRun),
+        report: out.join("report.html"),
+        failed,
+    })
+}
+
+/// What `reproduce` did: the report, the runs that failed, and the seconds it took.
+pub struct Reproduced {
+    pub outcome: Outcome,
+    pub failed_runs: Vec<(PathBuf, String)>,
+    pub seconds: f64,
+}
+
+/// Plans, trains and reports (see [`plan`], [`train`] and [`report`]).
+pub fn reproduce(out: &Path, s: &Settings, bar: &ProgressBar) -> Result<Reproduced> {
+    let start = Instant::now();
+    let plan = plan(out, s, bar)?;
+    let failed_runs = train(&plan, bar);
+    let outcome = report(out, bar)?;
+    Ok(Reproduced {
+        outcome,
+        failed_runs,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// `out` as an absolute path without symbolic links (as [`plan`] wrote it into the runs' configs).
+fn absolute(out: &Path) -> Result<PathBuf> {
+    out.canonicalize()
+        .with_context(|| format!("cannot find {}", out.display()))
+}
+
+/// The flags that give `s` back, as the report names them.
+fn flags(s: &Settings) -> String {
+    let mut f = String::new();
+    if s.quick {
+        f += " --quick";
+    }
+    if s.scale == ScaleKind::Paper {
+        f += " --scale paper";
+    }
+    if let Some(d) = &s.data_dir {
+        f += &format!(" --data-dir {}", d.display());
+    }
+    if s.device != "flex" {
+        f += &format!(" --device {}", s.device);
+    }
+    if s.precision != samlab_deep::trainer::Precision::F32 {
+        f += &format!(" --precision {:?}", s.precision).to_lowercase();
+    }
+    if !s.only.is_empty() {
+        f += &format!(" --only {}", s.only.join(","));
+    }
+    f
+}
+
+/// Prints each planned deep-net run's estimated training time on `device`, before anything trains (steps timed
+/// on the device itself: see [`estimate_seconds`]).
+fn print_estimates(plan: &Plan, device: &str, bar: &ProgressBar) -> Result<()> {
+    let handle = samlab_deep::device(device)?;
+    let mut times = StepTimes::new();
+    let mut seen = HashSet::new();
+    let mut total = 0.0;
+    for run in &plan.runs {
+        if let AnyRunConfig::Deep(config) = &run.config {
+            if seen.insert(&run.dir) {
+                let s = estimate_seconds(config, &handle, &mut times)?;
+                total += s;
+                bar.println(format!(
+                    "{}: about {} on {device}",
+                    run.dir.display(),
+                    duration(s)
+                ));
+            }
+        }
+    }
+    bar.println(format!(
+        "{} deep-net runs: about {} of training in all (one after another; evaluation not included)",
+        seen.len(),
+        duration(total)
+    ));
+    Ok(())
+}
+
+/// `s` seconds as minutes or hours.
+fn duration(s: f64) -> String {
+    if s < 3600.0 {
+        format!("{:.0} min", (s / 60.0).ceil())
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}

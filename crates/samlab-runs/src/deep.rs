@@ -1,0 +1,84 @@
+//! Deep-net runs: the config every `samlab train` flag and every deep preset is laid over (the runs themselves
+//! are `samlab_deep::run`).
+
+use std::path::Path;
+
+use samlab_core::run_dir::read_rows;
+use samlab_core::sam::{Normalization, SamConfig};
+use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
+use samlab_deep::data::DatasetKind;
+use samlab_deep::models::Arch;
+use samlab_deep::run::{
+    DataConfig, DeepRunConfig, ModelConfig, RunOutcome, Status, Summary, TrainConfig,
+};
+use samlab_deep::trainer::{BnPolicy, OptimConfig, Precision, WeightDecay};
+
+/// The configuration every flag and file value is laid over.
+pub fn defaults() -> DeepRunConfig {
+    DeepRunConfig {
+        engine: Default::default(),
+        model: ModelConfig {
+            arch: Arch::Cnn,
+            width: None,
+            norm: None,
+        },
+        data: DataConfig {
+            dataset: DatasetKind::FashionMnist,
+            dir: None,
+            val_fraction: 0.1,
+            augment: None,
+            label_noise: None,
+            noisy_val: true,
+            train_limit: None,
+        },
+        train: TrainConfig {
+            epochs: 1,
+            batch_size: 128,
+            max_steps: None,
+            seed: 0,
+            lr: LrSchedule {
+                base: 0.1,
+                shape: LrShape::Step {
+                    at: vec![0.5, 0.75],
+                    factors: vec![0.1, 0.1],
+                },
+                warmup: Warmup::None,
+            },
+            optim: OptimConfig {
+                momentum: 0.9,
+                weight_decay: WeightDecay::L2 { lambda: 5e-4 },
+                bn_policy: BnPolicy::BothPasses,
+            },
+            eval_batch_size: 500,
+            eval_train_examples: 1024,
+            device: "flex".into(),
+            precision: Precision::F32,
+            curvature_every: 0,
+            curvature_examples: 512,
+            curvature_probes: 10,
+        },
+        sam: SamConfig {
+            normalization: Normalization::Normalized,
+            ..SamConfig::default()
+        },
+        init_from: None,
+    }
+}
+
+/// The finished run of `config` in `dir`, read back (an error if `dir` holds no finished run of `config`, or one
+/// still running or killed: resume it with `samlab train --resume`).
+pub fn load(dir: &Path, config: &DeepRunConfig) -> anyhow::Result<RunOutcome> {
+    let summary: Summary = crate::finished(dir, config)?;
+    if summary.status == Status::Running {
+        return Err(crate::NotFinished {
+            dir: dir.display().to_string(),
+            why: "the run has not finished (status running): resume it".into(),
+        }
+        .into());
+    }
+    Ok(RunOutcome {
+        dir: dir.to_path_buf(),
+        rows: read_rows(&dir.join("metrics.csv"))?,
+        summary,
+    })
+}
