@@ -231,14 +231,14 @@ impl RunLock {
 
     /// Moves the run in `<out>` aside (to `.<name>.old-PID`) to make room for its replacement, and returns
     /// where it went.
-    pub fn set_aside(&self) -> Result<PathBuf, RunDirError> {
+    fn set_aside(&self) -> Result<PathBuf, RunDirError> {
         let old = sibling(&self.out, "old");
         fs::rename(&self.out, &old).map_err(io_error(&self.out))?;
         Ok(old)
     }
 
     /// Deletes the runs set aside for `<out>`: called once their replacement is complete.
-    pub fn remove_set_aside(&self) -> Result<(), RunDirError> {
+    fn remove_set_aside(&self) -> Result<(), RunDirError> {
         for old in self.set_aside_runs() {
             let removed = if old.is_dir() {
                 fs::remove_dir_all(&old)
@@ -251,13 +251,20 @@ impl RunLock {
     }
 }
 
-/// A run directory being written: files go into [`RunDirWriter::path`], [`RunDirWriter::commit`] publishes them.
-/// It holds the run directory's [`RunLock`] from creation to commit. Dropped without a commit, it removes its
-/// staging directory and leaves `<out>` untouched.
+/// A run directory being written, the one way every engine writes its runs. It holds the run directory's
+/// [`RunLock`] until it is committed or dropped, and never loses what `<out>` held before: with `force`, an earlier
+/// run waits beside `<out>` (`.<name>.old-PID`) until the new one is committed.
+///
+/// - [`RunDirWriter::create`], for runs written at once (the analytic engines): files go into a staging directory
+///   that [`commit`](Self::commit) moves into place; dropped without a commit, it removes the staging directory and
+///   leaves `<out>` untouched, so a run that dies leaves nothing half-written.
+/// - [`RunDirWriter::in_place`] and [`RunDirWriter::resume`], for runs written over time (deep nets): files go into
+///   `<out>` itself, each written atomically, so that a run that dies stays resumable from its last checkpoint.
 #[derive(Debug)]
 pub struct RunDirWriter {
     lock: RunLock,
-    staging: PathBuf,
+    /// The staging directory, for a staged run.
+    staging: Option<PathBuf>,
     committed: bool,
 }
 
@@ -273,23 +280,53 @@ impl RunDirWriter {
         fs::create_dir_all(&staging).map_err(io_error(&staging))?;
         Ok(RunDirWriter {
             lock,
-            staging,
+            staging: Some(staging),
             committed: false,
         })
     }
 
-    /// Where to write the run's files until [`commit`](Self::commit).
-    pub fn path(&self) -> &Path {
-        &self.staging
+    /// Locks `out` for a run written in place: an occupied `out` is set aside (only with `force`, else
+    /// [`RunDirError::Exists`]) and `out` is created empty.
+    pub fn in_place(out: &Path, force: bool) -> Result<Self, RunDirError> {
+        let lock = RunLock::acquire(out)?;
+        if is_occupied(out) {
+            if !force {
+                return Err(RunDirError::Exists(out.to_path_buf()));
+            }
+            lock.set_aside()?;
+        }
+        fs::create_dir_all(out).map_err(io_error(out))?;
+        Ok(RunDirWriter {
+            lock,
+            staging: None,
+            committed: false,
+        })
     }
 
-    /// Moves the finished run to `<out>`, replacing what was there, and returns `<out>`.
+    /// Locks the started run in `out` to continue it in place.
+    pub fn resume(out: &Path) -> Result<Self, RunDirError> {
+        Ok(RunDirWriter {
+            lock: RunLock::acquire(out)?,
+            staging: None,
+            committed: false,
+        })
+    }
+
+    /// Where to write the run's files: the staging directory until [`commit`](Self::commit), or `<out>` itself.
+    pub fn path(&self) -> &Path {
+        self.staging.as_deref().unwrap_or(self.lock.out())
+    }
+
+    /// Publishes the finished run at `<out>` (moving a staged run into place), deletes the runs it replaces, and
+    /// returns `<out>`.
     pub fn commit(mut self) -> Result<PathBuf, RunDirError> {
         let out = self.lock.out().to_path_buf();
-        if out.exists() {
-            self.lock.set_aside()?;
+        if let Some(staging) = &self.staging {
+            if out.exists() {
+                self.lock.set_aside()?;
+            }
+            fs::rename(staging, &out).map_err(io_error(staging))?;
         }
-        fs::rename(&self.staging, &out).map_err(io_error(&self.staging))?;
         self.committed = true;
         self.lock.remove_set_aside()?;
         Ok(out)
@@ -298,9 +335,32 @@ impl RunDirWriter {
 
 impl Drop for RunDirWriter {
     fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_dir_all(&self.staging);
+        if let (false, Some(staging)) = (self.committed, &self.staging) {
+            let _ = fs::remove_dir_all(staging);
         }
+    }
+}
+
+/// What every engine's summary.json begins with: the samlab that wrote it, the engine, and the run's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryHeader {
+    /// samlab's version.
+    pub samlab_version: String,
+    /// `diag`, `relu` or `deep`.
+    pub engine: String,
+    /// `ok` or `diverged` once finished; `running` while a deep run trains, or after it was killed.
+    pub status: String,
+}
+
+impl SummaryHeader {
+    /// The header of `<run>/summary.json`, if the run has a readable one.
+    pub fn read(run: &Path) -> Option<SummaryHeader> {
+        serde_json::from_slice(&fs::read(run.join("summary.json")).ok()?).ok()
+    }
+
+    /// Whether the run has finished (ok or diverged).
+    pub fn finished(&self) -> bool {
+        matches!(self.status.as_str(), "ok" | "diverged")
     }
 }
 

@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use samlab_core::run_dir::nan_as_null;
-use samlab_core::run_dir::{self, count, DeepEngine, MetricsRow, RunDirError, RunLock};
+use samlab_core::run_dir::{
+    self, count, DeepEngine, MetricsRow, RunDirError, RunDirWriter, SummaryHeader,
+};
 use samlab_core::sam::{AscentSource, SamConfig};
 use samlab_core::schedule::LrSchedule;
 use samlab_core::{ConfigError, DataError};
@@ -856,7 +858,7 @@ fn load_init(run: &Path, net: &Network) -> Result<Checkpoint, RunError> {
 
 /// Runs `config` into the fresh run directory `out` (an occupied `out` is replaced only with `force`, and only
 /// once the new run has finished; until then the old one waits beside it as `.<name>.old-<pid>`). The run
-/// directory's [`RunLock`] is held from the occupancy check to the end.
+/// directory is written in place by a [`RunDirWriter`], which holds its lock from the occupancy check to the end.
 pub fn train(
     config: &DeepRunConfig,
     out: &Path,
@@ -868,17 +870,14 @@ pub fn train(
         Some(run) => Some(load_init(run, &p.net)?),
         None => None,
     };
-    let lock = RunLock::acquire(out)?;
-    if run_dir::is_occupied(out) {
-        if !force {
-            return Err(RunError::Usage(format!(
-                "{} already exists and is not empty (pass --force to replace it, or --resume to continue it)",
-                out.display()
-            )));
-        }
-        lock.set_aside()?;
-    }
-    start_fresh(config, &p, init.as_ref(), &lock, observer)
+    let writer = RunDirWriter::in_place(out, force).map_err(|e| match e {
+        RunDirError::Exists(_) => RunError::Usage(format!(
+            "{} already exists and is not empty (pass --force to replace it, or --resume to continue it)",
+            out.display()
+        )),
+        e => e.into(),
+    })?;
+    start_fresh(config, &p, init.as_ref(), writer, observer)
 }
 
 /// Writes config.toml and label_noise.csv into the locked `out` and trains from the initial (or `init`'s) weights.
@@ -886,10 +885,10 @@ fn start_fresh(
     config: &DeepRunConfig,
     p: &Plan,
     init: Option<&Checkpoint>,
-    lock: &RunLock,
+    writer: RunDirWriter,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome, RunError> {
-    let out = lock.out();
+    let out = writer.path();
     let ckdir = checkpoint_dir(out);
     fs::create_dir_all(&ckdir).map_err(io_err(&ckdir))?;
     let text = toml::to_string(config).map_err(|e| RunError::Io {
@@ -914,21 +913,22 @@ fn start_fresh(
             &p.device,
         ),
     };
-    run_locked(config, p, lock, state, Progress::default(), observer)
+    run_locked(config, p, writer, state, Progress::default(), observer)
 }
 
-/// [`run_loop`], then (once the run is no longer `running`) deletes any earlier run that `force` set aside.
+/// [`run_loop`], then (once the run is no longer `running`) commits it, deleting any earlier run that `force` set
+/// aside.
 fn run_locked(
     config: &DeepRunConfig,
     p: &Plan,
-    lock: &RunLock,
+    writer: RunDirWriter,
     state: TrainState,
     progress: Progress,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome, RunError> {
-    let outcome = device_guard(|| run_loop(config, p, lock.out(), state, progress, observer))?;
+    let outcome = device_guard(|| run_loop(config, p, writer.path(), state, progress, observer))?;
     if outcome.summary.status != Status::Running {
-        lock.remove_set_aside()?;
+        writer.commit()?;
     }
     Ok(outcome)
 }
@@ -953,7 +953,7 @@ pub fn resume_on(
             out.display()
         )));
     }
-    let lock = RunLock::acquire(out)?;
+    let writer = RunDirWriter::resume(out)?;
     let text = fs::read_to_string(&config_path).map_err(|e| {
         RunError::Usage(format!(
             "nothing to resume in {}: cannot read config.toml ({e})",
@@ -964,10 +964,11 @@ pub fn resume_on(
         path: config_path.clone(),
         reason: format!("not a deep-net run config: {e}"),
     })?;
-    if let Some(status) = finished_status(out) {
+    if let Some(header) = SummaryHeader::read(out).filter(SummaryHeader::finished) {
         return Err(RunError::Usage(format!(
-            "{} already finished (status {status}); nothing to resume (train into another --out, or pass --force to train it again)",
-            out.display()
+            "{} already finished (status {}); nothing to resume (train into another --out, or pass --force to train it again)",
+            out.display(),
+            header.status
         )));
     }
     if let Some(d) = device {
@@ -981,7 +982,7 @@ pub fn resume_on(
             Some(run) => Some(load_init(run, &p.net)?),
             None => None,
         };
-        return start_fresh(&config, &p, init.as_ref(), &lock, observer);
+        return start_fresh(&config, &p, init.as_ref(), writer, observer);
     }
     let ckpt = load_checkpoint(&path, &p.net)?;
     let mut progress: Progress =
@@ -1016,19 +1017,7 @@ pub fn resume_on(
     }
     progress.resumes += 1;
     let state = ckpt.to_state(&p.device);
-    run_locked(&config, &p, &lock, state, progress, observer)
-}
-
-/// The status of the run in `out` if its summary.json says it has finished (ok or diverged).
-fn finished_status(out: &Path) -> Option<&'static str> {
-    let text = fs::read_to_string(out.join("summary.json")).ok()?;
-    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let status: Status = serde_json::from_value(value.get("status")?.clone()).ok()?;
-    match status {
-        Status::Running => None,
-        Status::Ok => Some("ok"),
-        Status::Diverged => Some("diverged"),
-    }
+    run_locked(&config, &p, writer, state, progress, observer)
 }
 
 fn write_noise_records(out: &Path, records: &[[usize; 5]]) -> Result<(), RunError> {

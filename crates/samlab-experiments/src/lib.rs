@@ -466,11 +466,21 @@ mod tests {
             for exp in &experiments {
                 let runs = exp.runs(&ctx);
                 // Theorem 2's study computes its trajectories in place: it has no training runs.
-                assert_eq!(runs.is_empty(), exp.id() == "theory_convergence", "{}", exp.id());
+                assert_eq!(
+                    runs.is_empty(),
+                    exp.id() == "theory_convergence",
+                    "{}",
+                    exp.id()
+                );
                 let mut dirs: Vec<&PathBuf> = runs.iter().map(|r| &r.dir).collect();
                 dirs.sort();
                 dirs.dedup();
-                assert_eq!(dirs.len(), runs.len(), "{}: a directory planned twice", exp.id());
+                assert_eq!(
+                    dirs.len(),
+                    runs.len(),
+                    "{}: a directory planned twice",
+                    exp.id()
+                );
                 for run in &runs {
                     assert!(plan.runs.contains(run), "{}", run.dir.display());
                     if run.config.starts_from().is_none() {

@@ -183,6 +183,7 @@ mod tests {
     use samlab_core::schedule::LrSchedule;
 
     use samlab_core::relu_net::{LossReduction, ReluInit, ReluTrainConfig};
+    use samlab_core::run_dir::SummaryHeader;
 
     use super::*;
     use crate::diag::{self, DataSource, DiagRunConfig};
@@ -221,6 +222,8 @@ mod tests {
             assert_eq!(loaded.data.x_train, ran.data.x_train);
             assert_eq!(loaded.summary.seconds, ran.summary.seconds);
             assert!(AnyRunConfig::Diag(config.clone()).is_finished_in(&dir));
+            let header = SummaryHeader::read(&dir).unwrap();
+            assert_eq!((header.engine.as_str(), header.status.as_str()), ("diag", name));
             if name == "diverged" {
                 assert_eq!(loaded.run.status, RunStatus::Diverged);
             }
@@ -252,6 +255,7 @@ mod tests {
         let dir = tmp.path().join("relu");
         let ran = relu::execute(&relu, &dir, false, &mut |_| {}).unwrap();
         let loaded = relu::load(&dir, &relu).unwrap();
+        assert_eq!(SummaryHeader::read(&dir).unwrap().engine, "relu");
         assert_eq!(loaded.run.net, ran.run.net);
         assert_eq!(loaded.run.curve, ran.run.curve);
         assert_eq!(loaded.rows, ran.rows);

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
-use samlab_core::run_dir::RunLock;
+use samlab_core::run_dir::{RunLock, SummaryHeader};
 
 use crate::manifest::{run_dir, task_log, Manifest};
 
@@ -53,9 +53,7 @@ impl fmt::Display for State {
 
 /// The finished status (`ok` or `diverged`) in a run directory's summary.json, if any.
 pub fn finished_status(run: &Path) -> Option<State> {
-    let text = std::fs::read(run.join("summary.json")).ok()?;
-    let summary: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    match summary.get("status")?.as_str()? {
+    match SummaryHeader::read(run)?.status.as_str() {
         "ok" => Some(State::Done),
         "diverged" => Some(State::Diverged),
         _ => None,
