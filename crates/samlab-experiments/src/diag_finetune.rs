@@ -92,7 +92,7 @@ impl Experiment for FineTune {
 
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
         let [p1, p2] = phases(ctx, self.id());
-        ctx.diag_planned(self.id(), [p1, p2].concat())
+        ctx.planned(self.id(), [p1, p2].concat())
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let id = self.id();

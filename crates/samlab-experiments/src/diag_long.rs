@@ -73,7 +73,7 @@ impl Experiment for LongRun {
         ]
     }
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        ctx.diag_planned(self.id(), configs(ctx))
+        ctx.planned(self.id(), configs(ctx))
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let iters = if ctx.quick { 300_000 } else { 1_000_000 };

@@ -99,7 +99,7 @@ impl Experiment for GdVsNsam {
         ]
     }
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        ctx.diag_planned(self.id(), by_dir(self.configs()))
+        ctx.planned(self.id(), by_dir(self.configs()))
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let (names, out) = run_all(ctx, self.id(), self.configs())?;
@@ -181,7 +181,7 @@ impl Experiment for GdVs1Sam {
         ]
     }
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        ctx.diag_planned(self.id(), by_dir(self.configs()))
+        ctx.planned(self.id(), by_dir(self.configs()))
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let (names, out) = run_all(ctx, self.id(), self.configs())?;
@@ -266,7 +266,7 @@ impl Experiment for SgdVs1Sam {
         ]
     }
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        ctx.diag_planned(self.id(), by_dir(self.configs()))
+        ctx.planned(self.id(), by_dir(self.configs()))
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let (names, out) = run_all(ctx, self.id(), self.configs())?;
@@ -376,7 +376,7 @@ impl Experiment for RhoGrid {
         ]
     }
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        ctx.diag_planned(self.id(), by_dir(self.configs()))
+        ctx.planned(self.id(), by_dir(self.configs()))
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let (names, out) = run_all(ctx, self.id(), self.configs())?;

@@ -78,22 +78,16 @@ impl Ctx<'_> {
         self.out.join("deep_runs").join(name)
     }
 
-    /// Named diagonal-net runs of experiment `id`, planned into `<out>/<id>/<name>`.
-    pub fn diag_planned(&self, id: &str, runs: Vec<(String, DiagRunConfig)>) -> Vec<PlannedRun> {
+    /// Named runs of experiment `id` (diagonal or ReLU nets), planned into `<out>/<id>/<name>`.
+    pub fn planned<C: Into<AnyRunConfig>>(
+        &self,
+        id: &str,
+        runs: Vec<(String, C)>,
+    ) -> Vec<PlannedRun> {
         runs.into_iter()
             .map(|(name, c)| PlannedRun {
                 dir: self.dir(id).join(name),
-                config: AnyRunConfig::Diag(c),
-            })
-            .collect()
-    }
-
-    /// Named ReLU-net runs of experiment `id`, planned into `<out>/<id>/<name>`.
-    pub fn relu_planned(&self, id: &str, runs: Vec<(String, ReluRunConfig)>) -> Vec<PlannedRun> {
-        runs.into_iter()
-            .map(|(name, c)| PlannedRun {
-                dir: self.dir(id).join(name),
-                config: AnyRunConfig::Relu(c),
+                config: c.into(),
             })
             .collect()
     }

@@ -87,7 +87,7 @@ impl Experiment for Kinks {
         ]
     }
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        ctx.relu_planned(self.id(), Self::configs(ctx))
+        ctx.planned(self.id(), Self::configs(ctx))
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let iters = Self::sam_iters(ctx.quick);

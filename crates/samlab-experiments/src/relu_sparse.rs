@@ -121,7 +121,7 @@ impl Experiment for LargeStepDiag {
         ]
     }
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        ctx.diag_planned(self.id(), by_dir(diag_configs()))
+        ctx.planned(self.id(), by_dir(diag_configs()))
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let runs = diag_configs();
@@ -357,7 +357,7 @@ impl Experiment for LargeStepRelu1d {
         ]
     }
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        ctx.relu_planned(self.id(), one_d_configs())
+        ctx.planned(self.id(), one_d_configs())
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let out = ctx.relu_runs(self.id(), one_d_configs())?;
@@ -533,7 +533,7 @@ impl Experiment for TeacherStudentSparsity {
         ]
     }
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        ctx.relu_planned(self.id(), ts_configs().1)
+        ctx.planned(self.id(), ts_configs().1)
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let schedules = ts_schedules();

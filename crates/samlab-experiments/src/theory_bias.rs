@@ -158,7 +158,7 @@ impl Experiment for ImplicitBiasStudy {
     }
 
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        ctx.diag_planned(self.id(), configs())
+        ctx.planned(self.id(), configs())
     }
 
     fn judge(&self, ctx: &Ctx) -> Result<Section> {

@@ -37,6 +37,18 @@ pub enum AnyRunConfig {
 /// the `engine` key).
 const ENGINE_KEYS: [(&str, &str); 3] = [("model", "deep"), ("width", "relu"), ("alpha", "diag")];
 
+impl From<diag::DiagRunConfig> for AnyRunConfig {
+    fn from(c: diag::DiagRunConfig) -> Self {
+        AnyRunConfig::Diag(c)
+    }
+}
+
+impl From<relu::ReluRunConfig> for AnyRunConfig {
+    fn from(c: relu::ReluRunConfig) -> Self {
+        AnyRunConfig::Relu(c)
+    }
+}
+
 impl AnyRunConfig {
     /// Parses a config.toml of any engine (the one its `engine` key names), naming the engine and the offending key
     /// when it does not fit; `path` names the file in the message.
@@ -223,7 +235,10 @@ mod tests {
             assert_eq!(loaded.summary.seconds, ran.summary.seconds);
             assert!(AnyRunConfig::Diag(config.clone()).is_finished_in(&dir));
             let header = SummaryHeader::read(&dir).unwrap();
-            assert_eq!((header.engine.as_str(), header.status.as_str()), ("diag", name));
+            assert_eq!(
+                (header.engine.as_str(), header.status.as_str()),
+                ("diag", name)
+            );
             if name == "diverged" {
                 assert_eq!(loaded.run.status, RunStatus::Diverged);
             }
