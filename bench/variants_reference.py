@@ -585,6 +585,13 @@ def main():
                   extra_inputs=mask_in)
     check("esam_paper_rules: keeps int(8 * 0.5) = 4 examples",
           len(case["steps"][0]["diagnostics"]["selected"]) == 4)
+    # samlab's ESAM: the official code's perturbation (normalized over the kept coordinates) with the paper's
+    # selection (the top int(n * gamma) examples; the official strict ">" keeps one fewer).
+    case, _ = add("esam_samlab", "esam", esam_step,
+                  dict(rho=RHO, lr=LR, beta=0.6, gamma=0.5, mask=mask, swp_norm="masked", sds_rule="paper"),
+                  extra_inputs=mask_in)
+    check("esam_samlab: keeps int(8 * 0.5) = 4 examples",
+          len(case["steps"][0]["diagnostics"]["selected"]) == 4)
     all_true = np.ones(2 * P.d, bool)
     for rule in ("official", "paper"):
         add(f"esam_reduction_beta1_gamma1_{rule}", "esam", esam_step,

@@ -406,7 +406,7 @@ impl TrainArgs {
                 BnArg::Frozen => BnPolicy::Frozen,
             };
         }
-        self.sam.apply(&mut c.sam);
+        self.sam.apply(&mut c.sam)?;
         if let Some(n) = self.normalization {
             c.sam.normalization = match n {
                 NormalizationArg::Normalized => Normalization::Normalized,

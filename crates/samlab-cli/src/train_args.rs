@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use samlab_core::sam::{
     ActiveWindow, AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
+    Variant,
 };
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 
@@ -47,11 +48,155 @@ pub struct AscentArgs {
     /// SAM is active until this fraction of training (SAM -> ERM) [default: 1].
     #[arg(long)]
     pub sam_end: Option<f64>,
+    /// A variant of SAM, whose rule replaces the ascent (one normalized step from w; diagonal nets so far).
+    #[arg(long, value_enum)]
+    pub variant: Option<VariantArg>,
+    /// ASAM's and Fisher-SAM's eta [default: 0.01 for ASAM, 1 for Fisher-SAM].
+    #[arg(long)]
+    pub variant_eta: Option<f64>,
+    /// GSAM's and LookSAM's alpha [default: 0.1 for GSAM, 0.7 for LookSAM].
+    #[arg(long)]
+    pub variant_alpha: Option<f64>,
+    /// F-SAM's sigma [default: 1].
+    #[arg(long)]
+    pub variant_sigma: Option<f64>,
+    /// F-SAM's lambda [default: 0.6].
+    #[arg(long)]
+    pub variant_lambda: Option<f64>,
+    /// VaSSO's theta [default: 0.4].
+    #[arg(long)]
+    pub variant_theta: Option<f64>,
+    /// LookSAM's period k [default: 5].
+    #[arg(long)]
+    pub variant_k: Option<usize>,
+    /// ESAM's beta, the fraction of weights perturbed [default: 0.6].
+    #[arg(long)]
+    pub variant_beta: Option<f64>,
+    /// ESAM's gamma, the fraction of examples kept for the descent [default: 0.5].
+    #[arg(long)]
+    pub variant_gamma: Option<f64>,
+}
+
+/// `--variant`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VariantArg {
+    /// Plain SAM.
+    Sam,
+    /// ASAM: T = |w| + eta, delta = rho T^2 g / ||T g||.
+    Asam,
+    /// GSAM: descend along g_p - alpha g_perp.
+    Gsam,
+    /// Fisher-SAM: delta = rho F^-1 g / sqrt(g F^-1 g), F = 1 + eta g^2.
+    FisherSam,
+    /// F-SAM: d = g - sigma m (m a moving average of gradients).
+    Fsam,
+    /// VaSSO: d = (1 - theta) d + theta g.
+    Vasso,
+    /// LookSAM: a SAM step every k steps, its orthogonal component reused in between.
+    Looksam,
+    /// ESAM: a random fraction beta of the weights perturbed, the descent on the fraction gamma of examples.
+    Esam,
+    /// MSAM: delta along the momentum buffer (needs momentum: not on the analytic engines).
+    Msam,
+    /// SAM-ON: only the normalization layers perturbed (not on the analytic engines).
+    SamOn,
+}
+
+impl AscentArgs {
+    /// The variant `--variant` names, with its options (each defaulted); an option of another variant is an error.
+    fn variant(&self) -> Result<Option<Variant>> {
+        let given = [
+            (
+                "--variant-eta",
+                self.variant_eta.is_some(),
+                &[VariantArg::Asam, VariantArg::FisherSam][..],
+            ),
+            (
+                "--variant-alpha",
+                self.variant_alpha.is_some(),
+                &[VariantArg::Gsam, VariantArg::Looksam],
+            ),
+            (
+                "--variant-sigma",
+                self.variant_sigma.is_some(),
+                &[VariantArg::Fsam],
+            ),
+            (
+                "--variant-lambda",
+                self.variant_lambda.is_some(),
+                &[VariantArg::Fsam],
+            ),
+            (
+                "--variant-theta",
+                self.variant_theta.is_some(),
+                &[VariantArg::Vasso],
+            ),
+            (
+                "--variant-k",
+                self.variant_k.is_some(),
+                &[VariantArg::Looksam],
+            ),
+            (
+                "--variant-beta",
+                self.variant_beta.is_some(),
+                &[VariantArg::Esam],
+            ),
+            (
+                "--variant-gamma",
+                self.variant_gamma.is_some(),
+                &[VariantArg::Esam],
+            ),
+        ];
+        for (flag, set, owners) in given {
+            if set && !self.variant.is_some_and(|v| owners.contains(&v)) {
+                bail!(UsageError(format!(
+                    "{flag} is an option of --variant {}",
+                    owners
+                        .iter()
+                        .map(|o| format!("{o:?}").to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                )));
+            }
+        }
+        Ok(self.variant.map(|v| match v {
+            VariantArg::Sam => Variant::Sam,
+            VariantArg::Asam => Variant::Asam {
+                eta: self.variant_eta.unwrap_or(0.01),
+            },
+            VariantArg::Gsam => Variant::Gsam {
+                alpha: self.variant_alpha.unwrap_or(0.1),
+            },
+            VariantArg::FisherSam => Variant::FisherSam {
+                eta: self.variant_eta.unwrap_or(1.0),
+            },
+            VariantArg::Fsam => Variant::Fsam {
+                sigma: self.variant_sigma.unwrap_or(1.0),
+                lambda: self.variant_lambda.unwrap_or(0.6),
+            },
+            VariantArg::Vasso => Variant::Vasso {
+                theta: self.variant_theta.unwrap_or(0.4),
+            },
+            VariantArg::Looksam => Variant::LookSam {
+                k: self.variant_k.unwrap_or(5),
+                alpha: self.variant_alpha.unwrap_or(0.7),
+            },
+            VariantArg::Esam => Variant::Esam {
+                beta: self.variant_beta.unwrap_or(0.6),
+                gamma: self.variant_gamma.unwrap_or(0.5),
+            },
+            VariantArg::Msam => Variant::Msam,
+            VariantArg::SamOn => Variant::SamOn,
+        }))
+    }
 }
 
 impl AscentArgs {
     /// Lays the given flags over `sam`.
-    pub fn apply(&self, sam: &mut SamConfig) {
+    pub fn apply(&self, sam: &mut SamConfig) -> Result<()> {
+        if let Some(v) = self.variant()? {
+            sam.variant = v;
+        }
         if let Some(m) = self.m {
             sam.grouping = Grouping::Size(m);
         }
@@ -80,6 +225,7 @@ impl AscentArgs {
             start: self.sam_start.unwrap_or(sam.window.start),
             end: self.sam_end.unwrap_or(sam.window.end),
         };
+        Ok(())
     }
 }
 
@@ -142,7 +288,7 @@ impl SamArgs {
             normalization,
             ..SamConfig::default()
         };
-        a.apply(&mut sam);
+        a.apply(&mut sam)?;
         Ok((sam, batch_size))
     }
 }

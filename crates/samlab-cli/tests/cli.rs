@@ -366,3 +366,163 @@ fn reproduce_rejects_bad_requests_with_status_2() {
     }
     assert!(!out.exists(), "nothing is written for a bad request");
 }
+
+#[test]
+fn sam_variants_train_replay_and_refuse_bad_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = [
+        "diag",
+        "train",
+        "--method",
+        "nsam",
+        "--rho",
+        "0.05",
+        "--lr",
+        "0.1",
+        "--iters",
+        "300",
+        "--batch-size",
+        "5",
+    ];
+    // Every variant the diagonal net runs trains, lands in config.toml, and replays exactly.
+    for v in [
+        "asam",
+        "gsam",
+        "fisher-sam",
+        "fsam",
+        "vasso",
+        "looksam",
+        "esam",
+    ] {
+        let out = tmp.path().join(v);
+        ok(&[&base[..], &["--variant", v, "--out", p(&out)]].concat());
+        assert_eq!(summary(&out)["status"], "ok", "{v}");
+        let config = fs::read_to_string(out.join("config.toml")).unwrap();
+        assert!(config.contains("[train.sam.variant]"), "{v}: {config}");
+        let again = tmp.path().join(format!("{v}-again"));
+        ok(&[
+            "run",
+            "--config",
+            p(&out.join("config.toml")),
+            "--out",
+            p(&again),
+        ]);
+        let u = |d: &Path| -> Array1<f64> { read_npy(d.join("u.npy")).unwrap() };
+        assert_eq!(u(&out), u(&again), "{v}");
+    }
+    let bad_out = tmp.path().join("bad");
+    for (args, msg) in [
+        (
+            vec!["--variant", "vasso", "--variant-theta", "0"],
+            "theta: must be in (0, 1]",
+        ),
+        (
+            vec!["--variant", "looksam", "--variant-k", "0"],
+            "k: must be at least 1",
+        ),
+        (
+            vec!["--variant", "esam", "--variant-beta", "1.5"],
+            "beta: must be in (0, 1]",
+        ),
+        (
+            vec!["--variant", "esam", "--variant-gamma", "0"],
+            "gamma: must be in (0, 1]",
+        ),
+        (
+            vec!["--variant", "asam", "--variant-eta=-1"],
+            "eta: must be finite and >= 0",
+        ),
+        (
+            vec!["--variant", "fsam", "--variant-lambda", "1"],
+            "lambda: must be in [0, 1)",
+        ),
+        (
+            vec!["--variant", "gsam", "--variant-theta", "0.5"],
+            "--variant-theta is an option of --variant vasso",
+        ),
+        (
+            vec!["--variant-k", "3"],
+            "--variant-k is an option of --variant looksam",
+        ),
+        (vec!["--variant", "msam"], "MSAM needs a momentum buffer"),
+        (vec!["--variant", "sam-on"], "normalization layers"),
+        (
+            vec!["--variant", "asam", "--ascent-steps", "2"],
+            "one ascent step",
+        ),
+        (
+            vec!["--variant", "asam", "--random-init"],
+            "no random start",
+        ),
+    ] {
+        let err = bad(&[&base[..], &args[..], &["--out", p(&bad_out)]].concat());
+        assert!(err.contains(msg), "{args:?}: {err}");
+    }
+    // A stateful variant keeps one direction per batch: groups are refused; ESAM's selection needs mini-batches.
+    let grouped = bad(&[
+        "diag",
+        "train",
+        "--method",
+        "msam",
+        "--m",
+        "2",
+        "--rho",
+        "0.05",
+        "--lr",
+        "0.1",
+        "--iters",
+        "10",
+        "--batch-size",
+        "4",
+        "--variant",
+        "looksam",
+        "--out",
+        p(&bad_out),
+    ]);
+    assert!(
+        grouped.contains("one direction for the whole batch"),
+        "{grouped}"
+    );
+    let full = bad(&[
+        "diag",
+        "train",
+        "--method",
+        "nsam",
+        "--rho",
+        "0.05",
+        "--lr",
+        "0.1",
+        "--iters",
+        "10",
+        "--variant",
+        "esam",
+        "--out",
+        p(&bad_out),
+    ]);
+    assert!(
+        full.contains("ESAM's data selection needs mini-batches"),
+        "{full}"
+    );
+    // The other engines run plain SAM so far, and say so.
+    let relu = bad(&[
+        "relu",
+        "train",
+        "--method",
+        "nsam",
+        "--rho",
+        "0.05",
+        "--lr",
+        "0.01",
+        "--iters",
+        "10",
+        "--variant",
+        "asam",
+        "--out",
+        p(&bad_out),
+    ]);
+    assert!(
+        relu.contains("runs on the diagonal-net engine so far"),
+        "{relu}"
+    );
+    assert!(!bad_out.exists(), "nothing is written for bad input");
+}

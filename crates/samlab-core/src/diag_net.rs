@@ -10,6 +10,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ascent::{Ascent, Oracle, VariantState};
 use crate::batches::Batches;
 use crate::data::{row_major, Dataset};
 use crate::numpy_rng::NumpyRandomState;
@@ -239,10 +240,6 @@ fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
 }
 
-fn norm2(a: &[f64], b: &[f64]) -> f64 {
-    (dot(a, a) + dot(b, b)).sqrt()
-}
-
 /// Data in flat row-major form for the inner loops: borrowed when the arrays already are (a copy only for
 /// Fortran-order files), so a run holds little more than its data.
 struct Flat<'a> {
@@ -285,16 +282,14 @@ impl<'a> Flat<'a> {
     }
 }
 
-/// Scratch vectors of length d reused by every step.
+/// Scratch vectors of length d reused by every step (the closed-form 1-SAM step and the oracle).
 struct Scratch {
     beta: Vec<f64>,
     s: Vec<f64>,
     acc_u: Vec<f64>,
     acc_v: Vec<f64>,
     du: Vec<f64>,
-    dv: Vec<f64>,
     pu: Vec<f64>,
-    pv: Vec<f64>,
 }
 
 impl Scratch {
@@ -306,18 +301,7 @@ impl Scratch {
             acc_u: z(),
             acc_v: z(),
             du: z(),
-            dv: z(),
             pu: z(),
-            pv: z(),
-        }
-    }
-
-    /// Sets the perturbed point $(p_u, p_v) = (u + \delta_u, v + \delta_v)$ and `beta` = $p_u \odot p_v$.
-    fn set_point(&mut self, p: &DiagParams) {
-        for j in 0..p.u.len() {
-            self.pu[j] = p.u[j] + self.du[j];
-            self.pv[j] = p.v[j] + self.dv[j];
-            self.beta[j] = self.pu[j] * self.pv[j];
         }
     }
 }
@@ -354,10 +338,19 @@ pub fn train(
     }
     crate::limits::product("batch_size", &[batch_size, d], crate::limits::MAX_ELEMENTS)?;
     let sam = config.sam.check(batch_size)?;
+    if let crate::sam::Variant::Esam { gamma, .. } = sam.config().variant {
+        if gamma < 1.0 && batch_size == n && sam.group_size() == n {
+            return Err(ConfigError::Invalid {
+                field: "gamma",
+                reason: "ESAM's data selection needs mini-batches or groups: on full-batch n-SAM it would drop the same hardest examples from the whole training set (use gamma = 1, --batch-size or --m)".into(),
+            });
+        }
+    }
     let flat = Flat::new(data);
     let mut rng = NumpyRandomState::new(config.seed);
     let mut p = init;
     let mut scratch = Scratch::new(d);
+    let mut general = General::new(d);
     let mut batches = Batches::new(n, config.batch_size);
     let log_at = config.log.iterations(config.iters);
     let mut next_log = 0;
@@ -393,6 +386,7 @@ pub fn train(
             ascent_rows,
             &mut p,
             &mut scratch,
+            &mut general,
             &mut rng,
         );
         if !p.is_finite() {
@@ -427,32 +421,100 @@ fn step(
     ascent_rows: &[usize],
     p: &mut DiagParams,
     w: &mut Scratch,
+    general: &mut General,
     rng: &mut NumpyRandomState,
 ) {
-    w.acc_u.fill(0.0);
-    w.acc_v.fill(0.0);
-    if rho == 0.0 {
-        w.du.fill(0.0);
-        w.dv.fill(0.0);
-        w.set_point(p);
-        w.s.fill(0.0);
-        flat.add_residual_sum(batch, &w.beta, 1.0, &mut w.s);
-        accumulate_descent(w);
-    } else if is_plain_one_sam(sam) {
+    if rho != 0.0 && is_plain_one_sam(sam) {
+        w.acc_u.fill(0.0);
+        w.acc_v.fill(0.0);
         one_sam_closed_form(flat, rho, batch, p, w);
+        let c = -lr / batch.len() as f64;
+        axpy(c, &w.acc_u, &mut p.u);
+        axpy(c, &w.acc_v, &mut p.v);
+        return;
+    }
+    let d = p.u.len();
+    general.w[..d].copy_from_slice(&p.u);
+    general.w[d..].copy_from_slice(&p.v);
+    general.acc.fill(0.0);
+    let mut oracle = DiagOracle { flat, w };
+    let m = if rho == 0.0 {
+        batch.len()
     } else {
-        let m = sam.group_size();
-        for (group, ascent_group) in batch.chunks(m).zip(ascent_rows.chunks(m)) {
-            perturb(flat, sam.config(), rho, ascent_group, p, w, rng);
-            w.set_point(p);
-            w.s.fill(0.0);
-            flat.add_residual_sum(group, &w.beta, 1.0, &mut w.s);
-            accumulate_descent(w);
-        }
+        sam.group_size()
+    };
+    for (group, ascent_group) in batch.chunks(m).zip(ascent_rows.chunks(m)) {
+        general.ascent.group(
+            &mut oracle,
+            sam.config(),
+            rho,
+            &general.w,
+            group,
+            ascent_group,
+            &mut general.state,
+            rng,
+            &mut general.acc,
+        );
     }
     let c = -lr / batch.len() as f64;
-    axpy(c, &w.acc_u, &mut p.u);
-    axpy(c, &w.acc_v, &mut p.v);
+    axpy(c, &general.acc[..d], &mut p.u);
+    axpy(c, &general.acc[d..], &mut p.v);
+}
+
+/// The general step's state: the flat parameters `(u, v)`, the descent accumulator, the ascent's scratch and the
+/// variant's state.
+struct General {
+    w: Vec<f64>,
+    acc: Vec<f64>,
+    ascent: Ascent,
+    state: VariantState,
+}
+
+impl General {
+    fn new(d: usize) -> Self {
+        General {
+            w: vec![0.0; 2 * d],
+            acc: vec![0.0; 2 * d],
+            ascent: Ascent::new(2 * d),
+            state: VariantState::default(),
+        }
+    }
+}
+
+/// The diagonal net as an [`Oracle`] over `w = (u, v)`: $\nabla_u \ell_i = r_i x_i \odot v$,
+/// $\nabla_v \ell_i = r_i x_i \odot u$ with $r_i = x_i \cdot (u \odot v) - y_i$.
+struct DiagOracle<'a, 'b> {
+    flat: &'a Flat<'b>,
+    w: &'a mut Scratch,
+}
+
+impl Oracle for DiagOracle<'_, '_> {
+    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) {
+        let d = self.flat.d;
+        let (u, v) = w.split_at(d);
+        for ((b, &u), &v) in self.w.beta.iter_mut().zip(u).zip(v) {
+            *b = u * v;
+        }
+        self.w.s.fill(0.0);
+        self.flat
+            .add_residual_sum(rows, &self.w.beta, scale, &mut self.w.s);
+        let (out_u, out_v) = out.split_at_mut(d);
+        for j in 0..d {
+            out_u[j] += self.w.s[j] * v[j];
+            out_v[j] += self.w.s[j] * u[j];
+        }
+    }
+
+    fn losses(&mut self, w: &[f64], rows: &[usize], out: &mut [f64]) {
+        let (u, v) = w.split_at(self.flat.d);
+        for ((b, &u), &v) in self.w.beta.iter_mut().zip(u).zip(v) {
+            *b = u * v;
+        }
+        for (o, &i) in out.iter_mut().zip(rows) {
+            let r = dot(self.flat.row(i), &self.w.beta) - self.flat.y[i];
+            *o = 0.5 * r * r;
+        }
+    }
 }
 
 /// Whether `sam` is unnormalized single-step 1-SAM on the descent batch, which [`one_sam_closed_form`] computes.
@@ -464,6 +526,7 @@ fn is_plain_one_sam(sam: &CheckedSam) -> bool {
         && c.perturbation == Perturbation::Ascent
         && !c.random_init
         && c.ascent_source == crate::sam::AscentSource::SameBatch
+        && c.variant == crate::sam::Variant::Sam
 }
 
 /// Unnormalized 1-SAM in closed form, with the same result as the general path up to rounding.
@@ -501,79 +564,239 @@ fn one_sam_closed_form(flat: &Flat, rho: f64, batch: &[usize], p: &DiagParams, w
     }
 }
 
-/// Adds the descent gradient at the current point, $(s \odot p_v, s \odot p_u)$, to the accumulators.
-fn accumulate_descent(w: &mut Scratch) {
-    for j in 0..w.s.len() {
-        w.acc_u[j] += w.s[j] * w.pv[j];
-        w.acc_v[j] += w.s[j] * w.pu[j];
-    }
-}
-
-/// Sets $(\delta_u, \delta_v)$ for one group: `ascent_steps` steps of (normalized) gradient ascent on the group
-/// loss, or Gaussian noise for the random baseline.
-fn perturb(
-    flat: &Flat,
-    sam: &SamConfig,
-    rho: f64,
-    group: &[usize],
-    p: &DiagParams,
-    w: &mut Scratch,
-    rng: &mut NumpyRandomState,
-) {
-    if sam.perturbation == Perturbation::Random || sam.random_init {
-        rng.fill_standard_normal(&mut w.du);
-        rng.fill_standard_normal(&mut w.dv);
-        let scale = if sam.perturbation == Perturbation::Random {
-            rho / ((2 * w.du.len()) as f64).sqrt()
-        } else {
-            rho / norm2(&w.du, &w.dv)
-        };
-        w.du.iter_mut()
-            .chain(w.dv.iter_mut())
-            .for_each(|x| *x *= scale);
-        if sam.perturbation == Perturbation::Random {
-            return;
-        }
-    } else {
-        w.du.fill(0.0);
-        w.dv.fill(0.0);
-    }
-    let eta = rho * sam.ascent_step_mult;
-    for _ in 0..sam.ascent_steps {
-        w.set_point(p);
-        w.s.fill(0.0);
-        flat.add_residual_sum(group, &w.beta, 1.0 / group.len() as f64, &mut w.s);
-        // Ascent gradient h = (s * p_v, s * p_u); the step is eta * h / scale.
-        let scale = match sam.normalization {
-            Normalization::Normalized => {
-                let hu = w.s.iter().zip(&w.pv).map(|(s, v)| s * v);
-                let hv = w.s.iter().zip(&w.pu).map(|(s, u)| s * u);
-                hu.chain(hv).map(|h| h * h).sum::<f64>().sqrt() + 1e-12
-            }
-            Normalization::Unnormalized | Normalization::Clipped => 1.0,
-        };
-        let c = eta / scale;
-        for j in 0..w.s.len() {
-            w.du[j] += c * w.s[j] * w.pv[j];
-            w.dv[j] += c * w.s[j] * w.pu[j];
-        }
-        if sam.normalization != Normalization::Unnormalized {
-            let norm = norm2(&w.du, &w.dv);
-            if norm > rho {
-                let shrink = rho / norm;
-                w.du.iter_mut()
-                    .chain(w.dv.iter_mut())
-                    .for_each(|x| *x *= shrink);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::data::SparseRegression;
     use crate::sam::{AscentSource, Grouping};
+
+    /// The fixtures of bench/variants_reference.py: an independent NumPy step of every variant.
+    fn variant_fixtures() -> serde_json::Value {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../bench/variants_reference.json"
+        );
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn floats(v: &serde_json::Value) -> Vec<f64> {
+        match v {
+            serde_json::Value::Array(a) => a.iter().flat_map(floats).collect(),
+            v => vec![v.as_f64().unwrap()],
+        }
+    }
+
+    /// `{u, v}` as the flat `(u, v)`.
+    fn uv(v: &serde_json::Value) -> Vec<f64> {
+        [floats(&v["u"]), floats(&v["v"])].concat()
+    }
+
+    /// Each variant's step on the diagonal net equals the NumPy step to 1e-12 (three consecutive steps for the
+    /// stateful ones), with the gradient evaluations the variant promises.
+    #[test]
+    fn variant_steps_match_the_numpy_reference() {
+        use crate::sam::Variant;
+        let fx = variant_fixtures();
+        let prob = &fx["problem"];
+        let (n, d) = (
+            prob["n"].as_u64().unwrap() as usize,
+            prob["d"].as_u64().unwrap() as usize,
+        );
+        let x = ndarray::Array2::from_shape_vec((n, d), floats(&prob["X"])).unwrap();
+        let y = ndarray::Array1::from(floats(&prob["y"]));
+        let data = Dataset {
+            x_train: x.clone(),
+            y_train: y.clone(),
+            x_test: x,
+            y_test: y,
+        };
+        let flat = Flat::new(&data);
+        let mut scratch = Scratch::new(d);
+        let rows: Vec<usize> = (0..n).collect();
+        // Not samlab's rules: the paper's F-SAM order and ESAM's two pure forms (samlab's is `esam_samlab`), MSAM
+        // (needs momentum), and ASAM with T = 1 (checked in `ascent`).
+        let others = [
+            "fsam_paper_order",
+            "esam",
+            "esam_paper_rules",
+            "asam_reduction_T1",
+        ];
+        let mut checked = 0;
+        for case in fx["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let o = &case["options"];
+            let f = |k: &str| o[k].as_f64().unwrap();
+            let variant = match case["variant"].as_str().unwrap() {
+                _ if others.contains(&name) => continue,
+                "msam" => continue,
+                "sam" => Variant::Sam,
+                "asam" => Variant::Asam { eta: f("eta") },
+                "gsam" => Variant::Gsam { alpha: f("alpha") },
+                "fisher_sam" => Variant::FisherSam { eta: f("eta") },
+                "fsam" => Variant::Fsam {
+                    sigma: f("sigma"),
+                    lambda: f("lam"),
+                },
+                "vasso" => Variant::Vasso { theta: f("theta") },
+                "looksam" => Variant::LookSam {
+                    k: o["k"].as_u64().unwrap() as usize,
+                    alpha: f("alpha"),
+                },
+                "esam" => Variant::Esam {
+                    beta: f("beta"),
+                    gamma: f("gamma"),
+                },
+                v => panic!("unknown variant {v}"),
+            };
+            let sam = SamConfig {
+                rho: f("rho"),
+                normalization: if o["normalize"] == false {
+                    Normalization::Unnormalized
+                } else {
+                    Normalization::Normalized
+                },
+                variant,
+                ..SamConfig::default()
+            };
+            let mask: Vec<bool> = match case["inputs"]["mask"].is_object() {
+                true => [&case["inputs"]["mask"]["u"], &case["inputs"]["mask"]["v"]]
+                    .iter()
+                    .flat_map(|m| m.as_array().unwrap().iter().map(|b| b.as_bool().unwrap()))
+                    .collect(),
+                false => vec![],
+            };
+            let (mut ascent, mut state) = (Ascent::new(2 * d), VariantState::default());
+            let mut rng = NumpyRandomState::new(0);
+            let mut w = [floats(&prob["u0"]), floats(&prob["v0"])].concat();
+            for step in case["steps"].as_array().unwrap() {
+                let close = |got: &[f64], want: &[f64], what: &str| {
+                    for (g, e) in got.iter().zip(want) {
+                        assert!(
+                            (g - e).abs() <= 1e-12 * e.abs().max(1.0),
+                            "{name} {what}: {g} vs {e}"
+                        );
+                    }
+                };
+                close(
+                    &w,
+                    &[floats(&step["u_in"]), floats(&step["v_in"])].concat(),
+                    "input",
+                );
+                let mut acc = vec![0.0; 2 * d];
+                let before = ascent.gradient_evals;
+                let mut oracle = DiagOracle {
+                    flat: &flat,
+                    w: &mut scratch,
+                };
+                match variant {
+                    Variant::Esam { beta, gamma } => ascent.esam(
+                        &mut oracle,
+                        &w,
+                        &rows,
+                        &rows,
+                        sam.rho,
+                        (beta, gamma),
+                        &mask,
+                        &mut acc,
+                    ),
+                    _ => ascent.group(
+                        &mut oracle,
+                        &sam,
+                        sam.rho,
+                        &w,
+                        &rows,
+                        &rows,
+                        &mut state,
+                        &mut rng,
+                        &mut acc,
+                    ),
+                }
+                let lr = f("lr");
+                for (w, a) in w.iter_mut().zip(&acc) {
+                    *w -= lr / n as f64 * a;
+                }
+                close(
+                    &w,
+                    &[floats(&step["u_out"]), floats(&step["v_out"])].concat(),
+                    "output",
+                );
+                assert_eq!(
+                    ascent.gradient_evals - before,
+                    step["grad_evals"].as_u64().unwrap(),
+                    "{name}: gradient evaluations"
+                );
+                if name.starts_with("vasso") || name.starts_with("fsam") {
+                    let key = if name.starts_with("vasso") { "d" } else { "m" };
+                    close(
+                        state.direction.as_ref().unwrap(),
+                        &uv(&step["state_out"][key]),
+                        "state",
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 17, "every fixture of samlab's rules was compared");
+    }
+
+    /// A variant at its reducing options trains exactly as plain normalized SAM (every parameter, every step): GSAM
+    /// with alpha = 0, Fisher-SAM with eta = 0, F-SAM with sigma = 0, VaSSO with theta = 1, LookSAM with k = 1,
+    /// ESAM with beta = gamma = 1; on full batches, mini-batches and groups.
+    #[test]
+    fn variants_at_their_reducing_options_are_plain_sam_exactly() {
+        use crate::sam::Variant;
+        let data = SparseRegression::NOTEBOOK.generate().unwrap().0;
+        let sam = |variant, grouping| SamConfig {
+            rho: 0.05,
+            normalization: Normalization::Normalized,
+            grouping,
+            variant,
+            ..SamConfig::default()
+        };
+        let reducing = [
+            Variant::Gsam { alpha: 0.0 },
+            Variant::FisherSam { eta: 0.0 },
+            Variant::Fsam {
+                sigma: 0.0,
+                lambda: 0.9,
+            },
+            Variant::Vasso { theta: 1.0 },
+            Variant::LookSam { k: 1, alpha: 0.7 },
+            Variant::Esam {
+                beta: 1.0,
+                gamma: 1.0,
+            },
+        ];
+        for batch_size in [None, Some(4)] {
+            for grouping in [Grouping::WholeBatch, Grouping::Size(2)] {
+                let train = |sam: SamConfig| {
+                    let config = DiagTrainConfig {
+                        lr: LrSchedule::constant(0.1),
+                        iters: 200,
+                        batch_size,
+                        seed: 3,
+                        sam,
+                        log: LogSchedule::Ends,
+                    };
+                    super::train(&data, &config, DiagParams::init(0.1, data.d()), &mut |_| {})
+                };
+                let plain = train(sam(Variant::Sam, grouping)).unwrap();
+                for v in reducing {
+                    match train(sam(v, grouping)) {
+                        Ok(run) => assert_eq!(
+                            run.params, plain.params,
+                            "{v:?} {grouping:?} {batch_size:?}"
+                        ),
+                        // The stateful variants keep one direction per batch: groups are refused.
+                        Err(e) => assert!(
+                            v.is_stateful() && grouping != Grouping::WholeBatch,
+                            "{v:?}: {e}"
+                        ),
+                    }
+                }
+            }
+        }
+    }
 
     fn run(sam: SamConfig, alpha: f64, lr: f64, iters: usize) -> DiagRun {
         let (data, _) = SparseRegression::NOTEBOOK.generate().unwrap();

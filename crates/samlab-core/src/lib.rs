@@ -16,6 +16,7 @@
 //! No deep-learning engine is linked here, so this crate builds in seconds.
 #![deny(missing_docs)]
 
+pub mod ascent;
 pub mod batches;
 pub mod data;
 pub mod diag_net;

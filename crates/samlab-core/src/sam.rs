@@ -82,6 +82,110 @@ pub struct ActiveWindow {
     pub end: f64,
 }
 
+/// Which member of the SAM family perturbs the weights (rules in [`crate::ascent`]; each checked against its paper
+/// and reference code, and against the independent NumPy step of `bench/variants_reference.py`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum Variant {
+    /// Foret et al.'s SAM, with every other option of [`SamConfig`] (normalization, multi-step, random start).
+    #[default]
+    Sam,
+    /// ASAM (Kwon et al., 2021): $T = |w| + \eta$, $\delta = \rho\, T^2 g / \lVert T g \rVert$.
+    Asam {
+        /// $\eta$ (0.01 in the paper).
+        eta: f64,
+    },
+    /// GSAM (Zhuang et al., 2022): descend along $g_p - \alpha g_\perp$, $g_\perp$ the part of $g$ orthogonal to
+    /// $g_p = \nabla L(w + \delta)$. Its radius tied to the learning rate is `rho_schedule = proportional_to_lr`.
+    Gsam {
+        /// $\alpha$.
+        alpha: f64,
+    },
+    /// Fisher-SAM (Kim et al., 2022): $\delta = \rho F^{-1} g / \sqrt{g^\top F^{-1} g}$, $F = 1 + \eta\, g^2$.
+    FisherSam {
+        /// $\eta \ge 0$.
+        eta: f64,
+    },
+    /// F-SAM (Li et al., 2024): $d = g - \sigma m$, $m \leftarrow \lambda m + (1 - \lambda) g$ (the official
+    /// code's order: the first step ascends along $g$, which starts $m$), $\delta = \rho d / \lVert d \rVert$.
+    Fsam {
+        /// $\sigma$.
+        sigma: f64,
+        /// $\lambda \in [0, 1)$.
+        lambda: f64,
+    },
+    /// VaSSO (Li & Giannakis, 2023): $d \leftarrow (1 - \theta) d + \theta g$ ($d$ starting at the first
+    /// gradient), $\delta = \rho d / \lVert d \rVert$.
+    Vasso {
+        /// $\theta \in (0, 1]$.
+        theta: f64,
+    },
+    /// LookSAM (Liu et al., 2022): a SAM step every `k` steps, storing $g_v$, the part of its gradient
+    /// orthogonal to $g$; in between, $g + \alpha (\lVert g \rVert / \lVert g_v \rVert) g_v$ (one gradient).
+    LookSam {
+        /// The period $k \ge 1$.
+        k: usize,
+        /// $\alpha$.
+        alpha: f64,
+    },
+    /// ESAM (Du et al., 2022): each coordinate perturbed with probability $\beta$, scaled by $1/\beta$; the
+    /// descent on the fraction $\gamma$ of the group whose loss rises most.
+    Esam {
+        /// $\beta \in (0, 1]$.
+        beta: f64,
+        /// $\gamma \in (0, 1]$.
+        gamma: f64,
+    },
+    /// MSAM (Becker et al., 2024): $\delta = -\rho v / \lVert v \rVert$ along the momentum buffer.
+    Msam,
+    /// SAM-ON (Mueller et al., 2023): perturb only the normalization layers' affine parameters.
+    SamOn,
+}
+
+impl Variant {
+    /// Whether the variant keeps state across steps (one direction for the whole batch).
+    pub fn is_stateful(self) -> bool {
+        matches!(
+            self,
+            Variant::Fsam { .. } | Variant::Vasso { .. } | Variant::LookSam { .. }
+        )
+    }
+
+    /// Its options checked: exit status 2 names the option and the range.
+    fn check(self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: &str, v: f64| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: format!("{reason}, got {v}"),
+            })
+        };
+        let unit = |x: f64| x.is_finite() && x > 0.0 && x <= 1.0;
+        match self {
+            Variant::Asam { eta } | Variant::FisherSam { eta }
+                if !(eta.is_finite() && eta >= 0.0) =>
+            {
+                bad("eta", "must be finite and >= 0", eta)
+            }
+            Variant::Gsam { alpha } | Variant::LookSam { alpha, .. } if !alpha.is_finite() => {
+                bad("alpha", "must be finite", alpha)
+            }
+            Variant::Fsam { sigma, .. } if !sigma.is_finite() => {
+                bad("sigma", "must be finite", sigma)
+            }
+            Variant::Fsam { lambda, .. }
+                if !(lambda.is_finite() && (0.0..1.0).contains(&lambda)) =>
+            {
+                bad("lambda", "must be in [0, 1)", lambda)
+            }
+            Variant::Vasso { theta } if !unit(theta) => bad("theta", "must be in (0, 1]", theta),
+            Variant::LookSam { k: 0, .. } => bad("k", "must be at least 1", 0.0),
+            Variant::Esam { beta, .. } if !unit(beta) => bad("beta", "must be in (0, 1]", beta),
+            Variant::Esam { gamma, .. } if !unit(gamma) => bad("gamma", "must be in (0, 1]", gamma),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Every option of the SAM family, shared by the analytic and the deep engines.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -106,6 +210,8 @@ pub struct SamConfig {
     pub rho_schedule: RhoSchedule,
     /// When SAM is switched on during training.
     pub window: ActiveWindow,
+    /// Plain SAM or one of its variants.
+    pub variant: Variant,
 }
 
 impl Default for SamConfig {
@@ -125,6 +231,7 @@ impl Default for SamConfig {
                 start: 0.0,
                 end: 1.0,
             },
+            variant: Variant::Sam,
         }
     }
 }
@@ -193,10 +300,54 @@ impl SamConfig {
             Grouping::WholeBatch => batch_size,
             Grouping::Size(m) => m,
         };
+        self.check_variant(group_size < batch_size)?;
         Ok(CheckedSam {
             config: self.clone(),
             group_size,
         })
+    }
+}
+
+impl SamConfig {
+    /// A variant's options, and its fit with the other options: variants define their own ascent (one normalized
+    /// step from `w`, on the descent batch), and the stateful ones keep one direction for the whole batch.
+    fn check_variant(&self, grouped: bool) -> Result<(), ConfigError> {
+        let v = self.variant;
+        if v == Variant::Sam {
+            return Ok(());
+        }
+        v.check()?;
+        let clash = |field: &'static str, what: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: format!("{v:?} defines its own ascent: {what}"),
+            })
+        };
+        if matches!(v, Variant::Msam | Variant::SamOn) {
+            return clash(
+                "variant",
+                "not available on this engine yet (MSAM needs a momentum buffer and SAM-ON normalization layers)",
+            );
+        }
+        if self.ascent_steps != 1 || self.ascent_step_mult != 1.0 {
+            return clash(
+                "ascent_steps",
+                "one ascent step (ascent_steps = 1, ascent_step_mult = 1)",
+            );
+        }
+        if self.random_init || self.perturbation != Perturbation::Ascent {
+            return clash(
+                "random_init",
+                "an ascent from w itself (no random start or random perturbation)",
+            );
+        }
+        if v.is_stateful() && grouped {
+            return clash(
+                "m",
+                "it keeps one direction for the whole batch (grouping = whole_batch)",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -221,6 +372,19 @@ impl CheckedSam {
     /// Examples per group ($m$).
     pub fn group_size(&self) -> usize {
         self.group_size
+    }
+
+    /// Refuses a variant on an engine that runs plain SAM only (so far, every engine but the diagonal net's).
+    pub fn require_plain(&self, engine: &str) -> Result<(), ConfigError> {
+        match self.config.variant {
+            Variant::Sam => Ok(()),
+            v => Err(ConfigError::Invalid {
+                field: "variant",
+                reason: format!(
+                    "{v:?} runs on the diagonal-net engine so far; the {engine} runs plain SAM"
+                ),
+            }),
+        }
     }
 
     /// The learning rate and radius of update `t` of `total` under the schedule `lr` (every engine's loop).
@@ -308,6 +472,78 @@ mod tests {
         let s = c.check(10).unwrap();
         assert_eq!(s.rho_at(1.0, 0.25), 0.5);
         assert_eq!(SamConfig::erm().check(7).unwrap().group_size(), 7);
+    }
+
+    #[test]
+    fn variant_options_are_checked_naming_them() {
+        let with = |variant| SamConfig {
+            rho: 0.1,
+            variant,
+            ..SamConfig::default()
+        };
+        let err = |variant, batch| with(variant).check(batch).unwrap_err().to_string();
+        assert!(err(Variant::Vasso { theta: 0.0 }, 8).contains("theta"));
+        assert!(err(Variant::Vasso { theta: 1.5 }, 8).contains("theta"));
+        assert!(err(Variant::LookSam { k: 0, alpha: 0.7 }, 8).contains("invalid k"));
+        assert!(err(
+            Variant::Esam {
+                beta: 0.0,
+                gamma: 0.5
+            },
+            8
+        )
+        .contains("beta"));
+        assert!(err(
+            Variant::Esam {
+                beta: 0.5,
+                gamma: 1.1
+            },
+            8
+        )
+        .contains("gamma"));
+        assert!(err(Variant::Asam { eta: -0.1 }, 8).contains("eta"));
+        assert!(err(Variant::FisherSam { eta: f64::NAN }, 8).contains("eta"));
+        assert!(err(
+            Variant::Gsam {
+                alpha: f64::INFINITY
+            },
+            8
+        )
+        .contains("alpha"));
+        assert!(err(
+            Variant::Fsam {
+                sigma: 1.0,
+                lambda: 1.0
+            },
+            8
+        )
+        .contains("lambda"));
+        assert!(err(Variant::Msam, 8).contains("variant"));
+        let mut grouped = with(Variant::Vasso { theta: 0.5 });
+        grouped.grouping = Grouping::Size(2);
+        assert!(grouped
+            .check(8)
+            .unwrap_err()
+            .to_string()
+            .contains("whole batch"));
+        // Stateless variants take groups; m = the batch is the whole batch.
+        grouped.variant = Variant::Asam { eta: 0.01 };
+        assert!(grouped.check(8).is_ok());
+        grouped.variant = Variant::Vasso { theta: 0.5 };
+        assert!(grouped.check(2).is_ok());
+        let checked = with(Variant::Asam { eta: 0.01 }).check(8).unwrap();
+        assert!(checked.require_plain("deep-net engine").is_err());
+        assert!(SamConfig::erm()
+            .check(8)
+            .unwrap()
+            .require_plain("x")
+            .is_ok());
+        // A variant round-trips through TOML.
+        let c = with(Variant::LookSam { k: 5, alpha: 0.7 });
+        assert_eq!(
+            toml::from_str::<SamConfig>(&toml::to_string(&c).unwrap()).unwrap(),
+            c
+        );
     }
 
     #[test]

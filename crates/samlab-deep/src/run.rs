@@ -712,7 +712,10 @@ pub fn check_config(config: &DeepRunConfig) -> Result<(), RunError> {
         _ => {}
     }
     t.lr.check()?;
-    config.sam.check(t.batch_size)?;
+    config
+        .sam
+        .check(t.batch_size)?
+        .require_plain("deep-net engine")?;
     if t.curvature_every > 0 {
         if t.curvature_examples == 0 || t.curvature_examples > t.eval_train_examples {
             return Err(bad(

@@ -205,6 +205,7 @@ pub fn train(
         }
     }
     let sam = config.sam.check(batch_size)?;
+    sam.require_plain("ReLU-net engine")?;
     let flat = Flat {
         x: row_major(&data.x_train),
         y: data.y_train.as_slice().expect("1-D arrays are contiguous"),

@@ -98,10 +98,11 @@ pub fn train_with_accounting(
         || sam.perturbation != Perturbation::Ascent
         || sam.random_init
         || sam.ascent_source != AscentSource::SameBatch
+        || sam.variant != crate::sam::Variant::Sam
     {
         return Err(ConfigError::Invalid {
             field: "sam",
-            reason: "the Theorem-1 accounting covers single-step ascent SAM on the descent batch (no random, multi-step or previous-batch perturbations)".into(),
+            reason: "the Theorem-1 accounting covers single-step ascent SAM on the descent batch (no random, multi-step or previous-batch perturbations, no variants)".into(),
         });
     }
     let m = sam
