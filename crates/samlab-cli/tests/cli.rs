@@ -503,26 +503,44 @@ fn sam_variants_train_replay_and_refuse_bad_options() {
         full.contains("ESAM's data selection needs mini-batches"),
         "{full}"
     );
-    // The other engines run plain SAM so far, and say so.
-    let relu = bad(&[
+    // The ReLU net takes the variants through the same oracle; the deep-net engine runs plain SAM so far, and says so.
+    ok(&[
         "relu",
         "train",
         "--method",
         "nsam",
+        "--normalize",
+        "--rho",
+        "0.3",
+        "--lr",
+        "5e-5",
+        "--iters",
+        "100",
+        "--variant",
+        "asam",
+        "--out",
+        p(&tmp.path().join("relu-asam")),
+    ]);
+    let deep = bad(&[
+        "train",
+        "--model",
+        "mlp",
+        "--dataset",
+        "fashion-mnist",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
         "--rho",
         "0.05",
-        "--lr",
-        "0.01",
-        "--iters",
-        "10",
         "--variant",
         "asam",
         "--out",
         p(&bad_out),
     ]);
     assert!(
-        relu.contains("runs on the diagonal-net engine so far"),
-        "{relu}"
+        deep.contains("runs on the diagonal-net and ReLU-net engines so far"),
+        "{deep}"
     );
     assert!(!bad_out.exists(), "nothing is written for bad input");
 }

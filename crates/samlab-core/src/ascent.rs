@@ -13,15 +13,27 @@ use serde::{Deserialize, Serialize};
 use crate::numpy_rng::NumpyRandomState;
 use crate::sam::{Normalization, Perturbation, SamConfig, Variant};
 
-/// What an engine provides: per-example gradients and losses of its model at a flat parameter vector.
+/// What an engine provides: per-example gradients and losses of its model at a flat parameter vector, and the
+/// layout of that vector.
 pub trait Oracle {
-    /// `out += scale * sum over i in rows of grad l_i(w)`.
-    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]);
+    /// `out += scale * sum over i in rows of grad l_i(w)`; returns `sum over i in rows of l_i(w)` when the oracle
+    /// computes it on the way (0 otherwise).
+    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64;
     /// `out[k] = l_{rows[k]}(w)`.
     fn losses(&mut self, w: &[f64], rows: &[usize], out: &mut [f64]);
+    /// The factor of the ascent gradient of a group of `rows` examples: `1 / rows`, the mean loss's, unless the
+    /// engine's loss is a sum.
+    fn ascent_scale(&self, rows: usize) -> f64 {
+        1.0 / rows as f64
+    }
+    /// Coordinates of the vector that are not parameters (a network without biases): every perturbation leaves them
+    /// at 0.
+    fn frozen(&self) -> std::ops::Range<usize> {
+        0..0
+    }
 }
 
-/// What a variant carries from step to step, saved with the run so that a resumed run continues exactly.
+/// What a variant carries from step to step (serializable, for the checkpoints of engines that resume).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct VariantState {
     /// F-SAM's moving average of gradients, VaSSO's averaged direction, or LookSAM's stored component `g_v`.
@@ -38,6 +50,8 @@ pub struct Ascent {
     gp: Vec<f64>,
     /// Gradient evaluations (one per group gradient), as each variant promises: LookSAM about 1 + 1/k per step.
     pub gradient_evals: u64,
+    /// The loss sum the oracle returned with the last gradient (the descent's, at the end of a group).
+    loss: f64,
 }
 
 /// `x / (||x|| + 1e-12)` scaled by `r`, into `out` (the zero vector stays zero).
@@ -66,6 +80,7 @@ impl Ascent {
             point: z(),
             gp: z(),
             gradient_evals: 0,
+            loss: 0.0,
         }
     }
 
@@ -73,7 +88,8 @@ impl Ascent {
     fn mean_gradient(&mut self, oracle: &mut dyn Oracle, w: &[f64], rows: &[usize]) {
         self.set_point(w);
         self.g.fill(0.0);
-        oracle.add_gradient(&self.point, rows, 1.0 / rows.len() as f64, &mut self.g);
+        let scale = oracle.ascent_scale(rows.len());
+        self.loss = oracle.add_gradient(&self.point, rows, scale, &mut self.g);
         self.gradient_evals += 1;
     }
 
@@ -81,7 +97,7 @@ impl Ascent {
     fn point_gradient(&mut self, oracle: &mut dyn Oracle, w: &[f64], rows: &[usize], scale: f64) {
         self.set_point(w);
         self.gp.fill(0.0);
-        oracle.add_gradient(&self.point, rows, scale, &mut self.gp);
+        self.loss = oracle.add_gradient(&self.point, rows, scale, &mut self.gp);
         self.gradient_evals += 1;
     }
 
@@ -93,7 +109,8 @@ impl Ascent {
 
     /// Adds the descent direction of one group at `w` to `acc`: $\sum_{i \in G} \nabla \ell_i(w + \delta_G)$ for
     /// SAM with radius `rho` (the gradient at `w` for `rho = 0`), or the variant's replacement. The ascent uses the
-    /// gradient of the mean loss over `ascent_rows` (the group itself, or its previous-batch stand-in).
+    /// gradient of the mean loss over `ascent_rows` (the group itself, or its previous-batch stand-in). Returns the
+    /// loss sum the oracle gave with the descent gradient (over the group, at the descent point).
     #[allow(clippy::too_many_arguments)]
     pub fn group(
         &mut self,
@@ -106,12 +123,12 @@ impl Ascent {
         state: &mut VariantState,
         rng: &mut NumpyRandomState,
         acc: &mut [f64],
-    ) {
+    ) -> f64 {
         if rho == 0.0 {
             self.delta.fill(0.0);
             self.point_gradient(oracle, w, rows, 1.0);
             add(acc, &self.gp);
-            return;
+            return self.loss;
         }
         let size = rows.len() as f64;
         match sam.variant {
@@ -171,7 +188,7 @@ impl Ascent {
                     *a += gp - alpha * size * (g - along * gp);
                 }
                 state.steps += 1;
-                return;
+                return self.loss;
             }
             Variant::LookSam { k, alpha } => {
                 self.unperturbed_gradient(oracle, w, ascent_rows);
@@ -184,7 +201,7 @@ impl Ascent {
                     for ((a, &g), &v) in acc.iter_mut().zip(&self.g).zip(gv) {
                         *a += size * (g + c * v);
                     }
-                    return;
+                    return self.loss;
                 }
                 scaled_unit(rho, &self.g, &mut self.delta);
                 self.point_gradient(oracle, w, rows, 1.0);
@@ -198,7 +215,7 @@ impl Ascent {
                     .collect();
                 state.direction = Some(gv);
                 add(acc, &self.gp);
-                return;
+                return self.loss;
             }
             Variant::Esam { beta, gamma } => {
                 let mask: Vec<bool> = if beta >= 1.0 {
@@ -208,7 +225,7 @@ impl Ascent {
                 };
                 self.esam(oracle, w, rows, ascent_rows, rho, (beta, gamma), &mask, acc);
                 state.steps += 1;
-                return;
+                return self.loss;
             }
             Variant::Msam | Variant::SamOn => {
                 unreachable!("SamConfig::check refuses {:?} here", sam.variant)
@@ -217,6 +234,7 @@ impl Ascent {
         self.point_gradient(oracle, w, rows, 1.0);
         add(acc, &self.gp);
         state.steps += 1;
+        self.loss
     }
 
     /// ESAM's group step with the coordinates `mask` keeps: the perturbation of [`esam_delta`], then the descent on
@@ -289,8 +307,11 @@ impl Ascent {
     ) {
         if sam.perturbation == Perturbation::Random || sam.random_init {
             rng.fill_standard_normal(&mut self.delta);
+            let frozen = oracle.frozen();
+            let params = self.delta.len() - frozen.len();
+            self.delta[frozen].fill(0.0);
             let scale = if sam.perturbation == Perturbation::Random {
-                rho / (self.delta.len() as f64).sqrt()
+                rho / (params as f64).sqrt()
             } else {
                 rho / norm(&self.delta)
             };

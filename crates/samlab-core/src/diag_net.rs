@@ -265,7 +265,9 @@ impl<'a> Flat<'a> {
         &self.x[i * self.d..(i + 1) * self.d]
     }
 
-    /// $\sum_{i} c\, r_i(\beta) x_i$ over `rows`, added into `out`.
+    /// $\sum_{i} c\, r_i(\beta) x_i$ over `rows`, added into `out`. Not inlined: as a function of its own, its
+    /// slices are known not to overlap, which keeps the inner loops vectorized (inlined into the oracle, 35% slower).
+    #[inline(never)]
     fn add_residual_sum(&self, rows: &[usize], beta: &[f64], c: f64, out: &mut [f64]) {
         for &i in rows {
             let x = self.row(i);
@@ -338,14 +340,7 @@ pub fn train(
     }
     crate::limits::product("batch_size", &[batch_size, d], crate::limits::MAX_ELEMENTS)?;
     let sam = config.sam.check(batch_size)?;
-    if let crate::sam::Variant::Esam { gamma, .. } = sam.config().variant {
-        if gamma < 1.0 && batch_size == n && sam.group_size() == n {
-            return Err(ConfigError::Invalid {
-                field: "gamma",
-                reason: "ESAM's data selection needs mini-batches or groups: on full-batch n-SAM it would drop the same hardest examples from the whole training set (use gamma = 1, --batch-size or --m)".into(),
-            });
-        }
-    }
+    sam.check_selection(n, batch_size)?;
     let flat = Flat::new(data);
     let mut rng = NumpyRandomState::new(config.seed);
     let mut p = init;
@@ -489,7 +484,7 @@ struct DiagOracle<'a, 'b> {
 }
 
 impl Oracle for DiagOracle<'_, '_> {
-    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) {
+    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
         let d = self.flat.d;
         let (u, v) = w.split_at(d);
         for ((b, &u), &v) in self.w.beta.iter_mut().zip(u).zip(v) {
@@ -503,6 +498,7 @@ impl Oracle for DiagOracle<'_, '_> {
             out_u[j] += self.w.s[j] * v[j];
             out_v[j] += self.w.s[j] * u[j];
         }
+        0.0
     }
 
     fn losses(&mut self, w: &[f64], rows: &[usize], out: &mut [f64]) {
@@ -699,17 +695,19 @@ mod tests {
                         &mask,
                         &mut acc,
                     ),
-                    _ => ascent.group(
-                        &mut oracle,
-                        &sam,
-                        sam.rho,
-                        &w,
-                        &rows,
-                        &rows,
-                        &mut state,
-                        &mut rng,
-                        &mut acc,
-                    ),
+                    _ => {
+                        ascent.group(
+                            &mut oracle,
+                            &sam,
+                            sam.rho,
+                            &w,
+                            &rows,
+                            &rows,
+                            &mut state,
+                            &mut rng,
+                            &mut acc,
+                        );
+                    }
                 }
                 let lr = f("lr");
                 for (w, a) in w.iter_mut().zip(&acc) {

@@ -374,16 +374,30 @@ impl CheckedSam {
         self.group_size
     }
 
-    /// Refuses a variant on an engine that runs plain SAM only (so far, every engine but the diagonal net's).
+    /// Refuses a variant on an engine that runs plain SAM only (so far, the deep-net engine).
     pub fn require_plain(&self, engine: &str) -> Result<(), ConfigError> {
         match self.config.variant {
             Variant::Sam => Ok(()),
             v => Err(ConfigError::Invalid {
                 field: "variant",
                 reason: format!(
-                    "{v:?} runs on the diagonal-net engine so far; the {engine} runs plain SAM"
+                    "{v:?} runs on the diagonal-net and ReLU-net engines so far; the {engine} runs plain SAM"
                 ),
             }),
+        }
+    }
+
+    /// Refuses ESAM's data selection on full-batch n-SAM over `n` examples: it would drop the same hardest examples
+    /// of the whole training set at every step.
+    pub fn check_selection(&self, n: usize, batch_size: usize) -> Result<(), ConfigError> {
+        match self.config.variant {
+            Variant::Esam { gamma, .. } if gamma < 1.0 && batch_size == n && self.group_size == n => {
+                Err(ConfigError::Invalid {
+                    field: "gamma",
+                    reason: "ESAM's data selection needs mini-batches or groups: on full-batch n-SAM it would drop the same hardest examples from the whole training set (use gamma = 1, --batch-size or --m)".into(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 

@@ -111,7 +111,8 @@ impl Plan {
         Ok(Plan { runs, wave })
     }
 
-    /// The runs of wave `w`, longest first (so that no long run is left alone at the end).
+    /// The runs of wave `w`, longest first so that no long run is left alone at the end: the deep-net runs (an
+    /// example gradient of theirs costs far more than an analytic one's), then the analytic runs, each by work.
     pub fn wave(&self, w: usize) -> Vec<&PlannedRun> {
         let mut runs: Vec<&PlannedRun> = self
             .runs
@@ -120,7 +121,11 @@ impl Plan {
             .filter(|(_, &k)| k == w)
             .map(|(r, _)| r)
             .collect();
-        runs.sort_by(|a, b| work(&b.config).total_cmp(&work(&a.config)));
+        let key = |r: &PlannedRun| (matches!(r.config, AnyRunConfig::Deep(_)), work(&r.config));
+        runs.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            kb.0.cmp(&ka.0).then(kb.1.total_cmp(&ka.1))
+        });
         runs
     }
 

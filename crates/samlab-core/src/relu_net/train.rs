@@ -6,11 +6,12 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::model::{accumulate_grad, loss_sum, ReluNet, Shape};
+use crate::ascent::{Ascent, Oracle, VariantState};
 use crate::batches::Batches;
 use crate::data::{row_major, Dataset};
 use crate::diag_net::{CurvePoint, LogSchedule, RunStatus};
 use crate::numpy_rng::NumpyRandomState;
-use crate::sam::{CheckedSam, Normalization, Perturbation, SamConfig};
+use crate::sam::{CheckedSam, SamConfig};
 use crate::schedule::LrSchedule;
 use crate::ConfigError;
 
@@ -116,12 +117,10 @@ pub struct ReluRun {
 struct Scratch {
     /// Descent accumulator.
     acc: Vec<f64>,
-    /// Perturbation of the current group.
-    delta: Vec<f64>,
-    /// Ascent gradient.
-    h: Vec<f64>,
-    /// The perturbed point.
-    point: Vec<f64>,
+    /// The SAM step's scratch.
+    ascent: Ascent,
+    /// The variant's state.
+    state: VariantState,
     /// Next parameters (swapped in only when finite).
     next: Vec<f64>,
     /// Per-neuron scratch of the gradient kernel.
@@ -205,7 +204,7 @@ pub fn train(
         }
     }
     let sam = config.sam.check(batch_size)?;
-    sam.require_plain("ReLU-net engine")?;
+    sam.check_selection(n, batch_size)?;
     let flat = Flat {
         x: row_major(&data.x_train),
         y: data.y_train.as_slice().expect("1-D arrays are contiguous"),
@@ -217,9 +216,8 @@ pub fn train(
     let len = net.theta.len();
     let mut w = Scratch {
         acc: vec![0.0; len],
-        delta: vec![0.0; len],
-        h: vec![0.0; len],
-        point: vec![0.0; len],
+        ascent: Ascent::new(len),
+        state: VariantState::default(),
         next: vec![0.0; len],
         pre: vec![0.0; net.width()],
     };
@@ -309,20 +307,6 @@ struct Stepper<'a> {
 }
 
 impl Stepper<'_> {
-    /// Adds $c \sum_{i \in \text{rows}} \nabla\ell_i(\theta)$ to `out`; returns $\sum_i \ell_i(\theta)$.
-    fn grad(&self, theta: &[f64], rows: &[usize], c: f64, out: &mut [f64], pre: &mut [f64]) -> f64 {
-        accumulate_grad(
-            self.shape,
-            theta,
-            &self.flat.x,
-            self.flat.y,
-            rows,
-            c,
-            out,
-            pre,
-        )
-    }
-
     /// One update of `theta` into `w.next`; returns the batch loss the stop rule reads (NaN when there is none).
     #[allow(clippy::too_many_arguments)]
     fn step(
@@ -336,18 +320,28 @@ impl Stepper<'_> {
         rng: &mut NumpyRandomState,
     ) -> f64 {
         w.acc.fill(0.0);
-        let mut descent_loss = 0.0;
-        if rho == 0.0 {
-            descent_loss = self.grad(theta, batch, 1.0, &mut w.acc, &mut w.pre);
+        let mut oracle = ReluOracle {
+            stepper: self,
+            pre: &mut w.pre,
+        };
+        let m = if rho == 0.0 {
+            batch.len()
         } else {
-            let m = self.sam.group_size();
-            for (group, ascent_group) in batch.chunks(m).zip(ascent_rows.chunks(m)) {
-                self.perturb(rho, ascent_group, theta, w, rng);
-                for ((p, t), dl) in w.point.iter_mut().zip(theta).zip(&w.delta) {
-                    *p = t + dl;
-                }
-                descent_loss += self.grad(&w.point, group, 1.0, &mut w.acc, &mut w.pre);
-            }
+            self.sam.group_size()
+        };
+        let mut descent_loss = 0.0;
+        for (group, ascent_group) in batch.chunks(m).zip(ascent_rows.chunks(m)) {
+            descent_loss += w.ascent.group(
+                &mut oracle,
+                self.sam.config(),
+                rho,
+                theta,
+                group,
+                ascent_group,
+                &mut w.state,
+                rng,
+                &mut w.acc,
+            );
         }
         let c = -lr * self.reduction.factor(batch.len());
         for ((next, t), g) in w.next.iter_mut().zip(theta).zip(&w.acc) {
@@ -367,81 +361,46 @@ impl Stepper<'_> {
         };
         self.reduction.factor(batch.len()) * batch_loss
     }
-
-    /// Sets `w.delta` for one group: `ascent_steps` steps of (normalized) gradient ascent on the group loss, or
-    /// Gaussian noise for the random baseline. The bias block stays 0 for a network without biases.
-    fn perturb(
-        &self,
-        rho: f64,
-        group: &[usize],
-        theta: &[f64],
-        w: &mut Scratch,
-        rng: &mut NumpyRandomState,
-    ) {
-        let sam = self.sam.config();
-        let bias_block = self.shape.d * self.shape.width..(self.shape.d + 1) * self.shape.width;
-        if sam.perturbation == Perturbation::Random || sam.random_init {
-            rng.fill_standard_normal(&mut w.delta);
-            if !self.shape.bias {
-                w.delta[bias_block.clone()].fill(0.0);
-            }
-            let params = (self.shape.d + 1 + usize::from(self.shape.bias)) * self.shape.width;
-            let scale = if sam.perturbation == Perturbation::Random {
-                rho / (params as f64).sqrt()
-            } else {
-                rho / norm(&w.delta)
-            };
-            w.delta.iter_mut().for_each(|x| *x *= scale);
-            if sam.perturbation == Perturbation::Random {
-                return;
-            }
-        } else {
-            w.delta.fill(0.0);
-        }
-        let eta = rho * sam.ascent_step_mult;
-        let c = self.reduction.factor(group.len());
-        let Scratch {
-            delta,
-            h,
-            point,
-            pre,
-            ..
-        } = w;
-        for k in 0..sam.ascent_steps {
-            // The first step of a plain ascent starts at theta itself (delta = 0).
-            let at: &[f64] = if k == 0 && !sam.random_init {
-                theta
-            } else {
-                for ((p, t), dl) in point.iter_mut().zip(theta).zip(delta.iter()) {
-                    *p = t + dl;
-                }
-                point
-            };
-            h.fill(0.0);
-            self.grad(at, group, c, h, pre);
-            let scale = match sam.normalization {
-                Normalization::Normalized => norm(h) + 1e-12,
-                Normalization::Unnormalized | Normalization::Clipped => 1.0,
-            };
-            let step = eta / scale;
-            let mut size2 = 0.0;
-            for (dl, h) in delta.iter_mut().zip(h.iter()) {
-                *dl += step * h;
-                size2 += *dl * *dl;
-            }
-            if sam.normalization != Normalization::Unnormalized {
-                let size = size2.sqrt();
-                if size > rho {
-                    let shrink = rho / size;
-                    delta.iter_mut().for_each(|x| *x *= shrink);
-                }
-            }
-        }
-    }
 }
 
-fn norm(v: &[f64]) -> f64 {
-    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+/// The ReLU net as an [`Oracle`] over its parameter vector $\theta$; without biases their block is frozen.
+struct ReluOracle<'a, 'b> {
+    stepper: &'a Stepper<'b>,
+    pre: &'a mut Vec<f64>,
+}
+
+impl Oracle for ReluOracle<'_, '_> {
+    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
+        let s = self.stepper;
+        accumulate_grad(s.shape, w, &s.flat.x, s.flat.y, rows, scale, out, self.pre)
+    }
+
+    fn losses(&mut self, w: &[f64], rows: &[usize], out: &mut [f64]) {
+        let s = self.stepper;
+        for (o, &i) in out.iter_mut().zip(rows) {
+            *o = loss_sum(
+                s.shape,
+                w,
+                &s.flat.x,
+                s.flat.y,
+                std::iter::once(i),
+                self.pre,
+            );
+        }
+    }
+
+    fn ascent_scale(&self, rows: usize) -> f64 {
+        self.stepper.reduction.factor(rows)
+    }
+
+    fn frozen(&self) -> std::ops::Range<usize> {
+        let s = self.stepper.shape;
+        if s.bias {
+            0..0
+        } else {
+            s.d * s.width..(s.d + 1) * s.width
+        }
+    }
 }
 
 #[cfg(test)]
@@ -450,7 +409,7 @@ mod tests {
     use crate::relu_net::data::{twelve_points, TeacherStudent};
     use crate::relu_net::metrics::{kinks, KinkTolerances};
     use crate::relu_net::model::ReluInit;
-    use crate::sam::{ActiveWindow, AscentSource, Grouping};
+    use crate::sam::{ActiveWindow, AscentSource, Grouping, Normalization, Perturbation};
     use crate::schedule::{LrShape, Warmup};
 
     fn blanc(seed: u32) -> ReluNet {
@@ -701,6 +660,86 @@ mod tests {
         );
         assert_eq!(whole.net, m_is_n.net);
         assert_ne!(whole.net, gd.net);
+    }
+
+    /// The variants run on the ReLU net through the same oracle: at their reducing options they train exactly as
+    /// plain normalized SAM (full batch, mini-batches, groups of 3), and otherwise differ from it; a network without
+    /// biases keeps its bias block at 0 under every variant.
+    #[test]
+    fn variants_at_their_reducing_options_are_plain_sam_exactly() {
+        use crate::sam::Variant;
+        let reducing = [
+            Variant::Gsam { alpha: 0.0 },
+            Variant::FisherSam { eta: 0.0 },
+            Variant::Fsam {
+                sigma: 0.0,
+                lambda: 0.9,
+            },
+            Variant::Vasso { theta: 1.0 },
+            Variant::LookSam { k: 1, alpha: 0.7 },
+            Variant::Esam {
+                beta: 1.0,
+                gamma: 1.0,
+            },
+        ];
+        let moving = [
+            Variant::Asam { eta: 0.01 },
+            Variant::Gsam { alpha: 0.3 },
+            Variant::FisherSam { eta: 10.0 },
+            Variant::Fsam {
+                sigma: 1.0,
+                lambda: 0.6,
+            },
+            Variant::Vasso { theta: 0.4 },
+            Variant::LookSam { k: 3, alpha: 0.7 },
+            Variant::Esam {
+                beta: 0.6,
+                gamma: 0.5,
+            },
+        ];
+        for batch_size in [None, Some(6)] {
+            for grouping in [Grouping::WholeBatch, Grouping::Size(3)] {
+                let sam = |variant| SamConfig {
+                    variant,
+                    ..normalized(0.3, grouping)
+                };
+                let train_with = |variant, bias| {
+                    let mut c = config(5e-5, 200, sam(variant));
+                    c.batch_size = batch_size;
+                    let init =
+                        ReluNet::init(&ReluInit::Blanc { scale: 1.0 }, 100, 1, bias, 1).unwrap();
+                    train(&twelve_points(), &c, init, &mut |_| {})
+                };
+                let plain = train_with(Variant::Sam, true).unwrap();
+                for v in reducing {
+                    match train_with(v, true) {
+                        Ok(r) => assert_eq!(r.net, plain.net, "{v:?} {grouping:?} {batch_size:?}"),
+                        Err(e) => assert!(
+                            v.is_stateful() && grouping != Grouping::WholeBatch,
+                            "{v:?}: {e}"
+                        ),
+                    }
+                }
+                for v in moving {
+                    let full_batch_selection = matches!(v, Variant::Esam { .. })
+                        && batch_size.is_none()
+                        && grouping == Grouping::WholeBatch;
+                    let Ok(r) = train_with(v, false) else {
+                        assert!(
+                            full_batch_selection
+                                || (v.is_stateful() && grouping != Grouping::WholeBatch),
+                            "{v:?} refused"
+                        );
+                        continue;
+                    };
+                    assert!(
+                        r.net.biases().iter().all(|&b| b == 0.0),
+                        "{v:?}: biases moved"
+                    );
+                    assert_ne!(train_with(v, true).unwrap().net, plain.net, "{v:?}");
+                }
+            }
+        }
     }
 
     #[test]
