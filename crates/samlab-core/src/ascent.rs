@@ -19,6 +19,12 @@ pub trait Oracle {
     /// `out += scale * sum over i in rows of grad l_i(w)`; returns `sum over i in rows of l_i(w)` when the oracle
     /// computes it on the way (0 otherwise).
     fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64;
+    /// `out = scale * sum over i in rows of grad l_i(w)`, returning what [`Oracle::add_gradient`] returns (an
+    /// oracle may write `out` directly instead of clearing it first).
+    fn gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
+        out.fill(0.0);
+        self.add_gradient(w, rows, scale, out)
+    }
     /// `out[k] = l_{rows[k]}(w)`.
     fn losses(&mut self, w: &[f64], rows: &[usize], out: &mut [f64]);
     /// The factor of the ascent gradient of a group of `rows` examples: `1 / rows`, the mean loss's, unless the
@@ -87,17 +93,15 @@ impl Ascent {
     /// `g` = the gradient of the mean loss over `rows` at `w + delta`.
     fn mean_gradient(&mut self, oracle: &mut dyn Oracle, w: &[f64], rows: &[usize]) {
         self.set_point(w);
-        self.g.fill(0.0);
         let scale = oracle.ascent_scale(rows.len());
-        self.loss = oracle.add_gradient(&self.point, rows, scale, &mut self.g);
+        self.loss = oracle.gradient(&self.point, rows, scale, &mut self.g);
         self.gradient_evals += 1;
     }
 
     /// `gp` = `scale` times the summed gradient over `rows` at `w + delta`.
     fn point_gradient(&mut self, oracle: &mut dyn Oracle, w: &[f64], rows: &[usize], scale: f64) {
         self.set_point(w);
-        self.gp.fill(0.0);
-        self.loss = oracle.add_gradient(&self.point, rows, scale, &mut self.gp);
+        self.loss = oracle.gradient(&self.point, rows, scale, &mut self.gp);
         self.gradient_evals += 1;
     }
 
@@ -263,10 +267,12 @@ impl Ascent {
         add(acc, &self.gp);
     }
 
-    /// `g` = the gradient of the mean loss over `rows` at `w` itself.
+    /// `g` = the gradient of the mean loss over `rows` at `w` itself (and `delta` = 0).
     fn unperturbed_gradient(&mut self, oracle: &mut dyn Oracle, w: &[f64], rows: &[usize]) {
         self.delta.fill(0.0);
-        self.mean_gradient(oracle, w, rows);
+        let scale = oracle.ascent_scale(rows.len());
+        self.loss = oracle.gradient(w, rows, scale, &mut self.g);
+        self.gradient_evals += 1;
     }
 
     /// ESAM's sharpness-sensitive data selection: the examples whose loss rises most from `w` to `w + delta`, the

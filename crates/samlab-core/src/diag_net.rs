@@ -483,20 +483,41 @@ struct DiagOracle<'a, 'b> {
     w: &'a mut Scratch,
 }
 
-impl Oracle for DiagOracle<'_, '_> {
-    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
-        let d = self.flat.d;
-        let (u, v) = w.split_at(d);
+impl DiagOracle<'_, '_> {
+    /// $s = \sum_{i} c\, r_i x_i$ over `rows` at `w = (u, v)`.
+    fn residual_sum(&mut self, w: &[f64], rows: &[usize], scale: f64) -> &[f64] {
+        let (u, v) = w.split_at(self.flat.d);
         for ((b, &u), &v) in self.w.beta.iter_mut().zip(u).zip(v) {
             *b = u * v;
         }
         self.w.s.fill(0.0);
         self.flat
             .add_residual_sum(rows, &self.w.beta, scale, &mut self.w.s);
+        &self.w.s
+    }
+}
+
+impl Oracle for DiagOracle<'_, '_> {
+    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
+        let d = self.flat.d;
+        let s = self.residual_sum(w, rows, scale);
+        let (u, v) = w.split_at(d);
         let (out_u, out_v) = out.split_at_mut(d);
-        for j in 0..d {
-            out_u[j] += self.w.s[j] * v[j];
-            out_v[j] += self.w.s[j] * u[j];
+        for (((ou, ov), (&u, &v)), &s) in out_u.iter_mut().zip(out_v).zip(u.iter().zip(v)).zip(s) {
+            *ou += s * v;
+            *ov += s * u;
+        }
+        0.0
+    }
+
+    fn gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
+        let d = self.flat.d;
+        let s = self.residual_sum(w, rows, scale);
+        let (u, v) = w.split_at(d);
+        let (out_u, out_v) = out.split_at_mut(d);
+        for (((ou, ov), (&u, &v)), &s) in out_u.iter_mut().zip(out_v).zip(u.iter().zip(v)).zip(s) {
+            *ou = s * v;
+            *ov = s * u;
         }
         0.0
     }
