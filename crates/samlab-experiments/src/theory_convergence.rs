@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use samlab_core::run_dir::write_csv;
+use samlab_core::sam::{Grouping, Normalization, SamConfig};
 use samlab_core::theory::convergence::{
     nonconvex_bound, pl_bound, run, LeastSquares, StepRule, Trace,
 };
@@ -92,9 +93,13 @@ impl Experiment for Convergence {
                 jobs.extend(seeds.iter().map(|&s| (rule, t, s)));
             }
         }
-        let traces = ctx.par_runs(&jobs, |&(rule, steps, seed)| {
-            run(&p, &zero, Some(1), false, rule, steps, seed)
-        });
+        let usam = SamConfig::usam(1.0, Grouping::WholeBatch);
+        let traces = ctx
+            .par_runs(&jobs, |&(rule, steps, seed)| {
+                run(&p, &zero, Some(1), &usam, rule, steps, seed)
+            })
+            .into_iter()
+            .collect::<Result<Vec<Trace>, _>>()?;
         let sigma2 = traces.iter().map(|t| t.max_variance).fold(0.0, f64::max);
         let mean_over_seeds = |rule: StepRule, steps: usize, f: fn(&Trace) -> f64| -> f64 {
             let picked: Vec<f64> = jobs
@@ -138,43 +143,41 @@ impl Experiment for Convergence {
 
         // Full batch, constant rho, gamma = 1/(2 beta).
         let gamma = 0.5 / p.beta;
-        let full = |normalized: bool, rho: f64| {
-            run(
-                &p,
-                &zero,
-                None,
-                normalized,
-                StepRule::Constant { gamma, rho },
-                20_000,
-                0,
-            )
-            .final_grad_norm
+        let full = |normalization, rho: f64| -> Result<f64> {
+            let sam = SamConfig {
+                normalization,
+                ..usam.clone()
+            };
+            let rule = StepRule::Constant { gamma, rho };
+            Ok(run(&p, &zero, None, &sam, rule, 20_000, 0)?.final_grad_norm)
         };
         let rhos = [0.05, 0.2];
-        let usam = rhos.map(|rho| full(false, rho));
-        let normalized = rhos.map(|rho| full(true, rho));
+        let (mut usam_norms, mut normalized) = ([0.0; 2], [0.0; 2]);
+        for (k, rho) in rhos.into_iter().enumerate() {
+            usam_norms[k] = full(Normalization::Unnormalized, rho)?;
+            normalized[k] = full(Normalization::Normalized, rho)?;
+        }
 
         // Stochastic, constant vs decaying rho.
         let steps = if ctx.quick { 20_000 } else { 100_000 };
         let gamma_s = 1.0 / (8.0 * p.beta * (steps as f64).sqrt());
         let rho_decay = 1.0 / (2.0 * p.beta * (steps as f64).powf(0.25));
-        let final_sq = |w0: &[f64], rho: f64| -> f64 {
+        let final_sq = |w0: &[f64], rho: f64| -> Result<f64> {
             let rule = StepRule::Constant {
                 gamma: gamma_s,
                 rho,
             };
             let norms = par_map(&seeds, |&s| {
-                run(&p, w0, Some(1), false, rule, steps, s)
-                    .final_grad_norm
-                    .powi(2)
+                run(&p, w0, Some(1), &usam, rule, steps, s).map(|t| t.final_grad_norm.powi(2))
             });
-            norms.iter().sum::<f64>() / seeds.len() as f64
+            let norms = norms.into_iter().collect::<Result<Vec<f64>, _>>()?;
+            Ok(norms.iter().sum::<f64>() / seeds.len() as f64)
         };
         let (constant, decaying) = (
-            final_sq(&p.w_star, 0.5 / p.beta),
-            final_sq(&p.w_star, rho_decay),
+            final_sq(&p.w_star, 0.5 / p.beta)?,
+            final_sq(&p.w_star, rho_decay)?,
         );
-        let (constant0, decaying0) = (final_sq(&zero, 0.5 / p.beta), final_sq(&zero, rho_decay));
+        let (constant0, decaying0) = (final_sq(&zero, 0.5 / p.beta)?, final_sq(&zero, rho_decay)?);
 
         let dir = ctx.dir(self.id());
         std::fs::create_dir_all(&dir)?;
@@ -256,10 +259,10 @@ impl Experiment for Convergence {
                 spec[1].judge(format!("slope {slope1:.3}"), slope1 <= -0.4),
                 spec[2].judge(pairs(&gaps, &bound2), below(&gaps, &bound2)),
                 spec[3].judge(format!("slope {slope2:.3}"), slope2 <= -0.9),
-                spec[4].judge(format!("||grad L|| = {:.1e}, {:.1e} at rho = 0.05, 0.2 (1/(2 beta) = {:.3})", usam[0], usam[1], 0.5 / p.beta), usam.iter().all(|&g| g < 1e-10) && rhos.iter().all(|&r| r <= 0.5 / p.beta)),
+                spec[4].judge(format!("||grad L|| = {:.1e}, {:.1e} at rho = 0.05, 0.2 (1/(2 beta) = {:.3})", usam_norms[0], usam_norms[1], 0.5 / p.beta), usam_norms.iter().all(|&g| g < 1e-10) && rhos.iter().all(|&r| r <= 0.5 / p.beta)),
                 spec[5].judge(
                     format!("||grad L|| = {:.2e}, {:.2e} (ratio {:.2})", normalized[0], normalized[1], normalized[1] / normalized[0]),
-                    normalized[0] > 1e3 * usam[0].max(1e-16) && (3.0..5.0).contains(&(normalized[1] / normalized[0])),
+                    normalized[0] > 1e3 * usam_norms[0].max(1e-16) && (3.0..5.0).contains(&(normalized[1] / normalized[0])),
                 ),
                 spec[6].judge(
                     format!("from w*: {decaying:.2e} (decaying) vs {constant:.2e} (constant), T = {steps}; from w0 = 0 the run is still optimization-limited and the larger rho converges faster: {decaying0:.2e} vs {constant0:.2e}"),

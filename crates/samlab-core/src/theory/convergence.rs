@@ -1,6 +1,6 @@
 //! Convergence of SAM (Theorem 2 of the paper, with the constants of the authors' talk), checked on least squares.
 //!
-//! Iterates: stochastic unnormalized SAM with the same batch $S_t$ ($|S_t| = b$, drawn uniformly with
+//! Iterates (the SAM step of [`crate::ascent`]): stochastic unnormalized SAM with the same batch $S_t$ ($|S_t| = b$, drawn uniformly with
 //! replacement) for ascent and descent, $w_{t+1} = w_t - \gamma_t \nabla L_{S_t}(w_t + \rho_t \nabla L_{S_t}(w_t))$.
 //! Assumptions: every $\ell_i$ is $\beta$-smooth; $\mathbb{E}_i\lVert\nabla\ell_i - \nabla L\rVert^2 \le \sigma^2$;
 //! for the second bound, PL: $\frac12\lVert\nabla L\rVert^2 \ge \mu(L - L^*)$.
@@ -11,7 +11,10 @@
 //!   $\mathbb{E}L(w_T) - L^* \le \frac{3\beta^2(L(w_0)-L^*)}{\mu^2T^2} + \frac{22\beta\sigma^2}{\mu^2 bT}$.
 
 use super::linalg::{cholesky_solve, dot, norm, Matrix};
+use crate::ascent::{Ascent, Oracle, VariantState};
 use crate::numpy_rng::NumpyRandomState;
+use crate::sam::SamConfig;
+use crate::ConfigError;
 
 /// $L(w) = \frac{1}{2n}\lVert Aw - b\rVert^2$ with its constants.
 #[derive(Clone, Debug)]
@@ -197,19 +200,24 @@ pub struct Trace {
 }
 
 /// Runs `steps` of SAM from `w0` on `problem`: stochastic with batches of `batch` examples (same batch for
-/// ascent and descent) or full batch (`None`); unnormalized ($\rho\nabla$) or normalized ($\rho\nabla/\lVert\nabla\rVert$).
+/// ascent and descent) or full batch (`None`). The step is [`crate::ascent`]'s, with the normalization and
+/// variant of `sam` and the radius of `rule` ($\rho_t$; `sam.rho` is not read).
 pub fn run(
     problem: &LeastSquares,
     w0: &[f64],
     batch: Option<usize>,
-    normalized: bool,
+    sam: &SamConfig,
     rule: StepRule,
     steps: usize,
     seed: u32,
-) -> Trace {
+) -> Result<Trace, ConfigError> {
+    let checked = sam.check(batch.unwrap_or(problem.n()))?;
     let mut rng = NumpyRandomState::new(seed);
     let mut w = w0.to_vec();
+    let all: Vec<usize> = (0..problem.n()).collect();
     let mut rows = vec![0; batch.unwrap_or(0)];
+    let (mut ascent, mut state) = (Ascent::new(w.len()), VariantState::default());
+    let mut acc = vec![0.0; w.len()];
     let (mut sum_grad_sq, mut max_variance) = (0.0, 0.0f64);
     for t in 0..steps {
         let full = problem.grad(&w, None);
@@ -220,30 +228,50 @@ pub fn run(
                 *r = rng.randint(problem.n() as u64) as usize;
             }
         }
-        let sample = batch.map(|_| rows.as_slice());
+        let sample = if batch.is_some() { &rows } else { &all };
         let (gamma, rho) = rule.at(problem, t, steps);
-        let g = if batch.is_some() {
-            problem.grad(&w, sample)
-        } else {
-            full
-        };
-        let scale = if normalized {
-            rho / (norm(&g) + 1e-12)
-        } else {
-            rho
-        };
-        let perturbed: Vec<f64> = w.iter().zip(&g).map(|(w, g)| w + scale * g).collect();
-        let descent = problem.grad(&perturbed, sample);
-        w.iter_mut()
-            .zip(&descent)
-            .for_each(|(w, d)| *w -= gamma * d);
+        acc.fill(0.0);
+        ascent.group(
+            &mut LeastSquaresOracle(problem),
+            checked.config(),
+            rho,
+            &w,
+            sample,
+            sample,
+            &mut state,
+            &mut rng,
+            &mut acc,
+        );
+        let c = gamma / sample.len() as f64;
+        w.iter_mut().zip(&acc).for_each(|(w, a)| *w -= c * a);
     }
     let g = problem.grad(&w, None);
-    Trace {
+    Ok(Trace {
         mean_grad_sq: sum_grad_sq / steps.max(1) as f64,
         final_gap: problem.loss(&w) - problem.l_star,
         final_grad_norm: norm(&g),
         max_variance: max_variance.max(problem.variance(&w)),
+    })
+}
+
+/// Least squares as an [`Oracle`]: $\nabla \ell_i(w) = (a_i \cdot w - b_i)\, a_i$.
+struct LeastSquaresOracle<'a>(&'a LeastSquares);
+
+impl Oracle for LeastSquaresOracle<'_> {
+    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
+        for &i in rows {
+            let a = self.0.a.row(i);
+            let r = scale * (dot(a, w) - self.0.b[i]);
+            out.iter_mut().zip(a).for_each(|(o, a)| *o += r * a);
+        }
+        0.0
+    }
+
+    fn losses(&mut self, w: &[f64], rows: &[usize], out: &mut [f64]) {
+        for (o, &i) in out.iter_mut().zip(rows) {
+            let r = dot(self.0.a.row(i), w) - self.0.b[i];
+            *o = 0.5 * r * r;
+        }
     }
 }
 
@@ -276,6 +304,11 @@ pub fn pl_bound(
 mod tests {
     use super::*;
 
+    /// Unnormalized SAM (its radius comes from the step rule).
+    fn usam() -> SamConfig {
+        SamConfig::usam(1.0, crate::sam::Grouping::WholeBatch)
+    }
+
     fn problem() -> LeastSquares {
         LeastSquares::generate(50, 20, 0.5, 0)
     }
@@ -307,11 +340,12 @@ mod tests {
                 &p,
                 &[0.0; 20],
                 None,
-                false,
+                &usam(),
                 StepRule::Constant { gamma, rho },
                 20_000,
                 0,
-            );
+            )
+            .unwrap();
             assert!(usam.final_grad_norm < 1e-10, "{usam:?}");
         }
         let stall = |rho| {
@@ -319,11 +353,15 @@ mod tests {
                 &p,
                 &[0.0; 20],
                 None,
-                true,
+                &SamConfig {
+                    normalization: crate::sam::Normalization::Normalized,
+                    ..usam()
+                },
                 StepRule::Constant { gamma, rho },
                 20_000,
                 0,
             )
+            .unwrap()
             .final_grad_norm
         };
         let (small, large) = (stall(0.05), stall(0.2));
@@ -340,13 +378,24 @@ mod tests {
         let gap0 = p.loss(&[0.0; 20]) - p.l_star;
         let steps = 4000;
         let traces: Vec<Trace> = (0..4)
-            .map(|s| run(&p, &[0.0; 20], Some(1), false, StepRule::Theorem2, steps, s))
+            .map(|s| {
+                run(
+                    &p,
+                    &[0.0; 20],
+                    Some(1),
+                    &usam(),
+                    StepRule::Theorem2,
+                    steps,
+                    s,
+                )
+                .unwrap()
+            })
             .collect();
         let sigma2 = traces.iter().map(|t| t.max_variance).fold(0.0, f64::max);
         let mean = traces.iter().map(|t| t.mean_grad_sq).sum::<f64>() / 4.0;
         assert!(mean < nonconvex_bound(&p, gap0, sigma2, 1, steps), "{mean}");
         let pl: Vec<Trace> = (0..4)
-            .map(|s| run(&p, &[0.0; 20], Some(1), false, StepRule::Pl, steps, s))
+            .map(|s| run(&p, &[0.0; 20], Some(1), &usam(), StepRule::Pl, steps, s).unwrap())
             .collect();
         let gap = pl.iter().map(|t| t.final_gap).sum::<f64>() / 4.0;
         let sigma2 = pl.iter().map(|t| t.max_variance).fold(0.0, f64::max);
