@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::numpy_rng::NumpyRandomState;
 use crate::sam::{Normalization, Perturbation, SamConfig, Variant};
+use crate::theory::linalg::{dot, norm};
 
 /// What an engine provides: per-example gradients and losses of its model at a flat parameter vector, and the
 /// layout of that vector.
@@ -66,14 +67,6 @@ fn scaled_unit(r: f64, x: &[f64], out: &mut [f64]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = c * v;
     }
-}
-
-fn norm(x: &[f64]) -> f64 {
-    dot(x, x).sqrt()
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 impl Ascent {
@@ -209,13 +202,13 @@ impl Ascent {
                 }
                 scaled_unit(rho, &self.g, &mut self.delta);
                 self.point_gradient(oracle, w, rows, 1.0);
-                // g_v: the part of the SAM gradient orthogonal to g.
+                // g_v: the part of the SAM gradient of the mean loss (g_p is summed over G) orthogonal to g.
                 let along = dot(&self.g, &self.gp) / dot(&self.g, &self.g);
                 let gv = self
                     .gp
                     .iter()
                     .zip(&self.g)
-                    .map(|(s, g)| s - along * g)
+                    .map(|(s, g)| (s - along * g) / size)
                     .collect();
                 state.direction = Some(gv);
                 add(acc, &self.gp);
@@ -389,6 +382,23 @@ pub fn fisher_delta(rho: f64, eta: f64, g: &[f64], delta: &mut [f64]) {
         *d = c * f;
     }
 }
+
+/// The variants at the options that reduce them to plain normalized SAM (for the engines' tests).
+#[cfg(test)]
+pub(crate) const REDUCING: [Variant; 6] = [
+    Variant::Gsam { alpha: 0.0 },
+    Variant::FisherSam { eta: 0.0 },
+    Variant::Fsam {
+        sigma: 0.0,
+        lambda: 0.9,
+    },
+    Variant::Vasso { theta: 1.0 },
+    Variant::LookSam { k: 1, alpha: 0.7 },
+    Variant::Esam {
+        beta: 1.0,
+        gamma: 1.0,
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -744,8 +744,12 @@ mod tests {
                     step["grad_evals"].as_u64().unwrap(),
                     "{name}: gradient evaluations"
                 );
-                if name.starts_with("vasso") || name.starts_with("fsam") {
-                    let key = if name.starts_with("vasso") { "d" } else { "m" };
+                // The state each stateful variant carries: VaSSO's direction, F-SAM's average, LookSAM's g_v.
+                let key = [("vasso", "d"), ("fsam", "m"), ("looksam", "g_v")]
+                    .into_iter()
+                    .find(|(v, _)| name.starts_with(v))
+                    .map(|(_, k)| k);
+                if let Some(key) = key {
                     close(
                         state.direction.as_ref().unwrap(),
                         &uv(&step["state_out"][key]),
@@ -772,20 +776,6 @@ mod tests {
             variant,
             ..SamConfig::default()
         };
-        let reducing = [
-            Variant::Gsam { alpha: 0.0 },
-            Variant::FisherSam { eta: 0.0 },
-            Variant::Fsam {
-                sigma: 0.0,
-                lambda: 0.9,
-            },
-            Variant::Vasso { theta: 1.0 },
-            Variant::LookSam { k: 1, alpha: 0.7 },
-            Variant::Esam {
-                beta: 1.0,
-                gamma: 1.0,
-            },
-        ];
         for batch_size in [None, Some(4)] {
             for grouping in [Grouping::WholeBatch, Grouping::Size(2)] {
                 let train = |sam: SamConfig| {
@@ -800,7 +790,7 @@ mod tests {
                     super::train(&data, &config, DiagParams::init(0.1, data.d()), &mut |_| {})
                 };
                 let plain = train(sam(Variant::Sam, grouping)).unwrap();
-                for v in reducing {
+                for v in crate::ascent::REDUCING {
                     match train(sam(v, grouping)) {
                         Ok(run) => assert_eq!(
                             run.params, plain.params,

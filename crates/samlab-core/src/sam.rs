@@ -324,10 +324,10 @@ impl SamConfig {
             })
         };
         if matches!(v, Variant::Msam | Variant::SamOn) {
-            return clash(
-                "variant",
-                "not available on this engine yet (MSAM needs a momentum buffer and SAM-ON normalization layers)",
-            );
+            return Err(ConfigError::Invalid {
+                field: "variant",
+                reason: format!("{v:?} is not available yet (MSAM needs a momentum buffer and SAM-ON normalization layers: the deep-net engine, which runs plain SAM so far)"),
+            });
         }
         if self.ascent_steps != 1 || self.ascent_step_mult != 1.0 {
             return clash(

@@ -108,11 +108,7 @@ impl Ctx<'_> {
         id: &str,
         runs: Vec<(String, DiagRunConfig)>,
     ) -> Result<Vec<DiagOutcome>> {
-        par_map(&runs, |(name, c)| {
-            samlab_runs::diag::load(&self.dir(id).join(name), c)
-        })
-        .into_iter()
-        .collect()
+        self.load_runs(id, &runs, samlab_runs::diag::load)
     }
 
     /// The finished ReLU-net runs `<out>/<id>/<name>` of these configs, read back; results in input order.
@@ -121,11 +117,19 @@ impl Ctx<'_> {
         id: &str,
         runs: Vec<(String, ReluRunConfig)>,
     ) -> Result<Vec<ReluOutcome>> {
-        par_map(&runs, |(name, c)| {
-            samlab_runs::relu::load(&self.dir(id).join(name), c)
-        })
-        .into_iter()
-        .collect()
+        self.load_runs(id, &runs, samlab_runs::relu::load)
+    }
+
+    /// `load` of every run `<out>/<id>/<name>` (in parallel); results in input order.
+    fn load_runs<C: Sync, O: Send>(
+        &self,
+        id: &str,
+        runs: &[(String, C)],
+        load: fn(&Path, &C) -> Result<O>,
+    ) -> Result<Vec<O>> {
+        par_map(runs, |(name, c)| load(&self.dir(id).join(name), c))
+            .into_iter()
+            .collect()
     }
 
     /// The finished deep-net runs `<out>/deep_runs/<name>` of these configs, read back; results in input order.

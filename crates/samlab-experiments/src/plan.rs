@@ -193,14 +193,17 @@ fn passes(sam: &SamConfig) -> f64 {
 
 /// Example gradients of a run: updates x examples per update x passes (a proxy of its cost across engines).
 pub fn work(config: &AnyRunConfig) -> f64 {
+    // Presets generate their data; a data directory's size is not read here (counted as one example).
+    let analytic = |n: usize, iters: usize, batch: Option<usize>, sam: &SamConfig| {
+        iters as f64 * batch.unwrap_or(n) as f64 * passes(sam)
+    };
     match config {
         AnyRunConfig::Diag(c) => {
             let n = match &c.data {
                 DataSource::Synthetic(spec) => spec.n,
                 DataSource::Dir(_) => 1,
             };
-            let batch = c.train.batch_size.unwrap_or(n) as f64;
-            c.train.iters as f64 * batch * passes(&c.train.sam)
+            analytic(n, c.train.iters, c.train.batch_size, &c.train.sam)
         }
         AnyRunConfig::Relu(c) => {
             let n = match &c.data {
@@ -208,8 +211,7 @@ pub fn work(config: &AnyRunConfig) -> f64 {
                 ReluData::TeacherStudent(t) => t.n,
                 ReluData::Dir(_) => 1,
             };
-            let batch = c.train.batch_size.unwrap_or(n) as f64;
-            c.train.iters as f64 * batch * passes(&c.train.sam)
+            analytic(n, c.train.iters, c.train.batch_size, &c.train.sam)
         }
         AnyRunConfig::Deep(c) => {
             let images = c.data.train_limit.unwrap_or(10_000) as f64;

@@ -1,7 +1,6 @@
 //! `samlab reproduce` and `samlab report`: plan every experiment's runs, train them, then judge the claims and
 //! write the report from the finished run directories.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -226,24 +225,22 @@ fn flags(s: &Settings) -> String {
 fn print_estimates(plan: &Plan, device: &str, bar: &ProgressBar) -> Result<()> {
     let handle = samlab_deep::device(device)?;
     let mut times = StepTimes::new();
-    let mut seen = HashSet::new();
-    let mut total = 0.0;
+    let (mut count, mut total) = (0, 0.0);
+    // The plan holds each run once.
     for run in &plan.runs {
         if let AnyRunConfig::Deep(config) = &run.config {
-            if seen.insert(&run.dir) {
-                let s = estimate_seconds(config, &handle, &mut times)?;
-                total += s;
-                bar.println(format!(
-                    "{}: about {} on {device}",
-                    run.dir.display(),
-                    duration(s)
-                ));
-            }
+            let s = estimate_seconds(config, &handle, &mut times)?;
+            count += 1;
+            total += s;
+            bar.println(format!(
+                "{}: about {} on {device}",
+                run.dir.display(),
+                duration(s)
+            ));
         }
     }
     bar.println(format!(
-        "{} deep-net runs: about {} of training in all (one after another; evaluation not included)",
-        seen.len(),
+        "{count} deep-net runs: about {} of training in all (one after another; evaluation not included)",
         duration(total)
     ));
     Ok(())

@@ -668,20 +668,6 @@ mod tests {
     #[test]
     fn variants_at_their_reducing_options_are_plain_sam_exactly() {
         use crate::sam::Variant;
-        let reducing = [
-            Variant::Gsam { alpha: 0.0 },
-            Variant::FisherSam { eta: 0.0 },
-            Variant::Fsam {
-                sigma: 0.0,
-                lambda: 0.9,
-            },
-            Variant::Vasso { theta: 1.0 },
-            Variant::LookSam { k: 1, alpha: 0.7 },
-            Variant::Esam {
-                beta: 1.0,
-                gamma: 1.0,
-            },
-        ];
         let moving = [
             Variant::Asam { eta: 0.01 },
             Variant::Gsam { alpha: 0.3 },
@@ -711,7 +697,7 @@ mod tests {
                     train(&twelve_points(), &c, init, &mut |_| {})
                 };
                 let plain = train_with(Variant::Sam, true).unwrap();
-                for v in reducing {
+                for v in crate::ascent::REDUCING {
                     match train_with(v, true) {
                         Ok(r) => assert_eq!(r.net, plain.net, "{v:?} {grouping:?} {batch_size:?}"),
                         Err(e) => assert!(
