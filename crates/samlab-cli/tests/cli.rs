@@ -444,7 +444,7 @@ fn sam_variants_train_replay_and_refuse_bad_options() {
             vec!["--variant-k", "3"],
             "--variant-k is an option of --variant looksam",
         ),
-        (vec!["--variant", "msam"], "MSAM needs a momentum buffer"),
+        (vec!["--variant", "msam"], "needs a momentum buffer"),
         (vec!["--variant", "sam-on"], "normalization layers"),
         (
             vec!["--variant", "asam", "--ascent-steps", "2"],
@@ -503,7 +503,7 @@ fn sam_variants_train_replay_and_refuse_bad_options() {
         full.contains("ESAM's data selection needs mini-batches"),
         "{full}"
     );
-    // The ReLU net takes the variants through the same oracle; the deep-net engine runs plain SAM so far, and says so.
+    // The ReLU net takes the variants through the same oracle.
     ok(&[
         "relu",
         "train",
@@ -521,26 +521,44 @@ fn sam_variants_train_replay_and_refuse_bad_options() {
         "--out",
         p(&tmp.path().join("relu-asam")),
     ]);
-    let deep = bad(&[
-        "train",
-        "--model",
-        "mlp",
-        "--dataset",
-        "fashion-mnist",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "8",
-        "--rho",
-        "0.05",
-        "--variant",
-        "asam",
-        "--out",
-        p(&bad_out),
-    ]);
+    // The deep-net engine takes them too, MSAM and SAM-ON included; SAM-ON needs normalization layers.
+    let deep = |variant: &str, out: &Path| {
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--width",
+            "4",
+            "--dataset",
+            "fashion-mnist",
+            "--train-limit",
+            "64",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--rho",
+            "0.05",
+            "--variant",
+            variant,
+            "--out",
+            p(out),
+        ]
+        .map(String::from)
+    };
+    for (variant, kind) in [("looksam", "look_sam"), ("msam", "msam")] {
+        let out = tmp.path().join(format!("deep-{variant}"));
+        let args = deep(variant, &out);
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let config = fs::read_to_string(out.join("config.toml")).unwrap();
+        assert!(config.contains(&format!("kind = \"{kind}\"")), "{config}");
+    }
+    let args = deep("sam-on", &bad_out);
+    let err = bad(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(
-        deep.contains("runs on the diagonal-net and ReLU-net engines so far"),
-        "{deep}"
+        err.contains("SamOn needs normalization layers")
+            && err.contains("mlp without normalization"),
+        "{err}"
     );
     assert!(!bad_out.exists(), "nothing is written for bad input");
 }

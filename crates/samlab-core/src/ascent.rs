@@ -1,279 +1,469 @@
 //! The SAM step written once, against a gradient oracle: the perturbation of a group (plain SAM's multi-step,
 //! normalized, clipped or random ascent, and each [`Variant`]'s rule) and the descent direction it yields.
 //!
-//! An engine provides an [`Oracle`] over a flat parameter vector; [`Ascent::group`] adds one group's descent
-//! direction $\sum_{i \in G} \nabla \ell_i(w + \delta_G)$ (or the variant's replacement for it) to an accumulator,
-//! which the engine scales by $-\gamma / B$. Norms are $\lVert x \rVert + 10^{-12}$ everywhere, so a variant at its
-//! reducing options (ASAM without scaling, GSAM with $\alpha = 0$, Fisher-SAM with $\eta = 0$, F-SAM with
-//! $\sigma = 0$, VaSSO with $\theta = 1$, LookSAM with $k = 1$, ESAM with $\beta = \gamma = 1$) computes plain
-//! normalized SAM bit for bit.
+//! An engine provides an [`Oracle`] over its [`Space`] of parameter vectors (the analytic engines a [`HostOracle`]
+//! over flat `f64` vectors, the deep-net engine its device's tensors); [`Ascent::group`] adds one group's descent
+//! direction $\sum_{i \in G} \nabla \ell_i(w + \delta_G)$ (or the variant's replacement for it, counted in
+//! [`Oracle::descent_unit`]s) to an accumulator, which the engine scales into its update. Norms are
+//! $\lVert x \rVert + 10^{-12}$ everywhere, so a variant at its reducing options (ASAM without scaling, GSAM with
+//! $\alpha = 0$, Fisher-SAM with $\eta = 0$, F-SAM with $\sigma = 0$, VaSSO with $\theta = 1$, LookSAM with $k = 1$,
+//! ESAM with $\beta = \gamma = 1$) computes plain normalized SAM bit for bit.
 
-use serde::{Deserialize, Serialize};
+use std::ops::Range;
 
 use crate::numpy_rng::NumpyRandomState;
+pub use crate::param_space::{Host, Space};
 use crate::sam::{Normalization, Perturbation, SamConfig, Variant};
-use crate::theory::linalg::{dot, norm};
 
-/// What an engine provides: per-example gradients and losses of its model at a flat parameter vector, and the
-/// layout of that vector.
+/// A parameter vector of oracle `O`'s space.
+pub type Vector<O> = <<O as Oracle>::Space as Space>::Vector;
+
+/// Which pass of the step a gradient is taken for (the deep-net engine chooses its BatchNorm mode from it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// The one pass of a step without perturbation (ERM, or outside the SAM window).
+    Plain,
+    /// An ascent pass; `at_w` when its point is `w` itself.
+    Ascent {
+        /// Whether the pass is at the unperturbed weights.
+        at_w: bool,
+    },
+    /// The descent pass, at the perturbed point.
+    Descent,
+}
+
+/// What an engine provides: per-example gradients and losses of its model at a parameter vector, the layout of
+/// that vector, and its noise.
 pub trait Oracle {
-    /// `out += scale * sum over i in rows of grad l_i(w)`; returns `sum over i in rows of l_i(w)` when the oracle
-    /// computes it on the way (0 otherwise).
-    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64;
-    /// `out = scale * sum over i in rows of grad l_i(w)`, returning what [`Oracle::add_gradient`] returns (an
-    /// oracle may write `out` directly instead of clearing it first).
-    fn gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
-        out.fill(0.0);
-        self.add_gradient(w, rows, scale, out)
-    }
+    /// The parameter vectors.
+    type Space: Space;
+    /// The source of the perturbations' randomness.
+    type Rng;
+    /// `out += scale * sum over i in rows of grad l_i(w)` for `pass`; returns `sum over i in rows of l_i(w)` when
+    /// the oracle computes it on the way (0 otherwise).
+    fn add_gradient(
+        &mut self,
+        pass: Pass,
+        w: &Vector<Self>,
+        rows: &[usize],
+        scale: f64,
+        out: &mut Vector<Self>,
+    ) -> f64;
+    /// `out = scale * sum over i in rows of grad l_i(w)`, returning what [`Oracle::add_gradient`] returns (`out`
+    /// holds any vector of the right shape: it is overwritten).
+    fn gradient(
+        &mut self,
+        pass: Pass,
+        w: &Vector<Self>,
+        rows: &[usize],
+        scale: f64,
+        out: &mut Vector<Self>,
+    ) -> f64;
     /// `out[k] = l_{rows[k]}(w)`.
-    fn losses(&mut self, w: &[f64], rows: &[usize], out: &mut [f64]);
+    fn losses(&mut self, w: &Vector<Self>, rows: &[usize], out: &mut [f64]);
     /// The factor of the ascent gradient of a group of `rows` examples: `1 / rows`, the mean loss's, unless the
     /// engine's loss is a sum.
     fn ascent_scale(&self, rows: usize) -> f64 {
         1.0 / rows as f64
     }
+    /// What the descent direction of a group of `rows` examples counts a gradient of its mean loss as: `rows` (the
+    /// accumulator holds summed gradients) unless the engine averages.
+    fn descent_unit(&self, rows: usize) -> f64 {
+        rows as f64
+    }
+    /// Number of parameters (coordinates that are not frozen).
+    fn num_params(&self) -> usize;
+    /// `out` = standard normal noise on the parameters, 0 elsewhere.
+    fn normal(&mut self, rng: &mut Self::Rng, out: &mut Vector<Self>);
+    /// A vector that is 1 on each parameter with probability `beta` and 0 elsewhere (ESAM).
+    fn keep(&mut self, rng: &mut Self::Rng, beta: f64) -> Vector<Self>;
+    /// ASAM's scaling $T$ at `w`: $|w| + \eta$ on the scaled parameters (the official code: those named
+    /// `weight`), 1 on the rest.
+    fn asam_scaling(&self, w: &Vector<Self>, eta: f64) -> Vector<Self>;
+    /// The optimizer's momentum buffer, where the engine has one (MSAM).
+    fn momentum(&self) -> Option<&Vector<Self>> {
+        None
+    }
+    /// 1 on the normalization layers' affine parameters and 0 elsewhere, where the model has any (SAM-ON).
+    fn normalization_mask(&self) -> Option<Vector<Self>> {
+        None
+    }
+}
+
+/// An analytic engine's oracle, over a flat `f64` vector in host memory. Every such oracle is an [`Oracle`] with
+/// NumPy-compatible noise, ASAM scaling every parameter, no momentum and no normalization layers.
+pub trait HostOracle {
+    /// [`Oracle::add_gradient`] (the pass does not matter here).
+    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64;
+    /// The length of the parameter vector.
+    fn dim(&self) -> usize;
+    /// [`Oracle::gradient`].
+    fn gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
+        out.fill(0.0);
+        self.add_gradient(w, rows, scale, out)
+    }
+    /// [`Oracle::losses`].
+    fn losses(&mut self, w: &[f64], rows: &[usize], out: &mut [f64]);
+    /// [`Oracle::ascent_scale`].
+    fn ascent_scale(&self, rows: usize) -> f64 {
+        1.0 / rows as f64
+    }
     /// Coordinates of the vector that are not parameters (a network without biases): every perturbation leaves them
     /// at 0.
-    fn frozen(&self) -> std::ops::Range<usize> {
+    fn frozen(&self) -> Range<usize> {
         0..0
     }
 }
 
-/// What a variant carries from step to step (serializable, for the checkpoints of engines that resume).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct VariantState {
+impl<T: HostOracle> Oracle for T {
+    type Space = Host;
+    type Rng = NumpyRandomState;
+
+    fn add_gradient(
+        &mut self,
+        _: Pass,
+        w: &Vec<f64>,
+        rows: &[usize],
+        scale: f64,
+        out: &mut Vec<f64>,
+    ) -> f64 {
+        HostOracle::add_gradient(self, w, rows, scale, out)
+    }
+
+    fn gradient(
+        &mut self,
+        _: Pass,
+        w: &Vec<f64>,
+        rows: &[usize],
+        scale: f64,
+        out: &mut Vec<f64>,
+    ) -> f64 {
+        HostOracle::gradient(self, w, rows, scale, out)
+    }
+
+    fn losses(&mut self, w: &Vec<f64>, rows: &[usize], out: &mut [f64]) {
+        HostOracle::losses(self, w, rows, out)
+    }
+
+    fn ascent_scale(&self, rows: usize) -> f64 {
+        HostOracle::ascent_scale(self, rows)
+    }
+
+    fn num_params(&self) -> usize {
+        self.dim() - self.frozen().len()
+    }
+
+    fn normal(&mut self, rng: &mut NumpyRandomState, out: &mut Vec<f64>) {
+        rng.fill_standard_normal(out);
+        out[self.frozen()].fill(0.0);
+    }
+
+    fn keep(&mut self, rng: &mut NumpyRandomState, beta: f64) -> Vec<f64> {
+        (0..self.dim())
+            .map(|_| f64::from(u8::from(rng.random_sample() < beta)))
+            .collect()
+    }
+
+    fn asam_scaling(&self, w: &Vec<f64>, eta: f64) -> Vec<f64> {
+        w.iter().map(|w| w.abs() + eta).collect()
+    }
+}
+
+/// What a variant carries from step to step (the deep-net engine keeps it in its checkpoints).
+#[derive(Clone, Debug)]
+pub struct VariantState<V> {
     /// F-SAM's moving average of gradients, VaSSO's averaged direction, or LookSAM's stored component `g_v`.
-    pub direction: Option<Vec<f64>>,
+    pub direction: Option<V>,
     /// Steps taken (LookSAM's period).
     pub steps: u64,
 }
 
+impl<V> Default for VariantState<V> {
+    fn default() -> Self {
+        VariantState {
+            direction: None,
+            steps: 0,
+        }
+    }
+}
+
 /// Scratch vectors for [`Ascent::group`], and the gradient evaluations it made.
-pub struct Ascent {
-    g: Vec<f64>,
-    delta: Vec<f64>,
-    point: Vec<f64>,
-    gp: Vec<f64>,
+pub struct Ascent<S: Space> {
+    g: S::Vector,
+    delta: S::Vector,
+    point: S::Vector,
+    gp: S::Vector,
+    /// Whether `delta` is zero: the point is `w` itself (and `delta` is not read).
+    at_w: bool,
     /// Gradient evaluations (one per group gradient), as each variant promises: LookSAM about 1 + 1/k per step.
     pub gradient_evals: u64,
     /// The loss sum the oracle returned with the last gradient (the descent's, at the end of a group).
     loss: f64,
 }
 
-/// `x / (||x|| + 1e-12)` scaled by `r`, into `out` (the zero vector stays zero).
-fn scaled_unit(r: f64, x: &[f64], out: &mut [f64]) {
-    let c = r / (norm(x) + 1e-12);
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = c * v;
-    }
+/// `out = r x / (||x|| + 1e-12)` (the zero vector stays zero).
+fn scaled_unit<S: Space>(r: f64, x: &S::Vector, out: &mut S::Vector) {
+    S::set_scaled(out, r / (S::norm(x) + 1e-12), x);
 }
 
-impl Ascent {
-    /// Scratch for `dim` parameters.
-    pub fn new(dim: usize) -> Self {
-        let z = || vec![0.0; dim];
+impl<S: Space> Ascent<S> {
+    /// Scratch shaped like `like` (whose values are never read).
+    pub fn new(like: &S::Vector) -> Self {
         Ascent {
-            g: z(),
-            delta: z(),
-            point: z(),
-            gp: z(),
+            g: like.clone(),
+            delta: like.clone(),
+            point: like.clone(),
+            gp: like.clone(),
+            at_w: true,
             gradient_evals: 0,
             loss: 0.0,
         }
     }
 
-    /// `g` = the gradient of the mean loss over `rows` at `w + delta`.
-    fn mean_gradient(&mut self, oracle: &mut dyn Oracle, w: &[f64], rows: &[usize]) {
-        self.set_point(w);
+    /// The perturbation of the last group (zero at `w` itself); `None` before any.
+    pub fn delta(&self) -> Option<&S::Vector> {
+        (!self.at_w).then_some(&self.delta)
+    }
+
+    /// `g` (`into_g`) or `gp` = `scale` times the summed gradient over `rows` at `w + delta`, for `pass`.
+    #[allow(clippy::too_many_arguments)]
+    fn gradient<O: Oracle<Space = S>>(
+        &mut self,
+        oracle: &mut O,
+        pass: Pass,
+        w: &S::Vector,
+        rows: &[usize],
+        scale: f64,
+        into_g: bool,
+    ) {
+        let point = if self.at_w {
+            w
+        } else {
+            S::set_sum(&mut self.point, w, &self.delta);
+            &self.point
+        };
+        let out = if into_g { &mut self.g } else { &mut self.gp };
+        self.loss = oracle.gradient(pass, point, rows, scale, out);
+        self.gradient_evals += 1;
+    }
+
+    /// `g` = the gradient of the mean loss over `rows` at `w` itself (and `delta` = 0).
+    fn unperturbed<O: Oracle<Space = S>>(&mut self, oracle: &mut O, w: &S::Vector, rows: &[usize]) {
+        self.at_w = true;
         let scale = oracle.ascent_scale(rows.len());
-        self.loss = oracle.gradient(&self.point, rows, scale, &mut self.g);
-        self.gradient_evals += 1;
+        self.gradient(oracle, Pass::Ascent { at_w: true }, w, rows, scale, true);
     }
 
-    /// `gp` = `scale` times the summed gradient over `rows` at `w + delta`.
-    fn point_gradient(&mut self, oracle: &mut dyn Oracle, w: &[f64], rows: &[usize], scale: f64) {
-        self.set_point(w);
-        self.loss = oracle.gradient(&self.point, rows, scale, &mut self.gp);
-        self.gradient_evals += 1;
+    /// `gp` = the descent gradient over `rows` at `w + delta`, in units of `unit` mean gradients for the
+    /// examples (`unit / rows` times their summed gradient).
+    fn descent<O: Oracle<Space = S>>(
+        &mut self,
+        oracle: &mut O,
+        w: &S::Vector,
+        rows: &[usize],
+        unit: f64,
+    ) {
+        self.gradient(
+            oracle,
+            Pass::Descent,
+            w,
+            rows,
+            unit / rows.len() as f64,
+            false,
+        );
     }
 
-    fn set_point(&mut self, w: &[f64]) {
-        for ((p, &x), &d) in self.point.iter_mut().zip(w).zip(&self.delta) {
-            *p = x + d;
-        }
+    /// `delta` = `r x / ||x||` (a perturbation from now on).
+    fn perturb_along(&mut self, r: f64, x: &S::Vector) {
+        scaled_unit::<S>(r, x, &mut self.delta);
+        self.at_w = false;
     }
 
     /// Adds the descent direction of one group at `w` to `acc`: $\sum_{i \in G} \nabla \ell_i(w + \delta_G)$ for
-    /// SAM with radius `rho` (the gradient at `w` for `rho = 0`), or the variant's replacement. The ascent uses the
-    /// gradient of the mean loss over `ascent_rows` (the group itself, or its previous-batch stand-in). Returns the
-    /// loss sum the oracle gave with the descent gradient (over the group, at the descent point).
+    /// SAM with radius `rho` (the gradient at `w` for `rho = 0`), or the variant's replacement, in
+    /// [`Oracle::descent_unit`]s. The ascent uses the gradient of the mean loss over `ascent_rows` (the group
+    /// itself, or its previous-batch stand-in). Returns the loss sum the oracle gave with the last gradient.
     #[allow(clippy::too_many_arguments)]
-    pub fn group(
+    pub fn group<O: Oracle<Space = S>>(
         &mut self,
-        oracle: &mut dyn Oracle,
+        oracle: &mut O,
         sam: &SamConfig,
         rho: f64,
-        w: &[f64],
+        w: &S::Vector,
         rows: &[usize],
         ascent_rows: &[usize],
-        state: &mut VariantState,
-        rng: &mut NumpyRandomState,
-        acc: &mut [f64],
+        state: &mut VariantState<S::Vector>,
+        rng: &mut O::Rng,
+        acc: &mut S::Vector,
     ) -> f64 {
+        let unit = oracle.descent_unit(rows.len());
         if rho == 0.0 {
-            self.delta.fill(0.0);
-            self.point_gradient(oracle, w, rows, 1.0);
-            add(acc, &self.gp);
+            self.at_w = true;
+            self.gradient(
+                oracle,
+                Pass::Plain,
+                w,
+                rows,
+                unit / rows.len() as f64,
+                false,
+            );
+            S::axpy(acc, 1.0, &self.gp);
             return self.loss;
         }
-        let size = rows.len() as f64;
         match sam.variant {
             Variant::Sam => self.sam_delta(oracle, sam, rho, w, ascent_rows, rng),
             Variant::Asam { eta } => {
-                self.unperturbed_gradient(oracle, w, ascent_rows);
-                let t: Vec<f64> = w.iter().map(|w| w.abs() + eta).collect();
-                scaled_delta(rho, &t, &self.g, &mut self.delta);
+                self.unperturbed(oracle, w, ascent_rows);
+                let t = oracle.asam_scaling(w, eta);
+                scaled_delta::<S>(rho, &t, &self.g, &mut self.delta);
+                self.at_w = false;
             }
             Variant::FisherSam { eta } => {
-                self.unperturbed_gradient(oracle, w, ascent_rows);
-                fisher_delta(rho, eta, &self.g, &mut self.delta);
+                self.unperturbed(oracle, w, ascent_rows);
+                fisher_delta::<S>(rho, eta, &self.g, &mut self.delta);
+                self.at_w = false;
             }
             Variant::Fsam { sigma, lambda } => {
-                self.unperturbed_gradient(oracle, w, ascent_rows);
+                self.unperturbed(oracle, w, ascent_rows);
                 // As the official code: the first direction is g, which starts the average; later ones remove the
                 // previous average, which then takes in g.
                 match state.direction.as_mut() {
                     None => {
-                        scaled_unit(rho, &self.g, &mut self.delta);
                         state.direction = Some(self.g.clone());
+                        let g = self.g.clone();
+                        self.perturb_along(rho, &g);
                     }
                     Some(m) => {
-                        let d: Vec<f64> = self
-                            .g
-                            .iter()
-                            .zip(m.iter())
-                            .map(|(g, m)| g - sigma * m)
-                            .collect();
-                        for (m, &g) in m.iter_mut().zip(&self.g) {
-                            *m = lambda * *m + (1.0 - lambda) * g;
-                        }
-                        scaled_unit(rho, &d, &mut self.delta);
+                        let mut d = self.g.clone();
+                        S::axpy(&mut d, -sigma, m);
+                        S::blend(m, lambda, 1.0 - lambda, &self.g);
+                        self.perturb_along(rho, &d);
                     }
                 }
             }
             Variant::Vasso { theta } => {
-                self.unperturbed_gradient(oracle, w, ascent_rows);
+                self.unperturbed(oracle, w, ascent_rows);
                 let d = match state.direction.as_mut() {
                     None => state.direction.insert(self.g.clone()),
                     Some(d) => {
-                        for (d, &g) in d.iter_mut().zip(&self.g) {
-                            *d = (1.0 - theta) * *d + theta * g;
-                        }
+                        S::blend(d, 1.0 - theta, theta, &self.g);
                         d
                     }
                 };
-                scaled_unit(rho, d, &mut self.delta);
+                scaled_unit::<S>(rho, d, &mut self.delta);
+                self.at_w = false;
             }
             Variant::Gsam { alpha } => {
-                self.unperturbed_gradient(oracle, w, ascent_rows);
-                scaled_unit(rho, &self.g, &mut self.delta);
-                self.point_gradient(oracle, w, rows, 1.0);
-                // g_perp = g - (g . g_p / ||g_p||^2) g_p; the direction is g_p - alpha g_perp (summed over G).
-                let along = dot(&self.g, &self.gp) / dot(&self.gp, &self.gp);
-                for ((a, &gp), &g) in acc.iter_mut().zip(&self.gp).zip(&self.g) {
-                    *a += gp - alpha * size * (g - along * gp);
-                }
+                self.unperturbed(oracle, w, ascent_rows);
+                let g = self.g.clone();
+                self.perturb_along(rho, &g);
+                self.descent(oracle, w, rows, unit);
+                // g_perp = g - (g . g_p / ||g_p||^2) g_p; the direction is g_p - alpha g_perp (in descent units).
+                let along = S::dot(&self.g, &self.gp) / S::dot(&self.gp, &self.gp);
+                let mut perp = self.g.clone();
+                S::axpy(&mut perp, -along, &self.gp);
+                S::axpy(acc, 1.0, &self.gp);
+                S::axpy(acc, -alpha * unit, &perp);
                 state.steps += 1;
                 return self.loss;
             }
             Variant::LookSam { k, alpha } => {
-                self.unperturbed_gradient(oracle, w, ascent_rows);
+                self.unperturbed(oracle, w, ascent_rows);
                 let full = state.steps.is_multiple_of(k as u64) || state.direction.is_none();
                 state.steps += 1;
                 if !full {
                     // Reuse the stored orthogonal component, scaled to this gradient: one gradient per step.
                     let gv = state.direction.as_ref().expect("stored by a full step");
-                    let c = alpha * norm(&self.g) / (norm(gv) + 1e-12);
-                    for ((a, &g), &v) in acc.iter_mut().zip(&self.g).zip(gv) {
-                        *a += size * (g + c * v);
-                    }
+                    let c = alpha * S::norm(&self.g) / (S::norm(gv) + 1e-12);
+                    let mut d = self.g.clone();
+                    S::axpy(&mut d, c, gv);
+                    S::axpy(acc, unit, &d);
                     return self.loss;
                 }
-                scaled_unit(rho, &self.g, &mut self.delta);
-                self.point_gradient(oracle, w, rows, 1.0);
-                // g_v: the part of the SAM gradient of the mean loss (g_p is summed over G) orthogonal to g.
-                let along = dot(&self.g, &self.gp) / dot(&self.g, &self.g);
-                let gv = self
-                    .gp
-                    .iter()
-                    .zip(&self.g)
-                    .map(|(s, g)| (s - along * g) / size)
-                    .collect();
+                let g = self.g.clone();
+                self.perturb_along(rho, &g);
+                self.descent(oracle, w, rows, unit);
+                // g_v: the part of the SAM gradient of the mean loss orthogonal to g.
+                let along = S::dot(&self.g, &self.gp) / S::dot(&self.g, &self.g);
+                let mut gv = self.gp.clone();
+                S::axpy(&mut gv, -along, &self.g);
+                S::scale(&mut gv, 1.0 / unit);
                 state.direction = Some(gv);
-                add(acc, &self.gp);
+                S::axpy(acc, 1.0, &self.gp);
                 return self.loss;
             }
             Variant::Esam { beta, gamma } => {
-                let mask: Vec<bool> = if beta >= 1.0 {
-                    vec![true; w.len()]
-                } else {
-                    (0..w.len()).map(|_| rng.random_sample() < beta).collect()
-                };
-                self.esam(oracle, w, rows, ascent_rows, rho, (beta, gamma), &mask, acc);
+                let mask = (beta < 1.0).then(|| oracle.keep(rng, beta));
+                self.esam(
+                    oracle,
+                    w,
+                    rows,
+                    ascent_rows,
+                    rho,
+                    (beta, gamma),
+                    mask.as_ref(),
+                    acc,
+                );
                 state.steps += 1;
                 return self.loss;
             }
-            Variant::Msam | Variant::SamOn => {
-                unreachable!("SamConfig::check refuses {:?} here", sam.variant)
+            Variant::Msam => {
+                // Along the momentum buffer, against the coming update: no ascent gradient.
+                self.at_w = true;
+                if let Some(v) = oracle.momentum() {
+                    let n = S::norm(v);
+                    if n > 0.0 {
+                        S::set_scaled(&mut self.delta, -rho / (n + 1e-12), v);
+                        self.at_w = false;
+                    }
+                }
+            }
+            Variant::SamOn => {
+                self.unperturbed(oracle, w, ascent_rows);
+                let mask = oracle
+                    .normalization_mask()
+                    .expect("SAM-ON is refused on a model without normalization layers");
+                let mut kept = self.g.clone();
+                S::mul(&mut kept, &mask);
+                self.perturb_along(rho, &kept);
             }
         }
-        self.point_gradient(oracle, w, rows, 1.0);
-        add(acc, &self.gp);
+        self.descent(oracle, w, rows, unit);
+        S::axpy(acc, 1.0, &self.gp);
         state.steps += 1;
         self.loss
     }
 
-    /// ESAM's group step with the coordinates `mask` keeps: the perturbation of [`esam_delta`], then the descent on
-    /// the fraction `gamma` of `rows` whose loss rises most (scaled to stand for the whole group).
+    /// ESAM's group step with the coordinates `mask` keeps (all of them for `None`): the perturbation of
+    /// [`esam_delta`], then the descent on the fraction `gamma` of `rows` whose loss rises most (standing for the
+    /// whole group).
     #[allow(clippy::too_many_arguments)]
-    pub fn esam(
+    pub fn esam<O: Oracle<Space = S>>(
         &mut self,
-        oracle: &mut dyn Oracle,
-        w: &[f64],
+        oracle: &mut O,
+        w: &S::Vector,
         rows: &[usize],
         ascent_rows: &[usize],
         rho: f64,
         (beta, gamma): (f64, f64),
-        mask: &[bool],
-        acc: &mut [f64],
+        mask: Option<&S::Vector>,
+        acc: &mut S::Vector,
     ) {
-        self.unperturbed_gradient(oracle, w, ascent_rows);
-        esam_delta(rho, beta, mask, &self.g, &mut self.delta);
+        let unit = oracle.descent_unit(rows.len());
+        self.unperturbed(oracle, w, ascent_rows);
+        esam_delta::<S>(rho, beta, mask, &self.g, &mut self.delta);
+        self.at_w = false;
         let selected = self.sharpest(oracle, w, rows, gamma);
-        self.point_gradient(
-            oracle,
-            w,
-            &selected,
-            rows.len() as f64 / selected.len() as f64,
-        );
-        add(acc, &self.gp);
-    }
-
-    /// `g` = the gradient of the mean loss over `rows` at `w` itself (and `delta` = 0).
-    fn unperturbed_gradient(&mut self, oracle: &mut dyn Oracle, w: &[f64], rows: &[usize]) {
-        self.delta.fill(0.0);
-        let scale = oracle.ascent_scale(rows.len());
-        self.loss = oracle.gradient(w, rows, scale, &mut self.g);
-        self.gradient_evals += 1;
+        self.descent(oracle, w, &selected, unit);
+        S::axpy(acc, 1.0, &self.gp);
     }
 
     /// ESAM's sharpness-sensitive data selection: the examples whose loss rises most from `w` to `w + delta`, the
     /// fraction `gamma` of `rows` (all of them for `gamma >= 0.99`, as the official code).
-    fn sharpest(
+    fn sharpest<O: Oracle<Space = S>>(
         &mut self,
-        oracle: &mut dyn Oracle,
-        w: &[f64],
+        oracle: &mut O,
+        w: &S::Vector,
         rows: &[usize],
         gamma: f64,
     ) -> Vec<usize> {
@@ -282,7 +472,7 @@ impl Ascent {
         }
         let (mut before, mut after) = (vec![0.0; rows.len()], vec![0.0; rows.len()]);
         oracle.losses(w, rows, &mut before);
-        self.set_point(w);
+        S::set_sum(&mut self.point, w, &self.delta);
         oracle.losses(&self.point, rows, &mut after);
         let rise: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         let keep = ((rows.len() as f64 * gamma) as usize).max(1);
@@ -293,99 +483,95 @@ impl Ascent {
         kept.into_iter().map(|k| rows[k]).collect()
     }
 
-    /// Plain SAM's perturbation: `ascent_steps` steps of (normalized) gradient ascent from 0 or a random point of
-    /// the sphere, projected onto the rho-ball unless unnormalized; or Gaussian noise for the random baseline.
-    fn sam_delta(
+    /// Plain SAM's perturbation of radius `rho` at `w` from the gradients on `rows`: `ascent_steps` steps of
+    /// (normalized) gradient ascent from 0 or a random point of the sphere, projected onto the rho-ball unless
+    /// unnormalized; or Gaussian noise of standard deviation $\rho / \sqrt{P}$ for the random baseline. Its
+    /// result is [`Ascent::delta`].
+    pub fn sam_delta<O: Oracle<Space = S>>(
         &mut self,
-        oracle: &mut dyn Oracle,
+        oracle: &mut O,
         sam: &SamConfig,
         rho: f64,
-        w: &[f64],
+        w: &S::Vector,
         rows: &[usize],
-        rng: &mut NumpyRandomState,
+        rng: &mut O::Rng,
     ) {
+        self.at_w = true;
         if sam.perturbation == Perturbation::Random || sam.random_init {
-            rng.fill_standard_normal(&mut self.delta);
-            let frozen = oracle.frozen();
-            let params = self.delta.len() - frozen.len();
-            self.delta[frozen].fill(0.0);
+            oracle.normal(rng, &mut self.delta);
             let scale = if sam.perturbation == Perturbation::Random {
-                rho / (params as f64).sqrt()
+                rho / (oracle.num_params() as f64).sqrt()
             } else {
-                rho / norm(&self.delta)
+                rho / S::norm(&self.delta)
             };
-            self.delta.iter_mut().for_each(|x| *x *= scale);
+            S::scale(&mut self.delta, scale);
+            self.at_w = false;
             if sam.perturbation == Perturbation::Random {
                 return;
             }
-        } else {
-            self.delta.fill(0.0);
         }
         // One normalized step from 0 is inside the ball (up to rounding): only longer ascents are projected.
         let project = sam.normalization == Normalization::Clipped
             || (sam.normalization == Normalization::Normalized
                 && (sam.ascent_steps > 1 || sam.random_init));
         let eta = rho * sam.ascent_step_mult;
+        let scale = oracle.ascent_scale(rows.len());
         for _ in 0..sam.ascent_steps {
-            self.mean_gradient(oracle, w, rows);
-            let scale = match sam.normalization {
-                Normalization::Normalized => norm(&self.g) + 1e-12,
-                Normalization::Unnormalized | Normalization::Clipped => 1.0,
+            let pass = Pass::Ascent { at_w: self.at_w };
+            self.gradient(oracle, pass, w, rows, scale, true);
+            let c = match sam.normalization {
+                Normalization::Normalized => eta / (S::norm(&self.g) + 1e-12),
+                Normalization::Unnormalized | Normalization::Clipped => eta,
             };
-            let c = eta / scale;
-            for (d, &g) in self.delta.iter_mut().zip(&self.g) {
-                *d += c * g;
+            if self.at_w {
+                S::set_scaled(&mut self.delta, c, &self.g);
+                self.at_w = false;
+            } else {
+                S::axpy(&mut self.delta, c, &self.g);
             }
             if project {
-                let n = norm(&self.delta);
+                let n = S::norm(&self.delta);
                 if n > rho {
-                    let shrink = rho / n;
-                    self.delta.iter_mut().for_each(|x| *x *= shrink);
+                    S::scale(&mut self.delta, rho / n);
                 }
             }
         }
     }
 }
 
-fn add(acc: &mut [f64], x: &[f64]) {
-    for (a, &v) in acc.iter_mut().zip(x) {
-        *a += v;
-    }
-}
-
 /// The perturbation $\delta = \rho\, T^2 g / \lVert T g \rVert$ for a diagonal scaling $T$: ASAM's with
-/// $T = |w| + \eta$ (every parameter scaled: the analytic engines have weights only), plain SAM's with $T = 1$.
-pub fn scaled_delta(rho: f64, t: &[f64], g: &[f64], delta: &mut [f64]) {
-    let tg: Vec<f64> = t.iter().zip(g).map(|(t, g)| t * g).collect();
-    scaled_unit(rho, &tg, delta);
-    for (d, t) in delta.iter_mut().zip(t) {
-        *d *= t;
-    }
+/// $T = |w| + \eta$ on its scaled parameters, plain SAM's with $T = 1$.
+pub fn scaled_delta<S: Space>(rho: f64, t: &S::Vector, g: &S::Vector, delta: &mut S::Vector) {
+    let mut tg = g.clone();
+    S::mul(&mut tg, t);
+    scaled_unit::<S>(rho, &tg, delta);
+    S::mul(delta, t);
 }
 
-/// ESAM's stochastic weight perturbation: the normalized gradient on the coordinates `mask` keeps, scaled by
-/// $\rho / \beta$ (as the official code, normalized over the kept coordinates).
-pub fn esam_delta(rho: f64, beta: f64, mask: &[bool], g: &[f64], delta: &mut [f64]) {
-    let kept: Vec<f64> = g
-        .iter()
-        .zip(mask)
-        .map(|(&g, &m)| if m { g } else { 0.0 })
-        .collect();
-    scaled_unit(rho / beta, &kept, delta);
+/// ESAM's stochastic weight perturbation: the normalized gradient on the coordinates `mask` keeps (every one for
+/// `None`), scaled by $\rho / \beta$ (as the official code, normalized over the kept coordinates).
+pub fn esam_delta<S: Space>(
+    rho: f64,
+    beta: f64,
+    mask: Option<&S::Vector>,
+    g: &S::Vector,
+    delta: &mut S::Vector,
+) {
+    let mut kept = g.clone();
+    if let Some(mask) = mask {
+        S::mul(&mut kept, mask);
+    }
+    scaled_unit::<S>(rho / beta, &kept, delta);
 }
 
 /// Fisher-SAM's perturbation: $f = g / (1 + \eta g^2)$, $\delta = \rho f / \sqrt{g \cdot f}$.
-pub fn fisher_delta(rho: f64, eta: f64, g: &[f64], delta: &mut [f64]) {
-    let f: Vec<f64> = g.iter().map(|g| g / (1.0 + eta * g * g)).collect();
-    let c = rho / (dot(g, &f).sqrt() + 1e-12);
-    for (d, f) in delta.iter_mut().zip(&f) {
-        *d = c * f;
-    }
+pub fn fisher_delta<S: Space>(rho: f64, eta: f64, g: &S::Vector, delta: &mut S::Vector) {
+    let f = S::inverse_fisher(g, eta);
+    S::set_scaled(delta, rho / (S::dot(g, &f).sqrt() + 1e-12), &f);
 }
 
 /// The variants at the options that reduce them to plain normalized SAM (for the engines' tests).
-#[cfg(test)]
-pub(crate) const REDUCING: [Variant; 6] = [
+pub const REDUCING: [Variant; 6] = [
     Variant::Gsam { alpha: 0.0 },
     Variant::FisherSam { eta: 0.0 },
     Variant::Fsam {
@@ -412,21 +598,20 @@ mod tests {
         let mut g = vec![0.0; 9];
         rng.fill_standard_normal(&mut g);
         let mut sam = vec![0.0; 9];
-        scaled_unit(0.3, &g, &mut sam);
+        scaled_unit::<Host>(0.3, &g, &mut sam);
         let mut other = vec![0.0; 9];
-        scaled_delta(0.3, &[1.0; 9], &g, &mut other);
+        scaled_delta::<Host>(0.3, &vec![1.0; 9], &g, &mut other);
         assert_eq!(other, sam);
-        fisher_delta(0.3, 0.0, &g, &mut other);
+        fisher_delta::<Host>(0.3, 0.0, &g, &mut other);
         assert_eq!(other, sam);
-        esam_delta(0.3, 1.0, &[true; 9], &g, &mut other);
+        esam_delta::<Host>(0.3, 1.0, Some(&vec![1.0; 9]), &g, &mut other);
+        assert_eq!(other, sam);
+        esam_delta::<Host>(0.3, 1.0, None, &g, &mut other);
         assert_eq!(other, sam);
         // ...and the scalings do change the perturbation.
-        scaled_delta(
-            0.3,
-            &[2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0],
-            &g,
-            &mut other,
-        );
+        let mut t = vec![1.0; 9];
+        t[0] = 2.0;
+        scaled_delta::<Host>(0.3, &t, &g, &mut other);
         assert_ne!(other, sam);
     }
 }

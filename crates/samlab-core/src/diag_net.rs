@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ascent::{Ascent, Oracle, VariantState};
+use crate::ascent::{Ascent, Host, HostOracle, VariantState};
 use crate::batches::Batches;
 use crate::data::{row_major, Dataset};
 use crate::numpy_rng::NumpyRandomState;
@@ -341,6 +341,7 @@ pub fn train(
     crate::limits::product("batch_size", &[batch_size, d], crate::limits::MAX_ELEMENTS)?;
     let sam = config.sam.check(batch_size)?;
     sam.check_selection(n, batch_size)?;
+    sam.require_layers("diagonal-net engine", false, false)?;
     let flat = Flat::new(data);
     let mut rng = NumpyRandomState::new(config.seed);
     let mut p = init;
@@ -461,8 +462,8 @@ fn step(
 struct General {
     w: Vec<f64>,
     acc: Vec<f64>,
-    ascent: Ascent,
-    state: VariantState,
+    ascent: Ascent<Host>,
+    state: VariantState<Vec<f64>>,
 }
 
 impl General {
@@ -470,7 +471,7 @@ impl General {
         General {
             w: vec![0.0; 2 * d],
             acc: vec![0.0; 2 * d],
-            ascent: Ascent::new(2 * d),
+            ascent: Ascent::new(&vec![0.0; 2 * d]),
             state: VariantState::default(),
         }
     }
@@ -497,7 +498,11 @@ impl DiagOracle<'_, '_> {
     }
 }
 
-impl Oracle for DiagOracle<'_, '_> {
+impl HostOracle for DiagOracle<'_, '_> {
+    fn dim(&self) -> usize {
+        2 * self.flat.d
+    }
+
     fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
         let d = self.flat.d;
         let s = self.residual_sum(w, rows, scale);
@@ -675,14 +680,17 @@ mod tests {
                 variant,
                 ..SamConfig::default()
             };
-            let mask: Vec<bool> = match case["inputs"]["mask"].is_object() {
-                true => [&case["inputs"]["mask"]["u"], &case["inputs"]["mask"]["v"]]
+            let mask: Option<Vec<f64>> = case["inputs"]["mask"].is_object().then(|| {
+                [&case["inputs"]["mask"]["u"], &case["inputs"]["mask"]["v"]]
                     .iter()
-                    .flat_map(|m| m.as_array().unwrap().iter().map(|b| b.as_bool().unwrap()))
-                    .collect(),
-                false => vec![],
-            };
-            let (mut ascent, mut state) = (Ascent::new(2 * d), VariantState::default());
+                    .flat_map(|m| m.as_array().unwrap().iter())
+                    .map(|b| f64::from(u8::from(b.as_bool().unwrap())))
+                    .collect()
+            });
+            let (mut ascent, mut state) = (
+                Ascent::<Host>::new(&vec![0.0; 2 * d]),
+                VariantState::default(),
+            );
             let mut rng = NumpyRandomState::new(0);
             let mut w = [floats(&prob["u0"]), floats(&prob["v0"])].concat();
             for step in case["steps"].as_array().unwrap() {
@@ -713,7 +721,7 @@ mod tests {
                         &rows,
                         sam.rho,
                         (beta, gamma),
-                        &mask,
+                        mask.as_ref(),
                         &mut acc,
                     ),
                     _ => {

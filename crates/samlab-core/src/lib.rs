@@ -23,6 +23,7 @@ pub mod diag_net;
 mod error;
 pub mod limits;
 pub mod numpy_rng;
+pub mod param_space;
 pub mod relu_net;
 pub mod run_dir;
 pub mod sam;

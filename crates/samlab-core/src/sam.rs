@@ -323,12 +323,6 @@ impl SamConfig {
                 reason: format!("{v:?} defines its own ascent: {what}"),
             })
         };
-        if matches!(v, Variant::Msam | Variant::SamOn) {
-            return Err(ConfigError::Invalid {
-                field: "variant",
-                reason: format!("{v:?} is not available yet (MSAM needs a momentum buffer and SAM-ON normalization layers: the deep-net engine, which runs plain SAM so far)"),
-            });
-        }
         if self.ascent_steps != 1 || self.ascent_step_mult != 1.0 {
             return clash(
                 "ascent_steps",
@@ -374,17 +368,28 @@ impl CheckedSam {
         self.group_size
     }
 
-    /// Refuses a variant on an engine that runs plain SAM only (so far, the deep-net engine).
-    pub fn require_plain(&self, engine: &str) -> Result<(), ConfigError> {
-        match self.config.variant {
-            Variant::Sam => Ok(()),
-            v => Err(ConfigError::Invalid {
-                field: "variant",
-                reason: format!(
-                    "{v:?} runs on the diagonal-net and ReLU-net engines so far; the {engine} runs plain SAM"
-                ),
-            }),
-        }
+    /// Refuses a variant that needs what the model or optimizer of an engine lacks: MSAM a momentum buffer
+    /// (`momentum`), SAM-ON normalization layers (`normalization`). `engine` names what lacks it.
+    pub fn require_layers(
+        &self,
+        engine: &str,
+        momentum: bool,
+        normalization: bool,
+    ) -> Result<(), ConfigError> {
+        let missing = match self.config.variant {
+            Variant::Msam if !momentum => "a momentum buffer to perturb along",
+            Variant::SamOn if !normalization => {
+                "normalization layers (BatchNorm or GroupNorm) to perturb"
+            }
+            _ => return Ok(()),
+        };
+        Err(ConfigError::Invalid {
+            field: "variant",
+            reason: format!(
+                "{:?} needs {missing}, and the {engine} has none",
+                self.config.variant
+            ),
+        })
     }
 
     /// Refuses ESAM's data selection on full-batch n-SAM over `n` examples: it would drop the same hardest examples
@@ -532,7 +537,6 @@ mod tests {
             8
         )
         .contains("lambda"));
-        assert!(err(Variant::Msam, 8).contains("variant"));
         let mut grouped = with(Variant::Vasso { theta: 0.5 });
         grouped.grouping = Grouping::Size(2);
         assert!(grouped
@@ -545,13 +549,23 @@ mod tests {
         assert!(grouped.check(8).is_ok());
         grouped.variant = Variant::Vasso { theta: 0.5 };
         assert!(grouped.check(2).is_ok());
-        let checked = with(Variant::Asam { eta: 0.01 }).check(8).unwrap();
-        assert!(checked.require_plain("deep-net engine").is_err());
-        assert!(SamConfig::erm()
-            .check(8)
-            .unwrap()
-            .require_plain("x")
-            .is_ok());
+        // MSAM needs a momentum buffer and SAM-ON normalization layers; the other variants need neither.
+        let layers = |v, momentum, normalization| {
+            with(v)
+                .check(8)
+                .unwrap()
+                .require_layers("x", momentum, normalization)
+                .map_err(|e| e.to_string())
+        };
+        assert!(layers(Variant::Msam, false, true)
+            .unwrap_err()
+            .contains("momentum"));
+        assert!(layers(Variant::SamOn, true, false)
+            .unwrap_err()
+            .contains("normalization"));
+        assert!(layers(Variant::Msam, true, false).is_ok());
+        assert!(layers(Variant::SamOn, false, true).is_ok());
+        assert!(layers(Variant::Asam { eta: 0.01 }, false, false).is_ok());
         // A variant round-trips through TOML.
         let c = with(Variant::LookSam { k: 5, alpha: 0.7 });
         assert_eq!(

@@ -10,12 +10,14 @@
 //! | parameters | as [`Network::params`]: `conv1.weight`, `layer1.0.bn1.bias`, `linear.weight`, ... | PyTorch's: conv `[out, in, k, k]`, Linear `[out, in]` (samlab's `[in, out]` transposed) |
 //! | BatchNorm running statistics | `<layer>.running_mean`, `<layer>.running_var` (e.g. `layer1.0.bn1.running_var`) | `[channels]` |
 //! | momentum buffers (`last.ckpt` only) | `optimizer.momentum.<parameter name>` | as the parameter |
+//! | a SAM variant's direction (`last.ckpt` of F-SAM, VaSSO, LookSAM) | `optimizer.variant.<parameter name>` | as the parameter |
 //!
 //! No `num_batches_tracked` is written (samlab does not count batches; PyTorch uses the count only with
 //! `momentum=None`, and its BatchNorm fills in a missing one when loading): drop the `optimizer.` tensors and
 //! `load_state_dict(..., strict=True)` takes the rest (`bench/checkpoint_to_torch.py`). The string metadata holds
 //! `format` (`samlab-checkpoint`), `version` (`2`), `model` (the [`ModelSpec`] as JSON), `progress` (JSON),
-//! `momentum` (`true` or `false`) and `payload_sha256`: the SHA-256 of every tensor's raw bytes, the tensors taken in
+//! `momentum` (`true` or `false`), `variant` (`true` when the variant's direction is there; absent means `false`),
+//! `variant_steps` (the variant's step count; absent means 0) and `payload_sha256`: the SHA-256 of every tensor's raw bytes, the tensors taken in
 //! byte order of their names. (SafeTensors lays all-`F32` files out in that order, so it is also the SHA-256 of the
 //! data section after the header.) Values are stored bit for bit (a transpose moves them, never rounds them),
 //! which is what makes a resumed run identical to an uninterrupted one.
@@ -45,6 +47,7 @@ use sha2::{Digest, Sha256};
 use crate::models::{ModelSpec, Network};
 use crate::nn::BnStats;
 use crate::trainer::TrainState;
+use samlab_core::ascent::VariantState;
 
 /// The `format` metadata of samlab's SafeTensors checkpoints.
 pub const FORMAT: &str = "samlab-checkpoint";
@@ -52,6 +55,8 @@ pub const FORMAT: &str = "samlab-checkpoint";
 pub const ST_VERSION: u32 = 2;
 /// Prefix of the momentum buffers' names.
 pub const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
+/// Prefix of the names of a SAM variant's direction.
+pub const VARIANT_PREFIX: &str = "optimizer.variant.";
 
 const MAGIC: &[u8; 8] = b"SAMLABCK";
 const VERSION: u32 = 1;
@@ -113,7 +118,7 @@ impl Entry {
 
 /// The tensors of a network's checkpoint, by kind: `(kind in messages, kind in `extra.` names, entries)`.
 struct Layout {
-    groups: [(&'static str, &'static str, Vec<Entry>); 4],
+    groups: [(&'static str, &'static str, Vec<Entry>); KINDS],
 }
 
 impl Layout {
@@ -151,6 +156,7 @@ impl Layout {
                 ("momentum", "momentum", params(MOMENTUM_PREFIX)),
                 ("BatchNorm running mean", "bn_mean", bn("running_mean")),
                 ("BatchNorm running variance", "bn_var", bn("running_var")),
+                ("variant direction", "variant", params(VARIANT_PREFIX)),
             ],
         }
     }
@@ -218,6 +224,10 @@ pub struct Checkpoint {
     pub params: Vec<Vec<f32>>,
     /// Momentum buffers (absent in weights-only checkpoints).
     pub velocity: Option<Vec<Vec<f32>>>,
+    /// The SAM variant's direction (F-SAM's, VaSSO's, LookSAM's), saved with the momentum buffers.
+    pub variant: Option<Vec<Vec<f32>>>,
+    /// The SAM variant's step count (LookSAM's period), saved with the momentum buffers (else 0).
+    pub variant_steps: u64,
     /// BatchNorm running means, per slot.
     pub bn_mean: Vec<Vec<f32>>,
     /// BatchNorm running variances, per slot.
@@ -239,8 +249,12 @@ fn device_vec(v: &[Vec<f32>], device: &Device) -> Vec<Tensor<1>> {
 /// A kind of tensor in a checkpoint (its name in messages), its tensors (if present) and the model's sizes.
 type TensorGroup<'a> = (&'static str, Option<&'a Vec<Vec<f32>>>, &'a [usize]);
 
+/// The number of kinds of tensors in a checkpoint (parameters, momentum, running means and variances, variant).
+const KINDS: usize = 5;
+
 impl Checkpoint {
-    /// Captures `state` (with its momentum buffers if `with_velocity`) and `progress`.
+    /// Captures `state` (with its optimizer state, the momentum buffers and the SAM variant's state, if
+    /// `with_velocity`) and `progress`.
     pub fn capture(
         net: &Network,
         state: &TrainState,
@@ -251,6 +265,17 @@ impl Checkpoint {
             model: net.spec().clone(),
             params: state.params.iter().map(host).collect(),
             velocity: with_velocity.then(|| state.velocity.iter().map(host).collect()),
+            variant: state
+                .variant
+                .direction
+                .as_ref()
+                .filter(|_| with_velocity)
+                .map(|d| d.iter().map(host).collect()),
+            variant_steps: if with_velocity {
+                state.variant.steps
+            } else {
+                0
+            },
             bn_mean: state.bn.mean.iter().map(host).collect(),
             bn_var: state.bn.var.iter().map(host).collect(),
             progress,
@@ -273,11 +298,12 @@ impl Checkpoint {
         }
         let params: Vec<usize> = net.params().iter().map(|s| s.numel()).collect();
         let channels = net.bn_channels();
-        let groups: [TensorGroup; 4] = [
+        let groups: [TensorGroup; KINDS] = [
             ("parameter", Some(&self.params), &params),
             ("momentum", self.velocity.as_ref(), &params),
             ("BatchNorm running mean", Some(&self.bn_mean), channels),
             ("BatchNorm running variance", Some(&self.bn_var), channels),
+            ("variant direction", self.variant.as_ref(), &params),
         ];
         for (what, tensors, sizes) in groups {
             let Some(tensors) = tensors else { continue };
@@ -319,6 +345,10 @@ impl Checkpoint {
                 mean: device_vec(&self.bn_mean, device),
                 var: device_vec(&self.bn_var, device),
             },
+            variant: VariantState {
+                direction: self.variant.as_ref().map(|d| device_vec(d, device)),
+                steps: self.variant_steps,
+            },
         }
     }
 
@@ -336,6 +366,7 @@ impl Checkpoint {
             self.velocity.as_ref().unwrap_or(&empty),
             &self.bn_mean,
             &self.bn_var,
+            self.variant.as_ref().unwrap_or(&empty),
         ];
         let mut tensors: Vec<(String, F32Tensor)> = Vec::new();
         for ((_, key, entries), values) in layout.groups.iter().zip(values) {
@@ -360,6 +391,8 @@ impl Checkpoint {
                 serde_json::to_string(&self.progress).map_err(io::Error::other)?,
             ),
             ("momentum".to_string(), self.velocity.is_some().to_string()),
+            ("variant".to_string(), self.variant.is_some().to_string()),
+            ("variant_steps".to_string(), self.variant_steps.to_string()),
             ("payload_sha256".to_string(), checksum),
         ]);
         let bytes = safetensors::serialize(tensors, Some(metadata)).map_err(io::Error::other)?;
@@ -407,11 +440,13 @@ impl Checkpoint {
         let raw = fs::read(path).map_err(|e| bad(e.to_string()))?;
         let (st, _) = parse_safetensors(&raw, &bad)?;
         let net = Network::new(model).map_err(|e| bad(format!("invalid model: {e}")))?;
-        let [params, _, bn_mean, bn_var] = read_tensors(&st, &net, false, &bad)?;
+        let [params, _, bn_mean, bn_var, _] = read_tensors(&st, &net, [false; 2], &bad)?;
         Ok(Checkpoint {
             model: model.clone(),
             params,
             velocity: None,
+            variant: None,
+            variant_steps: 0,
             bn_mean,
             bn_var,
             progress: serde_json::json!({ "imported_from": path.display().to_string() }),
@@ -446,10 +481,18 @@ impl Checkpoint {
             .map_err(|e| bad(format!("bad model spec in the metadata: {e}")))?;
         let progress: serde_json::Value = serde_json::from_str(field("progress")?)
             .map_err(|e| bad(format!("bad progress record in the metadata: {e}")))?;
-        let has_velocity = match field("momentum")?.as_str() {
-            "true" => true,
-            "false" => false,
-            other => return Err(bad(format!("bad momentum flag {other:?} in the metadata"))),
+        let flag = |key: &str, value: Option<&String>| match value.map(String::as_str) {
+            Some("true") => Ok(true),
+            Some("false") | None => Ok(false),
+            Some(other) => Err(bad(format!("bad {key} flag {other:?} in the metadata"))),
+        };
+        let has_velocity = flag("momentum", Some(field("momentum")?))?;
+        let has_variant = flag("variant", meta.get("variant"))?;
+        let variant_steps = match meta.get("variant_steps") {
+            None => 0,
+            Some(v) => v
+                .parse()
+                .map_err(|_| bad(format!("bad variant_steps {v:?} in the metadata")))?,
         };
         let names = st.names();
         let mut payload = Vec::with_capacity(names.len());
@@ -466,11 +509,14 @@ impl Checkpoint {
         }
         let net = Network::new(&model)
             .map_err(|e| bad(format!("checkpoint of an invalid model: {e}")))?;
-        let [params, velocity, bn_mean, bn_var] = read_tensors(&st, &net, has_velocity, bad)?;
+        let [params, velocity, bn_mean, bn_var, variant] =
+            read_tensors(&st, &net, [has_velocity, has_variant], bad)?;
         Ok(Checkpoint {
             model,
             params,
             velocity: has_velocity.then_some(velocity),
+            variant: has_variant.then_some(variant),
+            variant_steps,
             bn_mean,
             bn_var,
             progress,
@@ -527,6 +573,8 @@ impl Checkpoint {
             model: header.model,
             params,
             velocity: header.has_velocity.then_some(velocity),
+            variant: None,
+            variant_steps: 0,
             bn_mean,
             bn_var,
             progress: header.progress,
@@ -559,21 +607,22 @@ fn parse_safetensors<'a>(
     Ok((st, header))
 }
 
-/// The parameters, momentum buffers (empty unless `has_velocity`), BatchNorm running means and variances of `net`
-/// from `st`: each present, `F32`, of its shape and finite, and no other tensor but `num_batches_tracked`.
+/// The parameters, momentum buffers (empty unless `optional[0]`), BatchNorm running means and variances and the
+/// variant's direction (empty unless `optional[1]`) of `net` from `st`: each present, `F32`, of its shape and
+/// finite, and no other tensor but `num_batches_tracked`.
 fn read_tensors(
     st: &SafeTensors,
     net: &Network,
-    has_velocity: bool,
+    optional: [bool; 2],
     bad: &dyn Fn(String) -> DataError,
-) -> Result<[Vec<Vec<f32>>; 4], DataError> {
+) -> Result<[Vec<Vec<f32>>; KINDS], DataError> {
     let names = st.names();
     let layout = Layout::of(net);
     let mut known = BTreeSet::new();
     let mut groups: Vec<Vec<Vec<f32>>> = Vec::new();
     for (g, (what, _, entries)) in layout.groups.iter().enumerate() {
         let mut values = Vec::new();
-        if g == 1 && !has_velocity {
+        if (g == 1 && !optional[0]) || (g == 4 && !optional[1]) {
             groups.push(values);
             continue;
         }
@@ -623,5 +672,5 @@ fn read_tensors(
     }
     let mut groups = groups.into_iter();
     let mut next = || groups.next().unwrap();
-    Ok([next(), next(), next(), next()])
+    Ok([next(), next(), next(), next(), next()])
 }

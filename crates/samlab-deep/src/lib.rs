@@ -25,6 +25,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod models;
 pub mod nn;
+pub mod oracle;
 pub mod rng;
 pub mod run;
 pub mod trainer;

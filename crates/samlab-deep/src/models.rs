@@ -199,6 +199,7 @@ pub struct Network {
     params: Vec<ParamSpec>,
     bn_channels: Vec<usize>,
     bn_slots: Vec<BnSlot>,
+    norm_params: Vec<usize>,
 }
 
 /// A 3x3 convolution without bias, padding 1 (the ResNets' convolutions are followed by a normalization).
@@ -410,7 +411,7 @@ impl Network {
                 }
             }
         };
-        let (params, bn_slots) = b.finish();
+        let (params, bn_slots, norm_params) = b.finish();
         let bn_channels = bn_slots.iter().map(|s| s.channels).collect();
         let total = params.iter().try_fold(0usize, |acc, p| {
             p.shape
@@ -433,6 +434,7 @@ impl Network {
             params,
             bn_channels,
             bn_slots,
+            norm_params,
         })
     }
 
@@ -449,6 +451,11 @@ impl Network {
     /// Total number of scalar parameters.
     pub fn num_params(&self) -> usize {
         self.params.iter().map(ParamSpec::numel).sum()
+    }
+
+    /// Indices (in [`Network::params`]) of the normalization layers' scales and shifts.
+    pub fn norm_params(&self) -> &[usize] {
+        &self.norm_params
     }
 
     /// Channels of each BatchNorm slot.

@@ -59,6 +59,7 @@ impl ParamSpec {
 pub struct Builder {
     params: Vec<ParamSpec>,
     bn_slots: Vec<BnSlot>,
+    norm_params: Vec<usize>,
 }
 
 /// The running statistics of one BatchNorm layer: its name (that of its `weight` and `bias` without the suffix,
@@ -87,9 +88,9 @@ impl Builder {
         self.bn_slots.len() - 1
     }
 
-    /// The parameters and BatchNorm slots registered so far.
-    pub fn finish(self) -> (Vec<ParamSpec>, Vec<BnSlot>) {
-        (self.params, self.bn_slots)
+    /// The parameters, BatchNorm slots and normalization layers' parameters (indices) registered so far.
+    pub fn finish(self) -> (Vec<ParamSpec>, Vec<BnSlot>, Vec<usize>) {
+        (self.params, self.bn_slots, self.norm_params)
     }
 }
 
@@ -411,6 +412,7 @@ impl Norm {
         };
         let gamma = b.param(format!("{name}.weight"), vec![channels], Init::Ones);
         let beta = b.param(format!("{name}.bias"), vec![channels], Init::Zeros);
+        b.norm_params.extend([gamma, beta]);
         Some(Norm {
             gamma,
             beta,

@@ -712,10 +712,15 @@ pub fn check_config(config: &DeepRunConfig) -> Result<(), RunError> {
         _ => {}
     }
     t.lr.check()?;
-    config
-        .sam
-        .check(t.batch_size)?
-        .require_plain("deep-net engine")?;
+    let norm = config
+        .model
+        .norm
+        .unwrap_or_else(|| config.model.arch.default_norm());
+    config.sam.check(t.batch_size)?.require_layers(
+        &format!("{} without normalization", config.model.arch.name()),
+        true,
+        norm != NormKind::None,
+    )?;
     if t.curvature_every > 0 {
         if t.curvature_examples == 0 || t.curvature_examples > t.eval_train_examples {
             return Err(bad(

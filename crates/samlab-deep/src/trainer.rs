@@ -20,15 +20,16 @@
 //! micro-batch mean gradient (the code scales it by $1/A$); random perturbations are drawn per micro-batch (the
 //! code draws one per batch); the very first step's "previous batch" is the current one (the code uses zeros).
 
-use std::borrow::Cow;
-
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
-use samlab_core::sam::{AscentSource, CheckedSam, Normalization, Perturbation};
+use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
+use samlab_core::ascent::{Ascent, VariantState};
+use samlab_core::param_space::Space;
+use samlab_core::sam::{AscentSource, CheckedSam, Perturbation};
 use serde::{Deserialize, Serialize};
 
 use crate::models::Network;
 use crate::nn::{BnMode, BnStats, Ctx, Tape};
+use crate::oracle::{DeepOracle, Tensors};
 use crate::rng::{Purpose, Stream};
 
 /// Where weight decay acts.
@@ -152,6 +153,8 @@ pub struct TrainState {
     pub velocity: Vec<Tensor<1>>,
     /// BatchNorm running statistics.
     pub bn: BnStats,
+    /// The SAM variant's state (F-SAM's and VaSSO's directions, LookSAM's stored component and period).
+    pub variant: VariantState<ParamVec>,
 }
 
 impl TrainState {
@@ -162,6 +165,7 @@ impl TrainState {
             params,
             velocity,
             bn: BnStats::new(net.bn_channels(), device),
+            variant: VariantState::default(),
         }
     }
 }
@@ -227,6 +231,18 @@ impl Batch {
         self.labels.is_empty()
     }
 
+    /// The examples at `rows` (indices into this batch).
+    pub fn select(&self, rows: &[usize]) -> Batch {
+        let device = self.x.device();
+        let idx: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [rows.len()]), &device);
+        Batch {
+            x: self.x.clone().select(0, idx.clone()),
+            onehot: self.onehot.clone().select(0, idx),
+            labels: rows.iter().map(|&r| self.labels[r]).collect(),
+        }
+    }
+
     /// Examples `start..start + len`.
     pub fn slice(&self, start: usize, len: usize) -> Batch {
         if start == 0 && len == self.len() {
@@ -260,6 +276,9 @@ pub struct StepOutput {
     pub correct: Vec<bool>,
     /// False if a loss or the gradient was NaN or infinite: then nothing was updated.
     pub finite: bool,
+    /// Gradients computed (forward and backward passes), as the SAM variant promises: 1 for ERM and MSAM, 2 for
+    /// SAM, about 1 + 1/k for LookSAM.
+    pub gradient_evals: u64,
 }
 
 /// A list of tensors shaped like the parameters.
@@ -439,7 +458,13 @@ pub struct Trainer<'a> {
 
 impl Trainer<'_> {
     /// [`ce_pass`] plus the gradient of the L2 term when weight decay is [`WeightDecay::L2`].
-    fn pass(&self, point: &[Tensor<1>], batch: &Batch, mode: BnMode, stats: &mut BnStats) -> Pass {
+    pub(crate) fn pass(
+        &self,
+        point: &[Tensor<1>],
+        batch: &Batch,
+        mode: BnMode,
+        stats: &mut BnStats,
+    ) -> Pass {
         let mut pass = precise_pass(self.net, point, batch, mode, stats, None, self.precision);
         if let WeightDecay::L2 { lambda } = self.optim.weight_decay {
             pass.grads = pass
@@ -453,7 +478,7 @@ impl Trainer<'_> {
     }
 
     /// A forward pass at `w` whose only effect is to update the running statistics (BatchNorm, clean pass only).
-    fn update_stats_at(&self, w: &[Tensor<1>], batch: &Batch, stats: &mut BnStats) {
+    pub(crate) fn update_stats_at(&self, w: &[Tensor<1>], batch: &Batch, stats: &mut BnStats) {
         let mut ctx = Ctx {
             params: w,
             mode: BnMode::Batch { update: true },
@@ -463,71 +488,27 @@ impl Trainer<'_> {
         let _ = self.net.forward(&mut ctx, batch.x.clone());
     }
 
-    /// Standard normal noise shaped like the parameters, from the stream of `(step, group)`.
-    fn noise(&self, step: u64, group: u64) -> ParamVec {
-        let mut s = Stream::new(self.seed, Purpose::Perturb, step, group);
-        normal_like(self.net, &mut s, &self.device)
-    }
-
-    /// The perturbation $\delta$ of radius `rho` at `w` for one micro-batch, computed on `ascent` (see the module
-    /// doc): the k-step ascent, or $\sigma z$ for random perturbations. `same_batch` says whether `ascent` is the
-    /// micro-batch the descent gradient will be taken on (the clean-pass BatchNorm policy updates the running
-    /// statistics in `stats` only then, and sets `clean_done`); `(step, group)` key the noise.
-    #[allow(clippy::too_many_arguments)]
+    /// Plain SAM's perturbation $\delta$ of radius `rho` at `w` for one micro-batch, computed on `ascent` (see the
+    /// module doc): the k-step ascent, or $\sigma z$ for random perturbations; `(step, group)` key the noise.
+    /// BatchNorm reads and updates `stats` as in an ascent of a training step on `ascent`.
     pub fn perturbation(
         &self,
-        w: &[Tensor<1>],
+        w: &ParamVec,
         ascent: &Batch,
-        same_batch: bool,
         rho: f64,
         step: u64,
         group: u64,
         stats: &mut BnStats,
-        clean_done: &mut bool,
     ) -> ParamVec {
-        let c = self.sam.config();
-        if c.perturbation == Perturbation::Random {
-            let sigma = rho / (self.net.num_params() as f64).sqrt();
-            return scale(&self.noise(step, group), sigma);
+        let mut oracle = DeepOracle::new(self, w, None, ascent.clone(), None, stats);
+        let mut sam = Ascent::<Tensors>::new(w);
+        let rows: Vec<usize> = (0..ascent.len()).collect();
+        let mut noise = Stream::new(self.seed, Purpose::Perturb, step, group);
+        sam.sam_delta(&mut oracle, self.sam.config(), rho, w, &rows, &mut noise);
+        match sam.delta() {
+            Some(delta) => delta.clone(),
+            None => w.iter().map(Tensor::zeros_like).collect(),
         }
-        let mut delta: Option<ParamVec> = c.random_init.then(|| {
-            let z = self.noise(step, group);
-            let n = sq_norm(&z).sqrt();
-            scale(&z, rho / n)
-        });
-        let eta = rho * c.ascent_step_mult;
-        for _ in 0..c.ascent_steps {
-            let at_w = delta.is_none();
-            let mode = match self.optim.bn_policy {
-                BnPolicy::Frozen => BnMode::Running,
-                BnPolicy::BothPasses => BnMode::Batch { update: true },
-                BnPolicy::CleanPassOnly => BnMode::Batch {
-                    update: at_w && same_batch,
-                },
-            };
-            *clean_done |= at_w && same_batch;
-            let point: Cow<[Tensor<1>]> = match &delta {
-                Some(d) => Cow::Owned(axpy(w, 1.0, d)),
-                None => Cow::Borrowed(w),
-            };
-            let h = self.pass(&point, ascent, mode, stats).grads;
-            let step_size = match c.normalization {
-                Normalization::Normalized => eta / (sq_norm(&h).sqrt() + 1e-12),
-                Normalization::Unnormalized | Normalization::Clipped => eta,
-            };
-            let mut d = match &delta {
-                Some(d) => axpy(d, step_size, &h),
-                None => scale(&h, step_size),
-            };
-            if c.normalization != Normalization::Unnormalized {
-                let n = sq_norm(&d).sqrt();
-                if n > rho {
-                    d = scale(&d, rho / n);
-                }
-            }
-            delta = Some(d);
-        }
-        delta.expect("ascent_steps >= 1")
     }
 
     /// One optimizer step on `batch` (`previous` is the previous batch, for [`AscentSource::PreviousBatch`]) with
@@ -550,57 +531,49 @@ impl Trainer<'_> {
             batch.len(),
             "the group size divides the batch (checked by SamConfig)"
         );
-        let policy = self.optim.bn_policy;
         let c = self.sam.config();
         let mut bn = state.bn.clone();
+        let mut variant = state.variant.clone();
         let w = &state.params;
-        let mut accum: Option<ParamVec> = None;
+        let mut sam = Ascent::<Tensors>::new(w);
+        let mut accum: ParamVec = w.iter().map(Tensor::zeros_like).collect();
+        let same_batch =
+            c.ascent_source == AscentSource::SameBatch || c.perturbation == Perturbation::Random;
+        let rows: Vec<usize> = (0..m).collect();
+        let ascent_rows: Vec<usize> = if same_batch {
+            rows.clone()
+        } else {
+            (m..2 * m).collect()
+        };
         let mut losses = Vec::with_capacity(groups);
         let mut logits = Vec::with_capacity(groups);
         for g in 0..groups {
-            let cur = batch.slice(g * m, m);
-            let (point, mode): (Cow<[Tensor<1>]>, BnMode) = if rho == 0.0 {
-                let mode = match policy {
-                    BnPolicy::Frozen => BnMode::Running,
-                    _ => BnMode::Batch { update: true },
-                };
-                (Cow::Borrowed(w), mode)
-            } else {
-                let same_batch = c.ascent_source == AscentSource::SameBatch
-                    || c.perturbation == Perturbation::Random;
-                let ascent = if same_batch {
-                    cur.clone()
-                } else {
-                    previous.slice(g * m, m)
-                };
-                let mut clean_done = false;
-                let delta = self.perturbation(
-                    w,
-                    &ascent,
-                    same_batch,
-                    rho,
-                    step,
-                    g as u64,
-                    &mut bn,
-                    &mut clean_done,
-                );
-                if policy == BnPolicy::CleanPassOnly && !clean_done {
-                    self.update_stats_at(w, &cur, &mut bn);
-                }
-                let mode = match policy {
-                    BnPolicy::Frozen => BnMode::Running,
-                    BnPolicy::BothPasses => BnMode::Batch { update: true },
-                    BnPolicy::CleanPassOnly => BnMode::Batch { update: false },
-                };
-                (Cow::Owned(axpy(w, 1.0, &delta)), mode)
-            };
-            let pass = self.pass(&point, &cur, mode, &mut bn);
-            accum = Some(match accum {
-                None => scale(&pass.grads, 1.0 / groups as f64),
-                Some(acc) => axpy(&acc, 1.0 / groups as f64, &pass.grads),
-            });
-            losses.push(pass.loss.mul_scalar(m as f64));
-            logits.push(pass.logits);
+            let mut oracle = DeepOracle::new(
+                self,
+                w,
+                Some(&state.velocity),
+                batch.slice(g * m, m),
+                (!same_batch).then(|| previous.slice(g * m, m)),
+                &mut bn,
+            );
+            let mut noise = Stream::new(self.seed, Purpose::Perturb, step, g as u64);
+            sam.group(
+                &mut oracle,
+                c,
+                rho,
+                w,
+                &rows,
+                &ascent_rows,
+                &mut variant,
+                &mut noise,
+                &mut accum,
+            );
+            let (loss, seen) = oracle.seen();
+            losses.push(loss);
+            logits.push(seen);
+        }
+        if groups > 1 {
+            Tensors::scale(&mut accum, 1.0 / groups as f64);
         }
         let loss_sum = Tensor::cat(losses, 0).sum().into_scalar::<f32>() as f64;
         let logits = Tensor::cat(logits, 0);
@@ -609,7 +582,6 @@ impl Trainer<'_> {
             .into_data()
             .try_into_vec::<f32>()
             .expect("f32 logits");
-        let accum = accum.expect("at least one group");
         // A gradient can overflow where the loss does not (f16 passes above all): that step is not taken either.
         let finite = loss_sum.is_finite()
             && values.iter().all(|v| v.is_finite())
@@ -619,6 +591,7 @@ impl Trainer<'_> {
                 loss_sum,
                 correct: vec![false; batch.len()],
                 finite,
+                gradient_evals: sam.gradient_evals,
             };
         }
         let correct = values
@@ -643,10 +616,12 @@ impl Trainer<'_> {
         };
         state.velocity = velocity;
         state.bn = bn;
+        state.variant = variant;
         StepOutput {
             loss_sum,
             correct,
             finite,
+            gradient_evals: sam.gradient_evals,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use safetensors::{Dtype, SafeTensors};
-use samlab_deep::checkpoint::{Checkpoint, FORMAT, MOMENTUM_PREFIX};
+use samlab_deep::checkpoint::{Checkpoint, FORMAT, MOMENTUM_PREFIX, VARIANT_PREFIX};
 use samlab_deep::models::{Arch, ModelSpec, Network};
 use samlab_deep::nn::NormKind;
 use sha2::{Digest, Sha256};
@@ -41,6 +41,8 @@ fn checkpoint(spec: &ModelSpec, velocity: bool) -> Checkpoint {
     Checkpoint {
         model: spec.clone(),
         velocity: velocity.then(|| net.params().iter().map(|p| next(p.numel())).collect()),
+        variant: velocity.then(|| net.params().iter().map(|p| next(p.numel())).collect()),
+        variant_steps: if velocity { 7 } else { 0 },
         params,
         bn_mean: net.bn_channels().iter().map(|&c| next(c)).collect(),
         bn_var: net
@@ -68,6 +70,11 @@ fn same_bits(a: &Checkpoint, b: &Checkpoint) {
     );
     assert_eq!(bits(&a.bn_mean), bits(&b.bn_mean));
     assert_eq!(bits(&a.bn_var), bits(&b.bn_var));
+    assert_eq!(
+        a.variant.as_deref().map(bits),
+        b.variant.as_deref().map(bits)
+    );
+    assert_eq!(a.variant_steps, b.variant_steps);
 }
 
 fn err(path: &Path) -> String {
@@ -103,7 +110,9 @@ fn safetensors_names_shapes_and_values_bit_for_bit() {
         let raw = fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&raw).unwrap();
         let net = Network::new(&spec).unwrap();
-        let expected = net.params().len() * (1 + usize::from(velocity)) + 2 * net.bn_slots().len();
+        // Parameters, then momentum and the variant's direction with the optimizer state, then running stats.
+        let expected =
+            net.params().len() * (1 + 2 * usize::from(velocity)) + 2 * net.bn_slots().len();
         assert_eq!(st.len(), expected, "{spec:?}");
         for (p, v) in net.params().iter().zip(&c.params) {
             let t = st.tensor(&p.name).unwrap();
@@ -120,10 +129,9 @@ fn safetensors_names_shapes_and_values_bit_for_bit() {
                 assert_eq!(t.shape(), p.shape.as_slice());
             }
             assert_eq!(first.to_bits(), v[0].to_bits());
-            assert_eq!(
-                st.tensor(&format!("{MOMENTUM_PREFIX}{}", p.name)).is_ok(),
-                velocity
-            );
+            for prefix in [MOMENTUM_PREFIX, VARIANT_PREFIX] {
+                assert_eq!(st.tensor(&format!("{prefix}{}", p.name)).is_ok(), velocity);
+            }
         }
         for slot in net.bn_slots() {
             for stat in ["running_mean", "running_var"] {
@@ -399,7 +407,11 @@ fn v1_bytes(spec: &ModelSpec, c: &Checkpoint) -> Vec<u8> {
 fn version_1_checkpoints_still_load() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = spec(Arch::Mlp, 3, [1, 2, 2]);
-    let c = checkpoint(&spec, true);
+    let c = Checkpoint {
+        variant: None,
+        variant_steps: 0,
+        ..checkpoint(&spec, true)
+    };
     let raw = v1_bytes(&spec, &c);
     let path = tmp.path().join("last.ckpt");
     fs::write(&path, &raw).unwrap();
@@ -433,6 +445,7 @@ fn preact_resnet18_checkpoint_size_and_cost() {
         .params
         .iter()
         .chain(c.velocity.as_ref().unwrap())
+        .chain(c.variant.as_ref().unwrap())
         .map(Vec::len)
         .sum::<usize>()
         + c.bn_mean
@@ -463,7 +476,7 @@ fn pytorch_state_dicts_load_as_weights() {
     let state_dict: Vec<(String, safetensors::tensor::TensorView)> = st
         .tensors()
         .into_iter()
-        .filter(|(n, _)| !n.starts_with(MOMENTUM_PREFIX))
+        .filter(|(n, _)| !n.starts_with("optimizer."))
         .collect();
     let write = |name: &str, tensors: Vec<(String, safetensors::tensor::TensorView)>| {
         let path = tmp.path().join(name);

@@ -59,7 +59,7 @@ fn the_low_precision_ascent_has_radius_rho_and_the_f32_direction() {
             device: device.clone(),
             precision,
         };
-        trainer.perturbation(&w, &batch, true, rho, 0, 0, &mut stats.clone(), &mut false)
+        trainer.perturbation(&w, &batch, rho, 0, 0, &mut stats.clone())
     };
     let reference = delta(Precision::F32);
     for precision in [Precision::Bf16, Precision::F16] {

@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use samlab_core::sam::{AscentSource, Grouping, Normalization, SamConfig};
+use samlab_core::sam::{AscentSource, Grouping, Normalization, SamConfig, Variant};
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 use samlab_deep::bench::{estimate_seconds, StepTimes};
 use samlab_deep::checkpoint::Checkpoint;
@@ -239,6 +239,48 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
     other.train.seed = 5;
     let o = run::train(&other, &tmp.path().join("other"), false, &mut Quiet).unwrap();
     assert_ne!(without_timings(&o.rows), without_timings(&full.rows));
+}
+
+#[test]
+fn a_variant_run_resumes_exactly_with_its_state_in_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 50, 20);
+    let mut cfg = config(tmp.path());
+    // LookSAM's period (3) runs across the epochs (5 steps): the step after the interruption reuses the stored
+    // direction.
+    cfg.sam = SamConfig {
+        rho: 0.1,
+        normalization: Normalization::Normalized,
+        variant: Variant::LookSam { k: 3, alpha: 0.7 },
+        ..SamConfig::default()
+    };
+    let full = run::train(&cfg, &tmp.path().join("full"), false, &mut Quiet).unwrap();
+    assert_eq!(full.summary.status, Status::Ok);
+    let part = tmp.path().join("part");
+    run::train(&cfg, &part, false, &mut StopAfter(1)).unwrap();
+    let last = part.join("checkpoint/last.ckpt");
+    let saved = Checkpoint::load(&last).unwrap();
+    assert_eq!(saved.variant_steps, 5);
+    assert!(saved.variant.is_some());
+    let resumed = run::resume(&part, &mut Quiet).unwrap();
+    assert_eq!(without_timings(&resumed.rows), without_timings(&full.rows));
+    let (a, b) = (
+        Checkpoint::load(&tmp.path().join("full/checkpoint/last.ckpt")).unwrap(),
+        Checkpoint::load(&last).unwrap(),
+    );
+    assert_eq!(
+        (&a.params, &a.variant, a.variant_steps),
+        (&b.params, &b.variant, b.variant_steps)
+    );
+    // Without the variant's state the resumed run goes elsewhere (the comparison above can fail).
+    let lost = tmp.path().join("lost");
+    run::train(&cfg, &lost, false, &mut StopAfter(1)).unwrap();
+    let ckpt = lost.join("checkpoint/last.ckpt");
+    let mut stripped = Checkpoint::load(&ckpt).unwrap();
+    (stripped.variant, stripped.variant_steps) = (None, 0);
+    stripped.save(&ckpt).unwrap();
+    let other = run::resume(&lost, &mut Quiet).unwrap();
+    assert_ne!(without_timings(&other.rows), without_timings(&full.rows));
 }
 
 /// Loss and error of the weights in `run`'s last checkpoint on `set` with `labels`, evaluated as the run does.

@@ -7,7 +7,8 @@
 //! f32 rounding is about 1e-6; finite differences with h = 1e-5 in f64 are accurate to about 1e-9).
 
 use burn::tensor::{Device, Tensor};
-use samlab_core::sam::{AscentSource, Grouping, Normalization, Perturbation, SamConfig};
+use samlab_core::ascent::{Ascent, Host, Oracle, Pass, VariantState};
+use samlab_core::sam::{AscentSource, Grouping, Normalization, Perturbation, SamConfig, Variant};
 use samlab_deep::models::{Arch, ModelSpec, Network};
 use samlab_deep::nn::{init_params, NormKind, BN_MOMENTUM, NORM_EPS};
 use samlab_deep::rng::{Purpose, Stream};
@@ -730,4 +731,326 @@ fn non_finite_losses_leave_the_state_untouched() {
     let out = trainer.step(&mut state, &b, &b, 0.1, 0.0, 0);
     assert!(!out.finite);
     assert_eq!(host(&state.params), before);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// The SAM variants: the trainer's step (the rule of `samlab_core::ascent` on device tensors, its oracle choosing
+// BatchNorm modes and scaled tensors) against the same rule on the f64 reference above (host vectors,
+// finite-difference gradients). The rules themselves are pinned to NumPy on the diagonal net in samlab-core.
+
+/// The reference MLP as an oracle over its flat parameters.
+struct RefOracle<'a> {
+    reference: &'a Reference,
+    names: Vec<String>,
+    sizes: Vec<usize>,
+    x: &'a [f64],
+    y: &'a [u16],
+    mode: RefBn,
+    velocity: Vec<f64>,
+}
+
+impl RefOracle<'_> {
+    fn split(&self, flat: &[f64]) -> Vec<Vec<f64>> {
+        let mut rest = flat;
+        self.sizes
+            .iter()
+            .map(|&n| {
+                let (head, tail) = rest.split_at(n);
+                rest = tail;
+                head.to_vec()
+            })
+            .collect()
+    }
+
+    fn rows(&self, rows: &[usize]) -> (Vec<f64>, Vec<u16>) {
+        let d = SIDE * SIDE;
+        let x = rows
+            .iter()
+            .flat_map(|&r| self.x[r * d..(r + 1) * d].iter().copied())
+            .collect();
+        (x, rows.iter().map(|&r| self.y[r]).collect())
+    }
+
+    /// `f(name)` for every coordinate, parameter by parameter.
+    fn by_name(&self, f: impl Fn(&str) -> f64) -> Vec<f64> {
+        self.names
+            .iter()
+            .zip(&self.sizes)
+            .flat_map(|(name, &n)| std::iter::repeat_n(f(name), n))
+            .collect()
+    }
+}
+
+impl Oracle for RefOracle<'_> {
+    type Space = Host;
+    type Rng = Stream;
+
+    fn add_gradient(
+        &mut self,
+        _: Pass,
+        w: &Vec<f64>,
+        rows: &[usize],
+        scale: f64,
+        out: &mut Vec<f64>,
+    ) -> f64 {
+        let (x, y) = self.rows(rows);
+        let g = self.reference.grad(&self.split(w), &x, &y, self.mode, 0.0);
+        let f = scale * rows.len() as f64;
+        for (o, g) in out.iter_mut().zip(g.iter().flatten()) {
+            *o += f * g;
+        }
+        0.0
+    }
+
+    fn gradient(
+        &mut self,
+        pass: Pass,
+        w: &Vec<f64>,
+        rows: &[usize],
+        scale: f64,
+        out: &mut Vec<f64>,
+    ) -> f64 {
+        out.fill(0.0);
+        self.add_gradient(pass, w, rows, scale, out)
+    }
+
+    fn losses(&mut self, w: &Vec<f64>, rows: &[usize], out: &mut [f64]) {
+        for (o, &r) in out.iter_mut().zip(rows) {
+            let (x, y) = self.rows(&[r]);
+            *o = self.reference.loss(&self.split(w), &x, &y, self.mode).0;
+        }
+    }
+
+    fn descent_unit(&self, _: usize) -> f64 {
+        1.0
+    }
+
+    fn num_params(&self) -> usize {
+        self.sizes.iter().sum()
+    }
+
+    fn normal(&mut self, rng: &mut Stream, out: &mut Vec<f64>) {
+        *out = self
+            .sizes
+            .iter()
+            .flat_map(|&n| rng.normals_f32(n).into_iter().map(f64::from))
+            .collect();
+    }
+
+    fn keep(&mut self, rng: &mut Stream, beta: f64) -> Vec<f64> {
+        (0..self.num_params())
+            .map(|_| if rng.uniform() < beta { 1.0 } else { 0.0 })
+            .collect()
+    }
+
+    fn asam_scaling(&self, w: &Vec<f64>, eta: f64) -> Vec<f64> {
+        let scaled = self.by_name(|name| f64::from(u8::from(name.contains("weight"))));
+        w.iter()
+            .zip(scaled)
+            .map(|(w, s)| if s == 1.0 { w.abs() + eta } else { 1.0 })
+            .collect()
+    }
+
+    fn momentum(&self) -> Option<&Vec<f64>> {
+        Some(&self.velocity)
+    }
+
+    fn normalization_mask(&self) -> Option<Vec<f64>> {
+        self.reference
+            .bn
+            .then(|| self.by_name(|name| f64::from(u8::from(name.starts_with("norm")))))
+    }
+}
+
+/// Four steps of `variant` through the trainer and through the reference (BatchNorm frozen where there is one),
+/// comparing each update and the gradient evaluations.
+fn check_variant(variant: Variant, norm: NormKind) {
+    const BATCH: usize = 6;
+    let (lr, rho) = (0.05, 0.1);
+    let dev = device();
+    let network = net(norm);
+    let params = jitter(init_params(network.params(), SEED, &dev), &dev);
+    let mut state = TrainState::new(&network, params, &dev);
+    let config = SamConfig {
+        variant,
+        ..sam(Grouping::WholeBatch, Normalization::Normalized)
+    };
+    let trainer = Trainer {
+        net: &network,
+        sam: config.check(BATCH).unwrap(),
+        optim: optim(WeightDecay::None, BnPolicy::Frozen),
+        seed: SEED,
+        device: dev.clone(),
+        precision: Precision::F32,
+    };
+    let reference = Reference {
+        bn: norm == NormKind::Batch,
+        running: vec![(vec![0.0; HIDDEN], vec![1.0; HIDDEN]); 2],
+    };
+    let names: Vec<String> = network.params().iter().map(|p| p.name.clone()).collect();
+    let sizes: Vec<usize> = network.params().iter().map(|p| p.numel()).collect();
+    let flat = |v: &[Tensor<1>]| -> Vec<f64> { host(v).concat() };
+    let mut w = flat(&state.params);
+    let mut velocity = vec![0.0; w.len()];
+    let mut ascent = Ascent::<Host>::new(&w);
+    let mut variant_state = VariantState::default();
+    let rows: Vec<usize> = (0..BATCH).collect();
+    for step in 0..4u64 {
+        let (images, labels) = data(BATCH, step);
+        let batch = Batch::new(
+            images.clone(),
+            labels.clone(),
+            [1, SIDE, SIDE],
+            CLASSES,
+            &dev,
+        );
+        let out = trainer.step(&mut state, &batch, &batch, lr, rho, step);
+        assert!(out.finite);
+        let x: Vec<f64> = images.iter().map(|&v| f64::from(v)).collect();
+        let mut oracle = RefOracle {
+            reference: &reference,
+            names: names.clone(),
+            sizes: sizes.clone(),
+            x: &x,
+            y: &labels,
+            mode: RefBn::Running,
+            velocity: velocity.clone(),
+        };
+        let mut acc = vec![0.0; w.len()];
+        let mut noise = Stream::new(SEED, Purpose::Perturb, step, 0);
+        let evals = ascent.gradient_evals;
+        ascent.group(
+            &mut oracle,
+            &config,
+            rho,
+            &w,
+            &rows,
+            &rows,
+            &mut variant_state,
+            &mut noise,
+            &mut acc,
+        );
+        assert_eq!(
+            out.gradient_evals,
+            ascent.gradient_evals - evals,
+            "{variant:?} step {step}: gradient evaluations"
+        );
+        for (v, a) in velocity.iter_mut().zip(&acc) {
+            *v = 0.9 * *v + a;
+        }
+        let got = flat(&state.params);
+        let update_ref: Vec<f64> = velocity.iter().map(|v| -lr * v).collect();
+        let err = update_ref
+            .iter()
+            .zip(got.iter().zip(&w))
+            .map(|(r, (g, w))| (g - w - r).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            / update_ref.iter().map(|r| r * r).sum::<f64>().sqrt();
+        assert!(
+            err < 2e-4,
+            "{variant:?} step {step}: relative error of the update {err:e}"
+        );
+        // Carry the trainer's own (f32) state forward so errors do not compound.
+        w = got;
+        velocity = flat(&state.velocity);
+    }
+}
+
+#[test]
+fn every_variant_step_matches_the_reference() {
+    for variant in [
+        Variant::Gsam { alpha: 0.3 },
+        Variant::FisherSam { eta: 50.0 },
+        Variant::Fsam {
+            sigma: 0.5,
+            lambda: 0.6,
+        },
+        Variant::Vasso { theta: 0.4 },
+        Variant::LookSam { k: 2, alpha: 0.7 },
+        Variant::Esam {
+            beta: 0.5,
+            gamma: 0.5,
+        },
+        Variant::Msam,
+    ] {
+        check_variant(variant, NormKind::None);
+    }
+    // ASAM scales weights (normalization scales included), not biases; SAM-ON perturbs only the normalization
+    // layers.
+    check_variant(Variant::Asam { eta: 0.01 }, NormKind::Batch);
+    check_variant(Variant::SamOn, NormKind::Batch);
+}
+
+#[test]
+fn variants_at_their_reducing_options_train_as_plain_sam_bit_for_bit() {
+    let plain = SamConfig {
+        normalization: Normalization::Normalized,
+        ..SamConfig::erm()
+    };
+    let with = |variant| SamConfig {
+        variant,
+        ..plain.clone()
+    };
+    for policy in [BnPolicy::BothPasses, BnPolicy::CleanPassOnly] {
+        let sam = trajectory(plain.clone(), 0.2, 8, policy);
+        for v in samlab_core::ascent::REDUCING {
+            assert_eq!(trajectory(with(v), 0.2, 8, policy), sam, "{v:?} {policy:?}");
+        }
+        // ...and away from those options every variant moves off plain SAM.
+        for v in [
+            Variant::Asam { eta: 0.01 },
+            Variant::Gsam { alpha: 0.3 },
+            Variant::FisherSam { eta: 50.0 },
+            Variant::Fsam {
+                sigma: 0.5,
+                lambda: 0.6,
+            },
+            Variant::Vasso { theta: 0.4 },
+            Variant::LookSam { k: 2, alpha: 0.7 },
+            Variant::Esam {
+                beta: 0.5,
+                gamma: 0.5,
+            },
+            Variant::Msam,
+            Variant::SamOn,
+        ] {
+            assert_ne!(trajectory(with(v), 0.2, 8, policy), sam, "{v:?} {policy:?}");
+        }
+    }
+}
+
+#[test]
+fn looksam_and_msam_count_the_gradients_they_promise() {
+    let dev = device();
+    let network = net(NormKind::Batch);
+    for (variant, per_ten) in [
+        (Variant::Sam, 20),
+        (Variant::LookSam { k: 5, alpha: 0.7 }, 12),
+        (Variant::Msam, 10),
+    ] {
+        let mut state = TrainState::new(&network, init_params(network.params(), SEED, &dev), &dev);
+        let trainer = Trainer {
+            net: &network,
+            sam: SamConfig {
+                variant,
+                ..sam(Grouping::WholeBatch, Normalization::Normalized)
+            }
+            .check(8)
+            .unwrap(),
+            optim: optim(WeightDecay::None, BnPolicy::BothPasses),
+            seed: SEED,
+            device: dev.clone(),
+            precision: Precision::F32,
+        };
+        let mut evals = 0;
+        for step in 0..10 {
+            let (images, labels) = data(8, step);
+            let b = Batch::new(images, labels, [1, SIDE, SIDE], CLASSES, &dev);
+            evals += trainer
+                .step(&mut state, &b, &b, 0.1, 0.1, step)
+                .gradient_evals;
+        }
+        assert_eq!(evals, per_ten, "{variant:?}");
+    }
 }

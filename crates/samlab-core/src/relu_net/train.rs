@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::model::{accumulate_grad, loss_sum, ReluNet, Shape};
-use crate::ascent::{Ascent, Oracle, VariantState};
+use crate::ascent::{Ascent, Host, HostOracle, VariantState};
 use crate::batches::Batches;
 use crate::data::{row_major, Dataset};
 use crate::diag_net::{CurvePoint, LogSchedule, RunStatus};
@@ -118,9 +118,9 @@ struct Scratch {
     /// Descent accumulator.
     acc: Vec<f64>,
     /// The SAM step's scratch.
-    ascent: Ascent,
+    ascent: Ascent<Host>,
     /// The variant's state.
-    state: VariantState,
+    state: VariantState<Vec<f64>>,
     /// Next parameters (swapped in only when finite).
     next: Vec<f64>,
     /// Per-neuron scratch of the gradient kernel.
@@ -205,6 +205,7 @@ pub fn train(
     }
     let sam = config.sam.check(batch_size)?;
     sam.check_selection(n, batch_size)?;
+    sam.require_layers("ReLU-net engine", false, false)?;
     let flat = Flat {
         x: row_major(&data.x_train),
         y: data.y_train.as_slice().expect("1-D arrays are contiguous"),
@@ -216,7 +217,7 @@ pub fn train(
     let len = net.theta.len();
     let mut w = Scratch {
         acc: vec![0.0; len],
-        ascent: Ascent::new(len),
+        ascent: Ascent::new(&vec![0.0; len]),
         state: VariantState::default(),
         next: vec![0.0; len],
         pre: vec![0.0; net.width()],
@@ -315,7 +316,7 @@ impl Stepper<'_> {
         lr: f64,
         batch: &[usize],
         ascent_rows: &[usize],
-        theta: &[f64],
+        theta: &Vec<f64>,
         w: &mut Scratch,
         rng: &mut NumpyRandomState,
     ) -> f64 {
@@ -323,6 +324,7 @@ impl Stepper<'_> {
         let mut oracle = ReluOracle {
             stepper: self,
             pre: &mut w.pre,
+            dim: theta.len(),
         };
         let m = if rho == 0.0 {
             batch.len()
@@ -367,9 +369,14 @@ impl Stepper<'_> {
 struct ReluOracle<'a, 'b> {
     stepper: &'a Stepper<'b>,
     pre: &'a mut Vec<f64>,
+    dim: usize,
 }
 
-impl Oracle for ReluOracle<'_, '_> {
+impl HostOracle for ReluOracle<'_, '_> {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
     fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
         let s = self.stepper;
         accumulate_grad(s.shape, w, &s.flat.x, s.flat.y, rows, scale, out, self.pre)

@@ -11,7 +11,7 @@
 //!   $\mathbb{E}L(w_T) - L^* \le \frac{3\beta^2(L(w_0)-L^*)}{\mu^2T^2} + \frac{22\beta\sigma^2}{\mu^2 bT}$.
 
 use super::linalg::{cholesky_solve, dot, norm, Matrix};
-use crate::ascent::{Ascent, Oracle, VariantState};
+use crate::ascent::{Ascent, Host, HostOracle, VariantState};
 use crate::numpy_rng::NumpyRandomState;
 use crate::sam::SamConfig;
 use crate::ConfigError;
@@ -212,11 +212,12 @@ pub fn run(
     seed: u32,
 ) -> Result<Trace, ConfigError> {
     let checked = sam.check(batch.unwrap_or(problem.n()))?;
+    checked.require_layers("least-squares problem", false, false)?;
     let mut rng = NumpyRandomState::new(seed);
     let mut w = w0.to_vec();
     let all: Vec<usize> = (0..problem.n()).collect();
     let mut rows = vec![0; batch.unwrap_or(0)];
-    let (mut ascent, mut state) = (Ascent::new(w.len()), VariantState::default());
+    let (mut ascent, mut state) = (Ascent::<Host>::new(&w), VariantState::default());
     let mut acc = vec![0.0; w.len()];
     let (mut sum_grad_sq, mut max_variance) = (0.0, 0.0f64);
     for t in 0..steps {
@@ -257,7 +258,11 @@ pub fn run(
 /// Least squares as an [`Oracle`]: $\nabla \ell_i(w) = (a_i \cdot w - b_i)\, a_i$.
 struct LeastSquaresOracle<'a>(&'a LeastSquares);
 
-impl Oracle for LeastSquaresOracle<'_> {
+impl HostOracle for LeastSquaresOracle<'_> {
+    fn dim(&self) -> usize {
+        self.0.a.cols
+    }
+
     fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
         for &i in rows {
             let a = self.0.a.row(i);

@@ -510,12 +510,10 @@ pub fn sharpness(
                 let delta = ascent.perturbation(
                     w,
                     chunk,
-                    true,
                     cfg.rho,
                     r as u64,
                     c as u64,
                     &mut state.bn.clone(),
-                    &mut false,
                 );
                 let n = sq_norm(&delta).sqrt();
                 (delta, n)
@@ -537,16 +535,8 @@ pub fn sharpness(
         }
         out.push(best.expect("restarts >= 1"));
         for s in 0..cfg.average_samples.unwrap_or(0) {
-            let delta = random.perturbation(
-                w,
-                chunk,
-                true,
-                cfg.rho,
-                s as u64,
-                c as u64,
-                &mut state.bn.clone(),
-                &mut false,
-            );
+            let delta =
+                random.perturbation(w, chunk, cfg.rho, s as u64, c as u64, &mut state.bn.clone());
             let (l, e) = at(&delta, chunk);
             avg_loss += l - loss;
             avg_error += e - error;
