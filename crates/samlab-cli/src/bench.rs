@@ -3,11 +3,13 @@
 
 use anyhow::Result;
 use clap::Args;
+use samlab_core::sam::Variant;
 use samlab_deep::bench::{time_steps, StepBench};
 use samlab_deep::models::{Arch, ModelSpec};
 use serde_json::json;
 
 use crate::train::PrecisionArg;
+use crate::train_args::VariantArgs;
 
 /// Flags of `samlab bench-step`.
 #[derive(Debug, Args)]
@@ -45,6 +47,9 @@ pub struct BenchArgs {
     /// Precision of the passes.
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: PrecisionArg,
+    /// The SAM variant (with --rho > 0).
+    #[command(flatten)]
+    pub variant: VariantArgs,
 }
 
 /// Times the step and prints `{"model", ..., "images_per_s"}`.
@@ -62,6 +67,7 @@ pub fn bench_step(args: &BenchArgs) -> Result<()> {
         batch: args.batch_size,
         rho: args.rho,
         m: args.m,
+        variant: args.variant.variant()?.unwrap_or(Variant::Sam),
         precision: args.precision.into(),
         warmup: args.warmup,
         steps: args.steps,
@@ -77,6 +83,7 @@ pub fn bench_step(args: &BenchArgs) -> Result<()> {
             "batch": bench.batch,
             "rho": bench.rho,
             "m": bench.m.unwrap_or(bench.batch),
+            "variant": bench.variant,
             "precision": bench.precision,
             "timing": t,
         })

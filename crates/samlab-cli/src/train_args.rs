@@ -48,7 +48,15 @@ pub struct AscentArgs {
     /// SAM is active until this fraction of training (SAM -> ERM) [default: 1].
     #[arg(long)]
     pub sam_end: Option<f64>,
-    /// A variant of SAM, whose rule replaces the ascent (one normalized step from w; diagonal nets so far).
+    /// The SAM variant.
+    #[command(flatten)]
+    pub variant: VariantArgs,
+}
+
+/// `--variant` and its options, for every `train` command and `bench-step`.
+#[derive(Debug, Args)]
+pub struct VariantArgs {
+    /// A variant of SAM, whose rule replaces the ascent (one normalized step from w).
     #[arg(long, value_enum)]
     pub variant: Option<VariantArg>,
     /// ASAM's and Fisher-SAM's eta [default: 0.01 for ASAM, 1 for Fisher-SAM].
@@ -102,9 +110,9 @@ pub enum VariantArg {
     SamOn,
 }
 
-impl AscentArgs {
+impl VariantArgs {
     /// The variant `--variant` names, with its options (each defaulted); an option of another variant is an error.
-    fn variant(&self) -> Result<Option<Variant>> {
+    pub fn variant(&self) -> Result<Option<Variant>> {
         let given = [
             (
                 "--variant-eta",
@@ -194,7 +202,7 @@ impl AscentArgs {
 impl AscentArgs {
     /// Lays the given flags over `sam`.
     pub fn apply(&self, sam: &mut SamConfig) -> Result<()> {
-        if let Some(v) = self.variant()? {
+        if let Some(v) = self.variant.variant()? {
             sam.variant = v;
         }
         if let Some(m) = self.m {

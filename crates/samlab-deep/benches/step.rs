@@ -71,6 +71,7 @@ fn main() {
         batch,
         rho,
         m: None,
+        variant: samlab_core::sam::Variant::Sam,
         precision: Precision::F32,
         warmup: arg(&args, "--warmup", "2").parse().unwrap(),
         steps: arg(&args, "--steps", "10").parse().unwrap(),

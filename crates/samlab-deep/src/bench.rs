@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use samlab_core::sam::{CheckedSam, Grouping, Normalization, Perturbation, SamConfig};
+use samlab_core::sam::{CheckedSam, Grouping, Normalization, Perturbation, SamConfig, Variant};
 use samlab_core::ConfigError;
 use serde::Serialize;
 
@@ -30,6 +30,8 @@ pub struct StepBench {
     pub rho: f64,
     /// Group size of m-SAM; `None` is one perturbation for the whole batch.
     pub m: Option<usize>,
+    /// The SAM variant (for `rho > 0`).
+    pub variant: Variant,
     /// Precision of the passes.
     pub precision: Precision,
     /// Untimed steps first.
@@ -51,12 +53,15 @@ pub struct StepTiming {
     pub warmup_s: f64,
     /// Median seconds of a timed step.
     pub median_step_s: f64,
+    /// Mean seconds of a timed step (what a variant that alternates cheap and full steps, LookSAM, costs).
+    pub mean_step_s: f64,
     /// `batch / median_step_s`.
     pub images_per_s: f64,
 }
 
 impl StepBench {
-    /// The SAM configuration of the step: ERM for `rho == 0`, else normalized SAM, with group size `m`.
+    /// The SAM configuration of the step: ERM for `rho == 0`, else normalized SAM or its variant, with group size
+    /// `m`.
     pub fn sam(&self) -> SamConfig {
         if self.rho == 0.0 {
             // ERM with groups of m: micro-batch ("ghost") BatchNorm passes, as the trainer takes them.
@@ -69,6 +74,7 @@ impl StepBench {
             rho: self.rho,
             grouping: self.m.map_or(Grouping::WholeBatch, Grouping::Size),
             normalization: Normalization::Normalized,
+            variant: self.variant,
             ..SamConfig::erm()
         }
     }
@@ -106,7 +112,13 @@ impl StepBench {
         let mut dims = vec![self.batch];
         dims.extend(self.spec.input);
         samlab_core::limits::product("batch-size", &dims, MAX_PARAMS)?;
-        self.sam().check(self.batch)
+        let sam = self.sam().check(self.batch)?;
+        sam.require_layers(
+            &format!("{} without normalization", self.spec.arch.name()),
+            true,
+            self.spec.norm != crate::nn::NormKind::None,
+        )?;
+        Ok(sam)
     }
 }
 
@@ -161,6 +173,7 @@ pub fn time_steps(bench: &StepBench, device: &Device) -> Result<StepTiming, Conf
             break;
         }
     }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     Ok(StepTiming {
@@ -168,6 +181,7 @@ pub fn time_steps(bench: &StepBench, device: &Device) -> Result<StepTiming, Conf
         steps: times.len(),
         warmup_s,
         median_step_s: median,
+        mean_step_s: mean,
         images_per_s: bench.batch as f64 / median,
     })
 }
@@ -201,6 +215,7 @@ pub fn estimate_seconds(
             batch,
             rho,
             m,
+            variant: Variant::Sam,
             precision: config.train.precision,
             warmup: 1,
             steps: 3,

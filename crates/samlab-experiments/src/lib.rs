@@ -15,6 +15,7 @@ mod relu_kinks;
 mod relu_sparse;
 mod theory_bias;
 mod theory_convergence;
+mod variants_diag;
 
 pub mod plan;
 pub mod reproduce;
@@ -287,6 +288,7 @@ pub fn all() -> Vec<Box<dyn Experiment>> {
         Box::new(relu_sparse::LargeStepDiag),
         Box::new(relu_sparse::LargeStepRelu1d),
         Box::new(relu_sparse::TeacherStudentSparsity),
+        Box::new(variants_diag::VariantsDiag),
         Box::new(deep_perturbations::Perturbations),
         Box::new(deep_msharpness::MSharpness),
         Box::new(deep_switch::Switching),
