@@ -85,7 +85,7 @@ pub struct VariantArgs {
     pub variant_gamma: Option<f64>,
 }
 
-/// `--variant`.
+/// `--variant`, in the order of [`Variant::DEFAULTS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum VariantArg {
     /// Plain SAM.
@@ -167,34 +167,32 @@ impl VariantArgs {
                 )));
             }
         }
-        Ok(self.variant.map(|v| match v {
-            VariantArg::Sam => Variant::Sam,
-            VariantArg::Asam => Variant::Asam {
-                eta: self.variant_eta.unwrap_or(0.01),
+        Ok(self.variant.map(|v| match Variant::DEFAULTS[v as usize] {
+            Variant::Asam { eta } => Variant::Asam {
+                eta: self.variant_eta.unwrap_or(eta),
             },
-            VariantArg::Gsam => Variant::Gsam {
-                alpha: self.variant_alpha.unwrap_or(0.1),
+            Variant::Gsam { alpha } => Variant::Gsam {
+                alpha: self.variant_alpha.unwrap_or(alpha),
             },
-            VariantArg::FisherSam => Variant::FisherSam {
-                eta: self.variant_eta.unwrap_or(1.0),
+            Variant::FisherSam { eta } => Variant::FisherSam {
+                eta: self.variant_eta.unwrap_or(eta),
             },
-            VariantArg::Fsam => Variant::Fsam {
-                sigma: self.variant_sigma.unwrap_or(1.0),
-                lambda: self.variant_lambda.unwrap_or(0.6),
+            Variant::Fsam { sigma, lambda } => Variant::Fsam {
+                sigma: self.variant_sigma.unwrap_or(sigma),
+                lambda: self.variant_lambda.unwrap_or(lambda),
             },
-            VariantArg::Vasso => Variant::Vasso {
-                theta: self.variant_theta.unwrap_or(0.4),
+            Variant::Vasso { theta } => Variant::Vasso {
+                theta: self.variant_theta.unwrap_or(theta),
             },
-            VariantArg::Looksam => Variant::LookSam {
-                k: self.variant_k.unwrap_or(5),
-                alpha: self.variant_alpha.unwrap_or(0.7),
+            Variant::LookSam { k, alpha } => Variant::LookSam {
+                k: self.variant_k.unwrap_or(k),
+                alpha: self.variant_alpha.unwrap_or(alpha),
             },
-            VariantArg::Esam => Variant::Esam {
-                beta: self.variant_beta.unwrap_or(0.6),
-                gamma: self.variant_gamma.unwrap_or(0.5),
+            Variant::Esam { beta, gamma } => Variant::Esam {
+                beta: self.variant_beta.unwrap_or(beta),
+                gamma: self.variant_gamma.unwrap_or(gamma),
             },
-            VariantArg::Msam => Variant::Msam,
-            VariantArg::SamOn => Variant::SamOn,
+            plain @ (Variant::Sam | Variant::Msam | Variant::SamOn) => plain,
         }))
     }
 }
@@ -371,5 +369,20 @@ impl LrArgs {
         };
         schedule.check()?;
         Ok(schedule)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--variant NAME` picks the default variant of the same name.
+    #[test]
+    fn variant_names_follow_the_defaults() {
+        for v in VariantArg::value_variants() {
+            let default = format!("{:?}", Variant::DEFAULTS[*v as usize]);
+            let kind = default.split(' ').next().unwrap();
+            assert_eq!(kind.to_lowercase(), format!("{v:?}").to_lowercase());
+        }
     }
 }

@@ -39,18 +39,8 @@ pub trait Oracle {
     type Space: Space;
     /// The source of the perturbations' randomness.
     type Rng;
-    /// `out += scale * sum over i in rows of grad l_i(w)` for `pass`; returns `sum over i in rows of l_i(w)` when
-    /// the oracle computes it on the way (0 otherwise).
-    fn add_gradient(
-        &mut self,
-        pass: Pass,
-        w: &Vector<Self>,
-        rows: &[usize],
-        scale: f64,
-        out: &mut Vector<Self>,
-    ) -> f64;
-    /// `out = scale * sum over i in rows of grad l_i(w)`, returning what [`Oracle::add_gradient`] returns (`out`
-    /// holds any vector of the right shape: it is overwritten).
+    /// `out = scale * sum over i in rows of grad l_i(w)` for `pass` (`out` holds any vector of the right shape: it
+    /// is overwritten); returns `sum over i in rows of l_i(w)` when the oracle computes it on the way (0 otherwise).
     fn gradient(
         &mut self,
         pass: Pass,
@@ -93,7 +83,8 @@ pub trait Oracle {
 /// An analytic engine's oracle, over a flat `f64` vector in host memory. Every such oracle is an [`Oracle`] with
 /// NumPy-compatible noise, ASAM scaling every parameter, no momentum and no normalization layers.
 pub trait HostOracle {
-    /// [`Oracle::add_gradient`] (the pass does not matter here).
+    /// `out += scale * sum over i in rows of grad l_i(w)`, returning what [`Oracle::gradient`] returns (the pass
+    /// does not matter here).
     fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64;
     /// The length of the parameter vector.
     fn dim(&self) -> usize;
@@ -118,17 +109,6 @@ pub trait HostOracle {
 impl<T: HostOracle> Oracle for T {
     type Space = Host;
     type Rng = NumpyRandomState;
-
-    fn add_gradient(
-        &mut self,
-        _: Pass,
-        w: &Vec<f64>,
-        rows: &[usize],
-        scale: f64,
-        out: &mut Vec<f64>,
-    ) -> f64 {
-        HostOracle::add_gradient(self, w, rows, scale, out)
-    }
 
     fn gradient(
         &mut self,
@@ -279,6 +259,12 @@ impl<S: Space> Ascent<S> {
         self.at_w = false;
     }
 
+    /// `delta` = `r g / ||g||`.
+    fn perturb_along_g(&mut self, r: f64) {
+        scaled_unit::<S>(r, &self.g, &mut self.delta);
+        self.at_w = false;
+    }
+
     /// Adds the descent direction of one group at `w` to `acc`: $\sum_{i \in G} \nabla \ell_i(w + \delta_G)$ for
     /// SAM with radius `rho` (the gradient at `w` for `rho = 0`), or the variant's replacement, in
     /// [`Oracle::descent_unit`]s. The ascent uses the gradient of the mean loss over `ascent_rows` (the group
@@ -330,8 +316,7 @@ impl<S: Space> Ascent<S> {
                 match state.direction.as_mut() {
                     None => {
                         state.direction = Some(self.g.clone());
-                        let g = self.g.clone();
-                        self.perturb_along(rho, &g);
+                        self.perturb_along_g(rho);
                     }
                     Some(m) => {
                         let mut d = self.g.clone();
@@ -350,13 +335,11 @@ impl<S: Space> Ascent<S> {
                         d
                     }
                 };
-                scaled_unit::<S>(rho, d, &mut self.delta);
-                self.at_w = false;
+                self.perturb_along(rho, d);
             }
             Variant::Gsam { alpha } => {
                 self.unperturbed(oracle, w, ascent_rows);
-                let g = self.g.clone();
-                self.perturb_along(rho, &g);
+                self.perturb_along_g(rho);
                 self.descent(oracle, w, rows, unit);
                 // g_perp = g - (g . g_p / ||g_p||^2) g_p; the direction is g_p - alpha g_perp (in descent units).
                 let along = S::dot(&self.g, &self.gp) / S::dot(&self.gp, &self.gp);
@@ -380,8 +363,7 @@ impl<S: Space> Ascent<S> {
                     S::axpy(acc, unit, &d);
                     return self.loss;
                 }
-                let g = self.g.clone();
-                self.perturb_along(rho, &g);
+                self.perturb_along_g(rho);
                 self.descent(oracle, w, rows, unit);
                 // g_v: the part of the SAM gradient of the mean loss orthogonal to g.
                 let along = S::dot(&self.g, &self.gp) / S::dot(&self.g, &self.g);

@@ -143,6 +143,27 @@ pub enum Variant {
 }
 
 impl Variant {
+    /// Each variant at its default options (`--variant NAME` without `--variant-*` options), plain SAM first, in
+    /// the order of the CLI's names.
+    pub const DEFAULTS: [Variant; 10] = [
+        Variant::Sam,
+        Variant::Asam { eta: 0.01 },
+        Variant::Gsam { alpha: 0.1 },
+        Variant::FisherSam { eta: 1.0 },
+        Variant::Fsam {
+            sigma: 1.0,
+            lambda: 0.6,
+        },
+        Variant::Vasso { theta: 0.4 },
+        Variant::LookSam { k: 5, alpha: 0.7 },
+        Variant::Esam {
+            beta: 0.6,
+            gamma: 0.5,
+        },
+        Variant::Msam,
+        Variant::SamOn,
+    ];
+
     /// Whether the variant keeps state across steps (one direction for the whole batch).
     pub fn is_stateful(self) -> bool {
         matches!(

@@ -113,11 +113,7 @@ impl StepBench {
         dims.extend(self.spec.input);
         samlab_core::limits::product("batch-size", &dims, MAX_PARAMS)?;
         let sam = self.sam().check(self.batch)?;
-        sam.require_layers(
-            &format!("{} without normalization", self.spec.arch.name()),
-            true,
-            self.spec.norm != crate::nn::NormKind::None,
-        )?;
+        crate::oracle::require_layers(&sam, self.spec.arch, self.spec.norm)?;
         Ok(sam)
     }
 }

@@ -6,10 +6,13 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
 use samlab_core::ascent::{Oracle, Pass};
 use samlab_core::param_space::Space;
+use samlab_core::sam::CheckedSam;
+use samlab_core::ConfigError;
 
-use crate::nn::{BnMode, BnStats, Ctx};
+use crate::models::Arch;
+use crate::nn::{BnMode, BnStats, Ctx, NormKind};
 use crate::rng::Stream;
-use crate::trainer::{axpy, dot, normal_like, Batch, BnPolicy, ParamVec, Trainer};
+use crate::trainer::{axpy, dot, normal_like, scale, Batch, BnPolicy, ParamVec, Trainer};
 
 /// A network's parameters as one vector: a list of flat tensors on the device. Reductions synchronize once.
 pub struct Tensors;
@@ -34,15 +37,11 @@ impl Space for Tensors {
     }
 
     fn axpy(y: &mut ParamVec, a: f64, x: &ParamVec) {
-        *y = if a == 1.0 {
-            zip_map(y, x, |y, x| y + x)
-        } else {
-            axpy(y, a, x)
-        };
+        *y = axpy(y, a, x);
     }
 
     fn set_scaled(y: &mut ParamVec, a: f64, x: &ParamVec) {
-        *y = x.iter().map(|x| x.clone().mul_scalar(a)).collect();
+        *y = scale(x, a);
     }
 
     fn blend(y: &mut ParamVec, a: f64, b: f64, x: &ParamVec) {
@@ -50,11 +49,11 @@ impl Space for Tensors {
     }
 
     fn scale(y: &mut ParamVec, a: f64) {
-        y.iter_mut().for_each(|t| *t = t.clone().mul_scalar(a));
+        *y = scale(y, a);
     }
 
     fn set_sum(y: &mut ParamVec, a: &ParamVec, b: &ParamVec) {
-        *y = zip_map(a, b, |a, b| a + b);
+        *y = axpy(a, 1.0, b);
     }
 
     fn mul(y: &mut ParamVec, x: &ParamVec) {
@@ -66,6 +65,16 @@ impl Space for Tensors {
             .map(|g| g.clone() / g.clone().square().mul_scalar(eta).add_scalar(1.0))
             .collect()
     }
+}
+
+/// Refuses a SAM variant that needs what a network `arch` with normalization `norm` lacks: SAM-ON needs
+/// normalization layers (MSAM's momentum buffer is always there).
+pub fn require_layers(sam: &CheckedSam, arch: Arch, norm: NormKind) -> Result<(), ConfigError> {
+    sam.require_layers(
+        &format!("{} without normalization", arch.name()),
+        true,
+        norm != NormKind::None,
+    )
 }
 
 /// One micro-batch of a step as an [`Oracle`]. Rows `0..m` are the micro-batch's examples, rows `m..2m` the
@@ -154,20 +163,6 @@ impl Oracle for DeepOracle<'_, '_> {
     type Space = Tensors;
     type Rng = Stream;
 
-    fn add_gradient(
-        &mut self,
-        pass: Pass,
-        w: &ParamVec,
-        rows: &[usize],
-        scale: f64,
-        out: &mut ParamVec,
-    ) -> f64 {
-        let mut g = out.clone();
-        self.gradient(pass, w, rows, scale, &mut g);
-        Tensors::axpy(out, 1.0, &g);
-        0.0
-    }
-
     fn gradient(
         &mut self,
         pass: Pass,
@@ -184,10 +179,7 @@ impl Oracle for DeepOracle<'_, '_> {
         *out = if (factor - 1.0).abs() < 1e-12 {
             p.grads
         } else {
-            p.grads
-                .iter()
-                .map(|g| g.clone().mul_scalar(factor))
-                .collect()
+            crate::trainer::scale(&p.grads, factor)
         };
         if whole {
             self.seen = Some((p.loss.mul_scalar(rows.len() as f64), p.logits));

@@ -716,11 +716,7 @@ pub fn check_config(config: &DeepRunConfig) -> Result<(), RunError> {
         .model
         .norm
         .unwrap_or_else(|| config.model.arch.default_norm());
-    config.sam.check(t.batch_size)?.require_layers(
-        &format!("{} without normalization", config.model.arch.name()),
-        true,
-        norm != NormKind::None,
-    )?;
+    crate::oracle::require_layers(&config.sam.check(t.batch_size)?, config.model.arch, norm)?;
     if t.curvature_every > 0 {
         if t.curvature_examples == 0 || t.curvature_examples > t.eval_train_examples {
             return Err(bad(

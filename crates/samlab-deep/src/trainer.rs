@@ -311,11 +311,17 @@ pub fn normal_like(net: &Network, stream: &mut Stream, device: &Device) -> Param
         .collect()
 }
 
-/// `a + s * b`, tensor by tensor.
+/// `a + s * b`, tensor by tensor (without the multiplication for `s = 1`).
 pub fn axpy(a: &[Tensor<1>], s: f64, b: &[Tensor<1>]) -> ParamVec {
     a.iter()
         .zip(b)
-        .map(|(x, y)| x.clone() + y.clone().mul_scalar(s))
+        .map(|(x, y)| {
+            if s == 1.0 {
+                x.clone() + y.clone()
+            } else {
+                x.clone() + y.clone().mul_scalar(s)
+            }
+        })
         .collect()
 }
 

@@ -212,6 +212,20 @@ fn write_raw(path: &Path, spec: &ModelSpec, tensors: Vec<(String, Vec<usize>, Ve
     fs::write(path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
 }
 
+/// The checkpoint `raw` with its metadata `key` set to `value` (the checksum covers the tensors only).
+fn with_metadata(raw: &[u8], key: &str, value: &str) -> Vec<u8> {
+    let st = SafeTensors::deserialize(raw).unwrap();
+    let (_, header) = SafeTensors::read_metadata(raw).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    meta.insert(key.to_string(), value.to_string());
+    let names = st.names();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = names
+        .iter()
+        .map(|&n| (n.to_string(), st.tensor(n).unwrap()))
+        .collect();
+    safetensors::serialize(views, Some(meta)).unwrap()
+}
+
 #[test]
 fn hostile_checkpoints_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
@@ -350,6 +364,41 @@ fn hostile_checkpoints_are_clear_errors() {
                 "non-finite",
             ],
         );
+    }
+    // The SAM variant's state: a non-finite direction, bad metadata, a flag that disagrees with the tensors.
+    let mut c = good.clone();
+    c.variant.as_mut().unwrap()[2][0] = f32::NAN;
+    c.save(&bad).unwrap();
+    expect_err(
+        &bad,
+        &["variant direction tensor optimizer.variant.", "non-finite"],
+    );
+    let without = Checkpoint {
+        variant: None,
+        variant_steps: 0,
+        ..good.clone()
+    };
+    without.save(&bad).unwrap();
+    let raw_without = fs::read(&bad).unwrap();
+    for (source, key, value, message) in [
+        (&raw, "variant", "maybe", "bad variant flag \"maybe\""),
+        (&raw, "variant_steps", "-3", "bad variant_steps \"-3\""),
+        (&raw, "variant_steps", "1e400", "bad variant_steps"),
+        (
+            &raw,
+            "variant",
+            "false",
+            "holds a tensor optimizer.variant.",
+        ),
+        (
+            &raw_without,
+            "variant",
+            "true",
+            "lacks the variant direction tensor",
+        ),
+    ] {
+        fs::write(&bad, with_metadata(source, key, value)).unwrap();
+        expect_err(&bad, &[message]);
     }
     // Another format, and a SafeTensors file without samlab's metadata.
     fs::write(&bad, b"PK\x03\x04 not a checkpoint at all").unwrap();

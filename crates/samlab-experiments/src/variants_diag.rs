@@ -23,31 +23,26 @@ const SEEDS: [u32; 3] = [0, 1, 2];
 /// SGD's.
 const SHRINKS: f64 = 10.0;
 
-/// The methods compared: a label, SGD (`None`) or the variant of normalized SAM, each variant at the CLI's
-/// default options.
-const METHODS: [(&str, Option<Variant>); 9] = [
-    ("SGD", None),
-    ("SAM", Some(Variant::Sam)),
-    ("ASAM", Some(Variant::Asam { eta: 0.01 })),
-    ("GSAM", Some(Variant::Gsam { alpha: 0.1 })),
-    ("Fisher-SAM", Some(Variant::FisherSam { eta: 1.0 })),
-    (
-        "F-SAM",
-        Some(Variant::Fsam {
-            sigma: 1.0,
-            lambda: 0.6,
-        }),
-    ),
-    ("VaSSO", Some(Variant::Vasso { theta: 0.4 })),
-    ("LookSAM", Some(Variant::LookSam { k: 5, alpha: 0.7 })),
-    (
-        "ESAM",
-        Some(Variant::Esam {
-            beta: 0.6,
-            gamma: 0.5,
-        }),
-    ),
+/// The labels of SGD and of the first 8 of [`Variant::DEFAULTS`] (plain SAM and the variants the analytic engines
+/// run).
+const LABELS: [&str; 9] = [
+    "SGD",
+    "SAM",
+    "ASAM",
+    "GSAM",
+    "Fisher-SAM",
+    "F-SAM",
+    "VaSSO",
+    "LookSAM",
+    "ESAM",
 ];
+
+/// The methods compared: each label with SGD (`None`) or its variant of normalized SAM at the default options.
+fn methods() -> impl Iterator<Item = (&'static str, Option<Variant>)> {
+    LABELS
+        .into_iter()
+        .zip(std::iter::once(None).chain(Variant::DEFAULTS.map(Some)))
+}
 
 /// The implicit bias of the SAM variants on diagonal nets.
 pub struct VariantsDiag;
@@ -63,7 +58,7 @@ fn iters(ctx: &Ctx) -> usize {
 /// Every method at every seed, method by method, named `<method>_seed<s>`.
 fn configs(ctx: &Ctx) -> Vec<(String, DiagRunConfig)> {
     let mut runs = Vec::new();
-    for (label, variant) in METHODS {
+    for (label, variant) in methods() {
         let sam = match variant {
             None => SamConfig::erm(),
             Some(variant) => SamConfig {
@@ -154,10 +149,10 @@ impl Experiment for VariantsDiag {
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let out = ctx.diag_runs(self.id(), configs(ctx))?;
         let per_method: Vec<&[DiagOutcome]> = out.chunks(SEEDS.len()).collect();
-        let methods: Vec<Method> = per_method.iter().map(|runs| Method::of(runs)).collect();
-        let (sgd, sam, asam) = (&methods[0], &methods[1], &methods[2]);
+        let results: Vec<Method> = per_method.iter().map(|runs| Method::of(runs)).collect();
+        let (sgd, sam, asam) = (&results[0], &results[1], &results[2]);
         let spec = self.claims();
-        let variants = || METHODS.iter().zip(&methods).skip(2);
+        let variants = || methods().zip(&results).skip(2);
         let list = |pick: &dyn Fn(&Method) -> f64| {
             variants()
                 .map(|((label, _), m)| format!("{label} {}", fmt_compact(pick(m))))
@@ -166,11 +161,11 @@ impl Experiment for VariantsDiag {
         };
         let worse_than_sgd: Vec<&str> = variants()
             .filter(|(_, m)| m.test.0 >= sgd.test.0 || m.test.0.is_nan())
-            .map(|((label, _), _)| *label)
+            .map(|((label, _), _)| label)
             .collect();
         let lose_bias: Vec<&str> = variants()
             .filter(|(_, m)| m.alpha_eff * SHRINKS > sgd.alpha_eff || m.alpha_eff.is_nan())
-            .map(|((label, _), _)| *label)
+            .map(|((label, _), _)| label)
             .collect();
         let mut table = vec![[
             "method",
@@ -181,7 +176,7 @@ impl Experiment for VariantsDiag {
         ]
         .map(String::from)
         .to_vec()];
-        for ((label, _), m) in METHODS.iter().zip(&methods) {
+        for ((label, _), m) in methods().zip(&results) {
             table.push(vec![
                 label.to_string(),
                 format!("{} ± {}", fmt_loss(m.test.0), fmt_loss(m.test.1)),
@@ -190,10 +185,10 @@ impl Experiment for VariantsDiag {
                 m.prediction.map_or("does not apply".into(), fmt_compact),
             ]);
         }
-        let labelled: Vec<(String, &DiagOutcome)> = METHODS
+        let labelled: Vec<(String, &DiagOutcome)> = LABELS
             .iter()
             .zip(&per_method)
-            .map(|((label, _), runs)| (label.to_string(), &runs[0]))
+            .map(|(label, runs)| (label.to_string(), &runs[0]))
             .collect();
         let names = |v: &[&str]| {
             if v.is_empty() {
@@ -205,8 +200,13 @@ impl Experiment for VariantsDiag {
         Ok(Section {
             title: self.title().into(),
             text: format!(
-                "The notebook's problem (n=20, d=30, r=3), u0 = {ALPHA}, SGD with batch {BATCH} and lr {LR} for {} updates, seeds {SEEDS:?}. Every SAM method is normalized with rho = {RHO} and each variant at the CLI's default options (ASAM eta 0.01, GSAM alpha 0.1, Fisher-SAM eta 1, F-SAM sigma 1 lambda 0.6, VaSSO theta 0.4, LookSAM k 5 alpha 0.7, ESAM beta 0.6 gamma 0.5). Gradients per update: SGD 1, LookSAM 1.2, the others 2. One radius for all, not a radius validated per variant: a variant that needs another radius is at a disadvantage here. Normalized SAM at a constant radius does not interpolate (its train loss stalls near 1e-4), so Theorem 1's identity, which needs the train loss to fall 1e4-fold, applies to SGD only: its column says so.",
-                iters(ctx)
+                "The notebook's problem (n=20, d=30, r=3), u0 = {ALPHA}, SGD with batch {BATCH} and lr {LR} for {} updates, seeds {SEEDS:?}. Every SAM method is normalized with rho = {RHO} and each variant at its default options ({}). Gradients per update: SGD 1, LookSAM 1.2, the others 2. One radius for all, not a radius validated per variant: a variant that needs another radius is at a disadvantage here. Normalized SAM at a constant radius does not interpolate (its train loss stalls near 1e-4), so Theorem 1's identity, which needs the train loss to fall 1e4-fold, applies to SGD only: its column says so.",
+                iters(ctx),
+                methods()
+                    .skip(2)
+                    .filter_map(|(_, v)| v.map(|v| format!("{v:?}")))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
             figures: vec![curves_figure(
                 &ctx.dir(self.id()),
