@@ -341,6 +341,15 @@ fn bench_step_flags_are_checked_before_anything_is_allocated() {
         (&["--image-size", "100000"], "more than 2147483648"),
         (&["--width", "100000000"], "at most 65536"),
         (&["--device", "tpu"], "compiled backends"),
+        (
+            &["--rho", "0.05", "--variant", "sam-on"],
+            "needs normalization layers",
+        ),
+        (&["--variant", "looksam", "--variant-k", "0"], "k"),
+        (
+            &["--variant-theta", "0.5"],
+            "--variant-theta is an option of",
+        ),
     ] {
         let args = [&["bench-step", "--model", "mlp"][..], flags].concat();
         refused(tmp.path(), &args, &[expect]);

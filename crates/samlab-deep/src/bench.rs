@@ -67,6 +67,7 @@ impl StepBench {
             // ERM with groups of m: micro-batch ("ghost") BatchNorm passes, as the trainer takes them.
             return SamConfig {
                 grouping: self.m.map_or(Grouping::WholeBatch, Grouping::Size),
+                variant: self.variant,
                 ..SamConfig::erm()
             };
         }

@@ -572,7 +572,9 @@ fn prepare(fig: &Figure) -> Result<Prepared, PlotError> {
                         String::new()
                     },
                     points,
-                    dashed: s.dashed,
+                    // Past the palette, colours come round again: those series are dashed so that none looks
+                    // like an earlier one.
+                    dashed: s.dashed || (s.color.is_none() && index >= PALETTE.len()),
                     markers: s.markers,
                     band: if series.len() == first {
                         band_polygon(&s.band, fig)
@@ -1112,6 +1114,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (svg, png) = render(&fig, &dir.path().join("bad")).unwrap();
         assert!(svg.exists() && png.exists());
+    }
+
+    /// Past the palette's colours, series are dashed: no two lines of a figure look alike.
+    #[test]
+    fn series_past_the_palette_are_dashed() {
+        let mut fig = loglog_figure();
+        fig.series.truncate(1);
+        for k in 1..PALETTE.len() + 2 {
+            fig.series.push(Series::new(
+                format!("s{k}"),
+                vec![(1.0, 1.0), (10.0, k as f64)],
+            ));
+        }
+        let prepared = prepare(&fig).unwrap();
+        let dashed: Vec<bool> = prepared.series.iter().map(|s| s.dashed).collect();
+        assert_eq!(dashed.iter().filter(|&&d| d).count(), 2, "{dashed:?}");
+        assert!(dashed[PALETTE.len()] && dashed[PALETTE.len() + 1]);
     }
 
     #[test]
