@@ -406,6 +406,9 @@ pub struct Progress {
     pub rows: Vec<EpochRow>,
     /// Seconds spent in updates so far.
     pub train_seconds: f64,
+    /// Gradients computed by the updates so far (forward and backward passes; absent in older checkpoints).
+    #[serde(default)]
+    pub gradient_evals: u64,
     /// How many times the run was resumed.
     pub resumes: usize,
 }
@@ -480,6 +483,9 @@ pub struct Summary {
     pub train_seconds: f64,
     /// Mean training images per second.
     pub images_per_s: f64,
+    /// Gradients computed by the updates (forward and backward passes): 1 per update for ERM, 2 for SAM.
+    #[serde(default)]
+    pub gradient_evals: u64,
     /// Backend.
     pub device: String,
     /// Precision of the training passes.
@@ -1074,6 +1080,7 @@ fn summarize(config: &DeepRunConfig, p: &Plan, progress: &Progress, status: Stat
         } else {
             0.0
         },
+        gradient_evals: progress.gradient_evals,
         device: config.train.device.clone(),
         precision: config.train.precision,
         resumes: progress.resumes,
@@ -1144,14 +1151,17 @@ fn run_loop(
         let started = Instant::now();
         let (mut loss_sum, mut wrong, mut seen, mut noisy_wrong, mut noisy_seen) =
             (0.0, 0usize, 0usize, 0usize, 0usize);
+        let mut gradient_evals = 0;
         let (mut lr, mut rho) = (0.0, 0.0);
         for b in first..last {
             let batch = batch_from_order(config, p, &order, epoch, b, bs);
             (lr, rho) = sam.lr_rho_at(&t.lr, step, p.total_steps);
             let prev = previous.as_ref().unwrap_or(&batch);
             let outcome = trainer.step(&mut state, &batch, prev, lr, rho, step as u64);
+            gradient_evals += outcome.gradient_evals;
             if !outcome.finite {
                 progress.train_seconds += started.elapsed().as_secs_f64();
+                progress.gradient_evals += gradient_evals;
                 return finish(config, p, out, progress, Status::Diverged);
             }
             loss_sum += outcome.loss_sum;
@@ -1170,6 +1180,7 @@ fn run_loop(
         }
         let seconds = started.elapsed().as_secs_f64();
         progress.train_seconds += seconds;
+        progress.gradient_evals += gradient_evals;
         let eval = |set: &ImageSet| {
             evaluate(
                 &p.net,

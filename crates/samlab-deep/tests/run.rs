@@ -264,6 +264,9 @@ fn a_variant_run_resumes_exactly_with_its_state_in_the_checkpoint() {
     assert!(saved.variant.is_some());
     let resumed = run::resume(&part, &mut Quiet).unwrap();
     assert_eq!(without_timings(&resumed.rows), without_timings(&full.rows));
+    // 15 steps: a SAM step (2 gradients) at steps 0, 3, ..., 12, one gradient in between; counted across the resume.
+    assert_eq!(full.summary.gradient_evals, 5 * 2 + 10);
+    assert_eq!(resumed.summary.gradient_evals, full.summary.gradient_evals);
     let (a, b) = (
         Checkpoint::load(&tmp.path().join("full/checkpoint/last.ckpt")).unwrap(),
         Checkpoint::load(&last).unwrap(),
