@@ -164,6 +164,22 @@ impl Variant {
         Variant::SamOn,
     ];
 
+    /// Its name in reports ("SAM", "ASAM", "Fisher-SAM", ...).
+    pub fn label(self) -> &'static str {
+        match self {
+            Variant::Sam => "SAM",
+            Variant::Asam { .. } => "ASAM",
+            Variant::Gsam { .. } => "GSAM",
+            Variant::FisherSam { .. } => "Fisher-SAM",
+            Variant::Fsam { .. } => "F-SAM",
+            Variant::Vasso { .. } => "VaSSO",
+            Variant::LookSam { .. } => "LookSAM",
+            Variant::Esam { .. } => "ESAM",
+            Variant::Msam => "MSAM",
+            Variant::SamOn => "SAM-ON",
+        }
+    }
+
     /// Whether the variant keeps state across steps (one direction for the whole batch).
     pub fn is_stateful(self) -> bool {
         matches!(

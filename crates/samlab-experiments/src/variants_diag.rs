@@ -23,25 +23,15 @@ const SEEDS: [u32; 3] = [0, 1, 2];
 /// SGD's.
 const SHRINKS: f64 = 10.0;
 
-/// The labels of SGD and of the first 8 of [`Variant::DEFAULTS`] (plain SAM and the variants the analytic engines
-/// run).
-const LABELS: [&str; 9] = [
-    "SGD",
-    "SAM",
-    "ASAM",
-    "GSAM",
-    "Fisher-SAM",
-    "F-SAM",
-    "VaSSO",
-    "LookSAM",
-    "ESAM",
-];
-
-/// The methods compared: each label with SGD (`None`) or its variant of normalized SAM at the default options.
+/// The methods compared: SGD (`None`), then plain SAM and the variants the analytic engines run (the first 8 of
+/// [`Variant::DEFAULTS`]), each with its label.
 fn methods() -> impl Iterator<Item = (&'static str, Option<Variant>)> {
-    LABELS
-        .into_iter()
-        .zip(std::iter::once(None).chain(Variant::DEFAULTS.map(Some)))
+    std::iter::once(("SGD", None)).chain(
+        Variant::DEFAULTS
+            .into_iter()
+            .take(8)
+            .map(|v| (v.label(), Some(v))),
+    )
 }
 
 /// The implicit bias of the SAM variants on diagonal nets.
@@ -185,8 +175,8 @@ impl Experiment for VariantsDiag {
                 m.prediction.map_or("does not apply".into(), fmt_compact),
             ]);
         }
-        let labelled: Vec<(String, &DiagOutcome)> = LABELS
-            .iter()
+        let labelled: Vec<(String, &DiagOutcome)> = methods()
+            .map(|(label, _)| label)
             .zip(&per_method)
             .map(|(label, runs)| (label.to_string(), &runs[0]))
             .collect();

@@ -8,12 +8,29 @@
 //! $\lVert x \rVert + 10^{-12}$ everywhere, so a variant at its reducing options (ASAM without scaling, GSAM with
 //! $\alpha = 0$, Fisher-SAM with $\eta = 0$, F-SAM with $\sigma = 0$, VaSSO with $\theta = 1$, LookSAM with $k = 1$,
 //! ESAM with $\beta = \gamma = 1$) computes plain normalized SAM bit for bit.
+//!
+//! Each variant's rule is a file of its own: an `impl Ascent` method that either sets the perturbation, after
+//! which [`Ascent::group`] takes the plain descent at `w + delta` (it returns `true`), or adds its own descent
+//! direction to the accumulator (GSAM, LookSAM, ESAM: `false`).
+
+mod asam;
+mod esam;
+mod fisher_sam;
+mod fsam;
+mod gsam;
+mod look_sam;
+mod msam;
+mod sam_on;
+mod vasso;
 
 use std::ops::Range;
 
 use crate::numpy_rng::NumpyRandomState;
 pub use crate::param_space::{Host, Space};
 use crate::sam::{Normalization, Perturbation, SamConfig, Variant};
+pub use asam::scaled_delta;
+pub use esam::esam_delta;
+pub use fisher_sam::fisher_delta;
 
 /// A parameter vector of oracle `O`'s space.
 pub type Vector<O> = <<O as Oracle>::Space as Space>::Vector;
@@ -181,6 +198,20 @@ pub struct Ascent<S: Space> {
     loss: f64,
 }
 
+/// One group's step as the variants see it.
+struct Group<'a, S: Space> {
+    /// The weights.
+    w: &'a S::Vector,
+    /// The group's examples.
+    rows: &'a [usize],
+    /// The examples of the ascent (the group, or its previous-batch stand-in).
+    ascent_rows: &'a [usize],
+    /// The radius.
+    rho: f64,
+    /// The oracle's descent unit for the group.
+    unit: f64,
+}
+
 /// `out = r x / (||x|| + 1e-12)` (the zero vector stays zero).
 fn scaled_unit<S: Space>(r: f64, x: &S::Vector, out: &mut S::Vector) {
     S::set_scaled(out, r / (S::norm(x) + 1e-12), x);
@@ -296,173 +327,40 @@ impl<S: Space> Ascent<S> {
             S::axpy(acc, 1.0, &self.gp);
             return self.loss;
         }
-        match sam.variant {
-            Variant::Sam => self.sam_delta(oracle, sam, rho, w, ascent_rows, rng),
-            Variant::Asam { eta } => {
-                self.unperturbed(oracle, w, ascent_rows);
-                let t = oracle.asam_scaling(w, eta);
-                scaled_delta::<S>(rho, &t, &self.g, &mut self.delta);
-                self.at_w = false;
+        let at = Group {
+            w,
+            rows,
+            ascent_rows,
+            rho,
+            unit,
+        };
+        // Whether the plain descent at w + delta remains (the variants that only perturb).
+        let descend = match sam.variant {
+            Variant::Sam => {
+                self.sam_delta(oracle, sam, rho, w, ascent_rows, rng);
+                true
             }
-            Variant::FisherSam { eta } => {
-                self.unperturbed(oracle, w, ascent_rows);
-                fisher_delta::<S>(rho, eta, &self.g, &mut self.delta);
-                self.at_w = false;
-            }
-            Variant::Fsam { sigma, lambda } => {
-                self.unperturbed(oracle, w, ascent_rows);
-                // As the official code: the first direction is g, which starts the average; later ones remove the
-                // previous average, which then takes in g.
-                match state.direction.as_mut() {
-                    None => {
-                        state.direction = Some(self.g.clone());
-                        self.perturb_along_g(rho);
-                    }
-                    Some(m) => {
-                        let mut d = self.g.clone();
-                        S::axpy(&mut d, -sigma, m);
-                        S::blend(m, lambda, 1.0 - lambda, &self.g);
-                        self.perturb_along(rho, &d);
-                    }
-                }
-            }
-            Variant::Vasso { theta } => {
-                self.unperturbed(oracle, w, ascent_rows);
-                let d = match state.direction.as_mut() {
-                    None => state.direction.insert(self.g.clone()),
-                    Some(d) => {
-                        S::blend(d, 1.0 - theta, theta, &self.g);
-                        d
-                    }
-                };
-                self.perturb_along(rho, d);
-            }
-            Variant::Gsam { alpha } => {
-                self.unperturbed(oracle, w, ascent_rows);
-                self.perturb_along_g(rho);
-                self.descent(oracle, w, rows, unit);
-                // g_perp = g - (g . g_p / ||g_p||^2) g_p; the direction is g_p - alpha g_perp (in descent units).
-                let along = S::dot(&self.g, &self.gp) / S::dot(&self.gp, &self.gp);
-                let mut perp = self.g.clone();
-                S::axpy(&mut perp, -along, &self.gp);
-                S::axpy(acc, 1.0, &self.gp);
-                S::axpy(acc, -alpha * unit, &perp);
-                state.steps += 1;
-                return self.loss;
-            }
-            Variant::LookSam { k, alpha } => {
-                self.unperturbed(oracle, w, ascent_rows);
-                let full = state.steps.is_multiple_of(k as u64) || state.direction.is_none();
-                state.steps += 1;
-                if !full {
-                    // Reuse the stored orthogonal component, scaled to this gradient: one gradient per step.
-                    let gv = state.direction.as_ref().expect("stored by a full step");
-                    let c = alpha * S::norm(&self.g) / (S::norm(gv) + 1e-12);
-                    let mut d = self.g.clone();
-                    S::axpy(&mut d, c, gv);
-                    S::axpy(acc, unit, &d);
-                    return self.loss;
-                }
-                self.perturb_along_g(rho);
-                self.descent(oracle, w, rows, unit);
-                // g_v: the part of the SAM gradient of the mean loss orthogonal to g.
-                let along = S::dot(&self.g, &self.gp) / S::dot(&self.g, &self.g);
-                let mut gv = self.gp.clone();
-                S::axpy(&mut gv, -along, &self.g);
-                S::scale(&mut gv, 1.0 / unit);
-                state.direction = Some(gv);
-                S::axpy(acc, 1.0, &self.gp);
-                return self.loss;
-            }
+            Variant::Asam { eta } => self.asam(oracle, &at, eta),
+            Variant::FisherSam { eta } => self.fisher_sam(oracle, &at, eta),
+            Variant::Fsam { sigma, lambda } => self.fsam(oracle, &at, (sigma, lambda), state),
+            Variant::Vasso { theta } => self.vasso(oracle, &at, theta, state),
+            Variant::Msam => self.msam(oracle, rho),
+            Variant::SamOn => self.sam_on(oracle, &at),
+            Variant::Gsam { alpha } => self.gsam(oracle, &at, alpha, acc),
+            Variant::LookSam { k, alpha } => self.look_sam(oracle, &at, (k, alpha), state, acc),
             Variant::Esam { beta, gamma } => {
                 let mask = (beta < 1.0).then(|| oracle.keep(rng, beta));
-                self.esam(
-                    oracle,
-                    w,
-                    rows,
-                    ascent_rows,
-                    rho,
-                    (beta, gamma),
-                    mask.as_ref(),
-                    acc,
-                );
-                state.steps += 1;
-                return self.loss;
+                let pair = (beta, gamma);
+                self.esam(oracle, w, rows, ascent_rows, rho, pair, mask.as_ref(), acc);
+                false
             }
-            Variant::Msam => {
-                // Along the momentum buffer, against the coming update: no ascent gradient.
-                self.at_w = true;
-                if let Some(v) = oracle.momentum() {
-                    let n = S::norm(v);
-                    if n > 0.0 {
-                        S::set_scaled(&mut self.delta, -rho / (n + 1e-12), v);
-                        self.at_w = false;
-                    }
-                }
-            }
-            Variant::SamOn => {
-                self.unperturbed(oracle, w, ascent_rows);
-                let mask = oracle
-                    .normalization_mask()
-                    .expect("SAM-ON is refused on a model without normalization layers");
-                let mut kept = self.g.clone();
-                S::mul(&mut kept, &mask);
-                self.perturb_along(rho, &kept);
-            }
+        };
+        if descend {
+            self.descent(oracle, w, rows, unit);
+            S::axpy(acc, 1.0, &self.gp);
         }
-        self.descent(oracle, w, rows, unit);
-        S::axpy(acc, 1.0, &self.gp);
         state.steps += 1;
         self.loss
-    }
-
-    /// ESAM's group step with the coordinates `mask` keeps (all of them for `None`): the perturbation of
-    /// [`esam_delta`], then the descent on the fraction `gamma` of `rows` whose loss rises most (standing for the
-    /// whole group).
-    #[allow(clippy::too_many_arguments)]
-    pub fn esam<O: Oracle<Space = S>>(
-        &mut self,
-        oracle: &mut O,
-        w: &S::Vector,
-        rows: &[usize],
-        ascent_rows: &[usize],
-        rho: f64,
-        (beta, gamma): (f64, f64),
-        mask: Option<&S::Vector>,
-        acc: &mut S::Vector,
-    ) {
-        let unit = oracle.descent_unit(rows.len());
-        self.unperturbed(oracle, w, ascent_rows);
-        esam_delta::<S>(rho, beta, mask, &self.g, &mut self.delta);
-        self.at_w = false;
-        let selected = self.sharpest(oracle, w, rows, gamma);
-        self.descent(oracle, w, &selected, unit);
-        S::axpy(acc, 1.0, &self.gp);
-    }
-
-    /// ESAM's sharpness-sensitive data selection: the examples whose loss rises most from `w` to `w + delta`, the
-    /// fraction `gamma` of `rows` (all of them for `gamma >= 0.99`, as the official code).
-    fn sharpest<O: Oracle<Space = S>>(
-        &mut self,
-        oracle: &mut O,
-        w: &S::Vector,
-        rows: &[usize],
-        gamma: f64,
-    ) -> Vec<usize> {
-        if gamma >= 0.99 {
-            return rows.to_vec();
-        }
-        let (mut before, mut after) = (vec![0.0; rows.len()], vec![0.0; rows.len()]);
-        oracle.losses(w, rows, &mut before);
-        S::set_sum(&mut self.point, w, &self.delta);
-        oracle.losses(&self.point, rows, &mut after);
-        let rise: Vec<f64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-        let keep = ((rows.len() as f64 * gamma) as usize).max(1);
-        let mut order: Vec<usize> = (0..rows.len()).collect();
-        order.sort_by(|&a, &b| rise[b].total_cmp(&rise[a]));
-        let mut kept: Vec<usize> = order[..keep].to_vec();
-        kept.sort_unstable();
-        kept.into_iter().map(|k| rows[k]).collect()
     }
 
     /// Plain SAM's perturbation of radius `rho` at `w` from the gradients on `rows`: `ascent_steps` steps of
@@ -519,37 +417,6 @@ impl<S: Space> Ascent<S> {
             }
         }
     }
-}
-
-/// The perturbation $\delta = \rho\, T^2 g / \lVert T g \rVert$ for a diagonal scaling $T$: ASAM's with
-/// $T = |w| + \eta$ on its scaled parameters, plain SAM's with $T = 1$.
-pub fn scaled_delta<S: Space>(rho: f64, t: &S::Vector, g: &S::Vector, delta: &mut S::Vector) {
-    let mut tg = g.clone();
-    S::mul(&mut tg, t);
-    scaled_unit::<S>(rho, &tg, delta);
-    S::mul(delta, t);
-}
-
-/// ESAM's stochastic weight perturbation: the normalized gradient on the coordinates `mask` keeps (every one for
-/// `None`), scaled by $\rho / \beta$ (as the official code, normalized over the kept coordinates).
-pub fn esam_delta<S: Space>(
-    rho: f64,
-    beta: f64,
-    mask: Option<&S::Vector>,
-    g: &S::Vector,
-    delta: &mut S::Vector,
-) {
-    let mut kept = g.clone();
-    if let Some(mask) = mask {
-        S::mul(&mut kept, mask);
-    }
-    scaled_unit::<S>(rho / beta, &kept, delta);
-}
-
-/// Fisher-SAM's perturbation: $f = g / (1 + \eta g^2)$, $\delta = \rho f / \sqrt{g \cdot f}$.
-pub fn fisher_delta<S: Space>(rho: f64, eta: f64, g: &S::Vector, delta: &mut S::Vector) {
-    let f = S::inverse_fisher(g, eta);
-    S::set_scaled(delta, rho / (S::dot(g, &f).sqrt() + 1e-12), &f);
 }
 
 /// The variants at the options that reduce them to plain normalized SAM (for the engines' tests).
