@@ -44,6 +44,8 @@ pub struct DeepScale {
     pub seeds: Vec<u64>,
     /// Radii of SAM (batch and previous-batch) in the Fig. 1 comparison.
     pub rho_grid: Vec<f64>,
+    /// The SAM variants' short radius grid (a variant whose step is smaller scales it: see `variants_deep`).
+    pub variant_grid: Vec<f64>,
     /// Radii of the random-perturbation baseline (the expected norm of the noise).
     pub random_grid: Vec<f64>,
     /// Group sizes of the m-sharpness comparison (the batch size first).
@@ -105,6 +107,7 @@ impl DeepScale {
             } else {
                 vec![0.05, 0.2, 0.8]
             },
+            variant_grid: if quick { vec![0.2] } else { vec![0.05, 0.2] },
             random_grid: if quick {
                 vec![3.2]
             } else {
@@ -148,6 +151,7 @@ impl DeepScale {
             base,
             seeds: if quick { vec![0] } else { vec![0, 1, 2] },
             rho_grid: (0..6).map(grid).collect(),
+            variant_grid: vec![0.05, 0.1, 0.2],
             random_grid: vec![0.35, 3.5, 35.0],
             m_grid: vec![128, 64, 32, 16, 8],
             rho: 0.1,

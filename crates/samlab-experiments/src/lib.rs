@@ -15,6 +15,7 @@ mod relu_kinks;
 mod relu_sparse;
 mod theory_bias;
 mod theory_convergence;
+mod variants_deep;
 mod variants_diag;
 
 pub mod plan;
@@ -294,6 +295,7 @@ pub fn all() -> Vec<Box<dyn Experiment>> {
         Box::new(deep_switch::Switching),
         Box::new(deep_noise::LabelNoise),
         Box::new(deep_ablations::Ablations),
+        Box::new(variants_deep::VariantsDeep),
     ]
 }
 
