@@ -406,11 +406,30 @@ pub struct Progress {
     pub rows: Vec<EpochRow>,
     /// Seconds spent in updates so far.
     pub train_seconds: f64,
-    /// Gradients computed by the updates so far (forward and backward passes; absent in older checkpoints).
+    /// Gradients computed by the updates so far (forward and backward passes); `None` when unknown (a run
+    /// started before samlab counted them).
     #[serde(default)]
-    pub gradient_evals: u64,
+    pub gradient_evals: Option<u64>,
     /// How many times the run was resumed.
     pub resumes: usize,
+}
+
+impl Progress {
+    /// A run's progress before its first update.
+    fn new() -> Self {
+        Progress {
+            gradient_evals: Some(0),
+            ..Progress::default()
+        }
+    }
+
+    /// Counts updates that took `seconds` and computed `gradients`.
+    fn add_updates(&mut self, seconds: f64, gradients: u64) {
+        self.train_seconds += seconds;
+        if let Some(n) = self.gradient_evals.as_mut() {
+            *n += gradients;
+        }
+    }
 }
 
 /// The best epoch by validation error.
@@ -483,9 +502,10 @@ pub struct Summary {
     pub train_seconds: f64,
     /// Mean training images per second.
     pub images_per_s: f64,
-    /// Gradients computed by the updates (forward and backward passes): 1 per update for ERM, 2 for SAM.
+    /// Gradients computed by the updates (forward and backward passes): 1 per update for ERM, 2 for SAM; null
+    /// when unknown (a run started before samlab counted them).
     #[serde(default)]
-    pub gradient_evals: u64,
+    pub gradient_evals: Option<u64>,
     /// Backend.
     pub device: String,
     /// Precision of the training passes.
@@ -923,7 +943,7 @@ fn start_fresh(
             &p.device,
         ),
     };
-    run_locked(config, p, writer, state, Progress::default(), observer)
+    run_locked(config, p, writer, state, Progress::new(), observer)
 }
 
 /// [`run_loop`], then (once the run is no longer `running`) commits it, deleting any earlier run that `force` set
@@ -1160,8 +1180,7 @@ fn run_loop(
             let outcome = trainer.step(&mut state, &batch, prev, lr, rho, step as u64);
             gradient_evals += outcome.gradient_evals;
             if !outcome.finite {
-                progress.train_seconds += started.elapsed().as_secs_f64();
-                progress.gradient_evals += gradient_evals;
+                progress.add_updates(started.elapsed().as_secs_f64(), gradient_evals);
                 return finish(config, p, out, progress, Status::Diverged);
             }
             loss_sum += outcome.loss_sum;
@@ -1179,8 +1198,7 @@ fn run_loop(
             observer.step(step);
         }
         let seconds = started.elapsed().as_secs_f64();
-        progress.train_seconds += seconds;
-        progress.gradient_evals += gradient_evals;
+        progress.add_updates(seconds, gradient_evals);
         let eval = |set: &ImageSet| {
             evaluate(
                 &p.net,

@@ -88,7 +88,7 @@ fn groups(scale: &DeepScale) -> Vec<Vec<(String, DeepRunConfig)>> {
 struct Method {
     label: String,
     runs: Vec<RunOutcome>,
-    /// Mean gradient evaluations per update.
+    /// Mean gradient evaluations per update (NaN when unknown).
     gradients: f64,
     /// Mean wall-clock seconds per epoch over seeds.
     epoch_seconds: f64,
@@ -98,7 +98,10 @@ impl Method {
     fn new(label: String, runs: Vec<RunOutcome>) -> Method {
         let per =
             |f: fn(&RunOutcome) -> f64| runs.iter().map(f).sum::<f64>() / runs.len().max(1) as f64;
-        let gradients = per(|o| o.summary.gradient_evals as f64 / o.summary.steps.max(1) as f64);
+        // NaN when a run does not know its count (made before samlab counted gradients).
+        let gradients = per(|o| {
+            o.summary.gradient_evals.map_or(f64::NAN, |n| n as f64) / o.summary.steps.max(1) as f64
+        });
         let epoch_seconds = per(|o| o.summary.train_seconds / o.summary.epochs.max(1) as f64);
         Method {
             label,
@@ -168,6 +171,15 @@ fn time_figure(ctx: &Ctx, id: &str, methods: &[&Method], erm: [&Method; 2]) -> R
         y_range: low.is_finite().then_some((low - 0.5, low + 5.0)),
     };
     Ok(samlab_report::render(&figure, &ctx.dir(id).join("error_vs_time"))?.0)
+}
+
+/// Gradients per update, "unknown" for runs made before samlab counted them.
+fn fmt_gradients(x: f64) -> String {
+    if x.is_nan() {
+        "unknown".into()
+    } else {
+        format!("{x:.2}")
+    }
 }
 
 /// "a, b" or "none".
@@ -248,7 +260,7 @@ impl Experiment for VariantsDeep {
                 fmt_pct(&m.errors()),
                 fmt_mean(&values(&m.runs, test_loss)),
                 fmt_paired(&m.errors(), &erm.errors(), true),
-                format!("{:.2}", m.gradients),
+                fmt_gradients(m.gradients),
                 format!("{:.2}", m.epoch_seconds),
                 format!("{:.2}x", m.seconds() / erm.seconds()),
             ]);
@@ -356,11 +368,11 @@ impl Experiment for VariantsDeep {
         );
         let claim4 = spec[4].judge(
             format!(
-                "gradients per update: SAM {:.2}, {}; seconds per epoch: SAM {:.2}, {}",
-                sam.gradients,
+                "gradients per update: SAM {}, {}; seconds per epoch: SAM {:.2}, {}",
+                fmt_gradients(sam.gradients),
                 efficient
                     .iter()
-                    .map(|m| format!("{} {:.2}", m.label, m.gradients))
+                    .map(|m| format!("{} {}", m.label, fmt_gradients(m.gradients)))
                     .collect::<Vec<_>>()
                     .join(", "),
                 sam.epoch_seconds,
