@@ -503,18 +503,6 @@ impl HostOracle for DiagOracle<'_, '_> {
         2 * self.flat.d
     }
 
-    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
-        let d = self.flat.d;
-        let s = self.residual_sum(w, rows, scale);
-        let (u, v) = w.split_at(d);
-        let (out_u, out_v) = out.split_at_mut(d);
-        for (((ou, ov), (&u, &v)), &s) in out_u.iter_mut().zip(out_v).zip(u.iter().zip(v)).zip(s) {
-            *ou += s * v;
-            *ov += s * u;
-        }
-        0.0
-    }
-
     fn gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
         let d = self.flat.d;
         let s = self.residual_sum(w, rows, scale);

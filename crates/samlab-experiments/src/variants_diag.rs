@@ -7,6 +7,7 @@ use samlab_core::data::SparseRegression;
 use samlab_core::sam::{Normalization, SamConfig, Variant};
 use samlab_report::Section;
 
+use super::deep_common::mean_std;
 use super::{
     curves_figure, diag_config, fmt_compact, fmt_loss, ClaimSpec, Ctx, Experiment, PlannedRun,
 };
@@ -66,14 +67,6 @@ fn configs(ctx: &Ctx) -> Vec<(String, DiagRunConfig)> {
         }
     }
     runs
-}
-
-/// Mean and sample standard deviation.
-fn mean_std(x: &[f64]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let mean = x.iter().sum::<f64>() / n;
-    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    (mean, var.sqrt())
 }
 
 /// One method's runs, summarized.

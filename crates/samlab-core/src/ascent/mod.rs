@@ -100,16 +100,10 @@ pub trait Oracle {
 /// An analytic engine's oracle, over a flat `f64` vector in host memory. Every such oracle is an [`Oracle`] with
 /// NumPy-compatible noise, ASAM scaling every parameter, no momentum and no normalization layers.
 pub trait HostOracle {
-    /// `out += scale * sum over i in rows of grad l_i(w)`, returning what [`Oracle::gradient`] returns (the pass
-    /// does not matter here).
-    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64;
     /// The length of the parameter vector.
     fn dim(&self) -> usize;
-    /// [`Oracle::gradient`].
-    fn gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
-        out.fill(0.0);
-        self.add_gradient(w, rows, scale, out)
-    }
+    /// [`Oracle::gradient`] (the pass does not matter here).
+    fn gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64;
     /// [`Oracle::losses`].
     fn losses(&mut self, w: &[f64], rows: &[usize], out: &mut [f64]);
     /// [`Oracle::ascent_scale`].

@@ -377,8 +377,9 @@ impl HostOracle for ReluOracle<'_, '_> {
         self.dim
     }
 
-    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
+    fn gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
         let s = self.stepper;
+        out.fill(0.0);
         accumulate_grad(s.shape, w, &s.flat.x, s.flat.y, rows, scale, out, self.pre)
     }
 

@@ -263,7 +263,8 @@ impl HostOracle for LeastSquaresOracle<'_> {
         self.0.a.cols
     }
 
-    fn add_gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
+    fn gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
+        out.fill(0.0);
         for &i in rows {
             let a = self.0.a.row(i);
             let r = scale * (dot(a, w) - self.0.b[i]);
