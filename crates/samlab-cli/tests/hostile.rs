@@ -461,6 +461,17 @@ fn damaged_checkpoints_and_run_directories() {
         &["train", "--resume", "--out", p(&run)],
         &["progress record", "3 steps"],
     );
+    // A forged gradient count: fewer than one per step, or more than any step can take.
+    for n in [1, u64::MAX] {
+        let mut forged = good.clone();
+        forged.progress["gradient_evals"] = n.into();
+        forged.save(&last).unwrap();
+        refused(
+            root,
+            &["train", "--resume", "--out", p(&run)],
+            &["gradient count", &n.to_string()],
+        );
+    }
     // A config.toml naming another model than the checkpoint's.
     good.save(&last).unwrap();
     let config = fs::read_to_string(run.join("config.toml")).unwrap();

@@ -427,7 +427,7 @@ impl Progress {
     fn add_updates(&mut self, seconds: f64, gradients: u64) {
         self.train_seconds += seconds;
         if let Some(n) = self.gradient_evals.as_mut() {
-            *n += gradients;
+            *n = n.saturating_add(gradients);
         }
     }
 }
@@ -1041,6 +1041,23 @@ pub fn resume_on(
                 progress.rows.len(),
                 p.steps_per_epoch,
                 p.total_steps
+            ),
+        }
+        .into());
+    }
+    // Every update takes at least one gradient and at most one per example and ascent step, plus the descent.
+    let most = (progress.steps_done as u64)
+        .saturating_mul(config.train.batch_size as u64)
+        .saturating_mul(config.sam.ascent_steps as u64 + 1);
+    if let Some(n) = progress
+        .gradient_evals
+        .filter(|&n| n < progress.steps_done as u64 || n > most)
+    {
+        return Err(DataError::Read {
+            path,
+            reason: format!(
+                "its gradient count ({n}) does not fit its {} steps",
+                progress.steps_done
             ),
         }
         .into());
