@@ -1,0 +1,17 @@
+"""samlab: Sharpness-Aware Minimization research from Python.
+
+Submodules:
+
+- :mod:`samlab.curvature`: Lanczos eigenpairs, traces (Hutchinson, Hutch++), spectral densities (SLQ) and
+  diagonals of any symmetric operator given as a callable ``matvec(v) -> A @ v``;
+- :mod:`samlab.analytic`: the diagonal linear network engine with every SAM method, and the paper's data;
+- :mod:`samlab.theory`: the hyperbolic entropy, alpha_eff and the implicit-bias interpolators (Theorem 1);
+- :mod:`samlab.runs`: samlab run directories as dicts and tables.
+
+The numerical work happens in samlab's Rust crates (the same code as the ``samlab`` command line).
+"""
+
+from . import analytic, curvature, runs, theory
+from ._samlab import __version__
+
+__all__ = ["__version__", "analytic", "curvature", "runs", "theory"]

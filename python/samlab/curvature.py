@@ -1,0 +1,203 @@
+"""Spectra of a symmetric operator known only through its products ``v -> A @ v``.
+
+Every function takes ``matvec``, a callable that maps a 1-D float64 array of length ``dim`` to ``A @ v`` as a 1-D
+float64 or float32 array of the same length (a NumPy matrix product, a Hessian-vector product of a model, ...).
+The engines are samlab's Rust ones (those of ``samlab hessian``); they run with the GIL released and check for
+Ctrl-C between products. A ``matvec`` that returns the wrong shape, dtype or a non-finite value raises
+``ValueError`` naming it; an exception raised by ``matvec`` propagates unchanged, with its traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+
+from . import _samlab
+from ._repr import summary_repr
+
+MatVec = Callable[[np.ndarray], np.ndarray]
+
+__all__ = [
+    "DensityResult",
+    "DiagonalResult",
+    "LanczosResult",
+    "TraceResult",
+    "density",
+    "diagonal",
+    "lanczos",
+    "trace",
+]
+
+
+@dataclass(frozen=True, repr=False)
+class LanczosResult:
+    """Eigenpairs from Lanczos, each with its true residual ``||A x - theta x||``.
+
+    ``eigenvalues`` are the top ``k`` in decreasing order (``which="top"``), the bottom ``k`` in increasing order
+    (``"bottom"``), or the top ``k`` followed by the bottom ``k`` (``"both"``); ``eigenvectors[:, i]`` is the unit
+    Ritz vector of ``eigenvalues[i]``. Some eigenvalue of A lies within ``residuals[i]`` of ``eigenvalues[i]``.
+    ``converged`` says whether every residual is at most ``tol`` times the largest ``|theta|``.
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    residuals: np.ndarray
+    steps: int
+    products: int
+    converged: bool
+    which: str
+
+    __repr__ = summary_repr
+
+
+@dataclass(frozen=True, repr=False)
+class TraceResult:
+    """A stochastic trace estimate with its standard error.
+
+    ``samples`` are the per-probe values ``z^T A z`` (Hutchinson) or those of the deflated operator (Hutch++, whose
+    low-rank part is exact); ``products`` is the number of operator products used.
+    """
+
+    estimate: float
+    std_error: float
+    products: int
+    method: str
+    samples: np.ndarray
+
+    __repr__ = summary_repr
+
+
+@dataclass(frozen=True, repr=False)
+class DensityResult:
+    """The eigenvalue density by stochastic Lanczos quadrature.
+
+    ``nodes`` and ``weights`` are the quadrature nodes (Ritz values) of all probes and their weights (squared first
+    components of the Ritz vectors divided by the number of probes: they sum to 1); ``probe[i]`` is the probe of
+    node ``i``. ``density`` is their Gaussian-smoothed density (width ``sigma``) on ``grid``; it integrates to about 1.
+    """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    probe: np.ndarray
+    grid: np.ndarray
+    density: np.ndarray
+    sigma: float
+
+    __repr__ = summary_repr
+
+
+@dataclass(frozen=True, repr=False)
+class DiagonalResult:
+    """Hutchinson's estimate of ``diag(A)``: ``mean(z * (A @ z))`` over Rademacher probes ``z``.
+
+    ``std_error`` is each entry's standard error; ``sum_of_squares`` is ``sum(diagonal**2)`` of the estimate
+    (biased up by ``sum(std_error**2)`` on average).
+    """
+
+    diagonal: np.ndarray
+    std_error: np.ndarray
+    sum_of_squares: float
+    probes: int
+
+    __repr__ = summary_repr
+
+
+def _counts(**values: int) -> None:
+    """Refuses negative or non-integer counts with a ValueError naming them (the engines check the ranges)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def lanczos(
+    matvec: MatVec,
+    dim: int,
+    k: int = 1,
+    which: Literal["top", "bottom", "both"] = "top",
+    *,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+    seed: int = 0,
+) -> LanczosResult:
+    """The ``k`` extreme eigenpairs of the symmetric operator ``matvec`` by Lanczos with full reorthogonalisation.
+
+    Args:
+        matvec: ``v -> A @ v`` on 1-D arrays of length ``dim``.
+        dim: the dimension of A (at least 1).
+        k: how many eigenpairs at each requested end (``1 <= k <= dim``).
+        which: ``"top"`` (largest), ``"bottom"`` (smallest, Lanczos on ``-A``) or ``"both"`` (two runs).
+        tol: stop once every wanted residual is at most ``tol`` times the largest ``|theta|``, in (0, 1).
+        max_iter: the most Lanczos steps (one product each) per run; must exceed ``k``.
+        seed: seed of the Gaussian start vector.
+
+    Convergence is not declared before the Krylov space has ``min(dim, max_iter, 2 k + 20)`` dimensions: a small
+    residual proves an eigenpair, not that it is the largest one (see docs/PYTHON.md, "The Lanczos stopping rule").
+
+    Raises:
+        ValueError: ``dim`` 0, ``k`` outside ``1..=dim``, ``max_iter <= k``, ``tol`` outside (0, 1), an unknown
+            ``which``, or ``matvec`` returning a wrong shape, dtype or non-finite value.
+        KeyboardInterrupt: Ctrl-C between two products.
+    """
+    _counts(dim=dim, k=k, max_iter=max_iter, seed=seed)
+    r = _samlab.lanczos(matvec, dim, k, which, tol, max_iter, seed)
+    return LanczosResult(which=which, **r)
+
+
+def trace(
+    matvec: MatVec,
+    dim: int,
+    probes: int = 100,
+    method: Literal["hutchinson", "hutch++"] = "hutchinson",
+    *,
+    seed: int = 0,
+) -> TraceResult:
+    """A stochastic estimate of ``trace(A)`` from ``probes`` operator products, with its standard error.
+
+    ``method="hutchinson"``: the mean of ``z^T A z`` over Rademacher ``z`` (at least 2 probes).
+    ``method="hutch++"``: Hutch++ (Meyer et al. 2021) with the same number of products: a third sketch the
+    dominant range ``Q`` of A, a third give ``trace(Q^T A Q)`` exactly, the rest are Hutchinson probes of the
+    deflated operator; much more accurate when the spectrum decays (at least 4 products).
+
+    Raises:
+        ValueError: ``dim`` 0, too few probes, an unknown ``method``, or a bad ``matvec`` result.
+    """
+    _counts(dim=dim, probes=probes, seed=seed)
+    r = _samlab.trace(matvec, dim, probes, method, seed)
+    return TraceResult(method=method, **r)
+
+
+def density(
+    matvec: MatVec,
+    dim: int,
+    probes: int = 2,
+    steps: int = 30,
+    *,
+    points: int = 400,
+    sigma_rel: float = 0.01,
+    seed: int = 1,
+) -> DensityResult:
+    """The eigenvalue density of A by stochastic Lanczos quadrature (Ubaru, Chen and Saad 2017).
+
+    Args:
+        probes: Rademacher start vectors (at least 1).
+        steps: Lanczos steps per probe, the quadrature nodes (at least 2; at most ``dim`` are taken).
+        points: points of the output grid (2..=100000).
+        sigma_rel: the Gaussian kernel's width relative to the width of the spectrum found, in (0, 1].
+
+    Raises:
+        ValueError: ``dim`` 0, a setting out of range, or a bad ``matvec`` result.
+    """
+    _counts(dim=dim, probes=probes, steps=steps, points=points, seed=seed)
+    return DensityResult(**_samlab.density(matvec, dim, probes, steps, points, sigma_rel, seed))
+
+
+def diagonal(matvec: MatVec, dim: int, probes: int = 100, *, seed: int = 0) -> DiagonalResult:
+    """Hutchinson's estimate of the diagonal of A from ``probes`` Rademacher probes (at least 2).
+
+    Raises:
+        ValueError: ``dim`` 0, fewer than 2 probes, or a bad ``matvec`` result.
+    """
+    _counts(dim=dim, probes=probes, seed=seed)
+    return DiagonalResult(**_samlab.diagonal(matvec, dim, probes, seed))

@@ -1,0 +1,136 @@
+//! `samlab.theory`: Theorem 1's hyperbolic entropy and interpolators (`samlab_core::theory`).
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use samlab_core::diag_net::DiagParams;
+use samlab_core::theory::entropy;
+use samlab_core::theory::interpolators::{self, SolveError};
+use samlab_core::theory::linalg::Matrix;
+
+fn slice<'a>(a: &'a PyReadonlyArray1<'_, f64>, name: &str) -> PyResult<&'a [f64]> {
+    a.as_slice()
+        .map_err(|_| PyValueError::new_err(format!("{name} must be a contiguous array")))
+}
+
+fn same_length(a: &[f64], b: &[f64], names: &str) -> PyResult<()> {
+    if a.len() == b.len() {
+        Ok(())
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{names} must have the same length, got {} and {}",
+            a.len(),
+            b.len()
+        )))
+    }
+}
+
+/// $\phi_a(\beta)$, the hyperbolic entropy with per-coordinate scale `a`.
+#[pyfunction]
+fn hyperbolic_entropy(
+    beta: PyReadonlyArray1<'_, f64>,
+    a: PyReadonlyArray1<'_, f64>,
+) -> PyResult<f64> {
+    let (beta, a) = (slice(&beta, "beta")?, slice(&a, "a")?);
+    same_length(beta, a, "beta and a")?;
+    Ok(entropy::phi(beta, a))
+}
+
+/// $\alpha_{\mathrm{eff}} = \sqrt{\max(u^2 - v^2, 0)}$.
+#[pyfunction]
+fn alpha_eff<'py>(
+    py: Python<'py>,
+    u: PyReadonlyArray1<'py, f64>,
+    v: PyReadonlyArray1<'py, f64>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let (u, v) = (slice(&u, "u")?.to_vec(), slice(&v, "v")?.to_vec());
+    same_length(&u, &v, "u and v")?;
+    Ok(DiagParams { u, v }.alpha_eff().into_pyarray(py))
+}
+
+/// The problem $X\beta = y$ as the theory module's matrix, checked.
+fn system(
+    x: &PyReadonlyArray2<'_, f64>,
+    y: &PyReadonlyArray1<'_, f64>,
+) -> PyResult<(Matrix, Vec<f64>)> {
+    let x = x.as_array();
+    let y = y.as_array();
+    if x.nrows() != y.len() || x.is_empty() {
+        return Err(PyValueError::new_err(format!(
+            "X ({} x {}) and y ({}) do not fit: need at least one row, and one target per row",
+            x.nrows(),
+            x.ncols(),
+            y.len()
+        )));
+    }
+    if x.iter().chain(y.iter()).any(|v| !v.is_finite()) {
+        return Err(PyValueError::new_err("X and y must be finite"));
+    }
+    Ok((Matrix::from_array(&x.to_owned()), y.to_vec()))
+}
+
+fn solve_error(e: SolveError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// The minimum-$\ell_2$ interpolator.
+#[pyfunction]
+fn min_l2<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    y: PyReadonlyArray1<'py, f64>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let (x, y) = system(&x, &y)?;
+    Ok(interpolators::min_l2(&x, &y)
+        .map_err(solve_error)?
+        .into_pyarray(py))
+}
+
+/// The minimum-$\ell_1$ interpolator (a linear program).
+#[pyfunction]
+fn min_l1<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    y: PyReadonlyArray1<'py, f64>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let (x, y) = system(&x, &y)?;
+    let beta = py
+        .detach(|| interpolators::min_l1(&x, &y))
+        .map_err(solve_error)?;
+    Ok(beta.into_pyarray(py))
+}
+
+/// The minimum-entropy interpolator $\arg\min \phi_a(\beta)$ s.t. $X\beta = y$: `(beta, method, newton_steps)`.
+#[pyfunction]
+fn min_entropy<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    y: PyReadonlyArray1<'py, f64>,
+    a: PyReadonlyArray1<'py, f64>,
+) -> PyResult<(Bound<'py, PyArray1<f64>>, &'static str, usize)> {
+    let (x, y) = system(&x, &y)?;
+    let a = slice(&a, "a")?.to_vec();
+    if a.len() != x.cols || a.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        return Err(PyValueError::new_err(format!(
+            "a must hold {} finite positive scales (one per column of X)",
+            x.cols
+        )));
+    }
+    let s = py
+        .detach(|| interpolators::min_entropy(&x, &y, &a))
+        .map_err(solve_error)?;
+    let method = match s.method {
+        interpolators::Method::DualNewton => "dual_newton",
+        interpolators::Method::MinL1Limit => "min_l1_limit",
+    };
+    Ok((s.beta.into_pyarray(py), method, s.iterations))
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(hyperbolic_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(alpha_eff, m)?)?;
+    m.add_function(wrap_pyfunction!(min_l2, m)?)?;
+    m.add_function(wrap_pyfunction!(min_l1, m)?)?;
+    m.add_function(wrap_pyfunction!(min_entropy, m)?)?;
+    Ok(())
+}
