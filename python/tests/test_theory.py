@@ -1,0 +1,55 @@
+"""samlab.theory against closed forms."""
+
+import numpy as np
+import pytest
+
+from samlab import analytic, theory
+
+
+def test_hyperbolic_entropy_is_its_closed_form():
+    beta = np.array([0.3, -1.2, 0.0, 2.5])
+    a = np.array([0.1, 0.5, 1.0, 2.0])
+    want = np.sum(beta * np.arcsinh(2 * beta / a**2) - np.sqrt(beta**2 + a**4 / 4) + a**2 / 2)
+    assert theory.hyperbolic_entropy(beta, a) == pytest.approx(want, rel=1e-12)
+    # One scale for all coordinates, and the l2 limit of large scales.
+    assert theory.hyperbolic_entropy(beta, 0.5) == theory.hyperbolic_entropy(beta, np.full(4, 0.5))
+    big = 1e3
+    assert theory.hyperbolic_entropy(beta, big) == pytest.approx(np.sum(beta**2) / big**2, rel=1e-6)
+    with pytest.raises(ValueError, match="same length"):
+        theory.hyperbolic_entropy(beta, a[:3])
+
+
+def test_alpha_eff_is_its_closed_form():
+    u, v = np.array([1.0, 0.5, 0.2]), np.array([0.6, 0.5, 0.3])
+    np.testing.assert_array_equal(theory.alpha_eff(u, v), [0.8, 0.0, 0.0])
+    with pytest.raises(ValueError, match="same length"):
+        theory.alpha_eff(u, v[:2])
+
+
+def test_interpolators():
+    X, y, _, _, _ = analytic.sparse_regression(n=10, d=25, r=2, n_test=1, seed=4)
+    l2 = theory.min_l2(X, y)
+    np.testing.assert_allclose(l2, np.linalg.pinv(X) @ y, rtol=1e-9, atol=1e-12)
+    l1 = theory.min_l1(X, y)
+    np.testing.assert_allclose(X @ l1, y, atol=1e-8)
+    assert np.abs(l1).sum() <= np.abs(l2).sum() + 1e-9
+    # Large scales: the l2 interpolator; tiny ones: the l1 limit.
+    big = theory.min_entropy(X, y, 100.0)
+    np.testing.assert_allclose(big.beta, l2, atol=1e-6)
+    small = theory.min_entropy(X, y, 1e-8)
+    assert small.method == "min_l1_limit"
+    np.testing.assert_allclose(small.beta, l1, atol=1e-12)
+    # In between, the optimality condition: asinh(2 beta / a^2) lies in the row space of X.
+    a = np.full(25, 0.3)
+    mid = theory.min_entropy(X, y, a)
+    assert mid.method == "dual_newton"
+    np.testing.assert_allclose(X @ mid.beta, y, atol=1e-9)
+    g = np.arcsinh(2 * mid.beta / a**2)
+    nu, *_ = np.linalg.lstsq(X.T, g, rcond=None)
+    np.testing.assert_allclose(X.T @ nu, g, atol=1e-7)
+    with pytest.raises(ValueError, match="do not fit"):
+        theory.min_l2(X, y[:-1])
+    with pytest.raises(ValueError, match="positive scales"):
+        theory.min_entropy(X, y, -1.0)
+    with pytest.raises(ValueError, match="singular"):
+        theory.min_l2(np.vstack([X, X[:1]]), np.append(y, y[0]))
