@@ -290,8 +290,7 @@ impl Lanczos {
 /// 20, 30 or 40 steps in 28, 3 and 3 (slow spectra need more than any fixed number), the larger of two runs
 /// from different start vectors in up to 9% (at twice the products), this rule in none, at about twice the old
 /// rule's products (22 instead of 11 on fast spectra, 45 instead of 23 on slow ones). `max_steps` may cut the
-/// confirmation short; `converged` then still
-/// reports the true residuals.
+/// confirmation short; `converged` then still reports the true residuals.
 pub fn extreme_eigenpairs(
     op: &dyn SymmetricOperator,
     cfg: &LanczosConfig,
