@@ -1,11 +1,13 @@
-//! `samlab.analytic`: the diagonal-net engine (`samlab_core::diag_net`) and the sparse-regression generator.
+//! `samlab.analytic`: the diagonal-net and ReLU-net engines (`samlab_core::diag_net`, `samlab_core::relu_net`)
+//! and their data generators.
 
 use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use samlab_core::data::{Dataset, SparseRegression};
-use samlab_core::diag_net::{self, DiagParams, DiagTrainConfig, RunStatus};
+use samlab_core::diag_net::{self, CurvePoint, DiagParams, DiagTrainConfig, RunStatus};
+use samlab_core::relu_net::{self, ReluInit, ReluNet, ReluTrainConfig, TeacherStudent};
 use samlab_core::sam::Variant;
 
 use crate::IntoPyResult;
@@ -35,6 +37,22 @@ fn variant_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(out)
 }
 
+/// `(X, y, X_test, y_test)` of a data set, then `extra`.
+fn data_tuple<'py>(
+    py: Python<'py>,
+    data: Dataset,
+    extra: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let mut items = vec![
+        data.x_train.into_pyarray(py).into_any(),
+        data.y_train.into_pyarray(py).into_any(),
+        data.x_test.into_pyarray(py).into_any(),
+        data.y_test.into_pyarray(py).into_any(),
+    ];
+    items.extend(extra);
+    PyTuple::new(py, items)
+}
+
 /// The paper's sparse regression data: `(X, y, X_test, y_test, theta)`.
 #[pyfunction]
 fn sparse_regression(
@@ -53,22 +71,92 @@ fn sparse_regression(
         seed,
     };
     let (data, theta) = spec.generate().or_value_error()?;
-    PyTuple::new(
-        py,
-        [
-            data.x_train.into_pyarray(py).into_any(),
-            data.y_train.into_pyarray(py).into_any(),
-            data.x_test.into_pyarray(py).into_any(),
-            data.y_test.into_pyarray(py).into_any(),
-            theta.into_pyarray(py).into_any(),
-        ],
-    )
+    data_tuple(py, data, Some(theta.into_pyarray(py).into_any()))
+}
+
+/// The 12-point 1D regression of the ReLU notebook: `(X, y, X, y)` (no held-out data).
+#[pyfunction]
+fn twelve_points(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+    data_tuple(py, relu_net::twelve_points(), None)
+}
+
+/// Teacher-student data: `(X, y, X_test, y_test, W_teacher, a_teacher)`.
+#[pyfunction]
+fn teacher_student(
+    py: Python<'_>,
+    n: usize,
+    d: usize,
+    teacher_width: usize,
+    n_test: usize,
+    seed: u32,
+) -> PyResult<Bound<'_, PyTuple>> {
+    let spec = TeacherStudent {
+        n,
+        d,
+        teacher_width,
+        n_test,
+        seed,
+    };
+    let (data, teacher) = spec.generate().or_value_error()?;
+    let mut items: Vec<Bound<'_, PyAny>> = data_tuple(py, data, None)?.iter().collect();
+    items.push(teacher.hidden_weights().into_pyarray(py).into_any());
+    items.push(
+        teacher
+            .output_weights()
+            .to_vec()
+            .into_pyarray(py)
+            .into_any(),
+    );
+    PyTuple::new(py, items)
+}
+
+/// A JSON setting of samlab-core, parsed; `what` names it in the error.
+fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> PyResult<T> {
+    serde_json::from_str(json).map_err(|e| PyValueError::new_err(format!("invalid {what}: {e}")))
+}
+
+/// Training and test data from NumPy, checked.
+fn dataset(
+    x: PyReadonlyArray2<'_, f64>,
+    y: PyReadonlyArray1<'_, f64>,
+    x_test: PyReadonlyArray2<'_, f64>,
+    y_test: PyReadonlyArray1<'_, f64>,
+) -> PyResult<Dataset> {
+    let data = Dataset {
+        x_train: x.as_array().to_owned(),
+        y_train: y.as_array().to_owned(),
+        x_test: x_test.as_array().to_owned(),
+        y_test: y_test.as_array().to_owned(),
+    };
+    data.validate().or_value_error()?;
+    Ok(data)
+}
+
+/// A run's curve and status as a dict, to which the engine adds its parameters.
+fn run_dict<'py>(
+    py: Python<'py>,
+    curve: &[CurvePoint],
+    status: RunStatus,
+    iterations: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    let column = |f: fn(&CurvePoint) -> f64| -> Vec<f64> { curve.iter().map(f).collect() };
+    let iteration: Vec<u64> = curve.iter().map(|p| p.iteration as u64).collect();
+    out.set_item("iteration", iteration.into_pyarray(py))?;
+    out.set_item("train_loss", column(|p| p.train_loss).into_pyarray(py))?;
+    out.set_item("test_loss", column(|p| p.test_loss).into_pyarray(py))?;
+    let status = match status {
+        RunStatus::Ok => "ok",
+        RunStatus::Diverged => "diverged",
+    };
+    out.set_item("status", status)?;
+    out.set_item("iterations", iterations)?;
+    Ok(out)
 }
 
 /// Trains a diagonal linear network from $u_0 = \alpha\mathbf 1$, $v_0 = 0$ with the [`DiagTrainConfig`] given as
-/// JSON, the GIL released; returns the final parameters, the curve and the run's status.
+/// JSON, the GIL released.
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
 fn diag_train<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f64>,
@@ -78,49 +166,63 @@ fn diag_train<'py>(
     alpha: f64,
     config: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let config: DiagTrainConfig = serde_json::from_str(config)
-        .map_err(|e| PyValueError::new_err(format!("invalid training settings: {e}")))?;
+    let config: DiagTrainConfig = parse(config, "training settings")?;
     if !(alpha.is_finite() && alpha > 0.0) {
         return Err(PyValueError::new_err(format!(
             "alpha must be finite and > 0, got {alpha}"
         )));
     }
-    let data = Dataset {
-        x_train: x.as_array().to_owned(),
-        y_train: y.as_array().to_owned(),
-        x_test: x_test.as_array().to_owned(),
-        y_test: y_test.as_array().to_owned(),
-    };
-    data.validate().or_value_error()?;
+    let data = dataset(x, y, x_test, y_test)?;
     let init = DiagParams::init(alpha, data.d());
     let run = py
         .detach(|| diag_net::train(&data, &config, init, &mut |_| {}))
         .or_value_error()?;
-    let column =
-        |f: fn(&diag_net::CurvePoint) -> f64| -> Vec<f64> { run.curve.iter().map(f).collect() };
-    let iteration: Vec<u64> = run.curve.iter().map(|p| p.iteration as u64).collect();
-    let out = PyDict::new(py);
-    out.set_item("iteration", iteration.into_pyarray(py))?;
-    out.set_item("train_loss", column(|p| p.train_loss).into_pyarray(py))?;
-    out.set_item("test_loss", column(|p| p.test_loss).into_pyarray(py))?;
+    let out = run_dict(py, &run.curve, run.status, run.iterations)?;
     out.set_item("beta", run.params.beta().into_pyarray(py))?;
     out.set_item("alpha_eff", run.params.alpha_eff().into_pyarray(py))?;
     out.set_item("u", run.params.u.into_pyarray(py))?;
     out.set_item("v", run.params.v.into_pyarray(py))?;
-    out.set_item(
-        "status",
-        match run.status {
-            RunStatus::Ok => "ok",
-            RunStatus::Diverged => "diverged",
-        },
-    )?;
-    out.set_item("iterations", run.iterations)?;
+    Ok(out)
+}
+
+/// Trains a one-hidden-layer ReLU network of `width` neurons, initialized by the [`ReluInit`] given as JSON from
+/// `init_seed`, with the [`ReluTrainConfig`] given as JSON, the GIL released.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn relu_train<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f64>,
+    y: PyReadonlyArray1<'py, f64>,
+    x_test: PyReadonlyArray2<'py, f64>,
+    y_test: PyReadonlyArray1<'py, f64>,
+    width: usize,
+    bias: bool,
+    init: &str,
+    init_seed: u32,
+    config: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let init: ReluInit = parse(init, "initialization")?;
+    let config: ReluTrainConfig = parse(config, "training settings")?;
+    let data = dataset(x, y, x_test, y_test)?;
+    let net = ReluNet::init(&init, width, data.d(), bias, init_seed).or_value_error()?;
+    let run = py
+        .detach(|| relu_net::train(&data, &config, net, &mut |_| {}))
+        .or_value_error()?;
+    let out = run_dict(py, &run.curve, run.status, run.iterations)?;
+    out.set_item("w", run.net.hidden_weights().into_pyarray(py))?;
+    out.set_item("b", run.net.biases().to_vec().into_pyarray(py))?;
+    out.set_item("a", run.net.output_weights().to_vec().into_pyarray(py))?;
+    out.set_item("params", run.net.params().to_vec().into_pyarray(py))?;
+    out.set_item("stopped_early", run.stopped_early)?;
     Ok(out)
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(variant_defaults, m)?)?;
     m.add_function(wrap_pyfunction!(sparse_regression, m)?)?;
+    m.add_function(wrap_pyfunction!(twelve_points, m)?)?;
+    m.add_function(wrap_pyfunction!(teacher_student, m)?)?;
     m.add_function(wrap_pyfunction!(diag_train, m)?)?;
+    m.add_function(wrap_pyfunction!(relu_train, m)?)?;
     Ok(())
 }
