@@ -4,7 +4,8 @@ Submodules:
 
 - :mod:`samlab.curvature`: Lanczos eigenpairs, traces (Hutchinson, Hutch++), spectral densities (SLQ) and
   diagonals of any symmetric operator given as a callable ``matvec(v) -> A @ v``;
-- :mod:`samlab.analytic`: the diagonal linear network engine with every SAM method, and the paper's data;
+- :mod:`samlab.analytic`: the diagonal linear network and ReLU network engines with every SAM method and variant,
+  and the paper's data;
 - :mod:`samlab.theory`: the hyperbolic entropy, alpha_eff and the implicit-bias interpolators (Theorem 1);
 - :mod:`samlab.runs`: samlab run directories as dicts and tables.
 
