@@ -1,9 +1,11 @@
-//! `samlab.theory`: Theorem 1's hyperbolic entropy and interpolators (`samlab_core::theory`).
+//! `samlab.theory`: Theorem 1's hyperbolic entropy and interpolators, Theorem 2's bounds (`samlab_core::theory`).
 
-use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2};
+use ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use samlab_core::diag_net::DiagParams;
+use samlab_core::theory::convergence::{self, LeastSquares};
 use samlab_core::theory::entropy;
 use samlab_core::theory::interpolators::{self, SolveError};
 use samlab_core::theory::linalg::Matrix;
@@ -126,11 +128,110 @@ fn min_entropy<'py>(
     Ok((s.beta.into_pyarray(py), method, s.iterations))
 }
 
+/// Theorem 2's least-squares problem $L(w) = \frac1{2n}\lVert Aw - b\rVert^2$ with Gaussian inputs:
+/// `(A, b, w_star, l_star, beta, mu, sigma2)`, $\sigma^2$ the gradient noise at $w^*$.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+fn least_squares(
+    py: Python<'_>,
+    n: usize,
+    d: usize,
+    noise: f64,
+    seed: u32,
+) -> PyResult<(
+    Bound<'_, PyArray2<f64>>,
+    Bound<'_, PyArray1<f64>>,
+    Bound<'_, PyArray1<f64>>,
+    f64,
+    f64,
+    f64,
+    f64,
+)> {
+    if !(d >= 1 && n >= d) {
+        return Err(PyValueError::new_err(format!(
+            "least squares needs n >= d >= 1, got n = {n}, d = {d}"
+        )));
+    }
+    if !noise.is_finite() {
+        return Err(PyValueError::new_err(format!(
+            "noise must be finite, got {noise}"
+        )));
+    }
+    let p = LeastSquares::generate(n, d, noise, seed);
+    let a = Array2::from_shape_fn((n, d), |(i, j)| p.a.row(i)[j]);
+    let sigma2 = p.variance(&p.w_star);
+    Ok((
+        a.into_pyarray(py),
+        p.b.clone().into_pyarray(py),
+        p.w_star.clone().into_pyarray(py),
+        p.l_star,
+        p.beta,
+        p.mu,
+        sigma2,
+    ))
+}
+
+/// The constants of a least-squares problem, as the bounds of `samlab_core::theory::convergence` read them
+/// (only $\beta$ and $\mu$; the data are not needed).
+fn constants(beta: f64, mu: f64, batch: usize, steps: usize) -> PyResult<LeastSquares> {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !(positive(beta) && positive(mu)) || batch == 0 || steps == 0 {
+        return Err(PyValueError::new_err(format!(
+            "beta and mu must be finite and > 0, batch and steps >= 1; got beta = {beta}, mu = {mu}, batch = \
+             {batch}, steps = {steps}"
+        )));
+    }
+    Ok(LeastSquares {
+        a: Matrix::new(0, 0, Vec::new()),
+        b: Vec::new(),
+        w_star: Vec::new(),
+        l_star: 0.0,
+        beta,
+        mu,
+    })
+}
+
+/// Theorem 2's bound on $\frac1T\sum_t\mathbb E\lVert\nabla L(w_t)\rVert^2$.
+#[pyfunction]
+fn nonconvex_bound(
+    beta: f64,
+    initial_gap: f64,
+    sigma2: f64,
+    batch: usize,
+    steps: usize,
+) -> PyResult<f64> {
+    let p = constants(beta, 1.0, batch, steps)?;
+    Ok(convergence::nonconvex_bound(
+        &p,
+        initial_gap,
+        sigma2,
+        batch,
+        steps,
+    ))
+}
+
+/// The PL bound on $\mathbb E L(w_T) - L^*$.
+#[pyfunction]
+fn pl_bound(
+    beta: f64,
+    mu: f64,
+    initial_gap: f64,
+    sigma2: f64,
+    batch: usize,
+    steps: usize,
+) -> PyResult<f64> {
+    let p = constants(beta, mu, batch, steps)?;
+    Ok(convergence::pl_bound(&p, initial_gap, sigma2, batch, steps))
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hyperbolic_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(alpha_eff, m)?)?;
     m.add_function(wrap_pyfunction!(min_l2, m)?)?;
     m.add_function(wrap_pyfunction!(min_l1, m)?)?;
     m.add_function(wrap_pyfunction!(min_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(least_squares, m)?)?;
+    m.add_function(wrap_pyfunction!(nonconvex_bound, m)?)?;
+    m.add_function(wrap_pyfunction!(pl_bound, m)?)?;
     Ok(())
 }

@@ -53,3 +53,25 @@ def test_interpolators():
         theory.min_entropy(X, y, -1.0)
     with pytest.raises(ValueError, match="singular"):
         theory.min_l2(np.vstack([X, X[:1]]), np.append(y, y[0]))
+
+
+def test_theorem2_bounds_are_their_closed_forms():
+    p = theory.least_squares(50, 20, noise=0.5, seed=0)
+    assert p.A.shape == (50, 20)
+    np.testing.assert_allclose(p.w_star, np.linalg.lstsq(p.A, p.b, rcond=None)[0], rtol=1e-9)
+    assert p.l_star == pytest.approx(np.sum((p.A @ p.w_star - p.b) ** 2) / 100, rel=1e-12)
+    assert p.beta == pytest.approx(np.max(np.sum(p.A**2, axis=1)), rel=1e-12)
+    assert p.mu == pytest.approx(np.linalg.eigvalsh(p.A.T @ p.A / 50)[0], rel=1e-9)
+    per_example = p.A * (p.A @ p.w_star - p.b)[:, None]
+    assert p.sigma2 == pytest.approx(np.mean(np.sum((per_example - per_example.mean(0)) ** 2, axis=1)), rel=1e-9)
+    gap, sigma2, b, t = 0.7, p.sigma2, 4, 1000
+    want = 4 * p.beta * gap / np.sqrt(t) + 8 * sigma2 / (b * np.sqrt(t))
+    assert theory.nonconvex_bound(p.beta, gap, sigma2, b, t) == pytest.approx(want, rel=1e-12)
+    want = 3 * p.beta**2 * gap / (p.mu**2 * t**2) + 22 * p.beta * sigma2 / (p.mu**2 * b * t)
+    assert theory.pl_bound(p.beta, p.mu, gap, sigma2, b, t) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="n >= d"):
+        theory.least_squares(5, 10)
+    with pytest.raises(ValueError, match="batch and steps >= 1"):
+        theory.nonconvex_bound(p.beta, gap, sigma2, 0, t)
+    with pytest.raises(ValueError, match="mu must be finite"):
+        theory.pl_bound(p.beta, 0.0, gap, sigma2, b, t)
