@@ -6,6 +6,7 @@ import numpy as np
 
 __version__: str
 
+def asymmetry(matvec: Callable[[np.ndarray], np.ndarray], dim: int, seed: int) -> float: ...
 def lanczos(
     matvec: Callable[[np.ndarray], np.ndarray], dim: int, k: int, which: str, tol: float, max_iter: int, seed: int
 ) -> dict[str, Any]: ...

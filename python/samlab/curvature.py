@@ -4,7 +4,9 @@ Every function takes ``matvec``, a callable that maps a 1-D float64 array of len
 float64 or float32 array of the same length (a NumPy matrix product, a Hessian-vector product of a model, ...).
 The engines are samlab's Rust ones (those of ``samlab hessian``); they run with the GIL released and check for
 Ctrl-C between products. A ``matvec`` that returns the wrong shape, dtype or a non-finite value raises
-``ValueError`` naming it; an exception raised by ``matvec`` propagates unchanged, with its traceback.
+``ValueError`` naming it; an exception raised by ``matvec`` propagates unchanged, with its traceback. Every
+engine takes ``symmetry_tol``: when given, :func:`asymmetry` is checked first (two more products) and an operator
+above it is a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "DiagonalResult",
     "LanczosResult",
     "TraceResult",
+    "asymmetry",
     "density",
     "diagonal",
     "lanczos",
@@ -111,6 +114,30 @@ def _counts(**values: int) -> None:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
+def asymmetry(matvec: MatVec, dim: int, *, seed: int = 0) -> float:
+    """A two-product check that ``matvec`` is symmetric: ``|u.Av - v.Au| / sqrt((|Au|^2 + |Av|^2) / 2)`` for
+    Gaussian ``u``, ``v``, whose square averages ``||A - A^T||_F^2 / ||A||_F^2``.
+
+    About 1e-15 for a symmetric float64 matrix product; a float32 product (or a Hessian-vector product by finite
+    differences) carries its own rounding, about 1e-7 (resp. its truncation error). A random estimate: a
+    non-symmetric operator passes a threshold ``t`` with probability about ``t ||A||_F / ||A - A^T||_F``.
+
+    Raises:
+        ValueError: ``dim`` 0, or a bad ``matvec`` result.
+    """
+    _counts(dim=dim, seed=seed)
+    return _samlab.asymmetry(matvec, dim, seed)
+
+
+def _check_symmetry(matvec: MatVec, dim: int, symmetry_tol: float | None) -> None:
+    if symmetry_tol is None:
+        return
+    _counts(dim=dim)
+    a = _samlab.asymmetry(matvec, dim, 12345)
+    if not a <= symmetry_tol:
+        raise ValueError(f"matvec is not symmetric: its asymmetry is {a:.3g} > symmetry_tol = {symmetry_tol:g}")
+
+
 def lanczos(
     matvec: MatVec,
     dim: int,
@@ -120,6 +147,7 @@ def lanczos(
     tol: float = 1e-3,
     max_iter: int = 100,
     seed: int = 0,
+    symmetry_tol: float | None = None,
 ) -> LanczosResult:
     """The ``k`` extreme eigenpairs of the symmetric operator ``matvec`` by Lanczos with full reorthogonalisation.
 
@@ -141,6 +169,7 @@ def lanczos(
         KeyboardInterrupt: Ctrl-C between two products.
     """
     _counts(dim=dim, k=k, max_iter=max_iter, seed=seed)
+    _check_symmetry(matvec, dim, symmetry_tol)
     r = _samlab.lanczos(matvec, dim, k, which, tol, max_iter, seed)
     return LanczosResult(which=which, **r)
 
@@ -152,6 +181,7 @@ def trace(
     method: Literal["hutchinson", "hutch++"] = "hutchinson",
     *,
     seed: int = 0,
+    symmetry_tol: float | None = None,
 ) -> TraceResult:
     """A stochastic estimate of ``trace(A)`` from ``probes`` operator products, with its standard error.
 
@@ -164,6 +194,7 @@ def trace(
         ValueError: ``dim`` 0, too few probes, an unknown ``method``, or a bad ``matvec`` result.
     """
     _counts(dim=dim, probes=probes, seed=seed)
+    _check_symmetry(matvec, dim, symmetry_tol)
     r = _samlab.trace(matvec, dim, probes, method, seed)
     return TraceResult(method=method, **r)
 
@@ -177,6 +208,7 @@ def density(
     points: int = 400,
     sigma_rel: float = 0.01,
     seed: int = 1,
+    symmetry_tol: float | None = None,
 ) -> DensityResult:
     """The eigenvalue density of A by stochastic Lanczos quadrature (Ubaru, Chen and Saad 2017).
 
@@ -190,14 +222,18 @@ def density(
         ValueError: ``dim`` 0, a setting out of range, or a bad ``matvec`` result.
     """
     _counts(dim=dim, probes=probes, steps=steps, points=points, seed=seed)
+    _check_symmetry(matvec, dim, symmetry_tol)
     return DensityResult(**_samlab.density(matvec, dim, probes, steps, points, sigma_rel, seed))
 
 
-def diagonal(matvec: MatVec, dim: int, probes: int = 100, *, seed: int = 0) -> DiagonalResult:
+def diagonal(
+    matvec: MatVec, dim: int, probes: int = 100, *, seed: int = 0, symmetry_tol: float | None = None
+) -> DiagonalResult:
     """Hutchinson's estimate of the diagonal of A from ``probes`` Rademacher probes (at least 2).
 
     Raises:
         ValueError: ``dim`` 0, fewer than 2 probes, or a bad ``matvec`` result.
     """
     _counts(dim=dim, probes=probes, seed=seed)
+    _check_symmetry(matvec, dim, symmetry_tol)
     return DiagonalResult(**_samlab.diagonal(matvec, dim, probes, seed))

@@ -8,8 +8,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use samlab_core::spectral::{
-    extreme_eigenvectors, hutchinson_diagonal, hutchinson_trace, hutchpp_trace, slq_density,
-    DensityConfig, LanczosConfig, SymmetricOperator,
+    asymmetry as asymmetry_of, extreme_eigenvectors, hutchinson_diagonal, hutchinson_trace,
+    hutchpp_trace, slq_density, DensityConfig, LanczosConfig, SymmetricOperator,
 };
 
 use crate::IntoPyResult;
@@ -314,7 +314,16 @@ fn diagonal<'py>(
     Ok(out)
 }
 
+/// The two-product symmetry check.
+#[pyfunction]
+fn asymmetry(py: Python<'_>, matvec: Py<PyAny>, dim: usize, seed: u64) -> PyResult<f64> {
+    let op = PyOperator::new(matvec, dim)?;
+    let result = py.detach(|| asymmetry_of(&op, seed));
+    op.finish(result)
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(asymmetry, m)?)?;
     m.add_function(wrap_pyfunction!(lanczos, m)?)?;
     m.add_function(wrap_pyfunction!(trace, m)?)?;
     m.add_function(wrap_pyfunction!(density, m)?)?;

@@ -176,3 +176,15 @@ def test_a_count_that_is_not_a_non_negative_integer_is_refused(value):
         curvature.lanczos(lambda v: v, value)
     with pytest.raises(ValueError, match="probes must be a non-negative integer"):
         curvature.trace(lambda v: v, 5, probes=value)
+
+
+def test_a_non_symmetric_operator_is_refused_when_asked():
+    sym = with_spectrum(SPECTRA["gaussian"], seed=7)
+    assert curvature.asymmetry(matvec_of(sym), 120) < 1e-13
+    assert curvature.asymmetry(lambda v: (sym @ v).astype(np.float32), 120) < 1e-5
+    g = np.random.default_rng(8).standard_normal((120, 120))
+    assert curvature.asymmetry(matvec_of(g), 120) > 0.1
+    for engine in ("lanczos", "trace", "density", "diagonal"):
+        with pytest.raises(ValueError, match="matvec is not symmetric: its asymmetry is"):
+            getattr(curvature, engine)(matvec_of(g), 120, symmetry_tol=1e-6)
+        getattr(curvature, engine)(matvec_of(sym), 120, symmetry_tol=1e-10)

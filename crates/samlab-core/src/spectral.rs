@@ -7,6 +7,7 @@
 //! - [`hutchinson_trace`]: $\operatorname{tr}A \approx \frac1N\sum_i z_i^\top A z_i$ over Rademacher probes,
 //!   with its standard error; [`hutchpp_trace`], Hutch++, with the same number of products;
 //! - [`hutchinson_diagonal`]: $\operatorname{diag}A \approx \frac1N\sum_i z_i \odot A z_i$ with standard errors;
+//! - [`asymmetry`]: a two-product check that an operator is symmetric;
 //! - [`slq_density`]: the eigenvalue density by stochastic Lanczos quadrature (Ubaru, Chen and Saad 2017; the
 //!   method of PyHessian), smoothed by a Gaussian kernel.
 //!
@@ -381,6 +382,26 @@ pub fn extreme_eigenvectors(
             bottom: bottom_vector,
         },
     ))
+}
+
+/// How far `op` is from symmetric, from two products with Gaussian $u$, $v$ seeded by `seed`:
+/// $|u^\top Av - v^\top Au| \,/\, \sqrt{(\lVert Au\rVert^2 + \lVert Av\rVert^2)/2}$, whose square has the mean
+/// $\lVert A - A^\top\rVert_F^2 / \lVert A\rVert_F^2$ over the draws. About $10^{-15}$ for a symmetric matrix in
+/// f64 (the rounding of the products); a random estimate, so a non-symmetric operator passes a threshold $t$ with
+/// probability about $t\lVert A\rVert_F / \lVert A - A^\top\rVert_F$. 0 when both products vanish.
+pub fn asymmetry(op: &dyn SymmetricOperator, seed: u64) -> f64 {
+    let n = op.dim();
+    let mut rng = rng(seed);
+    let (mut u, mut v) = (vec![0.0; n], vec![0.0; n]);
+    rng.fill_standard_normal(&mut u);
+    rng.fill_standard_normal(&mut v);
+    let (au, av) = (op.apply(&u), op.apply(&v));
+    let scale = ((dot(&au, &au) + dot(&av, &av)) / 2.0).sqrt();
+    if scale > 0.0 {
+        (dot(&u, &av) - dot(&v, &au)).abs() / scale
+    } else {
+        0.0
+    }
 }
 
 /// A stochastic trace estimate.
@@ -966,6 +987,25 @@ mod tests {
         let d = hutchinson_diagonal(&diag, 2, 0).unwrap();
         assert_eq!((d.diagonal, d.std_error), (vec![3.0, -1.0], vec![0.0, 0.0]));
         assert!(hutchinson_diagonal(&diag, 1, 0).is_err());
+    }
+
+    #[test]
+    fn asymmetry_tells_symmetric_operators_from_others() {
+        let sym = with_spectrum(&spectrum(50), 13);
+        assert!(asymmetry(&sym, 0) < 1e-13, "{}", asymmetry(&sym, 0));
+        // A symmetric matrix plus a small antisymmetric part: the measure scales with it.
+        let mut data = sym.data.clone();
+        data[1] += 1e-3;
+        data[50] -= 1e-3;
+        let skewed = asymmetry(&DenseSymmetric::new(50, data), 0);
+        assert!((1e-6..1e-3).contains(&skewed), "{skewed}");
+        let mut r = NumpyRandomState::new(2);
+        let mut g = vec![0.0; 2500];
+        r.fill_standard_normal(&mut g);
+        // A Gaussian matrix: ||A - A^T||_F / ||A||_F = sqrt(2).
+        let generic = asymmetry(&DenseSymmetric::new(50, g), 0);
+        assert!(generic > 0.1, "{generic}");
+        assert_eq!(asymmetry(&DenseSymmetric::new(2, vec![0.0; 4]), 0), 0.0);
     }
 
     #[test]
