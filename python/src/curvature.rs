@@ -11,6 +11,7 @@ use samlab_core::spectral::{
     asymmetry as asymmetry_of, extreme_eigenvectors, hutchinson_diagonal, hutchinson_trace,
     hutchpp_trace, slq_density, DensityConfig, LanczosConfig, SymmetricOperator,
 };
+use samlab_core::{limits, ConfigError};
 
 use crate::IntoPyResult;
 
@@ -30,6 +31,7 @@ impl PyOperator {
         if dim == 0 {
             return Err(PyValueError::new_err("dim must be at least 1, got 0"));
         }
+        limits::product("dim", &[dim], limits::MAX_ELEMENTS).or_value_error()?;
         Ok(PyOperator {
             matvec,
             dim,
@@ -138,6 +140,17 @@ struct Extremes {
     converged: bool,
 }
 
+/// A Lanczos settings error, with the fields named as `lanczos`'s arguments.
+fn lanczos_error(e: ConfigError) -> PyErr {
+    let ConfigError::Invalid { field, reason } = e;
+    let field = match field {
+        "max_steps" => "max_iter",
+        "top_k" => "k",
+        other => other,
+    };
+    PyValueError::new_err(format!("invalid {field}: {reason}"))
+}
+
 fn extremes(op: &dyn SymmetricOperator, cfg: &LanczosConfig, negate: bool) -> PyResult<Extremes> {
     let sign = if negate { -1.0 } else { 1.0 };
     let (pairs, vectors) = if negate {
@@ -145,7 +158,7 @@ fn extremes(op: &dyn SymmetricOperator, cfg: &LanczosConfig, negate: bool) -> Py
     } else {
         extreme_eigenvectors(op, cfg)
     }
-    .or_value_error()?;
+    .map_err(lanczos_error)?;
     Ok(Extremes {
         values: pairs.top.iter().map(|p| sign * p.value).collect(),
         residuals: pairs.top.iter().map(|p| p.residual).collect(),

@@ -163,6 +163,9 @@ def test_ctrl_c_interrupts_a_run():
         (lambda f: curvature.diagonal(f, 5, probes=0), "probes"),
         (lambda f: curvature.density(f, 5, probes=0), "probes"),
         (lambda f: curvature.density(f, 0), "dim must be at least 1"),
+        (lambda f: curvature.diagonal(f, 2**40), "invalid dim: 1099511627776 would make arrays of more than"),
+        (lambda f: curvature.trace(f, 2**20, probes=3 << 11, method="hutch++"), "invalid probes"),
+        (lambda f: curvature.lanczos(f, 2**30, max_iter=100), "invalid max_iter: 100 Lanczos vectors"),
     ],
 )
 def test_bad_settings_are_value_errors_naming_them(call, words):

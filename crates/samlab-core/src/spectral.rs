@@ -17,7 +17,7 @@ use nalgebra::{DMatrix, SymmetricEigen};
 use serde::{Deserialize, Serialize};
 
 use crate::numpy_rng::NumpyRandomState;
-use crate::ConfigError;
+use crate::{limits, ConfigError};
 
 /// A symmetric linear operator on $\mathbb R^n$.
 pub trait SymmetricOperator {
@@ -430,6 +430,7 @@ pub fn hutchinson_trace(
             reason: format!("the trace needs at least 2 probes, got {probes}"),
         });
     }
+    limits::product("probes", &[probes], limits::MAX_ELEMENTS)?;
     let mut rng = rng(seed);
     let samples: Vec<f64> = (0..probes)
         .map(|_| {
@@ -468,6 +469,8 @@ pub fn hutchpp_trace(
     let n = op.dim();
     let sketch = (products / 3).min(n);
     let probes = products - 2 * sketch;
+    limits::product("probes", &[sketch, n], limits::MAX_ELEMENTS)?;
+    limits::product("probes", &[probes], limits::MAX_ELEMENTS)?;
     let mut rng = rng(seed);
     let mut basis: Vec<Vec<f64>> = Vec::with_capacity(sketch);
     for _ in 0..sketch {
@@ -651,6 +654,11 @@ pub fn slq_density(
     cfg: &DensityConfig,
 ) -> Result<Density, ConfigError> {
     cfg.check()?;
+    limits::product(
+        "density_steps",
+        &[cfg.steps.min(op.dim()), op.dim()],
+        limits::MAX_ELEMENTS,
+    )?;
     let mut rng = rng(cfg.seed);
     let mut nodes = Vec::new();
     let mut weights = Vec::new();
@@ -964,6 +972,10 @@ mod tests {
             "Hutch++ {err_pp} vs Hutchinson {err_h}"
         );
         assert!(hutchpp_trace(&op, 3, 0).is_err());
+        // Sizes that would exhaust memory are refused before anything is allocated.
+        let huge = Diagonal(vec![1.0; 1 << 20]);
+        assert!(hutchpp_trace(&huge, 3 << 11, 0).is_err());
+        assert!(hutchinson_trace(&huge, usize::MAX, 0).is_err());
         // A matrix of rank below the sketch: exact.
         let d = DenseSymmetric::new(3, vec![1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
         let t = hutchpp_trace(&d, 9, 0).unwrap();
