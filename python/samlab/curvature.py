@@ -160,8 +160,9 @@ def lanczos(
         max_iter: the most Lanczos steps (one product each) per run; must exceed ``k``.
         seed: seed of the Gaussian start vector.
 
-    Convergence is not declared before the Krylov space has ``min(dim, max_iter, 2 k + 20)`` dimensions: a small
-    residual proves an eigenpair, not that it is the largest one (see docs/PYTHON.md, "The Lanczos stopping rule").
+    Stopping rule: a small residual proves an eigenpair, not that it is the largest one. So once the residuals
+    first pass, at Krylov dimension ``j0``, Lanczos goes on to dimension ``max(2 j0, 20)`` (capped at ``max_iter``
+    and ``dim``) and stops there if they pass again (see docs/PYTHON.md, "The Lanczos stopping rule").
 
     Raises:
         ValueError: ``dim`` 0, ``k`` outside ``1..=dim``, ``max_iter <= k``, ``tol`` outside (0, 1), an unknown
