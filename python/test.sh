@@ -2,7 +2,8 @@
 # Builds the samlab Python package (release wheel) and runs its checks: ruff, then pytest.
 #
 # The virtual environment (SAMLAB_VENV, default ~/.cache/samlab-venv) is created on first use and reused; packages
-# are installed only when missing. The Rust build goes to SAMLAB_PY_TARGET_DIR (default ~/.cache/samlab-py-target).
+# are installed only when missing (torch==2.9.0 included, for samlab.torch). The Rust build goes to
+# SAMLAB_PY_TARGET_DIR (default ~/.cache/samlab-py-target).
 # Needs python3 (with venv) and cargo. Works from any directory.
 set -euo pipefail
 
@@ -20,6 +21,11 @@ for pkg in maturin numpy pytest ruff; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
     "$py" -m pip install --quiet --disable-pip-version-check "${missing[@]}"
+fi
+# samlab.torch's tests need PyTorch: about 7 GB from PyPI with its CUDA libraries, which it runs without (CPU).
+# Installed once into the cached environment, skipped whenever torch imports.
+if ! "$py" -c "import torch" >/dev/null 2>&1; then
+    "$py" -m pip install --quiet --disable-pip-version-check "torch==2.9.0"
 fi
 
 wheels="$(mktemp -d)"

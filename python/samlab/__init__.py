@@ -7,7 +7,9 @@ Submodules:
 - :mod:`samlab.analytic`: the diagonal linear network and ReLU network engines with every SAM method and variant,
   and the paper's data;
 - :mod:`samlab.theory`: the hyperbolic entropy, alpha_eff and the implicit-bias interpolators (Theorem 1);
-- :mod:`samlab.runs`: samlab run directories as dicts and tables.
+- :mod:`samlab.runs`: samlab run directories as dicts and tables;
+- :mod:`samlab.torch` (needs PyTorch; not imported by ``import samlab``): Hessian, GGN and residual operators of a
+  PyTorch model for :mod:`samlab.curvature`, and worst-case / average-case m-sharpness.
 
 The numerical work happens in samlab's Rust crates (the same code as the ``samlab`` command line).
 """

@@ -6,7 +6,8 @@ The engines are samlab's Rust ones (those of ``samlab hessian``); they run with 
 Ctrl-C between products. A ``matvec`` that returns the wrong shape, dtype or a non-finite value raises
 ``ValueError`` naming it; an exception raised by ``matvec`` propagates unchanged, with its traceback. Every
 engine takes ``symmetry_tol``: when given, :func:`asymmetry` is checked first (two more products) and an operator
-above it is a ``ValueError``.
+above it is a ``ValueError``. ``dim`` may be left out when ``matvec`` has a ``dim`` attribute (the operators of
+:mod:`samlab.torch`); given as well, it must agree.
 """
 
 from __future__ import annotations
@@ -114,7 +115,20 @@ def _counts(**values: int) -> None:
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
-def asymmetry(matvec: MatVec, dim: int, *, seed: int = 0) -> float:
+def _dim(matvec: MatVec, dim: int | None) -> int:
+    """``dim``, or ``matvec.dim`` when ``dim`` is None (an operator object such as :mod:`samlab.torch`'s); a
+    ValueError when both are given and differ."""
+    own = getattr(matvec, "dim", None)
+    if dim is None:
+        if own is None:
+            raise TypeError("dim is required unless matvec has a dim attribute")
+        return own
+    if own is not None and not isinstance(dim, bool) and isinstance(dim, (int, np.integer)) and dim != own:
+        raise ValueError(f"dim = {dim} disagrees with the operator's dim = {own}")
+    return dim
+
+
+def asymmetry(matvec: MatVec, dim: int | None = None, *, seed: int = 0) -> float:
     """A two-product check that ``matvec`` is symmetric: ``|u.Av - v.Au| / sqrt((|Au|^2 + |Av|^2) / 2)`` for
     Gaussian ``u``, ``v``, whose square averages ``||A - A^T||_F^2 / ||A||_F^2``.
 
@@ -125,6 +139,7 @@ def asymmetry(matvec: MatVec, dim: int, *, seed: int = 0) -> float:
     Raises:
         ValueError: ``dim`` 0, or a bad ``matvec`` result.
     """
+    dim = _dim(matvec, dim)
     _counts(dim=dim, seed=seed)
     return _samlab.asymmetry(matvec, dim, seed)
 
@@ -140,7 +155,7 @@ def _check_symmetry(matvec: MatVec, dim: int, symmetry_tol: float | None) -> Non
 
 def lanczos(
     matvec: MatVec,
-    dim: int,
+    dim: int | None = None,
     k: int = 1,
     which: Literal["top", "bottom", "both"] = "top",
     *,
@@ -169,6 +184,7 @@ def lanczos(
             ``which``, or ``matvec`` returning a wrong shape, dtype or non-finite value.
         KeyboardInterrupt: Ctrl-C between two products.
     """
+    dim = _dim(matvec, dim)
     _counts(dim=dim, k=k, max_iter=max_iter, seed=seed)
     _check_symmetry(matvec, dim, symmetry_tol)
     r = _samlab.lanczos(matvec, dim, k, which, tol, max_iter, seed)
@@ -177,7 +193,7 @@ def lanczos(
 
 def trace(
     matvec: MatVec,
-    dim: int,
+    dim: int | None = None,
     probes: int = 100,
     method: Literal["hutchinson", "hutch++"] = "hutchinson",
     *,
@@ -194,6 +210,7 @@ def trace(
     Raises:
         ValueError: ``dim`` 0, too few probes, an unknown ``method``, or a bad ``matvec`` result.
     """
+    dim = _dim(matvec, dim)
     _counts(dim=dim, probes=probes, seed=seed)
     _check_symmetry(matvec, dim, symmetry_tol)
     r = _samlab.trace(matvec, dim, probes, method, seed)
@@ -202,7 +219,7 @@ def trace(
 
 def density(
     matvec: MatVec,
-    dim: int,
+    dim: int | None = None,
     probes: int = 2,
     steps: int = 30,
     *,
@@ -222,19 +239,21 @@ def density(
     Raises:
         ValueError: ``dim`` 0, a setting out of range, or a bad ``matvec`` result.
     """
+    dim = _dim(matvec, dim)
     _counts(dim=dim, probes=probes, steps=steps, points=points, seed=seed)
     _check_symmetry(matvec, dim, symmetry_tol)
     return DensityResult(**_samlab.density(matvec, dim, probes, steps, points, sigma_rel, seed))
 
 
 def diagonal(
-    matvec: MatVec, dim: int, probes: int = 100, *, seed: int = 0, symmetry_tol: float | None = None
+    matvec: MatVec, dim: int | None = None, probes: int = 100, *, seed: int = 0, symmetry_tol: float | None = None
 ) -> DiagonalResult:
     """Hutchinson's estimate of the diagonal of A from ``probes`` Rademacher probes (at least 2).
 
     Raises:
         ValueError: ``dim`` 0, fewer than 2 probes, or a bad ``matvec`` result.
     """
+    dim = _dim(matvec, dim)
     _counts(dim=dim, probes=probes, seed=seed)
     _check_symmetry(matvec, dim, symmetry_tol)
     return DiagonalResult(**_samlab.diagonal(matvec, dim, probes, seed))

@@ -191,3 +191,21 @@ def test_a_non_symmetric_operator_is_refused_when_asked():
         with pytest.raises(ValueError, match="matvec is not symmetric: its asymmetry is"):
             getattr(curvature, engine)(matvec_of(g), 120, symmetry_tol=1e-6)
         getattr(curvature, engine)(matvec_of(sym), 120, symmetry_tol=1e-10)
+
+
+def test_dim_comes_from_an_operator_objects_dim_attribute():
+    a = with_spectrum(np.arange(1.0, 11.0), seed=2)
+
+    class Op:
+        dim = 10
+
+        def __call__(self, v):
+            return a @ v
+
+    r = curvature.lanczos(Op(), k=2, tol=1e-10, max_iter=10)
+    np.testing.assert_allclose(r.eigenvalues, [10.0, 9.0], rtol=1e-10)
+    assert curvature.trace(Op(), probes=4, method="hutch++").products == 4
+    with pytest.raises(ValueError, match="dim = 9 disagrees with the operator's dim = 10"):
+        curvature.diagonal(Op(), 9)
+    with pytest.raises(TypeError, match="dim is required unless matvec has a dim attribute"):
+        curvature.density(matvec_of(a))
