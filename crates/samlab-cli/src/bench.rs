@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// m-SAM group size [default: the whole batch].
     #[arg(long)]
     pub m: Option<usize>,
+    /// Take m-SAM's groups one after the other, even where the trainer computes them together (plain SAM and ERM
+    /// steps with --m): to time the loop beside the grouped step.
+    #[arg(long)]
+    pub loop_groups: bool,
     /// Image side (square images).
     #[arg(long, default_value_t = 32)]
     pub image_size: usize,
@@ -68,13 +72,14 @@ pub fn bench_step(args: &BenchArgs) -> Result<()> {
         rho: args.rho,
         m: args.m,
         variant: args.variant.variant()?.unwrap_or(Variant::Sam),
+        looped: args.loop_groups,
         precision: args.precision.into(),
         warmup: args.warmup,
         steps: args.steps,
         max_seconds: args.max_seconds,
     };
     let t = time_steps(&bench, &device)?;
-    println!(
+    say!(
         "{}",
         json!({
             "engine": format!("samlab {} ({})", env!("CARGO_PKG_VERSION"), args.device),
@@ -84,6 +89,7 @@ pub fn bench_step(args: &BenchArgs) -> Result<()> {
             "rho": bench.rho,
             "m": bench.m.unwrap_or(bench.batch),
             "variant": bench.variant,
+            "loop_groups": bench.looped,
             "precision": bench.precision,
             "timing": t,
         })

@@ -34,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mode: BnMode::Running,
         stats: &mut stats,
         tape: None,
+        grouped: None,
     };
     let logits = loaded.net.forward(&mut ctx, batch.x.clone());
     let host = |data: burn::tensor::TensorData| {

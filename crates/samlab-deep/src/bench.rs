@@ -32,6 +32,9 @@ pub struct StepBench {
     pub m: Option<usize>,
     /// The SAM variant (for `rho > 0`).
     pub variant: Variant,
+    /// Whether m-SAM's groups go through the loop over groups even where the trainer would compute them
+    /// together (to time the two side by side).
+    pub looped: bool,
     /// Precision of the passes.
     pub precision: Precision,
     /// Untimed steps first.
@@ -148,7 +151,10 @@ pub fn time_steps(bench: &StepBench, device: &Device) -> Result<StepTiming, Conf
         .collect();
     let b = Batch::new(images, labels, bench.spec.input, bench.spec.classes, device);
     let mut step = |i: usize| {
-        let out = trainer.step(&mut state, &b, &b, 0.01, bench.rho, i as u64);
+        let out = match bench.looped {
+            true => trainer.looped_step(&mut state, &b, &b, 0.01, bench.rho, i as u64),
+            false => trainer.step(&mut state, &b, &b, 0.01, bench.rho, i as u64),
+        };
         if out.finite {
             Ok(())
         } else {
@@ -203,7 +209,12 @@ pub fn estimate_seconds(
         Grouping::Size(m) => Some(m),
     };
     let mut time = |rho: f64| -> Result<f64, RunError> {
-        let key = format!("{spec:?} batch {batch} m {m:?} sam {}", rho > 0.0);
+        // The variants' SAM steps take the loop over groups.
+        let looped = rho > 0.0 && sam.variant != Variant::Sam;
+        let key = format!(
+            "{spec:?} batch {batch} m {m:?} sam {} loop {looped}",
+            rho > 0.0
+        );
         if let Some(&t) = times.get(&key) {
             return Ok(t);
         }
@@ -213,6 +224,7 @@ pub fn estimate_seconds(
             rho,
             m,
             variant: Variant::Sam,
+            looped,
             precision: config.train.precision,
             warmup: 1,
             steps: 3,

@@ -621,6 +621,7 @@ mod tests {
                 mode: BnMode::Batch { update: true },
                 stats: &mut stats,
                 tape: None,
+                grouped: None,
             };
             let logits = net.forward(&mut ctx, x);
             assert_eq!(logits.dims(), [2, 10], "{arch:?}");

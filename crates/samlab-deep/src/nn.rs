@@ -6,6 +6,10 @@
 //! the same shapes, and nothing is shared between two points except what the trainer passes in. BatchNorm running
 //! statistics live outside the parameters, in [`BnStats`], and a forward pass only touches them when its
 //! [`BnMode`] says so: this is what makes the ascent-pass BatchNorm policy explicit.
+//!
+//! A pass can also evaluate `G` copies of the network at once ([`Grouped`]): m-SAM's groups, each at its own
+//! perturbed point, as one batched pass instead of `G` small ones (`G` batched matrix products, grouped
+//! convolutions, BatchNorm statistics per group).
 
 use burn::tensor::activation::relu;
 use burn::tensor::module::{
@@ -132,6 +136,27 @@ pub struct BnStats {
 }
 
 impl BnStats {
+    /// Folds a batch's `mean` and unbiased `var` into slot `slot`'s running statistics with weight `momentum`.
+    pub fn fold(&mut self, slot: usize, mean: Tensor<1>, var: Tensor<1>, momentum: f64) {
+        self.mean[slot] =
+            self.mean[slot].clone().mul_scalar(1.0 - momentum) + mean.mul_scalar(momentum);
+        self.var[slot] =
+            self.var[slot].clone().mul_scalar(1.0 - momentum) + var.mul_scalar(momentum);
+    }
+
+    /// Folds the batch statistics a grouped pass recorded into the running statistics as passes over the groups
+    /// one by one would have: group by group, and within a group in the order of `passes` (the ascent passes,
+    /// then the descent's), each with BatchNorm's momentum.
+    pub fn fold_groups(&mut self, passes: &[Vec<(usize, Tensor<2>, Tensor<2>)>], groups: usize) {
+        for g in 0..groups {
+            for (slot, mean, var) in passes.iter().flatten() {
+                let c = mean.dims()[1];
+                let at = |t: &Tensor<2>| t.clone().narrow(0, g, 1).reshape([c]);
+                self.fold(*slot, at(mean), at(var), BN_MOMENTUM);
+            }
+        }
+    }
+
     /// Mean 0 and variance 1 for each slot, as PyTorch initializes them.
     pub fn new(channels: &[usize], device: &Device) -> Self {
         BnStats {
@@ -222,6 +247,48 @@ impl Tape {
     }
 }
 
+/// A pass over `count` groups at once: group `g` is the examples `g * m..(g + 1) * m` of the input (`m` = rows /
+/// `count`) at its own point, the slice `g * n..(g + 1) * n` of every parameter tensor (`n` its size), so the
+/// gradient of the sum of the groups' losses is each group's gradient at its point, stacked the same way.
+/// BatchNorm normalizes each group with its own batch statistics (ghost BatchNorm, as a pass over the group alone
+/// does); a pass that updates the running statistics does not fold them in but records them here, because a
+/// loop over the groups folds them in group by group ([`Grouped::batch_stats`]).
+#[derive(Debug)]
+pub struct Grouped {
+    /// `G`.
+    pub count: usize,
+    /// `(slot, means [G, C], unbiased variances [G, C])` of each BatchNorm layer that would have updated its
+    /// running statistics, in the order of the pass.
+    pub batch_stats: Vec<(usize, Tensor<2>, Tensor<2>)>,
+}
+
+impl Grouped {
+    /// A pass over `count` groups.
+    pub fn new(count: usize) -> Self {
+        Grouped {
+            count,
+            batch_stats: Vec::new(),
+        }
+    }
+}
+
+/// `[n, c, ...] -> [n / g, g * c, r]` (`r` the trailing size): each group's channels side by side, so that a
+/// per-channel operation over the batch is one per group and channel.
+fn groups_to_channels<const D: usize>(x: Tensor<D>, g: usize) -> Tensor<3> {
+    let dims = x.dims();
+    let (n, c) = (dims[0], dims[1]);
+    let r = dims[2..].iter().product::<usize>();
+    x.reshape([g, n / g, c, r])
+        .swap_dims(0, 1)
+        .reshape([n / g, g * c, r])
+}
+
+/// The inverse of [`groups_to_channels`], back to `dims`.
+fn channels_to_groups<const D: usize>(y: Tensor<3>, g: usize, dims: [usize; D]) -> Tensor<D> {
+    let [m, gc, r] = y.dims();
+    y.reshape([m, g, gc / g, r]).swap_dims(0, 1).reshape(dims)
+}
+
 /// What a forward pass reads: the parameters of the point it is evaluated at, and the BatchNorm state.
 pub struct Ctx<'a> {
     /// One flattened tensor per parameter.
@@ -232,9 +299,17 @@ pub struct Ctx<'a> {
     pub stats: &'a mut BnStats,
     /// Where the ReLU and max-pool decisions are recorded or replayed from; `None` decides afresh.
     pub tape: Option<&'a mut Tape>,
+    /// `Some` for a pass over several groups at once (parameters stacked per group); never with a tape or
+    /// [`BnMode::Average`].
+    pub grouped: Option<&'a mut Grouped>,
 }
 
 impl Ctx<'_> {
+    /// The number of groups of the pass (1 for an ordinary pass).
+    fn groups(&self) -> usize {
+        self.grouped.as_ref().map_or(1, |g| g.count)
+    }
+
     /// Parameter `index` shaped `shape`, in the precision of the activations `like` (mixed precision runs the
     /// convolutions and matrix products in the activations' bf16/f16; autodiff casts their gradients back).
     fn p<const D: usize, const E: usize>(
@@ -326,12 +401,27 @@ impl Conv2d {
         }
     }
 
-    /// `[n, cin, h, w] -> [n, cout, h', w']`.
+    /// `[n, cin, h, w] -> [n, cout, h', w']` (a grouped pass: one convolution with `G` groups over the groups'
+    /// channels side by side).
     pub fn forward(&self, ctx: &Ctx, x: Tensor<4>) -> Tensor<4> {
-        let options = ConvOptions::new([self.stride, self.stride], [self.pad, self.pad], [1, 1], 1);
-        let bias = self.bias.map(|i| ctx.p(i, [self.shape[0]], &x));
-        let weight = ctx.p(self.weight, self.shape, &x);
-        conv2d(x, weight, bias, options)
+        let g = ctx.groups();
+        let [cout, cin, k, _] = self.shape;
+        let options = ConvOptions::new([self.stride, self.stride], [self.pad, self.pad], [1, 1], g);
+        let bias = self.bias.map(|i| ctx.p(i, [g * cout], &x));
+        let weight = ctx.p(self.weight, [g * cout, cin, k, k], &x);
+        if g == 1 {
+            return conv2d(x, weight, bias, options);
+        }
+        let [n, _, h, w] = x.dims();
+        let x: Tensor<4> =
+            x.reshape([g, n / g, cin, h, w])
+                .swap_dims(0, 1)
+                .reshape([n / g, g * cin, h, w]);
+        let y = conv2d(x, weight, bias, options);
+        let [m, _, oh, ow] = y.dims();
+        y.reshape([m, g, cout, oh, ow])
+            .swap_dims(0, 1)
+            .reshape([n, cout, oh, ow])
     }
 }
 
@@ -359,11 +449,19 @@ impl Linear {
         }
     }
 
-    /// `[n, in] -> [n, out]`.
+    /// `[n, in] -> [n, out]` (a grouped pass: `G` batched products).
     pub fn forward(&self, ctx: &Ctx, x: Tensor<2>) -> Tensor<2> {
-        let bias: Tensor<2> = ctx.p(self.bias, [1, self.shape[1]], &x);
-        let weight = ctx.p(self.weight, self.shape, &x);
-        x.matmul(weight) + bias
+        let [din, dout] = self.shape;
+        let g = ctx.groups();
+        if g == 1 {
+            let bias: Tensor<2> = ctx.p(self.bias, [1, dout], &x);
+            let weight = ctx.p(self.weight, self.shape, &x);
+            return x.matmul(weight) + bias;
+        }
+        let n = x.dims()[0];
+        let bias: Tensor<3> = ctx.p(self.bias, [g, 1, dout], &x);
+        let weight: Tensor<3> = ctx.p(self.weight, [g, din, dout], &x);
+        (x.reshape([g, n / g, din]).matmul(weight) + bias).reshape([n, dout])
     }
 }
 
@@ -440,54 +538,78 @@ impl Norm {
         beta: Tensor<1>,
     ) -> Tensor<D> {
         let c = self.channels;
+        let g = ctx.groups();
         match self.kind {
-            NormImpl::Batch { slot } => match ctx.mode {
-                BnMode::Running => batch_norm(
-                    x,
-                    gamma,
-                    beta,
-                    ctx.stats.mean[slot].clone(),
-                    ctx.stats.var[slot].clone(),
-                    NORM_EPS,
-                ),
-                BnMode::Batch { .. } | BnMode::Average { .. } => {
+            NormImpl::Batch { slot } => match g {
+                1 => batch_norm_pass(ctx, slot, x, gamma, beta),
+                // Each group's channels side by side: BatchNorm over `g * c` channels is one per group.
+                _ => {
                     let dims = x.dims();
-                    let count = dims.iter().product::<usize>() / c;
-                    let out = batch_norm_train(x, gamma, beta, NORM_EPS);
-                    let momentum = match ctx.mode {
-                        BnMode::Batch { update: true } => Some(BN_MOMENTUM),
-                        BnMode::Average { seen } => Some(1.0 / (seen + 1) as f64),
-                        _ => None,
-                    };
-                    if let Some(m) = momentum {
-                        // PyTorch's rule: the running variance tracks the unbiased batch variance.
-                        let unbias = count as f64 / (count.max(2) - 1) as f64;
-                        let mean = out.mean.without_autodiff();
-                        let var = out.variance.without_autodiff().mul_scalar(unbias);
-                        ctx.stats.mean[slot] =
-                            ctx.stats.mean[slot].clone().mul_scalar(1.0 - m) + mean.mul_scalar(m);
-                        ctx.stats.var[slot] =
-                            ctx.stats.var[slot].clone().mul_scalar(1.0 - m) + var.mul_scalar(m);
-                    }
-                    out.output
+                    let y = batch_norm_pass(ctx, slot, groups_to_channels(x, g), gamma, beta);
+                    channels_to_groups(y, g, dims)
                 }
             },
             NormImpl::Group { groups } => {
                 let dims = x.dims();
                 let n = dims[0];
                 let per_group = dims.iter().skip(1).product::<usize>() / groups;
-                let g: Tensor<3> = x.reshape([n, groups, per_group]);
-                let mean = g.clone().mean_dim(2);
-                let centered = g - mean;
+                let x: Tensor<3> = x.reshape([n, groups, per_group]);
+                let mean = x.clone().mean_dim(2);
+                let centered = x - mean;
                 let var = centered.clone().square().mean_dim(2);
                 let normed = centered / var.add_scalar(NORM_EPS).sqrt();
-                let mut shape = [1usize; D];
-                shape[1] = c;
-                let out: Tensor<D> = normed.reshape(dims);
-                out * gamma.reshape(shape) + beta.reshape(shape)
+                // The scale and shift of each group's copy, on its rows.
+                let r = per_group * groups / c;
+                let normed: Tensor<4> = normed.reshape([g, n / g, c, r]);
+                let out = normed * gamma.reshape([g, 1, c, 1]) + beta.reshape([g, 1, c, 1]);
+                out.reshape(dims)
             }
         }
     }
+}
+
+/// BatchNorm of `x` (`[n, channels, ...]`, channels of every group side by side in a grouped pass) in the pass's
+/// mode, updating slot `slot`'s running statistics (or recording its groups' batch statistics) as the mode says.
+fn batch_norm_pass<const D: usize>(
+    ctx: &mut Ctx,
+    slot: usize,
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+) -> Tensor<D> {
+    let g = ctx.groups();
+    if ctx.mode == BnMode::Running {
+        return batch_norm(
+            x,
+            gamma,
+            beta,
+            ctx.stats.mean[slot].clone().repeat_dim(0, g),
+            ctx.stats.var[slot].clone().repeat_dim(0, g),
+            NORM_EPS,
+        );
+    }
+    let dims = x.dims();
+    let count = dims.iter().product::<usize>() / dims[1];
+    let out = batch_norm_train(x, gamma, beta, NORM_EPS);
+    let momentum = match ctx.mode {
+        BnMode::Batch { update: true } => BN_MOMENTUM,
+        BnMode::Average { seen } => 1.0 / (seen + 1) as f64,
+        _ => return out.output,
+    };
+    // PyTorch's rule: the running variance tracks the unbiased batch variance.
+    let unbias = count as f64 / (count.max(2) - 1) as f64;
+    let mean = out.mean.without_autodiff();
+    let var = out.variance.without_autodiff().mul_scalar(unbias);
+    match ctx.grouped.as_deref_mut() {
+        Some(grouped) => {
+            let c = dims[1] / g;
+            grouped
+                .batch_stats
+                .push((slot, mean.reshape([g, c]), var.reshape([g, c])));
+        }
+        None => ctx.stats.fold(slot, mean, var, momentum),
+    }
+    out.output
 }
 
 /// `norm` then ReLU (identity norm when `None`).

@@ -198,6 +198,7 @@ impl Oracle for DeepOracle<'_, '_> {
             mode,
             stats: self.bn,
             tape: None,
+            grouped: None,
         };
         let logits = self.trainer.net.forward(&mut ctx, batch.x.clone());
         let each: Tensor<1> = (log_softmax(logits.clone(), 1) * batch.onehot.clone())

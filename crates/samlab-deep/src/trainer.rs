@@ -28,7 +28,7 @@ use samlab_core::sam::{AscentSource, CheckedSam, Perturbation};
 use serde::{Deserialize, Serialize};
 
 use crate::models::Network;
-use crate::nn::{BnMode, BnStats, Ctx, Tape};
+use crate::nn::{BnMode, BnStats, Ctx, Grouped, Tape};
 use crate::oracle::{DeepOracle, Tensors};
 use crate::rng::{Purpose, Stream};
 
@@ -259,12 +259,18 @@ impl Batch {
 /// Mean cross-entropy of `logits` against one-hot targets.
 pub fn cross_entropy(logits: Tensor<2>, onehot: Tensor<2>) -> Tensor<1> {
     let n = logits.dims()[0];
+    mean_cross_entropy(logits, onehot, n)
+}
+
+/// The cross-entropy summed over the rows of `logits`, divided by `per` (the rows for the mean; the rows of one
+/// group for the sum of the groups' means).
+fn mean_cross_entropy(logits: Tensor<2>, onehot: Tensor<2>, per: usize) -> Tensor<1> {
     // A multiplication, not `div_scalar`: burn-autodiff 0.22.1 differentiates `div_scalar` with the divisor
     // rounded to f32, which put a 3e-8 relative error into f64 gradients (the Hessian's exact products).
     (log_softmax(logits, 1) * onehot)
         .sum()
         .neg()
-        .mul_scalar(1.0 / n as f64)
+        .mul_scalar(1.0 / per as f64)
 }
 
 /// What a step reports.
@@ -361,10 +367,14 @@ pub fn taped_ce_pass(
     stats: &mut BnStats,
     tape: Option<&mut Tape>,
 ) -> Pass {
-    precise_pass(net, point, batch, mode, stats, tape, Precision::F32)
+    precise_pass(net, point, batch, mode, stats, tape, None, Precision::F32)
 }
 
 /// [`taped_ce_pass`] in `precision` (see [`Precision`]); the gradients, loss and logits are in the point's dtype.
+///
+/// A pass over groups (`grouped`, the point's parameters stacked per group) gives the gradient of the sum of the
+/// groups' mean losses, i.e. each group's mean-loss gradient at its own point, and that sum as the loss.
+#[allow(clippy::too_many_arguments)]
 fn precise_pass(
     net: &Network,
     point: &[Tensor<1>],
@@ -372,6 +382,7 @@ fn precise_pass(
     mode: BnMode,
     stats: &mut BnStats,
     tape: Option<&mut Tape>,
+    grouped: Option<&mut Grouped>,
     precision: Precision,
 ) -> Pass {
     let leaves: ParamVec = point
@@ -379,11 +390,13 @@ fn precise_pass(
         .map(|p| p.clone().autodiff().require_grad())
         .collect();
     let master = point.first().map_or(DType::F32, Tensor::dtype);
+    let groups = grouped.as_ref().map_or(1, |g| g.count);
     let mut ctx = Ctx {
         params: &leaves,
         mode,
         stats,
         tape,
+        grouped,
     };
     let compute = match precision {
         Precision::F32 => master,
@@ -391,7 +404,7 @@ fn precise_pass(
     };
     let x = batch.x.clone().cast(compute);
     let logits = net.forward(&mut ctx, x).cast(master);
-    let loss = cross_entropy(logits.clone(), batch.onehot.clone());
+    let loss = mean_cross_entropy(logits.clone(), batch.onehot.clone(), batch.len() / groups);
     let scale = precision.loss_scale();
     let grads = if scale == 1.0 {
         loss.backward()
@@ -430,6 +443,7 @@ pub fn batch_loss(
         mode,
         stats,
         tape: None,
+        grouped: None,
     };
     let logits = net.forward(&mut ctx, batch.x.clone());
     let loss = cross_entropy(logits.clone(), batch.onehot.clone()).into_scalar::<f32>() as f64;
@@ -471,7 +485,33 @@ impl Trainer<'_> {
         mode: BnMode,
         stats: &mut BnStats,
     ) -> Pass {
-        let mut pass = precise_pass(self.net, point, batch, mode, stats, None, self.precision);
+        self.pass_in(point, batch, mode, stats, None)
+    }
+
+    /// [`Trainer::pass`] over the groups of `grouped` at once (`point` stacked per group, see [`Grouped`]).
+    pub(crate) fn grouped_pass(
+        &self,
+        point: &[Tensor<1>],
+        batch: &Batch,
+        mode: BnMode,
+        stats: &mut BnStats,
+        grouped: &mut Grouped,
+    ) -> Pass {
+        self.pass_in(point, batch, mode, stats, Some(grouped))
+    }
+
+    fn pass_in(
+        &self,
+        point: &[Tensor<1>],
+        batch: &Batch,
+        mode: BnMode,
+        stats: &mut BnStats,
+        grouped: Option<&mut Grouped>,
+    ) -> Pass {
+        let precision = self.precision;
+        let mut pass = precise_pass(
+            self.net, point, batch, mode, stats, None, grouped, precision,
+        );
         if let WeightDecay::L2 { lambda } = self.optim.weight_decay {
             pass.grads = pass
                 .grads
@@ -485,11 +525,34 @@ impl Trainer<'_> {
 
     /// A forward pass at `w` whose only effect is to update the running statistics (BatchNorm, clean pass only).
     pub(crate) fn update_stats_at(&self, w: &[Tensor<1>], batch: &Batch, stats: &mut BnStats) {
+        self.forward_in(w, batch, stats, None);
+    }
+
+    /// [`Trainer::update_stats_at`] for the groups of `grouped` at once, at their stacked weights `w`: the batch
+    /// statistics are recorded in `grouped`.
+    pub(crate) fn grouped_forward(
+        &self,
+        w: &[Tensor<1>],
+        batch: &Batch,
+        stats: &mut BnStats,
+        grouped: &mut Grouped,
+    ) {
+        self.forward_in(w, batch, stats, Some(grouped));
+    }
+
+    fn forward_in(
+        &self,
+        w: &[Tensor<1>],
+        batch: &Batch,
+        stats: &mut BnStats,
+        grouped: Option<&mut Grouped>,
+    ) {
         let mut ctx = Ctx {
             params: w,
             mode: BnMode::Batch { update: true },
             stats,
             tape: None,
+            grouped,
         };
         let _ = self.net.forward(&mut ctx, batch.x.clone());
     }
@@ -520,8 +583,28 @@ impl Trainer<'_> {
     /// One optimizer step on `batch` (`previous` is the previous batch, for [`AscentSource::PreviousBatch`]) with
     /// learning rate `lr` and radius `rho` (0 for an ERM step); `step` keys the perturbation noise.
     ///
+    /// The groups of m-SAM are computed together ([`Trainer::grouped_step`]) where
+    /// [`Trainer::takes_groups_together`] says so, and one after the other ([`Trainer::looped_step`]) otherwise.
     /// If any loss or the gradient is NaN or infinite the state is left untouched and `finite` is false.
     pub fn step(
+        &self,
+        state: &mut TrainState,
+        batch: &Batch,
+        previous: &Batch,
+        lr: f64,
+        rho: f64,
+        step: u64,
+    ) -> StepOutput {
+        let groups = batch.len() / self.sam.group_size();
+        if self.takes_groups_together(groups, rho) {
+            self.grouped_step(state, batch, previous, lr, rho, step)
+        } else {
+            self.looped_step(state, batch, previous, lr, rho, step)
+        }
+    }
+
+    /// [`Trainer::step`] as a loop over the groups, each group's passes over its own examples (every SAM variant).
+    pub fn looped_step(
         &self,
         state: &mut TrainState,
         batch: &Batch,
@@ -582,7 +665,36 @@ impl Trainer<'_> {
             Tensors::scale(&mut accum, 1.0 / groups as f64);
         }
         let loss_sum = Tensor::cat(losses, 0).sum().into_scalar::<f32>() as f64;
-        let logits = Tensor::cat(logits, 0);
+        let out = self.descend(
+            state,
+            accum,
+            loss_sum,
+            Tensor::cat(logits, 0),
+            &batch.labels,
+            lr,
+        );
+        if out.finite {
+            state.bn = bn;
+            state.variant = variant;
+        }
+        StepOutput {
+            gradient_evals: sam.gradient_evals,
+            ..out
+        }
+    }
+
+    /// The update of a step whose descent direction (the mean over its groups) is `grad`, from the summed loss and
+    /// the logits of its descent passes: momentum and weights, unless a loss, a logit or the gradient is NaN or
+    /// infinite (then `state` is left as it is and `finite` is false). The caller adds the gradient count.
+    pub(crate) fn descend(
+        &self,
+        state: &mut TrainState,
+        grad: ParamVec,
+        loss_sum: f64,
+        logits: Tensor<2>,
+        labels: &[u16],
+        lr: f64,
+    ) -> StepOutput {
         let classes = logits.dims()[1];
         let values = logits
             .into_data()
@@ -591,25 +703,26 @@ impl Trainer<'_> {
         // A gradient can overflow where the loss does not (f16 passes above all): that step is not taken either.
         let finite = loss_sum.is_finite()
             && values.iter().all(|v| v.is_finite())
-            && sq_norm(&accum).is_finite();
+            && sq_norm(&grad).is_finite();
         if !finite {
             return StepOutput {
                 loss_sum,
-                correct: vec![false; batch.len()],
+                correct: vec![false; labels.len()],
                 finite,
-                gradient_evals: sam.gradient_evals,
+                gradient_evals: 0,
             };
         }
         let correct = values
             .chunks(classes)
-            .zip(&batch.labels)
+            .zip(labels)
             .map(|(row, &y)| argmax(row) == y as usize)
             .collect();
         let mu = self.optim.momentum;
+        let w = &state.params;
         let velocity: ParamVec = state
             .velocity
             .iter()
-            .zip(&accum)
+            .zip(&grad)
             .map(|(v, g)| v.clone().mul_scalar(mu) + g.clone())
             .collect();
         state.params = match self.optim.weight_decay {
@@ -621,13 +734,11 @@ impl Trainer<'_> {
             _ => axpy(w, -lr, &velocity),
         };
         state.velocity = velocity;
-        state.bn = bn;
-        state.variant = variant;
         StepOutput {
             loss_sum,
             correct,
             finite,
-            gradient_evals: sam.gradient_evals,
+            gradient_evals: 0,
         }
     }
 }

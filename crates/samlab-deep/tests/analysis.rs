@@ -194,6 +194,7 @@ fn one_normalized_step_equals_the_closed_form() {
                 mode,
                 stats: &mut stats,
                 tape: None,
+                grouped: None,
             };
             let logits = run.net.forward(&mut ctx, chunk.x.clone());
             cross_entropy(logits, chunk.onehot.clone()).into_scalar::<f32>() as f64
@@ -211,6 +212,7 @@ fn one_normalized_step_equals_the_closed_form() {
                 mode,
                 stats: &mut stats,
                 tape: None,
+                grouped: None,
             };
             let loss = cross_entropy(
                 run.net.forward(&mut ctx, chunk.x.clone()),
@@ -266,6 +268,7 @@ fn grad_at(
         mode,
         stats: &mut stats,
         tape: None,
+        grouped: None,
     };
     let loss = cross_entropy(run.net.forward(&mut ctx, chunk.x.clone()), onehot);
     let grads = loss.backward();
@@ -283,6 +286,7 @@ fn loss_at(run: &LoadedRun, params: &[Tensor<1>], chunk: &Batch, mode: BnMode) -
         mode,
         stats: &mut stats,
         tape: None,
+        grouped: None,
     };
     let logits = run.net.forward(&mut ctx, chunk.x.clone());
     cross_entropy(logits, chunk.onehot.clone()).into_scalar::<f32>() as f64

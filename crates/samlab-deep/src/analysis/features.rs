@@ -26,6 +26,7 @@ pub fn feature_sparsity(
         mode: BnMode::Running,
         stats: &mut bn.clone(),
         tape: None,
+        grouped: None,
     };
     let phi = net.features(&mut ctx, examples.x.clone());
     let [n, d] = phi.dims();

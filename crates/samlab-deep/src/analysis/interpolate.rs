@@ -171,6 +171,7 @@ pub fn reestimate_bn(
             mode: BnMode::Average { seen: 0 },
             stats: &mut own,
             tape: None,
+            grouped: None,
         };
         let _ = net.forward(&mut ctx, batch.x);
         let b = chunk.len();

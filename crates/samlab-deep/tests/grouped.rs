@@ -1,0 +1,249 @@
+//! m-SAM's groups computed together (`Trainer::grouped_step`) against the loop over groups
+//! (`Trainer::looped_step`): the same three steps from the same state give the same weights, momentum, BatchNorm
+//! running statistics, losses, predictions and gradient counts to f32 rounding, for every model and normalization
+//! layer, every BatchNorm policy, each ascent scaling, multi-step and random-start ascents, the random baseline,
+//! the previous batch as the ascent's examples, and ERM steps with ghost BatchNorm.
+
+use burn::tensor::{Device, Tensor};
+use samlab_core::sam::{AscentSource, Grouping, Normalization, Perturbation, SamConfig, Variant};
+use samlab_deep::models::{Arch, ModelSpec, Network};
+use samlab_deep::nn::{init_params, NormKind};
+use samlab_deep::rng::{Purpose, Stream};
+use samlab_deep::trainer::{
+    Batch, BnPolicy, OptimConfig, Precision, TrainState, Trainer, WeightDecay,
+};
+
+const CLASSES: usize = 3;
+const SIDE: usize = 8;
+const BATCH: usize = 16;
+
+fn batch(key: u64, device: &Device) -> Batch {
+    let mut s = Stream::new(5, Purpose::Augment, key, 0);
+    let images = (0..BATCH * SIDE * SIDE)
+        .map(|_| s.uniform() as f32)
+        .collect();
+    let labels = (0..BATCH).map(|_| s.below(CLASSES) as u16).collect();
+    Batch::new(images, labels, [1, SIDE, SIDE], CLASSES, device)
+}
+
+fn flat(v: &[Tensor<1>]) -> Vec<f64> {
+    v.iter()
+        .flat_map(|t| t.to_data().convert::<f64>().try_into_vec::<f64>().unwrap())
+        .collect()
+}
+
+/// `max |a - b| / max(max |b|, 1e-3)`.
+fn rel(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1e-3f64, |m, x| m.max(x.abs()));
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+fn sam(m: usize) -> SamConfig {
+    SamConfig {
+        rho: 0.05,
+        grouping: Grouping::Size(m),
+        normalization: Normalization::Normalized,
+        ..SamConfig::default()
+    }
+}
+
+/// Three steps of `sam` at radius `rho` on `arch` with `norm` through both paths, compared after each.
+fn check(arch: Arch, width: usize, norm: NormKind, sam: SamConfig, policy: BnPolicy, rho: f64) {
+    let device = Device::default();
+    let net = Network::new(&ModelSpec {
+        arch,
+        width,
+        norm,
+        input: [1, SIDE, SIDE],
+        classes: CLASSES,
+    })
+    .unwrap();
+    let trainer = Trainer {
+        net: &net,
+        sam: sam.check(BATCH).unwrap(),
+        optim: OptimConfig {
+            momentum: 0.9,
+            weight_decay: WeightDecay::L2 { lambda: 5e-4 },
+            bn_policy: policy,
+        },
+        seed: 3,
+        device: device.clone(),
+        precision: Precision::F32,
+    };
+    let groups = BATCH / trainer.sam.group_size();
+    assert!(trainer.takes_groups_together(groups, rho));
+    let start = TrainState::new(&net, init_params(net.params(), 3, &device), &device);
+    let (mut looped, mut grouped) = (start.clone(), start);
+    let case = format!("{arch:?} {norm:?} {policy:?} rho {rho} {sam:?}");
+    let mut previous = batch(99, &device);
+    for step in 0..3 {
+        let b = batch(step, &device);
+        let a = trainer.looped_step(&mut looped, &b, &previous, 0.1, rho, step);
+        let g = trainer.grouped_step(&mut grouped, &b, &previous, 0.1, rho, step);
+        assert!(a.finite && g.finite, "{case}");
+        assert_eq!(a.gradient_evals, g.gradient_evals, "{case}");
+        assert_eq!(a.correct, g.correct, "{case} step {step}");
+        let loss = (a.loss_sum - g.loss_sum).abs() / a.loss_sum.abs();
+        assert!(loss < 1e-5, "{case} step {step}: loss {loss:e}");
+        for (what, x, y) in [
+            ("weights", &grouped.params, &looped.params),
+            ("momentum", &grouped.velocity, &looped.velocity),
+            ("running means", &grouped.bn.mean, &looped.bn.mean),
+            ("running variances", &grouped.bn.var, &looped.bn.var),
+        ] {
+            let r = rel(&flat(x), &flat(y));
+            assert!(r < 2e-5, "{case} step {step}: {what} differ by {r:e}");
+        }
+        assert_eq!(looped.variant.steps, grouped.variant.steps, "{case}");
+        previous = b;
+    }
+}
+
+#[test]
+fn every_model_and_batchnorm_policy_matches_the_loop() {
+    for policy in [
+        BnPolicy::BothPasses,
+        BnPolicy::CleanPassOnly,
+        BnPolicy::Frozen,
+    ] {
+        check(Arch::Mlp, 8, NormKind::Batch, sam(4), policy, 0.05);
+        check(Arch::Cnn, 4, NormKind::Batch, sam(4), policy, 0.05);
+    }
+    check(
+        Arch::Mlp,
+        8,
+        NormKind::None,
+        sam(2),
+        BnPolicy::BothPasses,
+        0.05,
+    );
+    check(
+        Arch::Cnn,
+        4,
+        NormKind::Group,
+        sam(8),
+        BnPolicy::BothPasses,
+        0.05,
+    );
+    check(
+        Arch::PreactResnet18,
+        2,
+        NormKind::Batch,
+        sam(4),
+        BnPolicy::BothPasses,
+        0.05,
+    );
+    check(
+        Arch::Resnet34,
+        2,
+        NormKind::Batch,
+        sam(8),
+        BnPolicy::CleanPassOnly,
+        0.05,
+    );
+    check(
+        Arch::PreactResnet18,
+        2,
+        NormKind::Group,
+        sam(8),
+        BnPolicy::BothPasses,
+        0.05,
+    );
+}
+
+#[test]
+fn every_ascent_matches_the_loop() {
+    let base = sam(4);
+    let cases = [
+        SamConfig {
+            normalization: Normalization::Unnormalized,
+            ..base.clone()
+        },
+        SamConfig {
+            normalization: Normalization::Clipped,
+            ..base.clone()
+        },
+        SamConfig {
+            ascent_steps: 3,
+            ascent_step_mult: 0.5,
+            ..base.clone()
+        },
+        SamConfig {
+            random_init: true,
+            ascent_steps: 2,
+            ..base.clone()
+        },
+        SamConfig {
+            perturbation: Perturbation::Random,
+            ..base.clone()
+        },
+        SamConfig {
+            ascent_source: AscentSource::PreviousBatch,
+            ..base.clone()
+        },
+    ];
+    for c in cases {
+        for policy in [BnPolicy::BothPasses, BnPolicy::CleanPassOnly] {
+            check(Arch::Mlp, 8, NormKind::Batch, c.clone(), policy, 0.05);
+        }
+    }
+    // Clipping that binds: a radius far below one step's length.
+    check(
+        Arch::Mlp,
+        8,
+        NormKind::Batch,
+        SamConfig {
+            normalization: Normalization::Clipped,
+            ascent_steps: 2,
+            ..base.clone()
+        },
+        BnPolicy::BothPasses,
+        1e-4,
+    );
+}
+
+#[test]
+fn erm_steps_with_ghost_batchnorm_match_the_loop() {
+    check(
+        Arch::Mlp,
+        8,
+        NormKind::Batch,
+        sam(4),
+        BnPolicy::BothPasses,
+        0.0,
+    );
+    check(Arch::Cnn, 4, NormKind::Batch, sam(8), BnPolicy::Frozen, 0.0);
+}
+
+#[test]
+fn variants_and_single_groups_take_the_loop() {
+    let device = Device::default();
+    let net = Network::new(&ModelSpec {
+        arch: Arch::Mlp,
+        width: 4,
+        norm: NormKind::Batch,
+        input: [1, SIDE, SIDE],
+        classes: CLASSES,
+    })
+    .unwrap();
+    let trainer = |sam: SamConfig| Trainer {
+        net: &net,
+        sam: sam.check(BATCH).unwrap(),
+        optim: OptimConfig::default(),
+        seed: 0,
+        device: device.clone(),
+        precision: Precision::F32,
+    };
+    let asam = SamConfig {
+        variant: Variant::Asam { eta: 0.01 },
+        ..sam(4)
+    };
+    assert!(!trainer(asam.clone()).takes_groups_together(4, 0.05));
+    assert!(trainer(asam).takes_groups_together(4, 0.0));
+    assert!(!trainer(sam(16)).takes_groups_together(1, 0.05));
+}
