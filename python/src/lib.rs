@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use samlab_core::{ConfigError, DataError};
 
 mod analytic;
+mod conformance;
 mod curvature;
 mod theory;
 
@@ -35,5 +36,6 @@ fn _samlab(m: &Bound<'_, PyModule>) -> PyResult<()> {
     curvature::register(m)?;
     analytic::register(m)?;
     theory::register(m)?;
+    conformance::register(m)?;
     Ok(())
 }

@@ -1,0 +1,418 @@
+"""samlab.torch.SAM: the conformance vectors of samlab's engine (to 1e-10 in float64), the two APIs, state, the
+BatchNorm policies and the refusals of bad input."""
+
+import copy
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from samlab import conformance  # noqa: E402
+from samlab.sam import SAM  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory):
+    d = tmp_path_factory.mktemp("conformance")
+    conformance.write(d)
+    return d
+
+
+def test_every_case_equals_samlab_engine(vectors):
+    errors = conformance.check(conformance.samlab_factory, vectors)
+    assert len(errors) == 2 * len(conformance.CASES)
+    bad = {k: v for k, v in errors.items() if v is None or v > 1e-10}
+    assert not bad, bad
+
+
+def test_perturbations_gradient_counts_and_state_equal_the_engine(vectors):
+    _, specs = conformance.load(vectors)
+    for spec in specs:
+        model = conformance.torch_model(spec)
+        opt = conformance.samlab_factory(spec, model)
+        closure = conformance.closure_for(model, torch.from_numpy(spec["X"]), torch.from_numpy(spec["y"]))
+        evals = 0
+        for t, record in enumerate(spec["record"]):
+            opt.step(closure, batch_size=spec["batch"])
+            evals += record["gradient_evals"]
+            assert opt.gradient_evals == evals, spec["name"]
+            want = spec["arrays"][f"t{t}_deltas"]
+            got = np.stack(
+                [
+                    np.zeros(want.shape[1]) if d is None else torch.cat([x.reshape(-1) for x in d]).numpy()
+                    for d in opt.last_deltas
+                ]
+            )
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"{spec['name']} step {t}")
+            if f"t{t}_state" in spec["arrays"]:
+                state = torch.cat([x.reshape(-1) for x in opt.direction]).numpy()
+                np.testing.assert_allclose(state, spec["arrays"][f"t{t}_state"], rtol=0, atol=1e-12)
+
+
+def test_the_checker_sees_a_wrong_rule(vectors):
+    def plain_sam(spec, model):
+        spec = dict(spec)
+        keep = ("rho", "m", "normalization", "ascent_steps", "ascent_step_mult", "random_init", "random_perturbation")
+        spec["options"] = {k: v for k, v in spec["options"].items() if k in keep}
+        return conformance.samlab_factory(spec, model)
+
+    variants = [c for c in conformance.CASES if c in ("asam", "gsam", "fisher-sam", "fsam", "vasso", "looksam", "msam")]
+    errors = conformance.check(plain_sam, vectors, cases=[f"mlp-{c}" for c in variants])
+    assert all(e > 1e-4 for e in errors.values()), errors
+
+
+def test_cli_writes_and_checks(tmp_path):
+    assert conformance.main(["write", str(tmp_path)]) == 0
+    assert conformance.main(["check", str(tmp_path)]) == 0
+    assert conformance.main(["bogus"]) == 2
+    (tmp_path / "manifest.json").write_text('{"format": "samlab-conformance", "version": 99, "cases": []}')
+    with pytest.raises(ValueError, match="version 99"):
+        conformance.load(tmp_path)
+
+
+# --- small models ------------------------------------------------------------------------------------------------
+
+
+def mlp(seed=0, bn=False):
+    torch.manual_seed(seed)
+    layers = [torch.nn.Linear(3, 5)]
+    if bn:
+        layers.append(torch.nn.BatchNorm1d(5))
+    layers += [torch.nn.Tanh(), torch.nn.Linear(5, 1)]
+    return torch.nn.Sequential(*layers).double()
+
+
+def data(n=8, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    return x, torch.sin(x[:, 0:1])
+
+
+def closure_of(model, x, y):
+    def closure(rows=None):
+        xs, ys = (x, y) if rows is None else (x[rows], y[rows])
+        per = ((model(xs) - ys) ** 2).mean(dim=1)
+        if not torch.is_grad_enabled():
+            return per
+        loss = per.mean()
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def sam_for(net, lr=0.1, momentum=0.9, **kw):
+    return SAM(net.parameters(), torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum), **kw)
+
+
+@pytest.mark.parametrize("base", ["sgd", "adam"])
+def test_rho_zero_is_the_base_optimizer_bit_for_bit(base):
+    x, y = data()
+    a, b = mlp(), mlp()
+    make = {
+        "sgd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+        "adam": lambda p: torch.optim.Adam(p, lr=0.01),
+    }[base]
+    sam = SAM(a.parameters(), make, rho=0.0)
+    plain = make(b.parameters())
+    for _ in range(3):
+        sam.step(closure_of(a, x, y))
+        plain.zero_grad()
+        closure_of(b, x, y)()
+        plain.step()
+    assert torch.equal(flat(a), flat(b))
+    assert sam.gradient_evals == 3
+
+
+@pytest.mark.parametrize("variant", ["sam", "asam", "gsam", "fisher-sam", "fsam", "vasso", "msam", "sam-on"])
+def test_two_call_api_equals_closure_api(variant):
+    x, y = data()
+    a, b = mlp(bn=variant == "sam-on"), mlp(bn=variant == "sam-on")
+    kw = {"rho": 0.1, "variant": variant}
+    opt_a = SAM(a.named_parameters(), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), model=a, **kw)
+    opt_b = SAM(b.named_parameters(), lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), model=b, **kw)
+    for _ in range(3):
+        opt_a.step(closure_of(a, x, y))
+        closure_of(b, x, y)()
+        opt_b.first_step(zero_grad=True)
+        closure_of(b, x, y)()
+        opt_b.second_step(zero_grad=True)
+    torch.testing.assert_close(flat(a), flat(b), rtol=0, atol=1e-14)
+    assert opt_a.gradient_evals == opt_b.gradient_evals
+
+
+def test_two_call_api_refuses_what_needs_a_closure():
+    model = mlp()
+    for kw in ({"m": 2}, {"ascent_steps": 2}, {"variant": "looksam"}):
+        with pytest.raises(ValueError, match="step\\(closure\\)"):
+            sam_for(model, **kw).first_step()
+    with pytest.raises(RuntimeError, match="first_step first"):
+        sam_for(model).second_step()
+
+
+@pytest.mark.parametrize("variant", ["fsam", "vasso", "looksam", "msam", "esam"])
+def test_state_dict_resumes_exactly(variant):
+    x, y = data()
+    a = mlp()
+    opt_a = sam_for(a, rho=0.1, variant=variant, generator=torch.Generator().manual_seed(0))
+    closure_a = closure_of(a, x, y)
+    for _ in range(2):
+        opt_a.step(closure_a, batch_size=8)
+    b = copy.deepcopy(a)
+    opt_b = sam_for(b, rho=0.1, variant=variant, generator=torch.Generator().manual_seed(1))
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # as torch.save + torch.load
+    if variant == "esam":  # the keep-masks come from the generator, which is the caller's to restore
+        opt_b.generator.set_state(opt_a.generator.get_state())
+    for _ in range(3):
+        opt_a.step(closure_a, batch_size=8)
+        opt_b.step(closure_of(b, x, y), batch_size=8)
+    assert torch.equal(flat(a), flat(b))
+    assert opt_a.gradient_evals == opt_b.gradient_evals
+    assert opt_a.variant_steps == opt_b.variant_steps
+
+
+def test_state_dict_of_another_variant_is_refused():
+    model = mlp()
+    vasso = sam_for(model, variant="vasso")
+    vasso.step(closure_of(model, *data()))
+    for other in (sam_for(model, variant="fsam"), sam_for(model, variant="vasso", theta=0.5), sam_for(model, m=2)):
+        with pytest.raises(ValueError, match="from another SAM"):
+            other.load_state_dict(vasso.state_dict())
+    with pytest.raises(ValueError, match="not a samlab SAM state_dict"):
+        vasso.load_state_dict(torch.optim.SGD(model.parameters(), lr=1).state_dict())
+
+
+def test_scheduler_on_the_base_optimizer_drives_the_step():
+    x, y = data()
+    a, b = mlp(), mlp()
+    opt_a = sam_for(a, rho=0.1, momentum=0.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt_a.base_optimizer, step_size=1, gamma=0.5)
+    opt_b = sam_for(b, rho=0.1, momentum=0.0)
+    for lr in (0.1, 0.05, 0.025):
+        opt_a.step(closure_of(a, x, y))
+        sched.step()
+        for g in opt_b.param_groups:
+            g["lr"] = lr
+        opt_b.step(closure_of(b, x, y))
+    assert opt_a.param_groups[0]["lr"] == 0.0125
+    torch.testing.assert_close(flat(a), flat(b), rtol=0, atol=0)
+
+
+def test_m_sam_gives_each_group_its_slice_and_its_own_perturbation():
+    x, y = data()
+    model = mlp()
+    opt = sam_for(model, rho=0.1, m=2)
+    seen = []
+    inner = closure_of(model, x, y)
+
+    def closure(rows):
+        seen.append(rows)
+        return inner(rows)
+
+    opt.step(closure, batch_size=8)
+    assert seen == [slice(i, i + 2) for i in range(0, 8, 2) for _ in range(2)]
+    assert opt.gradient_evals == 8 and len(opt.last_deltas) == 4
+    assert not torch.equal(opt.last_deltas[0][0], opt.last_deltas[1][0])
+
+
+def bn_stats(model):
+    bn = model[1]
+    return bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked)
+
+
+@pytest.mark.parametrize("policy", ["both", "clean", "frozen"])
+def test_batchnorm_policies(policy):
+    x, y = data()
+    model = mlp(bn=True)
+    ref = copy.deepcopy(model)
+    opt = sam_for(model, rho=0.1, bn_policy=policy, model=model)
+    seen_modes = []
+    inner = closure_of(model, x, y)
+
+    def closure():
+        seen_modes.append(model[1].training)
+        return inner()
+
+    opt.step(closure)
+    mean, var, count = bn_stats(model)
+    assert model[1].training
+    if policy == "both":
+        assert count == 2 and seen_modes == [True, True]
+    elif policy == "clean":
+        ref(x)  # one forward at w: the ERM update of the running statistics
+        assert count == 1
+        torch.testing.assert_close((mean, var), bn_stats(ref)[:2], rtol=0, atol=0)
+    else:
+        assert count == 0 and seen_modes == [False, False]
+        torch.testing.assert_close((mean, var), bn_stats(ref)[:2], rtol=0, atol=0)
+
+
+def test_clean_policy_without_a_pass_at_w_adds_one():
+    x, y = data()
+    model = mlp(bn=True)
+    opt = sam_for(model, rho=0.1, variant="msam", bn_policy="clean", model=model)
+    for _ in range(2):
+        opt.step(closure_of(model, x, y))
+    assert bn_stats(model)[2] == 2  # one statistics update per step, the extra pass's
+
+
+def test_esam_selection_needs_per_example_losses():
+    x, y = data()
+    model = mlp()
+    opt = sam_for(model, rho=0.1, variant="esam")
+
+    def scalar(rows=None):
+        loss = ((model(x[rows]) - y[rows]) ** 2).mean()
+        if torch.is_grad_enabled():
+            loss.backward()
+        return loss
+
+    before = flat(model)
+    with pytest.raises(ValueError, match="per-example losses"):
+        opt.step(scalar, batch_size=8)
+    assert torch.equal(flat(model), before)
+    with pytest.raises(ValueError, match="batch_size"):
+        opt.step(closure_of(model, x, y))
+
+
+# --- bad input ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        ({"rho": -0.1}, ValueError, "rho"),
+        ({"rho": float("nan")}, ValueError, "rho must be finite"),
+        ({"rho": "0.1"}, TypeError, "rho must be a real number"),
+        ({"variant": "bogus"}, ValueError, "variant must be one of"),
+        ({"variant": "sam", "eta": 0.1}, ValueError, "eta is an option of asam and fisher-sam, not of variant 'sam'"),
+        ({"variant": "gsam", "theta": 0.5}, ValueError, "theta is an option of vasso"),
+        ({"variant": "asam", "bogus": 1}, TypeError, "unexpected keyword argument 'bogus'"),
+        ({"variant": "asam", "eta": float("nan")}, ValueError, "eta must be finite"),
+        ({"variant": "gsam", "alpha": float("inf")}, ValueError, "alpha must be finite"),
+        ({"variant": "esam", "beta": 0.0}, ValueError, "beta must be in \\(0, 1\\]"),
+        ({"variant": "esam", "gamma": 1.5}, ValueError, "gamma must be in \\(0, 1\\]"),
+        ({"variant": "looksam", "k": 0}, ValueError, "k must be an integer of at least 1"),
+        ({"variant": "looksam", "k": 2.5}, ValueError, "k must be an integer"),
+        ({"variant": "fsam", "lam": 1.0}, ValueError, "lam"),
+        ({"variant": "vasso", "m": 2}, ValueError, "whole batch"),
+        ({"variant": "asam", "rho": 0.0}, ValueError, "needs a radius"),
+        ({"variant": "asam", "ascent_steps": 2}, ValueError, "defines its own ascent"),
+        ({"m": 0}, ValueError, "m must be a positive integer"),
+        ({"normalization": "l1"}, ValueError, "normalization must be one of"),
+        ({"ascent_steps": 0}, ValueError, "ascent_steps"),
+        ({"bn_policy": "clean"}, ValueError, "needs model="),
+        ({"bn_policy": "sometimes"}, ValueError, "bn_policy must be one of"),
+        ({"variant": "sam-on"}, ValueError, "normalization layers"),
+    ],
+)
+def test_bad_options_are_refused_naming_them(kw, error, match):
+    model = mlp()
+    with pytest.raises(error, match=match):
+        sam_for(model, **kw)
+
+
+def test_msam_needs_momentum():
+    model = mlp()
+    with pytest.raises(ValueError, match="momentum"):
+        sam_for(model, variant="msam", momentum=0.0)
+
+
+def test_base_optimizer_that_is_not_one():
+    model = mlp()
+    with pytest.raises(TypeError, match="class SGD"):
+        SAM(model.parameters(), torch.optim.SGD)
+    with pytest.raises(TypeError, match="must be a torch.optim.Optimizer"):
+        SAM(model.parameters(), "sgd")
+    with pytest.raises(TypeError, match="returned a dict"):
+        SAM(model.parameters(), lambda p: {})
+    other = mlp(seed=3)
+    with pytest.raises(ValueError, match="not one of the base optimizer's"):
+        SAM(model.parameters(), torch.optim.SGD(other.parameters(), lr=0.1))
+
+
+def test_parameters_without_gradients():
+    model = mlp()
+    frozen = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64), requires_grad=False)
+    with pytest.raises(ValueError, match="does not require grad"):
+        SAM([*model.parameters(), frozen], lambda p: torch.optim.SGD(p, lr=0.1))
+    unused = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+    named = [*model.named_parameters(), ("unused", unused)]
+    opt = SAM(named, lambda p: torch.optim.SGD(p, lr=0.1), rho=0.1)
+    before = flat(model)
+    with pytest.raises(ValueError, match="parameters without gradients after the closure \\(unused\\)"):
+        opt.step(closure_of(model, *data()))
+    assert torch.equal(flat(model), before)
+
+
+@pytest.mark.parametrize("bad", ["none", "nan", "string", "no-grad"])
+def test_bad_closures_leave_the_parameters(bad):
+    x, y = data()
+    model = mlp()
+    opt = sam_for(model, rho=0.1)
+    before = flat(model)
+
+    def closure():
+        loss = ((model(x) - y) ** 2).mean()
+        if bad == "none":
+            loss.backward()
+            return None
+        if bad == "nan":
+            return loss * float("nan")
+        if bad == "string":
+            return "loss"
+        return loss.detach()
+
+    error = TypeError if bad in ("none", "string") else ValueError
+    with pytest.raises(error):
+        opt.step(closure)
+    assert torch.equal(flat(model), before)
+    with pytest.raises(TypeError, match="needs a closure"):
+        opt.step()
+
+
+def test_m_must_divide_the_batch():
+    x, y = data()
+    model = mlp()
+    opt = sam_for(model, rho=0.1, m=3)
+    before = flat(model)
+    with pytest.raises(ValueError, match="m = 3 must divide the batch size 8"):
+        opt.step(closure_of(model, x, y), batch_size=8)
+    with pytest.raises(ValueError, match="batch_size"):
+        opt.step(closure_of(model, x, y))
+    assert torch.equal(flat(model), before)
+
+
+def test_non_finite_gradients_skip_the_step():
+    x, y = data()
+    model = mlp()
+    opt = sam_for(model, rho=0.1, variant="vasso")
+    opt.step(closure_of(model, x, y))
+    before, state, steps = flat(model), [d.clone() for d in opt.direction], opt.variant_steps
+    calls = []
+
+    def closure():
+        loss = ((model(x) - y) ** 2).mean()
+        loss.backward()
+        calls.append(1)
+        if len(calls) == 2:  # the descent pass
+            next(model.parameters()).grad[0, 0] = float("inf")
+        return loss
+
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        opt.step(closure)
+    assert opt.skipped
+    assert torch.equal(flat(model), before)
+    assert all(torch.equal(a, b) for a, b in zip(opt.direction, state)) and opt.variant_steps == steps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step(closure_of(model, x, y))
+    assert not opt.skipped and not torch.equal(flat(model), before)
+    assert math.isfinite(float(flat(model).sum()))
