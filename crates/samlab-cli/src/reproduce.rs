@@ -134,25 +134,26 @@ fn finish(o: &Outcome, took: &str) -> Result<()> {
     Ok(())
 }
 
-/// Submits the plan's unfinished runs to SLURM through a sweep directory `OUT/slurm` (its manifest names each run's
-/// directory), one job array per wave, then `samlab report OUT`.
-fn submit(out: &Path, plan: &Plan, opts: &SlurmOptions, slurm_args: &SlurmArgs) -> Result<()> {
-    let out = out
+/// Submits the plan's unfinished runs to SLURM with `OUT` as the sweep directory (its manifest names each run's
+/// directory inside `OUT`; the sbatch scripts go to `OUT/slurm`), one job array per wave, then `samlab report OUT`.
+fn submit(out_arg: &Path, plan: &Plan, opts: &SlurmOptions, slurm_args: &SlurmArgs) -> Result<()> {
+    let out = out_arg
         .canonicalize()
         .context("cannot find the results directory")?;
-    let sweep = out.join("slurm");
+    let sweep = out.as_path();
     let entries = plan
         .runs
         .iter()
         .map(|r| {
-            let rel = r.dir.strip_prefix(&out).unwrap_or(&r.dir);
-            (
-                Path::new("..").join(rel).to_string_lossy().into_owned(),
-                r.config.to_toml(),
-            )
+            let rel = r
+                .dir
+                .strip_prefix(&out)
+                .or_else(|_| r.dir.strip_prefix(out_arg))
+                .unwrap_or(&r.dir);
+            (rel.to_string_lossy().into_owned(), r.config.to_toml())
         })
         .collect();
-    Manifest::of_runs(entries)?.write(&sweep)?;
+    Manifest::of_runs(entries)?.write(sweep)?;
     let waves: Vec<Vec<usize>> = (0..plan.waves())
         .map(|w| {
             (0..plan.runs.len())
@@ -169,7 +170,7 @@ fn submit(out: &Path, plan: &Plan, opts: &SlurmOptions, slurm_args: &SlurmArgs) 
         say!("every run is finished: rebuilding the report here");
         return self::report(&out);
     }
-    let submitted = slurm::submit_waves(&sweep, &exe, &waves, opts, &report)?;
+    let submitted = slurm::submit_waves(sweep, &exe, &waves, opts, &report)?;
     let report_job = submitted[0].report_job.clone();
     say!(
         "submitted {} runs as {} job arrays ({}), then report job {report_job}; follow them with `samlab sweep status {}`",
@@ -182,7 +183,7 @@ fn submit(out: &Path, plan: &Plan, opts: &SlurmOptions, slurm_args: &SlurmArgs) 
         let mut jobs: Vec<String> = submitted.into_iter().map(|s| s.array_job).collect();
         jobs.push(report_job);
         slurm::wait(&jobs, Duration::from_secs(slurm_args.wait_timeout))?;
-        let log = sweep.join("logs").join("report.log");
+        let log = out.join("logs").join("report.log");
         say!(
             "{}",
             std::fs::read_to_string(&log).unwrap_or_default().trim_end()

@@ -13,14 +13,18 @@ use std::process::{Command, Stdio};
 
 use samlab_deep::checkpoint::Checkpoint;
 
-/// Every file under `dir` with its bytes, lock files excepted (a refused run may leave `.<name>.lock`).
+/// Every file under `dir` with its bytes, lock files excepted (a refused run may leave `.<name>.lock`); a symbolic
+/// link stands for its target's path (it is not followed).
 fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).unwrap() {
             let path = e.unwrap().path();
-            if path.is_dir() {
+            if path.is_symlink() {
+                let target = fs::read_link(&path).unwrap();
+                files.insert(path, target.to_string_lossy().as_bytes().to_vec());
+            } else if path.is_dir() {
                 stack.push(path);
             } else if !path.to_string_lossy().ends_with(".lock") {
                 let bytes = fs::read(&path).unwrap();
@@ -623,4 +627,254 @@ fn concurrent_runs_into_one_directory_never_mix() {
         .filter(|n| n.contains(".staging-") || n.contains(".old-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// `samlab args` under a file-size limit of `blocks` KiB with SIGXFSZ ignored, so writing past it fails with
+/// "File too large" as a full disk fails with "No space left on device"; returns the exit status and stderr.
+fn with_file_limit(blocks: u32, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {blocks}; exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_samlab"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `--force` replaces only a run or an empty directory, on every engine: a directory of other files, a regular
+/// file and a symbolic link are refused (exit 2, naming what is there) and nothing is deleted. A started deep run
+/// (config.toml and checkpoint/, no summary) is a run.
+#[test]
+fn force_replaces_only_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_idx(root, 60, 20);
+    let notarun = root.join("notarun");
+    fs::create_dir(&notarun).unwrap();
+    fs::write(notarun.join("thesis.tex"), "\\chapter{SAM}").unwrap();
+    let file = root.join("plain.txt");
+    fs::write(&file, "keep me").unwrap();
+    let link = root.join("link");
+    std::os::unix::fs::symlink(&notarun, &link).unwrap();
+    let good = root.join("good");
+    ok(&diag(&good, &[])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let config = good.join("config.toml");
+    let deep = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--width",
+            "3",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            p(root),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--out",
+            p(out),
+            "--force",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let relu = |out: &Path| -> Vec<String> {
+        [
+            "relu",
+            "train",
+            "--method",
+            "gd",
+            "--lr",
+            "0.01",
+            "--iters",
+            "10",
+            "--out",
+            p(out),
+            "--force",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    for (out, what) in [
+        (&notarun, "it holds thesis.tex"),
+        (&file, "a regular file"),
+        (&link, "a symbolic link"),
+    ] {
+        let expect = [what, "is not a samlab run", "nothing was deleted"];
+        refused_owned(root, &diag(out, &["--force"]), &expect);
+        refused_owned(root, &relu(out), &expect);
+        refused_owned(root, &deep(out), &expect);
+        refused(
+            root,
+            &["run", "--config", p(&config), "--out", p(out), "--force"],
+            &expect,
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(notarun.join("thesis.tex")).unwrap(),
+        "\\chapter{SAM}"
+    );
+    // A run of any engine, an empty directory, and a deep run that started (no summary yet) are replaced.
+    let empty = root.join("empty");
+    fs::create_dir(&empty).unwrap();
+    ok(&diag(&empty, &["--force"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    ok(&relu(&good).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(summary(&good)["engine"], "relu");
+    let started = root.join("started");
+    ok(&deep(&started)
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    fs::remove_file(started.join("summary.json")).unwrap();
+    fs::remove_file(started.join("metrics.csv")).unwrap();
+    ok(&diag(&started, &["--force"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert_eq!(summary(&started)["engine"], "diag");
+}
+
+/// A replacement that fails (here at a file-size limit, as on a full disk) leaves the run it was to replace at
+/// `--out`, on the deep engine as on the diagonal one, and a later `--resume` finds a finished run to refuse.
+#[test]
+fn a_failed_replacement_puts_the_old_run_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let run = root.join("run");
+    tiny_run(root, &run);
+    let before = snapshot(&run);
+    let (code, err) = with_file_limit(
+        2,
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--width",
+            "64",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            p(root),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--out",
+            p(&run),
+            "--force",
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("too large"), "{err}");
+    assert_eq!(
+        snapshot(&run),
+        before,
+        "the old deep run is back, unchanged"
+    );
+    let leftovers: Vec<_> = fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".old-") || n.contains(".staging-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    refused(
+        root,
+        &["train", "--resume", "--out", p(&run)],
+        &["already finished (status ok)"],
+    );
+    // The diagonal engine, failing while it writes its staged files.
+    let d = root.join("diag");
+    ok(&diag(&d, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let before = snapshot(&d);
+    let args = diag(&d, &["--force", "--n", "2000", "--d", "200"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, err) = with_file_limit(2, &args);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(snapshot(&d), before, "the old diag run is intact");
+}
+
+/// A sweep manifest is data: a run directory that is absolute, goes up with `..`, or passes through a symbolic
+/// link is refused on every read of the manifest (exit 2, naming the entry), even with its id and checksum
+/// recomputed, and the directory it names is left alone.
+#[test]
+fn sweep_run_paths_stay_inside_the_sweep() {
+    use samlab_sweep::manifest::{run_id, Manifest, RunEntry};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let src = root.join("src");
+    ok(&diag(&src, &[])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let config = fs::read_to_string(src.join("config.toml")).unwrap();
+    let victim = root.join("victim");
+    fs::create_dir(&victim).unwrap();
+    fs::write(victim.join("thesis.tex"), "keep").unwrap();
+    let sweeps = root.join("sweeps");
+    fs::create_dir(&sweeps).unwrap();
+    let forge = |name: &str, dir: Option<&str>| -> PathBuf {
+        let sweep = sweeps.join(name);
+        let id = match dir {
+            Some(d) => run_id(&format!("{d}\n{config}")),
+            None => run_id(&config),
+        };
+        Manifest {
+            format: 1,
+            axes: vec![],
+            runs: vec![RunEntry {
+                id,
+                values: vec![],
+                config: config.clone(),
+                dir: dir.map(String::from),
+            }],
+        }
+        .write(&sweep)
+        .unwrap();
+        sweep
+    };
+    let abs = victim.display().to_string();
+    let cases = [
+        ("absolute", Some(abs.as_str()), "is absolute"),
+        ("up", Some("../../victim"), "goes up with `..`"),
+        ("link", Some("link/victim"), "symbolic link"),
+        ("runs-link", None, "symbolic link"),
+        ("empty", Some(""), "is empty"),
+    ];
+    for (name, dir, expect) in cases {
+        let sweep = forge(name, dir);
+        if name == "link" {
+            std::os::unix::fs::symlink(root, sweep.join("link")).unwrap();
+        }
+        if name == "runs-link" {
+            std::os::unix::fs::symlink(&victim, sweep.join("runs")).unwrap();
+        }
+        for cmd in [
+            &["sweep", "task", p(&sweep), "--index", "0"][..],
+            &["sweep", "status", p(&sweep)],
+            &["sweep", "report", p(&sweep)],
+            &["sweep", "submit", p(&sweep)],
+        ] {
+            refused(root, cmd, &["run 0 names the run directory", expect]);
+        }
+    }
+    assert_eq!(
+        fs::read_to_string(victim.join("thesis.tex")).unwrap(),
+        "keep"
+    );
+    assert_eq!(fs::read_dir(&victim).unwrap().count(), 1);
 }

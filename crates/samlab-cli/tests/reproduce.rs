@@ -135,7 +135,7 @@ fn reproduce_on_slurm_gives_the_local_claims() {
     );
     assert!(stdout.contains("0 fail, 0 not run"), "{stdout}");
     assert_eq!(claims(&cluster), claims(&local));
-    let status = ok(&["sweep", "status", p(&cluster.join("slurm"))]);
+    let status = ok(&["sweep", "status", p(&cluster)]);
     assert!(status.contains("11 done"), "{status}");
     // Everything is finished: a second submission runs nothing and rebuilds the report here.
     let stdout = ok(&[

@@ -58,6 +58,14 @@ pub enum RunDirError {
     /// `<out>` already holds files and `force` was not given.
     #[error("{0} already exists and is not empty (pass --force to replace it)")]
     Exists(PathBuf),
+    /// `<out>` holds something that is not a samlab run, which `force` never replaces.
+    #[error("{out} is not a samlab run ({found}); --force replaces only a run directory (its summary.json names its engine, or a deep run that started: config.toml of an engine and checkpoint/) or an empty directory, so nothing was deleted: move it away or choose another --out")]
+    NotARun {
+        /// The requested run directory.
+        out: PathBuf,
+        /// What is there, in words.
+        found: String,
+    },
     /// Another process holds the run directory's lock.
     #[error("{0} is being written by another samlab process (its lock file {1} is held); wait for it or choose another --out")]
     Busy(PathBuf, PathBuf),
@@ -124,6 +132,98 @@ pub fn is_occupied(out: &Path) -> bool {
         Ok(mut entries) => entries.next().is_some(),
         Err(e) => e.kind() != io::ErrorKind::NotFound,
     }
+}
+
+/// The engines whose runs `force` may replace.
+const ENGINES: [&str; 3] = ["diag", "relu", "deep"];
+
+/// Whether `out` may be replaced by `force`: it is missing, an empty directory, or a samlab run (its summary.json
+/// header names an engine; or, for a deep run that started and has no summary yet, a config.toml whose `engine`
+/// key names an engine beside a `checkpoint/` directory). Anything else, a regular file or a symbolic link
+/// included, is [`RunDirError::NotARun`], naming what is there.
+pub fn check_replaceable(out: &Path) -> Result<(), RunDirError> {
+    let not_a_run = |found: String| {
+        Err(RunDirError::NotARun {
+            out: out.to_path_buf(),
+            found,
+        })
+    };
+    let meta = match fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(out)(e)),
+    };
+    if meta.file_type().is_symlink() {
+        return not_a_run("a symbolic link".into());
+    }
+    if !meta.is_dir() {
+        return not_a_run("a regular file".into());
+    }
+    if !is_occupied(out) || is_run(out) {
+        return Ok(());
+    }
+    let mut names: Vec<String> = fs::read_dir(out)
+        .map_err(io_error(out))?
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                name + "/"
+            } else {
+                name
+            }
+        })
+        .collect();
+    names.sort();
+    let shown = names.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
+    let more = match names.len().saturating_sub(3) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    not_a_run(format!("it holds {shown}{more} and no samlab summary.json"))
+}
+
+/// Whether the directory `dir` holds a samlab run (see [`check_replaceable`]).
+fn is_run(dir: &Path) -> bool {
+    if SummaryHeader::read(dir).is_some_and(|h| ENGINES.contains(&h.engine.as_str())) {
+        return true;
+    }
+    // A deep run started (or imported) but without a summary yet.
+    let engine = read_capped(&dir.join("config.toml"), 1 << 20)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("engine").and_then(|e| e.as_str().map(String::from)));
+    engine.is_some_and(|e| ENGINES.contains(&e.as_str())) && dir.join("checkpoint").is_dir()
+}
+
+/// The most bytes samlab reads from a text file a user names (a config.toml, a sweep grid): 16 MiB, thousands of
+/// times any real one.
+pub const MAX_TEXT_BYTES: u64 = 16 << 20;
+
+/// The text of the file `path` (a config, a grid), refusing one longer than [`MAX_TEXT_BYTES`] (or not UTF-8) with
+/// [`io::ErrorKind::InvalidData`] before reading more than that: `/dev/zero` is an error, not an endless read.
+pub fn read_text(path: &Path) -> io::Result<String> {
+    String::from_utf8(read_capped(path, MAX_TEXT_BYTES)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+/// The bytes of the file `path`, refusing (with [`io::ErrorKind::InvalidData`], naming the bound) one longer than
+/// `max` bytes before reading more than `max + 1`: the way every reader of a small file (config, grid, summary)
+/// avoids reading `/dev/zero` until memory runs out.
+pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use io::Read as _;
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("longer than {max} bytes, the most samlab reads from such a file"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Exclusive ownership of the run directory `<out>` while the value lives: an advisory lock (`flock`) on
@@ -265,6 +365,9 @@ pub struct RunDirWriter {
     lock: RunLock,
     /// The staging directory, for a staged run.
     staging: Option<PathBuf>,
+    /// The earlier run this writer set aside for a run written in place (`force`), restored by
+    /// [`abandon`](Self::abandon).
+    set_aside: Option<PathBuf>,
     committed: bool,
 }
 
@@ -273,34 +376,47 @@ impl RunDirWriter {
     /// is a non-empty directory (or a file) and `force` is false.
     pub fn create(out: &Path, force: bool) -> Result<Self, RunDirError> {
         let lock = RunLock::acquire(out)?;
-        if is_occupied(out) && !force {
-            return Err(RunDirError::Exists(out.to_path_buf()));
+        if is_occupied(out) {
+            if !force {
+                return Err(RunDirError::Exists(out.to_path_buf()));
+            }
+            check_replaceable(out)?;
         }
         let staging = sibling(out, "staging");
         fs::create_dir_all(&staging).map_err(io_error(&staging))?;
         Ok(RunDirWriter {
             lock,
             staging: Some(staging),
+            set_aside: None,
             committed: false,
         })
     }
 
     /// Locks `out` for a run written in place: an occupied `out` is set aside (only with `force`, else
-    /// [`RunDirError::Exists`]) and `out` is created empty.
+    /// [`RunDirError::Exists`], and only a run: [`check_replaceable`]) and `out` is created empty. The run set
+    /// aside is deleted by [`commit`](Self::commit) and put back by [`abandon`](Self::abandon); a process killed
+    /// in between leaves it beside `<out>`, listed by [`RunLock::set_aside_runs`].
     pub fn in_place(out: &Path, force: bool) -> Result<Self, RunDirError> {
         let lock = RunLock::acquire(out)?;
+        let mut set_aside = None;
         if is_occupied(out) {
             if !force {
                 return Err(RunDirError::Exists(out.to_path_buf()));
             }
-            lock.set_aside()?;
+            check_replaceable(out)?;
+            set_aside = Some(lock.set_aside()?);
         }
-        fs::create_dir_all(out).map_err(io_error(out))?;
-        Ok(RunDirWriter {
+        let writer = RunDirWriter {
             lock,
             staging: None,
+            set_aside,
             committed: false,
-        })
+        };
+        if let Err(e) = fs::create_dir_all(out) {
+            let _ = writer.abandon();
+            return Err(io_error(out)(e));
+        }
+        Ok(writer)
     }
 
     /// Locks the started run in `out` to continue it in place.
@@ -308,8 +424,25 @@ impl RunDirWriter {
         Ok(RunDirWriter {
             lock: RunLock::acquire(out)?,
             staging: None,
+            set_aside: None,
             committed: false,
         })
+    }
+
+    /// Gives up a run that failed before its commit: a staged run's staging directory goes (as on drop); a run
+    /// written in place that replaced an earlier run (`force`) is deleted and the earlier run put back at
+    /// `<out>`, so a failing replacement (a full disk, a bad checkpoint) loses nothing. A run written in place
+    /// that replaced nothing stays, resumable. Deleting needs no free space, so this works on a full disk; if it
+    /// fails all the same, the earlier run stays set aside, and only a later successful commit deletes it.
+    pub fn abandon(mut self) -> Result<(), RunDirError> {
+        let Some(old) = self.set_aside.take() else {
+            return Ok(());
+        };
+        let out = self.lock.out().to_path_buf();
+        if out.exists() {
+            fs::remove_dir_all(&out).map_err(io_error(&out))?;
+        }
+        fs::rename(&old, &out).map_err(io_error(&old))
     }
 
     /// Where to write the run's files: the staging directory until [`commit`](Self::commit), or `<out>` itself.
@@ -355,7 +488,7 @@ pub struct SummaryHeader {
 impl SummaryHeader {
     /// The header of `<run>/summary.json`, if the run has a readable one.
     pub fn read(run: &Path) -> Option<SummaryHeader> {
-        serde_json::from_slice(&fs::read(run.join("summary.json")).ok()?).ok()
+        serde_json::from_slice(&read_capped(&run.join("summary.json"), 1 << 26).ok()?).ok()
     }
 
     /// Whether the run has finished (ok or diverged).
@@ -557,6 +690,7 @@ mod tests {
         let out = root.path().join("run");
         let w = RunDirWriter::create(&out, false).unwrap();
         fs::write(w.path().join("a.txt"), "first").unwrap();
+        write_header(w.path());
         assert!(!out.exists(), "nothing visible before commit");
         w.commit().unwrap();
         assert_eq!(fs::read_to_string(out.join("a.txt")).unwrap(), "first");
@@ -579,6 +713,83 @@ mod tests {
         assert!(!out.join("a.txt").exists());
         assert_eq!(fs::read_to_string(out.join("b.txt")).unwrap(), "second");
         assert_eq!(hidden(root.path()), [".run.lock"]);
+    }
+
+    /// A summary.json header that makes `dir` a run.
+    fn write_header(dir: &Path) {
+        let header = SummaryHeader {
+            samlab_version: "0".into(),
+            engine: "diag".into(),
+            status: "ok".into(),
+        };
+        write_json(&dir.join("summary.json"), &header).unwrap();
+    }
+
+    #[test]
+    fn force_replaces_only_runs_and_empty_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        fs::create_dir(&out).unwrap();
+        check_replaceable(&out).unwrap();
+        check_replaceable(&root.path().join("missing")).unwrap();
+        fs::write(out.join("thesis.tex"), "x").unwrap();
+        fs::create_dir(out.join("figures")).unwrap();
+        for writer in [RunDirWriter::create, RunDirWriter::in_place] {
+            let err = writer(&out, true).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("is not a samlab run (it holds figures/, thesis.tex and no samlab summary.json)"),
+                "{err}"
+            );
+            assert!(err.is_bad_input());
+        }
+        assert!(out.join("thesis.tex").exists());
+        // A summary header naming an engine makes it a run; so does a started deep run.
+        write_header(&out);
+        check_replaceable(&out).unwrap();
+        fs::remove_file(out.join("summary.json")).unwrap();
+        fs::write(out.join("config.toml"), "engine = \"deep\"\n").unwrap();
+        assert!(check_replaceable(&out).is_err(), "no checkpoint/ yet");
+        fs::create_dir(out.join("checkpoint")).unwrap();
+        check_replaceable(&out).unwrap();
+        let file = root.path().join("file");
+        fs::write(&file, "x").unwrap();
+        let err = check_replaceable(&file).unwrap_err();
+        assert!(err.to_string().contains("a regular file"), "{err}");
+    }
+
+    #[test]
+    fn an_abandoned_replacement_puts_the_old_run_back() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("run");
+        let w = RunDirWriter::create(&out, false).unwrap();
+        write_header(w.path());
+        w.commit().unwrap();
+        let before = fs::read(out.join("summary.json")).unwrap();
+        let w = RunDirWriter::in_place(&out, true).unwrap();
+        assert!(!out.join("summary.json").exists());
+        fs::write(out.join("config.toml"), "partial").unwrap();
+        w.abandon().unwrap();
+        assert_eq!(fs::read(out.join("summary.json")).unwrap(), before);
+        assert!(!out.join("config.toml").exists());
+        assert_eq!(hidden(root.path()), [".run.lock"]);
+        // Abandoning a run that replaced nothing leaves it, resumable.
+        let w = RunDirWriter::resume(&out).unwrap();
+        w.abandon().unwrap();
+        assert_eq!(fs::read(out.join("summary.json")).unwrap(), before);
+    }
+
+    #[test]
+    fn capped_reads_stop_at_the_bound() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("big.toml");
+        fs::write(&path, vec![b'a'; 100]).unwrap();
+        assert_eq!(read_capped(&path, 100).unwrap().len(), 100);
+        let err = read_capped(&path, 99).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("longer than 99 bytes"), "{err}");
+        let err = read_text(Path::new("/dev/zero")).unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
     }
 
     /// The hidden entries of `dir`, sorted.

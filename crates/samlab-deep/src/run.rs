@@ -918,15 +918,21 @@ fn start_fresh(
     writer: RunDirWriter,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome, RunError> {
-    let out = writer.path();
-    let ckdir = checkpoint_dir(out);
-    fs::create_dir_all(&ckdir).map_err(io_err(&ckdir))?;
-    let text = toml::to_string(config).map_err(|e| RunError::Io {
-        path: out.join("config.toml"),
-        source: io::Error::other(e),
-    })?;
-    write_atomic(&out.join("config.toml"), text.as_bytes())?;
-    write_noise_records(out, &p.data.noise_records)?;
+    let prepared = (|| {
+        let out = writer.path();
+        let ckdir = checkpoint_dir(out);
+        fs::create_dir_all(&ckdir).map_err(io_err(&ckdir))?;
+        let text = toml::to_string(config).map_err(|e| RunError::Io {
+            path: out.join("config.toml"),
+            source: io::Error::other(e),
+        })?;
+        write_atomic(&out.join("config.toml"), text.as_bytes())?;
+        write_noise_records(out, &p.data.noise_records)
+    })();
+    if let Err(e) = prepared {
+        abandon(writer, &e);
+        return Err(e);
+    }
     let state = match init {
         Some(ckpt) => {
             let mut s = ckpt.to_state(&p.device);
@@ -946,8 +952,17 @@ fn start_fresh(
     run_locked(config, p, writer, state, Progress::new(), observer)
 }
 
-/// [`run_loop`], then (once the run is no longer `running`) commits it, deleting any earlier run that `force` set
-/// aside.
+/// Gives up the run of `writer` after `error`: a run that replaced another (`force`) is deleted and the other put
+/// back ([`RunDirWriter::abandon`]). Should that fail too, the earlier run stays set aside beside `<out>` (only a
+/// successful commit deletes it), and a warning says where.
+fn abandon(writer: RunDirWriter, error: &RunError) {
+    if let Err(e) = writer.abandon() {
+        eprintln!("warning: after {error}, the run that --force replaced could not be put back ({e}); it waits beside the run directory as a hidden .<name>.old-<pid> directory");
+    }
+}
+
+/// [`run_loop`], then (once the run has finished: ok or diverged) commits it, deleting any earlier run that `force`
+/// set aside; a failing run is abandoned, putting back the run it was to replace.
 fn run_locked(
     config: &DeepRunConfig,
     p: &Plan,
@@ -956,8 +971,17 @@ fn run_locked(
     progress: Progress,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome, RunError> {
-    let outcome = device_guard(|| run_loop(config, p, writer.path(), state, progress, observer))?;
-    if outcome.summary.status != Status::Running {
+    let outcome =
+        match device_guard(|| run_loop(config, p, writer.path(), state, progress, observer)) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                abandon(writer, &e);
+                return Err(e);
+            }
+        };
+    // Only a finished run is committed: one stopped early (killed, interrupted) is continued by `--resume`, and
+    // the run it replaces waits beside it until then.
+    if matches!(outcome.summary.status, Status::Ok | Status::Diverged) {
         writer.commit()?;
     }
     Ok(outcome)

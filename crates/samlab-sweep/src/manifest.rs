@@ -107,6 +107,8 @@ impl Manifest {
             if !dirs.insert(dir.clone()) {
                 return invalid(format!("two runs in {dir}"));
             }
+            confined(Path::new("."), &dir)
+                .or_else(|e| invalid(format!("run directory {dir:?}: {e}")))?;
             entries.push(RunEntry {
                 id: entry_id(&config, Some(&dir)),
                 values: vec![],
@@ -146,7 +148,7 @@ impl Manifest {
     /// their configs (edited after planning).
     pub fn load(dir: &Path) -> Result<Manifest, SweepError> {
         let path = dir.join("manifest.json");
-        let text = fs::read(&path).map_err(|e| {
+        let text = samlab_core::run_dir::read_capped(&path, 1 << 30).map_err(|e| {
             SweepError::Invalid(format!(
                 "{} is not a sweep directory: cannot read {}: {e}",
                 dir.display(),
@@ -184,6 +186,19 @@ impl Manifest {
         {
             return Err(edited());
         }
+        // A manifest is data: its runs may write only inside the sweep directory.
+        for (index, run) in manifest.runs.iter().enumerate() {
+            let rel = match &run.dir {
+                Some(d) => d.clone(),
+                None => format!("runs/{}", run.id),
+            };
+            confined(dir, &rel).or_else(|e| {
+                invalid(format!(
+                    "{}: run {index} names the run directory {rel:?}, which {e}",
+                    path.display()
+                ))
+            })?;
+        }
         Ok(manifest)
     }
 
@@ -204,6 +219,45 @@ pub fn run_dir(dir: &Path, run: &RunEntry) -> PathBuf {
         Some(d) => dir.join(d),
         None => dir.join("runs").join(&run.id),
     }
+}
+
+/// Checks that the run directory `rel` stays inside the sweep directory `dir`: a relative path of plain names (no
+/// root, no `..`, not empty), none of whose parts that exist under `dir` is a symbolic link (which could lead
+/// anywhere). The error says which rule `rel` breaks.
+fn confined(dir: &Path, rel: &str) -> Result<(), String> {
+    use std::path::Component;
+    let path = Path::new(rel);
+    if rel.is_empty() || path.components().next().is_none() {
+        return Err("is empty (it must be a directory inside the sweep directory)".into());
+    }
+    let mut at = dir.to_path_buf();
+    for c in path.components() {
+        match c {
+            Component::Normal(name) => at.push(name),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                return Err(
+                    "goes up with `..` (run directories must stay inside the sweep directory)"
+                        .into(),
+                )
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(
+                    "is absolute (run directories are relative to the sweep directory)".into(),
+                )
+            }
+        }
+        if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!(
+                "passes through the symbolic link {} (run directories must stay inside the sweep directory)",
+                at.display()
+            ));
+        }
+    }
+    if at == dir {
+        return Err("is the sweep directory itself".into());
+    }
+    Ok(())
 }
 
 /// The log of task `index` in the sweep directory `dir`.
