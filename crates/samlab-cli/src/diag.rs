@@ -27,6 +27,19 @@ pub enum Method {
     OneSam,
 }
 
+impl Method {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Gd => "gd",
+            Method::Sgd => "sgd",
+            Method::Nsam => "nsam",
+            Method::Msam => "msam",
+            Method::OneSam => "1sam",
+        }
+    }
+}
+
 /// Flags of `samlab diag train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {

@@ -71,6 +71,18 @@ pub enum InitArg {
     Uniform,
 }
 
+impl InitArg {
+    /// Its name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            InitArg::Blanc => "blanc",
+            InitArg::Gaussian => "gaussian",
+            InitArg::He => "he",
+            InitArg::Uniform => "uniform",
+        }
+    }
+}
+
 /// Which loss `--stop-below` reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StopOnArg {
@@ -113,15 +125,15 @@ pub struct TrainArgs {
     /// Initialization.
     #[arg(long, value_enum, default_value = "blanc")]
     pub init: InitArg,
-    /// Scale s of the blanc initialization.
-    #[arg(long, default_value_t = 1.0)]
-    pub init_scale: f64,
-    /// Standard deviation of the hidden weights (gaussian initialization).
-    #[arg(long, default_value_t = 1.0)]
-    pub w_scale: f64,
-    /// Standard deviation of the output weights (gaussian initialization).
-    #[arg(long, default_value_t = 1.0)]
-    pub a_scale: f64,
+    /// Scale s of the blanc initialization [default: 1].
+    #[arg(long)]
+    pub init_scale: Option<f64>,
+    /// Standard deviation of the hidden weights (gaussian initialization) [default: 1].
+    #[arg(long)]
+    pub w_scale: Option<f64>,
+    /// Standard deviation of the output weights (gaussian initialization) [default: 1].
+    #[arg(long)]
+    pub a_scale: Option<f64>,
     /// Seed of the initialization, SGD sampling and random perturbations.
     #[arg(long, default_value_t = 0)]
     pub seed: u32,
@@ -198,13 +210,27 @@ impl TrainArgs {
                 seed: self.data_seed,
             }),
         };
+        // An initialization option of another initialization would be ignored: refused, naming both.
+        for (flag, given, owner) in [
+            ("--init-scale", self.init_scale.is_some(), InitArg::Blanc),
+            ("--w-scale", self.w_scale.is_some(), InitArg::Gaussian),
+            ("--a-scale", self.a_scale.is_some(), InitArg::Gaussian),
+        ] {
+            if given && self.init != owner {
+                anyhow::bail!(UsageError(format!(
+                    "{flag} is an option of --init {} and --init is {} (it would be ignored)",
+                    owner.name(),
+                    self.init.name()
+                )));
+            }
+        }
         let init = match self.init {
             InitArg::Blanc => ReluInit::Blanc {
-                scale: self.init_scale,
+                scale: self.init_scale.unwrap_or(1.0),
             },
             InitArg::Gaussian => ReluInit::Gaussian {
-                w_scale: self.w_scale,
-                a_scale: self.a_scale,
+                w_scale: self.w_scale.unwrap_or(1.0),
+                a_scale: self.a_scale.unwrap_or(1.0),
             },
             InitArg::He => ReluInit::He,
             InitArg::Uniform => ReluInit::Uniform,

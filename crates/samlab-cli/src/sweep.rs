@@ -174,11 +174,19 @@ pub fn sweep(cmd: &SweepCommand) -> Result<()> {
     }
 }
 
-/// Checks a run's config.toml as its engine does before writing anything.
+/// Checks a run's config.toml as `samlab run --config` does before writing anything: every engine's checks, and
+/// for a deep run its plan too (its device, its data read and checked, the model built, the number of updates
+/// counted), so that a grid whose runs would fail as tasks is refused before a task is submitted.
 fn check_run(text: &str) -> std::result::Result<(), String> {
     AnyRunConfig::parse(Path::new("config.toml"), text)
         .map_err(anyhow::Error::from)
-        .and_then(|c| c.check())
+        .and_then(|c| {
+            c.check()?;
+            if let AnyRunConfig::Deep(deep) = &c {
+                samlab_deep::run::planned(deep)?;
+            }
+            Ok(())
+        })
         .map_err(|e| format!("{e:#}"))
 }
 

@@ -39,8 +39,8 @@ pub struct AscentArgs {
     /// Compute the perturbation on the previous mini-batch (the deep-net n-SAM proxy).
     #[arg(long)]
     pub previous_batch: bool,
-    /// rho = FACTOR * lr (instead of a constant rho).
-    #[arg(long)]
+    /// rho = FACTOR * lr (instead of a constant rho; exclusive with --rho).
+    #[arg(long, conflicts_with = "rho")]
     pub rho_lr_factor: Option<f64>,
     /// SAM is active from this fraction of training on (ERM -> SAM) [default: 0].
     #[arg(long)]
@@ -206,8 +206,11 @@ impl AscentArgs {
         if let Some(m) = self.m {
             sam.grouping = Grouping::Size(m);
         }
+        // A radius given by flag replaces the config's, constant or tied to the learning rate (config.toml then
+        // records the one that runs).
         if let Some(rho) = self.rho {
             sam.rho = rho;
+            sam.rho_schedule = RhoSchedule::Constant;
         }
         if let Some(k) = self.ascent_steps {
             sam.ascent_steps = k;
@@ -225,6 +228,7 @@ impl AscentArgs {
             sam.ascent_source = AscentSource::PreviousBatch;
         }
         if let Some(factor) = self.rho_lr_factor {
+            sam.rho = 0.0;
             sam.rho_schedule = RhoSchedule::ProportionalToLr { factor };
         }
         sam.window = ActiveWindow {
@@ -284,6 +288,28 @@ impl SamArgs {
             }
             _ => self.batch_size,
         };
+        if !sam_method {
+            let flag = [
+                (self.normalize, "--normalize"),
+                (self.clip, "--clip"),
+                (a.random_init, "--random-init"),
+                (a.random_perturbation, "--random-perturbation"),
+                (a.previous_batch, "--previous-batch"),
+                (a.ascent_steps.is_some(), "--ascent-steps"),
+                (a.ascent_step_mult.is_some(), "--ascent-step-mult"),
+                (a.sam_start.is_some(), "--sam-start"),
+                (a.sam_end.is_some(), "--sam-end"),
+                (a.variant.variant.is_some(), "--variant"),
+            ]
+            .into_iter()
+            .find_map(|(given, flag)| given.then_some(flag));
+            if let Some(flag) = flag {
+                bail!(UsageError(format!(
+                    "{flag} shapes the SAM ascent, and --method {} has none (it would be ignored): use a SAM method (nsam, msam, 1sam) or leave {flag} out",
+                    self.method.name()
+                )));
+            }
+        }
         let normalization = match (self.normalize, self.clip) {
             (true, _) => Normalization::Normalized,
             (_, true) => Normalization::Clipped,

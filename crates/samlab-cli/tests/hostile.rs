@@ -878,3 +878,284 @@ fn sweep_run_paths_stay_inside_the_sweep() {
     );
     assert_eq!(fs::read_dir(&victim).unwrap().count(), 1);
 }
+
+/// One rule for options: an option that does not apply to the chosen method is refused (exit 2, naming both),
+/// never silently dropped.
+#[test]
+fn options_that_do_not_apply_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write_idx(root, 60, 20);
+    let out = root.join("out");
+    let deep = |extra: &[&str]| -> Vec<String> {
+        [
+            &[
+                "train",
+                "--model",
+                "mlp",
+                "--width",
+                "3",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                p(root),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--out",
+                p(&out),
+            ][..],
+            extra,
+        ]
+        .concat()
+        .into_iter()
+        .map(String::from)
+        .collect()
+    };
+    for (flags, expect) in [
+        (
+            &["--rho", "0", "--variant", "asam"][..],
+            &["variant ASAM needs a SAM radius", "rho = 0"][..],
+        ),
+        (&["--variant", "gsam"], &["GSAM", "rho = 0"]),
+        (&["--ascent-steps", "3"], &["ascent_steps = 3", "rho = 0"]),
+        (&["--random-init"], &["random_init", "rho = 0"]),
+        (&["--previous-batch"], &["previous-batch", "rho = 0"]),
+        (
+            &["--rho", "5", "--rho-lr-factor", "1"],
+            &["--rho-lr-factor", "--rho"],
+        ),
+    ] {
+        refused_owned(root, &deep(flags), expect);
+    }
+    // The analytic engines: an ascent flag with GD or SGD.
+    for (method, flags, expect) in [
+        ("gd", &["--variant", "asam"][..], "--variant"),
+        ("gd", &["--normalize"], "--normalize"),
+        ("sgd", &["--random-init"], "--random-init"),
+        ("gd", &["--clip"], "--clip"),
+    ] {
+        let mut args = diag(&out, flags);
+        args[3] = method.into();
+        refused_owned(root, &args, &[expect, &format!("--method {method}")]);
+    }
+    let relu = |extra: &[&str]| -> Vec<String> {
+        [
+            &[
+                "relu",
+                "train",
+                "--method",
+                "gd",
+                "--lr",
+                "0.01",
+                "--iters",
+                "10",
+                "--out",
+                p(&out),
+            ][..],
+            extra,
+        ]
+        .concat()
+        .into_iter()
+        .map(String::from)
+        .collect()
+    };
+    refused_owned(
+        root,
+        &relu(&["--normalize"]),
+        &["--normalize", "--method gd"],
+    );
+    refused_owned(
+        root,
+        &relu(&["--w-scale", "3"]),
+        &[
+            "--w-scale is an option of --init gaussian",
+            "--init is blanc",
+        ],
+    );
+    refused_owned(
+        root,
+        &relu(&["--init", "gaussian", "--init-scale", "2"]),
+        &["--init-scale", "--init is gaussian"],
+    );
+    // bench-step at rho 0 with a variant would time ERM under the variant's name.
+    refused(
+        root,
+        &["bench-step", "--model", "mlp", "--variant", "asam"],
+        &["ASAM", "rho = 0"],
+    );
+    // A config.toml: options beside `kind = "sam"`, and a rho beside a rho tied to the learning rate.
+    let src = root.join("src");
+    ok(&[
+        "diag",
+        "train",
+        "--method",
+        "nsam",
+        "--rho",
+        "0.1",
+        "--lr",
+        "0.1",
+        "--iters",
+        "10",
+        "--out",
+        p(&src),
+    ]);
+    let text = fs::read_to_string(src.join("config.toml")).unwrap();
+    let edited = root.join("edited.toml");
+    for (from, to, expect) in [
+        (
+            "[train.sam.variant]\nkind = \"sam\"",
+            "[train.sam.variant]\nkind = \"sam\"\neta = 3.0",
+            "unknown field `eta`",
+        ),
+        (
+            "[train.sam.rho_schedule]\nkind = \"constant\"",
+            "[train.sam.rho_schedule]\nkind = \"proportional_to_lr\"\nfactor = 1.0",
+            "rho = 0.1 and rho_schedule proportional_to_lr",
+        ),
+    ] {
+        assert!(text.contains(from), "{text}");
+        fs::write(&edited, text.replace(from, to)).unwrap();
+        refused(
+            root,
+            &["run", "--config", p(&edited), "--out", p(&out)],
+            &[expect],
+        );
+    }
+    // --rho-lr-factor over a config with a constant rho records rho = 0 (what runs), not the config's radius.
+    ok(&[
+        "diag",
+        "train",
+        "--method",
+        "nsam",
+        "--rho-lr-factor",
+        "1",
+        "--lr",
+        "0.1",
+        "--iters",
+        "10",
+        "--out",
+        p(&out),
+    ]);
+    let ran = fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(ran.contains("rho = 0.0"), "{ran}");
+    refused(
+        root,
+        &[
+            "reproduce",
+            "--plan",
+            "--only",
+            "",
+            "--out",
+            p(&root.join("r")),
+        ],
+        &["--only", "empty prefix"],
+    );
+}
+
+/// `sweep plan` runs every engine's checks on every run before writing anything, as `run --config` does.
+#[test]
+fn sweep_plan_checks_every_run_as_run_config_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let run = root.join("run");
+    tiny_run(root, &run);
+    let base = run.join("config.toml");
+    let grid = root.join("grid.toml");
+    let out = root.join("sweep");
+    for (axes, expect) in [
+        ("\"train.device\" = [\"flex\", \"tpu\"]", "tpu"),
+        (
+            "\"train.epochs\" = [1, 9223372036854775807]",
+            "64-bit counter",
+        ),
+        (
+            "\"train.batch_size\" = [8, 100000]",
+            "larger than the training split",
+        ),
+    ] {
+        fs::write(&grid, format!("base = {:?}\n[axes]\n{axes}\n", p(&base))).unwrap();
+        refused(
+            root,
+            &["sweep", "plan", p(&grid), "--out", p(&out)],
+            &["run 1", expect],
+        );
+        assert!(!out.exists());
+    }
+    // The diagonal engine's learning rate.
+    let d = root.join("diag");
+    ok(&diag(&d, &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let text = fs::read_to_string(d.join("config.toml")).unwrap();
+    let lr_key = if text.contains("[train.lr]") {
+        "train.lr.base"
+    } else {
+        "train.lr"
+    };
+    for bad_lr in ["nan", "inf", "-0.1"] {
+        fs::write(
+            &grid,
+            format!(
+                "base = {:?}\n[axes]\n\"{lr_key}\" = [0.01, {bad_lr}]\n",
+                p(&d.join("config.toml"))
+            ),
+        )
+        .unwrap();
+        refused(
+            root,
+            &["sweep", "plan", p(&grid), "--out", p(&out)],
+            &["run 1", "lr"],
+        );
+        assert!(!out.exists());
+    }
+}
+
+/// Sizes from flags are bounded before anything is allocated from them, with the flag and the bound named.
+#[test]
+fn relu_and_hessian_sizes_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let out = root.join("out");
+    let ts = |flags: &[&str]| -> Vec<String> {
+        [
+            &[
+                "relu",
+                "train",
+                "--dataset",
+                "teacher-student",
+                "--method",
+                "gd",
+                "--lr",
+                "0.01",
+                "--iters",
+                "1",
+                "--out",
+                p(&out),
+            ][..],
+            flags,
+        ]
+        .concat()
+        .into_iter()
+        .map(String::from)
+        .collect()
+    };
+    for (flags, expect) in [
+        (&["--n", "4294967296", "--d", "4294967296"][..], "invalid n"),
+        (&["--n", "1000000000", "--d", "1000"], "invalid n"),
+        (&["--n-test", "1000000000000"], "invalid n_test"),
+        (&["--d", "1099511627776"], "invalid n"),
+        (
+            &["--teacher-width", "1000000000000"],
+            "invalid teacher_width",
+        ),
+    ] {
+        refused_owned(root, &ts(flags), &[expect, "1073741824 values"]);
+    }
+    let run = root.join("run");
+    tiny_run(root, &run);
+    refused(
+        root,
+        &["hessian", p(&run), "--trace", "--probes", "1000000000"],
+        &["probes", "at most 100000"],
+    );
+}

@@ -308,6 +308,26 @@ impl Scratch {
     }
 }
 
+impl DiagTrainConfig {
+    /// Every check [`train`] makes on `n` examples of dimension `d` before its first update (the learning rate,
+    /// the batch and its size, the SAM options): what a run, `run --config` and `sweep plan` refuse up front.
+    pub fn check(&self, n: usize, d: usize) -> Result<crate::sam::CheckedSam, ConfigError> {
+        self.lr.check()?;
+        let batch_size = self.batch_size.unwrap_or(n);
+        if batch_size == 0 {
+            return Err(ConfigError::Invalid {
+                field: "batch_size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        crate::limits::product("batch_size", &[batch_size, d], crate::limits::MAX_ELEMENTS)?;
+        let sam = self.sam.check(batch_size)?;
+        sam.check_selection(n, batch_size)?;
+        sam.require_layers("diagonal-net engine", false, false)?;
+        Ok(sam)
+    }
+}
+
 /// Trains from `init` on `data` and returns the final parameters and the loss curve.
 ///
 /// `observer` sees every update before it is applied (for progress bars and the theory module's accounting).
@@ -330,18 +350,7 @@ pub fn train(
             ),
         });
     }
-    config.lr.check()?;
-    let batch_size = config.batch_size.unwrap_or(n);
-    if batch_size == 0 {
-        return Err(ConfigError::Invalid {
-            field: "batch_size",
-            reason: "must be at least 1".into(),
-        });
-    }
-    crate::limits::product("batch_size", &[batch_size, d], crate::limits::MAX_ELEMENTS)?;
-    let sam = config.sam.check(batch_size)?;
-    sam.check_selection(n, batch_size)?;
-    sam.require_layers("diagonal-net engine", false, false)?;
+    let sam = config.check(n, d)?;
     let flat = Flat::new(data);
     let mut rng = NumpyRandomState::new(config.seed);
     let mut p = init;

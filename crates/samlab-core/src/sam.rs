@@ -248,7 +248,27 @@ pub struct SamConfig {
     /// When SAM is switched on during training.
     pub window: ActiveWindow,
     /// Plain SAM or one of its variants.
+    #[serde(deserialize_with = "variant_strict")]
     pub variant: Variant,
+}
+
+/// [`Variant`]'s own deserialization, refusing options beside the kinds that take none (`sam`, `msam`, `sam_on`):
+/// serde's `deny_unknown_fields` does not reach the unit variants of an internally tagged enum, so
+/// `[sam.variant] kind = "sam", eta = 3` would otherwise drop `eta` (and a sweep axis on it make identical runs).
+fn variant_strict<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Variant, D::Error> {
+    use serde::de::Error as _;
+    let value = toml::Value::deserialize(d)?;
+    if let Some(table) = value.as_table() {
+        let kind = table.get("kind").and_then(toml::Value::as_str);
+        if let Some(kind @ ("sam" | "msam" | "sam_on")) = kind {
+            if let Some(extra) = table.keys().find(|k| *k != "kind") {
+                return Err(D::Error::custom(format!(
+                    "unknown field `{extra}`: variant `{kind}` takes no options"
+                )));
+            }
+        }
+    }
+    Variant::deserialize(value).map_err(D::Error::custom)
 }
 
 impl Default for SamConfig {
@@ -333,6 +353,7 @@ impl SamConfig {
                 format!("needs 0 <= start <= end <= 1, got start {start}, end {end}"),
             );
         }
+        self.check_ascent_applies()?;
         let group_size = match self.grouping {
             Grouping::WholeBatch => batch_size,
             Grouping::Size(m) => m,
@@ -346,6 +367,59 @@ impl SamConfig {
 }
 
 impl SamConfig {
+    /// One rule for options that shape the ascent: without a radius (`rho = 0`, or a zero rho/lr factor) there is
+    /// no ascent, so a variant, multi-step or random-start ascent, random perturbation or previous-batch ascent
+    /// would be silently dropped (the run is ERM): each is refused, naming itself and the radius. So is a constant
+    /// `rho` beside `rho_schedule = proportional_to_lr`, which ignores it (config.toml would record a radius that
+    /// never ran).
+    fn check_ascent_applies(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: String| Err(ConfigError::Invalid { field, reason });
+        let radius = match self.rho_schedule {
+            RhoSchedule::ProportionalToLr { factor } => {
+                if self.rho != 0.0 {
+                    return bad(
+                        "rho",
+                        format!(
+                            "rho = {} and rho_schedule proportional_to_lr (factor {factor}) contradict: the radius is factor x lr, so rho must be 0 (--rho and --rho-lr-factor are exclusive)",
+                            self.rho
+                        ),
+                    );
+                }
+                factor
+            }
+            RhoSchedule::Constant => self.rho,
+        };
+        if radius != 0.0 {
+            return Ok(());
+        }
+        let dropped = if self.variant != Variant::Sam {
+            Some(("variant", format!("the variant {}", self.variant.label())))
+        } else if self.ascent_steps != 1 || self.ascent_step_mult != 1.0 {
+            Some((
+                "ascent_steps",
+                format!(
+                    "ascent_steps = {}, ascent_step_mult = {}",
+                    self.ascent_steps, self.ascent_step_mult
+                ),
+            ))
+        } else if self.random_init {
+            Some(("random_init", "random_init (a random start)".into()))
+        } else if self.perturbation != Perturbation::Ascent {
+            Some(("perturbation", "random perturbations".into()))
+        } else if self.ascent_source != AscentSource::SameBatch {
+            Some(("ascent_source", "the previous-batch ascent".into()))
+        } else {
+            None
+        };
+        match dropped {
+            Some((field, what)) => bad(
+                field,
+                format!("{what} needs a SAM radius, but rho = 0 trains ERM (no perturbation), so it would be ignored: give a radius (--rho or --rho-lr-factor) or leave it out"),
+            ),
+            None => Ok(()),
+        }
+    }
+
     /// A variant's options, and its fit with the other options: variants define their own ascent (one normalized
     /// step from `w`, on the descent batch), and the stateful ones keep one direction for the whole batch.
     fn check_variant(&self, grouped: bool) -> Result<(), ConfigError> {
@@ -525,9 +599,91 @@ mod tests {
         assert_eq!(s.rho_at(0.75, 1.0), 0.0);
         c.window.end = 1.0;
         c.rho_schedule = RhoSchedule::ProportionalToLr { factor: 2.0 };
+        // A constant radius beside one tied to the learning rate would be recorded but never run.
+        let err = c.check(10).unwrap_err().to_string();
+        assert!(
+            err.contains("rho = 0.3 and rho_schedule proportional_to_lr"),
+            "{err}"
+        );
+        c.rho = 0.0;
         let s = c.check(10).unwrap();
         assert_eq!(s.rho_at(1.0, 0.25), 0.5);
         assert_eq!(SamConfig::erm().check(7).unwrap().group_size(), 7);
+    }
+
+    /// Without a radius there is no ascent: every option that shapes one is refused, naming it and the radius.
+    #[test]
+    fn ascent_options_without_a_radius_are_refused() {
+        let erm = SamConfig::erm();
+        for (c, expect) in [
+            (
+                SamConfig {
+                    variant: Variant::Asam { eta: 0.01 },
+                    ..erm.clone()
+                },
+                "the variant ASAM needs a SAM radius, but rho = 0",
+            ),
+            (
+                SamConfig {
+                    ascent_steps: 3,
+                    ..erm.clone()
+                },
+                "ascent_steps = 3",
+            ),
+            (
+                SamConfig {
+                    random_init: true,
+                    ..erm.clone()
+                },
+                "random_init",
+            ),
+            (
+                SamConfig {
+                    perturbation: Perturbation::Random,
+                    ..erm.clone()
+                },
+                "random perturbations",
+            ),
+            (
+                SamConfig {
+                    variant: Variant::Gsam { alpha: 0.1 },
+                    rho_schedule: RhoSchedule::ProportionalToLr { factor: 0.0 },
+                    ..erm.clone()
+                },
+                "GSAM",
+            ),
+        ] {
+            let err = c.check(8).unwrap_err().to_string();
+            assert!(err.contains(expect), "{err}");
+        }
+        // A radius tied to the learning rate is a radius.
+        let gsam = SamConfig {
+            variant: Variant::Gsam { alpha: 0.1 },
+            rho_schedule: RhoSchedule::ProportionalToLr { factor: 1.0 },
+            ..erm
+        };
+        gsam.check(8).unwrap();
+    }
+
+    /// `kind = "sam"` (and the other kinds without options) takes no other key.
+    #[test]
+    fn optionless_variants_refuse_unknown_keys() {
+        let parse = |variant: &str| {
+            toml::from_str::<SamConfig>(&format!("rho = 0.1\n[variant]\n{variant}"))
+        };
+        assert_eq!(parse("kind = \"sam\"").unwrap().variant, Variant::Sam);
+        assert_eq!(
+            parse("kind = \"asam\"\neta = 0.5").unwrap().variant,
+            Variant::Asam { eta: 0.5 }
+        );
+        for bad in [
+            "kind = \"sam\"\neta = 3.0",
+            "kind = \"msam\"\nk = 1",
+            "kind = \"asam\"\neta = 1.0\nbogus = 1",
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains("unknown field"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -759,6 +759,7 @@ pub fn check_config(config: &DeepRunConfig) -> Result<(), RunError> {
                 "the trace needs 0 (none) or at least 2 probes, got 1".into(),
             ));
         }
+        crate::analysis::hessian::check_probes("curvature_probes", t.curvature_probes)?;
     }
     Ok(())
 }

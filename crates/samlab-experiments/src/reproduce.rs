@@ -48,6 +48,12 @@ pub fn deep_scale(s: &Settings) -> Result<DeepScale> {
 
 /// The experiments `settings.only` selects, in report order.
 pub fn selected(s: &Settings) -> Result<Vec<Box<dyn Experiment>>> {
+    if s.only.iter().any(String::is_empty) {
+        bail!(BadRequest(format!(
+            "--only {:?} holds an empty prefix, which every experiment id starts with: name experiment id prefixes (e.g. deep,theory), or leave --only out to run everything",
+            s.only.join(",")
+        )));
+    }
     let selected: Vec<_> = crate::all()
         .into_iter()
         .filter(|e| s.only.is_empty() || s.only.iter().any(|p| e.id().starts_with(p.as_str())))

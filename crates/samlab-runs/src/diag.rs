@@ -123,10 +123,7 @@ fn initial_params(config: &DiagRunConfig, d: usize) -> Result<DiagParams> {
 pub fn prepare(config: &DiagRunConfig) -> Result<(Dataset, DiagParams)> {
     let data = config.data.load()?;
     let init = initial_params(config, data.d())?;
-    config
-        .train
-        .sam
-        .check(config.train.batch_size.unwrap_or(data.n()))?;
+    config.train.check(data.n(), data.d())?;
     Ok((data, init))
 }
 

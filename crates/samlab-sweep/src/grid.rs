@@ -20,7 +20,7 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
-use crate::{invalid, io_error, SweepError};
+use crate::{invalid, SweepError};
 
 /// Most runs one grid may make.
 pub const MAX_RUNS: usize = 100_000;
@@ -55,7 +55,7 @@ pub struct Point {
 impl Grid {
     /// Reads a grid file; a `base` path is relative to the file's directory.
     pub fn load(path: &Path) -> Result<Grid, SweepError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = samlab_core::run_dir::read_text(path).map_err(|e| {
             SweepError::Invalid(format!("cannot read the grid file {}: {e}", path.display()))
         })?;
         Grid::parse(&text, path.parent().unwrap_or(Path::new(".")))
@@ -78,8 +78,12 @@ impl Grid {
             Some(Value::Table(t)) => t,
             Some(Value::String(file)) => {
                 let path = dir.join(file);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(io_error("read the base config", &path))?;
+                let text = samlab_core::run_dir::read_text(&path).map_err(|e| {
+                    SweepError::Invalid(format!(
+                        "cannot read the base config {}: {e}",
+                        path.display()
+                    ))
+                })?;
                 toml::from_str(&text).map_err(|e| {
                     SweepError::Invalid(format!("base {} is not TOML: {e}", path.display()))
                 })?

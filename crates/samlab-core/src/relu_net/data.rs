@@ -80,6 +80,14 @@ impl TeacherStudent {
                 ),
             });
         }
+        // Each of these is a rows x d array: bounded before anything is drawn.
+        for (field, rows) in [
+            ("n", self.n),
+            ("n_test", self.n_test),
+            ("teacher_width", self.teacher_width),
+        ] {
+            crate::limits::product(field, &[rows, self.d], crate::limits::MAX_ELEMENTS)?;
+        }
         let mut rng = NumpyRandomState::new(self.seed);
         let mut unit_rows = |rows: usize| {
             let mut values = vec![0.0; rows * self.d];

@@ -97,9 +97,11 @@ impl HessianConfig {
                     format!("the trace needs at least 2 probes, got {p}"),
                 ));
             }
+            check_probes("probes", p)?;
         }
         if let Some(d) = &self.density {
             d.check()?;
+            check_probes("density_probes", d.probes)?;
         }
         Ok(())
     }
@@ -116,6 +118,21 @@ impl HessianConfig {
 
 fn invalid(field: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { field, reason }
+}
+
+/// Most probes of a trace or density estimate: each costs Hessian-vector products over the examples, so 10^5 is
+/// days of work, and the samples (and a density's Ritz values) are held in memory.
+pub const MAX_PROBES: usize = 100_000;
+
+/// A probe count read from a flag or config, bounded before anything is allocated from it.
+pub fn check_probes(field: &'static str, probes: usize) -> Result<(), ConfigError> {
+    if probes > MAX_PROBES {
+        return Err(invalid(
+            field,
+            format!("at most {MAX_PROBES} probes (each is a pass of Hessian-vector products), got {probes}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The finite-difference step must be positive and small: (0, 0.01].
