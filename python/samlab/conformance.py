@@ -389,6 +389,13 @@ def closure_for(model: Any, X: Any, y: Any) -> Callable[..., Any]:
     return closure
 
 
+def needs_rows(spec: dict[str, Any]) -> bool:
+    """Whether the case's step calls ``closure(rows)`` on parts of the batch (m-SAM groups, ESAM's selection): its
+    optimizer is then stepped as ``step(closure, batch_size=B)``."""
+    o = spec["options"]
+    return o.get("m") is not None or (o.get("variant") == "esam" and o.get("gamma", 0.5) < 0.99)
+
+
 def check(
     optimizer_factory: Callable[[dict[str, Any], Any], Any], directory: str | Path, cases: list[str] | None = None
 ) -> dict[str, float | None]:
@@ -397,7 +404,9 @@ def check(
 
     The factory gets the case spec (``options``: samlab.torch.SAM's keywords; ``config``: samlab's; ``lr``,
     ``momentum``, ``arrays`` with the noise inputs) and the float64 model, and returns an optimizer whose
-    ``step(closure)`` takes one step (``step(closure, batch_size=...)`` is tried first when the case has groups).
+    ``step(closure)`` takes one step (``step(closure, batch_size=B)`` where :func:`needs_rows`). The closure
+    backpropagates the mean loss and returns it (per-example losses under ``torch.no_grad()``); it does not zero
+    the gradients.
     """
     import torch
 
@@ -415,9 +424,9 @@ def check(
         closure = closure_for(model, X, y)
         worst = 0.0
         for t in range(spec["steps"]):
-            try:
+            if needs_rows(spec):
                 opt.step(closure, batch_size=spec["batch"])
-            except TypeError:
+            else:
                 opt.step(closure)
             w = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy()
             want = spec["arrays"][f"t{t}_w"]
