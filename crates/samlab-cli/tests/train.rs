@@ -20,7 +20,7 @@ fn metrics(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-const TINY: [&str; 14] = [
+const TINY: [&str; 13] = [
     "train",
     "--model",
     "cnn",
@@ -34,7 +34,6 @@ const TINY: [&str; 14] = [
     "8",
     "--seed",
     "3",
-    "--previous-batch",
 ];
 
 #[test]
@@ -51,6 +50,7 @@ fn train_writes_the_run_directory_and_run_config_replays_it() {
             "4",
             "--rho",
             "0.05",
+            "--previous-batch",
             "--label-noise",
             "0.2",
             "--eval-train-examples",
