@@ -232,6 +232,7 @@ class SAM(torch.optim.Optimizer):
         norm_params: Iterable[torch.Tensor] | None = None,
         noise: Callable[[str, Tensors], Tensors] | None = None,
         generator: torch.Generator | None = None,
+        scaler: Any = None,
         **variant_options: Any,
     ):
         if isinstance(params, torch.Tensor):
@@ -320,6 +321,8 @@ class SAM(torch.optim.Optimizer):
                     "or norm_params= (none of the parameters is one)"
                 )
             mask = [id(p) in chosen for p in tensors]
+        if scaler is not None and not all(hasattr(scaler, a) for a in ("scale", "step", "update", "get_scale")):
+            raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
         if noise is not None and not callable(noise):
             raise TypeError("noise must be a callable noise(kind, like) -> list of tensors")
         # torch.optim.Optimizer's own constructor: SAM's param_groups are then replaced by the base optimizer's.
@@ -343,6 +346,7 @@ class SAM(torch.optim.Optimizer):
         self._norm_mask = mask
         self._noise = noise
         self.generator = generator
+        self.scaler = scaler
         #: Gradient evaluations (one per pass that computes gradients), as samlab counts them.
         self.gradient_evals = 0
         #: Steps taken by the variant (LookSAM's period).
@@ -389,7 +393,8 @@ class SAM(torch.optim.Optimizer):
                         "no parameter has a gradient after the closure, and its loss does not require grad: "
                         "the closure must compute the loss of the model at its current parameters"
                     )
-                loss.mean().backward()
+                scaled = loss.mean() if self.scaler is None else self.scaler.scale(loss.mean())
+                scaled.backward()
         finally:
             if saved is not None:
                 self._bn.restore(saved)
@@ -398,6 +403,8 @@ class SAM(torch.optim.Optimizer):
         value = loss.detach().float().mean() if loss.dtype != torch.float64 else loss.detach().mean()
         if not bool(torch.isfinite(value)):
             self._params_to(w, None)
+            if self.scaler is not None:
+                raise _NonFiniteError("loss")
             raise ValueError(f"the closure returned a non-finite loss ({value.item()}); the parameters are unchanged")
         missing = [i for i, p in enumerate(self.params) if p.grad is None]
         if missing:
@@ -409,7 +416,15 @@ class SAM(torch.optim.Optimizer):
             )
         self.gradient_evals += 1
         self._clean_seen = self._clean_seen or at_w
-        grads = [p.grad.detach().clone() for p in self.params]
+        if self.scaler is None:
+            grads = [p.grad.detach().clone() for p in self.params]
+        else:
+            # Unscaled here, in the gradients' precision (f32 master weights), never by the scaler's unscale_: the
+            # scaler unscales once, the final direction, in step().
+            inv = 1.0 / self.scaler.get_scale()
+            grads = [p.grad.detach() * inv for p in self.params]
+        if not _finite(grads):
+            raise _NonFiniteError("gradients")
         return grads, value
 
     def _losses(self, closure: Closure, w: Tensors, delta: Tensors | None, rows: Any) -> torch.Tensor:
@@ -621,6 +636,12 @@ class SAM(torch.optim.Optimizer):
                     # extra clean pass.
                     self._params_to(w, None)
                     self._call(closure, None if not rows_needed else slice(0, int(batch_size)))
+            except _NonFiniteError as e:
+                self._params_to(w, None)
+                self.direction, self.variant_steps, _ = saved_state
+                self.last_deltas = deltas
+                self._skip(str(e))
+                return first[0] if first else None
             except BaseException:
                 self._params_to(w, None)
                 self.direction, self.variant_steps, _ = saved_state
@@ -629,18 +650,43 @@ class SAM(torch.optim.Optimizer):
         self.last_deltas = deltas
         if not _finite(direction):
             self.direction, self.variant_steps, _ = saved_state
+            self._skip("gradients")
+            return first[0] if first else None
+        self._apply(direction)
+        return first[0] if first else None
+
+    def _apply(self, direction: Tensors) -> None:
+        """Steps the base optimizer along ``direction`` (through the scaler, which unscales it once)."""
+        self.skipped = False
+        if self.scaler is None:
+            for p, d in zip(self.params, direction):
+                p.grad = d
+            self.base_optimizer.step()
+            return
+        s = self.scaler.get_scale()
+        for p, d in zip(self.params, direction):
+            p.grad = d * s
+        self.scaler.step(self.base_optimizer)
+        self.scaler.update()
+
+    def _skip(self, what: str) -> None:
+        """A step with non-finite ``what``: nothing changes; with a scaler its scale is lowered (an overflow of
+        either pass, the scaler's ordinary signal), without one a RuntimeWarning says so."""
+        self.skipped = True
+        if self.scaler is not None:
+            # The scaler sees an inf, skips the base optimizer's step and backs its scale off, as on any overflow.
+            for i, p in enumerate(self.params):
+                p.grad = torch.full_like(p, math.inf) if i == 0 else torch.zeros_like(p)
+            self.scaler.step(self.base_optimizer)
+            self.scaler.update()
             for p in self.params:
                 p.grad = None
-            self.skipped = True
-            warnings.warn(
-                "SAM step skipped: non-finite gradients (the parameters are unchanged)", RuntimeWarning, stacklevel=2
-            )
-            return first[0] if first else None
-        self.skipped = False
-        for p, d in zip(self.params, direction):
-            p.grad = d
-        self.base_optimizer.step()
-        return first[0] if first else None
+            return
+        for p in self.params:
+            p.grad = None
+        warnings.warn(
+            f"SAM step skipped: non-finite {what} (the parameters are unchanged)", RuntimeWarning, stacklevel=3
+        )
 
     def _two_call_ok(self) -> None:
         v = self.variant
@@ -660,6 +706,8 @@ class SAM(torch.optim.Optimizer):
     def first_step(self, zero_grad: bool = True) -> None:
         """Perturbs the parameters, from the gradients at ``w`` that your ``backward`` left in ``.grad``."""
         self._two_call_ok()
+        if self.scaler is not None:
+            raise ValueError("with a scaler, use step(closure): it scales, unscales and checks both passes")
         if self._first is not None:
             raise RuntimeError("first_step was called twice without second_step")
         w = [p.detach().clone() for p in self.params]
@@ -706,17 +754,9 @@ class SAM(torch.optim.Optimizer):
             direction = gp
         if not _finite(direction):
             self.direction, self.variant_steps = first["state"]
-            self.skipped = True
-            for p in self.params:
-                p.grad = None
-            warnings.warn(
-                "SAM step skipped: non-finite gradients (the parameters are unchanged)", RuntimeWarning, stacklevel=2
-            )
+            self._skip("gradients")
             return
-        self.skipped = False
-        for p, d in zip(self.params, direction):
-            p.grad = d
-        self.base_optimizer.step()
+        self._apply(direction)
         if zero_grad:
             self.zero_grad()
 
@@ -767,3 +807,7 @@ class SAM(torch.optim.Optimizer):
         self.variant_steps = int(sam["variant_steps"])
         self.gradient_evals = int(sam["gradient_evals"])
         self.direction = direction
+
+
+class _NonFiniteError(Exception):
+    """A pass's loss or gradients are not finite: the step is skipped."""

@@ -416,3 +416,82 @@ def test_non_finite_gradients_skip_the_step():
         opt.step(closure_of(model, x, y))
     assert not opt.skipped and not torch.equal(flat(model), before)
     assert math.isfinite(float(flat(model).sum()))
+
+
+# --- mixed precision ---------------------------------------------------------------------------------------------
+
+
+def scaled_pair(huge_pass=None):
+    """Two f32 MLPs: SAM with a GradScaler (whose closure leaves backward to SAM) and plain SAM; ``huge_pass`` (1 or
+    2) multiplies that pass's loss by 1e35, which overflows once scaled."""
+    x, y = data()
+    a, b = mlp().float(), mlp().float()
+    x, y = x.float(), y.float()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    opt_a = SAM(a.parameters(), torch.optim.SGD(a.parameters(), lr=0.1, momentum=0.9), rho=0.1, scaler=scaler)
+    opt_b = sam_for(b, rho=0.1)
+    calls = []
+
+    def closure_a():
+        calls.append(1)
+        loss = ((a(x) - y) ** 2).mean()
+        return loss * 1e35 if len(calls) == huge_pass else loss
+
+    return a, b, opt_a, opt_b, closure_a, closure_of(b, x, y), scaler, calls
+
+
+def test_scaler_without_overflow_equals_the_unscaled_step():
+    a, b, opt_a, opt_b, closure_a, closure_b, scaler, calls = scaled_pair()
+    for _ in range(3):
+        calls.clear()
+        opt_a.step(closure_a)
+        opt_b.step(closure_b)
+    # Power-of-two scales: scaling and unscaling are exact, so the steps are equal bit for bit.
+    assert torch.equal(flat(a), flat(b))
+    assert scaler.get_scale() == 2.0**16
+
+
+@pytest.mark.parametrize("huge_pass", [1, 2])
+def test_scaler_overflow_in_either_pass_skips_the_step_and_lowers_the_scale(huge_pass):
+    a, _, opt_a, _, closure_a, _, scaler, calls = scaled_pair(huge_pass)
+    before = flat(a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt_a.step(closure_a)
+    assert opt_a.skipped and torch.equal(flat(a), before)
+    assert scaler.get_scale() == 2.0**15
+    assert len(calls) == huge_pass  # the step stops at the overflowing pass
+    calls.extend([0, 0, 0])  # past the overflowing pass's number: no pass overflows now
+    opt_a.step(closure_a)  # the next step runs (no double unscale)
+    assert not opt_a.skipped and not torch.equal(flat(a), before)
+
+
+def test_scaler_refuses_the_two_call_api_and_non_scalers():
+    model = mlp()
+    with pytest.raises(TypeError, match="GradScaler"):
+        sam_for(model, scaler=object())
+    opt = sam_for(model.float(), scaler=torch.amp.GradScaler("cpu"))
+    with pytest.raises(ValueError, match="step\\(closure\\)"):
+        opt.first_step()
+
+
+def test_bf16_autocast_keeps_f32_norms():
+    x, y = data()
+    model = mlp().float()
+    x, y = x.float(), y.float()
+    opt = sam_for(model, rho=0.1)
+
+    def closure():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+        loss = ((out.float() - y) ** 2).mean()
+        loss.backward()
+        return loss
+
+    before = flat(model)
+    opt.step(closure)
+    delta = opt.last_deltas[0]
+    assert all(d.dtype == torch.float32 for d in delta)
+    norm = torch.sqrt(sum((d.double() ** 2).sum() for d in delta))
+    assert abs(float(norm) - 0.1) < 1e-6  # radius rho, from an f32 norm of f32 gradients
+    assert not torch.equal(flat(model), before)
