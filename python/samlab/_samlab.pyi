@@ -55,3 +55,18 @@ def least_squares(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float, float]: ...
 def nonconvex_bound(beta: float, initial_gap: float, sigma2: float, batch: int, steps: int) -> float: ...
 def pl_bound(beta: float, mu: float, initial_gap: float, sigma2: float, batch: int, steps: int) -> float: ...
+def sam_step(
+    config: str,
+    w: np.ndarray,
+    batch: int,
+    loss_and_grad: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]],
+    losses: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    direction: np.ndarray | None = None,
+    steps: int = 0,
+    momentum: np.ndarray | None = None,
+    norm_mask: np.ndarray | None = None,
+    asam_mask: np.ndarray | None = None,
+    normals: np.ndarray | None = None,
+    keeps: np.ndarray | None = None,
+    lr: float = 1.0,
+) -> dict[str, Any]: ...
