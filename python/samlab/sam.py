@@ -211,7 +211,9 @@ class SAM(torch.optim.Optimizer):
     ESAM's selection; ``rows`` indexes the batch's first dimension) evaluates the loss at the current parameters and
     returns it; it may call ``backward`` itself or leave it to SAM (which backpropagates the mean of what it
     returned). ESAM with ``gamma < 0.99`` needs per-example losses (``reduction="none"``) and no ``backward`` in the
-    closure. ``first_step()``/``second_step()``: the two-call API for the variants with one ascent gradient at ``w``.
+    closure. ``step(closure, batch_size=B, micro_batch=b)`` accumulates every pass over micro-batches of ``b``
+    examples (``closure(rows)`` per micro-batch): the same step as the whole batch (or group) at once, in less memory.
+    ``first_step()``/``second_step()``: the two-call API for the variants with one ascent gradient at ``w``.
     """
 
     def __init__(
@@ -359,6 +361,7 @@ class SAM(torch.optim.Optimizer):
         self.last_deltas: list[Tensors | None] = []
         self._first: dict[str, Any] | None = None
         self._clean_seen = False
+        self._micro: int | None = None
 
     # --- the passes -----------------------------------------------------------------------------------------------
 
@@ -380,49 +383,71 @@ class SAM(torch.optim.Optimizer):
                 raise TypeError(f"the closure returned a {type(loss).__name__}, not a loss tensor")
         return loss
 
-    def _pass(self, closure: Closure, w: Tensors, delta: Tensors | None, rows: Any, at_w: bool) -> tuple:
-        """The mean gradient and mean loss at ``w + delta`` (``w`` for None) over ``rows``."""
-        self._params_to(w, delta)
-        saved = self._bn.snapshot() if self.bn_policy == "clean" and self._bn and not at_w else None
-        modes = self._bn.freeze() if self.bn_policy == "frozen" and self._bn else None
-        try:
-            loss = self._call(closure, rows)
-            if all(p.grad is None for p in self.params):
-                if not loss.requires_grad:
-                    raise ValueError(
-                        "no parameter has a gradient after the closure, and its loss does not require grad: "
-                        "the closure must compute the loss of the model at its current parameters"
-                    )
-                scaled = loss.mean() if self.scaler is None else self.scaler.scale(loss.mean())
-                scaled.backward()
-        finally:
-            if saved is not None:
-                self._bn.restore(saved)
-            if modes is not None:
-                self._bn.unfreeze(modes)
+    def _chunks(self, rows: Any) -> list[tuple[Any, float]]:
+        """``rows`` split into micro-batches of ``micro_batch`` examples, with their shares of the mean."""
+        mb = self._micro
+        if mb is None or rows is None:
+            return [(rows, 1.0)]
+        if isinstance(rows, slice):
+            start, stop = rows.start, rows.stop
+            return [
+                (slice(a, min(a + mb, stop)), (min(a + mb, stop) - a) / (stop - start)) for a in range(start, stop, mb)
+            ]
+        return [(c, c.numel() / rows.numel()) for c in torch.split(rows, mb)]
+
+    def _backward(self, closure: Closure, rows: Any) -> tuple[Tensors, torch.Tensor]:
+        """One closure call with its backward: the (unscaled) gradients and the mean loss."""
+        loss = self._call(closure, rows)
+        if all(p.grad is None for p in self.params):
+            if not loss.requires_grad:
+                raise ValueError(
+                    "no parameter has a gradient after the closure, and its loss does not require grad: "
+                    "the closure must compute the loss of the model at its current parameters"
+                )
+            scaled = loss.mean() if self.scaler is None else self.scaler.scale(loss.mean())
+            scaled.backward()
         value = loss.detach().float().mean() if loss.dtype != torch.float64 else loss.detach().mean()
         if not bool(torch.isfinite(value)):
-            self._params_to(w, None)
             if self.scaler is not None:
                 raise _NonFiniteError("loss")
             raise ValueError(f"the closure returned a non-finite loss ({value.item()}); the parameters are unchanged")
         missing = [i for i, p in enumerate(self.params) if p.grad is None]
         if missing:
-            self._params_to(w, None)
             which = ", ".join(self.names[i] if self.names else str(i) for i in missing[:5])
             raise ValueError(
                 f"parameters without gradients after the closure ({which}): every parameter given to SAM must "
                 "take part in the loss (or leave it out of SAM's parameters)"
             )
+        if self.scaler is None:
+            return [p.grad.detach().clone() for p in self.params], value
+        # Unscaled here, in the gradients' precision (f32 master weights), never by the scaler's unscale_: the
+        # scaler unscales once, the final direction, in step().
+        inv = 1.0 / self.scaler.get_scale()
+        return [p.grad.detach() * inv for p in self.params], value
+
+    def _pass(self, closure: Closure, w: Tensors, delta: Tensors | None, rows: Any, at_w: bool) -> tuple:
+        """The mean gradient and mean loss at ``w + delta`` (``w`` for None) over ``rows`` (accumulated over
+        micro-batches when the step has them)."""
+        self._params_to(w, delta)
+        saved = self._bn.snapshot() if self.bn_policy == "clean" and self._bn and not at_w else None
+        modes = self._bn.freeze() if self.bn_policy == "frozen" and self._bn else None
+        try:
+            chunks = self._chunks(rows)
+            if len(chunks) == 1:
+                grads, value = self._backward(closure, rows)
+            else:
+                grads, value = None, None
+                for sub, share in chunks:
+                    g, v = self._backward(closure, sub)
+                    grads = _scaled(share, g) if grads is None else _axpy(grads, share, g)
+                    value = share * v if value is None else value + share * v
+        finally:
+            if saved is not None:
+                self._bn.restore(saved)
+            if modes is not None:
+                self._bn.unfreeze(modes)
         self.gradient_evals += 1
         self._clean_seen = self._clean_seen or at_w
-        if self.scaler is None:
-            grads = [p.grad.detach().clone() for p in self.params]
-        else:
-            # Unscaled here, in the gradients' precision (f32 master weights), never by the scaler's unscale_: the
-            # scaler unscales once, the final direction, in step().
-            inv = 1.0 / self.scaler.get_scale()
-            grads = [p.grad.detach() * inv for p in self.params]
         if not _finite(grads):
             raise _NonFiniteError("gradients")
         return grads, value
@@ -584,7 +609,9 @@ class SAM(torch.optim.Optimizer):
         return self.m is not None or (self.variant == "esam" and self.options["gamma"] < 0.99 and self.rho > 0)
 
     @torch.no_grad()
-    def step(self, closure: Closure | None = None, batch_size: int | None = None) -> torch.Tensor | None:
+    def step(
+        self, closure: Closure | None = None, batch_size: int | None = None, micro_batch: int | None = None
+    ) -> torch.Tensor | None:
         """One SAM step: the closure evaluates the loss (see the class); returns the loss at the unperturbed
         weights (the first pass's; the descent pass's where a step has none). ``batch_size`` is needed when the
         closure receives ``rows`` (m-SAM, ESAM's selection). Non-finite gradients skip the step (the parameters and
@@ -596,7 +623,14 @@ class SAM(torch.optim.Optimizer):
             )
         if not callable(closure):
             raise TypeError(f"closure must be callable, got {type(closure).__name__}")
-        rows_needed = self._needs_rows()
+        if micro_batch is not None:
+            if isinstance(micro_batch, bool) or not isinstance(micro_batch, numbers.Integral) or micro_batch < 1:
+                raise ValueError(f"micro_batch must be a positive integer, got {micro_batch!r}")
+            if batch_size is None:
+                raise ValueError("micro_batch needs batch_size: pass step(closure, batch_size=B, micro_batch=b)")
+            if (self.m or batch_size) % micro_batch:
+                raise ValueError(f"micro_batch = {micro_batch} must divide the group size {self.m or batch_size}")
+        rows_needed = self._needs_rows() or micro_batch is not None
         if rows_needed:
             if batch_size is None:
                 raise ValueError(
@@ -617,6 +651,7 @@ class SAM(torch.optim.Optimizer):
         first: list = []
         deltas = []
         self._clean_seen = False
+        self._micro = None if micro_batch is None else int(micro_batch)
         with torch.enable_grad():
             try:
                 if rows_needed:
@@ -631,18 +666,21 @@ class SAM(torch.optim.Optimizer):
                 else:
                     direction, delta = self._group(closure, w, None, 0, 0, first)
                     deltas.append(delta)
+                self._micro = None
                 if self.bn_policy == "clean" and self._bn and not self._clean_seen:
                     # No pass at w: one more (its gradients unused) updates the running statistics, as samlab's
                     # extra clean pass.
                     self._params_to(w, None)
                     self._call(closure, None if not rows_needed else slice(0, int(batch_size)))
             except _NonFiniteError as e:
+                self._micro = None
                 self._params_to(w, None)
                 self.direction, self.variant_steps, _ = saved_state
                 self.last_deltas = deltas
                 self._skip(str(e))
                 return first[0] if first else None
             except BaseException:
+                self._micro = None
                 self._params_to(w, None)
                 self.direction, self.variant_steps, _ = saved_state
                 raise

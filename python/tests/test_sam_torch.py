@@ -495,3 +495,38 @@ def test_bf16_autocast_keeps_f32_norms():
     norm = torch.sqrt(sum((d.double() ** 2).sum() for d in delta))
     assert abs(float(norm) - 0.1) < 1e-6  # radius rho, from an f32 norm of f32 gradients
     assert not torch.equal(flat(model), before)
+
+
+# --- accumulation ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kw", "micro"), [({}, 2), ({"variant": "gsam"}, 4), ({"m": 4}, 2), ({"variant": "looksam"}, 2)]
+)
+def test_micro_batches_accumulate_to_the_whole_batch_step(kw, micro):
+    x, y = data()
+    a, b = mlp(), mlp()
+    opt_a, opt_b = sam_for(a, rho=0.1, **kw), sam_for(b, rho=0.1, **kw)
+    seen = []
+    inner = closure_of(a, x, y)
+
+    def closure(rows):
+        seen.append(rows)
+        return inner(rows)
+
+    for _ in range(3):
+        opt_a.step(closure, batch_size=8, micro_batch=micro)
+        opt_b.step(closure_of(b, x, y), batch_size=8)
+    torch.testing.assert_close(flat(a), flat(b), rtol=0, atol=1e-14)
+    assert all(r.stop - r.start == micro for r in seen)
+    assert opt_a.gradient_evals == opt_b.gradient_evals  # a pass counts once, however many micro-batches
+
+
+def test_micro_batch_must_divide_the_group():
+    x, y = data()
+    model = mlp()
+    opt = sam_for(model, rho=0.1, m=4)
+    with pytest.raises(ValueError, match="micro_batch = 3 must divide the group size 4"):
+        opt.step(closure_of(model, x, y), batch_size=8, micro_batch=3)
+    with pytest.raises(ValueError, match="micro_batch needs batch_size"):
+        opt.step(closure_of(model, x, y), micro_batch=2)
