@@ -9,6 +9,7 @@ PyTorch is an optional dependency of samlab: this module needs it, ``import saml
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import warnings
@@ -235,6 +236,8 @@ class SAM(torch.optim.Optimizer):
         noise: Callable[[str, Tensors], Tensors] | None = None,
         generator: torch.Generator | None = None,
         scaler: Any = None,
+        distributed: str | None = None,
+        process_group: Any = None,
         **variant_options: Any,
     ):
         if isinstance(params, torch.Tensor):
@@ -323,6 +326,17 @@ class SAM(torch.optim.Optimizer):
                     "or norm_params= (none of the parameters is one)"
                 )
             mask = [id(p) in chosen for p in tensors]
+        if distributed is not None:
+            if distributed not in ("per_worker", "synchronized"):
+                raise ValueError(f"distributed must be None, 'per_worker' or 'synchronized', got {distributed!r}")
+            if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+                raise ValueError(f"distributed={distributed!r} needs an initialized torch.distributed process group")
+            if distributed == "per_worker" and variant in _STATEFUL:
+                raise ValueError(
+                    f"{variant} keeps one direction for the whole batch: distributed must be 'synchronized'"
+                )
+            if distributed == "synchronized" and variant == "esam" and options["gamma"] < 0.99:
+                raise ValueError("ESAM's data selection ranks each worker's examples: use distributed='per_worker'")
         if scaler is not None and not all(hasattr(scaler, a) for a in ("scale", "step", "update", "get_scale")):
             raise TypeError(f"scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
         if noise is not None and not callable(noise):
@@ -349,6 +363,10 @@ class SAM(torch.optim.Optimizer):
         self._noise = noise
         self.generator = generator
         self.scaler = scaler
+        self.distributed = distributed
+        self.process_group = process_group
+        self._ddp = model if model is not None and hasattr(model, "no_sync") else None
+        self._bad = False
         #: Gradient evaluations (one per pass that computes gradients), as samlab counts them.
         self.gradient_evals = 0
         #: Steps taken by the variant (LookSAM's period).
@@ -397,18 +415,22 @@ class SAM(torch.optim.Optimizer):
 
     def _backward(self, closure: Closure, rows: Any) -> tuple[Tensors, torch.Tensor]:
         """One closure call with its backward: the (unscaled) gradients and the mean loss."""
-        loss = self._call(closure, rows)
-        if all(p.grad is None for p in self.params):
-            if not loss.requires_grad:
-                raise ValueError(
-                    "no parameter has a gradient after the closure, and its loss does not require grad: "
-                    "the closure must compute the loss of the model at its current parameters"
-                )
-            scaled = loss.mean() if self.scaler is None else self.scaler.scale(loss.mean())
-            scaled.backward()
+        # Under DDP, SAM reduces the gradients itself (per pass or once per step): DDP's own all-reduce is off.
+        with self._ddp.no_sync() if self._ddp is not None and self.distributed else contextlib.nullcontext():
+            loss = self._call(closure, rows)
+            if all(p.grad is None for p in self.params):
+                if not loss.requires_grad:
+                    raise ValueError(
+                        "no parameter has a gradient after the closure, and its loss does not require grad: "
+                        "the closure must compute the loss of the model at its current parameters"
+                    )
+                scaled = loss.mean() if self.scaler is None else self.scaler.scale(loss.mean())
+                scaled.backward()
         value = loss.detach().float().mean() if loss.dtype != torch.float64 else loss.detach().mean()
         if not bool(torch.isfinite(value)):
-            if self.scaler is not None:
+            if self.distributed == "per_worker" and self.scaler is not None:
+                self._bad = True  # every worker must reach the step's one all-reduce: skipped there
+            elif self.scaler is not None:
                 raise _NonFiniteError("loss")
             raise ValueError(f"the closure returned a non-finite loss ({value.item()}); the parameters are unchanged")
         missing = [i for i, p in enumerate(self.params) if p.grad is None]
@@ -448,9 +470,25 @@ class SAM(torch.optim.Optimizer):
                 self._bn.unfreeze(modes)
         self.gradient_evals += 1
         self._clean_seen = self._clean_seen or at_w
+        if self.distributed == "synchronized":
+            grads = self._all_mean(grads)
         if not _finite(grads):
-            raise _NonFiniteError("gradients")
+            if self.distributed != "per_worker":
+                raise _NonFiniteError("gradients")
+            self._bad = True
         return grads, value
+
+    def _all_mean(self, x: Tensors) -> Tensors:
+        """The mean of ``x`` over the workers."""
+        world = torch.distributed.get_world_size(self.process_group)
+        flat = torch.cat([t.reshape(-1) for t in x])
+        torch.distributed.all_reduce(flat, group=self.process_group)
+        flat = flat / world
+        out, at = [], 0
+        for t in x:
+            out.append(flat[at : at + t.numel()].reshape(t.shape))
+            at += t.numel()
+        return out
 
     def _losses(self, closure: Closure, w: Tensors, delta: Tensors | None, rows: Any) -> torch.Tensor:
         """Per-example losses at ``w + delta`` (ESAM's selection), without gradients."""
@@ -651,6 +689,7 @@ class SAM(torch.optim.Optimizer):
         first: list = []
         deltas = []
         self._clean_seen = False
+        self._bad = False
         self._micro = None if micro_batch is None else int(micro_batch)
         with torch.enable_grad():
             try:
@@ -686,7 +725,13 @@ class SAM(torch.optim.Optimizer):
                 raise
         self._params_to(w, None)
         self.last_deltas = deltas
-        if not _finite(direction):
+        if self.distributed == "per_worker":
+            # Each worker's direction is its groups' (m-SAM with m = its batch); their mean is the step's.
+            bad = torch.tensor([1.0 if self._bad else 0.0], dtype=direction[0].dtype, device=direction[0].device)
+            direction = self._all_mean([*direction, bad])
+            direction, self._bad = direction[:-1], bool(direction[-1] > 0)
+        if self._bad or not _finite(direction):
+            self._bad = False
             self.direction, self.variant_steps, _ = saved_state
             self._skip("gradients")
             return first[0] if first else None
@@ -744,6 +789,8 @@ class SAM(torch.optim.Optimizer):
     def first_step(self, zero_grad: bool = True) -> None:
         """Perturbs the parameters, from the gradients at ``w`` that your ``backward`` left in ``.grad``."""
         self._two_call_ok()
+        if self.distributed:
+            raise ValueError("with distributed=, use step(closure): SAM reduces the gradients itself")
         if self.scaler is not None:
             raise ValueError("with a scaler, use step(closure): it scales, unscales and checks both passes")
         if self._first is not None:
