@@ -121,16 +121,65 @@ class TinyMLP(Problem):
         return float(0.5 * np.mean((f - y) ** 2)), grad
 
 
+class BatchNormMLP(Problem):
+    """``f(x) = W2 tanh(BN(W1 x + b1)) + b3`` (3-4-1) with BatchNorm in training mode: each gradient normalizes with
+    the statistics of the examples it is taken over (so each m-SAM group with its own), as
+    ``nn.Sequential(Linear, BatchNorm1d, Tanh, Linear)`` in train mode."""
+
+    EPS = 1e-5
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(8)
+        X = rng.standard_normal((8, 3))
+        y = np.sin(X @ np.array([1.0, -0.5, 0.25]))
+        shapes = [
+            ("0.weight", (4, 3)),
+            ("0.bias", (4,)),
+            ("1.weight", (4,)),
+            ("1.bias", (4,)),
+            ("3.weight", (1, 4)),
+            ("3.bias", (1,)),
+        ]
+        super().__init__("bn", X, y, shapes)
+
+    def forward(self, w: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, Any]:
+        W1, b1, gamma, beta, W2, b2 = self.split(w)
+        z = X @ W1.T + b1
+        mu = z.mean(axis=0)
+        inv = 1.0 / np.sqrt(((z - mu) ** 2).mean(axis=0) + self.EPS)
+        zh = (z - mu) * inv
+        h = np.tanh(gamma * zh + beta)
+        return (h @ W2.T + b2)[:, 0], (zh, inv, h)
+
+    def loss_and_grad(self, w: np.ndarray, rows: np.ndarray) -> tuple[float, np.ndarray]:
+        _, _, gamma, _, W2, _ = self.split(w)
+        X, y = self.X[rows], self.y[rows]
+        f, (zh, inv, h) = self.forward(w, X)
+        r = (f - y) / len(rows)
+        gW2 = (r @ h)[None, :]
+        gb2 = np.array([r.sum()])
+        da = np.outer(r, W2[0]) * (1.0 - h**2)
+        ggamma = (da * zh).sum(axis=0)
+        gbeta = da.sum(axis=0)
+        dzh = da * gamma
+        dz = inv * (dzh - dzh.mean(axis=0) - zh * (dzh * zh).mean(axis=0))
+        grad = np.concatenate([(dz.T @ X).ravel(), dz.sum(axis=0), ggamma, gbeta, gW2.ravel(), gb2])
+        return float(0.5 * np.mean((f - y) ** 2)), grad
+
+
 def problems() -> dict[str, Problem]:
-    """The two problems, by name."""
-    return {"diag": DiagNet(), "mlp": TinyMLP()}
+    """The three problems, by name."""
+    return {"diag": DiagNet(), "mlp": TinyMLP(), "bn": BatchNormMLP()}
 
 
 def _initial(problem: Problem) -> np.ndarray:
     rng = np.random.default_rng(11)
     if problem.name == "diag":
         return np.concatenate([np.full(problem.X.shape[1], 0.5), 0.5 + 0.1 * rng.standard_normal(problem.X.shape[1])])
-    return 0.5 * rng.standard_normal(problem.dim)
+    w = 0.5 * rng.standard_normal(problem.dim)
+    if problem.name == "bn":  # BatchNorm scales near 1
+        w[problem.mask(lambda n: n == "1.weight") == 1.0] += 1.0
+    return w
 
 
 def _config(rho: float, variant: dict | None = None, **sam: Any) -> dict[str, Any]:
@@ -215,15 +264,22 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], int, str | None]] = {
 }
 
 
+def _norm_names(problem: Problem) -> list[str]:
+    """SAM-ON's parameters: the BatchNorm layer's scale and shift; ``v`` of the diagonal net and the output layer of
+    the MLP stand for normalization layers, which those models have not."""
+    rule = {"diag": lambda n: n == "v", "mlp": lambda n: n.startswith("2."), "bn": lambda n: n.startswith("1.")}
+    return [n for n, _ in problem.shapes if rule[problem.name](n)]
+
+
 def _norm_mask(problem: Problem) -> np.ndarray:
-    """SAM-ON's coordinates: ``v`` of the diagonal net, the output layer of the MLP (standing for normalization
-    layers, which neither model has)."""
-    return problem.mask(lambda n: n == "v" or n.startswith("2."))
+    """SAM-ON's coordinates (those of :func:`_norm_names`)."""
+    names = _norm_names(problem)
+    return problem.mask(lambda n: n in names)
 
 
 def _asam_mask(problem: Problem) -> np.ndarray | None:
     """ASAM's scaled coordinates: every one on the diagonal net (the analytic engines' choice), those named
-    ``weight`` on the MLP (the deep engine's and the official code's)."""
+    ``weight`` on the MLPs (the deep engine's and the official code's, BatchNorm's scale included)."""
     return None if problem.name == "diag" else problem.mask(lambda n: "weight" in n)
 
 
@@ -310,7 +366,7 @@ def write(directory: str | Path) -> dict[str, Any]:
                 "noise": noise,
                 "param_names": [n for n, _ in problem.shapes],
                 "param_shapes": [list(s) for _, s in problem.shapes],
-                "norm_params": [n for n, _ in problem.shapes if n == "v" or n.startswith("2.")],
+                "norm_params": _norm_names(problem),
                 "named_params": problem.name != "diag",
                 "record": record,
             }
@@ -361,7 +417,11 @@ def torch_model(spec: dict[str, Any]) -> Any:
                 return x @ (self.u * self.v)
 
         return Diag()
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    if spec["problem"] == "bn":
+        layers = [torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Tanh(), torch.nn.Linear(4, 1)]
+    else:
+        layers = [torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)]
+    model = torch.nn.Sequential(*layers).double()
     with torch.no_grad():
         at = 0
         for p in model.parameters():

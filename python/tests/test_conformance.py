@@ -50,7 +50,7 @@ def test_refusals_name_the_problem():
 def test_written_vectors_have_the_documented_layout(tmp_path):
     manifest = conformance.write(tmp_path)
     assert manifest["version"] == conformance.VERSION
-    assert len(manifest["cases"]) == 2 * len(conformance.CASES)
+    assert len(manifest["cases"]) == 3 * len(conformance.CASES)
     case = tmp_path / "mlp-looksam"
     spec = json.loads((case / "case.json").read_text())
     assert spec["steps"] == 4 and [r["gradient_evals"] for r in spec["record"]] == [2, 1, 2, 1]

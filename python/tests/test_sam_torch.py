@@ -23,7 +23,7 @@ def vectors(tmp_path_factory):
 
 def test_every_case_equals_samlab_engine(vectors):
     errors = conformance.check(conformance.samlab_factory, vectors)
-    assert len(errors) == 2 * len(conformance.CASES)
+    assert len(errors) == 3 * len(conformance.CASES)
     bad = {k: v for k, v in errors.items() if v is None or v > 1e-10}
     assert not bad, bad
 
@@ -64,9 +64,11 @@ def test_the_checker_sees_a_wrong_rule(vectors):
     assert all(e > 1e-4 for e in errors.values()), errors
 
 
-def test_cli_writes_and_checks(tmp_path):
+def test_cli_writes_and_checks(vectors, tmp_path):
     assert conformance.main(["write", str(tmp_path)]) == 0
-    assert conformance.main(["check", str(tmp_path)]) == 0
+    for f in ("manifest.json", "mlp-looksam/case.json", "bn-esam/t1_w.npy"):  # deterministic: the same files
+        assert (tmp_path / f).read_bytes() == (vectors / f).read_bytes(), f
+    assert conformance.main(["check", str(vectors)]) == 0
     assert conformance.main(["bogus"]) == 2
     (tmp_path / "manifest.json").write_text('{"format": "samlab-conformance", "version": 99, "cases": []}')
     with pytest.raises(ValueError, match="version 99"):
