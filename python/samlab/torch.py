@@ -8,6 +8,7 @@ that plugs into every :mod:`samlab.curvature` engine::
     samlab.curvature.lanczos(op, k=5)                  # or lanczos(op, op.dim, k=5)
 
 :func:`sharpness` measures worst-case (and average-case) m-sharpness as ``samlab sharpness`` defines it.
+:class:`SAM` is :mod:`samlab.sam`'s optimizer.
 
 PyTorch is an optional dependency of samlab: this module needs it (``pip install torch``), ``import samlab`` does not.
 
@@ -36,8 +37,10 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
     ) from e
 
 from ._repr import summary_repr
+from .sam import SAM  # the SAM family as a torch optimizer, samlab.sam's, re-exported here
 
 __all__ = [
+    "SAM",
     "AverageSharpness",
     "Operator",
     "SharpnessResult",

@@ -320,6 +320,12 @@ def test_sharpness_in_batchnorm_train_mode_leaves_the_model_unchanged():
     assert model.training
 
 
+def test_samlab_torch_re_exports_the_sam_optimizer():
+    import samlab.sam
+
+    assert st.SAM is samlab.sam.SAM
+
+
 # --- bad input ---
 
 

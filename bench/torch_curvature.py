@@ -1,0 +1,185 @@
+"""samlab.torch against PyHessian 0.1 and hessian-eigenthings on the same PyTorch model and data, in one run.
+
+The top Hessian eigenvalue of a PreAct ResNet-18 (bench/torch_models.py, width --width) at its seeded
+initialization, on --examples CIFAR-shaped random examples in batches of --batch (BatchNorm in evaluation mode,
+PyHessian's only mode), float32, CPU:
+
+- samlab: `curvature.lanczos(samlab.torch.hessian(...), k=1)` at its defaults (tol 1e-3, the stopping rule of
+  docs/PYTHON.md), with its residual;
+- PyHessian: `hessian(model, criterion, dataloader=...).eigenvalues(top_n=1)` at its defaults (power iteration,
+  maxIter 100, tol 1e-3 on the change of the Rayleigh quotient);
+- hessian-eigenthings: `lanczos(HessianOperator(...), k=1, which="LA")` at its default max_iter (2k = 2 steps) and
+  with max_iter 30, and `power_iteration_one` at its defaults (tol 1e-4, max_iter 100).
+
+Every method's products are counted and each product's cost is measured alone: samlab's operator against the same
+double backward written inline (the overhead of the operator and the NumPy round trip).
+
+    python bench/torch_curvature.py --examples 256 --csv bench/results/torch_curvature.csv
+
+Needs torch, samlab (pip install ./python), PyHessian and hessian-eigenthings (pip install pyhessian
+hessian-eigenthings; PyHessian's only runtime needs are torch and numpy, hessian-eigenthings' add scipy and tqdm).
+"""
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_models  # noqa: E402
+
+import samlab.torch  # noqa: E402
+from samlab import curvature  # noqa: E402
+
+
+def setup(args):
+    torch.manual_seed(args.seed)
+    model = torch_models.preact_resnet18(args.width).eval()
+    g = torch.Generator().manual_seed(args.seed + 1)
+    x = torch.randn(args.examples, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (args.examples,), generator=g)
+    batches = [(x[i : i + args.batch], y[i : i + args.batch]) for i in range(0, args.examples, args.batch)]
+    return model, batches
+
+
+class Counted:
+    """hessian-eigenthings' operator with its products counted."""
+
+    def __init__(self, op):
+        self.op, self.products = op, 0
+
+    def __getattr__(self, name):
+        return getattr(self.op, name)
+
+    def matvec(self, v):
+        self.products += 1
+        return self.op.matvec(v)
+
+
+def run_samlab(model, batches):
+    op = samlab.torch.hessian(model, F.cross_entropy, batches, bn="eval")
+    t = time.perf_counter()
+    r = curvature.lanczos(op, k=1)
+    return float(r.eigenvalues[0]), time.perf_counter() - t, op.products, float(r.residuals[0])
+
+
+def run_pyhessian(model, batches):
+    from pyhessian import hessian
+
+    h = hessian(model, torch.nn.CrossEntropyLoss(), dataloader=batches, cuda=False)
+    count = [0]
+    product = h.dataloader_hv_product
+
+    def counted(v):
+        count[0] += 1
+        return product(v)
+
+    h.dataloader_hv_product = counted
+    t = time.perf_counter()
+    ev, _ = h.eigenvalues(top_n=1)
+    return float(ev[0]), time.perf_counter() - t, count[0], float("nan")
+
+
+def run_eigenthings(model, batches, method, max_iter=None):
+    import hessian_eigenthings as he
+
+    op = Counted(he.HessianOperator(model, batches, he.supervised_loss(F.cross_entropy)))
+    t = time.perf_counter()
+    if method == "lanczos":
+        r = he.lanczos(op, k=1, which="LA", max_iter=max_iter, seed=0)
+        ev, res = float(r.eigenvalues[0]), float(r.residuals[0])
+    else:
+        ev, _, res, _, _ = he.power_iteration_one(op, seed=0)
+    return float(ev), time.perf_counter() - t, op.products, float(res)
+
+
+def product_cost(model, batches, reps):
+    """Seconds per product: samlab's operator, and the same double backward inline (median of reps)."""
+    op = samlab.torch.hessian(model, F.cross_entropy, batches, bn="eval")
+    params = [p for p in model.parameters() if p.requires_grad]
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal(op.dim)
+    vt = torch.tensor(v, dtype=torch.float32)
+    vs, at = [], 0
+    for p in params:
+        vs.append(vt[at : at + p.numel()].view_as(p))
+        at += p.numel()
+    n = sum(len(x) for x, _ in batches)
+
+    def inline():
+        total = [torch.zeros_like(p) for p in params]
+        for x, y in batches:
+            loss = F.cross_entropy(model(x), y)
+            g = torch.autograd.grad(loss, params, create_graph=True)
+            hv = torch.autograd.grad(g, params, grad_outputs=vs)
+            for t_, h in zip(total, hv):
+                t_.add_(h, alpha=len(x) / n)
+        return torch.cat([t_.reshape(-1) for t_ in total]).numpy()
+
+    times = {"samlab": [], "inline": []}
+    for _ in range(reps):
+        for name, f in (("inline", inline), ("samlab", lambda: op(v))):
+            t = time.perf_counter()
+            f()
+            times[name].append(time.perf_counter() - t)
+    a, b = op(v), inline()
+    return statistics.median(times["samlab"]), statistics.median(times["inline"]), float(np.abs(a - b).max())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--width", type=int, default=16)
+    ap.add_argument("--examples", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reps", type=int, default=3, help="repetitions of the per-product timing")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--csv", help="write the table here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, batches = setup(args)
+    dim = sum(p.numel() for p in model.parameters())
+    print(f"PreAct ResNet-18 width {args.width}: {dim} parameters; {args.examples} examples in batches of "
+          f"{args.batch}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+
+    rows = []
+    for name, run in [
+        ("samlab lanczos (tol 1e-3)", lambda: run_samlab(model, batches)),
+        ("PyHessian power iteration (tol 1e-3)", lambda: run_pyhessian(model, batches)),
+        ("hessian-eigenthings lanczos (default: 2 steps)", lambda: run_eigenthings(model, batches, "lanczos")),
+        ("hessian-eigenthings lanczos (max_iter 30)", lambda: run_eigenthings(model, batches, "lanczos", 30)),
+        ("hessian-eigenthings power iteration (tol 1e-4)", lambda: run_eigenthings(model, batches, "power")),
+    ]:
+        ev, secs, products, res = run()
+        rows.append({"method": name, "top_eigenvalue": ev, "seconds": secs, "products": products, "residual": res})
+        print(f"{name:50s} {ev:12.6f} {secs:9.2f} s {products:4d} products  residual {res:.3g}", flush=True)
+    ref = rows[0]["top_eigenvalue"]
+    for r in rows:
+        r["rel_diff_vs_samlab"] = abs(r["top_eigenvalue"] - ref) / abs(ref)
+        r["time_vs_samlab"] = r["seconds"] / rows[0]["seconds"]
+    ours, inline, diff = product_cost(model, batches, args.reps)
+    print(f"per product: samlab operator {ours:.3f} s, inline double backward {inline:.3f} s "
+          f"(overhead {100 * (ours / inline - 1):+.1f}%), max |difference| {diff:.2g}")
+    print()
+    print("| method | top eigenvalue | rel. diff. vs samlab | products | seconds | time / samlab's |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['top_eigenvalue']:.6f} | {r['rel_diff_vs_samlab']:.1e} | {r['products']} | "
+              f"{r['seconds']:.1f} | {r['time_vs_samlab']:.2f}x |")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+            f.write(f"# per product: samlab {ours:.4f} s, inline {inline:.4f} s\n")
+
+
+if __name__ == "__main__":
+    main()
