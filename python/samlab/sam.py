@@ -56,10 +56,19 @@ Closure = Callable[..., Any]
 # --- vector operations over lists of tensors (samlab_core::param_space::Space) ---------------------------------
 
 
+def _flat(a: Tensors, dtype: torch.dtype) -> torch.Tensor:
+    return torch.cat([t.reshape(-1).to(dtype) for t in a])
+
+
+def _acc(a: Tensors) -> torch.dtype:
+    return torch.float64 if a[0].dtype == torch.float64 else torch.float32
+
+
 def _dot(a: Tensors, b: Tensors) -> torch.Tensor:
-    """``a . b`` as a 0-d tensor (float64 when the tensors are, float32 otherwise)."""
-    acc = torch.float64 if a[0].dtype == torch.float64 else torch.float32
-    return torch.stack([torch.sum(x.to(acc) * y.to(acc)) for x, y in zip(a, b)]).sum()
+    """``a . b`` as a 0-d tensor (float64 when the tensors are, float32 otherwise): one kernel over the whole
+    vector, not one per tensor."""
+    acc = _acc(a)
+    return torch.dot(_flat(a, acc), _flat(b, acc))
 
 
 def _norm(a: Tensors) -> torch.Tensor:
@@ -67,8 +76,8 @@ def _norm(a: Tensors) -> torch.Tensor:
 
 
 def _scaled(c: Any, x: Tensors) -> Tensors:
-    """``c * x``."""
-    return [(c * t).to(t.dtype) for t in x]
+    """``c * x`` (``c`` a number or a 0-d tensor)."""
+    return list(torch._foreach_mul(x, c))
 
 
 def _scaled_unit(r: float, x: Tensors) -> Tensors:
@@ -78,11 +87,11 @@ def _scaled_unit(r: float, x: Tensors) -> Tensors:
 
 def _axpy(y: Tensors, a: Any, x: Tensors) -> Tensors:
     """``y + a * x``."""
-    return [(yi + a * xi).to(yi.dtype) for yi, xi in zip(y, x)]
+    return list(torch._foreach_add(y, torch._foreach_mul(x, a)))
 
 
 def _finite(x: Tensors) -> bool:
-    return bool(torch.stack([torch.isfinite(t).all() for t in x]).all())
+    return bool(torch.isfinite(torch.cat([t.reshape(-1) for t in x])).all())
 
 
 # --- checks -------------------------------------------------------------------------------------------------------
@@ -385,8 +394,9 @@ class SAM(torch.optim.Optimizer):
 
     def _params_to(self, w: Tensors, delta: Tensors | None) -> None:
         with torch.no_grad():
-            for p, wi, di in zip(self.params, w, delta if delta is not None else [None] * len(w)):
-                p.copy_(wi if di is None else wi + di)
+            torch._foreach_copy_(self.params, w)
+            if delta is not None:
+                torch._foreach_add_(self.params, delta)
 
     def _call(self, closure: Closure, rows: Any) -> Any:
         for p in self.params:
@@ -441,7 +451,8 @@ class SAM(torch.optim.Optimizer):
                 "take part in the loss (or leave it out of SAM's parameters)"
             )
         if self.scaler is None:
-            return [p.grad.detach().clone() for p in self.params], value
+            # The closure's backward made fresh gradient tensors (SAM set .grad to None before it): kept as they are.
+            return [p.grad.detach() for p in self.params], value
         # Unscaled here, in the gradients' precision (f32 master weights), never by the scaler's unscale_: the
         # scaler unscales once, the final direction, in step().
         inv = 1.0 / self.scaler.get_scale()
