@@ -598,6 +598,10 @@ class SAM(torch.optim.Optimizer):
         if v == "sam-on":
             kept = [gi if keep else torch.zeros_like(gi) for gi, keep in zip(g, self._norm_mask)]
             return _scaled_unit(rho, kept)
+        if v == "esam":
+            beta = opt["beta"]
+            kept = g if beta >= 1.0 else [gi * mi for gi, mi in zip(g, self._draw("keep", g))]
+            return _scaled_unit(rho / beta, kept)
         raise AssertionError(v)
 
     def _group(self, closure: Closure, w: Tensors, rows: Any, size: int, offset: int, first: list) -> tuple:
@@ -631,10 +635,8 @@ class SAM(torch.optim.Optimizer):
                 gv = self.direction
                 direction = _axpy(g, opt["alpha"] * _norm(g) / (_norm(gv) + _EPS), gv)
         elif v == "esam":
-            beta, gamma = opt["beta"], opt["gamma"]
-            g = grad(None)
-            kept = g if beta >= 1.0 else [gi * mi for gi, mi in zip(g, self._draw("keep", g))]
-            delta = _scaled_unit(rho / beta, kept)
+            gamma = opt["gamma"]
+            delta = self._perturb(grad, w)
             sub = rows
             if gamma < 0.99:
                 before = self._losses(closure, w, None, rows)

@@ -532,3 +532,18 @@ def test_micro_batch_must_divide_the_group():
         opt.step(closure_of(model, x, y), batch_size=8, micro_batch=3)
     with pytest.raises(ValueError, match="micro_batch needs batch_size"):
         opt.step(closure_of(model, x, y), micro_batch=2)
+
+
+def test_two_call_api_esam_without_selection():
+    x, y = data()
+    a, b = mlp(), mlp()
+    kw = {"rho": 0.1, "variant": "esam", "beta": 0.6, "gamma": 1.0}
+    opt_a = sam_for(a, generator=torch.Generator().manual_seed(4), **kw)
+    opt_b = sam_for(b, generator=torch.Generator().manual_seed(4), **kw)
+    for _ in range(3):
+        opt_a.step(closure_of(a, x, y))
+        closure_of(b, x, y)()
+        opt_b.first_step()
+        closure_of(b, x, y)()
+        opt_b.second_step()
+    torch.testing.assert_close(flat(a), flat(b), rtol=0, atol=1e-14)

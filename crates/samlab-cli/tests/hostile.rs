@@ -450,6 +450,12 @@ fn damaged_checkpoints_and_run_directories() {
         r[at] ^= 1;
         fs::write(&last, r).unwrap()
     });
+    // A version-1 file (no checksum) is refused whatever it holds, with the way to convert it.
+    check("version-1 (SAMLABCK)", &|| {
+        let mut r = b"SAMLABCK".to_vec();
+        r.extend(&raw[8..]);
+        fs::write(&last, r).unwrap()
+    });
     // A forged step count.
     let mut forged = good.clone();
     forged.progress["steps_done"] = 3.into();
@@ -1158,4 +1164,61 @@ fn relu_and_hessian_sizes_are_bounded() {
         &["hessian", p(&run), "--trace", "--probes", "1000000000"],
         &["probes", "at most 100000"],
     );
+}
+
+/// `import-torch` takes only weights a trained network can hold (finite, BatchNorm variances >= 0) and writes
+/// only training flags `train` accepts into config.toml.
+#[test]
+fn imports_take_only_possible_weights_and_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let run = root.join("run");
+    tiny_run(root, &run);
+    let good = Checkpoint::load(&run.join("checkpoint/best.ckpt")).unwrap();
+    let weights = root.join("weights.safetensors");
+    good.save(&weights).unwrap();
+    let out = root.join("imported");
+    let import = |extra: &[&str]| -> Vec<String> {
+        [
+            &[
+                "import-torch",
+                p(&weights),
+                "--model",
+                "mlp",
+                "--width",
+                "3",
+                "--norm",
+                "batch",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                p(root),
+                "--batch-size",
+                "8",
+                "--out",
+                p(&out),
+            ][..],
+            extra,
+        ]
+        .concat()
+        .into_iter()
+        .map(String::from)
+        .collect()
+    };
+    for (flags, expect) in [
+        (&["--epochs", "0"][..], "epochs"),
+        (&["--rho", "nan"], "rho"),
+        (&["--device", "nope"], "device"),
+    ] {
+        refused_owned(root, &import(flags), &[expect]);
+    }
+    let mut negative = good.clone();
+    negative.bn_var[0][1] = -0.5;
+    negative.save(&weights).unwrap();
+    refused_owned(
+        root,
+        &import(&[]),
+        &["BatchNorm running variance", "negative variance"],
+    );
+    assert!(!out.exists());
 }

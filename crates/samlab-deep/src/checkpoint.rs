@@ -28,9 +28,10 @@
 //! and that every value is finite. Nothing is allocated from a size the file announces before that size has been
 //! checked against the file's length.
 //!
-//! **Version 1** (written before SafeTensors, still read): the 8 bytes `SAMLABCK`, a little-endian `u32` version
-//! (1), a `u64` header length, the header as JSON (model spec, tensor names and sizes, the run's progress), then
-//! every tensor's `f32` values, little-endian, in header order.
+//! **Version 1** (written before SafeTensors; refused by [`Checkpoint::load`], which names the way to convert it,
+//! since it has no checksum; read only by [`Checkpoint::load_unverified_v1`] for that conversion): the 8 bytes
+//! `SAMLABCK`, a little-endian `u32` version (1), a `u64` header length, the header as JSON (model spec, tensor
+//! names and sizes, the run's progress), then every tensor's `f32` values, little-endian, in header order.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
@@ -236,6 +237,22 @@ pub struct Checkpoint {
     pub progress: serde_json::Value,
 }
 
+/// The bytes of a checkpoint file: a regular file (a device such as `/dev/zero`, or a pipe, would be read until
+/// memory runs out), read no further than the length it had when opened.
+fn read_checkpoint_file(
+    path: &Path,
+    bad: &dyn Fn(String) -> DataError,
+) -> Result<Vec<u8>, DataError> {
+    let meta = fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    samlab_core::run_dir::read_capped(path, meta.len()).map_err(|e| bad(e.to_string()))
+}
+
+/// Why every tool refuses a version-1 checkpoint, and how to convert one.
+const V1_REFUSED: &str = "a version-1 (SAMLABCK) checkpoint, which carries no checksum, so a damaged one cannot be told from a good one; samlab reads only verified (SafeTensors, version 2) checkpoints. Convert it once with `cargo run --release -p samlab-deep --example convert_checkpoint -- FILE` (it keeps the original as FILE.v1), then check the run's numbers";
+
 fn host(t: &Tensor<1>) -> Vec<f32> {
     t.to_data().try_into_vec::<f32>().expect("f32 tensor")
 }
@@ -328,7 +345,41 @@ impl Checkpoint {
                 }
             }
         }
+        if let Some(reason) = self.impossible_value() {
+            return Err(bad(reason));
+        }
         Ok(())
+    }
+
+    /// The first value no trained network can hold, in words: a non-finite value in any tensor (parameters,
+    /// momentum, variant direction, BatchNorm statistics) or a negative BatchNorm running variance (whose
+    /// square root normalizes). `None` when every value is possible.
+    pub fn impossible_value(&self) -> Option<String> {
+        let groups = [
+            ("parameter", Some(&self.params)),
+            ("momentum", self.velocity.as_ref()),
+            ("BatchNorm running mean", Some(&self.bn_mean)),
+            ("BatchNorm running variance", Some(&self.bn_var)),
+            ("variant direction", self.variant.as_ref()),
+        ];
+        for (what, tensors) in groups {
+            for (i, v) in tensors.into_iter().flatten().enumerate() {
+                if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                    return Some(format!(
+                        "checkpoint {what} tensor {i} holds a non-finite value at index {j}"
+                    ));
+                }
+            }
+        }
+        for (i, v) in self.bn_var.iter().enumerate() {
+            if let Some(j) = v.iter().position(|&x| x < 0.0) {
+                return Some(format!(
+                    "checkpoint BatchNorm running variance tensor {i} holds a negative variance ({}) at index {j}",
+                    v[j]
+                ));
+            }
+        }
+        None
     }
 
     /// The training state on `device` (zero momentum if the checkpoint has none).
@@ -411,7 +462,7 @@ impl Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let raw = fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let raw = read_checkpoint_file(path, &bad)?;
         Self::from_bytes(&raw, path)
     }
 
@@ -422,10 +473,34 @@ impl Checkpoint {
             reason,
         };
         if raw.starts_with(MAGIC) {
-            Self::load_v1(raw, &bad)
-        } else {
-            Self::load_safetensors(raw, &bad)
+            return Err(bad(V1_REFUSED.into()));
         }
+        Self::load_safetensors(raw, &bad)
+    }
+
+    /// Reads a version-1 (`SAMLABCK`) checkpoint, which carries no checksum, so nothing can tell a damaged one from
+    /// a good one: only for converting it once (`cargo run --release -p samlab-deep --example convert_checkpoint --
+    /// FILE`), never by the tools, which refuse it ([`Checkpoint::load`]). Its sizes are still checked against the
+    /// file, and [`Checkpoint::check_model`] still checks its values.
+    pub fn load_unverified_v1(path: &Path) -> Result<Self, DataError> {
+        let bad = |reason: String| DataError::Read {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let raw = read_checkpoint_file(path, &bad)?;
+        Self::v1_from_bytes(&raw, path)
+    }
+
+    /// [`Checkpoint::load_unverified_v1`] of a file's bytes already in memory; `path` only names it in errors.
+    pub fn v1_from_bytes(raw: &[u8], path: &Path) -> Result<Self, DataError> {
+        let bad = |reason: String| DataError::Read {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if !raw.starts_with(MAGIC) {
+            return Err(bad("not a version-1 (SAMLABCK) checkpoint".into()));
+        }
+        Self::load_v1(raw, &bad)
     }
 
     /// Reads a PyTorch `state_dict` saved with `safetensors.torch.save_file` as the weights of `model`: every
@@ -437,11 +512,11 @@ impl Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let raw = fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let raw = read_checkpoint_file(path, &bad)?;
         let (st, _) = parse_safetensors(&raw, &bad)?;
         let net = Network::new(model).map_err(|e| bad(format!("invalid model: {e}")))?;
         let [params, _, bn_mean, bn_var, _] = read_tensors(&st, &net, [false; 2], &bad)?;
-        Ok(Checkpoint {
+        let ckpt = Checkpoint {
             model: model.clone(),
             params,
             velocity: None,
@@ -450,7 +525,11 @@ impl Checkpoint {
             bn_mean,
             bn_var,
             progress: serde_json::json!({ "imported_from": path.display().to_string() }),
-        })
+        };
+        if let Some(reason) = ckpt.impossible_value() {
+            return Err(bad(reason));
+        }
+        Ok(ckpt)
     }
 
     /// Reads a SafeTensors checkpoint (version 2).

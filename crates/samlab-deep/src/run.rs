@@ -686,9 +686,9 @@ pub fn import_state_dict(
     out: &Path,
     force: bool,
 ) -> Result<PathBuf, RunError> {
-    let data = prepare_data(&config.data, config.train.seed)?;
-    let spec = model_spec(&config.model, &data.train);
-    Network::new(&spec)?;
+    // config.toml records training flags too: every one is checked as `train` checks it (a run of this
+    // directory's config must be one samlab can start), along with the data and the model.
+    let spec = plan(config)?.net.spec().clone();
     let ckpt = Checkpoint::from_state_dict(file, &spec)?;
     let writer = run_dir::RunDirWriter::create(out, force)?;
     let config_path = writer.path().join("config.toml");
@@ -1009,7 +1009,7 @@ pub fn resume_on(
         )));
     }
     let writer = RunDirWriter::resume(out)?;
-    let text = fs::read_to_string(&config_path).map_err(|e| {
+    let text = run_dir::read_text(&config_path).map_err(|e| {
         RunError::Usage(format!(
             "nothing to resume in {}: cannot read config.toml ({e})",
             out.display()
@@ -1291,7 +1291,13 @@ fn run_loop(
         {
             (row.hessian_top, row.hessian_trace) = log_curvature(config, p, &state);
         }
-        if !(test_loss.is_finite() && row.train_loss.is_finite()) {
+        // A finite loss is not enough for a good checkpoint: every tensor must be finite (a BatchNorm running
+        // variance can overflow while the loss, in training mode, stays finite), else the run diverged here and
+        // the last good checkpoint stays the previous epoch's.
+        let last = Checkpoint::capture(&p.net, &state, true, serde_json::Value::Null);
+        if !(test_loss.is_finite() && row.train_loss.is_finite())
+            || last.impossible_value().is_some()
+        {
             progress.steps_done = step;
             progress.rows.push(row);
             return finish(config, p, out, progress, Status::Diverged);
@@ -1319,9 +1325,12 @@ fn run_loop(
                 .save(&ckdir.join("best.ckpt"))
                 .map_err(io_err(&ckdir))?;
         }
-        Checkpoint::capture(&p.net, &state, true, value)
-            .save(&ckdir.join("last.ckpt"))
-            .map_err(io_err(&ckdir))?;
+        Checkpoint {
+            progress: value,
+            ..last
+        }
+        .save(&ckdir.join("last.ckpt"))
+        .map_err(io_err(&ckdir))?;
         write_metrics(out, &progress.rows)?;
         let line = row.line(p.epochs);
         if !observer.epoch(&row, &line) {

@@ -452,8 +452,10 @@ fn v1_bytes(spec: &ModelSpec, c: &Checkpoint) -> Vec<u8> {
     raw
 }
 
+/// Version-1 checkpoints carry no checksum: every tool refuses them, naming the conversion; the conversion's
+/// reader still checks their sizes.
 #[test]
-fn version_1_checkpoints_still_load() {
+fn version_1_checkpoints_are_refused_and_convert() {
     let tmp = tempfile::tempdir().unwrap();
     let spec = spec(Arch::Mlp, 3, [1, 2, 2]);
     let c = Checkpoint {
@@ -464,12 +466,25 @@ fn version_1_checkpoints_still_load() {
     let raw = v1_bytes(&spec, &c);
     let path = tmp.path().join("last.ckpt");
     fs::write(&path, &raw).unwrap();
+    expect_err(
+        &path,
+        &["version-1 (SAMLABCK)", "no checksum", "convert_checkpoint"],
+    );
+    let v1 = Checkpoint::load_unverified_v1(&path).unwrap();
+    same_bits(&c, &v1);
+    v1.save(&path).unwrap();
     same_bits(&c, &Checkpoint::load(&path).unwrap());
-    // Truncated v1 files are still refused.
-    fs::write(&path, &raw[..raw.len() - 1]).unwrap();
-    expect_err(&path, &["truncated"]);
-    fs::write(&path, &raw[..30]).unwrap();
-    expect_err(&path, &["truncated header"]);
+    // Truncated v1 files are still refused by the conversion's reader.
+    for (cut, expect) in [
+        (&raw[..raw.len() - 1], "truncated"),
+        (&raw[..30], "truncated header"),
+    ] {
+        fs::write(&path, cut).unwrap();
+        let err = Checkpoint::load_unverified_v1(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expect), "{err}");
+    }
 }
 
 /// Size and cost of a full-size PreAct ResNet-18 checkpoint (11.2M parameters, momentum included); run with
@@ -639,4 +654,35 @@ fn checkpoints_claiming_oversized_inputs_are_errors() {
             &["checkpoint of an invalid model", "values are more than"],
         );
     }
+}
+
+/// What a last-good checkpoint and an import must not hold: a non-finite value in any tensor (a BatchNorm running
+/// variance included) or a negative running variance; each is named.
+#[test]
+fn impossible_values_are_named() {
+    let spec = spec(Arch::Mlp, 3, [1, 2, 2]);
+    let good = Checkpoint {
+        bn_var: vec![vec![1.0; 3]],
+        bn_mean: vec![vec![0.0; 3]],
+        ..checkpoint(&spec, true)
+    };
+    assert_eq!(good.impossible_value(), None);
+    for (value, expect) in [
+        (
+            f32::INFINITY,
+            "running variance tensor 0 holds a non-finite value at index 2",
+        ),
+        (
+            -0.5,
+            "running variance tensor 0 holds a negative variance (-0.5) at index 2",
+        ),
+    ] {
+        let mut c = good.clone();
+        c.bn_var[0][2] = value;
+        let why = c.impossible_value().unwrap();
+        assert!(why.contains(expect), "{why}");
+    }
+    let mut c = good.clone();
+    c.velocity.as_mut().unwrap()[0][0] = f32::NAN;
+    assert!(c.impossible_value().unwrap().contains("momentum"));
 }
