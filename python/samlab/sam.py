@@ -784,6 +784,88 @@ class SAM(torch.optim.Optimizer):
             f"SAM step skipped: non-finite {what} (the parameters are unchanged)", RuntimeWarning, stacklevel=3
         )
 
+    @torch.no_grad()
+    def step_vmap(self, model: torch.nn.Module, loss_fn: Callable, inputs: Any, targets: Any) -> torch.Tensor:
+        """m-SAM with every group at once: ``torch.func.vmap`` over the ``B / m`` groups of ``inputs``/``targets``
+        (``loss_fn(model(x), y)`` the mean loss of a group) instead of a loop of closure calls. The same step as
+        ``step(closure, batch_size=B)`` (plain SAM: normalized, unnormalized or clipped, multi-step; tested to 1e-12
+        in float64), for models without BatchNorm (whose batch statistics would mix the groups under vmap). Returns
+        the mean loss of the groups at the unperturbed weights."""
+        from torch.func import functional_call, grad_and_value, vmap
+
+        if self.variant != "sam" or self.random_init or self.random_perturbation:
+            raise ValueError("step_vmap runs plain SAM's ascent (no variant, random start or random perturbation)")
+        if self.scaler is not None or self.distributed:
+            raise ValueError("step_vmap takes no scaler and no distributed mode: use step(closure)")
+        if any(isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) for mod in model.modules()):
+            raise ValueError(
+                "step_vmap needs a model without BatchNorm (vmap would share its statistics across groups)"
+            )
+        named = dict(model.named_parameters())
+        by_id = {id(p): n for n, p in named.items()}
+        missing = [i for i, p in enumerate(self.params) if id(p) not in by_id]
+        if missing:
+            raise ValueError(f"parameters {missing[:5]} of SAM are not parameters of model")
+        names = [by_id[id(p)] for p in self.params]
+        batch = len(inputs)
+        m = self.m or batch
+        if len(targets) != batch or batch % m:
+            raise ValueError(f"m = {m} must divide the batch size {batch} (inputs and targets of the same length)")
+        groups = batch // m
+        xg = inputs.reshape(groups, m, *inputs.shape[1:])
+        yg = targets.reshape(groups, m, *targets.shape[1:])
+        w = [p.detach() for p in self.params]
+        others = {n: p.detach() for n, p in named.items() if n not in set(names)}
+
+        def loss(params: tuple, x: Any, y: Any) -> torch.Tensor:
+            out = functional_call(model, {**others, **dict(zip(names, params))}, (x,))
+            return loss_fn(out, y)
+
+        def per_group(ps: Tensors) -> tuple[Tensors, torch.Tensor]:
+            with torch.enable_grad():
+                g, value = vmap(grad_and_value(loss), in_dims=(0, 0, 0))(tuple(ps), xg, yg)
+            self.gradient_evals += groups
+            return list(g), value
+
+        def norms(x: Tensors) -> torch.Tensor:
+            acc = _acc(x)
+            return torch.stack([(t.to(acc).reshape(groups, -1) ** 2).sum(1) for t in x]).sum(0).sqrt()
+
+        def bcast(c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return c.to(t.dtype).reshape(groups, *([1] * (t.dim() - 1)))
+
+        stacked = [wi.unsqueeze(0).expand(groups, *wi.shape) for wi in w]
+        rho = self.rho
+        delta: Tensors | None = None
+        first = None
+        if rho > 0:
+            project = self.normalization == "clipped" or (self.normalization == "normalized" and self.ascent_steps > 1)
+            eta = rho * self.ascent_step_mult
+            for _ in range(self.ascent_steps):
+                point = stacked if delta is None else [s + d for s, d in zip(stacked, delta)]
+                g, value = per_group(point)
+                first = value if first is None else first
+                if self.normalization == "normalized":
+                    c = eta / (norms(g) + _EPS)
+                    step = [bcast(c, gi) * gi for gi in g]
+                else:
+                    step = [eta * gi for gi in g]
+                delta = step if delta is None else [d + s for d, s in zip(delta, step)]
+                if project:
+                    n = norms(delta)
+                    f = torch.where(n > rho, rho / n, torch.ones_like(n))
+                    delta = [bcast(f, d) * d for d in delta]
+        point = stacked if delta is None else [s + d for s, d in zip(stacked, delta)]
+        gp, value = per_group(point)
+        first = value if first is None else first
+        direction = [t.mean(0) if groups > 1 else t[0] for t in gp]
+        self.last_deltas = [None if delta is None else [d[i] for d in delta] for i in range(groups)]
+        if not _finite(direction):
+            self._skip("gradients")
+            return first.mean()
+        self._apply(direction)
+        return first.mean()
+
     def _two_call_ok(self) -> None:
         v = self.variant
         if (

@@ -547,3 +547,49 @@ def test_two_call_api_esam_without_selection():
         closure_of(b, x, y)()
         opt_b.second_step()
     torch.testing.assert_close(flat(a), flat(b), rtol=0, atol=1e-14)
+
+
+# --- vectorised m-SAM --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"m": 2},
+        {"m": 4, "normalization": "unnormalized"},
+        {"m": 2, "normalization": "clipped", "ascent_steps": 2},
+        {"m": 2, "ascent_steps": 3, "ascent_step_mult": 0.5},
+        {},
+        {"rho": 0.0, "m": 2},
+    ],
+)
+def test_vmap_m_sam_equals_the_loop(kw):
+    x, y = data()
+    a, b = mlp(), mlp()
+    kw = {"rho": 0.1, **kw}
+    opt_a, opt_b = sam_for(a, **kw), sam_for(b, **kw)
+
+    def loss_fn(out, target):
+        return ((out - target) ** 2).mean()
+
+    for _ in range(3):
+        la = opt_a.step_vmap(a, loss_fn, x, y)
+        lb = opt_b.step(closure_of(b, x, y), batch_size=8)
+    torch.testing.assert_close(flat(a), flat(b), rtol=0, atol=1e-12)
+    assert opt_a.gradient_evals == opt_b.gradient_evals
+    if kw.get("m") == 2 and kw["rho"] > 0:
+        assert len(opt_a.last_deltas) == 4
+    assert math.isfinite(float(la)) and math.isfinite(float(lb))
+
+
+def test_vmap_refuses_batchnorm_variants_and_bad_batches():
+    x, y = data()
+    loss_fn = torch.nn.functional.mse_loss
+    bn = mlp(bn=True)
+    with pytest.raises(ValueError, match="without BatchNorm"):
+        sam_for(bn, m=2).step_vmap(bn, loss_fn, x, y)
+    model = mlp()
+    with pytest.raises(ValueError, match="plain SAM"):
+        sam_for(model, variant="asam").step_vmap(model, loss_fn, x, y)
+    with pytest.raises(ValueError, match="m = 3 must divide the batch size 8"):
+        sam_for(model, m=3).step_vmap(model, loss_fn, x, y)
