@@ -163,7 +163,9 @@ class _BatchNorms:
     def __init__(self, model: torch.nn.Module | None, policy: str):
         self.policy = policy
         self.layers = (
-            [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)] if model else []
+            [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+            if model is not None
+            else []
         )
 
     def __bool__(self) -> bool:
@@ -224,6 +226,12 @@ class SAM(torch.optim.Optimizer):
     closure. ``step(closure, batch_size=B, micro_batch=b)`` accumulates every pass over micro-batches of ``b``
     examples (``closure(rows)`` per micro-batch): the same step as the whole batch (or group) at once, in less memory.
     ``first_step()``/``second_step()``: the two-call API for the variants with one ascent gradient at ``w``.
+    ``step_vmap(model, loss_fn, x, y)``: m-SAM's groups at once through ``torch.func.vmap`` (models without BatchNorm).
+
+    ``scaler``: a ``torch.amp.GradScaler`` for float16: every pass is scaled and unscaled by SAM, an overflow in any
+    pass skips the step and backs the scale off. ``distributed``: ``"per_worker"`` (each worker's own perturbation:
+    m-SAM with m = the per-worker batch) or ``"synchronized"`` (every pass all-reduced: SAM on the global batch) under
+    ``torch.distributed``, with ``model`` the ``DistributedDataParallel`` module. docs/TORCH.md has the details.
     """
 
     def __init__(
