@@ -60,6 +60,7 @@ def flat(model):
 
 
 def worker(rank, init, out):
+    torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
     x, y = data()
     x, y = x[4 * rank : 4 * rank + 4], y[4 * rank : 4 * rank + 4]

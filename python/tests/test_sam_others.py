@@ -9,6 +9,15 @@ po = pytest.importorskip("pytorch_optimizer")
 from samlab import conformance  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny float64 problems: one intra-op thread (on a busy machine, two threads make each small op slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class GradientsFirst:
     """pytorch-optimizer's closure API: the gradients at w are computed before step(closure)."""
 

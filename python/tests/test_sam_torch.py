@@ -14,6 +14,15 @@ from samlab import conformance  # noqa: E402
 from samlab.sam import SAM  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny float64 problems: one intra-op thread (on a busy machine, two threads make each small op slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def vectors(tmp_path_factory):
     d = tmp_path_factory.mktemp("conformance")
