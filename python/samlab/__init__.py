@@ -9,7 +9,10 @@ Submodules:
 - :mod:`samlab.theory`: the hyperbolic entropy, alpha_eff and the implicit-bias interpolators (Theorem 1);
 - :mod:`samlab.runs`: samlab run directories as dicts and tables;
 - :mod:`samlab.torch` (needs PyTorch; not imported by ``import samlab``): Hessian, GGN and residual operators of a
-  PyTorch model for :mod:`samlab.curvature`, and worst-case / average-case m-sharpness.
+  PyTorch model for :mod:`samlab.curvature`, and worst-case / average-case m-sharpness; ``samlab.torch.SAM``
+  (:mod:`samlab.sam`), the SAM family as a PyTorch optimizer;
+- :mod:`samlab.conformance` (not imported by ``import samlab``): conformance vectors of the SAM family written by
+  samlab's engine, and a checker of any PyTorch implementation against them.
 
 The numerical work happens in samlab's Rust crates (the same code as the ``samlab`` command line).
 """
