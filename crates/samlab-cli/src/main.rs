@@ -111,9 +111,10 @@ enum ReluCommand {
     Train(Box<relu::TrainArgs>),
 }
 
-/// Reads a config file; a missing or unreadable one is bad input (exit status 2).
+/// Reads a config file; a missing or unreadable one, or one longer than 16 MiB (`/dev/zero`), is bad input (exit
+/// status 2).
 pub fn read_config(path: &std::path::Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
+    samlab_core::run_dir::read_text(path).map_err(|e| {
         UsageError(format!(
             "cannot read the config file {}: {e}",
             path.display()

@@ -91,6 +91,17 @@ fn config_files_and_output_paths() {
             &["cannot read the config file", "missing.toml"],
         );
     }
+    // A config that never ends is read no further than the bound.
+    for cmd in ["run", "train"] {
+        refused(
+            root,
+            &[cmd, "--config", "/dev/zero", "--out", p(&out)],
+            &[
+                "cannot read the config file /dev/zero",
+                "longer than 16777216 bytes",
+            ],
+        );
+    }
     // `train` without a schedule and without a config to take it from.
     refused(
         root,
