@@ -6,9 +6,10 @@ use clap::Args;
 use samlab_core::sam::Variant;
 use samlab_deep::bench::{time_steps, StepBench};
 use samlab_deep::models::{Arch, ModelSpec};
+use samlab_deep::nn::NormKind;
 use serde_json::json;
 
-use crate::train::PrecisionArg;
+use crate::train::{NormArg, PrecisionArg};
 use crate::train_args::VariantArgs;
 
 /// Flags of `samlab bench-step`.
@@ -20,6 +21,9 @@ pub struct BenchArgs {
     /// Width [default: the architecture's].
     #[arg(long)]
     pub width: Option<usize>,
+    /// Normalization layers [default: batch; none for the MLP].
+    #[arg(long, value_enum)]
+    pub norm: Option<NormArg>,
     /// Batch size.
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
@@ -29,10 +33,10 @@ pub struct BenchArgs {
     /// m-SAM group size [default: the whole batch].
     #[arg(long)]
     pub m: Option<usize>,
-    /// Take m-SAM's groups one after the other, even where the trainer computes them together (plain SAM and ERM
-    /// steps with --m): to time the loop beside the grouped step.
+    /// Compute m-SAM's groups together, in one batched pass (plain SAM or ERM with --m below the batch size), instead
+    /// of one after the other as training does: to time the two side by side.
     #[arg(long)]
-    pub loop_groups: bool,
+    pub groups_together: bool,
     /// Image side (square images).
     #[arg(long, default_value_t = 32)]
     pub image_size: usize,
@@ -64,7 +68,11 @@ pub fn bench_step(args: &BenchArgs) -> Result<()> {
         spec: ModelSpec {
             arch,
             width: args.width.unwrap_or(arch.default_width()),
-            norm: norm.unwrap_or(arch.default_norm()),
+            norm: args
+                .norm
+                .map(NormKind::from)
+                .or(norm)
+                .unwrap_or(arch.default_norm()),
             input: [3, args.image_size, args.image_size],
             classes: 10,
         },
@@ -72,7 +80,7 @@ pub fn bench_step(args: &BenchArgs) -> Result<()> {
         rho: args.rho,
         m: args.m,
         variant: args.variant.variant()?.unwrap_or(Variant::Sam),
-        looped: args.loop_groups,
+        together: args.groups_together,
         precision: args.precision.into(),
         warmup: args.warmup,
         steps: args.steps,
@@ -85,11 +93,12 @@ pub fn bench_step(args: &BenchArgs) -> Result<()> {
             "engine": format!("samlab {} ({})", env!("CARGO_PKG_VERSION"), args.device),
             "model": args.model,
             "width": bench.spec.width,
+            "norm": bench.spec.norm,
             "batch": bench.batch,
             "rho": bench.rho,
             "m": bench.m.unwrap_or(bench.batch),
             "variant": bench.variant,
-            "loop_groups": bench.looped,
+            "groups_together": bench.together,
             "precision": bench.precision,
             "timing": t,
         })

@@ -9,6 +9,15 @@ macro_rules! say {
     }};
 }
 
+/// `say!` on stderr: warnings and errors, which a closed stderr (`2>&1 | head -1`) must not turn into a panic
+/// either.
+macro_rules! warn {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod analysis;
 mod bench;
 mod diag;
@@ -24,7 +33,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use samlab_runs::AnyRunConfig;
 
 /// A command line that makes no sense: exit status 2, like every other bad input.
@@ -123,13 +132,19 @@ pub fn read_config(path: &std::path::Path) -> Result<String> {
     })
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the command `cli`, whose flags as parsed are `matches`.
+fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
     match cli.command {
         Command::Diag(DiagCommand::Train(args)) => {
             let config = args.to_config()?;
             train_diag(&config, &args.out, args.force)
         }
-        Command::Train(args) => train::train(&args),
+        Command::Train(args) => train::train(
+            &args,
+            matches
+                .subcommand_matches("train")
+                .expect("the train command's flags"),
+        ),
         Command::Sharpness(args) => analysis::sharpness(&args),
         Command::Interpolate(args) => analysis::interpolation(&args),
         Command::Hessian(args) => analysis::hessian(&args),
@@ -207,11 +222,12 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            warn!("error: {err:#}");
             ExitCode::from(if is_bad_input(&err) { 2 } else { 1 })
         }
     }

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use clap::{Args, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, ValueEnum};
 use indicatif::ProgressBar;
 use samlab_core::sam::Normalization;
 use samlab_core::schedule::LrShape;
@@ -26,6 +27,16 @@ pub enum NormArg {
     Batch,
     /// GroupNorm.
     Group,
+}
+
+impl From<NormArg> for NormKind {
+    fn from(n: NormArg) -> Self {
+        match n {
+            NormArg::None => NormKind::None,
+            NormArg::Batch => NormKind::Batch,
+            NormArg::Group => NormKind::Group,
+        }
+    }
 }
 
 /// Scaling of the ascent (`--normalization`).
@@ -205,16 +216,9 @@ pub struct TrainArgs {
     /// Start from the last weights of this run directory (fine-tuning; fresh momentum).
     #[arg(long)]
     pub init_from: Option<PathBuf>,
-    /// Continue the run in --out from its last checkpoint (its config.toml; no other option may be given).
-    #[arg(long, conflicts_with_all = [
-        "config", "model", "width", "norm", "dataset", "data_dir", "epochs", "batch_size", "m", "rho",
-        "normalization", "ascent_steps", "ascent_step_mult", "random_init", "random_perturbation",
-        "previous_batch", "rho_lr_factor", "sam_start", "sam_end", "lr", "lr_schedule", "lr_drops",
-        "lr_drop_factor", "momentum", "l2", "decoupled_wd", "bn_policy", "label_noise", "noise_type", "augment",
-        "pad", "val_fraction", "train_limit", "eval_batch_size", "eval_train_examples", "max_steps", "seed",
-        "curvature_every", "curvature_examples", "curvature_probes", "precision",
-        "init_from", "force"
-    ])]
+    /// Continue the run in --out from its last checkpoint, with the options of its config.toml (no option but
+    /// --device may be given with it).
+    #[arg(long)]
     pub resume: bool,
     /// Backend: flex (CPU) [default], or wgpu / vulkan / cuda / tch when compiled in. With --resume: the device
     /// the run continues on (checkpoints do not depend on it).
@@ -280,11 +284,7 @@ impl TrainArgs {
             c.model.width = Some(w);
         }
         if let Some(n) = self.norm {
-            c.model.norm = Some(match n {
-                NormArg::None => NormKind::None,
-                NormArg::Batch => NormKind::Batch,
-                NormArg::Group => NormKind::Group,
-            });
+            c.model.norm = Some(NormKind::from(n));
         }
         c.model.width.get_or_insert(c.model.arch.default_width());
         c.model.norm.get_or_insert(c.model.arch.default_norm());
@@ -438,10 +438,12 @@ impl Observer for Bar {
         self.bar.set_position((steps_done * self.batch) as u64);
     }
 
+    /// The epoch's line, above the bar on a terminal and a plain line in a log file (where the bar is hidden). A
+    /// closed stderr (`samlab train ... 2>&1 | head -1`) stops the run here, resumable, as `head` expects.
     fn epoch(&mut self, _row: &EpochRow, line: &str) -> bool {
-        // Above the bar on a terminal; a plain line in a log file (where the bar is hidden).
-        self.bar.suspend(|| eprintln!("{line}"));
-        true
+        use std::io::Write as _;
+        self.bar
+            .suspend(|| writeln!(std::io::stderr(), "{line}").is_ok())
     }
 }
 
@@ -498,7 +500,11 @@ fn report(outcome: &RunOutcome) {
             s.epochs,
             outcome.dir.display()
         ),
-        Status::Running => say!("stopped after {} steps -> {}", s.steps, outcome.dir.display()),
+        Status::Running | Status::Interrupted => say!(
+            "stopped after {steps} steps (samlab train --resume --out {dir} continues it) -> {dir}",
+            steps = s.steps,
+            dir = outcome.dir.display()
+        ),
     }
 }
 
@@ -531,9 +537,37 @@ pub fn resume(out: &Path, device: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// `samlab train`.
-pub fn train(args: &TrainArgs) -> Result<()> {
+/// The flags `--resume` takes: the run continues with every option of its config.toml.
+const RESUME_TAKES: [&str; 3] = ["resume", "out", "device"];
+
+/// With `--resume`, any flag given but those of [`RESUME_TAKES`] is bad input naming it. Derived from the flags
+/// `samlab train` defines, so a new run-defining flag cannot be forgotten (it used to be a hand list, which
+/// missed `--variant`: the run went on as plain SAM without a word).
+fn refuse_flags_with_resume(matches: &ArgMatches) -> Result<()> {
+    let flags = TrainArgs::augment_args(clap::Command::new("train"));
+    let given: Vec<String> = flags
+        .get_arguments()
+        .filter(|a| !RESUME_TAKES.contains(&a.get_id().as_str()))
+        .filter(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
+        .map(|a| format!("--{}", a.get_long().unwrap_or(a.get_id().as_str())))
+        .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    bail!(UsageError(format!(
+        "--resume continues the run with the options of its config.toml and takes no other option than --device, \
+         but {} given: start a new run (with --init-from to keep the weights) to change them",
+        match given.as_slice() {
+            [one] => format!("{one} was"),
+            many => format!("{} were", many.join(", ")),
+        }
+    )));
+}
+
+/// `samlab train`; `matches` are its parsed flags (for what `--resume` refuses).
+pub fn train(args: &TrainArgs, matches: &ArgMatches) -> Result<()> {
     if args.resume {
+        refuse_flags_with_resume(matches)?;
         return resume(&args.out, args.device.as_deref());
     }
     if args.config.is_none() && (args.epochs.is_none() || args.batch_size.is_none()) {

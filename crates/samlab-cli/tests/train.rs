@@ -323,13 +323,74 @@ fn bad_input_exits_2_and_writes_nothing() {
     let err = bad(&["train", "--resume", "--out", p(&out)]);
     assert!(err.contains("nothing to resume"), "{err}");
     assert!(!out.exists());
-    // --resume takes no other training option.
-    assert_eq!(
-        samlab(&["train", "--resume", "--rho", "0.1", "--out", p(&out)])
-            .status
-            .code(),
-        Some(2)
+    // --resume takes no other option than --device, whichever flag it is (the variant's flags were once let
+    // through and the run resumed as plain SAM without a word).
+    let err = bad(&["train", "--resume", "--rho", "0.1", "--out", p(&out)]);
+    assert!(err.contains("but --rho was given"), "{err}");
+    let err = bad(&[
+        "train",
+        "--resume",
+        "--out",
+        p(&out),
+        "--variant",
+        "asam",
+        "--variant-eta",
+        "0.5",
+    ]);
+    assert!(
+        err.contains("but --variant, --variant-eta were given"),
+        "{err}"
     );
+    assert!(!out.exists());
+}
+
+/// `samlab train ... 2>&1 | head -1`: the reader goes away after the first epoch's line. The run stops at the
+/// next epoch's line, without a panic, exit status 0 as for `head`, resumable and marked `interrupted`.
+#[test]
+fn a_closed_stderr_interrupts_the_run_resumably() {
+    use std::io::BufRead as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("piped");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_samlab"))
+        .args([
+            "train",
+            "--model",
+            "mlp",
+            "--width",
+            "16",
+            "--dataset",
+            "fashion-mnist",
+            "--train-limit",
+            "3000",
+            "--epochs",
+            "12",
+            "--batch-size",
+            "50",
+            "--rho",
+            "0.05",
+            "--out",
+            p(&out),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with("epoch") && first[5..].trim_start().starts_with("1/12"),
+        "{first}"
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "no panic (101)");
+    let s = summary(&out);
+    assert_eq!(s["status"], "interrupted");
+    let steps = s["steps"].as_u64().unwrap();
+    assert!((54..648).contains(&steps), "{steps}");
+    assert!(ok(&["train", "--resume", "--out", p(&out)]).starts_with("ok: 648 steps"));
+    assert_eq!(summary(&out)["status"], "ok");
 }
 
 #[test]

@@ -72,7 +72,7 @@ fn main() {
         rho,
         m: None,
         variant: samlab_core::sam::Variant::Sam,
-        looped: false,
+        together: false,
         precision: Precision::F32,
         warmup: arg(&args, "--warmup", "2").parse().unwrap(),
         steps: arg(&args, "--steps", "10").parse().unwrap(),

@@ -32,9 +32,8 @@ pub struct StepBench {
     pub m: Option<usize>,
     /// The SAM variant (for `rho > 0`).
     pub variant: Variant,
-    /// Whether m-SAM's groups go through the loop over groups even where the trainer would compute them
-    /// together (to time the two side by side).
-    pub looped: bool,
+    /// Whether m-SAM's groups are computed together ([`Trainer::grouped_step`]) instead of one after the other.
+    pub together: bool,
     /// Precision of the passes.
     pub precision: Precision,
     /// Untimed steps first.
@@ -141,6 +140,21 @@ pub fn time_steps(bench: &StepBench, device: &Device) -> Result<StepTiming, Conf
         device: device.clone(),
         precision: bench.precision,
     };
+    let groups = bench.batch / trainer.sam.group_size();
+    if bench.together && !trainer.can_take_groups_together(groups, bench.rho) {
+        return Err(bad(
+            "groups-together",
+            format!(
+                "the groups of a step are computed together only for plain SAM or ERM with a group size below the \
+                 batch size (here {groups} group(s){})",
+                if bench.rho > 0.0 && bench.variant != Variant::Sam {
+                    format!(", variant {}", bench.variant.label())
+                } else {
+                    String::new()
+                }
+            ),
+        ));
+    }
     let [c, h, w] = bench.spec.input;
     let mut s = Stream::new(0, Purpose::Augment, 0, 0);
     let images: Vec<f32> = (0..bench.batch * c * h * w)
@@ -151,8 +165,8 @@ pub fn time_steps(bench: &StepBench, device: &Device) -> Result<StepTiming, Conf
         .collect();
     let b = Batch::new(images, labels, bench.spec.input, bench.spec.classes, device);
     let mut step = |i: usize| {
-        let out = match bench.looped {
-            true => trainer.looped_step(&mut state, &b, &b, 0.01, bench.rho, i as u64),
+        let out = match bench.together {
+            true => trainer.grouped_step(&mut state, &b, &b, 0.01, bench.rho, i as u64),
             false => trainer.step(&mut state, &b, &b, 0.01, bench.rho, i as u64),
         };
         if out.finite {
@@ -224,7 +238,7 @@ pub fn estimate_seconds(
             rho,
             m,
             variant: Variant::Sam,
-            looped,
+            together: false,
             precision: config.train.precision,
             warmup: 1,
             steps: 3,

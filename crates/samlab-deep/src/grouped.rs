@@ -13,6 +13,12 @@
 //! each group's passes in turn). The step below restates plain SAM's perturbation
 //! ([`samlab_core::ascent::Ascent::sam_delta`]) with one coefficient per group where the core has one scalar;
 //! those tests hold the two to each other.
+//!
+//! Not yet what [`Trainer::step`] takes: on the flex backend it is slower than the loop (batch 128, m = 16, median
+//! step: MLP 768-256-256-10 with BatchNorm 0.38x the loop's speed, CNN 0.69x, PreAct ResNet-18 width 16 0.89x;
+//! docs/BENCHMARKS.md). Stacking every group's copy of the weights costs more than the loop saves, and flex's
+//! batched matrix products run at a quarter of one large product's speed. `samlab bench-step --groups-together`
+//! times it.
 
 use burn::tensor::{Tensor, TensorData};
 use samlab_core::sam::{AscentSource, Normalization, Perturbation, Variant};
@@ -84,9 +90,9 @@ fn mean_over_groups(v: &[Tensor<1>], g: usize) -> ParamVec {
 type RecordedStats = Vec<Vec<(usize, Tensor<2>, Tensor<2>)>>;
 
 impl Trainer<'_> {
-    /// Whether [`Trainer::step`] computes the `groups` groups of a step together: several groups, and plain SAM or
-    /// an ERM step (`rho = 0`).
-    pub fn takes_groups_together(&self, groups: usize, rho: f64) -> bool {
+    /// Whether [`Trainer::grouped_step`] can compute the `groups` groups of a step together: several groups, and
+    /// plain SAM or an ERM step (`rho = 0`).
+    pub fn can_take_groups_together(&self, groups: usize, rho: f64) -> bool {
         groups > 1 && (rho == 0.0 || self.sam.config().variant == Variant::Sam)
     }
 
@@ -188,8 +194,8 @@ impl Trainer<'_> {
         (delta, clean_done, evals)
     }
 
-    /// [`Trainer::step`] with the groups computed together (see the module doc); the caller checked
-    /// [`Trainer::takes_groups_together`].
+    /// [`Trainer::step`] with the groups computed together (see the module doc), where
+    /// [`Trainer::can_take_groups_together`].
     pub fn grouped_step(
         &self,
         state: &mut TrainState,

@@ -23,6 +23,7 @@ pub mod analysis;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+mod grouped;
 pub mod models;
 pub mod nn;
 pub mod oracle;
@@ -54,7 +55,8 @@ pub fn device(name: &str) -> Result<burn::tensor::Device, samlab_core::ConfigErr
         #[allow(deprecated)]
         "tch" => Ok(burn::tensor::Device::libtorch()),
         other => Err(bad(format!(
-            "{other:?} is not available in this build (compiled backends: {})",
+            "{other:?} is not available in this build (compiled backends: {}); the GPU backends are cargo \
+             features: cargo install --path crates/samlab-cli --features wgpu (or vulkan, cuda, tch)",
             compiled_backends().join(", ")
         ))),
     }

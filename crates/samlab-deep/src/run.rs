@@ -451,10 +451,20 @@ pub struct Best {
 pub enum Status {
     /// Still running, or killed (resume it).
     Running,
+    /// Stopped at the end of an epoch on the observer's request (its output was closed, as by `| head`); resume
+    /// it.
+    Interrupted,
     /// Finished.
     Ok,
     /// A loss became NaN or infinite; the last good checkpoint is kept.
     Diverged,
+}
+
+impl Status {
+    /// Whether the run has finished (ok or diverged); a running, killed or interrupted run resumes.
+    pub fn finished(self) -> bool {
+        matches!(self, Status::Ok | Status::Diverged)
+    }
 }
 
 /// summary.json.
@@ -521,8 +531,8 @@ pub trait Observer {
     fn started(&mut self, _steps_done: usize, _total_steps: usize, _steps_per_epoch: usize) {}
     /// An update finished.
     fn step(&mut self, _steps_done: usize) {}
-    /// An epoch finished and was checkpointed; return false to stop here as if killed (the run stays
-    /// resumable, status `running`).
+    /// An epoch finished and was checkpointed; return false to stop here (the run stays resumable, status
+    /// `interrupted`).
     fn epoch(&mut self, _row: &EpochRow, _line: &str) -> bool {
         true
     }
@@ -1334,10 +1344,11 @@ fn run_loop(
         write_metrics(out, &progress.rows)?;
         let line = row.line(p.epochs);
         if !observer.epoch(&row, &line) {
-            write_summary(out, &summarize(config, p, &progress, Status::Running))?;
+            let summary = summarize(config, p, &progress, Status::Interrupted);
+            write_summary(out, &summary)?;
             return Ok(RunOutcome {
                 dir: out.to_path_buf(),
-                summary: summarize(config, p, &progress, Status::Running),
+                summary,
                 rows: progress.rows,
             });
         }

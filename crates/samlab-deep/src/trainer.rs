@@ -581,30 +581,12 @@ impl Trainer<'_> {
     }
 
     /// One optimizer step on `batch` (`previous` is the previous batch, for [`AscentSource::PreviousBatch`]) with
-    /// learning rate `lr` and radius `rho` (0 for an ERM step); `step` keys the perturbation noise.
+    /// learning rate `lr` and radius `rho` (0 for an ERM step); `step` keys the perturbation noise. m-SAM's groups
+    /// go one after the other, each group's passes over its own examples (every SAM variant);
+    /// [`Trainer::grouped_step`] computes them together where it can.
     ///
-    /// The groups of m-SAM are computed together ([`Trainer::grouped_step`]) where
-    /// [`Trainer::takes_groups_together`] says so, and one after the other ([`Trainer::looped_step`]) otherwise.
     /// If any loss or the gradient is NaN or infinite the state is left untouched and `finite` is false.
     pub fn step(
-        &self,
-        state: &mut TrainState,
-        batch: &Batch,
-        previous: &Batch,
-        lr: f64,
-        rho: f64,
-        step: u64,
-    ) -> StepOutput {
-        let groups = batch.len() / self.sam.group_size();
-        if self.takes_groups_together(groups, rho) {
-            self.grouped_step(state, batch, previous, lr, rho, step)
-        } else {
-            self.looped_step(state, batch, previous, lr, rho, step)
-        }
-    }
-
-    /// [`Trainer::step`] as a loop over the groups, each group's passes over its own examples (every SAM variant).
-    pub fn looped_step(
         &self,
         state: &mut TrainState,
         batch: &Batch,

@@ -8,9 +8,7 @@ use samlab_core::sam::{Normalization, SamConfig};
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 use samlab_deep::data::DatasetKind;
 use samlab_deep::models::Arch;
-use samlab_deep::run::{
-    DataConfig, DeepRunConfig, ModelConfig, RunOutcome, Status, Summary, TrainConfig,
-};
+use samlab_deep::run::{DataConfig, DeepRunConfig, ModelConfig, RunOutcome, Summary, TrainConfig};
 use samlab_deep::trainer::{BnPolicy, OptimConfig, Precision, WeightDecay};
 
 /// The configuration every flag and file value is laid over.
@@ -69,10 +67,13 @@ pub fn defaults() -> DeepRunConfig {
 /// still running or killed: resume it with `samlab train --resume`).
 pub fn load(dir: &Path, config: &DeepRunConfig) -> anyhow::Result<RunOutcome> {
     let summary: Summary = crate::finished(dir, config)?;
-    if summary.status == Status::Running {
+    if !summary.status.finished() {
         return Err(crate::NotFinished {
             dir: dir.display().to_string(),
-            why: "the run has not finished (status running): resume it".into(),
+            why: format!(
+                "the run has not finished (status {}): resume it",
+                serde_json::to_value(summary.status).expect("a status serializes")
+            ),
         }
         .into());
     }
