@@ -15,7 +15,7 @@
 //! those tests hold the two to each other.
 //!
 //! Not yet what [`Trainer::step`] takes: on the flex backend it is slower than the loop (batch 128, m = 16, median
-//! step: MLP 768-256-256-10 with BatchNorm 0.38x the loop's speed, CNN 0.69x, PreAct ResNet-18 width 16 0.89x;
+//! step: MLP 768-256-256-10 with BatchNorm 0.42x the loop's speed, CNN 0.71x, PreAct ResNet-18 width 16 0.74x;
 //! docs/BENCHMARKS.md). Stacking every group's copy of the weights costs more than the loop saves, and flex's
 //! batched matrix products run at a quarter of one large product's speed. `samlab bench-step --groups-together`
 //! times it.
