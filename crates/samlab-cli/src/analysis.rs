@@ -408,7 +408,7 @@ pub fn interpolation(args: &InterpolateArgs) -> Result<()> {
         .push(Series::new("test loss", curve(|q| q.test_loss)));
     fig.vlines = vec![(0.0, "run A".into()), (1.0, "run B".into())];
     if let Err(e) = render(&fig, &args.out.join("interpolation")) {
-        eprintln!("warning: no figure: {e}");
+        warn!("warning: no figure: {e}");
     }
     let s = &result.summary;
     say!(
@@ -525,7 +525,7 @@ pub fn hessian(args: &HessianArgs) -> Result<()> {
                 .collect(),
         ));
         if let Err(e) = render(&fig, &args.run_dir.join("hessian_density")) {
-            eprintln!("warning: no figure: {e}");
+            warn!("warning: no figure: {e}");
         }
     }
     let f = &report.feature_sparsity;

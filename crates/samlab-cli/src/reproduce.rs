@@ -101,7 +101,7 @@ pub fn reproduce(args: &ReproduceArgs) -> Result<()> {
     let done = reproduce::reproduce(&args.out, &settings, &bar)?;
     bar.finish_and_clear();
     for (dir, err) in &done.failed_runs {
-        eprintln!("run {} failed: {err}", dir.display());
+        warn!("run {} failed: {err}", dir.display());
     }
     finish(&done.outcome, &format!(" ({:.1} s)", done.seconds))
 }
@@ -125,7 +125,7 @@ fn finish(o: &Outcome, took: &str) -> Result<()> {
         o.report.display()
     );
     for (id, err) in &o.failed {
-        eprintln!("experiment {id} failed: {err}");
+        warn!("experiment {id} failed: {err}");
     }
     if !o.failed.is_empty() {
         let ids: Vec<&str> = o.failed.iter().map(|f| f.0).collect();

@@ -280,9 +280,7 @@ fn summary_line(states: &[State]) -> String {
 fn print_status(dir: &Path) -> Result<()> {
     let manifest = Manifest::load(dir)?;
     let queue = slurm::queue(dir).unwrap_or_else(|e| {
-        eprintln!(
-            "warning: {e}; queued and running SLURM tasks are not told apart from failed ones"
-        );
+        warn!("warning: {e}; queued and running SLURM tasks are not told apart from failed ones");
         Default::default()
     });
     let states = status::states(dir, &manifest, &queue);

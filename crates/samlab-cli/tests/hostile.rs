@@ -298,6 +298,10 @@ fn deep_flags_and_data_are_checked_before_training() {
             .map(String::from)
             .collect()
     };
+    let wgpu_bf16 = match samlab_deep::compiled_backends().contains(&"wgpu") {
+        true => "precision",
+        false => "not available in this build",
+    };
     for (flags, expect) in [
         (&["--rho", "1e20"][..], "f32"),
         (&["--l2=-0.1"], "weight_decay"),
@@ -312,8 +316,9 @@ fn deep_flags_and_data_are_checked_before_training() {
         ),
         (&["--epochs", "4611686018427387904"], "64-bit counter"),
         (&["--device", "tpu"], "device"),
-        // WGSL has no bf16 (the wgpu device runs on lavapipe in CI).
-        (&["--device", "wgpu", "--precision", "bf16"], "precision"),
+        // WGSL has no bf16 (the wgpu device runs on lavapipe in CI); a build without the wgpu feature (the
+        // binary's default, or `cargo test -p samlab-cli` alone) refuses the device itself.
+        (&["--device", "wgpu", "--precision", "bf16"], wgpu_bf16),
     ] {
         refused_owned(root, &train(flags), &[expect]);
     }
@@ -364,6 +369,20 @@ fn bench_step_flags_are_checked_before_anything_is_allocated() {
         (
             &["--variant-theta", "0.5"],
             "--variant-theta is an option of",
+        ),
+        // The groups are computed together only for plain SAM or ERM, with more than one group.
+        (&["--groups-together"], "here 1 group(s)"),
+        (
+            &[
+                "--rho",
+                "0.05",
+                "--m",
+                "16",
+                "--variant",
+                "asam",
+                "--groups-together",
+            ],
+            "variant ASAM",
         ),
     ] {
         let args = [&["bench-step", "--model", "mlp"][..], flags].concat();

@@ -481,7 +481,8 @@ pub struct SummaryHeader {
     pub samlab_version: String,
     /// `diag`, `relu` or `deep`.
     pub engine: String,
-    /// `ok` or `diverged` once finished; `running` while a deep run trains, or after it was killed.
+    /// `ok` or `diverged` once finished; `running` while a deep run trains, or after it was killed; `interrupted`
+    /// when it was stopped at the end of an epoch (its output closed).
     pub status: String,
 }
 

@@ -23,7 +23,7 @@
 //! and any checkpoint to start from have been checked.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -968,7 +968,12 @@ fn start_fresh(
 /// successful commit deletes it), and a warning says where.
 fn abandon(writer: RunDirWriter, error: &RunError) {
     if let Err(e) = writer.abandon() {
-        eprintln!("warning: after {error}, the run that --force replaced could not be put back ({e}); it waits beside the run directory as a hidden .<name>.old-<pid> directory");
+        // Written without panicking on a closed stderr.
+        let _ = writeln!(
+            io::stderr(),
+            "warning: after {error}, the run that --force replaced could not be put back ({e}); it waits beside \
+             the run directory as a hidden .<name>.old-<pid> directory"
+        );
     }
 }
 
