@@ -997,7 +997,7 @@ fn run_locked(
         };
     // Only a finished run is committed: one stopped early (killed, interrupted) is continued by `--resume`, and
     // the run it replaces waits beside it until then.
-    if matches!(outcome.summary.status, Status::Ok | Status::Diverged) {
+    if outcome.summary.status.finished() {
         writer.commit()?;
     }
     Ok(outcome)
