@@ -602,3 +602,9 @@ def test_vmap_refuses_batchnorm_variants_and_bad_batches():
         sam_for(model, variant="asam").step_vmap(model, loss_fn, x, y)
     with pytest.raises(ValueError, match="m = 3 must divide the batch size 8"):
         sam_for(model, m=3).step_vmap(model, loss_fn, x, y)
+
+
+def test_samlab_torch_exports_sam():
+    import samlab.torch
+
+    assert samlab.torch.SAM is SAM and "SAM" in samlab.torch.__all__
