@@ -389,8 +389,51 @@ fn a_closed_stderr_interrupts_the_run_resumably() {
     assert_eq!(s["status"], "interrupted");
     let steps = s["steps"].as_u64().unwrap();
     assert!((54..648).contains(&steps), "{steps}");
+
+    // A config.toml edited since the run started is not resumed: the rest would train another config than the
+    // one config.toml claims for the whole run.
+    let config = out.join("config.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    assert!(text.contains("rho = 0.05"), "{text}");
+    fs::write(&config, text.replace("rho = 0.05", "rho = 0.5")).unwrap();
+    let err = bad(&["train", "--resume", "--out", p(&out)]);
+    assert!(
+        err.contains("was written by a run of another config.toml"),
+        "{err}"
+    );
+    fs::write(&config, &text).unwrap();
     assert!(ok(&["train", "--resume", "--out", p(&out)]).starts_with("ok: 648 steps"));
     assert_eq!(summary(&out)["status"], "ok");
+
+    // Nor is a checkpoint copied from another run read as this run's.
+    let other = tmp.path().join("other");
+    ok(&[
+        "train",
+        "--model",
+        "mlp",
+        "--width",
+        "16",
+        "--dataset",
+        "fashion-mnist",
+        "--train-limit",
+        "600",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "50",
+        "--out",
+        p(&other),
+    ]);
+    fs::copy(
+        other.join("checkpoint/last.ckpt"),
+        out.join("checkpoint/last.ckpt"),
+    )
+    .unwrap();
+    let err = bad(&["hessian", p(&out)]);
+    assert!(
+        err.contains("was written by a run of another config.toml"),
+        "{err}"
+    );
 }
 
 #[test]

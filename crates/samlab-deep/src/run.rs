@@ -412,6 +412,11 @@ pub struct Progress {
     pub gradient_evals: Option<u64>,
     /// How many times the run was resumed.
     pub resumes: usize,
+    /// The SHA-256 of the config.toml the run started with (hex): `--resume` and the analysis tools refuse a
+    /// config.toml edited since, or a checkpoint of another run; `None` for a run started before samlab recorded
+    /// it.
+    #[serde(default)]
+    pub config_sha256: Option<String>,
 }
 
 impl Progress {
@@ -929,14 +934,14 @@ fn start_fresh(
     writer: RunDirWriter,
     observer: &mut dyn Observer,
 ) -> Result<RunOutcome, RunError> {
+    let text = toml::to_string(config).map_err(|e| RunError::Io {
+        path: writer.path().join("config.toml"),
+        source: io::Error::other(e),
+    })?;
     let prepared = (|| {
         let out = writer.path();
         let ckdir = checkpoint_dir(out);
         fs::create_dir_all(&ckdir).map_err(io_err(&ckdir))?;
-        let text = toml::to_string(config).map_err(|e| RunError::Io {
-            path: out.join("config.toml"),
-            source: io::Error::other(e),
-        })?;
         write_atomic(&out.join("config.toml"), text.as_bytes())?;
         write_noise_records(out, &p.data.noise_records)
     })();
@@ -960,7 +965,44 @@ fn start_fresh(
             &p.device,
         ),
     };
-    run_locked(config, p, writer, state, Progress::new(), observer)
+    let progress = Progress {
+        config_sha256: Some(config_sha256(&text)),
+        ..Progress::new()
+    };
+    run_locked(config, p, writer, state, progress, observer)
+}
+
+/// The SHA-256 (hex) of a config.toml's text, as [`Progress::config_sha256`] records it.
+pub fn config_sha256(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An error unless the progress record `progress` of the checkpoint `path` was written by a run of the config.toml
+/// `text` (of the run directory `dir`); a record without the hash (an older run) passes.
+pub fn check_config_sha256(
+    progress: &serde_json::Value,
+    text: &str,
+    dir: &Path,
+    path: &Path,
+) -> Result<(), RunError> {
+    let Some(recorded) = progress.get("config_sha256").and_then(|v| v.as_str()) else {
+        return Ok(());
+    };
+    let now = config_sha256(text);
+    if recorded == now {
+        return Ok(());
+    }
+    Err(RunError::Usage(format!(
+        "{} was written by a run of another config.toml (SHA-256 {recorded}) than {}'s (SHA-256 {now}): the \
+         config was edited since the run started, or the checkpoint comes from another run; put back the \
+         config (or the checkpoint) the run started with, or start a new run (--init-from keeps the weights)",
+        path.display(),
+        dir.display()
+    )))
 }
 
 /// Gives up the run of `writer` after `error`: a run that replaced another (`force`) is deleted and the other put
@@ -1055,6 +1097,7 @@ pub fn resume_on(
         return start_fresh(&config, &p, init.as_ref(), writer, observer);
     }
     let ckpt = load_checkpoint(&path, &p.net)?;
+    check_config_sha256(&ckpt.progress, &text, out, &path)?;
     let mut progress: Progress =
         serde_json::from_value(ckpt.progress.clone()).map_err(|e| DataError::Read {
             path: path.clone(),

@@ -120,7 +120,8 @@ pub struct InterpolationSummary {
     /// Its coefficient.
     pub max_train_loss_01_alpha: f64,
     /// The barrier: `max_train_loss_01` minus the larger of the endpoints' training losses (0 when the largest
-    /// is at an endpoint; > 0 means the path climbs between the two solutions).
+    /// is at an endpoint; > 0 means the path climbs between the two solutions; NaN when a training loss on
+    /// [0, 1] is not finite).
     pub train_loss_barrier: f64,
 }
 
@@ -336,6 +337,11 @@ fn summarize(points: &[InterpolationPoint]) -> InterpolationSummary {
         |p| p.train_loss,
         |x, y| x > y,
     );
+    // A loss that is not finite on the path (a diverged endpoint) leaves the barrier unknown: `max` would skip it.
+    let finite = points
+        .iter()
+        .filter(|p| (0.0..=1.0).contains(&p.alpha))
+        .all(|p| p.train_loss.is_finite());
     InterpolationSummary {
         at_0,
         at_1,
@@ -343,6 +349,38 @@ fn summarize(points: &[InterpolationPoint]) -> InterpolationSummary {
         min_test_error_alpha,
         max_train_loss_01,
         max_train_loss_01_alpha,
-        train_loss_barrier: max_train_loss_01 - at_0.train_loss.max(at_1.train_loss),
+        train_loss_barrier: match finite {
+            true => max_train_loss_01 - at_0.train_loss.max(at_1.train_loss),
+            false => f64::NAN,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(alpha: f64, train_loss: f64) -> InterpolationPoint {
+        InterpolationPoint {
+            alpha,
+            train_loss,
+            train_error: 0.0,
+            test_loss: 0.0,
+            test_error: 0.0,
+        }
+    }
+
+    /// The barrier over [0, 1]; a loss that is not finite there (a diverged endpoint) makes it unknown, not 0.
+    #[test]
+    fn the_barrier_is_nan_where_a_loss_on_the_path_is_not_finite() {
+        let path = [point(0.0, 0.5), point(0.5, 0.9), point(1.0, 0.3)];
+        assert!((summarize(&path).train_loss_barrier - 0.4).abs() < 1e-12);
+        for bad in [f64::NAN, f64::INFINITY] {
+            let path = [point(0.0, 0.5), point(0.5, 0.9), point(1.0, bad)];
+            assert!(summarize(&path).train_loss_barrier.is_nan());
+        }
+        // Outside [0, 1] a non-finite loss does not matter.
+        let path = [point(-0.5, f64::NAN), point(0.0, 0.5), point(1.0, 0.3)];
+        assert_eq!(summarize(&path).train_loss_barrier, 0.0);
     }
 }

@@ -171,6 +171,7 @@ impl LoadedRun {
         let data = prepare_data(&config.data, config.train.seed)?;
         let net = Network::new(&model_spec(&config.model, &data.train))?;
         let ckpt = load_checkpoint(&path, &net)?;
+        crate::run::check_config_sha256(&ckpt.progress, &text, dir, &path)?;
         let device = crate::device(device.unwrap_or(&config.train.device))?;
         let progress = |key: &str| ckpt.progress.get(key).and_then(|v| v.as_u64());
         let info = RunInfo {
