@@ -321,6 +321,7 @@ impl DiagTrainConfig {
             });
         }
         crate::limits::product("batch_size", &[batch_size, d], crate::limits::MAX_ELEMENTS)?;
+        self.sam.check_applies()?;
         let sam = self.sam.check(batch_size)?;
         sam.check_selection(n, batch_size)?;
         sam.require_layers("diagonal-net engine", false, false)?;

@@ -115,7 +115,9 @@ impl StepBench {
         let mut dims = vec![self.batch];
         dims.extend(self.spec.input);
         samlab_core::limits::product("batch-size", &dims, MAX_PARAMS)?;
-        let sam = self.sam().check(self.batch)?;
+        let config = self.sam();
+        config.check_applies()?;
+        let sam = config.check(self.batch)?;
         crate::oracle::require_layers(&sam, self.spec.arch, self.spec.norm)?;
         Ok(sam)
     }

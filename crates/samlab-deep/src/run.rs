@@ -757,6 +757,7 @@ pub fn check_config(config: &DeepRunConfig) -> Result<(), RunError> {
         .model
         .norm
         .unwrap_or_else(|| config.model.arch.default_norm());
+    config.sam.check_applies()?;
     crate::oracle::require_layers(&config.sam.check(t.batch_size)?, config.model.arch, norm)?;
     if t.curvature_every > 0 {
         if t.curvature_examples == 0 || t.curvature_examples > t.eval_train_examples {

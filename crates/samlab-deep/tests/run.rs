@@ -613,8 +613,11 @@ fn run_estimates_scale_with_ascent_steps_and_the_sam_window() {
     let one = estimate_seconds(&cfg, &device, &mut times).unwrap();
     cfg.sam.ascent_steps = 3;
     let three = estimate_seconds(&cfg, &device, &mut times).unwrap();
-    cfg.sam.rho = 0.0;
-    cfg.sam.ascent_steps = 1;
+    // ERM with the same groups (run configs refuse ascent options without a radius).
+    cfg.sam = samlab_core::sam::SamConfig {
+        grouping: cfg.sam.grouping,
+        ..samlab_core::sam::SamConfig::erm()
+    };
     let erm = estimate_seconds(&cfg, &device, &mut times).unwrap();
     assert!(one.is_finite() && one > 0.0 && erm > 0.0);
     // One ERM and one SAM step timed (with m = 4 both), reused for every estimate.

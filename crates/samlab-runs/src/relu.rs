@@ -417,6 +417,7 @@ pub fn prepare(config: &ReluRunConfig) -> Result<(Dataset, ReluNet)> {
     let data = config.data.load()?;
     let init = initial_net(config, &data)?;
     config.train.lr.check()?;
+    config.train.sam.check_applies()?;
     config
         .train
         .sam
