@@ -34,8 +34,26 @@ VARIANTS: tuple[str, ...] = tuple(_samlab.variant_defaults())
 """The names ``variant=`` takes (those of ``samlab diag train --variant``)."""
 
 
+class _FinalLosses:
+    """The final losses of a run's curve (`train_loss`, `test_loss`, `status`), shared by the engines' results."""
+
+    train_loss: np.ndarray
+    test_loss: np.ndarray
+    status: str
+
+    @property
+    def final_train_loss(self) -> float:
+        """The training loss after the last update (NaN if the run diverged)."""
+        return float(self.train_loss[-1]) if self.status == "ok" else float("nan")
+
+    @property
+    def final_test_loss(self) -> float:
+        """The test loss after the last update (NaN if the run diverged)."""
+        return float(self.test_loss[-1]) if self.status == "ok" else float("nan")
+
+
 @dataclass(frozen=True, repr=False)
-class DiagRun:
+class DiagRun(_FinalLosses):
     """The outcome of :func:`diag_train`.
 
     ``u``, ``v`` are the final factors (the last finite ones if the run diverged), ``beta = u * v``, ``alpha_eff =
@@ -53,16 +71,6 @@ class DiagRun:
     test_loss: np.ndarray
     status: str
     iterations: int
-
-    @property
-    def final_train_loss(self) -> float:
-        """The training loss after the last update (NaN if the run diverged)."""
-        return float(self.train_loss[-1]) if self.status == "ok" else float("nan")
-
-    @property
-    def final_test_loss(self) -> float:
-        """The test loss after the last update (NaN if the run diverged)."""
-        return float(self.test_loss[-1]) if self.status == "ok" else float("nan")
 
     @property
     def l1_norm(self) -> float:
@@ -249,7 +257,7 @@ def diag_train(
 
 
 @dataclass(frozen=True, repr=False)
-class ReluRun:
+class ReluRun(_FinalLosses):
     """The outcome of :func:`relu_train`.
 
     The final network ``f(x) = a . relu(w x + b)``: ``w`` (``width x d``), ``b`` and ``a`` (``width``), and
@@ -268,16 +276,6 @@ class ReluRun:
     status: str
     iterations: int
     stopped_early: bool
-
-    @property
-    def final_train_loss(self) -> float:
-        """The training loss after the last update (NaN if the run diverged)."""
-        return float(self.train_loss[-1]) if self.status == "ok" else float("nan")
-
-    @property
-    def final_test_loss(self) -> float:
-        """The test loss after the last update (NaN if the run diverged)."""
-        return float(self.test_loss[-1]) if self.status == "ok" else float("nan")
 
     __repr__ = summary_repr
 
