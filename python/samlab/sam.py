@@ -829,9 +829,12 @@ class SAM(torch.optim.Optimizer):
             out = functional_call(model, {**others, **dict(zip(names, params))}, (x,))
             return loss_fn(out, y)
 
-        def per_group(ps: Tensors) -> tuple[Tensors, torch.Tensor]:
+        def per_group(delta: Tensors | None) -> tuple[Tensors, torch.Tensor]:
+            # At w the groups share the weights (in_dims None): one convolution over the whole batch instead of a
+            # batched-weight one per group (1.5x faster on the CPU, measured on a 2-conv CNN, m = 16, batch 128).
+            ps, dims = (w, None) if delta is None else ([wi + d for wi, d in zip(w, delta)], 0)
             with torch.enable_grad():
-                g, value = vmap(grad_and_value(loss), in_dims=(0, 0, 0))(tuple(ps), xg, yg)
+                g, value = vmap(grad_and_value(loss), in_dims=(dims, 0, 0))(tuple(ps), xg, yg)
             self.gradient_evals += groups
             return list(g), value
 
@@ -842,7 +845,6 @@ class SAM(torch.optim.Optimizer):
         def bcast(c: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return c.to(t.dtype).reshape(groups, *([1] * (t.dim() - 1)))
 
-        stacked = [wi.unsqueeze(0).expand(groups, *wi.shape) for wi in w]
         rho = self.rho
         delta: Tensors | None = None
         first = None
@@ -850,8 +852,7 @@ class SAM(torch.optim.Optimizer):
             project = self.normalization == "clipped" or (self.normalization == "normalized" and self.ascent_steps > 1)
             eta = rho * self.ascent_step_mult
             for _ in range(self.ascent_steps):
-                point = stacked if delta is None else [s + d for s, d in zip(stacked, delta)]
-                g, value = per_group(point)
+                g, value = per_group(delta)
                 first = value if first is None else first
                 if self.normalization == "normalized":
                     c = eta / (norms(g) + _EPS)
@@ -863,8 +864,7 @@ class SAM(torch.optim.Optimizer):
                     n = norms(delta)
                     f = torch.where(n > rho, rho / n, torch.ones_like(n))
                     delta = [bcast(f, d) * d for d in delta]
-        point = stacked if delta is None else [s + d for s, d in zip(stacked, delta)]
-        gp, value = per_group(point)
+        gp, value = per_group(delta)
         first = value if first is None else first
         direction = [t.mean(0) if groups > 1 else t[0] for t in gp]
         self.last_deltas = [None if delta is None else [d[i] for d in delta] for i in range(groups)]

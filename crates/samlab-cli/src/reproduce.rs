@@ -50,6 +50,10 @@ pub struct ReproduceArgs {
     /// Only the experiments whose id starts with one of these comma-separated prefixes (e.g. deep,theory).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also run the experiments (and parts of experiments) too large for the main job's budget; the report of a
+    /// run without it names what it left out.
+    #[arg(long)]
+    extended: bool,
     /// Write OUT/plan.json (every run: directory, engine, wave, work, config) and train nothing.
     #[arg(long)]
     plan: bool,
@@ -73,6 +77,7 @@ impl ReproduceArgs {
             device: self.device.clone(),
             precision: self.precision.into(),
             only: self.only.clone(),
+            extended: self.extended,
         }
     }
 }

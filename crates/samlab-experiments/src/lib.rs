@@ -63,6 +63,8 @@ pub struct Ctx<'a> {
     pub out: PathBuf,
     /// Shorter runs.
     pub quick: bool,
+    /// Also what is too large for the main job's budget (`--extended`).
+    pub extended: bool,
     /// Ticks once per finished piece of work.
     pub progress: &'a ProgressBar,
     /// The scale of the deep-net presets.
@@ -273,6 +275,23 @@ pub trait Experiment: Sync {
     /// Judges the finished runs, read from their run directories (nothing trains here): the report section.
     fn judge(&self, ctx: &Ctx) -> Result<Section>;
 }
+    /// What runs only with `--extended` (too large for the main job's budget), as the report names it when it is
+    /// left out: [`Extended::Whole`] leaves the experiment out of the main job, [`Extended::Part`] only the runs
+    /// its `runs` plans when `ctx.extended` is set.
+    fn extended(&self) -> Extended {
+        Extended::None
+    }
+}
+
+/// Which part of an experiment only `--extended` runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extended {
+    /// Everything runs in the main job.
+    None,
+    /// The whole experiment runs only with `--extended`.
+    Whole,
+    /// The main job runs the experiment without this part (its description, e.g. "the ResNet-18 runs").
+    Part(&'static str),
 
 /// Every experiment, in report order.
 pub fn all() -> Vec<Box<dyn Experiment>> {
@@ -461,6 +480,7 @@ mod tests {
                 out: tmp.path().join("results"),
                 quick: false,
                 progress: &bar,
+                extended: true,
                 deep: &deep,
             };
             let experiments = all();

@@ -34,6 +34,9 @@ pub struct Settings {
     pub precision: samlab_deep::trainer::Precision,
     /// Experiment id prefixes (all experiments when empty).
     pub only: Vec<String>,
+    /// Also the experiments (and parts of experiments) too large for the main job's budget (`--extended`).
+    #[serde(default)]
+    pub extended: bool,
 }
 
 /// The runs of a plan, each once, in training order.

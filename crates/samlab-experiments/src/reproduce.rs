@@ -12,7 +12,7 @@ use samlab_runs::AnyRunConfig;
 
 use crate::deep_common::{DeepScale, ScaleKind};
 use crate::plan::{Plan, Settings};
-use crate::{BadRequest, Ctx, Experiment};
+use crate::{BadRequest, Ctx, Experiment, Extended};
 
 /// What a report holds, for the command's last line.
 pub struct Outcome {
@@ -46,8 +46,41 @@ pub fn deep_scale(s: &Settings) -> Result<DeepScale> {
     Ok(deep)
 }
 
-/// The experiments `settings.only` selects, in report order.
+/// The experiments `settings.only` selects, in report order; without `--extended`, those that run only with it
+/// are left out (see [`left_out`]).
 pub fn selected(s: &Settings) -> Result<Vec<Box<dyn Experiment>>> {
+    let (run, left_out): (Vec<_>, Vec<_>) = matching(s)?
+        .into_iter()
+        .partition(|e| s.extended || e.extended() != Extended::Whole);
+    if run.is_empty() {
+        let ids: Vec<&str> = left_out.iter().map(|e| e.id()).collect();
+        bail!(BadRequest(format!(
+            "--only {} selects only experiments too large for the main job ({}): add --extended to run them",
+            s.only.join(","),
+            ids.join(", ")
+        )));
+    }
+    Ok(run)
+}
+
+/// What the main job leaves out of the experiments `settings.only` selects (nothing with `--extended`): each
+/// experiment's id and the part left out ("the whole experiment" or its own description).
+pub fn left_out(s: &Settings) -> Result<Vec<(&'static str, &'static str)>> {
+    if s.extended {
+        return Ok(vec![]);
+    }
+    Ok(matching(s)?
+        .iter()
+        .filter_map(|e| match e.extended() {
+            Extended::None => None,
+            Extended::Whole => Some((e.id(), "the whole experiment")),
+            Extended::Part(part) => Some((e.id(), part)),
+        })
+        .collect())
+}
+
+/// The experiments whose id starts with one of `settings.only`'s prefixes (every one when it is empty).
+fn matching(s: &Settings) -> Result<Vec<Box<dyn Experiment>>> {
     if s.only.iter().any(String::is_empty) {
         bail!(BadRequest(format!(
             "--only {:?} holds an empty prefix, which every experiment id starts with: name experiment id prefixes (e.g. deep,theory), or leave --only out to run everything",
@@ -76,6 +109,7 @@ pub fn plan(out: &Path, s: &Settings, bar: &ProgressBar) -> Result<Plan> {
     let out = &absolute(out)?;
     let ctx = Ctx {
         out: out.to_path_buf(),
+        extended: s.extended,
         quick: s.quick,
         progress: bar,
         deep: &deep,
@@ -130,6 +164,7 @@ pub fn report(out: &Path, bar: &ProgressBar) -> Result<Outcome> {
     let experiments = selected(&s)?;
     let ctx = Ctx {
         out: out.to_path_buf(),
+        extended: s.extended,
         quick: s.quick,
         progress: bar,
         deep: &deep,
@@ -156,8 +191,9 @@ pub fn report(out: &Path, bar: &ProgressBar) -> Result<Outcome> {
     let report = Report {
         title: "samlab: reproducing \"Towards Understanding Sharpness-Aware Minimization\" (ICML 2022)".into(),
         intro: format!(
-            "Produced by samlab {} from the runs of `samlab reproduce{}`. Every run directory (config.toml, metrics.csv, summary.json with the run's wall time, .npy arrays) is under this folder; the deep-net runs are in deep_runs/, and plan.json lists them all.",
+            "Produced by samlab {} from the runs of `samlab reproduce{}`. Every run directory (config.toml, metrics.csv, summary.json with the run's wall time, .npy arrays) is under this folder; the deep-net runs are in deep_runs/, and plan.json lists them all.{}",
             env!("CARGO_PKG_VERSION"),
+            left_out_note(&s)?,
             flags(&s),
         ),
         sections,
@@ -222,9 +258,29 @@ fn flags(s: &Settings) -> String {
     }
     if !s.only.is_empty() {
         f += &format!(" --only {}", s.only.join(","));
+    if s.extended {
+        f += " --extended";
+    }
     }
     f
 }
+/// The report's sentence on what the main job left out and how to get it (empty when nothing was).
+fn left_out_note(s: &Settings) -> Result<String> {
+    let parts = left_out(s)?;
+    if parts.is_empty() {
+        return Ok(String::new());
+    }
+    let list: Vec<String> = parts
+        .iter()
+        .map(|(id, part)| format!("{id} ({part})"))
+        .collect();
+    Ok(format!(
+        " Left out as too large for the main job's budget: {}; `samlab reproduce{} --extended` runs them too (the finished runs here are kept).",
+        list.join(", "),
+        flags(s)
+    ))
+}
+
 
 /// Prints each planned deep-net run's estimated training time on `device`, before anything trains (steps timed
 /// on the device itself: see [`estimate_seconds`]).
