@@ -75,6 +75,7 @@ pub fn bench_step(args: &BenchArgs) -> Result<()> {
                 .unwrap_or(arch.default_norm()),
             input: [3, args.image_size, args.image_size],
             classes: 10,
+            transformer: None,
         },
         batch: args.batch_size,
         rho: args.rho,

@@ -13,7 +13,9 @@ use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
 use samlab_deep::models::Arch;
 use samlab_deep::nn::NormKind;
 use samlab_deep::run::{self, DeepRunConfig, EpochRow, Observer, RunOutcome, Status};
+use samlab_deep::optim::Optimizer;
 use samlab_deep::trainer::{BnPolicy, Precision, WeightDecay};
+use samlab_deep::transformer::Pool;
 
 use crate::train_args::AscentArgs;
 use crate::UsageError;
@@ -27,6 +29,8 @@ pub enum NormArg {
     Batch,
     /// GroupNorm.
     Group,
+    /// LayerNorm (ViT, Mixer).
+    Layer,
 }
 
 impl From<NormArg> for NormKind {
@@ -35,6 +39,7 @@ impl From<NormArg> for NormKind {
             NormArg::None => NormKind::None,
             NormArg::Batch => NormKind::Batch,
             NormArg::Group => NormKind::Group,
+            NormArg::Layer => NormKind::Layer,
         }
     }
 }
@@ -61,6 +66,24 @@ pub enum LrKind {
     Constant,
     /// Linear 0 -> lr at 40% -> 0.
     Cyclic,
+}
+
+/// The base optimizer (`--optimizer`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OptimizerArg {
+    /// SGD with momentum.
+    Sgd,
+    /// AdamW (PyTorch's defaults unless --beta1, --beta2, --eps).
+    Adamw,
+}
+
+/// A ViT's pooling (`--pool`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PoolArg {
+    /// The class token.
+    Cls,
+    /// The mean over the tokens.
+    Mean,
 }
 
 /// BatchNorm in the SAM passes (`--bn-policy`).
@@ -121,15 +144,31 @@ pub struct TrainArgs {
     /// A TOML run config (a run's config.toml, or any part of one); the flags below override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// mlp, cnn, preact_resnet18, preact_resnet34, resnet34, wrn28 (also resnet18, resnet18_gn, resnet34_gn).
+    /// mlp, cnn, preact_resnet18, preact_resnet34, resnet34, wrn28, vit, mixer (also resnet18, resnet18_gn,
+    /// resnet34_gn).
     #[arg(long, required_unless_present_any = ["config", "resume"])]
     pub model: Option<String>,
     /// Width: base channels (ResNets, CNN), widen factor (WRN) or hidden units (MLP).
     #[arg(long)]
     pub width: Option<usize>,
-    /// Normalization layers [default: batch; none for the MLP].
+    /// Normalization layers [default: batch; none for the MLP; layer for ViT and Mixer].
     #[arg(long, value_enum)]
     pub norm: Option<NormArg>,
+    /// ViT/Mixer: residual blocks [default: 4].
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// ViT/Mixer: patch side; must divide the image's sides [default: 4].
+    #[arg(long)]
+    pub patch: Option<usize>,
+    /// ViT: attention heads; must divide the width [default: 4].
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// ViT/Mixer: MLP hidden features per feature [default: 2].
+    #[arg(long)]
+    pub mlp_ratio: Option<usize>,
+    /// ViT: pooling [default: cls; the Mixer takes mean].
+    #[arg(long, value_enum)]
+    pub pool: Option<PoolArg>,
     /// cifar10, cifar100, mnist, fashion-mnist.
     #[arg(long, required_unless_present_any = ["config", "resume"])]
     pub dataset: Option<String>,
@@ -163,6 +202,18 @@ pub struct TrainArgs {
     /// SGD momentum [default: 0.9].
     #[arg(long)]
     pub momentum: Option<f64>,
+    /// Base optimizer [default: sgd].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerArg>,
+    /// AdamW's beta1 [default: 0.9].
+    #[arg(long)]
+    pub beta1: Option<f64>,
+    /// AdamW's beta2 [default: 0.999].
+    #[arg(long)]
+    pub beta2: Option<f64>,
+    /// AdamW's epsilon [default: 1e-8].
+    #[arg(long)]
+    pub eps: Option<f64>,
     /// L2 in the objective, 0.5 * lambda * ||w||^2, also in the ascent [default: 5e-4].
     #[arg(long, conflicts_with = "decoupled_wd")]
     pub l2: Option<f64>,
@@ -257,6 +308,36 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 impl TrainArgs {
+    /// Applies --depth, --patch, --heads, --mlp-ratio and --pool (ViT and Mixer only) to `c`'s model.
+    fn transformer_flags(&self, c: &mut DeepRunConfig) -> Result<()> {
+        let given = self.depth.is_some()
+            || self.patch.is_some()
+            || self.heads.is_some()
+            || self.mlp_ratio.is_some()
+            || self.pool.is_some();
+        if !given {
+            return Ok(());
+        }
+        let Some(default) = c.model.arch.default_transformer() else {
+            return Err(usage(format!(
+                "--depth, --patch, --heads, --mlp-ratio and --pool apply to vit and mixer, not {}",
+                c.model.arch.name()
+            )));
+        };
+        let t = c.model.transformer.get_or_insert(default);
+        t.depth = self.depth.unwrap_or(t.depth);
+        t.patch = self.patch.unwrap_or(t.patch);
+        t.heads = self.heads.unwrap_or(t.heads);
+        t.mlp_ratio = self.mlp_ratio.unwrap_or(t.mlp_ratio);
+        if let Some(p) = self.pool {
+            t.pool = match p {
+                PoolArg::Cls => Pool::Cls,
+                PoolArg::Mean => Pool::Mean,
+            };
+        }
+        Ok(())
+    }
+
     /// Resolves file and flags into a run config.
     pub fn to_config(&self) -> Result<DeepRunConfig> {
         let mut c = samlab_runs::deep::defaults();
@@ -288,6 +369,7 @@ impl TrainArgs {
         }
         c.model.width.get_or_insert(c.model.arch.default_width());
         c.model.norm.get_or_insert(c.model.arch.default_norm());
+        self.transformer_flags(&mut c)?;
         if let Some(d) = &self.dataset {
             c.data.dataset = DatasetKind::parse(d)?;
         }
@@ -398,6 +480,20 @@ impl TrainArgs {
         }
         if let Some(l) = self.decoupled_wd {
             t.optim.weight_decay = WeightDecay::Decoupled { lambda: l };
+        }
+        if let Some(o) = self.optimizer {
+            t.optim.optimizer = match o {
+                OptimizerArg::Sgd => Optimizer::Sgd,
+                OptimizerArg::Adamw => Optimizer::ADAMW,
+            };
+        }
+        if self.beta1.is_some() || self.beta2.is_some() || self.eps.is_some() {
+            let Optimizer::Adamw { beta1, beta2, eps } = &mut t.optim.optimizer else {
+                return Err(usage("--beta1, --beta2 and --eps apply to --optimizer adamw"));
+            };
+            *beta1 = self.beta1.unwrap_or(*beta1);
+            *beta2 = self.beta2.unwrap_or(*beta2);
+            *eps = self.eps.unwrap_or(*eps);
         }
         if let Some(b) = self.bn_policy {
             t.optim.bn_policy = match b {

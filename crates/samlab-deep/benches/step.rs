@@ -49,6 +49,7 @@ fn main() {
             norm: NormKind::None,
             input: [3, 32, 32],
             classes: 10,
+            transformer: None,
         },
         // The authors' PreAct ResNet-18 (BatchNorm) at width 16.
         "resnet18w16" => ModelSpec {
@@ -57,6 +58,7 @@ fn main() {
             norm: NormKind::Batch,
             input: [3, 32, 32],
             classes: 10,
+            transformer: None,
         },
         other => panic!("unknown --model {other} (cnn, resnet18w16)"),
     };

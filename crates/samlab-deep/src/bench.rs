@@ -137,6 +137,7 @@ pub fn time_steps(bench: &StepBench, device: &Device) -> Result<StepTiming, Conf
             momentum: 0.9,
             weight_decay: WeightDecay::None,
             bn_policy: BnPolicy::BothPasses,
+            optimizer: Default::default(),
         },
         seed: 0,
         device: device.clone(),

@@ -11,13 +11,15 @@
 //! | BatchNorm running statistics | `<layer>.running_mean`, `<layer>.running_var` (e.g. `layer1.0.bn1.running_var`) | `[channels]` |
 //! | momentum buffers (`last.ckpt` only) | `optimizer.momentum.<parameter name>` | as the parameter |
 //! | a SAM variant's direction (`last.ckpt` of F-SAM, VaSSO, LookSAM) | `optimizer.variant.<parameter name>` | as the parameter |
+//! | AdamW's second moments (`last.ckpt` of AdamW runs; its first moments are the momentum buffers) | `optimizer.second_moment.<parameter name>` | as the parameter |
 //!
 //! No `num_batches_tracked` is written (samlab does not count batches; PyTorch uses the count only with
 //! `momentum=None`, and its BatchNorm fills in a missing one when loading): drop the `optimizer.` tensors and
 //! `load_state_dict(..., strict=True)` takes the rest (`bench/checkpoint_to_torch.py`). The string metadata holds
 //! `format` (`samlab-checkpoint`), `version` (`2`), `model` (the [`ModelSpec`] as JSON), `progress` (JSON),
 //! `momentum` (`true` or `false`), `variant` (`true` when the variant's direction is there; absent means `false`),
-//! `variant_steps` (the variant's step count; absent means 0) and `payload_sha256`: the SHA-256 of every tensor's raw bytes, the tensors taken in
+//! `variant_steps` (the variant's step count; absent means 0), `second_moment` (`true` when AdamW's second
+//! moments are there; absent means `false`), `adam_steps` (AdamW's step count; absent means 0) and `payload_sha256`: the SHA-256 of every tensor's raw bytes, the tensors taken in
 //! byte order of their names. (SafeTensors lays all-`F32` files out in that order, so it is also the SHA-256 of the
 //! data section after the header.) Values are stored bit for bit (a transpose moves them, never rounds them),
 //! which is what makes a resumed run identical to an uninterrupted one.
@@ -47,6 +49,7 @@ use sha2::{Digest, Sha256};
 
 use crate::models::{ModelSpec, Network};
 use crate::nn::BnStats;
+use crate::optim::AdamState;
 use crate::trainer::TrainState;
 use samlab_core::ascent::VariantState;
 
@@ -58,6 +61,8 @@ pub const ST_VERSION: u32 = 2;
 pub const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
 /// Prefix of the names of a SAM variant's direction.
 pub const VARIANT_PREFIX: &str = "optimizer.variant.";
+/// Name prefix of AdamW's second moments.
+pub const SECOND_MOMENT_PREFIX: &str = "optimizer.second_moment.";
 
 const MAGIC: &[u8; 8] = b"SAMLABCK";
 const VERSION: u32 = 1;
@@ -158,6 +163,11 @@ impl Layout {
                 ("BatchNorm running mean", "bn_mean", bn("running_mean")),
                 ("BatchNorm running variance", "bn_var", bn("running_var")),
                 ("variant direction", "variant", params(VARIANT_PREFIX)),
+                (
+                    "AdamW second moment",
+                    "second_moment",
+                    params(SECOND_MOMENT_PREFIX),
+                ),
             ],
         }
     }
@@ -229,6 +239,10 @@ pub struct Checkpoint {
     pub variant: Option<Vec<Vec<f32>>>,
     /// The SAM variant's step count (LookSAM's period), saved with the momentum buffers (else 0).
     pub variant_steps: u64,
+    /// AdamW's second moments, saved with the momentum buffers (its first moments).
+    pub second_moment: Option<Vec<Vec<f32>>>,
+    /// AdamW's step count (its bias correction), saved with the momentum buffers (else 0).
+    pub adam_steps: u64,
     /// BatchNorm running means, per slot.
     pub bn_mean: Vec<Vec<f32>>,
     /// BatchNorm running variances, per slot.
@@ -266,8 +280,9 @@ fn device_vec(v: &[Vec<f32>], device: &Device) -> Vec<Tensor<1>> {
 /// A kind of tensor in a checkpoint (its name in messages), its tensors (if present) and the model's sizes.
 type TensorGroup<'a> = (&'static str, Option<&'a Vec<Vec<f32>>>, &'a [usize]);
 
-/// The number of kinds of tensors in a checkpoint (parameters, momentum, running means and variances, variant).
-const KINDS: usize = 5;
+/// The number of kinds of tensors in a checkpoint (parameters, momentum, running means and variances, variant,
+/// AdamW's second moments).
+const KINDS: usize = 6;
 
 impl Checkpoint {
     /// Captures `state` (with its optimizer state, the momentum buffers and the SAM variant's state, if
@@ -293,6 +308,16 @@ impl Checkpoint {
             } else {
                 0
             },
+            second_moment: state
+                .adam
+                .as_ref()
+                .filter(|_| with_velocity)
+                .map(|a| a.second_moment.iter().map(host).collect()),
+            adam_steps: state
+                .adam
+                .as_ref()
+                .filter(|_| with_velocity)
+                .map_or(0, |a| a.steps),
             bn_mean: state.bn.mean.iter().map(host).collect(),
             bn_var: state.bn.var.iter().map(host).collect(),
             progress,
@@ -321,6 +346,7 @@ impl Checkpoint {
             ("BatchNorm running mean", Some(&self.bn_mean), channels),
             ("BatchNorm running variance", Some(&self.bn_var), channels),
             ("variant direction", self.variant.as_ref(), &params),
+            ("AdamW second moment", self.second_moment.as_ref(), &params),
         ];
         for (what, tensors, sizes) in groups {
             let Some(tensors) = tensors else { continue };
@@ -361,6 +387,7 @@ impl Checkpoint {
             ("BatchNorm running mean", Some(&self.bn_mean)),
             ("BatchNorm running variance", Some(&self.bn_var)),
             ("variant direction", self.variant.as_ref()),
+            ("AdamW second moment", self.second_moment.as_ref()),
         ];
         for (what, tensors) in groups {
             for (i, v) in tensors.into_iter().flatten().enumerate() {
@@ -375,6 +402,14 @@ impl Checkpoint {
             if let Some(j) = v.iter().position(|&x| x < 0.0) {
                 return Some(format!(
                     "checkpoint BatchNorm running variance tensor {i} holds a negative variance ({}) at index {j}",
+                    v[j]
+                ));
+            }
+        }
+        for (i, v) in self.second_moment.iter().flatten().enumerate() {
+            if let Some(j) = v.iter().position(|&x| x < 0.0) {
+                return Some(format!(
+                    "checkpoint AdamW second moment tensor {i} holds a negative value ({}) at index {j}",
                     v[j]
                 ));
             }
@@ -400,6 +435,10 @@ impl Checkpoint {
                 direction: self.variant.as_ref().map(|d| device_vec(d, device)),
                 steps: self.variant_steps,
             },
+            adam: self.second_moment.as_ref().map(|v| AdamState {
+                second_moment: device_vec(v, device),
+                steps: self.adam_steps,
+            }),
         }
     }
 
@@ -418,6 +457,7 @@ impl Checkpoint {
             &self.bn_mean,
             &self.bn_var,
             self.variant.as_ref().unwrap_or(&empty),
+            self.second_moment.as_ref().unwrap_or(&empty),
         ];
         let mut tensors: Vec<(String, F32Tensor)> = Vec::new();
         for ((_, key, entries), values) in layout.groups.iter().zip(values) {
@@ -444,6 +484,11 @@ impl Checkpoint {
             ("momentum".to_string(), self.velocity.is_some().to_string()),
             ("variant".to_string(), self.variant.is_some().to_string()),
             ("variant_steps".to_string(), self.variant_steps.to_string()),
+            (
+                "second_moment".to_string(),
+                self.second_moment.is_some().to_string(),
+            ),
+            ("adam_steps".to_string(), self.adam_steps.to_string()),
             ("payload_sha256".to_string(), checksum),
         ]);
         let bytes = safetensors::serialize(tensors, Some(metadata)).map_err(io::Error::other)?;
@@ -515,13 +560,15 @@ impl Checkpoint {
         let raw = read_checkpoint_file(path, &bad)?;
         let (st, _) = parse_safetensors(&raw, &bad)?;
         let net = Network::new(model).map_err(|e| bad(format!("invalid model: {e}")))?;
-        let [params, _, bn_mean, bn_var, _] = read_tensors(&st, &net, [false; 2], &bad)?;
+        let [params, _, bn_mean, bn_var, _, _] = read_tensors(&st, &net, [false; 3], &bad)?;
         let ckpt = Checkpoint {
             model: model.clone(),
             params,
             velocity: None,
             variant: None,
             variant_steps: 0,
+            second_moment: None,
+            adam_steps: 0,
             bn_mean,
             bn_var,
             progress: serde_json::json!({ "imported_from": path.display().to_string() }),
@@ -567,12 +614,15 @@ impl Checkpoint {
         };
         let has_velocity = flag("momentum", Some(field("momentum")?))?;
         let has_variant = flag("variant", meta.get("variant"))?;
-        let variant_steps = match meta.get("variant_steps") {
-            None => 0,
+        let steps = |key: &str| match meta.get(key) {
+            None => Ok(0),
             Some(v) => v
-                .parse()
-                .map_err(|_| bad(format!("bad variant_steps {v:?} in the metadata")))?,
+                .parse::<u64>()
+                .map_err(|_| bad(format!("bad {key} {v:?} in the metadata"))),
         };
+        let variant_steps = steps("variant_steps")?;
+        let adam_steps = steps("adam_steps")?;
+        let has_second_moment = flag("second_moment", meta.get("second_moment"))?;
         let names = st.names();
         let mut payload = Vec::with_capacity(names.len());
         for &name in &names {
@@ -588,14 +638,20 @@ impl Checkpoint {
         }
         let net = Network::new(&model)
             .map_err(|e| bad(format!("checkpoint of an invalid model: {e}")))?;
-        let [params, velocity, bn_mean, bn_var, variant] =
-            read_tensors(&st, &net, [has_velocity, has_variant], bad)?;
+        let [params, velocity, bn_mean, bn_var, variant, second_moment] = read_tensors(
+            &st,
+            &net,
+            [has_velocity, has_variant, has_second_moment],
+            bad,
+        )?;
         Ok(Checkpoint {
             model,
             params,
             velocity: has_velocity.then_some(velocity),
             variant: has_variant.then_some(variant),
             variant_steps,
+            second_moment: has_second_moment.then_some(second_moment),
+            adam_steps,
             bn_mean,
             bn_var,
             progress,
@@ -654,6 +710,8 @@ impl Checkpoint {
             velocity: header.has_velocity.then_some(velocity),
             variant: None,
             variant_steps: 0,
+            second_moment: None,
+            adam_steps: 0,
             bn_mean,
             bn_var,
             progress: header.progress,
@@ -686,13 +744,13 @@ fn parse_safetensors<'a>(
     Ok((st, header))
 }
 
-/// The parameters, momentum buffers (empty unless `optional[0]`), BatchNorm running means and variances and the
-/// variant's direction (empty unless `optional[1]`) of `net` from `st`: each present, `F32`, of its shape and
-/// finite, and no other tensor but `num_batches_tracked`.
+/// The parameters, momentum buffers (empty unless `optional[0]`), BatchNorm running means and variances, the
+/// variant's direction (empty unless `optional[1]`) and AdamW's second moments (empty unless `optional[2]`) of
+/// `net` from `st`: each present, `F32`, of its shape and finite, and no other tensor but `num_batches_tracked`.
 fn read_tensors(
     st: &SafeTensors,
     net: &Network,
-    optional: [bool; 2],
+    optional: [bool; 3],
     bad: &dyn Fn(String) -> DataError,
 ) -> Result<[Vec<Vec<f32>>; KINDS], DataError> {
     let names = st.names();
@@ -701,7 +759,7 @@ fn read_tensors(
     let mut groups: Vec<Vec<Vec<f32>>> = Vec::new();
     for (g, (what, _, entries)) in layout.groups.iter().enumerate() {
         let mut values = Vec::new();
-        if (g == 1 && !optional[0]) || (g == 4 && !optional[1]) {
+        if (g == 1 && !optional[0]) || (g == 4 && !optional[1]) || (g == 5 && !optional[2]) {
             groups.push(values);
             continue;
         }
@@ -751,5 +809,5 @@ fn read_tensors(
     }
     let mut groups = groups.into_iter();
     let mut next = || groups.next().unwrap();
-    Ok([next(), next(), next(), next(), next()])
+    Ok([next(), next(), next(), next(), next(), next()])
 }

@@ -4,7 +4,8 @@
 //! `cuda` and `tch` as opt-in features):
 //!
 //! - [`models`]: PreAct ResNet-18/34 with BatchNorm or GroupNorm, post-activation ResNet-34, WRN-28-k, a small CNN
-//!   and an MLP, with a width multiplier and the authors' initialization;
+//!   and an MLP, with a width multiplier and the authors' initialization; a small ViT and an MLP-Mixer
+//!   ([`transformer`]);
 //! - [`data`]: CIFAR-10/100 binary and MNIST/Fashion-MNIST IDX loaders, the shipped Fashion-MNIST subset, the
 //!   seeded validation split, label noise and augmentation;
 //! - [`trainer`]: one optimizer step of every member of the SAM family that
@@ -26,10 +27,12 @@ pub mod data;
 mod grouped;
 pub mod models;
 pub mod nn;
+pub mod optim;
 pub mod oracle;
 pub mod rng;
 pub mod run;
 pub mod trainer;
+pub mod transformer;
 
 /// The compute device: the `flex` CPU backend unless `name` asks for another compiled-in backend.
 ///

@@ -7,10 +7,14 @@
 //! | `preact_resnet18` / `preact_resnet34` | PreAct ResNet, blocks `[2, 2, 2, 2]` / `[3, 4, 6, 3]`, BN or GN | base channels (64) |
 //! | `resnet34` | post-activation ResNet-34 (BasicBlock, conv1x1+norm shortcut) | base channels (64) |
 //! | `wrn28` | WideResNet-28-k, pre-activation blocks, no dropout | widen factor k (10) |
+//! | `vit` | ViT: patch embedding, pre-LayerNorm attention blocks, class token or mean pooling ([`crate::transformer`]) | features per token (64) |
+//! | `mixer` | MLP-Mixer: patch embedding, token- and channel-mixing MLP blocks, mean pooling | features per token (64) |
 //!
 //! GroupNorm uses `width / 2` groups in the ResNets (32 at width 64, as in the authors' code), 8 in WRN and
 //! `width / 2` in the CNN. Convolutions have no bias when followed by a normalization. Initialization: conv
-//! weights He-normal (fan-out), norm scales 1 and shifts 0, Linear biases 0 and weights $U(\pm 1/\sqrt{\text{fan\_in}})$.
+//! weights He-normal (fan-out), norm scales 1 and shifts 0, Linear biases 0 and weights $U(\pm 1/\sqrt{\text{fan\_in}})$;
+//! the transformers' class token and position embeddings $\mathcal N(0, 0.02^2)$. The transformers' depth, patch,
+//! heads, MLP ratio and pooling are [`TransformerSpec`] (LayerNorm is their only normalization).
 
 use burn::tensor::Tensor;
 use samlab_core::ConfigError;
@@ -19,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::nn::{
     global_avg_pool, norm_relu, BnSlot, Builder, Conv2d, Ctx, Linear, Norm, NormKind, ParamSpec,
 };
+use crate::transformer::{Pool, Transformer, TransformerSpec};
 
 /// The architectures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,17 +41,23 @@ pub enum Arch {
     Resnet34,
     /// WideResNet-28-k (`wrn28`).
     Wrn28,
+    /// Vision transformer.
+    Vit,
+    /// MLP-Mixer.
+    Mixer,
 }
 
 impl Arch {
     /// Every architecture with its command-line name.
-    pub const ALL: [(&'static str, Arch); 6] = [
+    pub const ALL: [(&'static str, Arch); 8] = [
         ("mlp", Arch::Mlp),
         ("cnn", Arch::Cnn),
         ("preact_resnet18", Arch::PreactResnet18),
         ("preact_resnet34", Arch::PreactResnet34),
         ("resnet34", Arch::Resnet34),
         ("wrn28", Arch::Wrn28),
+        ("vit", Arch::Vit),
+        ("mixer", Arch::Mixer),
     ];
 
     /// Parses a command-line name (also accepts the authors' `resnet18`, `resnet18_gn`, `resnet34_gn`).
@@ -88,7 +99,26 @@ impl Arch {
     pub fn default_norm(self) -> NormKind {
         match self {
             Arch::Mlp => NormKind::None,
+            Arch::Vit | Arch::Mixer => NormKind::Layer,
             _ => NormKind::Batch,
+        }
+    }
+
+    /// Whether it is a ViT or a Mixer (which take a [`TransformerSpec`]).
+    pub fn is_transformer(self) -> bool {
+        matches!(self, Arch::Vit | Arch::Mixer)
+    }
+
+    /// The default [`TransformerSpec`] of a ViT (class token) or Mixer (mean pooling); `None` for the others.
+    pub fn default_transformer(self) -> Option<TransformerSpec> {
+        let spec = TransformerSpec::default();
+        match self {
+            Arch::Vit => Some(spec),
+            Arch::Mixer => Some(TransformerSpec {
+                pool: Pool::Mean,
+                ..spec
+            }),
+            _ => None,
         }
     }
 }
@@ -107,6 +137,10 @@ pub struct ModelSpec {
     pub input: [usize; 3],
     /// Number of classes.
     pub classes: usize,
+    /// Depth, patch, heads, MLP ratio and pooling of a ViT or Mixer (their defaults when absent); `None` for the
+    /// other architectures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformer: Option<TransformerSpec>,
 }
 
 #[derive(Clone, Debug)]
@@ -189,6 +223,10 @@ enum Body {
         blocks: Vec<PostActBlock>,
         head: Linear,
     },
+    Transformer {
+        body: Transformer,
+        head: Linear,
+    },
 }
 
 /// A network built from a [`ModelSpec`]: its parameter list and its forward pass.
@@ -237,6 +275,42 @@ pub const MAX_PARAMS: usize = 1 << 31;
 
 fn bad(field: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { field, reason }
+}
+
+/// `spec` if it describes a ViT or Mixer of width `d` on `[h, w]` images: a patch that divides both sides, heads
+/// that divide the width (ViT), depth and MLP ratio at least 1, and no class token on a Mixer.
+fn check_transformer(
+    arch: Arch,
+    spec: &TransformerSpec,
+    d: usize,
+    [h, w]: [usize; 2],
+) -> Result<TransformerSpec, ConfigError> {
+    let p = spec.patch;
+    if p == 0 || !h.is_multiple_of(p) || !w.is_multiple_of(p) {
+        return Err(bad(
+            "patch",
+            format!("the patch size {p} must divide the image's {h}x{w}"),
+        ));
+    }
+    if arch == Arch::Vit && (spec.heads == 0 || !d.is_multiple_of(spec.heads)) {
+        return Err(bad(
+            "heads",
+            format!("{} heads must divide the width {d}", spec.heads),
+        ));
+    }
+    if spec.depth == 0 || spec.mlp_ratio == 0 {
+        return Err(bad(
+            "transformer",
+            format!("needs depth >= 1 and mlp_ratio >= 1, got {spec:?}"),
+        ));
+    }
+    if arch == Arch::Mixer && spec.pool == Pool::Cls {
+        return Err(bad(
+            "pool",
+            "the Mixer pools by the mean only (pool = \"mean\")".into(),
+        ));
+    }
+    Ok(*spec)
 }
 
 impl Network {
@@ -296,6 +370,33 @@ impl Network {
                 format!("group norm uses width/2 groups, so the width must be even, got {k}"),
             ));
         }
+        if (norm == NormKind::Layer) != arch.is_transformer() {
+            return Err(bad(
+                "norm",
+                format!(
+                    "{} takes {}, not {norm:?}",
+                    arch.name(),
+                    if arch.is_transformer() {
+                        "layer norm only"
+                    } else {
+                        "no layer norm"
+                    }
+                ),
+            ));
+        }
+        let tf = match (
+            spec.transformer.or(arch.default_transformer()),
+            arch.is_transformer(),
+        ) {
+            (Some(t), true) => check_transformer(arch, &t, k, [h, w])?,
+            (None, _) => TransformerSpec::default(),
+            (Some(_), false) => {
+                return Err(bad(
+                    "transformer",
+                    format!("applies to vit and mixer, not {}", arch.name()),
+                ))
+            }
+        };
         if matches!(arch, Arch::Cnn) && (h < 4 || w < 4) {
             return Err(bad(
                 "model",
@@ -305,6 +406,11 @@ impl Network {
         let mut b = Builder::default();
         let conv_bias = norm == NormKind::None;
         let body = match arch {
+            Arch::Vit | Arch::Mixer => {
+                let body = Transformer::new(&mut b, arch == Arch::Mixer, &tf, k, spec.input);
+                let head = Linear::new(&mut b, "head", k, spec.classes);
+                Body::Transformer { body, head }
+            }
             Arch::Mlp => {
                 let mut layers = Vec::new();
                 let mut din = pixels;
@@ -475,16 +581,19 @@ impl Network {
             Body::Mlp { head, .. }
             | Body::Cnn { head, .. }
             | Body::PreAct { head, .. }
-            | Body::PostAct { head, .. } => head,
+            | Body::PostAct { head, .. }
+            | Body::Transformer { head, .. } => head,
         };
         head.forward(ctx, features)
     }
 
-    /// The penultimate features `[n, d]` that the linear head reads, all post-ReLU (so non-negative): the last
-    /// hidden layer (MLP), the ReLU after the first Linear (CNN), or the globally average-pooled output of the
-    /// last block after its final norm and ReLU (ResNets, WRN).
+    /// The penultimate features `[n, d]` that the linear head reads, post-ReLU (so non-negative) in the convnets:
+    /// the last hidden layer (MLP), the ReLU after the first Linear (CNN), or the globally average-pooled output
+    /// of the last block after its final norm and ReLU (ResNets, WRN); the pooled tokens after the final
+    /// LayerNorm in the transformers (of either sign).
     pub fn features(&self, ctx: &mut Ctx, x: Tensor<4>) -> Tensor<2> {
         match &self.body {
+            Body::Transformer { body, .. } => body.features(ctx, x),
             Body::Mlp { layers, .. } => {
                 let [n, c, h, w] = x.dims();
                 let mut out: Tensor<2> = x.reshape([n, c * h * w]);
@@ -548,6 +657,7 @@ mod tests {
             norm,
             input: [3, 8, 8],
             classes: 10,
+            transformer: None,
         }
     }
 
@@ -611,6 +721,8 @@ mod tests {
             (Arch::PreactResnet34, 2, NormKind::Group),
             (Arch::Resnet34, 2, NormKind::Batch),
             (Arch::Wrn28, 1, NormKind::Batch),
+            (Arch::Vit, 8, NormKind::Layer),
+            (Arch::Mixer, 8, NormKind::Layer),
         ] {
             let net = Network::new(&spec(arch, width, norm)).unwrap();
             let params = init_params(net.params(), 0, &device);

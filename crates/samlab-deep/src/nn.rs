@@ -38,6 +38,8 @@ pub enum Init {
     Zeros,
     /// All ones (norm scales).
     Ones,
+    /// $\mathcal N(0, 0.02^2)$: the transformers' class token and position embeddings (timm's init).
+    SmallNormal,
 }
 
 /// One parameter of a network: its name, shape and initialization.
@@ -118,6 +120,7 @@ pub fn init_params(specs: &[ParamSpec], seed: u64, device: &Device) -> Vec<Tenso
                         .map(|_| (bound * (2.0 * s.uniform() - 1.0)) as f32)
                         .collect()
                 }
+                Init::SmallNormal => (0..n).map(|_| (0.02 * s.normal()) as f32).collect(),
                 Init::Zeros => vec![0.0; n],
                 Init::Ones => vec![1.0; n],
             };
@@ -306,13 +309,13 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// The number of groups of the pass (1 for an ordinary pass).
-    fn groups(&self) -> usize {
+    pub(crate) fn groups(&self) -> usize {
         self.grouped.as_ref().map_or(1, |g| g.count)
     }
 
     /// Parameter `index` shaped `shape`, in the precision of the activations `like` (mixed precision runs the
     /// convolutions and matrix products in the activations' bf16/f16; autodiff casts their gradients back).
-    fn p<const D: usize, const E: usize>(
+    pub(crate) fn p<const D: usize, const E: usize>(
         &self,
         index: usize,
         shape: [usize; D],
@@ -475,6 +478,8 @@ pub enum NormKind {
     Batch,
     /// GroupNorm (no running statistics; the same in training and evaluation).
     Group,
+    /// LayerNorm over each token's features (the transformers' only normalization, [`LayerNorm`]).
+    Layer,
 }
 
 #[derive(Clone, Debug)]
@@ -502,7 +507,8 @@ impl Norm {
         groups: usize,
     ) -> Option<Self> {
         let kind = match kind {
-            NormKind::None => return None,
+            // The convnets take no LayerNorm (`Network::new` refuses it); the transformers build [`LayerNorm`].
+            NormKind::None | NormKind::Layer => return None,
             NormKind::Batch => NormImpl::Batch {
                 slot: b.bn_slot(name, channels),
             },
@@ -610,6 +616,42 @@ fn batch_norm_pass<const D: usize>(
         None => ctx.stats.fold(slot, mean, var, momentum),
     }
     out.output
+}
+
+/// LayerNorm over the last axis with a learnable scale and shift (PyTorch's `nn.LayerNorm(d)`, eps 1e-5).
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    gamma: usize,
+    beta: usize,
+    dim: usize,
+}
+
+impl LayerNorm {
+    /// A LayerNorm of `dim` features named `name` (`name.weight`, `name.bias`), a normalization layer for SAM-ON.
+    pub fn new(b: &mut Builder, name: &str, dim: usize) -> Self {
+        let gamma = b.param(format!("{name}.weight"), vec![dim], Init::Ones);
+        let beta = b.param(format!("{name}.bias"), vec![dim], Init::Zeros);
+        b.norm_params.extend([gamma, beta]);
+        LayerNorm { gamma, beta, dim }
+    }
+
+    /// Normalizes `[n, ..., dim]` over its last axis (biased variance), in the parameters' precision as [`Norm`]
+    /// does. A grouped pass scales group `g`'s rows (`g * n / G..`) by its own copy of the scale and shift.
+    pub fn forward<const D: usize>(&self, ctx: &Ctx, x: Tensor<D>) -> Tensor<D> {
+        let low = x.dtype();
+        let dims = x.dims();
+        let g = ctx.groups();
+        let d = self.dim;
+        let gamma: Tensor<3> = ctx.params[self.gamma].clone().reshape([g, 1, d]);
+        let beta: Tensor<3> = ctx.params[self.beta].clone().reshape([g, 1, d]);
+        let rows = dims.iter().product::<usize>() / (g * d);
+        let x: Tensor<3> = x.cast(gamma.dtype()).reshape([g, rows, d]);
+        let mean = x.clone().mean_dim(2);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(2);
+        let normed = centered / var.add_scalar(NORM_EPS).sqrt();
+        (normed * gamma + beta).reshape(dims).cast(low)
+    }
 }
 
 /// `norm` then ReLU (identity norm when `None`).

@@ -56,6 +56,9 @@ pub struct ModelConfig {
     pub width: Option<usize>,
     /// Normalization (the architecture's default when absent).
     pub norm: Option<NormKind>,
+    /// A ViT's or Mixer's depth, patch, heads, MLP ratio and pooling (the architecture's default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformer: Option<crate::transformer::TransformerSpec>,
 }
 
 /// The data part of a run config.
@@ -681,6 +684,7 @@ pub fn model_spec(model: &ModelConfig, train: &ImageSet) -> ModelSpec {
         norm: model.norm.unwrap_or(model.arch.default_norm()),
         input: train.shape,
         classes: train.classes,
+        transformer: model.transformer.or(model.arch.default_transformer()),
     }
 }
 
@@ -753,6 +757,7 @@ pub fn check_config(config: &DeepRunConfig) -> Result<(), RunError> {
         _ => {}
     }
     t.lr.check()?;
+    crate::optim::check(&t.optim, &config.sam)?;
     let norm = config
         .model
         .norm

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::Network;
 use crate::nn::{BnMode, BnStats, Ctx, Grouped, Tape};
+use crate::optim::{AdamState, Optimizer};
 use crate::oracle::{DeepOracle, Tensors};
 use crate::rng::{Purpose, Stream};
 
@@ -132,6 +133,9 @@ pub struct OptimConfig {
     pub weight_decay: WeightDecay,
     /// BatchNorm in the SAM passes.
     pub bn_policy: BnPolicy,
+    /// The base optimizer (SGD unless given; [`crate::optim`]).
+    #[serde(default, skip_serializing_if = "Optimizer::is_sgd")]
+    pub optimizer: Optimizer,
 }
 
 impl Default for OptimConfig {
@@ -140,6 +144,7 @@ impl Default for OptimConfig {
             momentum: 0.9,
             weight_decay: WeightDecay::None,
             bn_policy: BnPolicy::BothPasses,
+            optimizer: Optimizer::Sgd,
         }
     }
 }
@@ -155,6 +160,8 @@ pub struct TrainState {
     pub bn: BnStats,
     /// The SAM variant's state (F-SAM's and VaSSO's directions, LookSAM's stored component and period).
     pub variant: VariantState<ParamVec>,
+    /// AdamW's second moments and step count (`None` under SGD and before AdamW's first step).
+    pub adam: Option<AdamState>,
 }
 
 impl TrainState {
@@ -166,6 +173,7 @@ impl TrainState {
             velocity,
             bn: BnStats::new(net.bn_channels(), device),
             variant: VariantState::default(),
+            adam: None,
         }
     }
 }
@@ -699,23 +707,7 @@ impl Trainer<'_> {
             .zip(labels)
             .map(|(row, &y)| argmax(row) == y as usize)
             .collect();
-        let mu = self.optim.momentum;
-        let w = &state.params;
-        let velocity: ParamVec = state
-            .velocity
-            .iter()
-            .zip(&grad)
-            .map(|(v, g)| v.clone().mul_scalar(mu) + g.clone())
-            .collect();
-        state.params = match self.optim.weight_decay {
-            WeightDecay::Decoupled { lambda } => w
-                .iter()
-                .zip(&velocity)
-                .map(|(p, v)| p.clone() - (v.clone() + p.clone().mul_scalar(lambda)).mul_scalar(lr))
-                .collect(),
-            _ => axpy(w, -lr, &velocity),
-        };
-        state.velocity = velocity;
+        crate::optim::update(&self.optim, state, grad, lr);
         StepOutput {
             loss_sum,
             correct,

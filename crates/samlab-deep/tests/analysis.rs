@@ -743,6 +743,7 @@ fn lanczos_matches_the_dense_hessian() {
         norm: NormKind::None,
         input: [1, side, side],
         classes,
+        transformer: None,
     })
     .unwrap();
     let p = net.num_params();

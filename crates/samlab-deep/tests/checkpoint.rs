@@ -18,6 +18,7 @@ fn spec(arch: Arch, width: usize, input: [usize; 3]) -> ModelSpec {
         norm: NormKind::Batch,
         input,
         classes: 10,
+        transformer: None,
     }
 }
 
@@ -43,6 +44,13 @@ fn checkpoint(spec: &ModelSpec, velocity: bool) -> Checkpoint {
         velocity: velocity.then(|| net.params().iter().map(|p| next(p.numel())).collect()),
         variant: velocity.then(|| net.params().iter().map(|p| next(p.numel())).collect()),
         variant_steps: if velocity { 7 } else { 0 },
+        second_moment: velocity.then(|| {
+            net.params()
+                .iter()
+                .map(|p| next(p.numel()).iter().map(|x| x.abs()).collect())
+                .collect()
+        }),
+        adam_steps: if velocity { 5 } else { 0 },
         params,
         bn_mean: net.bn_channels().iter().map(|&c| next(c)).collect(),
         bn_var: net
@@ -75,6 +83,11 @@ fn same_bits(a: &Checkpoint, b: &Checkpoint) {
         b.variant.as_deref().map(bits)
     );
     assert_eq!(a.variant_steps, b.variant_steps);
+    assert_eq!(
+        a.second_moment.as_deref().map(bits),
+        b.second_moment.as_deref().map(bits)
+    );
+    assert_eq!(a.adam_steps, b.adam_steps);
 }
 
 fn err(path: &Path) -> String {
@@ -101,6 +114,13 @@ fn safetensors_names_shapes_and_values_bit_for_bit() {
         (spec(Arch::Cnn, 2, [1, 8, 8]), true),
         (spec(Arch::Resnet34, 2, [3, 4, 4]), true),
         (spec(Arch::Wrn28, 1, [3, 4, 4]), true),
+        (
+            ModelSpec {
+                norm: NormKind::Layer,
+                ..spec(Arch::Vit, 8, [1, 8, 8])
+            },
+            true,
+        ),
     ] {
         let path = tmp.path().join("last.ckpt");
         let c = checkpoint(&spec, velocity);
@@ -110,9 +130,10 @@ fn safetensors_names_shapes_and_values_bit_for_bit() {
         let raw = fs::read(&path).unwrap();
         let st = SafeTensors::deserialize(&raw).unwrap();
         let net = Network::new(&spec).unwrap();
-        // Parameters, then momentum and the variant's direction with the optimizer state, then running stats.
+        // Parameters, then momentum, the variant's direction and AdamW's second moments with the optimizer state,
+        // then running stats.
         let expected =
-            net.params().len() * (1 + 2 * usize::from(velocity)) + 2 * net.bn_slots().len();
+            net.params().len() * (1 + 3 * usize::from(velocity)) + 2 * net.bn_slots().len();
         assert_eq!(st.len(), expected, "{spec:?}");
         for (p, v) in net.params().iter().zip(&c.params) {
             let t = st.tensor(&p.name).unwrap();
@@ -376,6 +397,8 @@ fn hostile_checkpoints_are_clear_errors() {
     let without = Checkpoint {
         variant: None,
         variant_steps: 0,
+        second_moment: None,
+        adam_steps: 0,
         ..good.clone()
     };
     without.save(&bad).unwrap();
@@ -461,6 +484,8 @@ fn version_1_checkpoints_are_refused_and_convert() {
     let c = Checkpoint {
         variant: None,
         variant_steps: 0,
+        second_moment: None,
+        adam_steps: 0,
         ..checkpoint(&spec, true)
     };
     let raw = v1_bytes(&spec, &c);
@@ -510,6 +535,7 @@ fn preact_resnet18_checkpoint_size_and_cost() {
         .iter()
         .chain(c.velocity.as_ref().unwrap())
         .chain(c.variant.as_ref().unwrap())
+        .chain(c.second_moment.as_ref().unwrap())
         .map(Vec::len)
         .sum::<usize>()
         + c.bn_mean

@@ -67,6 +67,7 @@ fn check(arch: Arch, width: usize, norm: NormKind, sam: SamConfig, policy: BnPol
         norm,
         input: [1, side, side],
         classes: CLASSES,
+        transformer: None,
     })
     .unwrap();
     let trainer = Trainer {
@@ -76,6 +77,7 @@ fn check(arch: Arch, width: usize, norm: NormKind, sam: SamConfig, policy: BnPol
             momentum: 0.9,
             weight_decay: WeightDecay::L2 { lambda: 5e-4 },
             bn_policy: policy,
+            optimizer: Default::default(),
         },
         seed: 3,
         device: device.clone(),
@@ -169,6 +171,26 @@ fn every_model_and_batchnorm_policy_matches_the_loop() {
 }
 
 #[test]
+fn transformers_match_the_loop() {
+    check(
+        Arch::Vit,
+        8,
+        NormKind::Layer,
+        sam(4),
+        BnPolicy::BothPasses,
+        0.05,
+    );
+    check(
+        Arch::Mixer,
+        8,
+        NormKind::Layer,
+        sam(8),
+        BnPolicy::BothPasses,
+        0.05,
+    );
+}
+
+#[test]
 fn every_ascent_matches_the_loop() {
     let base = sam(4);
     let cases = [
@@ -241,6 +263,7 @@ fn variants_and_single_groups_cannot_be_grouped() {
         norm: NormKind::Batch,
         input: [1, SIDE, SIDE],
         classes: CLASSES,
+        transformer: None,
     })
     .unwrap();
     let trainer = |sam: SamConfig| Trainer {

@@ -670,6 +670,7 @@ impl Case {
             norm,
             input,
             classes: CLASSES,
+            transformer: None,
         };
         let net = Network::new(&spec).unwrap();
         let mut s = Stream::new(5, Purpose::Init, 55, 0);

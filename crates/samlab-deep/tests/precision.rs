@@ -22,6 +22,7 @@ fn the_low_precision_ascent_has_radius_rho_and_the_f32_direction() {
         norm: NormKind::None,
         input: [1, 8, 8],
         classes: 10,
+        transformer: None,
     })
     .unwrap();
     let w = init_params(net.params(), SEED, &device);
@@ -54,6 +55,7 @@ fn the_low_precision_ascent_has_radius_rho_and_the_f32_direction() {
                 momentum: 0.9,
                 weight_decay: WeightDecay::None,
                 bn_policy: BnPolicy::BothPasses,
+                optimizer: Default::default(),
             },
             seed: SEED,
             device: device.clone(),

@@ -58,6 +58,7 @@ fn config(data_dir: &Path) -> DeepRunConfig {
             arch: Arch::Cnn,
             width: Some(2),
             norm: Some(NormKind::Batch),
+            transformer: None,
         },
         data: DataConfig {
             dataset: DatasetKind::Mnist,
@@ -88,6 +89,7 @@ fn config(data_dir: &Path) -> DeepRunConfig {
                 momentum: 0.9,
                 weight_decay: WeightDecay::L2 { lambda: 5e-4 },
                 bn_policy: BnPolicy::BothPasses,
+                optimizer: Default::default(),
             },
             eval_batch_size: 7,
             eval_train_examples: 16,
@@ -648,6 +650,7 @@ fn write_fuzz_seeds() {
         arch: Arch::PreactResnet18,
         width: None,
         norm: Some(NormKind::Group),
+        transformer: None,
     };
     plain.data.dataset = DatasetKind::FashionMnist;
     plain.data.dir = None;
@@ -665,6 +668,7 @@ fn write_fuzz_seeds() {
         arch: Arch::Mlp,
         width: Some(64),
         norm: Some(NormKind::None),
+        transformer: None,
     };
     mlp.init_from = Some("runs/pretrained".into());
     for (name, c) in [("cnn", &base), ("preact18", &plain), ("mlp", &mlp)] {
@@ -672,4 +676,58 @@ fn write_fuzz_seeds() {
         let text = toml::to_string(c).unwrap();
         fs::write(dir.join(format!("seed-{name}.toml")), text).unwrap();
     }
+}
+
+/// A ViT trained with AdamW and SAM-ON (LayerNorm's scales and shifts perturbed) resumes to the same numbers:
+/// AdamW's moments and step count are in the checkpoint; without the second moments the resumed run differs.
+#[test]
+fn an_adamw_vit_run_resumes_exactly_with_its_moments() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 50, 20);
+    let mut cfg = config(tmp.path());
+    cfg.model = ModelConfig {
+        arch: Arch::Vit,
+        width: Some(8),
+        norm: None,
+        transformer: Some(samlab_deep::transformer::TransformerSpec {
+            depth: 1,
+            patch: 4,
+            heads: 2,
+            mlp_ratio: 2,
+            pool: samlab_deep::transformer::Pool::Cls,
+        }),
+    };
+    cfg.train.lr.base = 0.01;
+    cfg.train.optim.weight_decay = WeightDecay::Decoupled { lambda: 0.05 };
+    cfg.train.optim.optimizer = samlab_deep::optim::Optimizer::ADAMW;
+    cfg.sam = SamConfig {
+        rho: 0.1,
+        normalization: Normalization::Normalized,
+        variant: Variant::SamOn,
+        ..SamConfig::default()
+    };
+    let full = run::train(&cfg, &tmp.path().join("full"), false, &mut Quiet).unwrap();
+    assert_eq!(full.summary.status, Status::Ok);
+    let part = tmp.path().join("part");
+    run::train(&cfg, &part, false, &mut StopAfter(1)).unwrap();
+    let last = part.join("checkpoint/last.ckpt");
+    let saved = Checkpoint::load(&last).unwrap();
+    assert_eq!(saved.adam_steps, 5);
+    assert!(saved.second_moment.is_some());
+    let resumed = run::resume(&part, &mut Quiet).unwrap();
+    assert_eq!(without_timings(&resumed.rows), without_timings(&full.rows));
+    let a = Checkpoint::load(&tmp.path().join("full/checkpoint/last.ckpt")).unwrap();
+    let b = Checkpoint::load(&last).unwrap();
+    assert_eq!(
+        (&a.params, &a.second_moment, a.adam_steps),
+        (&b.params, &b.second_moment, b.adam_steps)
+    );
+    let lost = tmp.path().join("lost");
+    run::train(&cfg, &lost, false, &mut StopAfter(1)).unwrap();
+    let ckpt = lost.join("checkpoint/last.ckpt");
+    let mut stripped = Checkpoint::load(&ckpt).unwrap();
+    (stripped.second_moment, stripped.adam_steps) = (None, 0);
+    stripped.save(&ckpt).unwrap();
+    let other = run::resume(&lost, &mut Quiet).unwrap();
+    assert_ne!(without_timings(&other.rows), without_timings(&full.rows));
 }

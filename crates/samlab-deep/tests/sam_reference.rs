@@ -32,6 +32,7 @@ fn net(norm: NormKind) -> Network {
         norm,
         input: [1, SIDE, SIDE],
         classes: CLASSES,
+        transformer: None,
     })
     .unwrap()
 }
@@ -462,6 +463,7 @@ fn optim(weight_decay: WeightDecay, bn_policy: BnPolicy) -> OptimConfig {
         momentum: 0.9,
         weight_decay,
         bn_policy,
+        optimizer: Default::default(),
     }
 }
 

@@ -117,6 +117,7 @@ fn check(case: &Case) {
         norm: case.norm,
         input: case.input,
         classes: 10,
+        transformer: None,
     })
     .unwrap();
     let mut fs = TrainState::new(&net, init_params(net.params(), SEED, &f), &f);
@@ -125,6 +126,7 @@ fn check(case: &Case) {
         momentum: 0.9,
         weight_decay: WeightDecay::L2 { lambda: 5e-4 },
         bn_policy: case.bn,
+        optimizer: Default::default(),
     };
     let trainer = |device: &Device| Trainer {
         net: &net,
@@ -509,6 +511,7 @@ fn low_precision_steps_on_the_gpu_device() {
         norm: NormKind::Batch,
         input: [3, 8, 8],
         classes: 10,
+        transformer: None,
     })
     .unwrap();
     let sam = sam(0.1, Some(8)).check(16).unwrap();
@@ -519,6 +522,7 @@ fn low_precision_steps_on_the_gpu_device() {
             momentum: 0.9,
             weight_decay: WeightDecay::L2 { lambda: 5e-4 },
             bn_policy: BnPolicy::BothPasses,
+            optimizer: Default::default(),
         },
         seed: SEED,
         device: device.clone(),

@@ -19,6 +19,7 @@ pub fn defaults() -> DeepRunConfig {
             arch: Arch::Cnn,
             width: None,
             norm: None,
+            transformer: None,
         },
         data: DataConfig {
             dataset: DatasetKind::FashionMnist,
@@ -46,6 +47,7 @@ pub fn defaults() -> DeepRunConfig {
                 momentum: 0.9,
                 weight_decay: WeightDecay::L2 { lambda: 5e-4 },
                 bn_policy: BnPolicy::BothPasses,
+                optimizer: Default::default(),
             },
             eval_batch_size: 500,
             eval_train_examples: 1024,

@@ -191,6 +191,7 @@ impl SharpnessConfig {
                 momentum: 0.0,
                 weight_decay: WeightDecay::None,
                 bn_policy: self.bn.policy(),
+                optimizer: Default::default(),
             },
             seed: self.seed,
             device,
