@@ -155,14 +155,22 @@ _NORM_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instance
 
 class _Mode:
     """Puts the model in evaluation mode, its BatchNorm layers in training mode with ``bn="train"``; on exit restores
-    every module's mode and every buffer (the running statistics that a training-mode pass updates)."""
+    every module's mode and every buffer. With ``bn="train"`` the passes run on copies of the buffers (the running
+    statistics that a training-mode pass updates), and the original tensors are put back untouched on exit, so that
+    a kept gradient graph (``hessian(cache=...)``) never sees a buffer it saved change in place."""
 
     def __init__(self, model: torch.nn.Module, bn: str) -> None:
         self.model, self.bn = model, bn
 
     def __enter__(self) -> None:
         self.modes = [(m, m.training) for m in self.model.modules()]
-        self.buffers = [(b, b.detach().clone()) for b in self.model.buffers()] if self.bn == "train" else []
+        self.buffers = []
+        if self.bn == "train":
+            for m in self.model.modules():
+                for name, b in m._buffers.items():
+                    if b is not None:
+                        self.buffers.append((m, name, b))
+                        m._buffers[name] = b.detach().clone()
         self.model.eval()
         if self.bn == "train":
             for m in self.model.modules():
@@ -173,9 +181,8 @@ class _Mode:
 
     def __exit__(self, *exc: object) -> None:
         self.grad.__exit__(*exc)
-        with torch.no_grad():
-            for b, saved in self.buffers:
-                b.copy_(saved)
+        for m, name, original in self.buffers:
+            m._buffers[name] = original
         for m, training in self.modes:
             m.training = training
 
@@ -209,9 +216,18 @@ class Operator:
     """
 
     def __init__(
-        self, kind: str, model: torch.nn.Module, loss_fn: LossFn, data: Data, params: Params, bn: BnMode
+        self,
+        kind: str,
+        model: torch.nn.Module,
+        loss_fn: LossFn,
+        data: Data,
+        params: Params,
+        bn: BnMode,
+        cache: bool | None = None,
     ) -> None:
         _check_bn(bn)
+        if cache is not None and not isinstance(cache, bool):
+            raise TypeError(f"cache must be True, False or None, got {type(cache).__name__}")
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
         self.kind = kind
@@ -228,6 +244,10 @@ class Operator:
         self._batches = _batches(data, self.device)
         self.examples = sum(n for _, _, n in self._batches)
         self.products = 0
+        #: Whether Hessian products reuse each batch's gradient graph (see :func:`hessian`).
+        self.cache = kind == "hessian" and (len(self._batches) == 1 if cache is None else cache)
+        self._graph: list[tuple[list[int], list[torch.Tensor], float]] | None = None
+        self._versions: list[int] = []
 
     @property
     def batches(self) -> int:
@@ -271,6 +291,23 @@ class Operator:
         hjv = torch.autograd.grad(lg, o, grad_outputs=jv)[0] if lg.requires_grad else torch.zeros_like(o)
         return _grads(out, self._params, grad_outputs=hjv, retain_graph=True)
 
+    def _gradient_graph(self) -> list[tuple[list[int], list[torch.Tensor], float]]:
+        """Each batch's gradient (with its graph: ``create_graph=True``) on the parameters it depends on, and the
+        batch's weight; built again when a parameter or buffer changed in place since (its ``_version`` moved)."""
+        if self._graph is None or self._state_versions() != self._versions:
+            self._graph = None  # the old graph's memory is freed before the new one is built
+            graph = []
+            with _Mode(self.model, self.bn):
+                for x, y, n in self._batches:
+                    g = _grads(_scalar(self.loss_fn(self.model(x), y)), self._params, create_graph=True)
+                    live = [i for i, gi in enumerate(g) if gi.requires_grad]
+                    graph.append((live, [g[i] for i in live], n / self.examples))
+            self._graph, self._versions = graph, self._state_versions()
+        return self._graph
+
+    def _state_versions(self) -> list[int]:
+        return [t._version for t in (*self._params, *self.model.buffers())]
+
     def matvec(self, v: np.ndarray) -> np.ndarray:
         """``A @ v`` for a 1-D array ``v`` of length ``dim``, as a 1-D array in the parameters' dtype."""
         if not isinstance(v, np.ndarray) or v.ndim != 1 or v.shape[0] != self.dim:
@@ -279,6 +316,13 @@ class Operator:
         vt = torch.as_tensor(np.ascontiguousarray(v), device=self.device).to(self.dtype)
         vs = self._split(vt)
         total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        if self.cache:
+            for live, g, w in self._gradient_graph():
+                if live:  # else the loss is linear in the chosen parameters
+                    prod = _grads(g, self._params, grad_outputs=[vs[i] for i in live], retain_graph=True)
+                    total.add_(torch.cat([t.reshape(-1) for t in prod]), alpha=w)
+            self.products += 1
+            return total.detach().cpu().numpy()
         with _Mode(self.model, self.bn):
             for x, y, n in self._batches:
                 out = self.model(x)
@@ -302,13 +346,23 @@ class Operator:
 
 
 def hessian(
-    model: torch.nn.Module, loss_fn: LossFn, data: Data, params: Params = None, bn: BnMode = "train"
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    data: Data,
+    params: Params = None,
+    bn: BnMode = "train",
+    cache: bool | None = None,
 ) -> Operator:
     """The Hessian of the data's loss in the chosen parameters, as an :class:`Operator` of exact products.
 
     Each product is a forward pass and a double backward per batch (``torch.autograd.grad`` with
     ``create_graph=True``), summed with the batch weights ``n_b / N``: the operator is the Hessian of
-    ``L = sum_b (n_b / N) loss_fn(model(x_b), y_b)``, each ``loss_fn`` a batch *mean*.
+    ``L = sum_b (n_b / N) loss_fn(model(x_b), y_b)``, each ``loss_fn`` a batch *mean*. With ``cache`` the first
+    product keeps every batch's gradient graph, and each product is then one backward through it per batch (as
+    PyHessian does for one batch): the same products, in the memory of the graphs. ``cache=None`` (the default)
+    caches when the data is one batch. A parameter changed in place (an optimizer step, ``p.add_``) since the
+    graph was built makes the next product build it again; assigning ``p.data`` does not, so build a new operator
+    after that.
 
     Args:
         model: any ``torch.nn.Module``; its parameters are not changed.
@@ -329,7 +383,7 @@ def hessian(
             ``dim``, or a ``loss_fn`` that does not return a scalar.
         TypeError: a model that is not a module, data that is not batches of ``(x, y)`` pairs.
     """
-    return Operator("hessian", model, loss_fn, data, params, bn)
+    return Operator("hessian", model, loss_fn, data, params, bn, cache)
 
 
 def ggn(model: torch.nn.Module, loss_fn: LossFn, data: Data, params: Params = None, bn: BnMode = "train") -> Operator:

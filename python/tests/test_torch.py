@@ -121,6 +121,32 @@ def test_lanczos_on_the_hessian_equals_eigh_of_the_dense_hessian(net):
     np.testing.assert_allclose(op.dense(), dense, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("net", NETS)
+def test_the_cached_gradient_graph_gives_the_uncached_products_and_follows_parameter_changes(net):
+    model = NETS[net]()
+    x, y = data_for(net)
+    halves = [(x[:10], y[:10]), (x[10:], y[10:])]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cached = st.hessian(model, F.cross_entropy, (x, y))
+    assert cached.cache  # one batch: cached by default
+    assert not st.hessian(model, F.cross_entropy, halves).cache
+    cached_halves = st.hessian(model, F.cross_entropy, halves, cache=True)
+    v = np.random.default_rng(0).standard_normal(cached.dim)
+    plain = st.hessian(model, F.cross_entropy, (x, y), cache=False)(v)
+    np.testing.assert_allclose(cached(v), plain, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(cached(v), plain, rtol=0, atol=1e-12)  # the second product reuses the graph
+    halves_plain = st.hessian(model, F.cross_entropy, halves)(v)  # BatchNorm's statistics are per batch
+    np.testing.assert_allclose(cached_halves(v), halves_plain, rtol=0, atol=1e-12)
+    for k, t in model.state_dict().items():  # BatchNorm's running statistics restored after the build
+        torch.testing.assert_close(t, before[k], rtol=0, atol=0)
+    with torch.no_grad():  # an optimizer-like in-place step: the next product is at the new parameters
+        for p in model.parameters():
+            p.add_(0.05)
+    moved = st.hessian(model, F.cross_entropy, (x, y), cache=False)(v)
+    assert np.abs(moved - plain).max() > 1e-6
+    np.testing.assert_allclose(cached(v), moved, rtol=0, atol=1e-12)
+
+
 def test_batchnorm_train_mode_restores_running_statistics_and_modes_and_eval_mode_uses_them():
     model = bn_mlp()
     model.train()
@@ -359,6 +385,8 @@ def test_bad_input_is_a_value_or_type_error_naming_the_problem():
         st.hessian(model, lambda o, t: F.cross_entropy(o, t, reduction="none"), (x, y))(np.ones(51))
     with pytest.raises(TypeError, match="torch.nn.Module"):
         st.hessian(lambda t: t, F.cross_entropy, (x, y))
+    with pytest.raises(TypeError, match="cache must be True, False or None"):
+        st.hessian(model, F.cross_entropy, (x, y), cache="yes")
     model[0].weight.requires_grad_(False)
     with pytest.raises(ValueError, match="'0.weight' does not require grad"):
         st.hessian(model, F.cross_entropy, (x, y), params=["0.weight"])
