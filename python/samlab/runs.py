@@ -1,9 +1,12 @@
-"""Read samlab run directories: the resolved config, the metrics curve, the summary and the arrays.
+"""Read samlab run directories and sweeps: the resolved config, the metrics curve, the summary and the arrays of a
+run; the runs, their states and the mean ± std table of a sweep.
 
 A run directory (written by ``samlab diag train``, ``samlab relu train``, ``samlab train`` and the sweeps) holds
 ``config.toml`` (fully resolved), ``metrics.csv`` (one row per logged step), ``summary.json`` (once finished) and
-``*.npy`` arrays (parameters and data). Pure Python: ``tomllib`` (``tomli`` before Python 3.11), ``json``, NumPy,
-and pandas when it is installed.
+``*.npy`` arrays (parameters and data); :func:`read` reads it in Python (``tomllib``, ``json``, NumPy, and pandas
+when it is installed). A sweep directory (``samlab sweep plan``) is read by samlab-sweep itself through
+:func:`read_sweep`: its manifest checked as ``samlab sweep status`` checks it, the states, and the table of
+``samlab sweep report``.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from typing import Any, Union
 
 import numpy as np
 
+from . import _samlab
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Run", "read"]
+__all__ = ["Run", "Sweep", "SweepRun", "read", "read_sweep"]
 
 PathLike = Union[str, Path]
 
@@ -117,3 +122,89 @@ def read(path: PathLike) -> Run:
     metrics = read_metrics(metrics_path) if metrics_path.is_file() else None
     arrays = tuple(sorted(p.stem for p in path.glob("*.npy")))
     return Run(path=path, config=config, summary=summary, metrics=metrics, arrays=arrays)
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of a sweep: its index (the SLURM array task id), id, run directory, state (``"done"``,
+    ``"diverged"``, ``"running"``, ``"queued"``, ``"failed"`` or ``"missing"``), axis values and config.toml."""
+
+    index: int
+    id: str
+    path: Path
+    state: str
+    values: dict[str, Any]
+    config: str
+
+    def read(self) -> Run:
+        """The run directory read back (:func:`read`)."""
+        return read(self.path)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A sweep directory read back: its axis keys (in loop order) and runs (in manifest order)."""
+
+    path: Path
+    axes: tuple[str, ...]
+    runs: tuple[SweepRun, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many runs are in each state (states without runs left out)."""
+        out: dict[str, int] = {}
+        for r in self.runs:
+            out[r.state] = out.get(r.state, 0) + 1
+        return out
+
+    def table(self, metrics: list[str] | None = None) -> Any:
+        """``samlab sweep report``'s table: one row per group of finished runs that differ only in their seed (axis
+        keys ending in ``seed``), with the other axes' values, ``runs``, ``diverged``, and per metric (a dotted
+        summary.json key; by default every numeric key the finished runs share) ``<metric>_mean``,
+        ``<metric>_std`` (sample standard deviation, NaN for one value) and ``<metric>_n`` (its finite values).
+        A pandas DataFrame when pandas is importable, else a dict of column name to list.
+
+        Raises:
+            ValueError: a metric that no finished run's summary holds as a number.
+        """
+        names, rows, _ = _samlab.sweep_table(str(self.path), list(metrics or []))
+        keys = [k for k in json.loads(rows[0][0])] if rows else []
+        columns: dict[str, list[Any]] = {k: [] for k in [*keys, "runs", "diverged"]}
+        for m in names:
+            for part in ("mean", "std", "n"):
+                columns[f"{m}_{part}"] = []
+        for values, runs, diverged, stats in rows:
+            for k, v in json.loads(values).items():
+                columns[k].append(v)
+            columns["runs"].append(runs)
+            columns["diverged"].append(diverged)
+            for m, (mean, std, n) in zip(names, stats):
+                columns[f"{m}_mean"].append(mean)
+                columns[f"{m}_std"].append(std)
+                columns[f"{m}_n"].append(n)
+        try:
+            import pandas as pd
+        except ImportError:
+            return columns
+        return pd.DataFrame(columns)
+
+
+def read_sweep(path: PathLike) -> Sweep:
+    """Reads the sweep directory ``path`` (planned by ``samlab sweep plan``) as ``samlab sweep status`` does,
+    without SLURM's queue: a task SLURM still holds as pending shows as ``"failed"`` until it starts.
+
+    Raises:
+        ValueError: ``path`` holds no sweep, or its manifest was edited after planning (it does not match
+            manifest.sha256) or names a run directory outside the sweep.
+        OSError: a file of the sweep cannot be read.
+    """
+    path = Path(path)
+    axes, runs = _samlab.sweep_runs(str(path))
+    return Sweep(
+        path=path,
+        axes=tuple(axes),
+        runs=tuple(
+            SweepRun(index=i, id=rid, path=Path(d), state=state, values=json.loads(values), config=config)
+            for i, rid, d, state, values, config in runs
+        ),
+    )

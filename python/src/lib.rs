@@ -11,6 +11,7 @@ use samlab_core::{ConfigError, DataError};
 mod analytic;
 mod conformance;
 mod curvature;
+mod sweep;
 mod theory;
 
 /// The error of bad input: a `ValueError` with samlab-core's message.
@@ -37,5 +38,6 @@ fn _samlab(m: &Bound<'_, PyModule>) -> PyResult<()> {
     analytic::register(m)?;
     theory::register(m)?;
     conformance::register(m)?;
+    sweep::register(m)?;
     Ok(())
 }

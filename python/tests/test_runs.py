@@ -64,3 +64,88 @@ def test_what_is_not_a_run_is_a_value_error_naming_it(tmp_path, run_dir, monkeyp
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ValueError, match="'x' is not a number"):
         runs.read(run_dir)
+
+
+# --- sweeps ---------------------------------------------------------------------------------------------------
+
+
+def write_sweep(root, runs_spec, dirs=None):
+    """A sweep directory as `samlab sweep plan` writes it: manifest.json (runs with their axis values and
+    config.toml; an id of 16 hex digits of the config's SHA-256, or of `dir` + newline + config when the run
+    names its directory) and manifest.sha256."""
+    import hashlib
+
+    entries = []
+    for i, (values, config) in enumerate(runs_spec):
+        d = None if dirs is None else dirs[i]
+        keyed = config if d is None else f"{d}\n{config}"
+        entry = {"id": hashlib.sha256(keyed.encode()).hexdigest()[:16], "values": values, "config": config}
+        if d is not None:
+            entry["dir"] = d
+        entries.append(entry)
+    text = json.dumps({"format": 1, "axes": ["train.lr", "seed"], "runs": entries}, indent=2)
+    root.mkdir(exist_ok=True)
+    (root / "manifest.json").write_text(text)
+    (root / "manifest.sha256").write_text(hashlib.sha256(text.encode()).hexdigest() + "\n")
+    return entries
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+    root = tmp_path / "sweep"
+    spec = [
+        ([["train.lr", lr], ["seed", seed]], f'engine = "diag"\nseed = {seed}\n\n[train]\nlr = {lr}\n')
+        for lr in (0.1, 0.2)
+        for seed in (0, 1)
+    ]
+    entries = write_sweep(root, spec)
+    losses = {(0.1, 0): 1.0, (0.1, 1): 3.0, (0.2, 0): 5.0}
+    for (values, config), entry in zip(spec, entries):
+        key = (values[0][1], values[1][1])
+        if key not in losses:
+            continue  # never started: missing
+        d = root / "runs" / entry["id"]
+        d.mkdir(parents=True)
+        (d / "config.toml").write_text(config)
+        header = {"samlab_version": "0.1.0", "engine": "diag", "status": "ok"}
+        (d / "summary.json").write_text(json.dumps({**header, "final_test_loss": losses[key]}))
+    return root
+
+
+def test_a_sweep_reads_with_states_and_its_mean_std_table(sweep_dir, monkeypatch):
+    s = runs.read_sweep(sweep_dir)
+    assert s.axes == ("train.lr", "seed")
+    assert [r.state for r in s.runs] == ["done", "done", "done", "missing"]
+    assert s.counts == {"done": 3, "missing": 1}
+    assert s.runs[2].values == {"train.lr": 0.2, "seed": 0}
+    assert s.runs[0].read().summary["final_test_loss"] == 1.0
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    t = s.table(["final_test_loss"])
+    assert t["train.lr"] == [0.1, 0.2] and t["runs"] == [2, 2] and t["diverged"] == [0, 0]
+    assert t["final_test_loss_mean"] == [2.0, 5.0]
+    assert t["final_test_loss_std"][0] == pytest.approx(np.sqrt(2.0))
+    assert np.isnan(t["final_test_loss_std"][1])  # one finished run: no sample standard deviation
+    assert t["final_test_loss_n"] == [2, 1]
+    assert "final_test_loss_mean" in s.table()  # every numeric key the finished runs share
+
+
+def test_a_sweep_table_is_a_dataframe_when_pandas_is_installed(sweep_dir):
+    pd = pytest.importorskip("pandas")
+    t = runs.read_sweep(sweep_dir).table(["final_test_loss"])
+    assert isinstance(t, pd.DataFrame) and list(t["final_test_loss_n"]) == [2, 1]
+
+
+def test_a_bad_sweep_is_a_value_error_naming_it(tmp_path, sweep_dir):
+    with pytest.raises(ValueError, match="is not a sweep directory"):
+        runs.read_sweep(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="no finished run's summary.json has a number `nope`"):
+        runs.read_sweep(sweep_dir).table(["nope"])
+    manifest = sweep_dir / "manifest.json"
+    manifest.write_text(manifest.read_text().replace("0.2", "0.3"))
+    with pytest.raises(ValueError, match="was edited after the sweep was planned"):
+        runs.read_sweep(sweep_dir)
+    # A forged manifest whose checksum and ids were recomputed still may not name a directory outside the sweep.
+    escape = tmp_path / "forged"
+    write_sweep(escape, [([["train.lr", 0.1], ["seed", 0]], 'engine = "diag"\n')], dirs=["../elsewhere"])
+    with pytest.raises(ValueError, match="run 0 names the run directory"):
+        runs.read_sweep(escape)
