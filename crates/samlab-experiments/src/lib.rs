@@ -15,6 +15,7 @@ mod relu_kinks;
 mod relu_sparse;
 mod theory_bias;
 mod theory_convergence;
+mod transformers;
 mod variants_deep;
 mod variants_diag;
 
@@ -315,6 +316,7 @@ pub fn all() -> Vec<Box<dyn Experiment>> {
         Box::new(deep_noise::LabelNoise),
         Box::new(deep_ablations::Ablations),
         Box::new(variants_deep::VariantsDeep),
+        Box::new(transformers::Transformers),
     ]
 }
 
