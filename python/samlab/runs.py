@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["Run", "Sweep", "SweepRun", "read", "read_sweep"]
+__all__ = ["Checkpoint", "Run", "Sweep", "SweepRun", "read", "read_checkpoint", "read_sweep"]
 
 PathLike = Union[str, Path]
 
@@ -53,6 +53,19 @@ class Run:
         """``"diag"``, ``"relu"`` or ``"deep"`` (configs written before the key existed are diagonal-net runs)."""
         return str(self.config.get("engine", "diag"))
 
+    def checkpoint(self, name: str = "last") -> Checkpoint:
+        """A deep run's checkpoint ``checkpoint/<name>.ckpt`` (``"last"``, or ``"best"`` for runs that keep the best
+        validation epoch), verified (:func:`read_checkpoint`).
+
+        Raises:
+            KeyError: the run holds no such checkpoint.
+        """
+        path = self.path / "checkpoint" / f"{name}.ckpt"
+        if not path.is_file():
+            held = sorted(p.stem for p in (self.path / "checkpoint").glob("*.ckpt"))
+            raise KeyError(f"{self.path} holds no checkpoint/{name}.ckpt; it has {', '.join(held) or 'none'}")
+        return read_checkpoint(path)
+
     def array(self, name: str) -> np.ndarray:
         """The array ``<name>.npy`` (e.g. ``"beta"``, ``"u"``, ``"X_train"``).
 
@@ -62,6 +75,46 @@ class Run:
         if name not in self.arrays:
             raise KeyError(f"{self.path} holds no {name}.npy; it has {', '.join(self.arrays) or 'none'}")
         return np.load(self.path / f"{name}.npy", allow_pickle=False)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A deep run's checkpoint read back: ``model`` (the model spec) and ``progress`` (where the run stood) from
+    its metadata, every metadata string in ``metadata``, and the tensors by name as float32 arrays in PyTorch's
+    names and shapes (``docs/DEEP.md``): parameters, BatchNorm running statistics, and the optimizer's state under
+    names starting with ``optimizer.``."""
+
+    path: Path
+    model: dict[str, Any]
+    progress: dict[str, Any]
+    metadata: dict[str, str]
+    tensors: dict[str, np.ndarray]
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The model's tensors (the optimizer's left out): with ``torch.from_numpy`` on each, a ``state_dict`` that
+        the matching PyTorch model loads with ``strict=True`` (samlab writes no ``num_batches_tracked``, which
+        PyTorch's BatchNorm fills in)."""
+        return {k: v for k, v in self.tensors.items() if not k.startswith("optimizer.")}
+
+
+def read_checkpoint(path: PathLike) -> Checkpoint:
+    """Reads a samlab checkpoint (SafeTensors, version 2) through samlab-core: its format and version checked and
+    its payload SHA-256 verified before any value is handed out.
+
+    Raises:
+        ValueError: not a samlab checkpoint, another version (a version-1 file must be converted first:
+            docs/DEEP.md), a damaged file (the checksum does not match), a tensor that is not float32.
+        OSError: the file cannot be read.
+    """
+    path = Path(path)
+    metadata, tensors = _samlab.read_checkpoint(str(path))
+    return Checkpoint(
+        path=path,
+        model=json.loads(metadata["model"]) if "model" in metadata else {},
+        progress=json.loads(metadata["progress"]) if "progress" in metadata else {},
+        metadata=metadata,
+        tensors=dict(tensors),
+    )
 
 
 def read_metrics(path: PathLike) -> Any:

@@ -9,6 +9,7 @@ use pyo3::prelude::*;
 use samlab_core::{ConfigError, DataError};
 
 mod analytic;
+mod checkpoint;
 mod conformance;
 mod curvature;
 mod sweep;
@@ -39,5 +40,6 @@ fn _samlab(m: &Bound<'_, PyModule>) -> PyResult<()> {
     theory::register(m)?;
     conformance::register(m)?;
     sweep::register(m)?;
+    checkpoint::register(m)?;
     Ok(())
 }

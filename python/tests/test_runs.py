@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,48 @@ def test_a_bad_sweep_is_a_value_error_naming_it(tmp_path, sweep_dir):
     write_sweep(escape, [([["train.lr", 0.1], ["seed", 0]], 'engine = "diag"\n')], dirs=["../elsewhere"])
     with pytest.raises(ValueError, match="run 0 names the run directory"):
         runs.read_sweep(escape)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------------------
+
+# A deep run's checkpoint as samlab-deep writes it (an MLP with momentum buffers; also the fuzzers' seed).
+CKPT = Path(__file__).resolve().parents[2] / "fuzz" / "corpus" / "checkpoint" / "seed-mlp-momentum.safetensors"
+
+
+def test_a_checkpoint_reads_verified_into_numpy(tmp_path):
+    c = runs.read_checkpoint(CKPT)
+    assert c.metadata["format"] == "samlab-checkpoint" and c.metadata["version"] == "2"
+    assert isinstance(c.model, dict) and isinstance(c.progress, dict)
+    assert all(v.dtype == np.float32 for v in c.tensors.values())
+    state = c.state_dict()
+    assert state and not any(k.startswith("optimizer.") for k in state)
+    assert any(k.startswith("optimizer.momentum.") for k in c.tensors)
+    for k, v in state.items():  # a momentum buffer has its parameter's shape
+        m = c.tensors.get("optimizer.momentum." + k)
+        assert m is None or m.shape == v.shape
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    (run / "config.toml").write_text('engine = "deep"\n')
+    (run / "checkpoint" / "last.ckpt").write_bytes(CKPT.read_bytes())
+    r = runs.read(run)
+    assert r.checkpoint().tensors.keys() == c.tensors.keys()
+    with pytest.raises(KeyError, match=r"no checkpoint/best.ckpt; it has last"):
+        r.checkpoint("best")
+
+
+def test_a_damaged_or_foreign_checkpoint_is_a_value_error(tmp_path):
+    raw = bytearray(CKPT.read_bytes())
+    raw[-3] ^= 0x40  # one bit of the last tensor's data
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        runs.read_checkpoint(damaged)
+    short = tmp_path / "short.ckpt"
+    short.write_bytes(CKPT.read_bytes()[:100])
+    with pytest.raises(ValueError, match="truncated"):
+        runs.read_checkpoint(short)
+    v1 = CKPT.parent / "seed-mlp-v1.ckpt"
+    with pytest.raises(ValueError, match="seed-mlp-v1.ckpt: not a"):
+        runs.read_checkpoint(v1)
+    with pytest.raises(OSError):
+        runs.read_checkpoint(tmp_path / "missing.ckpt")

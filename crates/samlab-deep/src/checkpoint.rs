@@ -45,18 +45,15 @@ use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, View};
 use samlab_core::DataError;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::models::{ModelSpec, Network};
 use crate::nn::BnStats;
 use crate::optim::AdamState;
 use crate::trainer::TrainState;
 use samlab_core::ascent::VariantState;
+use samlab_core::checkpoint_file::{self, payload_sha256};
 
-/// The `format` metadata of samlab's SafeTensors checkpoints.
-pub const FORMAT: &str = "samlab-checkpoint";
-/// The checkpoint format written (the SafeTensors one).
-pub const ST_VERSION: u32 = 2;
+pub use samlab_core::checkpoint_file::{FORMAT, ST_VERSION};
 /// Prefix of the momentum buffers' names.
 pub const MOMENTUM_PREFIX: &str = "optimizer.momentum.";
 /// Prefix of the names of a SAM variant's direction.
@@ -201,21 +198,6 @@ impl View for F32Tensor {
     fn data_len(&self) -> usize {
         self.bytes.len()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The checkpoint's payload checksum: SHA-256 over the tensors' bytes in byte order of their names.
-fn payload_sha256<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
-    let mut sorted: Vec<(&str, &[u8])> = tensors.into_iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(b.0));
-    let mut sha = Sha256::new();
-    for (_, bytes) in sorted {
-        sha.update(bytes);
-    }
-    hex(&sha.finalize())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -558,7 +540,7 @@ impl Checkpoint {
             reason,
         };
         let raw = read_checkpoint_file(path, &bad)?;
-        let (st, _) = parse_safetensors(&raw, &bad)?;
+        let (st, _) = checkpoint_file::parse(&raw).map_err(bad)?;
         let net = Network::new(model).map_err(|e| bad(format!("invalid model: {e}")))?;
         let [params, _, bn_mean, bn_var, _, _] = read_tensors(&st, &net, [false; 3], &bad)?;
         let ckpt = Checkpoint {
@@ -581,9 +563,8 @@ impl Checkpoint {
 
     /// Reads a SafeTensors checkpoint (version 2).
     fn load_safetensors(raw: &[u8], bad: &dyn Fn(String) -> DataError) -> Result<Self, DataError> {
-        let (st, header) = parse_safetensors(raw, bad)?;
-        let empty = HashMap::new();
-        let meta = header.metadata().as_ref().unwrap_or(&empty);
+        let (st, header) = checkpoint_file::parse(raw).map_err(bad)?;
+        let meta = checkpoint_file::verified_metadata(&st, &header).map_err(bad)?;
         let field = |key: &str| -> Result<&String, DataError> {
             meta.get(key).ok_or_else(|| {
                 bad(format!(
@@ -591,18 +572,6 @@ impl Checkpoint {
                 ))
             })
         };
-        if field("format")? != FORMAT {
-            return Err(bad(format!(
-                "a SafeTensors file of format {:?}, not a samlab checkpoint",
-                field("format")?
-            )));
-        }
-        if field("version")? != &ST_VERSION.to_string() {
-            return Err(bad(format!(
-                "checkpoint version {}, this samlab reads {VERSION} and {ST_VERSION}",
-                field("version")?
-            )));
-        }
         let model: ModelSpec = serde_json::from_str(field("model")?)
             .map_err(|e| bad(format!("bad model spec in the metadata: {e}")))?;
         let progress: serde_json::Value = serde_json::from_str(field("progress")?)
@@ -623,19 +592,6 @@ impl Checkpoint {
         let variant_steps = steps("variant_steps")?;
         let adam_steps = steps("adam_steps")?;
         let has_second_moment = flag("second_moment", meta.get("second_moment"))?;
-        let names = st.names();
-        let mut payload = Vec::with_capacity(names.len());
-        for &name in &names {
-            let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
-            payload.push((name, t.data()));
-        }
-        let checksum = payload_sha256(payload);
-        if field("payload_sha256")? != &checksum {
-            return Err(bad(format!(
-                "checksum mismatch: the tensor data hashes to {checksum}, the metadata says {}; the file is damaged",
-                field("payload_sha256")?
-            )));
-        }
         let net = Network::new(&model)
             .map_err(|e| bad(format!("checkpoint of an invalid model: {e}")))?;
         let [params, velocity, bn_mean, bn_var, variant, second_moment] = read_tensors(
@@ -720,30 +676,6 @@ impl Checkpoint {
 }
 
 /// The header-length check (before anything sized from the file is allocated) and the SafeTensors parse.
-fn parse_safetensors<'a>(
-    raw: &'a [u8],
-    bad: &dyn Fn(String) -> DataError,
-) -> Result<(SafeTensors<'a>, safetensors::tensor::Metadata), DataError> {
-    let Some(hlen) = raw.get(..8) else {
-        return Err(bad(format!(
-            "not a samlab checkpoint: {} bytes, too short for a SafeTensors header; truncated?",
-            raw.len()
-        )));
-    };
-    let hlen = u64::from_le_bytes(hlen.try_into().unwrap());
-    if hlen.checked_add(8).is_none_or(|end| end > raw.len() as u64) {
-        return Err(bad(format!(
-            "not a samlab checkpoint, or truncated: its header length {hlen} runs past the end of the file ({} bytes)",
-            raw.len()
-        )));
-    }
-    let (_, header) = SafeTensors::read_metadata(raw)
-        .map_err(|e| bad(format!("not a valid SafeTensors file ({e}); truncated?")))?;
-    let st = SafeTensors::deserialize(raw)
-        .map_err(|e| bad(format!("not a valid SafeTensors file ({e}); truncated?")))?;
-    Ok((st, header))
-}
-
 /// The parameters, momentum buffers (empty unless `optional[0]`), BatchNorm running means and variances, the
 /// variant's direction (empty unless `optional[1]`) and AdamW's second moments (empty unless `optional[2]`) of
 /// `net` from `st`: each present, `F32`, of its shape and finite, and no other tensor but `num_batches_tracked`.
