@@ -57,6 +57,6 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     if checkable {
-        let _ = config.check();
+        let _ = config.check(std::path::Path::new("runs/fuzz"));
     }
 });

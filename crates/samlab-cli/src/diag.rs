@@ -95,7 +95,8 @@ impl TrainArgs {
         let (sam, batch_size) = self.sam.resolve()?;
         let data = match (&self.data, &self.init_from) {
             (Some(dir), _) => DataSource::Dir(dir.clone()),
-            (None, Some(run)) if !data_flags_given => DataSource::Dir(run.clone()),
+            // The parent run's data, named absolutely (a data directory is read from the current directory).
+            (None, Some(run)) if !data_flags_given => DataSource::Dir(std::path::absolute(run)?),
             _ => DataSource::Synthetic(SparseRegression {
                 n: self.n.unwrap_or(20),
                 d: self.d.unwrap_or(30),
@@ -108,7 +109,11 @@ impl TrainArgs {
             engine: Default::default(),
             data,
             alpha: self.alpha,
-            init_from: self.init_from.clone(),
+            init_from: self
+                .init_from
+                .as_deref()
+                .map(|from| samlab_core::run_dir::init_from_record(&self.out, from))
+                .transpose()?,
             train: DiagTrainConfig {
                 lr: LrSchedule::constant(self.lr),
                 iters: self.iters,

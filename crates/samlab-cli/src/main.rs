@@ -231,4 +231,5 @@ fn main() -> ExitCode {
             ExitCode::from(if is_bad_input(&err) { 2 } else { 1 })
         }
     }
+            || e.is::<samlab_core::run_dir::ArtefactMismatch>()
 }

@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use samlab_core::run_dir::is_occupied;
 use samlab_sweep::grid::Grid;
-use samlab_sweep::manifest::{run_dir, task_log, Manifest};
+use samlab_sweep::lock::SweepLock;
+use samlab_sweep::manifest::{run_dir, run_id, task_log, Manifest};
 use samlab_sweep::slurm::{self, SlurmOptions};
 use samlab_sweep::status::{self, finished_status, State};
 use samlab_sweep::{local, report};
@@ -143,7 +144,7 @@ impl SlurmArgs {
 pub fn sweep(cmd: &SweepCommand) -> Result<()> {
     match cmd {
         SweepCommand::Plan { grid, out } => {
-            let m = plan(grid, out)?;
+            let (m, _lock) = plan(grid, out)?;
             say!(
                 "planned {} runs -> {}",
                 m.runs.len(),
@@ -153,10 +154,14 @@ pub fn sweep(cmd: &SweepCommand) -> Result<()> {
         }
         SweepCommand::Run { grid, out, exec } => {
             exec.checked()?;
-            plan(grid, out)?;
+            let _lock = plan(grid, out)?.1;
             submit(out, exec)
         }
-        SweepCommand::Submit { dir, exec } => submit(dir, exec),
+        SweepCommand::Submit { dir, exec } => {
+            Manifest::load(dir)?;
+            let _lock = SweepLock::acquire(dir)?;
+            submit(dir, exec)
+        }
         SweepCommand::Task { dir, index } => task(dir, *index),
         SweepCommand::Status { dir } => print_status(dir),
         SweepCommand::Report { dir, metrics } => {
@@ -176,12 +181,13 @@ pub fn sweep(cmd: &SweepCommand) -> Result<()> {
 
 /// Checks a run's config.toml as `samlab run --config` does before writing anything: every engine's checks, and
 /// for a deep run its plan too (its device, its data read and checked, the model built, the number of updates
-/// counted), so that a grid whose runs would fail as tasks is refused before a task is submitted.
-fn check_run(text: &str) -> std::result::Result<(), String> {
+/// counted), so that a grid whose runs would fail as tasks is refused before a task is submitted. `sweep` is the
+/// sweep directory (a relative `init_from` is read from the run's directory `runs/<id>` there).
+fn check_run(text: &str, sweep: &Path) -> std::result::Result<(), String> {
     AnyRunConfig::parse(Path::new("config.toml"), text)
         .map_err(anyhow::Error::from)
         .and_then(|c| {
-            c.check()?;
+            c.check(&sweep.join("runs").join(run_id(text)))?;
             if let AnyRunConfig::Deep(deep) = &c {
                 samlab_deep::run::planned(deep)?;
             }
@@ -190,11 +196,14 @@ fn check_run(text: &str) -> std::result::Result<(), String> {
         .map_err(|e| format!("{e:#}"))
 }
 
-fn plan(grid: &Path, out: &Path) -> Result<Manifest> {
+/// Plans `grid` into the sweep directory `out`, checking every run before anything is written; the sweep's lock,
+/// taken before the manifest is written, comes back with the manifest (see [`SweepLock`]).
+fn plan(grid: &Path, out: &Path) -> Result<(Manifest, SweepLock)> {
     let grid = Grid::load(grid)?;
-    let manifest = Manifest::plan(&grid, &check_run)?;
+    let manifest = Manifest::plan(&grid, &|text| check_run(text, out))?;
+    let lock = SweepLock::acquire(out)?;
     manifest.write(out)?;
-    Ok(manifest)
+    Ok((manifest, lock))
 }
 
 impl ExecArgs {

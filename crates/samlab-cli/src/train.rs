@@ -511,7 +511,7 @@ impl TrainArgs {
             };
         }
         if let Some(dir) = &self.init_from {
-            c.init_from = Some(dir.clone());
+            c.init_from = Some(samlab_core::run_dir::init_from_record(&self.out, dir)?);
         }
         Ok(c)
     }

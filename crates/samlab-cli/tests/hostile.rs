@@ -566,9 +566,21 @@ fn resume_before_the_first_checkpoint_starts_from_scratch_and_stale_staging_goes
         .collect::<Vec<_>>());
     assert!(!stale.exists());
 
-    // theory implicit-bias refuses a u.npy of another length than d.
+    // theory implicit-bias refuses a u.npy that is not the run's (by the SHA-256 in summary.json), and, in a run
+    // written before the hashes, one of another length than d.
     let u = out.join("u.npy");
     ndarray_npy::write_npy(&u, &ndarray::Array1::<f64>::zeros(5)).unwrap();
+    refused(
+        root,
+        &["theory", "implicit-bias", p(&out)],
+        &["u.npy is not the file its run wrote"],
+    );
+    let mut s = summary(&out);
+    s.as_object_mut()
+        .unwrap()
+        .remove("artefacts_sha256")
+        .unwrap();
+    fs::write(out.join("summary.json"), s.to_string()).unwrap();
     refused(
         root,
         &["theory", "implicit-bias", p(&out)],
@@ -1251,4 +1263,90 @@ fn imports_take_only_possible_weights_and_flags() {
         &["BatchNorm running variance", "negative variance"],
     );
     assert!(!out.exists());
+}
+
+/// A run cannot be its own parent (issue 27): `--init-from X --out X --force`, on both engines and through
+/// `run --config` (an `init_from` that resolves to `--out`, however spelt), is exit 2 with X untouched; it used to
+/// record the run as its own parent, so that `run --config` replayed other numbers.
+#[test]
+fn a_run_cannot_be_its_own_parent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let erm = root.join("erm");
+    ok(&diag(&erm, &[])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    let own = ["cannot start from itself", "a run cannot be its own parent"];
+    refused_owned(
+        root,
+        &diag(&erm, &["--init-from", p(&erm), "--force"]),
+        &own,
+    );
+    // The same directory named another way.
+    let dotted = root.join("sub/../erm");
+    refused_owned(
+        root,
+        &diag(&erm, &["--init-from", p(&dotted), "--force"]),
+        &own,
+    );
+    let text = fs::read_to_string(erm.join("config.toml")).unwrap();
+    for spelling in ["../erm", ".", p(&erm)] {
+        let config = root.join("own.toml");
+        fs::write(&config, format!("init_from = {spelling:?}\n{text}")).unwrap();
+        refused(
+            root,
+            &["run", "--config", p(&config), "--out", p(&erm), "--force"],
+            &own,
+        );
+    }
+    // A sibling is another run: recorded relatively, so the pair can move.
+    let tuned = root.join("tuned");
+    ok(&diag(&tuned, &["--init-from", p(&erm)])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+    assert!(fs::read_to_string(tuned.join("config.toml"))
+        .unwrap()
+        .contains("init_from = \"../erm\""));
+
+    // Deep runs.
+    let deep = root.join("deep");
+    tiny_run(root, &deep);
+    let train = |extra: &[&str]| -> Vec<String> {
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--width",
+            "3",
+            "--norm",
+            "batch",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            p(root),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    refused_owned(
+        root,
+        &train(&["--init-from", p(&deep), "--out", p(&deep), "--force"]),
+        &own,
+    );
+    let text = fs::read_to_string(deep.join("config.toml")).unwrap();
+    let config = root.join("own-deep.toml");
+    fs::write(&config, format!("init_from = \"../deep\"\n{text}")).unwrap();
+    refused(
+        root,
+        &["run", "--config", p(&config), "--out", p(&deep), "--force"],
+        &own,
+    );
 }

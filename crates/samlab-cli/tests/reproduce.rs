@@ -93,6 +93,48 @@ fn report_rebuilds_the_claims_from_finished_runs_and_reproduce_keeps_them() {
     assert_eq!(fs::read_to_string(&config).unwrap(), text);
     assert_eq!(claims(&out), first);
 
+    // Issue 27: a results directory can move. The second phases name the runs they start from relatively
+    // (`init_from = "../erm"`), so `samlab report` of the moved directory gives the same claims and a reproduce into
+    // it trains nothing.
+    let tuned = |root: &Path| root.join("diag_finetune/erm_then_1sam");
+    let config = fs::read_to_string(tuned(&out).join("config.toml")).unwrap();
+    assert!(config.contains("init_from = \"../erm\""), "{config}");
+    let gd = |root: &Path| root.join("diag_gd_vs_nsam/GD/summary.json");
+    let kept = [
+        fs::read(gd(&out)).unwrap(),
+        fs::read(tuned(&out).join("summary.json")).unwrap(),
+    ];
+    let moved = tmp.path().join("elsewhere/copy");
+    fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    fs::rename(&out, &moved).unwrap();
+    for f in ["claims.json", "report.html", "REPORT.md"] {
+        fs::remove_file(moved.join(f)).unwrap();
+    }
+    ok(&["report", p(&moved)]);
+    assert_eq!(claims(&moved), first);
+    ok(&["reproduce", "--only", ONLY, "--out", p(&moved)]);
+    let now = [
+        fs::read(gd(&moved)).unwrap(),
+        fs::read(tuned(&moved).join("summary.json")).unwrap(),
+    ];
+    assert_eq!(now, kept);
+    // An artefact edited after its run (its last metrics row dropped) is not judged: the report names it, and
+    // reproduce trains the run again.
+    let metrics = tuned(&moved).join("metrics.csv");
+    let text = fs::read_to_string(&metrics).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    fs::write(&metrics, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    let stale = samlab(&["report", p(&moved)]);
+    assert_eq!(stale.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&stale.stderr);
+    assert!(
+        stderr.contains("metrics.csv is not the file its run wrote"),
+        "{stderr}"
+    );
+    ok(&["reproduce", "--only", ONLY, "--out", p(&moved)]);
+    assert_eq!(fs::read_to_string(&metrics).unwrap(), text);
+    assert_eq!(claims(&moved), first);
+
     // A directory without a plan is bad input.
     let err = bad(&["report", p(tmp.path())]);
     assert!(err.contains("holds no reproduce results"), "{err}");

@@ -85,7 +85,10 @@ fn run_dirs(dir: &Path) -> Vec<PathBuf> {
 /// A run directory's files with wall-clock measurements taken out: JSON keys and CSV columns whose name says
 /// seconds or a rate per second.
 fn results(run: &Path) -> BTreeMap<PathBuf, String> {
-    let timing = |k: &str| k.contains("second") || k.ends_with("_per_s") || k == "seconds";
+    // artefacts_sha256 holds the hash of a metrics.csv with timing columns.
+    let timing = |k: &str| {
+        k.contains("second") || k.ends_with("_per_s") || k == "seconds" || k == "artefacts_sha256"
+    };
     let mut out = BTreeMap::new();
     let mut stack = vec![run.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -323,6 +326,64 @@ fn the_local_executor_runs_what_is_missing_and_reports_over_seeds() {
     fs::write(&path, text.replacen("rho = 0.1", "rho = 0.2", 1)).unwrap();
     let err = bad(&["sweep", "task", p(&out), "--index", "0"]);
     assert!(err.contains("edited after the sweep was planned"), "{err}");
+}
+
+/// Two `sweep run`s into one sweep directory (issue 27): the second, finding the sweep's lock held, exits 2 naming
+/// the process that holds it and runs, writes and lists nothing (it used to start the same tasks, overwrite their
+/// logs, and list the first one's runs as failed). Started at once, each ends in 0 or that refusal, never in
+/// failed runs, and the sweep ends with every run done.
+#[test]
+fn concurrent_sweep_runs_into_one_directory_never_list_each_others_runs_as_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let base = diag_base(root);
+    let g = grid(root, "grid.toml", &base, DIAG_AXES);
+    let out = root.join("sweep");
+    // The lock held (here by this test process): refused before anything is planned or started.
+    let held = samlab_sweep::lock::SweepLock::acquire(&out).unwrap();
+    for args in [
+        &["sweep", "run", p(&g), "--out", p(&out)][..],
+        &["sweep", "plan", p(&g), "--out", p(&out)][..],
+    ] {
+        let err = bad(args);
+        assert!(
+            err.contains("is being planned or run by another samlab sweep")
+                && err.contains(&format!("process {}", std::process::id())),
+            "{err}"
+        );
+    }
+    let names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, [".sweep.lock"]);
+    drop(held);
+    // Pairs started at once.
+    for pair in 0..3 {
+        let dir = root.join(format!("pair{pair}"));
+        let start = || {
+            Command::new(env!("CARGO_BIN_EXE_samlab"))
+                .args(["sweep", "run", p(&g), "--out", p(&dir), "--jobs", "2"])
+                .output()
+                .unwrap()
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(start);
+            let b = s.spawn(start);
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        for o in [&a, &b] {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!err.contains("failed"), "{err}");
+            match o.status.code() {
+                Some(0) => {}
+                Some(2) => assert!(err.contains("another samlab sweep"), "{err}"),
+                c => panic!("exit {c:?}: {err}"),
+            }
+        }
+        let status = ok(&["sweep", "status", p(&dir)]);
+        assert!(status.trim_end().ends_with("6 done"), "{status}");
+    }
 }
 
 /// Whether a SLURM controller answers (`sinfo`).

@@ -49,6 +49,40 @@ fn implicit_bias_of_a_1sam_run_matches_theorem_1() {
     assert!(f("delta_l1") > 0.0 && f("d_int_loss") > f("d_over_n_int_loss"));
     assert!((f("d_int_loss") / f("d_over_n_int_loss") - 20.0).abs() < 1e-9);
     assert_eq!(r["alpha_eff"].as_array().unwrap().len(), 30);
+
+    // Issue 27: what is judged is the run's own u.npy. One scaled by 1% (a valid .npy) is refused by its SHA-256
+    // in summary.json; in a run without the recorded hashes (written before them), a NaN in u.npy fails the replay
+    // check (a comparison with NaN used to pass it).
+    let u = run.join("u.npy");
+    let bytes = fs::read(&u).unwrap();
+    let data = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let with = |f: &dyn Fn(f64) -> f64| -> Vec<u8> {
+        let mut b = bytes.clone();
+        for x in b[data..].chunks_exact_mut(8) {
+            let v = f64::from_le_bytes(x.try_into().unwrap());
+            x.copy_from_slice(&f(v).to_le_bytes());
+        }
+        b
+    };
+    fs::write(&u, with(&|v| 1.01 * v)).unwrap();
+    let err = bad(&["theory", "implicit-bias", p(&run)]);
+    assert!(err.contains("u.npy is not the file its run wrote"), "{err}");
+    let summary_path = run.join("summary.json");
+    let mut s: Value = serde_json::from_str(&fs::read_to_string(&summary_path).unwrap()).unwrap();
+    s.as_object_mut()
+        .unwrap()
+        .remove("artefacts_sha256")
+        .unwrap();
+    fs::write(&summary_path, s.to_string()).unwrap();
+    fs::write(&u, with(&|v| if v > 0.05 { f64::NAN } else { v })).unwrap();
+    let err = bad(&["theory", "implicit-bias", p(&run)]);
+    assert!(
+        err.contains("does not give the stored u.npy") && err.contains("NaN stored"),
+        "{err}"
+    );
+    // Without the NaN, a run without hashes is judged as before.
+    fs::write(&u, &bytes).unwrap();
+    ok(&["theory", "implicit-bias", p(&run)]);
 }
 
 #[test]

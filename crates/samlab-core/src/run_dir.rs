@@ -14,6 +14,7 @@
 //! `<out>` for the whole run (training, resuming, committing), so two runs can never write into one directory, and
 //! whether `<out>` is occupied is decided under that lock.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,14 @@ pub enum RunDirError {
         out: PathBuf,
         /// The file in the way.
         file: PathBuf,
+    },
+    /// The run would start from its own weights (`init_from` names `out`).
+    #[error("{out} cannot start from itself (init_from {init_from}): a run cannot be its own parent; train into another --out")]
+    OwnParent {
+        /// The requested run directory.
+        out: PathBuf,
+        /// Its `init_from`, as given.
+        init_from: PathBuf,
     },
     /// A file-system operation failed.
     #[error("cannot prepare {path}: {source}")]
@@ -542,6 +551,9 @@ fn csv_text(header: &[&str], rows: impl Iterator<Item = Vec<f64>>) -> String {
 pub trait MetricsRow: Sized {
     /// The column names, in order.
     const COLUMNS: &'static [&'static str];
+    /// How many leading columns every file has: files written before the later columns existed lack them (read
+    /// as NaN).
+    const REQUIRED: usize = Self::COLUMNS.len();
     /// The values, in column order.
     fn values(&self) -> Vec<f64>;
     /// The row from exactly `COLUMNS.len()` values, or the name of the first column whose value does not fit its
@@ -567,7 +579,8 @@ pub fn read_rows<R: MetricsRow>(path: &Path) -> Result<Vec<R>, crate::DataError>
     };
     let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
     let header = reader.headers().map_err(|e| bad(e.to_string()))?;
-    if !header.iter().eq(R::COLUMNS.iter().copied()) {
+    let known = header.len() >= R::REQUIRED && header.len() <= R::COLUMNS.len();
+    if !(known && header.iter().eq(R::COLUMNS[..header.len()].iter().copied())) {
         return Err(bad(format!(
             "the columns are {:?}, expected {:?}",
             header.iter().collect::<Vec<_>>(),
@@ -577,7 +590,7 @@ pub fn read_rows<R: MetricsRow>(path: &Path) -> Result<Vec<R>, crate::DataError>
     let mut rows = Vec::new();
     for (line, record) in reader.records().enumerate() {
         let record = record.map_err(|e| bad(e.to_string()))?;
-        let values = record
+        let mut values = record
             .iter()
             .zip(R::COLUMNS)
             .map(|(cell, column)| {
@@ -589,6 +602,7 @@ pub fn read_rows<R: MetricsRow>(path: &Path) -> Result<Vec<R>, crate::DataError>
                 })
             })
             .collect::<Result<Vec<f64>, _>>()?;
+        values.resize(R::COLUMNS.len(), f64::NAN);
         let row = R::from_values(&values)
             .map_err(|column| bad(format!("row {}: {column} does not fit its field", line + 1)))?;
         rows.push(row);
@@ -603,6 +617,142 @@ pub fn count(x: f64, column: &'static str) -> Result<usize, &'static str> {
     } else {
         Err(column)
     }
+}
+
+/// Where a run's `init_from` points. An absolute path names itself; a relative one is read from the run directory
+/// `run` (as a relative symbolic link inside it would be, `..` taken lexically), so `init_from = "../erm"` in
+/// `results/x/ft/config.toml` names `results/x/erm` wherever `results/` is moved.
+pub fn resolve_init_from(run: &Path, init_from: &Path) -> PathBuf {
+    if init_from.is_absolute() {
+        init_from.to_path_buf()
+    } else {
+        lexical(&run.join(init_from))
+    }
+}
+
+/// `path` with `.` dropped and each `..` removing the component before it (when there is one to remove).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// How the run directory `out` records the parent run `parent` named on the command line (relative to the current
+/// directory): `../<name>` when the two are siblings, so that they can move together (see [`resolve_init_from`]),
+/// otherwise the parent's absolute path.
+pub fn init_from_record(out: &Path, parent: &Path) -> io::Result<PathBuf> {
+    let (out, parent) = (
+        lexical(&std::path::absolute(out)?),
+        lexical(&std::path::absolute(parent)?),
+    );
+    Ok(match parent.file_name() {
+        Some(name) if out.parent() == parent.parent() => Path::new("..").join(name),
+        _ => parent,
+    })
+}
+
+/// Whether the two paths name one directory: equal once made absolute and lexical, or equal once symbolic links
+/// are resolved (when both exist).
+pub fn same_dir(a: &Path, b: &Path) -> bool {
+    let abs = |p: &Path| std::path::absolute(p).map(|p| lexical(&p)).ok();
+    abs(a).is_some_and(|x| Some(x) == abs(b))
+        || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Refuses a run `out` whose `init_from` (resolved, see [`resolve_init_from`]) is `out` itself: the run would record
+/// itself as its parent (and `--force` would replace the weights it starts from), so a replay gives other numbers.
+pub fn check_not_own_parent(out: &Path, init_from: &Path) -> Result<(), RunDirError> {
+    let parent = resolve_init_from(out, init_from);
+    if same_dir(out, &parent) {
+        return Err(RunDirError::OwnParent {
+            out: out.to_path_buf(),
+            init_from: init_from.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// The SHA-256 (hex) of the regular file `path`, read in pieces (a symbolic link or a device is refused).
+pub fn file_sha256(path: &Path) -> io::Result<String> {
+    use io::Read as _;
+    use sha2::{Digest, Sha256};
+    if !fs::symlink_metadata(path)?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => hasher.update(&buf[..n]),
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The SHA-256 of the files `names` of the run directory `dir`, as a summary.json records them
+/// (`artefacts_sha256`) when the run commits.
+pub fn artefact_hashes(dir: &Path, names: &[&str]) -> io::Result<BTreeMap<String, String>> {
+    names
+        .iter()
+        .map(|&name| Ok((name.to_string(), file_sha256(&dir.join(name))?)))
+        .collect()
+}
+
+/// A run artefact that is not the file its run wrote (bad input: edited, replaced or damaged since).
+#[derive(Debug, thiserror::Error)]
+#[error("{path} is not the file its run wrote ({why}); the run's summary.json records the SHA-256 of its artefacts so that nothing edited, replaced or damaged is judged: train the run again")]
+pub struct ArtefactMismatch {
+    /// The artefact.
+    pub path: PathBuf,
+    /// What differs.
+    pub why: String,
+}
+
+/// Checks the files `names` of the run directory `dir` against the hashes its summary.json recorded; `recorded` is
+/// `None` for a run written before samlab recorded them, which passes unchecked.
+pub fn check_artefacts(
+    dir: &Path,
+    recorded: Option<&BTreeMap<String, String>>,
+    names: &[&str],
+) -> Result<(), ArtefactMismatch> {
+    let Some(recorded) = recorded else {
+        return Ok(());
+    };
+    for &name in names {
+        let path = dir.join(name);
+        let fail = |why: String| ArtefactMismatch {
+            path: path.clone(),
+            why,
+        };
+        let want = recorded
+            .get(name)
+            .ok_or_else(|| fail("summary.json records no SHA-256 for it".into()))?;
+        let got = file_sha256(&path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+        if &got != want {
+            return Err(fail(format!("SHA-256 {got}, recorded {want}")));
+        }
+    }
+    Ok(())
 }
 
 /// Serde for `f64` fields that may be NaN: JSON has no NaN, so it is written as `null` and read back as NaN.
@@ -633,6 +783,76 @@ pub mod nan_as_null {
 mod tests {
     use super::*;
     use crate::diag_net::CurvePoint;
+
+    #[test]
+    fn init_from_is_read_from_the_run_directory_and_recorded_relative_between_siblings() {
+        let run = Path::new("/r/x/ft");
+        assert_eq!(
+            resolve_init_from(run, Path::new("../erm")),
+            Path::new("/r/x/erm")
+        );
+        assert_eq!(
+            resolve_init_from(run, Path::new("./../../y/./a")),
+            Path::new("/r/y/a")
+        );
+        assert_eq!(
+            resolve_init_from(run, Path::new("/abs/erm")),
+            Path::new("/abs/erm")
+        );
+        assert_eq!(
+            resolve_init_from(Path::new("runs/ft"), Path::new("../erm")),
+            Path::new("runs/erm")
+        );
+        let record =
+            |out: &str, parent: &str| init_from_record(Path::new(out), Path::new(parent)).unwrap();
+        assert_eq!(record("runs/ft", "runs/erm"), Path::new("../erm"));
+        assert_eq!(record("runs/ft", "runs/./x/../erm"), Path::new("../erm"));
+        assert_eq!(record("/a/ft", "/b/erm"), Path::new("/b/erm"));
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(record("runs/ft", "other/erm"), cwd.join("other/erm"));
+        // Its own parent, however spelt.
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("a");
+        fs::create_dir(&out).unwrap();
+        for own in ["../a", ".", "../a/."] {
+            let err = check_not_own_parent(&out, Path::new(own)).unwrap_err();
+            assert!(
+                err.is_bad_input() && err.to_string().contains("its own parent"),
+                "{err}"
+            );
+        }
+        assert!(check_not_own_parent(&out, Path::new("../b")).is_ok());
+        std::os::unix::fs::symlink(&out, tmp.path().join("link")).unwrap();
+        assert!(check_not_own_parent(&out, &tmp.path().join("link")).is_err());
+    }
+
+    #[test]
+    fn artefacts_are_checked_against_their_recorded_hashes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        fs::write(dir.join("a.csv"), "x\n1\n").unwrap();
+        let hashes = artefact_hashes(dir, &["a.csv"]).unwrap();
+        // `printf 'x\n1\n' | sha256sum`
+        assert_eq!(
+            hashes["a.csv"],
+            "daff832f802000e645771a60983c76c963f6ee602a6230e45237bd360e91cc1a"
+        );
+        assert!(check_artefacts(dir, Some(&hashes), &["a.csv"]).is_ok());
+        assert!(check_artefacts(dir, None, &["a.csv", "b.npy"]).is_ok());
+        let err = check_artefacts(dir, Some(&hashes), &["a.csv", "b.npy"]).unwrap_err();
+        assert!(err.to_string().contains("records no SHA-256"), "{err}");
+        fs::write(dir.join("a.csv"), "x\n2\n").unwrap();
+        let err = check_artefacts(dir, Some(&hashes), &["a.csv"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a.csv is not the file its run wrote"),
+            "{err}"
+        );
+        fs::remove_file(dir.join("a.csv")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("a.csv")).unwrap();
+        let err = check_artefacts(dir, Some(&hashes), &["a.csv"]).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
 
     #[test]
     fn metrics_rows_read_back_and_damaged_files_are_named() {

@@ -166,7 +166,9 @@ pub struct DeepRunConfig {
     pub train: TrainConfig,
     /// The SAM family member.
     pub sam: SamConfig,
-    /// Start from the weights (and BatchNorm statistics) of this run directory's last checkpoint; fresh momentum.
+    /// Start from the weights (and BatchNorm statistics) of this run directory's last checkpoint; fresh momentum. A
+    /// relative path is read from the run directory (`"../erm"` is its sibling `erm`, see
+    /// `run_dir::resolve_init_from`).
     pub init_from: Option<PathBuf>,
 }
 
@@ -550,6 +552,10 @@ pub trait Observer {
 pub struct Quiet;
 
 impl Observer for Quiet {}
+    /// The SHA-256 of metrics.csv, recorded when the run finishes (ok or diverged) and checked whenever the run is
+    /// read back; absent while it runs and in runs written before samlab recorded it (read unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artefacts_sha256: Option<std::collections::BTreeMap<String, String>>,
 
 /// A finished (or stopped) run.
 #[derive(Clone, Debug)]
@@ -903,9 +909,23 @@ fn checkpoint_dir(out: &Path) -> PathBuf {
     out.join("checkpoint")
 }
 
-/// Loads `<run>/checkpoint/last.ckpt` for fine-tuning, checking it belongs to `net`.
-fn load_init(run: &Path, net: &Network) -> Result<Checkpoint, RunError> {
-    load_checkpoint(&checkpoint_dir(run).join("last.ckpt"), net)
+/// Loads the last checkpoint of the run that `init_from` names for the run directory `out` to start from, checking
+/// that `out` is not that run, that the checkpoint belongs to `net` and that it was written by a run of that
+/// directory's config.toml.
+fn load_init(out: &Path, init_from: &Path, net: &Network) -> Result<Checkpoint, RunError> {
+    run_dir::check_not_own_parent(out, init_from)?;
+    let run = run_dir::resolve_init_from(out, init_from);
+    let path = checkpoint_dir(&run).join("last.ckpt");
+    let ckpt = load_checkpoint(&path, net)?;
+    let text = run_dir::read_text(&run.join("config.toml")).map_err(|e| {
+        RunError::Usage(format!(
+            "{} (init_from of {}) is not a run directory: config.toml: {e}",
+            run.display(),
+            out.display()
+        ))
+    })?;
+    check_config_sha256(&ckpt.progress, &text, &run, &path)?;
+    Ok(ckpt)
 }
 
 /// Runs `config` into the fresh run directory `out` (an occupied `out` is replaced only with `force`, and only
@@ -919,7 +939,7 @@ pub fn train(
 ) -> Result<RunOutcome, RunError> {
     let p = plan(config)?;
     let init = match &config.init_from {
-        Some(run) => Some(load_init(run, &p.net)?),
+        Some(from) => Some(load_init(out, from, &p.net)?),
         None => None,
     };
     let writer = RunDirWriter::in_place(out, force).map_err(|e| match e {
@@ -1097,7 +1117,7 @@ pub fn resume_on(
     if !path.exists() {
         // Killed before its first checkpoint: nothing was trained that could be kept.
         let init = match &config.init_from {
-            Some(run) => Some(load_init(run, &p.net)?),
+            Some(from) => Some(load_init(out, from, &p.net)?),
             None => None,
         };
         return start_fresh(&config, &p, init.as_ref(), writer, observer);
@@ -1228,7 +1248,8 @@ fn finish(
     progress: Progress,
     status: Status,
 ) -> Result<RunOutcome, RunError> {
-    let summary = summarize(config, p, &progress, status);
+    let mut summary = summarize(config, p, &progress, status);
+        artefacts_sha256: None,
     write_metrics(out, &progress.rows)?;
     write_summary(out, &summary)?;
     Ok(RunOutcome {
@@ -1249,6 +1270,11 @@ fn run_loop(
     let t = &config.train;
     let sam = config.sam.check(t.batch_size)?;
     let trainer = Trainer {
+    if status.finished() {
+        let names = ["metrics.csv"];
+        summary.artefacts_sha256 =
+            Some(run_dir::artefact_hashes(out, &names).map_err(io_err(&out.join(names[0])))?);
+    }
         net: &p.net,
         sam: sam.clone(),
         optim: t.optim,

@@ -27,14 +27,14 @@ pub struct Switching;
 
 /// Phase 2 of `phase1` (named `from`), trained with `sam`.
 fn phase2(
-    ctx: &Ctx,
     scale: &DeepScale,
     phase1: &(String, DeepRunConfig),
     name: String,
     sam: SamConfig,
 ) -> (String, DeepRunConfig) {
     let mut c = phase1.1.clone();
-    c.init_from = Some(ctx.deep_dir(&phase1.0));
+    // Both runs are in deep_runs/: named relatively, so that the results directory can move.
+    c.init_from = Some(std::path::Path::new("..").join(&phase1.0));
     c.train.epochs = scale.switch_epochs;
     c.train.lr = LrSchedule::constant(scale.switch_lr);
     c.sam = sam;
@@ -114,28 +114,24 @@ fn second_phase(ctx: &Ctx) -> Vec<[(String, DeepRunConfig); 4]> {
         let (erm, samrun) = (scale.erm(s), scale.msam(m, rho, s));
         named.push([
             phase2(
-                ctx,
                 scale,
                 &erm,
                 format!("switch_erm_then_erm_s{s}"),
                 SamConfig::erm(),
             ),
             phase2(
-                ctx,
                 scale,
                 &erm,
                 format!("switch_erm_then_sam_s{s}"),
                 sam.clone(),
             ),
             phase2(
-                ctx,
                 scale,
                 &samrun,
                 format!("switch_sam_then_sam_s{s}"),
                 sam.clone(),
             ),
             phase2(
-                ctx,
                 scale,
                 &samrun,
                 format!("switch_sam_then_erm_s{s}"),

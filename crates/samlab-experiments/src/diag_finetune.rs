@@ -27,7 +27,7 @@ const GRID: usize = 301;
 pub struct FineTune;
 
 /// Phase 1 (ERM and 1-SAM from scratch), then phase 2 (each continued with ERM or 1-SAM from phase 1's weights).
-fn phases(ctx: &Ctx, id: &str) -> [Vec<(String, DiagRunConfig)>; 2] {
+fn phases() -> [Vec<(String, DiagRunConfig)>; 2] {
     let phase1 = vec![
         (
             "erm".to_string(),
@@ -38,8 +38,9 @@ fn phases(ctx: &Ctx, id: &str) -> [Vec<(String, DiagRunConfig)>; 2] {
             diag_config(DATA, ALPHA, LR, ITERS, one_sam(RHO_SCRATCH)),
         ),
     ];
+    // Phase 2 runs are siblings of phase 1's: named relatively, so that the results directory can move.
     let from = |name: &str, sam: SamConfig| DiagRunConfig {
-        init_from: Some(ctx.dir(id).join(name)),
+        init_from: Some(Path::new("..").join(name)),
         ..diag_config(DATA, ALPHA, LR, ITERS, sam)
     };
     let phase2 = vec![
@@ -91,12 +92,12 @@ impl Experiment for FineTune {
     }
 
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun> {
-        let [p1, p2] = phases(ctx, self.id());
+        let [p1, p2] = phases();
         ctx.planned(self.id(), [p1, p2].concat())
     }
     fn judge(&self, ctx: &Ctx) -> Result<Section> {
         let id = self.id();
-        let [p1, p2] = phases(ctx, id);
+        let [p1, p2] = phases();
         let phase1 = ctx.diag_runs(id, p1)?;
         let phase2 = ctx.diag_runs(id, p2)?;
         let (erm, sam) = (&phase1[0], &phase1[1]);

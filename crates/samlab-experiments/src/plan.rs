@@ -99,7 +99,10 @@ impl Plan {
         for _ in 0..runs.len() {
             let mut changed = false;
             for i in 0..runs.len() {
-                let from = runs[i].config.starts_from().and_then(|d| index.get(d));
+                let from = runs[i]
+                    .config
+                    .starts_from(&runs[i].dir)
+                    .and_then(|d| index.get(&d));
                 if let Some(&j) = from {
                     if wave[i] <= wave[j] {
                         wave[i] = wave[j] + 1;

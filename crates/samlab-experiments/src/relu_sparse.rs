@@ -130,7 +130,8 @@ impl Experiment for LargeStepDiag {
         // must end at its stored weights.
         let log_at = log_iterations(DIAG_ITERS);
         let counts = ctx.par_runs(&runs, |(name, config)| -> Result<Vec<f64>> {
-            let (data, init) = samlab_runs::diag::prepare(config)?;
+            let dir = ctx.dir(self.id()).join(crate::dir_name(name));
+            let (data, init) = samlab_runs::diag::prepare(config, &dir)?;
             let mut nonzeros = Vec::with_capacity(log_at.len() + 1);
             let mut next = 0;
             let replay = samlab_core::diag_net::train(&data, &config.train, init, &mut |step| {

@@ -105,7 +105,6 @@ pub fn plan(out: &Path, s: &Settings, bar: &ProgressBar) -> Result<Plan> {
     let deep = deep_scale(s)?;
     let experiments = selected(s)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    // Runs name the runs they start from by absolute paths, valid wherever the runs run (SLURM tasks).
     let out = &absolute(out)?;
     let ctx = Ctx {
         out: out.to_path_buf(),
@@ -118,7 +117,7 @@ pub fn plan(out: &Path, s: &Settings, bar: &ProgressBar) -> Result<Plan> {
     // Later waves start from weights not trained yet: they are checked when they start.
     for run in plan.wave(0) {
         run.config
-            .check()
+            .check(&run.dir)
             .with_context(|| format!("planned run {}", run.dir.display()))?;
     }
     plan.write(out, s, &experiments)?;
@@ -232,7 +231,7 @@ pub fn reproduce(out: &Path, s: &Settings, bar: &ProgressBar) -> Result<Reproduc
     })
 }
 
-/// `out` as an absolute path without symbolic links (as [`plan`] wrote it into the runs' configs).
+/// `out` as an absolute path without symbolic links (the root of the runs' directories).
 fn absolute(out: &Path) -> Result<PathBuf> {
     out.canonicalize()
         .with_context(|| format!("cannot find {}", out.display()))

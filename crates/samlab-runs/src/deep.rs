@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use samlab_core::run_dir::read_rows;
+use samlab_core::run_dir::{check_artefacts, read_rows};
 use samlab_core::sam::{Normalization, SamConfig};
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 use samlab_deep::data::DatasetKind;
@@ -66,7 +66,8 @@ pub fn defaults() -> DeepRunConfig {
 }
 
 /// The finished run of `config` in `dir`, read back (an error if `dir` holds no finished run of `config`, or one
-/// still running or killed: resume it with `samlab train --resume`).
+/// still running or killed: resume it with `samlab train --resume`; or if its metrics.csv is not the file the run
+/// wrote).
 pub fn load(dir: &Path, config: &DeepRunConfig) -> anyhow::Result<RunOutcome> {
     let summary: Summary = crate::finished(dir, config)?;
     if !summary.status.finished() {
@@ -79,6 +80,7 @@ pub fn load(dir: &Path, config: &DeepRunConfig) -> anyhow::Result<RunOutcome> {
         }
         .into());
     }
+    check_artefacts(dir, summary.artefacts_sha256.as_ref(), &["metrics.csv"])?;
     Ok(RunOutcome {
         dir: dir.to_path_buf(),
         rows: read_rows(&dir.join("metrics.csv"))?,

@@ -1,6 +1,7 @@
 //! Diagonal-linear-network runs: the config a run directory holds, its checks, and its execution into a run
 //! directory (config.toml, summary.json, metrics.csv, u/v/beta.npy and the data).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -8,7 +9,10 @@ use anyhow::{Context, Result};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset, SparseRegression};
 use samlab_core::diag_net::{self, DiagParams, DiagRun, DiagTrainConfig, RunStatus, StepView};
-use samlab_core::run_dir::{nan_as_null, DiagEngine};
+use samlab_core::run_dir::{
+    artefact_hashes, check_artefacts, check_not_own_parent, nan_as_null, resolve_init_from,
+    DiagEngine,
+};
 use samlab_core::run_dir::{read_rows, write_json, write_rows, write_toml, RunDirWriter};
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +46,8 @@ pub struct DiagRunConfig {
     pub data: DataSource,
     /// Initial scale: u0 = alpha * 1, v0 = 0 (ignored with `init_from`).
     pub alpha: f64,
-    /// Start from the final u.npy, v.npy of this run directory instead (warm start / fine-tuning).
+    /// Start from the final u.npy, v.npy of this run directory instead (warm start / fine-tuning); a relative path
+    /// is read from the run directory (`"../erm"` is its sibling `erm`, see `run_dir::resolve_init_from`).
     pub init_from: Option<PathBuf>,
     /// Optimizer and SAM settings.
     pub train: DiagTrainConfig,
@@ -71,7 +76,14 @@ pub struct DiagSummary {
     pub seed: u32,
     /// Seconds in the training loop.
     pub seconds: f64,
+    /// The SHA-256 of the run's [`ARTEFACTS`], checked whenever the run is read back; absent in runs written
+    /// before samlab recorded them (read unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artefacts_sha256: Option<BTreeMap<String, String>>,
 }
+
+/// The files of a run directory that reports judge, whose SHA-256 summary.json records.
+pub const ARTEFACTS: [&str; 4] = ["metrics.csv", "u.npy", "v.npy", "beta.npy"];
 
 /// A finished run: its outcome, summary and where it was written.
 pub struct DiagOutcome {
@@ -93,8 +105,8 @@ impl DiagOutcome {
     }
 }
 
-/// Loads the initial parameters: the paper's init, or another run's final ones.
-fn initial_params(config: &DiagRunConfig, d: usize) -> Result<DiagParams> {
+/// Loads the initial parameters of the run in `run`: the paper's init, or another run's final ones.
+fn initial_params(config: &DiagRunConfig, run: &Path, d: usize) -> Result<DiagParams> {
     match &config.init_from {
         None => {
             if !(config.alpha.is_finite() && config.alpha > 0.0) {
@@ -106,7 +118,8 @@ fn initial_params(config: &DiagRunConfig, d: usize) -> Result<DiagParams> {
             }
             Ok(DiagParams::init(config.alpha, d))
         }
-        Some(dir) => {
+        Some(from) => {
+            let dir = resolve_init_from(run, from);
             let load = |name: &str| -> Result<Vec<f64>> {
                 let a: Array1<f64> = read_array(&dir.join(name))?;
                 Ok(a.to_vec())
@@ -119,10 +132,11 @@ fn initial_params(config: &DiagRunConfig, d: usize) -> Result<DiagParams> {
     }
 }
 
-/// The data and initial parameters of `config`, after every check a run makes before touching the file system.
-pub fn prepare(config: &DiagRunConfig) -> Result<(Dataset, DiagParams)> {
+/// The data and initial parameters of `config` for the run directory `run` (which a relative `init_from` is read
+/// from), after every check a run makes before touching the file system.
+pub fn prepare(config: &DiagRunConfig, run: &Path) -> Result<(Dataset, DiagParams)> {
     let data = config.data.load()?;
-    let init = initial_params(config, data.d())?;
+    let init = initial_params(config, run, data.d())?;
     config.train.check(data.n(), data.d())?;
     Ok((data, init))
 }
@@ -134,15 +148,17 @@ pub fn execute(
     force: bool,
     observer: &mut dyn FnMut(&StepView),
 ) -> Result<DiagOutcome> {
-    let (data, init) = prepare(config)?;
+    if let Some(from) = &config.init_from {
+        check_not_own_parent(out, from)?;
+    }
+    let (data, init) = prepare(config, out)?;
     let writer = RunDirWriter::create(out, force)?;
     let start = Instant::now();
     let run = diag_net::train(&data, &config.train, init, observer)?;
     let seconds = start.elapsed().as_secs_f64();
-    let summary = summarize(&run, config.train.seed, seconds);
+    let mut summary = summarize(&run, config.train.seed, seconds);
     let dir = writer.path();
     write_toml(&dir.join("config.toml"), config)?;
-    write_json(&dir.join("summary.json"), &summary)?;
     write_rows(&dir.join("metrics.csv"), &run.curve)?;
     let params = [
         ("u.npy", run.params.u.clone()),
@@ -153,6 +169,8 @@ pub fn execute(
         samlab_core::data::write_array(&dir.join(name), &Array1::from(values))?;
     }
     data.save_dir(dir)?;
+    summary.artefacts_sha256 = Some(artefact_hashes(dir, &ARTEFACTS)?);
+    write_json(&dir.join("summary.json"), &summary)?;
     let dir = writer
         .commit()
         .with_context(|| format!("cannot move the finished run into {}", out.display()))?;
@@ -164,9 +182,11 @@ pub fn execute(
     })
 }
 
-/// The finished run of `config` in `dir`, read back (an error if `dir` holds no finished run of `config`).
+/// The finished run of `config` in `dir`, read back (an error if `dir` holds no finished run of `config`, or if one
+/// of its [`ARTEFACTS`] is not the file the run wrote).
 pub fn load(dir: &Path, config: &DiagRunConfig) -> Result<DiagOutcome> {
     let summary: DiagSummary = crate::finished(dir, config)?;
+    check_artefacts(dir, summary.artefacts_sha256.as_ref(), &ARTEFACTS)?;
     let params = DiagParams {
         u: read_array::<ndarray::Ix1>(&dir.join("u.npy"))?.to_vec(),
         v: read_array::<ndarray::Ix1>(&dir.join("v.npy"))?.to_vec(),
@@ -202,5 +222,6 @@ fn summarize(run: &DiagRun, seed: u32, seconds: f64) -> DiagSummary {
         l1_norm: run.params.beta().iter().map(|b| b.abs()).sum(),
         seed,
         seconds,
+        artefacts_sha256: None,
     }
 }

@@ -6,12 +6,13 @@ use anyhow::{Context, Result};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset};
 use samlab_core::diag_net::{loss, DiagParams, RunStatus};
+use samlab_core::run_dir::{check_artefacts, read_capped, resolve_init_from, MAX_TEXT_BYTES};
 use samlab_core::theory::effective_init::train_with_accounting;
 use samlab_core::theory::interpolators::{min_entropy, min_l1, min_l2, Method};
 use samlab_core::theory::linalg::{norm, Matrix};
 use serde::{Deserialize, Serialize};
 
-use crate::diag::DiagRunConfig;
+use crate::diag::{DiagRunConfig, DiagSummary, ARTEFACTS};
 
 /// Largest final/initial train-loss ratio for which a run counts as interpolating.
 pub const INTERPOLATION_RATIO: f64 = 1e-4;
@@ -82,13 +83,22 @@ pub fn implicit_bias(dir: &Path) -> Result<ImplicitBias> {
         .map_err(|e| not_applicable(dir, format!("not a run directory (config.toml: {e})")))?;
     let config: DiagRunConfig = toml::from_str(&text)
         .map_err(|e| not_applicable(dir, format!("not a diagonal-net run: {e}")))?;
+    let summary: DiagSummary = serde_json::from_slice(
+        &read_capped(&dir.join("summary.json"), MAX_TEXT_BYTES)
+            .map_err(|e| not_applicable(dir, format!("not a finished run (summary.json: {e})")))?,
+    )
+    .map_err(|e| not_applicable(dir, format!("not a diagonal-net run's summary.json: {e}")))?;
+    check_artefacts(dir, summary.artefacts_sha256.as_ref(), &ARTEFACTS)?;
     let data = Dataset::load_dir(dir)?;
     let init = match &config.init_from {
         None => DiagParams::init(config.alpha, data.d()),
-        Some(from) => DiagParams {
-            u: read_array::<ndarray::Ix1>(&from.join("u.npy"))?.to_vec(),
-            v: read_array::<ndarray::Ix1>(&from.join("v.npy"))?.to_vec(),
-        },
+        Some(from) => {
+            let from = resolve_init_from(dir, from);
+            DiagParams {
+                u: read_array::<ndarray::Ix1>(&from.join("u.npy"))?.to_vec(),
+                v: read_array::<ndarray::Ix1>(&from.join("v.npy"))?.to_vec(),
+            }
+        }
     };
     let alpha0 = init.alpha_eff();
     let (run, acc) = train_with_accounting(&data, &config.train, init.clone())
@@ -109,16 +119,23 @@ pub fn implicit_bias(dir: &Path) -> Result<ImplicitBias> {
         ))
         .into());
     }
-    let drift = stored
+    // A NaN on either side is a mismatch (`NaN > 1e-9` is false, so a NaN is asked for by name).
+    let far = stored
         .iter()
         .zip(&run.params.u)
         .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    if drift > 1e-9 {
+        .position(|x| x.is_nan() || x > 1e-9);
+    if let Some(j) = far {
+        let drift = stored
+            .iter()
+            .zip(&run.params.u)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, |m, x| if x.is_nan() || x > m { x } else { m });
         return Err(not_applicable(
             dir,
             format!(
-                "replaying config.toml does not give the stored u.npy (max difference {drift:e})"
+                "replaying config.toml does not give the stored u.npy (u[{j}] = {} stored, {} replayed; max difference {drift:e})",
+                stored[j], run.params.u[j]
             ),
         ));
     }

@@ -7,9 +7,10 @@ pub mod diag;
 pub mod implicit_bias;
 pub mod relu;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use samlab_deep::run::DeepRunConfig;
+use samlab_core::run_dir::{check_artefacts, resolve_init_from, same_dir};
 use serde::de::DeserializeOwned;
 
 /// A config.toml that is not a run config of any engine (bad input).
@@ -83,11 +84,12 @@ impl AnyRunConfig {
         })
     }
 
-    /// Every check its engine makes before a run writes anything: the data and initialization of the analytic
-    /// engines with their SAM options; a deep run's counts, optimizer and SAM options (without reading its data).
-    pub fn check(&self) -> anyhow::Result<()> {
+    /// Every check its engine makes before a run writes anything into the run directory `dir` (which a relative
+    /// `init_from` is read from): the data and initialization of the analytic engines with their SAM options; a
+    /// deep run's counts, optimizer and SAM options (without reading its data).
+    pub fn check(&self, dir: &Path) -> anyhow::Result<()> {
         match self {
-            AnyRunConfig::Diag(c) => diag::prepare(c).map(drop),
+            AnyRunConfig::Diag(c) => diag::prepare(c, dir).map(drop),
             AnyRunConfig::Relu(c) => relu::prepare(c).map(drop),
             AnyRunConfig::Deep(c) => Ok(samlab_deep::run::check_config(c)?),
         }
@@ -112,20 +114,24 @@ impl AnyRunConfig {
         text.expect("run configs serialize")
     }
 
-    /// The run directory whose final weights this run starts from, if any (it must finish first).
-    pub fn starts_from(&self) -> Option<&Path> {
-        match self {
+    /// The run directory whose final weights this run, in the run directory `dir`, starts from, if any (it must
+    /// finish first): `init_from` resolved as the engines read it (`run_dir::resolve_init_from`).
+    pub fn starts_from(&self, dir: &Path) -> Option<PathBuf> {
+        let from = match self {
             AnyRunConfig::Diag(c) => c.init_from.as_deref(),
             AnyRunConfig::Relu(_) => None,
             AnyRunConfig::Deep(c) => c.init_from.as_deref(),
-        }
+        };
+        from.map(|f| resolve_init_from(dir, f))
     }
 
     /// Whether `dir` holds this run, finished (ok or diverged).
     pub fn is_finished_in(&self, dir: &Path) -> bool {
         match self {
-            AnyRunConfig::Diag(c) => finished::<_, serde_json::Value>(dir, c).is_ok(),
-            AnyRunConfig::Relu(c) => finished::<_, serde_json::Value>(dir, c).is_ok(),
+            AnyRunConfig::Diag(c) => finished::<_, diag::DiagSummary>(dir, c).is_ok_and(|s| {
+                check_artefacts(dir, s.artefacts_sha256.as_ref(), &diag::ARTEFACTS).is_ok()
+            }),
+            AnyRunConfig::Relu(c) => relu::load(dir, c).is_ok(),
             AnyRunConfig::Deep(c) => deep::load(dir, c).is_ok(),
         }
     }
@@ -141,7 +147,7 @@ impl AnyRunConfig {
                 let started = std::fs::read_to_string(out.join("config.toml"))
                     .ok()
                     .and_then(|t| toml::from_str::<DeepRunConfig>(&t).ok())
-                    .is_some_and(|on_disk| on_disk == **c);
+                    .is_some_and(|on_disk| same_config(out, &on_disk, &**c));
                 if started && out.join("summary.json").exists() {
                     samlab_deep::run::resume(out, &mut Quiet)?;
                 } else {
@@ -164,9 +170,53 @@ pub struct NotFinished {
 }
 
 /// Reads `dir`'s config.toml and summary.json, checking that the run was made from `expected` and finished.
+/// A run config whose parent run (`init_from`) is compared by the directory it names, not by its spelling.
+trait StartsFrom: Clone + PartialEq {
+    /// The config without its `init_from`, and the `init_from`.
+    fn split_init_from(mut self) -> (Self, Option<PathBuf>) {
+        let from = self.init_from_mut().and_then(Option::take);
+        (self, from)
+    }
+    /// Its `init_from` field, if the engine has one.
+    fn init_from_mut(&mut self) -> Option<&mut Option<PathBuf>>;
+}
+
+impl StartsFrom for diag::DiagRunConfig {
+    fn init_from_mut(&mut self) -> Option<&mut Option<PathBuf>> {
+        Some(&mut self.init_from)
+    }
+}
+
+impl StartsFrom for relu::ReluRunConfig {
+    fn init_from_mut(&mut self) -> Option<&mut Option<PathBuf>> {
+        None
+    }
+}
+
+impl StartsFrom for DeepRunConfig {
+    fn init_from_mut(&mut self) -> Option<&mut Option<PathBuf>> {
+        Some(&mut self.init_from)
+    }
+}
+
+/// Whether `a` and `b` are one run config for the run directory `dir`: equal but for how `init_from` is spelt, each
+/// naming the same parent run (so the absolute `init_from` of a results tree written before samlab recorded
+/// relative ones, and the relative one planned now, are one config while the tree stays where it was).
+fn same_config<C: StartsFrom>(dir: &Path, a: &C, b: &C) -> bool {
+    let ((a, from_a), (b, from_b)) = (a.clone().split_init_from(), b.clone().split_init_from());
+    a == b
+        && match (from_a, from_b) {
+            (None, None) => true,
+            (Some(x), Some(y)) => {
+                x == y || same_dir(&resolve_init_from(dir, &x), &resolve_init_from(dir, &y))
+            }
+            _ => false,
+        }
+}
+
 fn finished<C, S>(dir: &Path, expected: &C) -> Result<S, NotFinished>
 where
-    C: DeserializeOwned + PartialEq,
+    C: DeserializeOwned + StartsFrom,
     S: DeserializeOwned,
 {
     let fail = |why: String| NotFinished {
@@ -177,7 +227,7 @@ where
         .map_err(|e| fail(format!("no finished run here (config.toml: {e})")))?;
     let config: C = toml::from_str(&text)
         .map_err(|e| fail(format!("config.toml is not this engine's: {e}")))?;
-    if config != *expected {
+    if !same_config(dir, &config, expected) {
         return Err(fail(
             "it holds a run of another config (made with other settings): train it again".into(),
         ));
@@ -286,3 +336,104 @@ mod tests {
         assert!(err.contains("no finished run here"), "{err}");
     }
 }
+
+    /// A parent and the run that starts from it, moved together: the relative `init_from` still names the parent,
+    /// the moved runs load and count as finished, and an absolute `init_from` naming the same parent is the same
+    /// config; artefacts edited after the run are refused by name, and a run without recorded hashes (older) loads.
+    #[test]
+    fn runs_move_with_their_parent_and_their_artefacts_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (old, new) = (tmp.path().join("old"), tmp.path().join("new"));
+        let parent = diag_config(0.1);
+        let child = DiagRunConfig {
+            init_from: Some("../erm".into()),
+            ..diag_config(0.05)
+        };
+        diag::execute(&parent, &old.join("erm"), false, &mut |_| {}).unwrap();
+        let tuned = diag::execute(&child, &old.join("ft"), false, &mut |_| {}).unwrap();
+        assert_eq!(
+            AnyRunConfig::Diag(child.clone()).starts_from(&old.join("ft")),
+            Some(old.join("erm"))
+        );
+        std::fs::rename(&old, &new).unwrap();
+        let ft = new.join("ft");
+        let loaded = diag::load(&ft, &child).unwrap();
+        assert_eq!(loaded.run.params, tuned.run.params);
+        assert!(AnyRunConfig::Diag(child.clone()).is_finished_in(&ft));
+        // Replaying the moved run reads the moved parent.
+        let again = diag::execute(&child, &new.join("ft2"), false, &mut |_| {}).unwrap();
+        assert_eq!(again.run.params, tuned.run.params);
+        let absolute = DiagRunConfig {
+            init_from: Some(new.join("erm")),
+            ..child.clone()
+        };
+        assert!(AnyRunConfig::Diag(absolute).is_finished_in(&ft));
+        let elsewhere = DiagRunConfig {
+            init_from: Some("../ft2".into()),
+            ..child.clone()
+        };
+        assert!(!AnyRunConfig::Diag(elsewhere).is_finished_in(&ft));
+        // A run cannot start from itself.
+        let own = DiagRunConfig {
+            init_from: Some("../ft".into()),
+            ..child.clone()
+        };
+        let err = diag::execute(&own, &ft, true, &mut |_| {}).err().unwrap();
+        assert!(
+            format!("{err:#}").contains("a run cannot be its own parent"),
+            "{err:#}"
+        );
+        assert!(diag::load(&ft, &child).is_ok());
+
+        // An edited artefact: u.npy scaled, metrics.csv with a row dropped.
+        let u = ft.join("u.npy");
+        let bytes = std::fs::read(&u).unwrap();
+        let scaled: ndarray::Array1<f64> =
+            samlab_core::data::read_array::<ndarray::Ix1>(&u).unwrap() * 1.01;
+        samlab_core::data::write_array(&u, &scaled).unwrap();
+        let err = format!("{:#}", diag::load(&ft, &child).err().unwrap());
+        assert!(err.contains("u.npy is not the file its run wrote"), "{err}");
+        assert!(!AnyRunConfig::Diag(child.clone()).is_finished_in(&ft));
+        std::fs::write(&u, &bytes).unwrap();
+        let metrics = ft.join("metrics.csv");
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        let shorter: Vec<&str> = text.lines().take(3).collect();
+        std::fs::write(&metrics, shorter.join("\n") + "\n").unwrap();
+        let err = format!("{:#}", diag::load(&ft, &child).err().unwrap());
+        assert!(err.contains("metrics.csv is not the file"), "{err}");
+        // A run written before the hashes were recorded is read unchecked.
+        let summary = ft.join("summary.json");
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("artefacts_sha256");
+        std::fs::write(&summary, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        assert_eq!(diag::load(&ft, &child).unwrap().run.curve.len(), 2);
+
+        // ReLU runs record theirs too (the learned function's files included).
+        let relu = ReluRunConfig {
+            engine: Default::default(),
+            data: ReluData::TwelvePoints,
+            width: 8,
+            bias: true,
+            init: ReluInit::Blanc { scale: 1.0 },
+            init_seed: 1,
+            train: ReluTrainConfig {
+                lr: LrSchedule::constant(0.01),
+                iters: 20,
+                batch_size: None,
+                seed: 1,
+                sam: SamConfig::erm(),
+                loss: LossReduction::Sum,
+                stop: None,
+                log: Default::default(),
+            },
+            metrics: Default::default(),
+        };
+        let dir = tmp.path().join("relu");
+        let ran = relu::execute(&relu, &dir, false, &mut |_| {}).unwrap();
+        let recorded = ran.summary.artefacts_sha256.unwrap();
+        assert!(recorded.contains_key("W.npy") && recorded.contains_key("function.npy"));
+        std::fs::write(dir.join("function.npy"), b"not the function").unwrap();
+        let err = format!("{:#}", relu::load(&dir, &relu).err().unwrap());
+        assert!(err.contains("function.npy is not the file"), "{err}");
+    }

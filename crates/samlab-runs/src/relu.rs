@@ -1,7 +1,7 @@
 //! One-hidden-layer ReLU network runs: the config a run directory holds, its checks, the measurements (kinks,
 //! active neurons, feature sparsity) and its execution into a run directory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,10 +11,10 @@ use samlab_core::data::{read_array, write_array, Dataset, DATA_FILES};
 use samlab_core::diag_net::{CurvePoint, LogSchedule, RunStatus};
 use samlab_core::relu_net::metrics::{arange, feature_stats, kinks, plot_grid_1d, KinkTolerances};
 use samlab_core::relu_net::{self, ReluInit, ReluNet, ReluRun, ReluTrainConfig, TeacherStudent};
+use samlab_core::run_dir::{artefact_hashes, check_artefacts, nan_as_null, ReluEngine};
 use samlab_core::run_dir::{
     count, read_rows, write_csv, write_json, write_rows, write_toml, MetricsRow, RunDirWriter,
 };
-use samlab_core::run_dir::{nan_as_null, ReluEngine};
 use serde::{Deserialize, Serialize};
 
 /// Where the data of a ReLU run comes from.
@@ -199,6 +199,21 @@ pub struct ReluSummary {
     pub seed: u32,
     /// Seconds in the training loop.
     pub seconds: f64,
+    /// The SHA-256 of the run's [`ARTEFACTS`] (and of function.npy and function.csv where the run wrote them),
+    /// checked whenever the run is read back; absent in runs written before samlab recorded them (read unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artefacts_sha256: Option<BTreeMap<String, String>>,
+}
+
+/// The files of every ReLU run directory that reports judge, whose SHA-256 summary.json records.
+pub const ARTEFACTS: [&str; 4] = ["metrics.csv", "W.npy", "b.npy", "a.npy"];
+/// The learned function's files, written for d <= 2.
+const FUNCTION_FILES: [&str; 2] = ["function.npy", "function.csv"];
+
+/// The artefacts of the run directory `dir`: [`ARTEFACTS`] and the function's files it holds.
+fn artefacts(dir: &Path) -> Vec<&'static str> {
+    let present = FUNCTION_FILES.iter().filter(|f| dir.join(f).exists());
+    ARTEFACTS.iter().chain(present).copied().collect()
 }
 
 /// A finished run: its outcome, summary, learned function and where it was written.
@@ -317,12 +332,11 @@ pub fn execute(
     let seconds = start.elapsed().as_secs_f64();
     let final_metrics = measure(&run.net, &data, &config.metrics);
     along.insert(run.iterations, final_metrics);
-    let summary = summarize(&run, final_metrics, config, seconds);
+    let mut summary = summarize(&run, final_metrics, config, seconds);
     let function = function_grid(&run.net, &data, config.metrics.grid_step);
 
     let dir = writer.path();
     write_toml(&dir.join("config.toml"), config)?;
-    write_json(&dir.join("summary.json"), &summary)?;
     let rows: Vec<ReluMetricsRow> = run
         .curve
         .iter()
@@ -363,6 +377,8 @@ pub fn execute(
         )?;
     }
     data.save_dir(dir)?;
+    summary.artefacts_sha256 = Some(artefact_hashes(dir, &artefacts(dir))?);
+    write_json(&dir.join("summary.json"), &summary)?;
     let dir = writer
         .commit()
         .with_context(|| format!("cannot move the finished run into {}", out.display()))?;
@@ -375,9 +391,11 @@ pub fn execute(
     })
 }
 
-/// The finished run of `config` in `dir`, read back (an error if `dir` holds no finished run of `config`).
+/// The finished run of `config` in `dir`, read back (an error if `dir` holds no finished run of `config`, or if one
+/// of its artefacts is not the file the run wrote).
 pub fn load(dir: &Path, config: &ReluRunConfig) -> Result<ReluOutcome> {
     let summary: ReluSummary = crate::finished(dir, config)?;
+    check_artefacts(dir, summary.artefacts_sha256.as_ref(), &artefacts(dir))?;
     let w: Array2<f64> = read_array(&dir.join("W.npy"))?;
     let b: Array1<f64> = read_array(&dir.join("b.npy"))?;
     let a: Array1<f64> = read_array(&dir.join("a.npy"))?;
@@ -491,5 +509,6 @@ fn summarize(
         width: config.width,
         seed: config.train.seed,
         seconds,
+        artefacts_sha256: None,
     }
 }

@@ -6,6 +6,7 @@
 //! ```text
 //! <dir>/manifest.json      the runs: id, axis values, config (TOML)
 //! <dir>/manifest.sha256    its checksum: a manifest edited after planning is refused
+//! <dir>/.sweep.lock        held by the one `sweep run`, `submit` or `plan` working on it (its process id)
 //! <dir>/runs/<id>/         one run directory per run (any engine's)
 //! <dir>/logs/task-<i>.log  what task i printed (local or SLURM)
 //! <dir>/slurm/             sbatch scripts and the submitted job ids
@@ -18,6 +19,7 @@
 
 pub mod grid;
 pub mod local;
+pub mod lock;
 pub mod manifest;
 pub mod report;
 pub mod slurm;
