@@ -20,6 +20,7 @@ pub mod ascent;
 pub mod batches;
 pub mod checkpoint_file;
 pub mod data;
+pub mod diag_curvature;
 pub mod diag_net;
 mod error;
 pub mod limits;

@@ -10,6 +10,8 @@ mod deep_switch;
 mod diag_finetune;
 mod diag_long;
 mod diag_notebook;
+mod edge_of_stability;
+mod full_batch;
 mod relu_common;
 mod relu_kinks;
 mod relu_sparse;
@@ -18,6 +20,7 @@ mod theory_convergence;
 mod transformers;
 mod variants_deep;
 mod variants_diag;
+mod which_sharpness;
 
 pub mod plan;
 pub mod reproduce;
@@ -281,7 +284,6 @@ pub trait Experiment: Sync {
     fn runs(&self, ctx: &Ctx) -> Vec<PlannedRun>;
     /// Judges the finished runs, read from their run directories (nothing trains here): the report section.
     fn judge(&self, ctx: &Ctx) -> Result<Section>;
-}
     /// What runs only with `--extended` (too large for the main job's budget), as the report names it when it is
     /// left out: [`Extended::Whole`] leaves the experiment out of the main job, [`Extended::Part`] only the runs
     /// its `runs` plans when `ctx.extended` is set.
@@ -299,6 +301,7 @@ pub enum Extended {
     Whole,
     /// The main job runs the experiment without this part (its description, e.g. "the ResNet-18 runs").
     Part(&'static str),
+}
 
 /// Every experiment, in report order.
 pub fn all() -> Vec<Box<dyn Experiment>> {
@@ -322,6 +325,8 @@ pub fn all() -> Vec<Box<dyn Experiment>> {
         Box::new(deep_noise::LabelNoise),
         Box::new(deep_ablations::Ablations),
         Box::new(variants_deep::VariantsDeep),
+        Box::new(which_sharpness::WhichSharpness),
+        Box::new(edge_of_stability::EdgeOfStability),
         Box::new(transformers::Transformers),
     ]
 }
