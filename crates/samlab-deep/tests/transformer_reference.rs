@@ -271,3 +271,25 @@ fn shapes_that_do_not_fit_are_refused_by_name() {
     let e = Network::new(&vit).unwrap_err().to_string();
     assert!(e.contains("layer norm only"), "{e}");
 }
+
+/// SAM-ON's parameters on the transformers are exactly the LayerNorms' scales and shifts: two per block's two
+/// LayerNorms and the final one.
+#[test]
+fn layer_norms_are_the_normalization_parameters() {
+    for c in cases() {
+        let spec = spec_of(&c);
+        let net = Network::new(&spec).unwrap();
+        let names: Vec<&str> = net
+            .norm_params()
+            .iter()
+            .map(|&i| net.params()[i].name.as_str())
+            .collect();
+        let depth = usize_of(&c["depth"]);
+        assert_eq!(names.len(), 2 * (2 * depth + 1), "{names:?}");
+        let is_norm =
+            |n: &str| n.starts_with("norm.") || n.contains(".norm1.") || n.contains(".norm2.");
+        assert!(names.iter().all(|n| is_norm(n)), "{names:?}");
+        let all = net.params().iter().filter(|p| is_norm(&p.name)).count();
+        assert_eq!(all, names.len());
+    }
+}

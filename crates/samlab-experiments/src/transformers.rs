@@ -124,12 +124,12 @@ impl Experiment for Transformers {
         &[
             ClaimSpec {
                 id: "transformers.vit_gains_more",
-                claim: "SAM's gain in final test error over ERM (mean over seeds) is larger for the ViT than for the convnet",
+                claim: "SAM lowers the ViT's final test error (mean over seeds), by more than it lowers the convnet's (hurting it less is no gain)",
                 paper: "Chen, Hsieh & Gong (ICLR'22), ImageNet without pretraining or strong augmentation: ViT-B/16 +5.3 points; ResNets gain much less",
             },
             ClaimSpec {
                 id: "transformers.mixer_gains_more",
-                claim: "SAM's gain in final test error over ERM (mean over seeds) is larger for the MLP-Mixer than for the convnet",
+                claim: "SAM lowers the MLP-Mixer's final test error (mean over seeds), by more than it lowers the convnet's (hurting it less is no gain)",
                 paper: "Chen, Hsieh & Gong (ICLR'22): Mixer-B/16 +11.0 points on ImageNet",
             },
             ClaimSpec {
@@ -250,11 +250,11 @@ impl Experiment for Transformers {
             claims: vec![
                 spec[0].judge(
                     format!("gain {:+.2} points (ViT) vs {:+.2} ({conv}); paper: +5.3 (ViT-B/16, ImageNet)", gain(0), gain(2)),
-                    gain(0) > gain(2),
+                    gain(0) > gain(2).max(0.0),
                 ),
                 spec[1].judge(
                     format!("gain {:+.2} points (Mixer) vs {:+.2} ({conv}); paper: +11.0 (Mixer-B/16, ImageNet)", gain(1), gain(2)),
-                    gain(1) > gain(2),
+                    gain(1) > gain(2).max(0.0),
                 ),
                 spec[2].judge(
                     format!(
