@@ -96,6 +96,16 @@ enum Command {
         /// The results directory (it holds plan.json).
         dir: PathBuf,
     },
+    /// What SAM did in a deep-net run, from its metrics: perturbation norm, cosine between the clean and the SAM
+    /// gradient, realised sharpness, BatchNorm shift; a verdict (SAM inactive, rho too small to matter, rho
+    /// dominating the gradient, SAM active) with the numbers. Writes nothing.
+    Diagnose {
+        /// A run directory.
+        run_dir: PathBuf,
+        /// Print the diagnosis as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +179,14 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         }
         Command::Reproduce(args) => reproduce::reproduce(&args),
         Command::Report { dir } => reproduce::report(&dir),
+        Command::Diagnose { run_dir, json } => {
+            let d = samlab_runs::diagnose::diagnose_dir(&run_dir)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&d)?),
+                false => println!("{}: {}", d.run.display(), d.message),
+            }
+            Ok(())
+        }
     }
 }
 
@@ -208,6 +226,7 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.is::<UsageError>()
             || e.is::<samlab_runs::ConfigFileError>()
+            || e.is::<samlab_runs::diagnose::NotARun>()
             || e.is::<samlab_runs::implicit_bias::NotApplicable>()
             || e.is::<samlab_experiments::BadRequest>()
             || e.is::<samlab_core::ConfigError>()

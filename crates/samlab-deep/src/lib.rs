@@ -28,6 +28,7 @@ mod grouped;
 pub mod models;
 pub mod nn;
 pub mod optim;
+mod observe;
 pub mod oracle;
 pub mod rng;
 pub mod run;

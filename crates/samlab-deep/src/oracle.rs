@@ -11,6 +11,7 @@ use samlab_core::ConfigError;
 
 use crate::models::Arch;
 use crate::nn::{BnMode, BnStats, Ctx, NormKind};
+use crate::observe::{GroupRecord, PassRecord};
 use crate::rng::Stream;
 use crate::trainer::{axpy, dot, normal_like, scale, Batch, BnPolicy, ParamVec, Trainer};
 
@@ -92,6 +93,8 @@ pub struct DeepOracle<'a, 'n> {
     clean_done: bool,
     /// The loss (summed over the micro-batch) and logits of the last pass over the whole micro-batch.
     seen: Option<(Tensor<1>, Tensor<2>)>,
+    /// The clean and perturbed passes, for the step's observation.
+    record: GroupRecord,
 }
 
 impl<'a, 'n> DeepOracle<'a, 'n> {
@@ -115,7 +118,13 @@ impl<'a, 'n> DeepOracle<'a, 'n> {
             bn,
             clean_done: false,
             seen: None,
+            record: GroupRecord::default(),
         }
+    }
+
+    /// The clean and perturbed passes the group made ([`crate::observe`]).
+    pub(crate) fn take_record(&mut self) -> GroupRecord {
+        std::mem::take(&mut self.record)
     }
 
     /// The loss summed over the micro-batch and the logits of the last pass over all of it (the descent's, or for
@@ -173,7 +182,19 @@ impl Oracle for DeepOracle<'_, '_> {
     ) -> f64 {
         let (batch, whole) = self.batch(rows);
         let mode = self.mode(pass, whole);
+        let observed = whole && matches!(pass, Pass::Ascent { at_w: true } | Pass::Descent);
+        let before = (observed && mode == BnMode::Batch { update: true }).then(|| self.bn.clone());
         let p = self.trainer.pass(w, &batch, mode, self.bn);
+        if observed {
+            let record = Some(PassRecord {
+                loss: p.loss.clone(),
+                bn: before.map(|b| (b, self.bn.clone())),
+            });
+            match pass {
+                Pass::Descent => self.record.perturbed = record,
+                _ => self.record.clean = record,
+            }
+        }
         // The pass gives the mean gradient: the summed one is `rows` times it.
         let factor = scale * rows.len() as f64;
         *out = if (factor - 1.0).abs() < 1e-12 {

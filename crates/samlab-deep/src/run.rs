@@ -27,6 +27,7 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use samlab_core::ascent::{ObservationMean, SamObservation};
 use samlab_core::run_dir::nan_as_null;
 use samlab_core::run_dir::{
     self, count, DeepEngine, MetricsRow, RunDirError, RunDirWriter, SummaryHeader,
@@ -238,6 +239,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     run_dir::write_atomic(path, |tmp| fs::write(tmp, bytes)).map_err(io_err(path))
 }
 
+/// A run observes what SAM did ([`EpochRow::sam`]) at the epoch's batches whose index is a multiple of this.
+pub const OBSERVE_EVERY: usize = 8;
+
 /// One row of metrics.csv.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRow {
@@ -297,6 +301,10 @@ pub struct EpochRow {
     /// Hutchinson's estimate of the Hessian's trace on the same examples (NaN when not logged).
     #[serde(with = "nan_as_null", default = "nan_as_null::absent")]
     pub hessian_trace: f64,
+    /// What SAM did: the mean over the epoch's observed SAM steps, its first and every [`OBSERVE_EVERY`]th
+    /// (absent, all NaN, without any: ERM).
+    #[serde(default)]
+    pub sam: SamObservation,
 }
 
 impl MetricsRow for EpochRow {
@@ -319,10 +327,18 @@ impl MetricsRow for EpochRow {
         "noisy_eval_error",
         "hessian_top",
         "hessian_trace",
+        "sam_weight_norm",
+        "sam_delta_norm",
+        "sam_grad_cos",
+        "sam_sharpness",
+        "sam_bn_mean_shift",
+        "sam_bn_var_shift",
     ];
+    /// Runs written before the SAM columns.
+    const REQUIRED: usize = 18;
 
     fn values(&self) -> Vec<f64> {
-        vec![
+        let mut v = vec![
             self.epoch as f64,
             self.step as f64,
             self.train_loss,
@@ -341,7 +357,9 @@ impl MetricsRow for EpochRow {
             self.noisy_eval_error,
             self.hessian_top,
             self.hessian_trace,
-        ]
+        ];
+        v.extend(self.sam.values());
+        v
     }
 
     fn from_values(v: &[f64]) -> Result<Self, &'static str> {
@@ -364,6 +382,7 @@ impl MetricsRow for EpochRow {
             noisy_eval_error: v[15],
             hessian_top: v[16],
             hessian_trace: v[17],
+            sam: SamObservation::from_values(&v[18..]),
         })
     }
 }
@@ -1304,18 +1323,24 @@ fn run_loop(
         let (mut loss_sum, mut wrong, mut seen, mut noisy_wrong, mut noisy_seen) =
             (0.0, 0usize, 0usize, 0usize, 0usize);
         let mut gradient_evals = 0;
+        let mut observed = ObservationMean::default();
         let (mut lr, mut rho) = (0.0, 0.0);
         for b in first..last {
             let batch = batch_from_order(config, p, &order, epoch, b, bs);
             (lr, rho) = sam.lr_rho_at(&t.lr, step, p.total_steps);
             let prev = previous.as_ref().unwrap_or(&batch);
-            let outcome = trainer.step(&mut state, &batch, prev, lr, rho, step as u64);
+            let observe = b.is_multiple_of(OBSERVE_EVERY);
+            let outcome =
+                trainer.observed_step(&mut state, &batch, prev, lr, rho, step as u64, observe);
             gradient_evals += outcome.gradient_evals;
             if !outcome.finite {
                 progress.add_updates(started.elapsed().as_secs_f64(), gradient_evals);
                 return finish(config, p, out, progress, Status::Diverged);
             }
             loss_sum += outcome.loss_sum;
+            if let Some(o) = &outcome.sam {
+                observed.add(o);
+            }
             seen += bs;
             for (k, ok) in outcome.correct.iter().enumerate() {
                 let noisy = p.data.train_noisy[order[b * bs + k]];
@@ -1373,6 +1398,7 @@ fn run_loop(
             noisy_eval_error,
             hessian_top: f64::NAN,
             hessian_trace: f64::NAN,
+            sam: observed.mean(),
         };
         let mut row = row;
         if t.curvature_every > 0

@@ -22,7 +22,7 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
-use samlab_core::ascent::{Ascent, VariantState};
+use samlab_core::ascent::{Ascent, SamObservation, VariantState};
 use samlab_core::param_space::Space;
 use samlab_core::sam::{AscentSource, CheckedSam, Perturbation};
 use serde::{Deserialize, Serialize};
@@ -293,6 +293,9 @@ pub struct StepOutput {
     /// Gradients computed (forward and backward passes), as the SAM variant promises: 1 for ERM and MSAM, 2 for
     /// SAM, about 1 + 1/k for LookSAM.
     pub gradient_evals: u64,
+    /// What SAM did, the mean over the step's groups ([`Trainer::observed_step`] with a radius; `None`
+    /// otherwise).
+    pub sam: Option<SamObservation>,
 }
 
 /// A list of tensors shaped like the parameters.
@@ -603,6 +606,22 @@ impl Trainer<'_> {
         rho: f64,
         step: u64,
     ) -> StepOutput {
+        self.observed_step(state, batch, previous, lr, rho, step, false)
+    }
+
+    /// [`Trainer::step`], which also reports what SAM did (`StepOutput::sam`) if `observe` and `rho > 0` (at
+    /// some cost: [`crate::observe`]); the update is the same either way.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observed_step(
+        &self,
+        state: &mut TrainState,
+        batch: &Batch,
+        previous: &Batch,
+        lr: f64,
+        rho: f64,
+        step: u64,
+        observe: bool,
+    ) -> StepOutput {
         let m = self.sam.group_size();
         let groups = batch.len() / m;
         assert_eq!(
@@ -626,6 +645,8 @@ impl Trainer<'_> {
         };
         let mut losses = Vec::with_capacity(groups);
         let mut logits = Vec::with_capacity(groups);
+        let mut observed = Vec::new();
+        let observe = observe && rho != 0.0;
         for g in 0..groups {
             let mut oracle = DeepOracle::new(
                 self,
@@ -647,6 +668,10 @@ impl Trainer<'_> {
                 &mut noise,
                 &mut accum,
             );
+            if observe {
+                let record = oracle.take_record();
+                observed.push(crate::observe::group_parts(&sam, w, record));
+            }
             let (loss, seen) = oracle.seen();
             losses.push(loss);
             logits.push(seen);
@@ -654,6 +679,9 @@ impl Trainer<'_> {
         if groups > 1 {
             Tensors::scale(&mut accum, 1.0 / groups as f64);
         }
+        let channels = self.net.bn_channels().iter().sum();
+        let observation =
+            (!observed.is_empty()).then(|| crate::observe::step_observation(observed, w, channels));
         let loss_sum = Tensor::cat(losses, 0).sum().into_scalar::<f32>() as f64;
         let out = self.descend(
             state,
@@ -669,6 +697,7 @@ impl Trainer<'_> {
         }
         StepOutput {
             gradient_evals: sam.gradient_evals,
+            sam: observation,
             ..out
         }
     }
@@ -700,6 +729,7 @@ impl Trainer<'_> {
                 correct: vec![false; labels.len()],
                 finite,
                 gradient_evals: 0,
+                sam: None,
             };
         }
         let correct = values
@@ -713,6 +743,7 @@ impl Trainer<'_> {
             correct,
             finite,
             gradient_evals: 0,
+            sam: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::fs;
 use std::path::Path;
 
+use samlab_core::ascent::SamObservation;
 use samlab_core::sam::{AscentSource, Grouping, Normalization, SamConfig, Variant};
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 use samlab_deep::bench::{estimate_seconds, StepTimes};
@@ -121,7 +122,8 @@ impl Observer for StopAfter {
     }
 }
 
-/// The rows without their timings, NaN (not logged) curvature as -1 so that rows compare equal.
+/// The rows without their timings, NaN (not logged) curvature and SAM observations as -1 so that rows compare
+/// equal.
 fn without_timings(rows: &[EpochRow]) -> Vec<EpochRow> {
     let logged = |x: f64| if x.is_nan() { -1.0 } else { x };
     rows.iter()
@@ -130,6 +132,7 @@ fn without_timings(rows: &[EpochRow]) -> Vec<EpochRow> {
             images_per_s: 0.0,
             hessian_top: logged(r.hessian_top),
             hessian_trace: logged(r.hessian_trace),
+            sam: SamObservation::from_values(&r.sam.values().map(logged)),
             ..r.clone()
         })
         .collect()
@@ -183,7 +186,7 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
         assert!(dir.join(f).is_file(), "{f}");
     }
     let metrics = fs::read_to_string(dir.join("metrics.csv")).unwrap();
-    assert!(metrics.starts_with("epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,seconds,images_per_s,train_eval_loss,train_eval_error,noisy_eval_error,hessian_top,hessian_trace\n"));
+    assert!(metrics.starts_with("epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,seconds,images_per_s,train_eval_loss,train_eval_error,noisy_eval_error,hessian_top,hessian_trace,sam_weight_norm,sam_delta_norm,sam_grad_cos,sam_sharpness,sam_bn_mean_shift,sam_bn_var_shift\n"));
     assert_eq!(metrics.lines().count(), 4);
     // metrics.csv reads back as the rows the run kept (NaN where a value is not logged), bit for bit.
     let read: Vec<EpochRow> = samlab_core::run_dir::read_rows(&dir.join("metrics.csv")).unwrap();
@@ -676,6 +679,70 @@ fn write_fuzz_seeds() {
         let text = toml::to_string(c).unwrap();
         fs::write(dir.join(format!("seed-{name}.toml")), text).unwrap();
     }
+}
+
+#[test]
+fn sam_runs_log_what_sam_did_and_erm_runs_log_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx(tmp.path(), 50, 20);
+    let mut cfg = config(tmp.path());
+    cfg.sam = SamConfig {
+        rho: 0.05,
+        grouping: Grouping::Size(4),
+        normalization: Normalization::Normalized,
+        ..SamConfig::default()
+    };
+    let sam = run::train(&cfg, &tmp.path().join("sam"), false, &mut Quiet).unwrap();
+    for r in &sam.rows {
+        let o = r.sam;
+        // Plain normalized SAM: ||delta|| = rho (up to f32 rounding), averaged over the m-SAM groups.
+        assert!((o.delta_norm / 0.05 - 1.0).abs() < 1e-4, "{o:?}");
+        assert!(
+            o.weight_norm.is_finite() && o.weight_norm > o.delta_norm,
+            "{o:?}"
+        );
+        assert!(
+            (-1.0..=1.0).contains(&o.grad_cos) && o.grad_cos < 1.0,
+            "{o:?}"
+        );
+        assert!(o.sharpness.is_finite() && o.sharpness > 0.0, "{o:?}");
+        // BatchNorm under the both-passes policy: the perturbed pass's batch statistics moved.
+        assert!(o.bn_mean_shift > 0.0 && o.bn_var_shift > 0.0, "{o:?}");
+    }
+    let back: Vec<EpochRow> =
+        samlab_core::run_dir::read_rows(&sam.dir.join("metrics.csv")).unwrap();
+    assert_eq!(without_timings(&back), without_timings(&sam.rows));
+
+    // The ascent on the previous batch has no clean gradient of the micro-batch: the cosine and the realised
+    // sharpness are not measured, the perturbation is.
+    cfg.sam.ascent_source = AscentSource::PreviousBatch;
+    let previous = run::train(&cfg, &tmp.path().join("previous"), false, &mut Quiet).unwrap();
+    for r in &previous.rows {
+        assert!(
+            r.sam.grad_cos.is_nan() && r.sam.sharpness.is_nan(),
+            "{:?}",
+            r.sam
+        );
+        assert!((r.sam.delta_norm / 0.05 - 1.0).abs() < 1e-4, "{:?}", r.sam);
+    }
+
+    cfg.sam = SamConfig {
+        rho: 0.0,
+        ..SamConfig::default()
+    };
+    let erm = run::train(&cfg, &tmp.path().join("erm"), false, &mut Quiet).unwrap();
+    assert!(erm.rows.iter().all(|r| r.sam.is_absent()));
+    let text = fs::read_to_string(erm.dir.join("metrics.csv")).unwrap();
+    assert!(text
+        .lines()
+        .next()
+        .unwrap()
+        .ends_with(",sam_bn_mean_shift,sam_bn_var_shift"));
+    assert!(text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .ends_with(",NaN,NaN,NaN,NaN,NaN,NaN"));
 }
 
 /// A ViT trained with AdamW and SAM-ON (LayerNorm's scales and shifts perturbed) resumes to the same numbers:

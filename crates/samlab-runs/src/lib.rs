@@ -4,6 +4,7 @@
 
 pub mod deep;
 pub mod diag;
+pub mod diagnose;
 pub mod implicit_bias;
 pub mod relu;
 

@@ -20,6 +20,7 @@ mod fsam;
 mod gsam;
 mod look_sam;
 mod msam;
+mod observe;
 mod sam_on;
 mod vasso;
 
@@ -31,6 +32,7 @@ use crate::sam::{Normalization, Perturbation, SamConfig, Variant};
 pub use asam::scaled_delta;
 pub use esam::esam_delta;
 pub use fisher_sam::fisher_delta;
+pub use observe::{cosine, ObservationMean, SamObservation};
 
 /// A parameter vector of oracle `O`'s space.
 pub type Vector<O> = <<O as Oracle>::Space as Space>::Vector;
@@ -190,6 +192,12 @@ pub struct Ascent<S: Space> {
     pub gradient_evals: u64,
     /// The loss sum the oracle returned with the last gradient (the descent's, at the end of a group).
     loss: f64,
+    /// Whether `g` was last taken at `w` itself.
+    g_at_w: bool,
+    /// Whether `g` is the gradient at `w` of the last group's own examples ([`Ascent::clean_gradient`]).
+    clean: bool,
+    /// Whether `gp` is the last group's descent gradient ([`Ascent::perturbed_gradient`]).
+    descended: bool,
 }
 
 /// One group's step as the variants see it.
@@ -222,6 +230,9 @@ impl<S: Space> Ascent<S> {
             at_w: true,
             gradient_evals: 0,
             loss: 0.0,
+            g_at_w: false,
+            clean: false,
+            descended: false,
         }
     }
 
@@ -247,6 +258,9 @@ impl<S: Space> Ascent<S> {
             S::set_sum(&mut self.point, w, &self.delta);
             &self.point
         };
+        if into_g {
+            self.g_at_w = self.at_w;
+        }
         let out = if into_g { &mut self.g } else { &mut self.gp };
         self.loss = oracle.gradient(pass, point, rows, scale, out);
         self.gradient_evals += 1;
@@ -268,6 +282,7 @@ impl<S: Space> Ascent<S> {
         rows: &[usize],
         unit: f64,
     ) {
+        self.descended = true;
         self.gradient(
             oracle,
             Pass::Descent,
@@ -308,6 +323,7 @@ impl<S: Space> Ascent<S> {
         acc: &mut S::Vector,
     ) -> f64 {
         let unit = oracle.descent_unit(rows.len());
+        (self.g_at_w, self.clean, self.descended) = (false, false, false);
         if rho == 0.0 {
             self.at_w = true;
             self.gradient(
@@ -349,6 +365,7 @@ impl<S: Space> Ascent<S> {
                 false
             }
         };
+        self.clean = self.g_at_w && ascent_rows == rows;
         if descend {
             self.descent(oracle, w, rows, unit);
             S::axpy(acc, 1.0, &self.gp);

@@ -1,0 +1,214 @@
+//! What a SAM step did, observed without changing it: the perturbation's norm beside the weights', the cosine
+//! between the clean gradient and the SAM gradient (at the perturbed point), the realised sharpness
+//! $L_G(w + \delta) - L_G(w)$ on the group's examples, and (deep nets) how far BatchNorm's batch statistics moved
+//! between the clean and the perturbed pass. The engines log their means (`samlab diagnose` reads them back).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Ascent, Oracle, Pass, Space, VariantState};
+use crate::run_dir::nan_as_null;
+use crate::sam::SamConfig;
+
+/// What SAM did at a step (one group's, or a mean over groups and steps); NaN where a quantity was not measured
+/// (`null` in JSON; a missing field is absent).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamObservation {
+    /// $\lVert w \rVert$.
+    #[serde(with = "nan_as_null")]
+    pub weight_norm: f64,
+    /// $\lVert \delta \rVert$ (0 where the step took no perturbation: MSAM before its momentum, LookSAM's reuse).
+    #[serde(with = "nan_as_null")]
+    pub delta_norm: f64,
+    /// The cosine between the gradient of the group's mean loss at $w$ (the clean gradient) and the gradient at
+    /// $w + \delta$ the step descends with (the SAM gradient).
+    #[serde(with = "nan_as_null")]
+    pub grad_cos: f64,
+    /// $L_G(w + \delta) - L_G(w)$, mean losses over the group's examples (the cross-entropy, without L2 terms).
+    #[serde(with = "nan_as_null")]
+    pub sharpness: f64,
+    /// BatchNorm: root mean square over every channel of the batch mean's shift from the clean pass to the
+    /// perturbed one, in units of the clean pass's standard deviation.
+    #[serde(with = "nan_as_null")]
+    pub bn_mean_shift: f64,
+    /// BatchNorm: root mean square over every channel of the batch variance's relative change.
+    #[serde(with = "nan_as_null")]
+    pub bn_var_shift: f64,
+}
+
+impl Default for SamObservation {
+    fn default() -> Self {
+        SamObservation::ABSENT
+    }
+}
+
+impl SamObservation {
+    /// The metrics columns, in the order of [`SamObservation::values`] (the analytic engines write the first
+    /// [`SamObservation::HOST_COLUMNS`]: they have no BatchNorm).
+    pub const COLUMNS: [&'static str; 6] = [
+        "sam_weight_norm",
+        "sam_delta_norm",
+        "sam_grad_cos",
+        "sam_sharpness",
+        "sam_bn_mean_shift",
+        "sam_bn_var_shift",
+    ];
+    /// The columns of an engine without BatchNorm.
+    pub const HOST_COLUMNS: usize = 4;
+    /// Nothing measured (ERM steps, log points without a step).
+    pub const ABSENT: SamObservation = SamObservation {
+        weight_norm: f64::NAN,
+        delta_norm: f64::NAN,
+        grad_cos: f64::NAN,
+        sharpness: f64::NAN,
+        bn_mean_shift: f64::NAN,
+        bn_var_shift: f64::NAN,
+    };
+
+    /// The values in column order.
+    pub fn values(&self) -> [f64; 6] {
+        [
+            self.weight_norm,
+            self.delta_norm,
+            self.grad_cos,
+            self.sharpness,
+            self.bn_mean_shift,
+            self.bn_var_shift,
+        ]
+    }
+
+    /// From the first `v.len()` (at most 6) values in column order; the rest absent.
+    pub fn from_values(v: &[f64]) -> Self {
+        let mut all = [f64::NAN; 6];
+        all[..v.len()].copy_from_slice(v);
+        let [weight_norm, delta_norm, grad_cos, sharpness, bn_mean_shift, bn_var_shift] = all;
+        SamObservation {
+            weight_norm,
+            delta_norm,
+            grad_cos,
+            sharpness,
+            bn_mean_shift,
+            bn_var_shift,
+        }
+    }
+
+    /// Whether nothing was measured.
+    pub fn is_absent(&self) -> bool {
+        self.values().iter().all(|v| v.is_nan())
+    }
+}
+
+/// `a . b / (||a|| ||b||)` from the three products (NaN for a zero vector).
+pub fn cosine(ab: f64, aa: f64, bb: f64) -> f64 {
+    let c = ab / (aa.sqrt() * bb.sqrt());
+    if c.is_finite() {
+        c.clamp(-1.0, 1.0)
+    } else {
+        f64::NAN
+    }
+}
+
+/// The mean of observations, field by field over those that measured it.
+#[derive(Clone, Debug, Default)]
+pub struct ObservationMean {
+    sum: [f64; 6],
+    count: [u32; 6],
+}
+
+impl ObservationMean {
+    /// Takes in `o`'s measured (non-NaN) fields.
+    pub fn add(&mut self, o: &SamObservation) {
+        for (k, v) in o.values().into_iter().enumerate() {
+            if !v.is_nan() {
+                self.sum[k] += v;
+                self.count[k] += 1;
+            }
+        }
+    }
+
+    /// The means (absent where nothing was measured).
+    pub fn mean(&self) -> SamObservation {
+        let v: Vec<f64> = self
+            .sum
+            .iter()
+            .zip(&self.count)
+            .map(|(&s, &n)| if n == 0 { f64::NAN } else { s / f64::from(n) })
+            .collect();
+        SamObservation::from_values(&v)
+    }
+}
+
+impl<S: Space> Ascent<S> {
+    /// The gradient of the last group's mean loss at `w` on its own examples, where its step computed one (not
+    /// with the ascent on the previous batch, random perturbations, or multi-step or random-start ascents).
+    pub fn clean_gradient(&self) -> Option<&S::Vector> {
+        self.clean.then_some(&self.g)
+    }
+
+    /// The gradient at `w + delta` the last group's step descended with (scaled as its descent direction), where
+    /// it took one (not LookSAM's steps that reuse their stored component).
+    pub fn perturbed_gradient(&self) -> Option<&S::Vector> {
+        self.descended.then_some(&self.gp)
+    }
+
+    /// SAM's step of radius `rho` on the group `rows` at `w` (see [`Ascent::group`]), observed without changing
+    /// anything: the step runs on copies of the variant's state and of the noise, and the clean gradient and
+    /// the losses at `w` and `w + delta` take extra passes (one gradient, two losses). For engines that observe
+    /// a few points of a run, not every step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn probe<O: Oracle<Space = S>>(
+        oracle: &mut O,
+        sam: &SamConfig,
+        rho: f64,
+        w: &S::Vector,
+        rows: &[usize],
+        ascent_rows: &[usize],
+        state: &VariantState<S::Vector>,
+        rng: &O::Rng,
+    ) -> SamObservation
+    where
+        O::Rng: Clone,
+    {
+        let mut ascent = Ascent::new(w);
+        let mut acc = w.clone();
+        S::scale(&mut acc, 0.0);
+        let (mut state, mut rng) = (state.clone(), rng.clone());
+        ascent.group(
+            oracle,
+            sam,
+            rho,
+            w,
+            rows,
+            ascent_rows,
+            &mut state,
+            &mut rng,
+            &mut acc,
+        );
+        let mut g = acc;
+        let scale = oracle.ascent_scale(rows.len());
+        oracle.gradient(Pass::Ascent { at_w: true }, w, rows, scale, &mut g);
+        let mean_loss = |oracle: &mut O, at: &S::Vector| {
+            let mut each = vec![0.0; rows.len()];
+            oracle.losses(at, rows, &mut each);
+            each.iter().sum::<f64>() / rows.len() as f64
+        };
+        let (delta_norm, sharpness) = match ascent.delta() {
+            None => (0.0, 0.0),
+            Some(delta) => {
+                let mut point = w.clone();
+                S::set_sum(&mut point, w, delta);
+                let rise = mean_loss(oracle, &point) - mean_loss(oracle, w);
+                (S::norm(delta), rise)
+            }
+        };
+        SamObservation {
+            weight_norm: S::norm(w),
+            delta_norm,
+            grad_cos: ascent.perturbed_gradient().map_or(f64::NAN, |gp| {
+                cosine(S::dot(&g, gp), S::dot(&g, &g), S::dot(gp, gp))
+            }),
+            sharpness,
+            ..SamObservation::ABSENT
+        }
+    }
+}

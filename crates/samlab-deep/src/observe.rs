@@ -1,0 +1,150 @@
+//! The deep engine's [`SamObservation`] of every SAM step, from what the step computes anyway: its perturbation,
+//! the ascent's gradient at `w` (the clean gradient, when the ascent starts at `w` on the micro-batch itself), the
+//! group's descent direction, the mean losses of the clean and the perturbed pass, and the BatchNorm running
+//! statistics around them. Nothing is recomputed and the step's arithmetic is untouched; the step synchronizes
+//! once more with the host, for all its groups together. The products over every parameter still cost about a
+//! fifth of a step of the paper's m-SAM MLP (m = 16 of 128, CPU backend): a run observes every
+//! [`crate::run::OBSERVE_EVERY`]th step.
+//!
+//! The batch statistics of a pass are recovered from the running statistics it updated ($r' = (1 - \mu) r +
+//! \mu b$, so $b = (r' - (1 - \mu) r) / \mu$; in f32 that resolves shifts above about $10^{-6}$): the BatchNorm
+//! shift is measured under [`crate::trainer::BnPolicy::BothPasses`], where both passes update them, and absent
+//! under the other policies.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use samlab_core::ascent::{cosine, Ascent, ObservationMean, SamObservation};
+
+use crate::nn::{BnStats, BN_MOMENTUM, NORM_EPS};
+use crate::oracle::Tensors;
+use crate::trainer::ParamVec;
+
+/// What one pass of a group leaves for the observation: its mean loss and, where it updated the running
+/// statistics, those before and after it.
+pub(crate) struct PassRecord {
+    /// The mean cross-entropy over the micro-batch (one element).
+    pub loss: Tensor<1>,
+    /// The running statistics before and after the pass.
+    pub bn: Option<(BnStats, BnStats)>,
+}
+
+/// The clean pass (at `w`, on the micro-batch) and the perturbed one (the descent, at `w + delta`) of a group.
+#[derive(Default)]
+pub(crate) struct GroupRecord {
+    /// The clean pass, where the step made one.
+    pub clean: Option<PassRecord>,
+    /// The perturbed pass, where the step made one over the whole micro-batch.
+    pub perturbed: Option<PassRecord>,
+}
+
+/// Number of scalars [`group_parts`] gives per group.
+const PARTS: usize = 8;
+
+/// `sum_i <a_i, b_i>` as a one-element tensor on the device.
+fn inner(a: &[Tensor<1>], b: &[Tensor<1>]) -> Tensor<1> {
+    let parts: Vec<Tensor<1>> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x.clone() * y.clone()).sum())
+        .collect();
+    Tensor::cat(parts, 0).sum()
+}
+
+/// A one-element tensor holding `x` on `device`.
+fn scalar(x: f32, device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(vec![x], [1]), device)
+}
+
+/// The batch statistics (mean and unbiased variance per slot) a pass folded into `before` to give `after`.
+fn batch_stats((before, after): &(BnStats, BnStats)) -> Vec<(Tensor<1>, Tensor<1>)> {
+    let recover = |b: &Tensor<1>, a: &Tensor<1>| {
+        (a.clone() - b.clone().mul_scalar(1.0 - BN_MOMENTUM)).mul_scalar(1.0 / BN_MOMENTUM)
+    };
+    (0..before.mean.len())
+        .map(|s| {
+            (
+                recover(&before.mean[s], &after.mean[s]),
+                recover(&before.var[s], &after.var[s]),
+            )
+        })
+        .collect()
+}
+
+/// The summed squared shifts of the BatchNorm batch statistics from `clean` to `perturbed` (mean in clean
+/// standard deviations, variance relative), or `None` without both.
+fn bn_shift(clean: &PassRecord, perturbed: &PassRecord) -> Option<[Tensor<1>; 2]> {
+    let (c, p) = (
+        batch_stats(clean.bn.as_ref()?),
+        batch_stats(perturbed.bn.as_ref()?),
+    );
+    let (mut mean, mut var) = (Vec::new(), Vec::new());
+    for ((mc, vc), (mp, vp)) in c.into_iter().zip(p) {
+        let scale = vc.clone().add_scalar(NORM_EPS);
+        mean.push(((mp - mc).square() / scale.clone()).sum());
+        var.push(((vp - vc) / scale).square().sum());
+    }
+    (!mean.is_empty()).then(|| [Tensor::cat(mean, 0).sum(), Tensor::cat(var, 0).sum()])
+}
+
+/// A group's observation, still on the device: `PARTS` scalars (squared perturbation norm, the products of the
+/// clean and the SAM gradient, both losses, the BatchNorm sums), NaN where not measured.
+pub(crate) fn group_parts(sam: &Ascent<Tensors>, w: &ParamVec, record: GroupRecord) -> Tensor<1> {
+    let device = w[0].device();
+    let nan = || scalar(f32::NAN, &device);
+    let delta = sam
+        .delta()
+        .map_or_else(|| scalar(0.0, &device), |d| inner(d, d));
+    let [gp, gg, pp] = match (sam.clean_gradient(), sam.perturbed_gradient()) {
+        (Some(g), Some(p)) => [inner(g, p), inner(g, g), inner(p, p)],
+        _ => [nan(), nan(), nan()],
+    };
+    let [clean_loss, perturbed_loss] = match (&record.clean, &record.perturbed) {
+        (Some(c), Some(p)) => [c.loss.clone(), p.loss.clone()],
+        _ => [nan(), nan()],
+    };
+    let bn = match (&record.clean, &record.perturbed) {
+        (Some(c), Some(p)) => bn_shift(c, p),
+        _ => None,
+    };
+    let [bn_mean, bn_var] = bn.unwrap_or_else(|| [nan(), nan()]);
+    let parts: [Tensor<1>; PARTS] = [
+        delta,
+        gp,
+        gg,
+        pp,
+        clean_loss,
+        perturbed_loss,
+        bn_mean,
+        bn_var,
+    ];
+    Tensor::cat(parts.to_vec(), 0)
+}
+
+/// The step's observation, the mean over its groups' `parts` at weights `w` of `bn_channels` BatchNorm
+/// channels (one host synchronization).
+pub(crate) fn step_observation(
+    parts: Vec<Tensor<1>>,
+    w: &[Tensor<1>],
+    bn_channels: usize,
+) -> SamObservation {
+    let mut all = parts;
+    all.push(inner(w, w));
+    let values = Tensor::cat(all, 0)
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .expect("f64 observations");
+    let (groups, ww) = values.split_at(values.len() - 1);
+    let mut mean = ObservationMean::default();
+    for p in groups.chunks(PARTS) {
+        let per_channel = |s: f64| (s / bn_channels as f64).sqrt();
+        mean.add(&SamObservation {
+            weight_norm: ww[0].sqrt(),
+            delta_norm: p[0].sqrt(),
+            grad_cos: cosine(p[1], p[2], p[3]),
+            sharpness: p[5] - p[4],
+            bn_mean_shift: per_channel(p[6]),
+            bn_var_shift: per_channel(p[7]),
+        });
+    }
+    mean.mean()
+}
