@@ -1350,3 +1350,46 @@ fn a_run_cannot_be_its_own_parent() {
         &own,
     );
 }
+
+/// Issue 27: a SAM run's last checkpoint copied over an ERM run's is not judged as the ERM run's. The deep presets
+/// of `samlab report` read checkpoints only through `samlab_experiments::cached` analyses of `last_checkpoint`,
+/// computed by `LoadedRun::load`: the copy changes the checkpoint's SHA-256, so the kept analysis is not reused,
+/// and the new one refuses the checkpoint (its progress record names another config.toml). Before the check,
+/// `samlab report` flipped 2 claims with exit 0.
+#[test]
+fn a_checkpoint_copied_from_another_run_is_not_judged() {
+    use samlab_deep::analysis::{CheckpointKind, LoadedRun};
+    use samlab_experiments::{cached, last_checkpoint};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let (erm, sam) = (root.join("erm"), root.join("sam"));
+    tiny_run(root, &erm);
+    let config = fs::read_to_string(erm.join("config.toml")).unwrap();
+    ok(&[
+        "train",
+        "--config",
+        p(&erm.join("config.toml")),
+        "--rho",
+        "0.05",
+        "--out",
+        p(&sam),
+    ]);
+    let cache = root.join("cache/steps.json");
+    let analysis = || {
+        cached(&cache, &[last_checkpoint(&erm)], || {
+            Ok(LoadedRun::load(&erm, CheckpointKind::Last)?.info.steps_done)
+        })
+    };
+    let steps = summary(&erm)["steps"].as_u64();
+    assert_eq!(analysis().unwrap(), steps);
+    fs::copy(last_checkpoint(&sam), last_checkpoint(&erm)).unwrap();
+    let err = format!("{:#}", analysis().unwrap_err());
+    assert!(
+        err.contains("was written by a run of another config.toml"),
+        "{err}"
+    );
+    // The ERM run's own files are untouched, so only the copied checkpoint is refused.
+    assert_eq!(fs::read_to_string(erm.join("config.toml")).unwrap(), config);
+    let err = bad(&["sharpness", p(&erm)]);
+    assert!(err.contains("another config.toml"), "{err}");
+}

@@ -544,50 +544,6 @@ mod tests {
         assert_eq!(fmt_compact(0.12345), "0.1235");
         assert_eq!(fmt_compact(0.0), "0.0000");
         assert_eq!(fmt_compact(1e300), "1.000e300");
-    /// Issue 27: a SAM run's last checkpoint copied over an ERM run's is not judged as the ERM run's. The deep
-    /// presets read checkpoints only through [`cached`] analyses of [`last_checkpoint`], computed by
-    /// `LoadedRun::load`: the copy changes the checkpoint's SHA-256, so the kept analysis is not reused, and the
-    /// new one refuses the checkpoint (its progress record names another config.toml). Before the check, `samlab
-    /// report` flipped 2 claims with exit 0.
-    #[test]
-    fn a_checkpoint_copied_from_another_run_is_not_judged() {
-        use samlab_deep::analysis::{CheckpointKind, LoadedRun};
-        let tmp = tempfile::tempdir().unwrap();
-        let mut erm = samlab_runs::deep::defaults();
-        erm.model.arch = samlab_deep::models::Arch::Mlp;
-        erm.model.width = Some(4);
-        erm.data.train_limit = Some(64);
-        erm.train.batch_size = 16;
-        erm.train.eval_train_examples = 16;
-        erm.sam = SamConfig::erm();
-        let mut sam = erm.clone();
-        sam.sam.rho = 0.05;
-        let runs = [("erm", &erm), ("sam", &sam)].map(|(name, c)| {
-            let dir = tmp.path().join(name);
-            samlab_deep::run::train(c, &dir, false, &mut samlab_deep::run::Quiet).unwrap();
-            dir
-        });
-        let cache = tmp.path().join("cache/steps.json");
-        let analysis = |dir: &Path| {
-            cached(&cache, &[last_checkpoint(dir)], || {
-                Ok(LoadedRun::load(dir, CheckpointKind::Last)?.info.steps_done)
-            })
-        };
-        let steps = samlab_runs::deep::load(&runs[0], &erm)
-            .unwrap()
-            .summary
-            .steps;
-        assert_eq!(analysis(&runs[0]).unwrap(), Some(steps as u64));
-        std::fs::copy(last_checkpoint(&runs[1]), last_checkpoint(&runs[0])).unwrap();
-        let err = format!("{:#}", analysis(&runs[0]).unwrap_err());
-        assert!(
-            err.contains("was written by a run of another config.toml"),
-            "{err}"
-        );
-        // The run's own files still load (metrics.csv is the ERM run's), so only the copy is refused.
-        assert!(samlab_runs::deep::load(&runs[0], &erm).is_ok());
-    }
-
         assert_eq!(fmt_compact(-2.5e-7), "-2.500e-7");
         assert_eq!(fmt_compact(f64::NAN), "diverged");
         assert_eq!(fmt_compact(f64::INFINITY), "diverged");
