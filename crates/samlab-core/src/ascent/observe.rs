@@ -5,9 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Ascent, Oracle, Pass, Space, VariantState};
+use super::{Ascent, Space};
 use crate::run_dir::nan_as_null;
-use crate::sam::SamConfig;
 
 /// What SAM did at a step (one group's, or a mean over groups and steps); NaN where a quantity was not measured
 /// (`null` in JSON; a missing field is absent).
@@ -43,8 +42,7 @@ impl Default for SamObservation {
 }
 
 impl SamObservation {
-    /// The metrics columns, in the order of [`SamObservation::values`] (the analytic engines write the first
-    /// [`SamObservation::HOST_COLUMNS`]: they have no BatchNorm).
+    /// The metrics columns, in the order of [`SamObservation::values`].
     pub const COLUMNS: [&'static str; 6] = [
         "sam_weight_norm",
         "sam_delta_norm",
@@ -53,8 +51,6 @@ impl SamObservation {
         "sam_bn_mean_shift",
         "sam_bn_var_shift",
     ];
-    /// The columns of an engine without BatchNorm.
-    pub const HOST_COLUMNS: usize = 4;
     /// Nothing measured (ERM steps, log points without a step).
     pub const ABSENT: SamObservation = SamObservation {
         weight_norm: f64::NAN,
@@ -149,66 +145,5 @@ impl<S: Space> Ascent<S> {
     /// it took one (not LookSAM's steps that reuse their stored component).
     pub fn perturbed_gradient(&self) -> Option<&S::Vector> {
         self.descended.then_some(&self.gp)
-    }
-
-    /// SAM's step of radius `rho` on the group `rows` at `w` (see [`Ascent::group`]), observed without changing
-    /// anything: the step runs on copies of the variant's state and of the noise, and the clean gradient and
-    /// the losses at `w` and `w + delta` take extra passes (one gradient, two losses). For engines that observe
-    /// a few points of a run, not every step.
-    #[allow(clippy::too_many_arguments)]
-    pub fn probe<O: Oracle<Space = S>>(
-        oracle: &mut O,
-        sam: &SamConfig,
-        rho: f64,
-        w: &S::Vector,
-        rows: &[usize],
-        ascent_rows: &[usize],
-        state: &VariantState<S::Vector>,
-        rng: &O::Rng,
-    ) -> SamObservation
-    where
-        O::Rng: Clone,
-    {
-        let mut ascent = Ascent::new(w);
-        let mut acc = w.clone();
-        S::scale(&mut acc, 0.0);
-        let (mut state, mut rng) = (state.clone(), rng.clone());
-        ascent.group(
-            oracle,
-            sam,
-            rho,
-            w,
-            rows,
-            ascent_rows,
-            &mut state,
-            &mut rng,
-            &mut acc,
-        );
-        let mut g = acc;
-        let scale = oracle.ascent_scale(rows.len());
-        oracle.gradient(Pass::Ascent { at_w: true }, w, rows, scale, &mut g);
-        let mean_loss = |oracle: &mut O, at: &S::Vector| {
-            let mut each = vec![0.0; rows.len()];
-            oracle.losses(at, rows, &mut each);
-            each.iter().sum::<f64>() / rows.len() as f64
-        };
-        let (delta_norm, sharpness) = match ascent.delta() {
-            None => (0.0, 0.0),
-            Some(delta) => {
-                let mut point = w.clone();
-                S::set_sum(&mut point, w, delta);
-                let rise = mean_loss(oracle, &point) - mean_loss(oracle, w);
-                (S::norm(delta), rise)
-            }
-        };
-        SamObservation {
-            weight_norm: S::norm(w),
-            delta_norm,
-            grad_cos: ascent.perturbed_gradient().map_or(f64::NAN, |gp| {
-                cosine(S::dot(&g, gp), S::dot(&g, &g), S::dot(gp, gp))
-            }),
-            sharpness,
-            ..SamObservation::ABSENT
-        }
     }
 }
