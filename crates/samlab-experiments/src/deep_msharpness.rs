@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use samlab_core::ascent::SamObservation;
 use samlab_core::run_dir::write_json;
 use samlab_deep::analysis::hessian::{run_hessian, HessianConfig};
 use samlab_deep::analysis::sharpness::{run_sharpness, SharpnessConfig};
@@ -83,15 +84,17 @@ fn logged_curvature(runs: &[RunOutcome]) -> Option<(Vec<f64>, Vec<Vec<f64>>)> {
         .then_some((epochs, per_seed))
 }
 
-/// The top Hessian eigenvalue over training for ERM and every m (mean +- std over seeds), where the runs logged it.
+/// The top Hessian eigenvalue over training for ERM and every m (mean +- std over seeds), where the runs logged it:
+/// markers at the logged epochs, on the training log's `examples` fixed examples (named in the title: they are
+/// not the final analysis's).
 fn curvature_figure(
     dir: &Path,
-    erm: &[RunOutcome],
-    sweep: &Sweep,
+    (erm, sweep): (&[RunOutcome], &Sweep),
     m_grid: &[usize],
+    examples: usize,
 ) -> Result<Option<PathBuf>> {
     let mut fig = Figure::new(
-        "Top Hessian eigenvalue during training (mean +- std over seeds)",
+        format!("Top Hessian eigenvalue during training, logged on {examples} fixed training examples (mean +- std over seeds)"),
         "epoch",
         "top eigenvalue of the training loss (exact products)",
     );
@@ -103,14 +106,56 @@ fn curvature_figure(
     );
     for (label, runs) in groups {
         if let Some((epochs, per_seed)) = logged_curvature(runs) {
-            fig.series
-                .push(seed_series(label, &epochs, &per_seed, 1.0, false));
+            let mut series = seed_series(label, &epochs, &per_seed, 1.0, false);
+            series.markers = true;
+            fig.series.push(series);
         }
     }
     if fig.series.is_empty() {
         return Ok(None);
     }
     Ok(Some(render(&fig, &dir.join("curvature"))?.0))
+}
+
+/// What SAM did during the m-SAM runs, epoch by epoch for every m (mean +- std over seeds of each epoch's mean
+/// over its observed steps): the cosine between the clean and the SAM gradient, and the realised sharpness.
+fn sam_figures(dir: &Path, sweep: &Sweep, m_grid: &[usize]) -> Result<Vec<PathBuf>> {
+    type Pick = fn(&SamObservation) -> f64;
+    let quantities: [(&str, &str, &str, Pick); 2] = [
+        (
+            "sam_cosine",
+            "What SAM did: cosine between the clean and the SAM gradient (mean +- std over seeds)",
+            "cos(grad L_B(w), grad L_B(w + delta))",
+            |o| o.grad_cos,
+        ),
+        (
+            "sam_sharpness",
+            "What SAM did: realised sharpness L_B(w + delta) - L_B(w) on the batch",
+            "loss increase at the perturbed point",
+            |o| o.sharpness,
+        ),
+    ];
+    let mut paths = Vec::new();
+    for (stem, title, y, pick) in quantities {
+        let mut fig = Figure::new(title, "epoch", y);
+        for (m, runs) in m_grid.iter().zip(&sweep.runs) {
+            let per_seed: Vec<Vec<f64>> = runs
+                .iter()
+                .map(|o| o.rows.iter().map(|r| pick(&r.sam)).collect())
+                .collect();
+            let epochs = per_seed.iter().map(Vec::len).min().unwrap_or(0);
+            if per_seed.iter().flatten().all(|v| v.is_nan()) {
+                continue;
+            }
+            let xs: Vec<f64> = (1..=epochs).map(|e| e as f64).collect();
+            fig.series
+                .push(seed_series(format!("m = {m}"), &xs, &per_seed, 1.0, false));
+        }
+        if !fig.series.is_empty() {
+            paths.push(render(&fig, &dir.join(stem))?.0);
+        }
+    }
+    Ok(paths)
 }
 
 /// Test error against m at a fixed batch size and radius.
@@ -201,6 +246,7 @@ impl Experiment for MSharpness {
         }
         // Sharpness, curvature and features of every final model: ERM first, then the m grid.
         let small = scale.small_m;
+        let logged = scale.base.train.curvature_examples;
         let models: Vec<&[RunOutcome]> = std::iter::once(erm.as_slice())
             .chain(sweep.runs.iter().map(Vec::as_slice))
             .collect();
@@ -217,7 +263,10 @@ impl Experiment for MSharpness {
                 "final model trained with".to_string(),
                 format!("worst-case {small}-sharpness (loss increase)"),
                 format!("worst-case {}-sharpness", scale.base.train.batch_size),
-                "top Hessian eigenvalue".into(),
+                format!(
+                    "top Hessian eigenvalue (`samlab hessian`, first {} training examples; the figure logs {logged} fixed examples of the eval subset)",
+                    HessianConfig::default().examples
+                ),
                 "feature sparsity (last hidden layer)".into(),
             ]
             .to_vec(),
@@ -260,7 +309,13 @@ impl Experiment for MSharpness {
             .zip(top(per_model[0]))
             .all(|(sam, erm)| *sam < erm);
         let mut figures = figures;
-        figures.extend(curvature_figure(&dir, &erm, &sweep, &scale.m_grid)?);
+        figures.extend(curvature_figure(
+            &dir,
+            (&erm, &sweep),
+            &scale.m_grid,
+            logged,
+        )?);
+        figures.extend(sam_figures(&dir, &sweep, &scale.m_grid)?);
         let spec = self.claims();
         Ok(Section {
             title: self.title().into(),
