@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
                     norm: m.norm.unwrap_or(m.arch.default_norm()),
                     input,
                     classes: 10,
+                    transformer: m.transformer,
                 });
             }
             true
