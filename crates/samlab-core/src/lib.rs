@@ -26,6 +26,7 @@ mod error;
 pub mod limits;
 pub mod numpy_rng;
 pub mod param_space;
+pub mod rank;
 pub mod relu_net;
 pub mod run_dir;
 pub mod sam;

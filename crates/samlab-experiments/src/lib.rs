@@ -12,6 +12,7 @@ mod diag_long;
 mod diag_notebook;
 mod edge_of_stability;
 mod full_batch;
+mod large_step_deep;
 mod relu_common;
 mod relu_kinks;
 mod relu_sparse;
@@ -327,6 +328,7 @@ pub fn all() -> Vec<Box<dyn Experiment>> {
         Box::new(variants_deep::VariantsDeep),
         Box::new(which_sharpness::WhichSharpness),
         Box::new(edge_of_stability::EdgeOfStability),
+        Box::new(large_step_deep::LargeStepDeep),
         Box::new(transformers::Transformers),
     ]
 }

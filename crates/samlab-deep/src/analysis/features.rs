@@ -21,6 +21,19 @@ pub fn feature_sparsity(
     examples: &Batch,
     corr_threshold: f64,
 ) -> (FeatureStats, usize) {
+    let phi = feature_matrix(net, params, bn, examples);
+    let d = phi.ncols();
+    (feature_stats_of(&phi, corr_threshold), d)
+}
+
+/// The penultimate features `[n, d]` ([`Network::features`]) of the network at `params` on `examples`, in
+/// evaluation mode (BatchNorm with the running statistics `bn`), on the host.
+pub fn feature_matrix(
+    net: &Network,
+    params: &[Tensor<1>],
+    bn: &BnStats,
+    examples: &Batch,
+) -> Array2<f64> {
     let mut ctx = Ctx {
         params,
         mode: BnMode::Running,
@@ -37,6 +50,5 @@ pub fn feature_sparsity(
         .into_iter()
         .map(f64::from)
         .collect();
-    let phi = Array2::from_shape_vec((n, d), values).expect("n x d features");
-    (feature_stats_of(&phi, corr_threshold), d)
+    Array2::from_shape_vec((n, d), values).expect("n x d features")
 }

@@ -7,6 +7,7 @@
 //! - [`hessian`]: the top eigenvalue of the training loss's Hessian by power iteration on finite-difference
 //!   Hessian-vector products;
 //! - [`features`]: the feature-sparsity coefficient of the penultimate (post-ReLU) features (SPEC section 9).
+//! - [`ntk`]: the NTK feature matrix (the Jacobian of the logits with respect to the parameters) on fixed examples.
 //!
 //! Every tool works on the first `N` examples of a split, without augmentation; losses are the plain mean
 //! cross-entropy (no L2 term).
@@ -14,6 +15,7 @@
 pub mod features;
 pub mod hessian;
 pub mod interpolate;
+pub mod ntk;
 pub mod sharpness;
 
 use std::fs;
