@@ -108,8 +108,8 @@ pub fn plan(out: &Path, s: &Settings, bar: &ProgressBar) -> Result<Plan> {
     let out = &absolute(out)?;
     let ctx = Ctx {
         out: out.to_path_buf(),
-        extended: s.extended,
         quick: s.quick,
+        extended: s.extended,
         progress: bar,
         deep: &deep,
     };
@@ -163,8 +163,8 @@ pub fn report(out: &Path, bar: &ProgressBar) -> Result<Outcome> {
     let experiments = selected(&s)?;
     let ctx = Ctx {
         out: out.to_path_buf(),
-        extended: s.extended,
         quick: s.quick,
+        extended: s.extended,
         progress: bar,
         deep: &deep,
     };
@@ -192,8 +192,8 @@ pub fn report(out: &Path, bar: &ProgressBar) -> Result<Outcome> {
         intro: format!(
             "Produced by samlab {} from the runs of `samlab reproduce{}`. Every run directory (config.toml, metrics.csv, summary.json with the run's wall time, .npy arrays) is under this folder; the deep-net runs are in deep_runs/, and plan.json lists them all.{}",
             env!("CARGO_PKG_VERSION"),
-            left_out_note(&s)?,
             flags(&s),
+            left_out_note(&s)?,
         ),
         sections,
     };
@@ -257,12 +257,13 @@ fn flags(s: &Settings) -> String {
     }
     if !s.only.is_empty() {
         f += &format!(" --only {}", s.only.join(","));
+    }
     if s.extended {
         f += " --extended";
     }
-    }
     f
 }
+
 /// The report's sentence on what the main job left out and how to get it (empty when nothing was).
 fn left_out_note(s: &Settings) -> Result<String> {
     let parts = left_out(s)?;
@@ -279,7 +280,6 @@ fn left_out_note(s: &Settings) -> Result<String> {
         flags(s)
     ))
 }
-
 
 /// Prints each planned deep-net run's estimated training time on `device`, before anything trains (steps timed
 /// on the device itself: see [`estimate_seconds`]).
@@ -313,5 +313,50 @@ fn duration(s: f64) -> String {
         format!("{:.0} min", (s / 60.0).ceil())
     } else {
         format!("{:.1} h", s / 3600.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(only: &[&str], extended: bool) -> Settings {
+        Settings {
+            quick: true,
+            scale: ScaleKind::Laptop,
+            data_dir: None,
+            device: "flex".into(),
+            precision: samlab_deep::trainer::Precision::F32,
+            only: only.iter().map(|s| s.to_string()).collect(),
+            extended,
+        }
+    }
+
+    /// Without `--extended` an experiment that runs only with it is left out of the plan and named, with the flag
+    /// that adds it, in the report's opening; with the flag it runs and nothing is left out; `--only` naming such
+    /// experiments alone is a bad request that says what to add.
+    #[test]
+    fn extended_experiments_run_only_with_the_flag_and_the_report_names_them() {
+        let ids = |s: &Settings| -> Vec<&'static str> {
+            selected(s).unwrap().iter().map(|e| e.id()).collect()
+        };
+        let main = settings(&[], false);
+        assert!(!ids(&main).contains(&"transformers"));
+        assert!(left_out(&main)
+            .unwrap()
+            .contains(&("transformers", "the whole experiment")));
+        let note = left_out_note(&main).unwrap();
+        assert!(
+            note.contains("transformers") && note.contains("--quick --extended"),
+            "{note}"
+        );
+        let extended = settings(&[], true);
+        assert!(ids(&extended).contains(&"transformers"));
+        assert!(left_out(&extended).unwrap().is_empty());
+        assert!(left_out_note(&extended).unwrap().is_empty());
+        assert_eq!(flags(&extended), " --quick --extended");
+        let err = selected(&settings(&["transformers"], false)).err().unwrap();
+        let bad = err.downcast_ref::<BadRequest>().expect("a bad request");
+        assert!(bad.0.contains("add --extended"), "{}", bad.0);
     }
 }
