@@ -4,7 +4,7 @@
 //! statistics around them. Nothing is recomputed and the step's arithmetic is untouched; the step synchronizes
 //! once more with the host, for all its groups together. The products over every parameter still cost about a
 //! fifth of a step of the paper's m-SAM MLP (m = 16 of 128, CPU backend): a run observes every
-//! [`crate::run::OBSERVE_EVERY`]th step.
+//! [`crate::run::OBSERVE_EVERY`]th step (then within the noise of its update time).
 //!
 //! The batch statistics of a pass are recovered from the running statistics it updated ($r' = (1 - \mu) r +
 //! \mu b$, so $b = (r' - (1 - \mu) r) / \mu$; in f32 that resolves shifts above about $10^{-6}$): the BatchNorm
