@@ -231,6 +231,7 @@ fn is_bad_input(err: &anyhow::Error) -> bool {
             || e.is::<samlab_experiments::BadRequest>()
             || e.is::<samlab_core::ConfigError>()
             || e.is::<samlab_core::DataError>()
+            || e.is::<samlab_core::run_dir::ArtefactMismatch>()
             || e.downcast_ref::<samlab_deep::run::RunError>()
                 .is_some_and(samlab_deep::run::RunError::is_bad_input)
             || e.downcast_ref::<samlab_core::run_dir::RunDirError>()
@@ -250,5 +251,4 @@ fn main() -> ExitCode {
             ExitCode::from(if is_bad_input(&err) { 2 } else { 1 })
         }
     }
-            || e.is::<samlab_core::run_dir::ArtefactMismatch>()
 }

@@ -552,6 +552,10 @@ pub struct Summary {
     pub precision: Precision,
     /// Times resumed.
     pub resumes: usize,
+    /// The SHA-256 of metrics.csv, recorded when the run finishes (ok or diverged) and checked whenever the run is
+    /// read back; absent while it runs and in runs written before samlab recorded it (read unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artefacts_sha256: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Receives progress while a run trains (progress bars, logs).
@@ -571,10 +575,6 @@ pub trait Observer {
 pub struct Quiet;
 
 impl Observer for Quiet {}
-    /// The SHA-256 of metrics.csv, recorded when the run finishes (ok or diverged) and checked whenever the run is
-    /// read back; absent while it runs and in runs written before samlab recorded it (read unchecked).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub artefacts_sha256: Option<std::collections::BTreeMap<String, String>>,
 
 /// A finished (or stopped) run.
 #[derive(Clone, Debug)]
@@ -1249,6 +1249,7 @@ fn summarize(config: &DeepRunConfig, p: &Plan, progress: &Progress, status: Stat
         device: config.train.device.clone(),
         precision: config.train.precision,
         resumes: progress.resumes,
+        artefacts_sha256: None,
     }
 }
 
@@ -1268,8 +1269,12 @@ fn finish(
     status: Status,
 ) -> Result<RunOutcome, RunError> {
     let mut summary = summarize(config, p, &progress, status);
-        artefacts_sha256: None,
     write_metrics(out, &progress.rows)?;
+    if status.finished() {
+        let names = ["metrics.csv"];
+        summary.artefacts_sha256 =
+            Some(run_dir::artefact_hashes(out, &names).map_err(io_err(&out.join(names[0])))?);
+    }
     write_summary(out, &summary)?;
     Ok(RunOutcome {
         dir: out.to_path_buf(),
@@ -1289,11 +1294,6 @@ fn run_loop(
     let t = &config.train;
     let sam = config.sam.check(t.batch_size)?;
     let trainer = Trainer {
-    if status.finished() {
-        let names = ["metrics.csv"];
-        summary.artefacts_sha256 =
-            Some(run_dir::artefact_hashes(out, &names).map_err(io_err(&out.join(names[0])))?);
-    }
         net: &p.net,
         sam: sam.clone(),
         optim: t.optim,

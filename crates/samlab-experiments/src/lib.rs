@@ -494,8 +494,8 @@ mod tests {
             let ctx = Ctx {
                 out: tmp.path().join("results"),
                 quick: false,
-                progress: &bar,
                 extended: true,
+                progress: &bar,
                 deep: &deep,
             };
             let experiments = all();

@@ -10,8 +10,8 @@ pub mod relu;
 
 use std::path::{Path, PathBuf};
 
-use samlab_deep::run::DeepRunConfig;
 use samlab_core::run_dir::{check_artefacts, resolve_init_from, same_dir};
+use samlab_deep::run::DeepRunConfig;
 use serde::de::DeserializeOwned;
 
 /// A config.toml that is not a run config of any engine (bad input).
@@ -170,7 +170,6 @@ pub struct NotFinished {
     pub why: String,
 }
 
-/// Reads `dir`'s config.toml and summary.json, checking that the run was made from `expected` and finished.
 /// A run config whose parent run (`init_from`) is compared by the directory it names, not by its spelling.
 trait StartsFrom: Clone + PartialEq {
     /// The config without its `init_from`, and the `init_from`.
@@ -215,6 +214,7 @@ fn same_config<C: StartsFrom>(dir: &Path, a: &C, b: &C) -> bool {
         }
 }
 
+/// Reads `dir`'s config.toml and summary.json, checking that the run was made from `expected` and finished.
 fn finished<C, S>(dir: &Path, expected: &C) -> Result<S, NotFinished>
 where
     C: DeserializeOwned + StartsFrom,
@@ -336,7 +336,6 @@ mod tests {
             .to_string();
         assert!(err.contains("no finished run here"), "{err}");
     }
-}
 
     /// A parent and the run that starts from it, moved together: the relative `init_from` still names the parent,
     /// the moved runs load and count as finished, and an absolute `init_from` naming the same parent is the same
@@ -438,3 +437,4 @@ mod tests {
         let err = format!("{:#}", relu::load(&dir, &relu).err().unwrap());
         assert!(err.contains("function.npy is not the file"), "{err}");
     }
+}
