@@ -7,10 +7,10 @@
 
 The first command writes samlab's logits on the run's first N test images, with the images themselves
 (crates/samlab-deep/examples/checkpoint_logits.rs); this script feeds the same images to PyTorch in eval mode.
-It also checks the checkpoint's metadata and recomputes its payload SHA-256 (every tensor's bytes, in byte order
-of the names). The state_dict is the file's tensors without the `optimizer.` ones; it loads with strict=True
+It also checks the checkpoint's metadata and recomputes its payload checksum (every tensor's bytes, in byte order
+of the names: SHA-256 in version 2, XXH3-128 in version 3). The state_dict is the file's tensors without the `optimizer.` ones; it loads with strict=True
 (samlab writes no `num_batches_tracked`; PyTorch's BatchNorm fills in a missing one itself). Needs torch,
-safetensors, numpy; not part of CI. Exit status 0 if the largest logit difference is within --tol of the largest logit."""
+safetensors, numpy (and xxhash for version-3 checkpoints); not part of CI. Exit status 0 if the largest logit difference is within --tol of the largest logit."""
 import argparse
 import hashlib
 import json
@@ -35,13 +35,18 @@ def main():
 
     with safe_open(args.checkpoint, framework="pt") as f:
         meta = f.metadata()
-    assert meta.get("format") == "samlab-checkpoint" and meta.get("version") == "2", meta
+    assert meta.get("format") == "samlab-checkpoint" and meta.get("version") in ("2", "3"), meta
     spec = json.loads(meta["model"])
     tensors = load_file(args.checkpoint)
-    sha = hashlib.sha256()
+    if meta["version"] == "2":
+        digest, key = hashlib.sha256(), "payload_sha256"
+    else:  # version 3: XXH3-128 (pip install xxhash)
+        import xxhash
+
+        digest, key = xxhash.xxh3_128(), "payload_xxh3_128"
     for name in sorted(tensors, key=lambda n: n.encode()):
-        sha.update(tensors[name].contiguous().numpy().tobytes())
-    assert sha.hexdigest() == meta["payload_sha256"], "payload checksum mismatch"
+        digest.update(tensors[name].contiguous().numpy().tobytes())
+    assert digest.hexdigest() == meta[key], "payload checksum mismatch"
 
     builders = {"preact_resnet18": torch_models.preact_resnet18, "preact_resnet34": torch_models.preact_resnet34,
                 "wrn28": torch_models.wrn28}

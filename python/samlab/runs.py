@@ -98,8 +98,8 @@ class Checkpoint:
 
 
 def read_checkpoint(path: PathLike) -> Checkpoint:
-    """Reads a samlab checkpoint (SafeTensors, version 2) through samlab-core: its format and version checked and
-    its payload SHA-256 verified before any value is handed out.
+    """Reads a samlab checkpoint (SafeTensors, version 3 or 2) through samlab-core: its format and version checked
+    and its payload checksum (XXH3-128, or version 2's SHA-256) verified before any value is handed out.
 
     Raises:
         ValueError: not a samlab checkpoint, another version (a version-1 file must be converted first:

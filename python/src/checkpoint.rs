@@ -1,5 +1,5 @@
 //! `samlab.runs` checkpoints: a deep run's `checkpoint/*.ckpt` read and verified by samlab-core's checkpoint file
-//! level (format, version, payload SHA-256), its tensors handed to NumPy.
+//! level (format, version, payload checksum), its tensors handed to NumPy.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

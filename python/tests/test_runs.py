@@ -160,7 +160,8 @@ CKPT = Path(__file__).resolve().parents[2] / "fuzz" / "corpus" / "checkpoint" / 
 
 def test_a_checkpoint_reads_verified_into_numpy(tmp_path):
     c = runs.read_checkpoint(CKPT)
-    assert c.metadata["format"] == "samlab-checkpoint" and c.metadata["version"] == "2"
+    assert c.metadata["format"] == "samlab-checkpoint" and c.metadata["version"] == "3"
+    assert len(c.metadata["payload_xxh3_128"]) == 32
     assert isinstance(c.model, dict) and isinstance(c.progress, dict)
     assert all(v.dtype == np.float32 for v in c.tensors.values())
     state = c.state_dict()
@@ -177,6 +178,34 @@ def test_a_checkpoint_reads_verified_into_numpy(tmp_path):
     assert r.checkpoint().tensors.keys() == c.tensors.keys()
     with pytest.raises(KeyError, match=r"no checkpoint/best.ckpt; it has last"):
         r.checkpoint("best")
+
+
+def as_version_2(raw: bytes) -> bytes:
+    """The same checkpoint in format version 2: the payload's SHA-256 under `payload_sha256` instead of XXH3-128."""
+    import hashlib
+
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    meta = header["__metadata__"]
+    del meta["payload_xxh3_128"]
+    meta["version"] = "2"
+    meta["payload_sha256"] = hashlib.sha256(raw[8 + n :]).hexdigest()  # all F32, laid out in name order
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
+
+
+def test_a_version_2_checkpoint_still_reads_and_its_checksum_is_checked(tmp_path):
+    v2 = tmp_path / "v2.ckpt"
+    raw = as_version_2(CKPT.read_bytes())
+    v2.write_bytes(raw)
+    c = runs.read_checkpoint(v2)
+    assert c.metadata["version"] == "2"
+    for k, v in runs.read_checkpoint(CKPT).tensors.items():
+        np.testing.assert_array_equal(c.tensors[k], v)
+    v2.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        runs.read_checkpoint(v2)
 
 
 def test_a_damaged_or_foreign_checkpoint_is_a_value_error(tmp_path):

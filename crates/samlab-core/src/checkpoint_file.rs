@@ -1,25 +1,49 @@
 //! The file level of samlab's checkpoints (format and layout: `samlab_deep::checkpoint`): a SafeTensors file whose
-//! metadata names the format and version and carries `payload_sha256`, the SHA-256 of every tensor's bytes with
-//! the tensors taken in byte order of their names. Reading a checkpoint's tensors needs no deep-learning
-//! framework: the deep engine builds its network from them, the Python package hands them to NumPy.
+//! metadata names the format and version and carries a checksum of the payload (every tensor's bytes, the tensors
+//! taken in byte order of their names): `payload_xxh3_128` (version 3, written) or `payload_sha256` (version 2,
+//! still read). Reading a checkpoint's tensors needs no deep-learning framework: the deep engine builds its network
+//! from them, the Python package hands them to NumPy.
+//!
+//! The checksum guards against damage (a flipped bit, a truncated or half-copied file), not against forgery: anyone
+//! who edits a tensor can recompute an unkeyed checksum, whichever it is. XXH3-128 detects damage as well as
+//! SHA-256 does for that purpose and runs at memory speed, so verifying costs a few percent of loading
+//! (docs/RELIABILITY.md has the measurement) where SHA-256 cost 31-82%.
 
 use std::collections::HashMap;
 
 use safetensors::tensor::Metadata;
 use safetensors::SafeTensors;
 use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::Xxh3;
 
 /// The `format` metadata of samlab's SafeTensors checkpoints.
 pub const FORMAT: &str = "samlab-checkpoint";
-/// The checkpoint format written (the SafeTensors one).
-pub const ST_VERSION: u32 = 2;
+/// The checkpoint format written (SafeTensors with an XXH3-128 payload checksum).
+pub const ST_VERSION: u32 = 3;
+/// The metadata key of the payload checksum that [`ST_VERSION`] writes.
+pub const CHECKSUM_KEY: &str = "payload_xxh3_128";
 
-/// The checkpoint's payload checksum: SHA-256 over the tensors' bytes in byte order of their names.
-pub fn payload_sha256<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+/// The tensors' bytes in byte order of their names.
+fn sorted<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<(&'a str, &'a [u8])> {
     let mut sorted: Vec<(&str, &[u8])> = tensors.into_iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
+    sorted
+}
+
+/// The payload checksum written under [`CHECKSUM_KEY`]: XXH3-128 over the tensors' bytes in byte order of their
+/// names, as 32 hexadecimal digits.
+pub fn payload_checksum<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut h = Xxh3::new();
+    for (_, bytes) in sorted(tensors) {
+        h.update(bytes);
+    }
+    format!("{:032x}", h.digest128())
+}
+
+/// Version 2's payload checksum: SHA-256 over the tensors' bytes in byte order of their names.
+pub fn payload_sha256<'a>(tensors: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
     let mut sha = Sha256::new();
-    for (_, bytes) in sorted {
+    for (_, bytes) in sorted(tensors) {
         sha.update(bytes);
     }
     sha.finalize().iter().map(|b| format!("{b:02x}")).collect()
@@ -48,8 +72,8 @@ pub fn parse(raw: &[u8]) -> Result<(SafeTensors<'_>, Metadata), String> {
     Ok((st, header))
 }
 
-/// The string metadata of a samlab checkpoint `st` (header `header`), after checking its format, version and
-/// payload checksum.
+/// The string metadata of a samlab checkpoint `st` (header `header`), after checking its format, its version (2 or
+/// 3) and the payload checksum of that version.
 pub fn verified_metadata(
     st: &SafeTensors<'_>,
     header: &Metadata,
@@ -66,21 +90,29 @@ pub fn verified_metadata(
             field("format")?
         ));
     }
-    if field("version")? != &ST_VERSION.to_string() {
-        return Err(format!(
-            "checkpoint version {}, this samlab reads {ST_VERSION}",
-            field("version")?
-        ));
-    }
+    let version = field("version")?;
+    let key = match version.as_str() {
+        "3" => CHECKSUM_KEY,
+        "2" => "payload_sha256",
+        other => {
+            return Err(format!(
+                "checkpoint version {other}, this samlab reads 2 and {ST_VERSION}"
+            ))
+        }
+    };
     let mut payload = Vec::new();
     for name in st.names() {
         payload.push((name, st.tensor(name).map_err(|e| e.to_string())?.data()));
     }
-    let checksum = payload_sha256(payload);
-    if field("payload_sha256")? != &checksum {
+    let got = if key == CHECKSUM_KEY {
+        payload_checksum(payload)
+    } else {
+        payload_sha256(payload)
+    };
+    if field(key)? != &got {
         return Err(format!(
-            "checksum mismatch: the tensor data hashes to {checksum}, the metadata says {}; the file is damaged",
-            field("payload_sha256")?
+            "checksum mismatch: the tensor data hashes to {got}, the metadata says {}; the file is damaged",
+            field(key)?
         ));
     }
     Ok(meta)

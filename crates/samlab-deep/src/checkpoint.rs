@@ -1,7 +1,7 @@
 //! Checkpoints: parameters, momentum buffers, BatchNorm running statistics and the run's progress, in one file
 //! written atomically (a temporary file, flushed to disk, then renamed over the old one).
 //!
-//! **Format** (version 2): [SafeTensors](https://github.com/huggingface/safetensors), every tensor `F32`,
+//! **Format** (version 3): [SafeTensors](https://github.com/huggingface/safetensors), every tensor `F32`,
 //! little-endian, with its real shape and a PyTorch-style name, so that `safetensors.torch.load_file` gives a
 //! `state_dict` for the matching PyTorch model:
 //!
@@ -16,12 +16,14 @@
 //! No `num_batches_tracked` is written (samlab does not count batches; PyTorch uses the count only with
 //! `momentum=None`, and its BatchNorm fills in a missing one when loading): drop the `optimizer.` tensors and
 //! `load_state_dict(..., strict=True)` takes the rest (`bench/checkpoint_to_torch.py`). The string metadata holds
-//! `format` (`samlab-checkpoint`), `version` (`2`), `model` (the [`ModelSpec`] as JSON), `progress` (JSON),
+//! `format` (`samlab-checkpoint`), `version` (`3`), `model` (the [`ModelSpec`] as JSON), `progress` (JSON),
 //! `momentum` (`true` or `false`), `variant` (`true` when the variant's direction is there; absent means `false`),
 //! `variant_steps` (the variant's step count; absent means 0), `second_moment` (`true` when AdamW's second
-//! moments are there; absent means `false`), `adam_steps` (AdamW's step count; absent means 0) and `payload_sha256`: the SHA-256 of every tensor's raw bytes, the tensors taken in
-//! byte order of their names. (SafeTensors lays all-`F32` files out in that order, so it is also the SHA-256 of the
-//! data section after the header.) Values are stored bit for bit (a transpose moves them, never rounds them),
+//! moments are there; absent means `false`), `adam_steps` (AdamW's step count; absent means 0) and `payload_xxh3_128`: the XXH3-128 checksum (32
+//! hexadecimal digits) of every tensor's raw bytes, the tensors taken in byte order of their names (SafeTensors
+//! lays all-`F32` files out in that order, so it is also the checksum of the data section after the header;
+//! `samlab_core::checkpoint_file`). **Version 2** is the same with `payload_sha256`, the SHA-256 of those bytes; it
+//! is still read. Values are stored bit for bit (a transpose moves them, never rounds them),
 //! which is what makes a resumed run identical to an uninterrupted one.
 //!
 //! **Loading** checks, before any value is used: that the header length fits inside the file, the SafeTensors
@@ -51,7 +53,7 @@ use crate::nn::BnStats;
 use crate::optim::AdamState;
 use crate::trainer::TrainState;
 use samlab_core::ascent::VariantState;
-use samlab_core::checkpoint_file::{self, payload_sha256};
+use samlab_core::checkpoint_file::{self, payload_checksum, CHECKSUM_KEY};
 
 pub use samlab_core::checkpoint_file::{FORMAT, ST_VERSION};
 /// Prefix of the momentum buffers' names.
@@ -451,7 +453,7 @@ impl Checkpoint {
                 });
             }
         }
-        let checksum = payload_sha256(tensors.iter().map(|(n, t)| (n.as_str(), &t.bytes[..])));
+        let checksum = payload_checksum(tensors.iter().map(|(n, t)| (n.as_str(), &t.bytes[..])));
         let metadata = HashMap::from([
             ("format".to_string(), FORMAT.to_string()),
             ("version".to_string(), ST_VERSION.to_string()),
@@ -471,7 +473,7 @@ impl Checkpoint {
                 self.second_moment.is_some().to_string(),
             ),
             ("adam_steps".to_string(), self.adam_steps.to_string()),
-            ("payload_sha256".to_string(), checksum),
+            (CHECKSUM_KEY.to_string(), checksum),
         ]);
         let bytes = safetensors::serialize(tensors, Some(metadata)).map_err(io::Error::other)?;
         let tmp = path.with_extension("tmp");
