@@ -12,8 +12,8 @@ use samlab_core::schedule::LrShape;
 use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
 use samlab_deep::models::Arch;
 use samlab_deep::nn::NormKind;
-use samlab_deep::run::{self, DeepRunConfig, EpochRow, Observer, RunOutcome, Status};
 use samlab_deep::optim::Optimizer;
+use samlab_deep::run::{self, DeepRunConfig, EpochRow, Observer, RunOutcome, Status};
 use samlab_deep::trainer::{BnPolicy, Precision, WeightDecay};
 use samlab_deep::transformer::Pool;
 
@@ -489,7 +489,9 @@ impl TrainArgs {
         }
         if self.beta1.is_some() || self.beta2.is_some() || self.eps.is_some() {
             let Optimizer::Adamw { beta1, beta2, eps } = &mut t.optim.optimizer else {
-                return Err(usage("--beta1, --beta2 and --eps apply to --optimizer adamw"));
+                return Err(usage(
+                    "--beta1, --beta2 and --eps apply to --optimizer adamw",
+                ));
             };
             *beta1 = self.beta1.unwrap_or(*beta1);
             *beta2 = self.beta2.unwrap_or(*beta2);
