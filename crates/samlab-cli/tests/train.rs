@@ -86,12 +86,15 @@ fn train_writes_the_run_directory_and_run_config_replays_it() {
     }
     let m = metrics(&out);
     assert_eq!(m.len(), 4);
-    assert_eq!(m[0], "epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,train_eval_loss,train_eval_error,noisy_eval_error,hessian_top,hessian_trace");
+    assert_eq!(m[0], "epoch,step,train_loss,train_error,train_error_noisy,val_loss,val_error,test_loss,test_error,lr,rho,train_eval_loss,train_eval_error,noisy_eval_error,hessian_top,hessian_trace,sam_weight_norm,sam_delta_norm,sam_grad_cos,sam_sharpness,sam_bn_mean_shift,sam_bn_var_shift");
     // The curvature is logged after epochs 2 and 3 (the last), not after epoch 1.
+    let column = |name: &str| m[0].split(',').position(|c| c == name).unwrap();
+    let (top, trace) = (column("hessian_top"), column("hessian_trace"));
     let curvature = |row: &str| -> Vec<Option<f64>> {
-        row.rsplit(',')
-            .take(2)
-            .map(|c| c.parse::<f64>().ok())
+        let cells: Vec<&str> = row.split(',').collect();
+        [top, trace]
+            .iter()
+            .map(|&i| cells[i].parse::<f64>().ok())
             .collect()
     };
     assert!(
