@@ -8,7 +8,7 @@
 
 use std::fs;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use samlab_deep::checkpoint::Checkpoint;
@@ -92,7 +92,7 @@ fn transpose(v: &[f64], rows: usize, cols: usize) -> Vec<f64> {
 
 #[test]
 fn imported_weights_give_pytorch_logits_loss_and_gradients() {
-    let device = Device::default();
+    let device = samlab_deep::device("flex").unwrap();
     let tmp = tempfile::tempdir().unwrap();
     for c in cases() {
         let name = c["name"].as_str().unwrap();
@@ -191,7 +191,7 @@ fn imported_weights_give_pytorch_logits_loss_and_gradients() {
 /// A pass over two groups at their own weights (stacked) gives each group's loss gradient, as two plain passes do.
 #[test]
 fn a_grouped_pass_equals_plain_passes() {
-    let device = Device::default();
+    let device = samlab_deep::device("flex").unwrap();
     for c in cases() {
         let name = c["name"].as_str().unwrap();
         let spec = spec_of(&c);
