@@ -2,6 +2,7 @@
 //! level (format, version, payload checksum), its tensors handed to NumPy.
 
 use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::path::PathBuf;
 
 use numpy::{IntoPyArray, PyArrayDyn};
@@ -16,32 +17,32 @@ type Named = (String, Vec<usize>, Vec<f32>);
 /// The verified metadata and tensors of the checkpoint at `path`, or the reason it is refused.
 fn read(path: &PathBuf) -> PyResult<(HashMap<String, String>, Vec<Named>)> {
     let bad = |why: String| PyValueError::new_err(format!("{}: {why}", path.display()));
-    let meta = std::fs::metadata(path)
-        .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))?;
-    if !meta.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
-    let raw = samlab_core::run_dir::read_capped(path, meta.len())
-        .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))?;
+    let raw = checkpoint_file::read(path).map_err(|e| match e.kind() {
+        ErrorKind::InvalidInput | ErrorKind::InvalidData => bad(e.to_string()),
+        _ => PyOSError::new_err(format!("{}: {e}", path.display())),
+    })?;
     let (st, header) = checkpoint_file::parse(&raw).map_err(bad)?;
-    let metadata = checkpoint_file::verified_metadata(&st, &header).map_err(bad)?;
-    let mut tensors = Vec::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            return Err(bad(format!(
-                "tensor {name} is {:?}; samlab writes F32 only",
-                view.dtype()
-            )));
+    let tensors = checkpoint_file::read_verified(&st, &header, |_| {
+        let mut tensors = Vec::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(format!(
+                    "tensor {name} is {:?}; samlab writes F32 only",
+                    view.dtype()
+                ));
+            }
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect();
+            tensors.push((name, view.shape().to_vec(), values));
         }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-            .collect();
-        tensors.push((name, view.shape().to_vec(), values));
-    }
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok((metadata, tensors))
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(tensors)
+    });
+    let metadata = header.metadata().clone().unwrap_or_default();
+    Ok((metadata, tensors.and_then(|t| t).map_err(bad)?))
 }
 
 /// Tensors as NumPy arrays, by name.

@@ -222,10 +222,14 @@ pub fn read_text(path: &Path) -> io::Result<String> {
 /// avoids reading `/dev/zero` until memory runs out.
 pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     use io::Read as _;
+    let file = fs::File::open(path)?;
+    // Room for the whole file up front (one allocation, no copies as it grows); a failed reservation is an error.
+    let expected = file.metadata()?.len().min(max) as usize;
     let mut bytes = Vec::new();
-    fs::File::open(path)?
-        .take(max + 1)
-        .read_to_end(&mut bytes)?;
+    bytes
+        .try_reserve_exact(expected + 1)
+        .map_err(io::Error::other)?;
+    file.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

@@ -235,19 +235,6 @@ pub struct Checkpoint {
     pub progress: serde_json::Value,
 }
 
-/// The bytes of a checkpoint file: a regular file (a device such as `/dev/zero`, or a pipe, would be read until
-/// memory runs out), read no further than the length it had when opened.
-fn read_checkpoint_file(
-    path: &Path,
-    bad: &dyn Fn(String) -> DataError,
-) -> Result<Vec<u8>, DataError> {
-    let meta = fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
-    samlab_core::run_dir::read_capped(path, meta.len()).map_err(|e| bad(e.to_string()))
-}
-
 /// Why every tool refuses a version-1 checkpoint, and how to convert one.
 const V1_REFUSED: &str = "a version-1 (SAMLABCK) checkpoint, which carries no checksum, so a damaged one cannot be told from a good one; samlab reads only verified (SafeTensors, version 2) checkpoints. Convert it once with `cargo run --release -p samlab-deep --example convert_checkpoint -- FILE` (it keeps the original as FILE.v1), then check the run's numbers";
 
@@ -309,7 +296,8 @@ impl Checkpoint {
     }
 
     /// Fails unless the checkpoint holds exactly the tensors of `net` (same model spec; every parameter, momentum
-    /// buffer and BatchNorm statistic of the right size) and every value is finite.
+    /// buffer and BatchNorm statistic of the right size) and every value is possible
+    /// ([`Checkpoint::impossible_value`]).
     pub fn check_model(&self, net: &Network, path: &Path) -> Result<(), DataError> {
         let bad = |reason: String| DataError::Read {
             path: path.to_path_buf(),
@@ -346,11 +334,6 @@ impl Checkpoint {
                     return Err(bad(format!(
                         "checkpoint {what} tensor {i} holds {} values, the model's has {n}",
                         v.len()
-                    )));
-                }
-                if let Some(j) = v.iter().position(|x| !x.is_finite()) {
-                    return Err(bad(format!(
-                        "checkpoint {what} tensor {i} holds a non-finite value at index {j}"
                     )));
                 }
             }
@@ -491,7 +474,7 @@ impl Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let raw = read_checkpoint_file(path, &bad)?;
+        let raw = checkpoint_file::read(path).map_err(|e| bad(e.to_string()))?;
         Self::from_bytes(&raw, path)
     }
 
@@ -516,7 +499,7 @@ impl Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let raw = read_checkpoint_file(path, &bad)?;
+        let raw = checkpoint_file::read(path).map_err(|e| bad(e.to_string()))?;
         Self::v1_from_bytes(&raw, path)
     }
 
@@ -541,7 +524,7 @@ impl Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        let raw = read_checkpoint_file(path, &bad)?;
+        let raw = checkpoint_file::read(path).map_err(|e| bad(e.to_string()))?;
         let (st, _) = checkpoint_file::parse(&raw).map_err(bad)?;
         let net = Network::new(model).map_err(|e| bad(format!("invalid model: {e}")))?;
         let [params, _, bn_mean, bn_var, _, _] = read_tensors(&st, &net, [false; 3], &bad)?;
@@ -566,7 +549,17 @@ impl Checkpoint {
     /// Reads a SafeTensors checkpoint (version 2).
     fn load_safetensors(raw: &[u8], bad: &dyn Fn(String) -> DataError) -> Result<Self, DataError> {
         let (st, header) = checkpoint_file::parse(raw).map_err(bad)?;
-        let meta = checkpoint_file::verified_metadata(&st, &header).map_err(bad)?;
+        checkpoint_file::read_verified(&st, &header, |meta| Self::from_verified(&st, meta, bad))
+            .map_err(bad)?
+    }
+
+    /// The checkpoint `st` with string metadata `meta` (format and version checked; [`Checkpoint::load_safetensors`]
+    /// checks the payload meanwhile).
+    fn from_verified(
+        st: &SafeTensors,
+        meta: &HashMap<String, String>,
+        bad: &dyn Fn(String) -> DataError,
+    ) -> Result<Self, DataError> {
         let field = |key: &str| -> Result<&String, DataError> {
             meta.get(key).ok_or_else(|| {
                 bad(format!(
@@ -597,7 +590,7 @@ impl Checkpoint {
         let net = Network::new(&model)
             .map_err(|e| bad(format!("checkpoint of an invalid model: {e}")))?;
         let [params, velocity, bn_mean, bn_var, variant, second_moment] = read_tensors(
-            &st,
+            st,
             &net,
             [has_velocity, has_variant, has_second_moment],
             bad,
