@@ -3,42 +3,13 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use samlab_core::data::SparseRegression;
 use samlab_core::diag_net::{DiagTrainConfig, LogSchedule};
 use samlab_core::schedule::LrSchedule;
 use samlab_runs::diag::{DataSource, DiagRunConfig};
 
 use crate::train_args::SamArgs;
-
-/// The algorithm families of `--method`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Method {
-    /// Full-batch gradient descent.
-    Gd,
-    /// Stochastic gradient descent with --batch-size (default 1).
-    Sgd,
-    /// n-SAM: one perturbation for the whole batch.
-    Nsam,
-    /// m-SAM: one perturbation per group of --m examples.
-    Msam,
-    /// 1-SAM: one perturbation per example.
-    #[value(name = "1sam")]
-    OneSam,
-}
-
-impl Method {
-    /// Its name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Gd => "gd",
-            Method::Sgd => "sgd",
-            Method::Nsam => "nsam",
-            Method::Msam => "msam",
-            Method::OneSam => "1sam",
-        }
-    }
-}
 
 /// Flags of `samlab diag train`.
 #[derive(Debug, Args)]

@@ -25,6 +25,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 mod grouped;
+pub mod hessian;
 pub mod models;
 pub mod nn;
 mod observe;
@@ -32,6 +33,7 @@ pub mod optim;
 pub mod oracle;
 pub mod rng;
 pub mod run;
+mod step;
 pub mod trainer;
 pub mod transformer;
 

@@ -15,26 +15,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use samlab_core::ascent::{cosine, Ascent, ObservationMean, SamObservation};
 
 use crate::nn::{BnStats, BN_MOMENTUM, NORM_EPS};
-use crate::oracle::Tensors;
+use crate::oracle::{GroupRecord, PassRecord, Tensors};
 use crate::trainer::ParamVec;
-
-/// What one pass of a group leaves for the observation: its mean loss and, where it updated the running
-/// statistics, those before and after it.
-pub(crate) struct PassRecord {
-    /// The mean cross-entropy over the micro-batch (one element).
-    pub loss: Tensor<1>,
-    /// The running statistics before and after the pass.
-    pub bn: Option<(BnStats, BnStats)>,
-}
-
-/// The clean pass (at `w`, on the micro-batch) and the perturbed one (the descent, at `w + delta`) of a group.
-#[derive(Default)]
-pub(crate) struct GroupRecord {
-    /// The clean pass, where the step made one.
-    pub clean: Option<PassRecord>,
-    /// The perturbed pass, where the step made one over the whole micro-batch.
-    pub perturbed: Option<PassRecord>,
-}
 
 /// Number of scalars [`group_parts`] gives per group.
 const PARTS: usize = 8;

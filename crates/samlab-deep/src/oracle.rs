@@ -11,7 +11,6 @@ use samlab_core::ConfigError;
 
 use crate::models::Arch;
 use crate::nn::{BnMode, BnStats, Ctx, NormKind};
-use crate::observe::{GroupRecord, PassRecord};
 use crate::rng::Stream;
 use crate::trainer::{axpy, dot, normal_like, scale, Batch, BnPolicy, ParamVec, Trainer};
 
@@ -66,6 +65,24 @@ impl Space for Tensors {
             .map(|g| g.clone() / g.clone().square().mul_scalar(eta).add_scalar(1.0))
             .collect()
     }
+}
+
+/// What one pass of a group leaves for the step's observation ([`crate::observe`]): its mean loss and, where it
+/// updated the running statistics, those before and after it.
+pub(crate) struct PassRecord {
+    /// The mean cross-entropy over the micro-batch (one element).
+    pub loss: Tensor<1>,
+    /// The running statistics before and after the pass.
+    pub bn: Option<(BnStats, BnStats)>,
+}
+
+/// The clean pass (at `w`, on the micro-batch) and the perturbed one (the descent, at `w + delta`) of a group.
+#[derive(Default)]
+pub(crate) struct GroupRecord {
+    /// The clean pass, where the step made one.
+    pub clean: Option<PassRecord>,
+    /// The perturbed pass, where the step made one over the whole micro-batch.
+    pub perturbed: Option<PassRecord>,
 }
 
 /// Refuses a SAM variant that needs what a network `arch` with normalization `norm` lacks: SAM-ON needs

@@ -25,13 +25,14 @@ use burn::tensor::Device;
 use samlab_core::{ConfigError, DataError};
 use serde::{Deserialize, Serialize};
 
+pub use crate::hessian::{chunks, BnEval, Split};
+
 use crate::data::DatasetKind;
 use crate::models::{ModelSpec, Network};
-use crate::nn::BnMode;
 use crate::run::{
     load_checkpoint, model_spec, prepare_data, DeepRunConfig, PreparedData, RunError,
 };
-use crate::trainer::{Batch, BnPolicy, TrainState};
+use crate::trainer::{Batch, TrainState};
 
 /// Which checkpoint of a run to analyse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,48 +50,6 @@ impl CheckpointKind {
         match self {
             CheckpointKind::Last => "last.ckpt",
             CheckpointKind::Best => "best.ckpt",
-        }
-    }
-}
-
-/// The examples a tool is evaluated on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Split {
-    /// The run's training split (validation excluded), with the run's training labels (noisy where it used
-    /// label noise).
-    Train,
-    /// The test set (clean labels).
-    Test,
-}
-
-/// What BatchNorm does in the passes of the sharpness and Hessian tools.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BnEval {
-    /// Training mode: every pass normalizes with the statistics of its chunk of examples; the stored running
-    /// statistics are neither used nor changed. This is how BatchNorm behaves in the SAM passes during training
-    /// (SPEC 1.3), so it measures the quantity m-SAM's ascent actually sees.
-    Batch,
-    /// Evaluation mode: the checkpoint's running statistics, never changed.
-    Running,
-}
-
-impl BnEval {
-    /// The forward-pass mode.
-    pub fn mode(self) -> BnMode {
-        match self {
-            BnEval::Batch => BnMode::Batch { update: false },
-            BnEval::Running => BnMode::Running,
-        }
-    }
-
-    /// The trainer's policy whose ascent passes normalize the same way (with the clean-pass policy the only
-    /// update is to a throwaway copy of the statistics, which batch-mode passes never read).
-    pub fn policy(self) -> BnPolicy {
-        match self {
-            BnEval::Batch => BnPolicy::CleanPassOnly,
-            BnEval::Running => BnPolicy::Frozen,
         }
     }
 }
@@ -210,16 +169,4 @@ impl LoadedRun {
         let indices: Vec<usize> = (0..n).collect();
         Ok(Batch::unaugmented(set, labels, &indices, &self.device))
     }
-}
-
-/// `examples` cut into chunks of `m`; `m` must divide the number of examples (no example is silently dropped).
-pub fn chunks(examples: &Batch, m: usize) -> Result<Vec<Batch>, ConfigError> {
-    let n = examples.len();
-    if m == 0 || !n.is_multiple_of(m) {
-        return Err(ConfigError::Invalid {
-            field: "m",
-            reason: format!("the chunk size must divide the number of examples {n}, got {m}"),
-        });
-    }
-    Ok((0..n / m).map(|c| examples.slice(c * m, m)).collect())
 }
