@@ -23,7 +23,7 @@ except ImportError as e:  # pragma: no cover - exercised only without torch
 
 __all__ = ["SAM", "VARIANTS"]
 
-#: The variants by their command-line names, with their options at samlab's defaults (``Variant::DEFAULTS``).
+#: The variants by their command-line names, with their options at samlab's defaults (``sam::VARIANTS``).
 VARIANTS: dict[str, dict[str, float]] = {
     "sam": {},
     "asam": {"eta": 0.01},

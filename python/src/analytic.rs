@@ -8,31 +8,18 @@ use pyo3::types::{PyDict, PyTuple};
 use samlab_core::data::{Dataset, SparseRegression};
 use samlab_core::diag_net::{self, CurvePoint, DiagParams, DiagTrainConfig, RunStatus};
 use samlab_core::relu_net::{self, ReluInit, ReluNet, ReluTrainConfig, TeacherStudent};
-use samlab_core::sam::Variant;
+use samlab_core::sam::VARIANTS;
 
 use crate::IntoPyResult;
 
-/// The CLI's `--variant` names, in the order of [`Variant::DEFAULTS`].
-const VARIANT_NAMES: [&str; 10] = [
-    "sam",
-    "asam",
-    "gsam",
-    "fisher-sam",
-    "fsam",
-    "vasso",
-    "looksam",
-    "esam",
-    "msam",
-    "sam-on",
-];
-
-/// Each variant at its default options, as the JSON of [`Variant`], by its CLI name.
+/// Each variant at its default options, as the JSON of [`Variant`](samlab_core::sam::Variant), by its CLI name, in
+/// the order of the variant table.
 #[pyfunction]
 fn variant_defaults(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let out = PyDict::new(py);
-    for (name, variant) in VARIANT_NAMES.iter().zip(Variant::DEFAULTS) {
-        let json = serde_json::to_string(&variant).expect("a variant serializes");
-        out.set_item(name, json)?;
+    for row in &VARIANTS {
+        let json = serde_json::to_string(&row.default).expect("a variant serializes");
+        out.set_item(row.name, json)?;
     }
     Ok(out)
 }

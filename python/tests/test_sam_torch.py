@@ -2,6 +2,7 @@
 BatchNorm policies and the refusals of bad input."""
 
 import copy
+import json
 import math
 import warnings
 
@@ -10,8 +11,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from samlab import conformance  # noqa: E402
-from samlab.sam import SAM  # noqa: E402
+from samlab import _samlab, conformance  # noqa: E402
+from samlab.sam import SAM, VARIANTS  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,6 +29,15 @@ def vectors(tmp_path_factory):
     d = tmp_path_factory.mktemp("conformance")
     conformance.write(d)
     return d
+
+
+def test_variants_are_the_variant_table():
+    """samlab.sam's variants and their defaults are samlab's variant table (``sam::VARIANTS``), in its order."""
+    table = {name: json.loads(v) for name, v in _samlab.variant_defaults().items()}
+    assert list(VARIANTS) == list(table)
+    for name, options in VARIANTS.items():
+        expected = {("lam" if k == "lambda" else k): v for k, v in table[name].items() if k != "kind"}
+        assert options == expected, name
 
 
 def test_every_case_equals_samlab_engine(vectors):

@@ -10,7 +10,7 @@ use samlab_deep::nn::NormKind;
 use serde_json::json;
 
 use crate::train::{NormArg, PrecisionArg};
-use crate::train_args::VariantArgs;
+use crate::variant_args::VariantArgs;
 
 /// Flags of `samlab bench-step`.
 #[derive(Debug, Args)]

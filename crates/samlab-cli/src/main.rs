@@ -28,6 +28,7 @@ mod sweep;
 mod theory;
 mod train;
 mod train_args;
+mod variant_args;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,11 +6,10 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use samlab_core::sam::{
     ActiveWindow, AscentSource, Grouping, Normalization, Perturbation, RhoSchedule, SamConfig,
-    Variant,
 };
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 
-use crate::diag::Method;
+use crate::variant_args::VariantArgs;
 use crate::UsageError;
 
 /// The SAM flags of every `train` command. Each is optional (`samlab train` lays the given ones over its config
@@ -53,150 +52,6 @@ pub struct AscentArgs {
     pub variant: VariantArgs,
 }
 
-/// `--variant` and its options, for every `train` command and `bench-step`.
-#[derive(Debug, Args)]
-pub struct VariantArgs {
-    /// A variant of SAM, whose rule replaces the ascent (one normalized step from w).
-    #[arg(long, value_enum)]
-    pub variant: Option<VariantArg>,
-    /// ASAM's and Fisher-SAM's eta [default: 0.01 for ASAM, 1 for Fisher-SAM].
-    #[arg(long)]
-    pub variant_eta: Option<f64>,
-    /// GSAM's and LookSAM's alpha [default: 0.1 for GSAM, 0.7 for LookSAM].
-    #[arg(long)]
-    pub variant_alpha: Option<f64>,
-    /// F-SAM's sigma [default: 1].
-    #[arg(long)]
-    pub variant_sigma: Option<f64>,
-    /// F-SAM's lambda [default: 0.6].
-    #[arg(long)]
-    pub variant_lambda: Option<f64>,
-    /// VaSSO's theta [default: 0.4].
-    #[arg(long)]
-    pub variant_theta: Option<f64>,
-    /// LookSAM's period k [default: 5].
-    #[arg(long)]
-    pub variant_k: Option<usize>,
-    /// ESAM's beta, the fraction of weights perturbed [default: 0.6].
-    #[arg(long)]
-    pub variant_beta: Option<f64>,
-    /// ESAM's gamma, the fraction of examples kept for the descent [default: 0.5].
-    #[arg(long)]
-    pub variant_gamma: Option<f64>,
-}
-
-/// `--variant`, in the order of [`Variant::DEFAULTS`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum VariantArg {
-    /// Plain SAM.
-    Sam,
-    /// ASAM: T = |w| + eta, delta = rho T^2 g / ||T g||.
-    Asam,
-    /// GSAM: descend along g_p - alpha g_perp.
-    Gsam,
-    /// Fisher-SAM: delta = rho F^-1 g / sqrt(g F^-1 g), F = 1 + eta g^2.
-    FisherSam,
-    /// F-SAM: d = g - sigma m (m a moving average of gradients).
-    Fsam,
-    /// VaSSO: d = (1 - theta) d + theta g.
-    Vasso,
-    /// LookSAM: a SAM step every k steps, its orthogonal component reused in between.
-    Looksam,
-    /// ESAM: a random fraction beta of the weights perturbed, the descent on the fraction gamma of examples.
-    Esam,
-    /// MSAM: delta along the momentum buffer (needs momentum: not on the analytic engines).
-    Msam,
-    /// SAM-ON: only the normalization layers perturbed (not on the analytic engines).
-    SamOn,
-}
-
-impl VariantArgs {
-    /// The variant `--variant` names, with its options (each defaulted); an option of another variant is an error.
-    pub fn variant(&self) -> Result<Option<Variant>> {
-        let given = [
-            (
-                "--variant-eta",
-                self.variant_eta.is_some(),
-                &[VariantArg::Asam, VariantArg::FisherSam][..],
-            ),
-            (
-                "--variant-alpha",
-                self.variant_alpha.is_some(),
-                &[VariantArg::Gsam, VariantArg::Looksam],
-            ),
-            (
-                "--variant-sigma",
-                self.variant_sigma.is_some(),
-                &[VariantArg::Fsam],
-            ),
-            (
-                "--variant-lambda",
-                self.variant_lambda.is_some(),
-                &[VariantArg::Fsam],
-            ),
-            (
-                "--variant-theta",
-                self.variant_theta.is_some(),
-                &[VariantArg::Vasso],
-            ),
-            (
-                "--variant-k",
-                self.variant_k.is_some(),
-                &[VariantArg::Looksam],
-            ),
-            (
-                "--variant-beta",
-                self.variant_beta.is_some(),
-                &[VariantArg::Esam],
-            ),
-            (
-                "--variant-gamma",
-                self.variant_gamma.is_some(),
-                &[VariantArg::Esam],
-            ),
-        ];
-        for (flag, set, owners) in given {
-            if set && !self.variant.is_some_and(|v| owners.contains(&v)) {
-                bail!(UsageError(format!(
-                    "{flag} is an option of --variant {}",
-                    owners
-                        .iter()
-                        .map(|o| format!("{o:?}").to_lowercase())
-                        .collect::<Vec<_>>()
-                        .join(" / ")
-                )));
-            }
-        }
-        Ok(self.variant.map(|v| match Variant::DEFAULTS[v as usize] {
-            Variant::Asam { eta } => Variant::Asam {
-                eta: self.variant_eta.unwrap_or(eta),
-            },
-            Variant::Gsam { alpha } => Variant::Gsam {
-                alpha: self.variant_alpha.unwrap_or(alpha),
-            },
-            Variant::FisherSam { eta } => Variant::FisherSam {
-                eta: self.variant_eta.unwrap_or(eta),
-            },
-            Variant::Fsam { sigma, lambda } => Variant::Fsam {
-                sigma: self.variant_sigma.unwrap_or(sigma),
-                lambda: self.variant_lambda.unwrap_or(lambda),
-            },
-            Variant::Vasso { theta } => Variant::Vasso {
-                theta: self.variant_theta.unwrap_or(theta),
-            },
-            Variant::LookSam { k, alpha } => Variant::LookSam {
-                k: self.variant_k.unwrap_or(k),
-                alpha: self.variant_alpha.unwrap_or(alpha),
-            },
-            Variant::Esam { beta, gamma } => Variant::Esam {
-                beta: self.variant_beta.unwrap_or(beta),
-                gamma: self.variant_gamma.unwrap_or(gamma),
-            },
-            plain @ (Variant::Sam | Variant::Msam | Variant::SamOn) => plain,
-        }))
-    }
-}
-
 impl AscentArgs {
     /// Lays the given flags over `sam`.
     pub fn apply(&self, sam: &mut SamConfig) -> Result<()> {
@@ -236,6 +91,35 @@ impl AscentArgs {
             end: self.sam_end.unwrap_or(sam.window.end),
         };
         Ok(())
+    }
+}
+
+/// The algorithm families of `--method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Method {
+    /// Full-batch gradient descent.
+    Gd,
+    /// Stochastic gradient descent with --batch-size (default 1).
+    Sgd,
+    /// n-SAM: one perturbation for the whole batch.
+    Nsam,
+    /// m-SAM: one perturbation per group of --m examples.
+    Msam,
+    /// 1-SAM: one perturbation per example.
+    #[value(name = "1sam")]
+    OneSam,
+}
+
+impl Method {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Gd => "gd",
+            Method::Sgd => "sgd",
+            Method::Nsam => "nsam",
+            Method::Msam => "msam",
+            Method::OneSam => "1sam",
+        }
     }
 }
 
@@ -395,20 +279,5 @@ impl LrArgs {
         };
         schedule.check()?;
         Ok(schedule)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `--variant NAME` picks the default variant of the same name.
-    #[test]
-    fn variant_names_follow_the_defaults() {
-        for v in VariantArg::value_variants() {
-            let default = format!("{:?}", Variant::DEFAULTS[*v as usize]);
-            let kind = default.split(' ').next().unwrap();
-            assert_eq!(kind.to_lowercase(), format!("{v:?}").to_lowercase());
-        }
     }
 }

@@ -796,7 +796,7 @@ mod tests {
                     super::train(&data, &config, DiagParams::init(0.1, data.d()), &mut |_| {})
                 };
                 let plain = train(sam(Variant::Sam, grouping)).unwrap();
-                for v in crate::ascent::REDUCING {
+                for v in crate::ascent::reducing() {
                     match train(sam(v, grouping)) {
                         Ok(run) => assert_eq!(
                             run.params, plain.params,

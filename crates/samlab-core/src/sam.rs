@@ -142,50 +142,227 @@ pub enum Variant {
     SamOn,
 }
 
-impl Variant {
-    /// Each variant at its default options (`--variant NAME` without `--variant-*` options), plain SAM first, in
-    /// the order of the CLI's names.
-    pub const DEFAULTS: [Variant; 10] = [
-        Variant::Sam,
-        Variant::Asam { eta: 0.01 },
-        Variant::Gsam { alpha: 0.1 },
-        Variant::FisherSam { eta: 1.0 },
-        Variant::Fsam {
+/// What a variant needs of the model or the optimizer besides gradients ([`CheckedSam::require_layers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// Gradients only: every engine runs it.
+    Gradients,
+    /// The optimizer's momentum buffer (not in the analytic engines).
+    Momentum,
+    /// Normalization layers, BatchNorm or GroupNorm (not in the analytic engines).
+    Normalization,
+}
+
+/// One option of a variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VariantOption {
+    /// Its key in config.toml (`[sam.variant]`); the CLI's flag is `--variant-<name>`.
+    pub name: &'static str,
+    /// What it is, after the variant's label in the CLI's help ("LookSAM's period k").
+    pub doc: &'static str,
+}
+
+/// One row of [`VARIANTS`]: what the CLI, the presets, the Python package and the tests know of a variant beside
+/// its options ([`Variant`]) and its rule ([`crate::ascent`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VariantInfo {
+    /// Its `--variant` name, also its key in the Python package ("fisher-sam").
+    pub name: &'static str,
+    /// Its `kind` in config.toml, serde's name of the enum variant ("fisher_sam").
+    pub kind: &'static str,
+    /// Its name in reports and run directories ("Fisher-SAM").
+    pub label: &'static str,
+    /// Its rule in one line, for the CLI's help.
+    pub summary: &'static str,
+    /// The paper that defines it.
+    pub paper: &'static str,
+    /// The variant at its default options (`--variant NAME` without `--variant-*` options).
+    pub default: Variant,
+    /// Its options, in the order of the enum's fields.
+    pub options: &'static [VariantOption],
+    /// Whether it keeps state across steps: one direction for the whole batch, so no m-SAM groups.
+    pub stateful: bool,
+    /// What it needs besides gradients.
+    pub needs: Needs,
+    /// Options at which it is plain normalized SAM bit for bit (the engines' tests), if it has them.
+    pub reducing: Option<Variant>,
+}
+
+const fn opt(name: &'static str, doc: &'static str) -> VariantOption {
+    VariantOption { name, doc }
+}
+
+/// The variant table: every member of [`Variant`], plain SAM first, in the enum's order (the order of the CLI's
+/// names, the presets' methods and the Python package's `VARIANTS`). A new variant is its rule in `ascent/`, its
+/// options in [`Variant`] (with their range check), one row here and its tests; the tests below fail while a
+/// member of the enum has no row.
+pub const VARIANTS: [VariantInfo; 10] = [
+    VariantInfo {
+        name: "sam",
+        kind: "sam",
+        label: "SAM",
+        summary: "Plain SAM",
+        paper: "Foret et al., 2021",
+        default: Variant::Sam,
+        options: &[],
+        stateful: false,
+        needs: Needs::Gradients,
+        reducing: None,
+    },
+    VariantInfo {
+        name: "asam",
+        kind: "asam",
+        label: "ASAM",
+        summary: "ASAM: T = |w| + eta, delta = rho T^2 g / ||T g||",
+        paper: "Kwon et al., 2021",
+        default: Variant::Asam { eta: 0.01 },
+        options: &[opt("eta", "eta")],
+        stateful: false,
+        needs: Needs::Gradients,
+        reducing: None,
+    },
+    VariantInfo {
+        name: "gsam",
+        kind: "gsam",
+        label: "GSAM",
+        summary: "GSAM: descend along g_p - alpha g_perp",
+        paper: "Zhuang et al., 2022",
+        default: Variant::Gsam { alpha: 0.1 },
+        options: &[opt("alpha", "alpha")],
+        stateful: false,
+        needs: Needs::Gradients,
+        reducing: Some(Variant::Gsam { alpha: 0.0 }),
+    },
+    VariantInfo {
+        name: "fisher-sam",
+        kind: "fisher_sam",
+        label: "Fisher-SAM",
+        summary: "Fisher-SAM: delta = rho F^-1 g / sqrt(g F^-1 g), F = 1 + eta g^2",
+        paper: "Kim et al., 2022",
+        default: Variant::FisherSam { eta: 1.0 },
+        options: &[opt("eta", "eta")],
+        stateful: false,
+        needs: Needs::Gradients,
+        reducing: Some(Variant::FisherSam { eta: 0.0 }),
+    },
+    VariantInfo {
+        name: "fsam",
+        kind: "fsam",
+        label: "F-SAM",
+        summary: "F-SAM: d = g - sigma m (m a moving average of gradients)",
+        paper: "Li et al., 2024",
+        default: Variant::Fsam {
             sigma: 1.0,
             lambda: 0.6,
         },
-        Variant::Vasso { theta: 0.4 },
-        Variant::LookSam { k: 5, alpha: 0.7 },
-        Variant::Esam {
+        options: &[opt("sigma", "sigma"), opt("lambda", "lambda")],
+        stateful: true,
+        needs: Needs::Gradients,
+        reducing: Some(Variant::Fsam {
+            sigma: 0.0,
+            lambda: 0.9,
+        }),
+    },
+    VariantInfo {
+        name: "vasso",
+        kind: "vasso",
+        label: "VaSSO",
+        summary: "VaSSO: d = (1 - theta) d + theta g",
+        paper: "Li & Giannakis, 2023",
+        default: Variant::Vasso { theta: 0.4 },
+        options: &[opt("theta", "theta")],
+        stateful: true,
+        needs: Needs::Gradients,
+        reducing: Some(Variant::Vasso { theta: 1.0 }),
+    },
+    VariantInfo {
+        name: "looksam",
+        kind: "look_sam",
+        label: "LookSAM",
+        summary: "LookSAM: a SAM step every k steps, its orthogonal component reused in between",
+        paper: "Liu et al., 2022",
+        default: Variant::LookSam { k: 5, alpha: 0.7 },
+        options: &[opt("k", "period k"), opt("alpha", "alpha")],
+        stateful: true,
+        needs: Needs::Gradients,
+        reducing: Some(Variant::LookSam { k: 1, alpha: 0.7 }),
+    },
+    VariantInfo {
+        name: "esam",
+        kind: "esam",
+        label: "ESAM",
+        summary: "ESAM: a random fraction beta of the weights perturbed, the descent on the fraction gamma of examples",
+        paper: "Du et al., 2022",
+        default: Variant::Esam {
             beta: 0.6,
             gamma: 0.5,
         },
-        Variant::Msam,
-        Variant::SamOn,
-    ];
+        options: &[
+            opt("beta", "beta, the fraction of weights perturbed"),
+            opt("gamma", "gamma, the fraction of examples kept for the descent"),
+        ],
+        stateful: false,
+        needs: Needs::Gradients,
+        reducing: Some(Variant::Esam {
+            beta: 1.0,
+            gamma: 1.0,
+        }),
+    },
+    VariantInfo {
+        name: "msam",
+        kind: "msam",
+        label: "MSAM",
+        summary: "MSAM: delta along the momentum buffer (needs momentum: not on the analytic engines)",
+        paper: "Becker et al., 2024",
+        default: Variant::Msam,
+        options: &[],
+        stateful: false,
+        needs: Needs::Momentum,
+        reducing: None,
+    },
+    VariantInfo {
+        name: "sam-on",
+        kind: "sam_on",
+        label: "SAM-ON",
+        summary: "SAM-ON: only the normalization layers perturbed (not on the analytic engines)",
+        paper: "Mueller et al., 2023",
+        default: Variant::SamOn,
+        options: &[],
+        stateful: false,
+        needs: Needs::Normalization,
+        reducing: None,
+    },
+];
+
+impl Variant {
+    /// Each variant at its default options, in the order of [`VARIANTS`] (whose `default` column this is).
+    pub const DEFAULTS: [Variant; VARIANTS.len()] = {
+        let mut defaults = [Variant::Sam; VARIANTS.len()];
+        let mut i = 0;
+        while i < VARIANTS.len() {
+            defaults[i] = VARIANTS[i].default;
+            i += 1;
+        }
+        defaults
+    };
+
+    /// Its row of [`VARIANTS`].
+    pub fn info(self) -> &'static VariantInfo {
+        let member = std::mem::discriminant(&self);
+        VARIANTS
+            .iter()
+            .find(|row| std::mem::discriminant(&row.default) == member)
+            .expect("every variant has a row in VARIANTS (tested)")
+    }
 
     /// Its name in reports ("SAM", "ASAM", "Fisher-SAM", ...).
     pub fn label(self) -> &'static str {
-        match self {
-            Variant::Sam => "SAM",
-            Variant::Asam { .. } => "ASAM",
-            Variant::Gsam { .. } => "GSAM",
-            Variant::FisherSam { .. } => "Fisher-SAM",
-            Variant::Fsam { .. } => "F-SAM",
-            Variant::Vasso { .. } => "VaSSO",
-            Variant::LookSam { .. } => "LookSAM",
-            Variant::Esam { .. } => "ESAM",
-            Variant::Msam => "MSAM",
-            Variant::SamOn => "SAM-ON",
-        }
+        self.info().label
     }
 
     /// Whether the variant keeps state across steps (one direction for the whole batch).
     pub fn is_stateful(self) -> bool {
-        matches!(
-            self,
-            Variant::Fsam { .. } | Variant::Vasso { .. } | Variant::LookSam { .. }
-        )
+        self.info().stateful
     }
 
     /// Its options checked: exit status 2 names the option and the range.
@@ -252,7 +429,8 @@ pub struct SamConfig {
     pub variant: Variant,
 }
 
-/// [`Variant`]'s own deserialization, refusing options beside the kinds that take none (`sam`, `msam`, `sam_on`):
+/// [`Variant`]'s own deserialization, refusing options beside the kinds that take none (the rows of [`VARIANTS`]
+/// without options: `sam`, `msam`, `sam_on`):
 /// serde's `deny_unknown_fields` does not reach the unit variants of an internally tagged enum, so
 /// `[sam.variant] kind = "sam", eta = 3` would otherwise drop `eta` (and a sweep axis on it make identical runs).
 fn variant_strict<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Variant, D::Error> {
@@ -260,7 +438,12 @@ fn variant_strict<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Variant, D::
     let value = toml::Value::deserialize(d)?;
     if let Some(table) = value.as_table() {
         let kind = table.get("kind").and_then(toml::Value::as_str);
-        if let Some(kind @ ("sam" | "msam" | "sam_on")) = kind {
+        let optionless = |kind: &&str| {
+            VARIANTS
+                .iter()
+                .any(|r| r.kind == *kind && r.options.is_empty())
+        };
+        if let Some(kind) = kind.filter(optionless) {
             if let Some(extra) = table.keys().find(|k| *k != "kind") {
                 return Err(D::Error::custom(format!(
                     "unknown field `{extra}`: variant `{kind}` takes no options"
@@ -488,9 +671,9 @@ impl CheckedSam {
         momentum: bool,
         normalization: bool,
     ) -> Result<(), ConfigError> {
-        let missing = match self.config.variant {
-            Variant::Msam if !momentum => "a momentum buffer to perturb along",
-            Variant::SamOn if !normalization => {
+        let missing = match self.config.variant.info().needs {
+            Needs::Momentum if !momentum => "a momentum buffer to perturb along",
+            Needs::Normalization if !normalization => {
                 "normalization layers (BatchNorm or GroupNorm) to perturb"
             }
             _ => return Ok(()),
@@ -772,6 +955,53 @@ mod tests {
             toml::from_str::<SamConfig>(&toml::to_string(&c).unwrap()).unwrap(),
             c
         );
+    }
+
+    /// The table has one row for every member of [`Variant`], in the enum's order: serde's error for an unknown
+    /// kind lists the members, so a member without a row fails here. Each row's default is its own member, with the
+    /// member's fields as its options and in range; its reducing options are its own member's too.
+    #[test]
+    fn the_variant_table_has_every_variant() {
+        let err = toml::from_str::<toml::Value>("kind = \"?\"")
+            .unwrap()
+            .try_into::<Variant>()
+            .unwrap_err()
+            .to_string();
+        let listed = err.split("expected one of ").nth(1).expect(&err);
+        let members: Vec<&str> = listed
+            .lines()
+            .next()
+            .unwrap()
+            .split(", ")
+            .map(|k| k.trim_matches('`'))
+            .collect();
+        let kinds: Vec<&str> = VARIANTS.iter().map(|r| r.kind).collect();
+        assert_eq!(members, kinds, "{err}");
+        let mut names: Vec<&str> = VARIANTS.iter().map(|r| r.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), VARIANTS.len(), "the CLI's names are unique");
+        for row in &VARIANTS {
+            assert_eq!(row.default.info(), row);
+            let value = toml::Value::try_from(row.default).unwrap();
+            let table = value.as_table().unwrap();
+            assert_eq!(table["kind"].as_str(), Some(row.kind));
+            let mut fields: Vec<&str> = table
+                .keys()
+                .filter(|k| *k != "kind")
+                .map(String::as_str)
+                .collect();
+            let mut options: Vec<&str> = row.options.iter().map(|o| o.name).collect();
+            fields.sort_unstable();
+            options.sort_unstable();
+            assert_eq!(fields, options, "{}", row.name);
+            row.default.check().unwrap();
+            if let Some(reducing) = row.reducing {
+                assert_eq!(reducing.info(), row);
+                reducing.check().unwrap();
+            }
+        }
+        assert_eq!(Variant::DEFAULTS[6], Variant::LookSam { k: 5, alpha: 0.7 });
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use samlab_core::data::SparseRegression;
-use samlab_core::sam::{Normalization, SamConfig, Variant};
+use samlab_core::sam::{Needs, Normalization, SamConfig, Variant, VARIANTS};
 use samlab_report::Section;
 
 use super::deep_common::mean_std;
@@ -24,14 +24,14 @@ const SEEDS: [u32; 3] = [0, 1, 2];
 /// SGD's.
 const SHRINKS: f64 = 10.0;
 
-/// The methods compared: SGD (`None`), then plain SAM and the variants the analytic engines run (the first 8 of
-/// [`Variant::DEFAULTS`]), each with its label.
+/// The methods compared: SGD (`None`), then plain SAM and the variants the analytic engines run (the rows of
+/// [`VARIANTS`] that need gradients only), at their default options, each with its label.
 fn methods() -> impl Iterator<Item = (&'static str, Option<Variant>)> {
     std::iter::once(("SGD", None)).chain(
-        Variant::DEFAULTS
-            .into_iter()
-            .take(8)
-            .map(|v| (v.label(), Some(v))),
+        VARIANTS
+            .iter()
+            .filter(|row| row.needs == Needs::Gradients)
+            .map(|row| (row.label, Some(row.default))),
     )
 }
 

@@ -430,21 +430,11 @@ impl<S: Space> Ascent<S> {
     }
 }
 
-/// The variants at the options that reduce them to plain normalized SAM (for the engines' tests).
-pub const REDUCING: [Variant; 6] = [
-    Variant::Gsam { alpha: 0.0 },
-    Variant::FisherSam { eta: 0.0 },
-    Variant::Fsam {
-        sigma: 0.0,
-        lambda: 0.9,
-    },
-    Variant::Vasso { theta: 1.0 },
-    Variant::LookSam { k: 1, alpha: 0.7 },
-    Variant::Esam {
-        beta: 1.0,
-        gamma: 1.0,
-    },
-];
+/// The variants at the options that reduce them to plain normalized SAM (the `reducing` column of
+/// [`crate::sam::VARIANTS`], for the engines' tests).
+pub fn reducing() -> impl Iterator<Item = Variant> {
+    crate::sam::VARIANTS.iter().filter_map(|row| row.reducing)
+}
 
 #[cfg(test)]
 mod tests {

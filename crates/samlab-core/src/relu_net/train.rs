@@ -691,6 +691,14 @@ mod tests {
                 gamma: 0.5,
             },
         ];
+        // Every variant the analytic engines run but plain SAM, in the table's order.
+        let analytic = crate::sam::VARIANTS
+            .iter()
+            .filter(|r| r.needs == crate::sam::Needs::Gradients && r.default != Variant::Sam);
+        assert!(moving
+            .iter()
+            .map(|v| v.label())
+            .eq(analytic.map(|r| r.label)));
         for batch_size in [None, Some(6)] {
             for grouping in [Grouping::WholeBatch, Grouping::Size(3)] {
                 let sam = |variant| SamConfig {
@@ -705,7 +713,7 @@ mod tests {
                     train(&twelve_points(), &c, init, &mut |_| {})
                 };
                 let plain = train_with(Variant::Sam, true).unwrap();
-                for v in crate::ascent::REDUCING {
+                for v in crate::ascent::reducing() {
                     match train_with(v, true) {
                         Ok(r) => assert_eq!(r.net, plain.net, "{v:?} {grouping:?} {batch_size:?}"),
                         Err(e) => assert!(
