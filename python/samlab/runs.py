@@ -214,7 +214,7 @@ class Sweep:
         """``samlab sweep report``'s table: one row per group of finished runs that differ only in their seed (axis
         keys ending in ``seed``), with the other axes' values, ``runs``, ``diverged``, and per metric (a dotted
         summary.json key; by default every numeric key the finished runs share) ``<metric>_mean``,
-        ``<metric>_std`` (sample standard deviation, NaN for one value) and ``<metric>_n`` (its finite values).
+        ``<metric>_std`` (sample standard deviation, 0 for one value) and ``<metric>_n`` (its finite values).
         A pandas DataFrame when pandas is importable, else a dict of column name to list.
 
         Raises:

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use numpy::{IntoPyArray, PyArrayDyn};
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -15,7 +15,7 @@ use samlab_core::checkpoint_file;
 type Named = (String, Vec<usize>, Vec<f32>);
 
 /// The verified metadata and tensors of the checkpoint at `path`, or the reason it is refused.
-fn read(path: &PathBuf) -> PyResult<(HashMap<String, String>, Vec<Named>)> {
+fn read(path: &Path) -> PyResult<(HashMap<String, String>, Vec<Named>)> {
     let bad = |why: String| PyValueError::new_err(format!("{}: {why}", path.display()));
     let raw = checkpoint_file::read(path).map_err(|e| match e.kind() {
         ErrorKind::InvalidInput | ErrorKind::InvalidData => bad(e.to_string()),

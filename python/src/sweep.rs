@@ -57,7 +57,7 @@ fn sweep_runs(py: Python<'_>, dir: PathBuf) -> PyResult<(Vec<String>, Vec<SweepR
 }
 
 /// One row of the table: axis values but the seeds (JSON text), runs, diverged runs, and per metric (mean,
-/// sample standard deviation (NaN for one value), finite values).
+/// sample standard deviation (0 for one value), finite values).
 type TableRow = (String, usize, usize, Vec<(f64, f64, usize)>);
 
 /// The table: metrics, rows, and the unfinished runs (index, id).

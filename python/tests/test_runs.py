@@ -125,7 +125,7 @@ def test_a_sweep_reads_with_states_and_its_mean_std_table(sweep_dir, monkeypatch
     assert t["train.lr"] == [0.1, 0.2] and t["runs"] == [2, 2] and t["diverged"] == [0, 0]
     assert t["final_test_loss_mean"] == [2.0, 5.0]
     assert t["final_test_loss_std"][0] == pytest.approx(np.sqrt(2.0))
-    assert np.isnan(t["final_test_loss_std"][1])  # one finished run: no sample standard deviation
+    assert t["final_test_loss_std"][1] == 0.0  # one finished run: no spread (n tells it apart)
     assert t["final_test_loss_n"] == [2, 1]
     assert "final_test_loss_mean" in s.table()  # every numeric key the finished runs share
 

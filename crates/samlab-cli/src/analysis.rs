@@ -2,12 +2,11 @@
 //! on the checkpoints of deep-net run directories.
 
 use std::fs;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use samlab_core::run_dir::{self, write_csv, write_json};
+use samlab_core::run_dir::{write_atomic, write_csv, write_json};
 use samlab_core::spectral::DensityConfig;
 use samlab_deep::analysis::hessian::{run_hessian, HessianConfig};
 use samlab_deep::analysis::interpolate::{
@@ -246,11 +245,6 @@ pub struct HessianArgs {
     pub device: Option<String>,
 }
 
-/// [`run_dir::write_atomic`] with the path in the error.
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> Result<()> {
-    run_dir::write_atomic(path, write).with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// A setting's name as written in the JSON output.
 fn lower(v: impl std::fmt::Debug) -> String {
     format!("{v:?}").to_lowercase()
@@ -293,7 +287,8 @@ pub fn sharpness(args: &SharpnessArgs) -> Result<()> {
     )?;
     let report = run_sharpness(&run, &cfg)?;
     let path = args.run_dir.join("sharpness.json");
-    write_atomic(&path, |p| write_json(p, &report))?;
+    write_atomic(&path, |p| write_json(p, &report))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let r = &report.result;
     say!(
         "sharpness of {} ({}), {} {} examples in chunks of {}, BatchNorm {}, {:.1} s",
@@ -389,10 +384,11 @@ pub fn interpolation(args: &InterpolateArgs) -> Result<()> {
                 ]
             }),
         )
-    })?;
-    write_atomic(&args.out.join("interpolation.json"), |p| {
-        write_json(p, &result)
-    })?;
+    })
+    .with_context(|| format!("cannot write {}", csv.display()))?;
+    let json = args.out.join("interpolation.json");
+    write_atomic(&json, |p| write_json(p, &result))
+        .with_context(|| format!("cannot write {}", json.display()))?;
     let mut fig = Figure::new(
         "Linear interpolation (train dashed, test solid)",
         "interpolation coefficient a (0: run A, 1: run B)",
@@ -471,7 +467,8 @@ pub fn hessian(args: &HessianArgs) -> Result<()> {
     )?;
     let report = run_hessian(&run, &cfg)?;
     let path = args.run_dir.join("hessian.json");
-    write_atomic(&path, |p| write_json(p, &report))?;
+    write_atomic(&path, |p| write_json(p, &report))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     let c = &report.curvature;
     let status = if c.converged {
         "converged"

@@ -32,6 +32,7 @@ pub mod run_dir;
 pub mod sam;
 pub mod schedule;
 pub mod spectral;
+pub mod stats;
 pub mod theory;
 
 pub use error::{ConfigError, DataError};

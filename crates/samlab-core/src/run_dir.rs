@@ -15,6 +15,7 @@
 //! whether `<out>` is occupied is decided under that lock.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -511,12 +512,25 @@ impl SummaryHeader {
     }
 }
 
-/// Replaces `path` atomically: `write` fills `<path>.tmp`, which is then renamed over `path`, so a reader (or a
-/// crash) never sees a half-written file.
+/// Replaces `path` atomically: `write` fills the hidden `.<name>.tmp` beside it, which is synced to disk and then
+/// renamed over `path`, so a reader (or a crash) sees the old file or the new one, never a half-written one. On
+/// failure the temporary file is removed.
 pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    write(&tmp)?;
-    fs::rename(&tmp, path)
+    let Some(name) = path.file_name() else {
+        let e = format!("{} names no file", path.display());
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, e));
+    };
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let result = write(&tmp)
+        .and_then(|()| fs::OpenOptions::new().write(true).open(&tmp)?.sync_all())
+        .and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Writes `value` as pretty JSON.
@@ -938,6 +952,22 @@ mod tests {
         assert!(!out.join("a.txt").exists());
         assert_eq!(fs::read_to_string(out.join("b.txt")).unwrap(), "second");
         assert_eq!(hidden(root.path()), [".run.lock"]);
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("f.csv"), dir.path().join("f.md"));
+        write_atomic(&a, |p| fs::write(p, "a")).unwrap();
+        write_atomic(&b, |p| fs::write(p, "b")).unwrap();
+        let failed = write_atomic(&a, |p| {
+            fs::write(p, "half")?;
+            Err(io::Error::other("disk full"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read_to_string(&a).unwrap(), "a");
+        assert_eq!(fs::read_to_string(&b).unwrap(), "b");
+        assert!(hidden(dir.path()).is_empty(), "no temporary file left");
     }
 
     /// A summary.json header that makes `dir` a run.

@@ -514,10 +514,8 @@ fn project_out(basis: &[Vec<f64>], v: &mut [f64]) {
 
 /// The mean of `samples` and its standard error (sample standard deviation over $\sqrt N$; needs $N \ge 2$).
 fn mean_and_std_error(samples: &[f64]) -> (f64, f64) {
-    let n = samples.len() as f64;
-    let mean = samples.iter().sum::<f64>() / n;
-    let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, (var / n).sqrt())
+    let (mean, std) = crate::stats::mean_std(samples);
+    (mean, std / (samples.len() as f64).sqrt())
 }
 
 /// A stochastic estimate of the diagonal of an operator.

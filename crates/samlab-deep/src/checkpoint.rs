@@ -40,7 +40,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -54,6 +54,7 @@ use crate::optim::AdamState;
 use crate::trainer::TrainState;
 use samlab_core::ascent::VariantState;
 use samlab_core::checkpoint_file::{self, payload_checksum, CHECKSUM_KEY};
+use samlab_core::run_dir::write_atomic;
 
 pub use samlab_core::checkpoint_file::{FORMAT, ST_VERSION};
 /// Prefix of the momentum buffers' names.
@@ -459,13 +460,7 @@ impl Checkpoint {
             (CHECKSUM_KEY.to_string(), checksum),
         ]);
         let bytes = safetensors::serialize(tensors, Some(metadata)).map_err(io::Error::other)?;
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, path)
+        write_atomic(path, |tmp| fs::write(tmp, &bytes))
     }
 
     /// Reads a checkpoint, naming the file and the problem if it is missing, truncated or not a checkpoint.

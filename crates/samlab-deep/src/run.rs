@@ -37,11 +37,11 @@ use samlab_core::schedule::LrSchedule;
 use samlab_core::{ConfigError, DataError};
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::hessian::{curvature, HessianConfig};
 use crate::checkpoint::Checkpoint;
 use crate::data::{
     apply_label_noise, assemble, split_validation, Augment, DatasetKind, ImageSet, LabelNoise,
 };
+use crate::hessian::{curvature, HessianConfig};
 use crate::models::{Arch, ModelSpec, Network};
 use crate::nn::{init_params, NormKind};
 use crate::rng::{Purpose, Stream};
@@ -232,11 +232,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RunError + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, then rename).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    run_dir::write_atomic(path, |tmp| fs::write(tmp, bytes)).map_err(io_err(path))
 }
 
 /// A run observes what SAM did ([`EpochRow::sam`]) at the epoch's batches whose index is a multiple of this.
@@ -805,7 +800,7 @@ pub fn check_config(config: &DeepRunConfig) -> Result<(), RunError> {
                 "the trace needs 0 (none) or at least 2 probes, got 1".into(),
             ));
         }
-        crate::analysis::hessian::check_probes("curvature_probes", t.curvature_probes)?;
+        crate::hessian::check_probes("curvature_probes", t.curvature_probes)?;
     }
     Ok(())
 }
@@ -987,7 +982,8 @@ fn start_fresh(
         let out = writer.path();
         let ckdir = checkpoint_dir(out);
         fs::create_dir_all(&ckdir).map_err(io_err(&ckdir))?;
-        write_atomic(&out.join("config.toml"), text.as_bytes())?;
+        let path = out.join("config.toml");
+        run_dir::write_atomic(&path, |p| fs::write(p, &text)).map_err(io_err(&path))?;
         write_noise_records(out, &p.data.noise_records)
     })();
     if let Err(e) = prepared {
@@ -1206,14 +1202,13 @@ fn write_noise_records(out: &Path, records: &[[usize; 5]]) -> Result<(), RunErro
         };
         text.push_str(&format!("{split},{},{source},{},{}\n", r[1], r[3], r[4]));
     }
-    write_atomic(&out.join("label_noise.csv"), text.as_bytes())
+    let path = out.join("label_noise.csv");
+    run_dir::write_atomic(&path, |p| fs::write(p, text)).map_err(io_err(&path))
 }
 
 fn write_metrics(out: &Path, rows: &[EpochRow]) -> Result<(), RunError> {
-    write_atomic(
-        &out.join("metrics.csv"),
-        run_dir::rows_text(rows).as_bytes(),
-    )
+    let path = out.join("metrics.csv");
+    run_dir::write_atomic(&path, |p| fs::write(p, run_dir::rows_text(rows))).map_err(io_err(&path))
 }
 
 fn summarize(config: &DeepRunConfig, p: &Plan, progress: &Progress, status: Status) -> Summary {
@@ -1254,11 +1249,10 @@ fn summarize(config: &DeepRunConfig, p: &Plan, progress: &Progress, status: Stat
 }
 
 fn write_summary(out: &Path, summary: &Summary) -> Result<(), RunError> {
-    let text = serde_json::to_string_pretty(summary).map_err(|e| RunError::Io {
-        path: out.join("summary.json"),
-        source: io::Error::other(e),
-    })?;
-    write_atomic(&out.join("summary.json"), (text + "\n").as_bytes())
+    let path = out.join("summary.json");
+    let text =
+        serde_json::to_string_pretty(summary).map_err(|e| io_err(&path)(io::Error::other(e)))?;
+    run_dir::write_atomic(&path, |p| fs::write(p, text + "\n")).map_err(io_err(&path))
 }
 
 fn finish(

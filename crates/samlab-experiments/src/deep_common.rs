@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use samlab_core::sam::{AscentSource, Grouping, Normalization, Perturbation, SamConfig};
+pub use samlab_core::stats::mean_std;
 use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
 use samlab_deep::models::Arch;
 use samlab_deep::nn::NormKind;
@@ -265,20 +266,6 @@ pub fn test_loss(o: &RunOutcome) -> Option<f64> {
 /// Final validation error.
 pub fn val_error(o: &RunOutcome) -> Option<f64> {
     o.rows.last().map(|r| r.val_error)
-}
-
-/// Mean and sample standard deviation (0 for one value; NaN for none or any NaN).
-pub fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = v.iter().sum::<f64>() / n;
-    if v.len() == 1 {
-        return (mean, 0.0);
-    }
-    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, var.sqrt())
 }
 
 /// Same-seed differences `a - b`: their mean and standard error (SE 0 with one seed).

@@ -1,5 +1,6 @@
 //! The paper's experiments as data: each preset declares its runs (named run configs) and judges its claims from
 //! the finished run directories. [`reproduce`] plans, trains and reports them; [`plan`] is the list of runs.
+#![deny(missing_docs)]
 
 mod deep_ablations;
 pub mod deep_common;
@@ -245,8 +246,11 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
 
 /// A claim's fixed part; [`ClaimSpec::judge`] adds what we measured.
 pub struct ClaimSpec {
+    /// Stable id, prefixed by area (`diag.`, `deep.`, ...).
     pub id: &'static str,
+    /// The claim in words.
     pub claim: &'static str,
+    /// What the paper (or the authors' code) reports.
     pub paper: &'static str,
 }
 

@@ -16,9 +16,11 @@ use crate::{BadRequest, Ctx, Experiment, Extended};
 
 /// What a report holds, for the command's last line.
 pub struct Outcome {
-    /// Claims that pass, fail, and were not run.
+    /// Claims that pass.
     pub pass: usize,
+    /// Claims that fail.
     pub fail: usize,
+    /// Claims not run.
     pub not_run: usize,
     /// report.html.
     pub report: PathBuf,
@@ -213,8 +215,11 @@ pub fn report(out: &Path, bar: &ProgressBar) -> Result<Outcome> {
 
 /// What `reproduce` did: the report, the runs that failed, and the seconds it took.
 pub struct Reproduced {
+    /// The report.
     pub outcome: Outcome,
+    /// The runs that failed, with the reason.
     pub failed_runs: Vec<(PathBuf, String)>,
+    /// Wall-clock seconds.
     pub seconds: f64,
 }
 

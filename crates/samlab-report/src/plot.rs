@@ -25,6 +25,7 @@ use plotters::style::text_anchor::{HPos, VPos};
 use plotters_backend::{
     BackendColor, BackendCoord, BackendTextStyle, DrawingErrorKind, FontStyle as BackendFontStyle,
 };
+use samlab_core::run_dir::write_atomic;
 
 /// Width of the PNG output in pixels (the SVG uses the same canvas size).
 const WIDTH: u32 = 900;
@@ -183,8 +184,7 @@ pub enum PlotError {
 ///
 /// The extensions are appended to `stem` (a stem such as `out/loss.v2` gives
 /// `out/loss.v2.svg`); missing parent directories are created. Each file is
-/// written to `<name>.tmp` first and then renamed into place, so readers never
-/// see a half-written figure.
+/// written by [`write_atomic`], so readers never see a half-written figure.
 ///
 /// # Errors
 ///
@@ -211,7 +211,11 @@ pub fn render(fig: &Figure, stem: &Path) -> Result<(PathBuf, PathBuf), PlotError
             .and_then(|()| root.present())
             .map_err(|e| draw_error(&svg_path, e))?;
     }
-    write_atomic(&svg_path, svg.as_bytes())?;
+    let io_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PlotError::Io { path, source }
+    };
+    write_atomic(&svg_path, |p| fs::write(p, &svg)).map_err(io_error(&svg_path))?;
 
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
     {
@@ -223,7 +227,7 @@ pub fn render(fig: &Figure, stem: &Path) -> Result<(PathBuf, PathBuf), PlotError
     }
     let png = encode_png(&rgb)
         .map_err(|e| PlotError::Draw(format!("encoding {} failed: {e}", png_path.display())))?;
-    write_atomic(&png_path, &png)?;
+    write_atomic(&png_path, |p| fs::write(p, &png)).map_err(io_error(&png_path))?;
 
     Ok((svg_path, png_path))
 }
@@ -414,22 +418,6 @@ fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
     let mut s: OsString = stem.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)
-}
-
-/// Writes `bytes` to `<path>.tmp`, then renames it to `path`.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlotError> {
-    let tmp = with_suffix(path, ".tmp");
-    if let Err(source) = fs::write(&tmp, bytes) {
-        let _ = fs::remove_file(&tmp);
-        return Err(PlotError::Io { path: tmp, source });
-    }
-    fs::rename(&tmp, path).map_err(|source| {
-        let _ = fs::remove_file(&tmp);
-        PlotError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
 }
 
 /// Encodes a `WIDTH`x`HEIGHT` RGB8 buffer as PNG.

@@ -6,6 +6,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use samlab_core::run_dir::write_atomic;
 use serde::{Deserialize, Serialize};
 
 /// Whether a claim of the paper held in our run.
@@ -101,9 +102,7 @@ impl Report {
             .into_iter()
             .map(|(name, text)| {
                 let path = dir.join(name);
-                let tmp = dir.join(format!(".{name}.tmp"));
-                fs::write(&tmp, text)?;
-                fs::rename(&tmp, &path)?;
+                write_atomic(&path, |p| fs::write(p, text))?;
                 Ok(path)
             })
             .collect()

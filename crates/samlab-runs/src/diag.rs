@@ -27,6 +27,7 @@ pub enum DataSource {
 }
 
 impl DataSource {
+    /// Generates or reads the dataset.
     pub fn load(&self) -> Result<Dataset> {
         Ok(match self {
             DataSource::Synthetic(spec) => spec.generate()?.0,
@@ -56,16 +57,21 @@ pub struct DiagRunConfig {
 /// summary.json of a diagonal-net run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DiagSummary {
+    /// The samlab version that wrote it.
     pub samlab_version: String,
+    /// `"diag"`.
     pub engine: String,
+    /// Whether the run finished or diverged.
     pub status: RunStatus,
     /// Updates done (where it stopped, if it diverged).
     pub iterations: usize,
     /// Losses after the last update; null if the run diverged.
     pub final_train_loss: Option<f64>,
+    /// Test loss after the last update.
     pub final_test_loss: Option<f64>,
     /// Last finite losses logged (equal to the final ones for a run that finished).
     pub last_finite_train_loss: Option<f64>,
+    /// Last finite test loss logged.
     pub last_finite_test_loss: Option<f64>,
     /// Mean of sqrt(u^2 - v^2), the effective initialization (Theorem 1); null if not finite.
     #[serde(with = "nan_as_null")]
@@ -73,6 +79,7 @@ pub struct DiagSummary {
     /// l1 norm of beta = u * v; null if not finite.
     #[serde(with = "nan_as_null")]
     pub l1_norm: f64,
+    /// The run's seed.
     pub seed: u32,
     /// Seconds in the training loop.
     pub seconds: f64,
@@ -87,9 +94,13 @@ pub const ARTEFACTS: [&str; 4] = ["metrics.csv", "u.npy", "v.npy", "beta.npy"];
 
 /// A finished run: its outcome, summary and where it was written.
 pub struct DiagOutcome {
+    /// The trained run: parameters and loss curve.
     pub run: DiagRun,
+    /// Its summary.json.
     pub summary: DiagSummary,
+    /// The data it trained on.
     pub data: Dataset,
+    /// Its run directory.
     pub dir: PathBuf,
 }
 

@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset};
 use samlab_core::diag_net::{loss, DiagParams, RunStatus};
-use samlab_core::run_dir::{check_artefacts, read_capped, resolve_init_from, MAX_TEXT_BYTES};
+use samlab_core::run_dir::{
+    check_artefacts, read_capped, resolve_init_from, write_atomic, write_json, MAX_TEXT_BYTES,
+};
 use samlab_core::theory::effective_init::train_with_accounting;
 use samlab_core::theory::interpolators::{min_entropy, min_l1, min_l2, Method};
 use samlab_core::theory::linalg::{norm, Matrix};
@@ -20,9 +22,13 @@ pub const INTERPOLATION_RATIO: f64 = 1e-4;
 /// implicit_bias.json.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ImplicitBias {
+    /// Mean of the initial scale alpha0 over coordinates.
     pub alpha0_mean: f64,
+    /// Mean of the effective initialization alpha_eff over coordinates.
     pub alpha_eff_mean: f64,
+    /// Smallest alpha_eff over coordinates.
     pub alpha_eff_min: f64,
+    /// Largest alpha_eff over coordinates.
     pub alpha_eff_max: f64,
     /// Largest alpha_eff_j - alpha0_j (<= 0 when SAM only shrinks).
     pub alpha_eff_max_increase: f64,
@@ -30,12 +36,17 @@ pub struct ImplicitBias {
     pub rel_err_pred_alpha_eff: f64,
     /// The same with the initial scale alpha0.
     pub rel_err_pred_alpha0: f64,
+    /// The same for the minimum-l1-norm interpolator.
     pub rel_err_min_l1: f64,
+    /// The same for the minimum-l2-norm interpolator.
     pub rel_err_min_l2: f64,
     /// How the alpha_eff prediction was computed (dual Newton, or the min-l1 limit when alpha_eff ~ 0).
     pub solver: Method,
+    /// Test loss of the trained beta.
     pub test_loss_trained: f64,
+    /// Test loss of the alpha_eff prediction.
     pub test_loss_pred_alpha_eff: f64,
+    /// Test loss of the alpha0 prediction.
     pub test_loss_pred_alpha0: f64,
     /// ||Delta_SAM||_1: the first-order SAM shrinkage sum_t gamma Q_t.
     pub delta_l1: f64,
@@ -45,16 +56,23 @@ pub struct ImplicitBias {
     pub int_loss: f64,
     /// The talk's estimates: d * int L (1-SAM) and (d / n) * int L (n-SAM).
     pub d_int_loss: f64,
+    /// (d / n) * int L.
     pub d_over_n_int_loss: f64,
     /// Largest error of the exact discrete identity along training, relative to alpha0^2.
     pub identity_max_error: f64,
+    /// Train loss of the replayed final beta.
     pub final_train_loss: f64,
+    /// Final over initial train loss (at most [`INTERPOLATION_RATIO`]).
     pub train_loss_ratio: f64,
-    /// Per coordinate, for plots.
+    /// Per coordinate, for plots: the initial scale.
     pub alpha0: Vec<f64>,
+    /// Per coordinate: the effective initialization.
     pub alpha_eff: Vec<f64>,
+    /// Per coordinate: the trained beta = u * v.
     pub beta_trained: Vec<f64>,
+    /// Per coordinate: Theorem 1's prediction from alpha_eff.
     pub beta_pred_alpha_eff: Vec<f64>,
+    /// Per coordinate: the prediction from alpha0.
     pub beta_pred_alpha0: Vec<f64>,
 }
 
@@ -193,9 +211,7 @@ pub fn implicit_bias(dir: &Path) -> Result<ImplicitBias> {
         beta_pred_alpha_eff: pred_eff.beta,
         beta_pred_alpha0: pred0.beta,
     };
-    let tmp = dir.join(".implicit_bias.json.tmp");
-    samlab_core::run_dir::write_json(&tmp, &result)?;
-    std::fs::rename(&tmp, dir.join("implicit_bias.json"))
+    write_atomic(&dir.join("implicit_bias.json"), |p| write_json(p, &result))
         .context("cannot write implicit_bias.json")?;
     Ok(result)
 }

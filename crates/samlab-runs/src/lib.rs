@@ -1,6 +1,7 @@
 //! Runs as data: every engine's run is a config.toml (what `samlab run --config` replays) executed into a run
 //! directory. The diagonal-net ([`diag`]) and ReLU-net ([`relu`]) runs live here; deep-net runs are
 //! `samlab_deep::run`. [`AnyRunConfig`] is the config of any of them.
+#![deny(missing_docs)]
 
 pub mod deep;
 pub mod diag;

@@ -179,8 +179,11 @@ impl MetricsRow for ReluMetricsRow {
 /// summary.json of a ReLU run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReluSummary {
+    /// The samlab version that wrote it.
     pub samlab_version: String,
+    /// `"relu"`.
     pub engine: String,
+    /// Whether the run finished or diverged.
     pub status: RunStatus,
     /// Updates done (the finite ones, if it diverged).
     pub iterations: usize,
@@ -188,14 +191,18 @@ pub struct ReluSummary {
     pub stopped_early: bool,
     /// Losses after the last update; null if the run diverged.
     pub final_train_loss: Option<f64>,
+    /// Test loss after the last update.
     pub final_test_loss: Option<f64>,
     /// Last finite losses logged.
     pub last_finite_train_loss: Option<f64>,
+    /// Last finite test loss logged.
     pub last_finite_test_loss: Option<f64>,
     /// Measurements of the final (last finite) network.
     #[serde(flatten)]
     pub metrics: NetMetrics,
+    /// Hidden neurons.
     pub width: usize,
+    /// The run's seed.
     pub seed: u32,
     /// Seconds in the training loop.
     pub seconds: f64,
@@ -218,12 +225,15 @@ fn artefacts(dir: &Path) -> Vec<&'static str> {
 
 /// A finished run: its outcome, summary, learned function and where it was written.
 pub struct ReluOutcome {
+    /// The trained run.
     pub run: ReluRun,
+    /// Its summary.json.
     pub summary: ReluSummary,
     /// metrics.csv: losses and measurements at the logged iterations (same order as `run.curve`).
     pub rows: Vec<ReluMetricsRow>,
     /// The learned function on the grid: one row per point, the inputs then f (for d <= 2).
     pub function: Option<Array2<f64>>,
+    /// Its run directory.
     pub dir: PathBuf,
 }
 

@@ -16,6 +16,7 @@
 //!
 //! The library knows no engine: the caller checks each run's config (as its engine would, before anything is
 //! written) and runs a task by its index.
+#![deny(missing_docs)]
 
 pub mod grid;
 pub mod local;

@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use samlab_core::run_dir::write_atomic;
+use samlab_core::stats::mean_std;
 use samlab_report::plot::{render, Figure, Series};
 use serde_json::Value;
 
@@ -23,7 +24,7 @@ pub struct Row {
     pub runs: usize,
     /// Runs in the group that diverged.
     pub diverged: usize,
-    /// Per metric: mean, sample standard deviation (NaN for one value) and the number of finite values.
+    /// Per metric: [`mean_std`] of its finite values (std 0 for one value) and their number.
     pub metrics: Vec<(f64, f64, usize)>,
 }
 
@@ -139,7 +140,15 @@ pub fn aggregate(
         .map(|g| Row {
             metrics: metrics
                 .iter()
-                .map(|m| mean_std(g.summaries.iter().filter_map(|s| s.get(m).copied())))
+                .map(|m| {
+                    let finite: Vec<f64> = g
+                        .summaries
+                        .iter()
+                        .filter_map(|s| s.get(m).copied().filter(|x| x.is_finite()))
+                        .collect();
+                    let (mean, std) = mean_std(&finite);
+                    (mean, std, finite.len())
+                })
                 .collect(),
             values: g.values,
             runs: g.runs,
@@ -151,21 +160,6 @@ pub fn aggregate(
         rows,
         unfinished,
     })
-}
-
-fn mean_std(values: impl Iterator<Item = f64>) -> (f64, f64, usize) {
-    let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
-    let n = v.len();
-    if n == 0 {
-        return (f64::NAN, f64::NAN, 0);
-    }
-    let mean = v.iter().sum::<f64>() / n as f64;
-    let std = if n > 1 {
-        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-    } else {
-        f64::NAN
-    };
-    (mean, std, n)
 }
 
 fn cell(v: &Value) -> String {
@@ -251,8 +245,8 @@ impl Report {
             }
             let _ = writeln!(out, "| {} |", cells.join(" | "));
         }
-        out += "\nMean ± sample standard deviation over the runs that differ only in their seed, (n) finite values; \
-                diverged runs count where their summary has a finite value.\n";
+        out += "\nMean ± sample standard deviation (0 for one value) over the runs that differ only in their seed, \
+                (n) finite values; diverged runs count where their summary has a finite value.\n";
         if !self.unfinished.is_empty() {
             let _ = writeln!(
                 out,
@@ -354,11 +348,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn means_and_sample_deviations() {
-        let (m, s, n) = mean_std([1.0, 2.0, 4.0, f64::NAN].into_iter());
-        assert_eq!((m, n), (7.0 / 3.0, 3));
-        assert!((s - (7.0f64 / 3.0).sqrt()).abs() < 1e-12);
-        assert!(mean_std([3.0].into_iter()).1.is_nan());
+    fn the_metrics_are_the_numeric_leaves() {
         let mut out = BTreeMap::new();
         leaves(
             "",
