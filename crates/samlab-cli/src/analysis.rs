@@ -1,20 +1,16 @@
 //! `samlab sharpness`, `samlab interpolate` and `samlab hessian`: the analysis tools of `samlab_deep::analysis`
-//! on the checkpoints of deep-net run directories.
+//! on the checkpoints of deep-net run directories. The library writes their files (each report's `write`); this
+//! module translates the flags and prints the results.
 
-use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
-use samlab_core::run_dir::{write_atomic, write_csv, write_json};
 use samlab_core::spectral::DensityConfig;
 use samlab_deep::analysis::hessian::{run_hessian, HessianConfig};
-use samlab_deep::analysis::interpolate::{
-    check_compatible, interpolate, InterpolationConfig, InterpolationPoint,
-};
+use samlab_deep::analysis::interpolate::{check_compatible, interpolate, InterpolationConfig};
 use samlab_deep::analysis::sharpness::{run_sharpness, AscentTarget, Select, SharpnessConfig};
-use samlab_deep::analysis::{BnEval, CheckpointKind, LoadedRun, Split};
-use samlab_report::{render, Figure, Scale, Series};
+use samlab_deep::analysis::{BnEval, CheckpointKind, LoadedRun, Split, Written};
 
 /// `--checkpoint`.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -286,9 +282,7 @@ pub fn sharpness(args: &SharpnessArgs) -> Result<()> {
         args.device.as_deref(),
     )?;
     let report = run_sharpness(&run, &cfg)?;
-    let path = args.run_dir.join("sharpness.json");
-    write_atomic(&path, |p| write_json(p, &report))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let path = report.write(&args.run_dir)?;
     let r = &report.result;
     say!(
         "sharpness of {} ({}), {} {} examples in chunks of {}, BatchNorm {}, {:.1} s",
@@ -361,51 +355,7 @@ pub fn interpolation(args: &InterpolateArgs) -> Result<()> {
     let b = LoadedRun::load_on(&args.run_b, args.checkpoint.into(), args.device.as_deref())?;
     check_compatible(&a, &b)?;
     let result = interpolate(&a, &b, &cfg)?;
-    fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
-    let csv = args.out.join("interpolation.csv");
-    write_atomic(&csv, |p| {
-        write_csv(
-            p,
-            &[
-                "alpha",
-                "train_loss",
-                "train_error",
-                "test_loss",
-                "test_error",
-            ],
-            result.points.iter().map(|q| {
-                vec![
-                    q.alpha,
-                    q.train_loss,
-                    q.train_error,
-                    q.test_loss,
-                    q.test_error,
-                ]
-            }),
-        )
-    })
-    .with_context(|| format!("cannot write {}", csv.display()))?;
-    let json = args.out.join("interpolation.json");
-    write_atomic(&json, |p| write_json(p, &result))
-        .with_context(|| format!("cannot write {}", json.display()))?;
-    let mut fig = Figure::new(
-        "Linear interpolation (train dashed, test solid)",
-        "interpolation coefficient a (0: run A, 1: run B)",
-        "cross-entropy",
-    );
-    let curve =
-        |f: fn(&InterpolationPoint) -> f64| result.points.iter().map(|q| (q.alpha, f(q))).collect();
-    fig.series.push(Series {
-        dashed: true,
-        ..Series::new("train loss", curve(|q| q.train_loss))
-    });
-    fig.series
-        .push(Series::new("test loss", curve(|q| q.test_loss)));
-    fig.vlines = vec![(0.0, "run A".into()), (1.0, "run B".into())];
-    if let Err(e) = render(&fig, &args.out.join("interpolation")) {
-        warn!("warning: no figure: {e}");
-    }
+    warn_figure(&result.write(&args.out)?);
     let s = &result.summary;
     say!(
         "{} points in {:.1} s{}",
@@ -466,9 +416,7 @@ pub fn hessian(args: &HessianArgs) -> Result<()> {
         args.device.as_deref(),
     )?;
     let report = run_hessian(&run, &cfg)?;
-    let path = args.run_dir.join("hessian.json");
-    write_atomic(&path, |p| write_json(p, &report))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let written = report.write(&args.run_dir)?;
     let c = &report.curvature;
     let status = if c.converged {
         "converged"
@@ -505,26 +453,7 @@ pub fn hessian(args: &HessianArgs) -> Result<()> {
             t.probes
         );
     }
-    if let Some(d) = &c.density {
-        let mut fig = Figure::new(
-            "Hessian eigenvalue density (stochastic Lanczos quadrature)",
-            "eigenvalue",
-            "density",
-        );
-        fig.y_scale = Scale::Log;
-        let floor = 1e-12 * d.density.iter().fold(0.0f64, |m, &x| m.max(x));
-        fig.series.push(Series::new(
-            "density",
-            d.grid
-                .iter()
-                .zip(&d.density)
-                .map(|(&t, &y)| (t, y.max(floor)))
-                .collect(),
-        ));
-        if let Err(e) = render(&fig, &args.run_dir.join("hessian_density")) {
-            warn!("warning: no figure: {e}");
-        }
-    }
+    warn_figure(&written);
     let f = &report.feature_sparsity;
     say!(
         "feature sparsity {:.4} ({} of {} features distinct and active, activation fraction {:.4})",
@@ -533,6 +462,13 @@ pub fn hessian(args: &HessianArgs) -> Result<()> {
         report.feature_neurons,
         f.activation_fraction
     );
-    say!("-> {}", path.display());
+    say!("-> {}", written.files[0].display());
     Ok(())
+}
+
+/// Warns of a figure the analysis could not draw (its numbers are written).
+fn warn_figure(written: &Written) {
+    if let Some(e) = &written.figure_error {
+        warn!("warning: no figure: {e}");
+    }
 }

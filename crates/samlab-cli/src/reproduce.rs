@@ -9,8 +9,7 @@ use clap::{Args, ValueEnum};
 use samlab_experiments::deep_common::ScaleKind;
 use samlab_experiments::plan::{Plan, Settings};
 use samlab_experiments::reproduce::{self, Outcome};
-use samlab_sweep::manifest::Manifest;
-use samlab_sweep::slurm::{self, SlurmOptions};
+use samlab_sweep::slurm::SlurmOptions;
 
 use crate::progress;
 use crate::sweep::{Executor, SlurmArgs};
@@ -139,60 +138,25 @@ fn finish(o: &Outcome, took: &str) -> Result<()> {
     Ok(())
 }
 
-/// Submits the plan's unfinished runs to SLURM with `OUT` as the sweep directory (its manifest names each run's
-/// directory inside `OUT`; the sbatch scripts go to `OUT/slurm`), one job array per wave, then `samlab report OUT`.
-fn submit(out_arg: &Path, plan: &Plan, opts: &SlurmOptions, slurm_args: &SlurmArgs) -> Result<()> {
-    let out = out_arg
-        .canonicalize()
-        .context("cannot find the results directory")?;
-    let sweep = out.as_path();
-    let entries = plan
-        .runs
-        .iter()
-        .map(|r| {
-            let rel = r
-                .dir
-                .strip_prefix(&out)
-                .or_else(|_| r.dir.strip_prefix(out_arg))
-                .unwrap_or(&r.dir);
-            (rel.to_string_lossy().into_owned(), r.config.to_toml())
-        })
-        .collect();
-    Manifest::of_runs(entries)?.write(sweep)?;
-    let waves: Vec<Vec<usize>> = (0..plan.waves())
-        .map(|w| {
-            (0..plan.runs.len())
-                .filter(|&i| {
-                    plan.wave[i] == w && !plan.runs[i].config.is_finished_in(&plan.runs[i].dir)
-                })
-                .collect::<Vec<usize>>()
-        })
-        .filter(|w| !w.is_empty())
-        .collect();
+/// Submits the plan's unfinished runs to SLURM (see [`reproduce::submit`]) and prints the jobs, or rebuilds the
+/// report here when every run is finished.
+fn submit(out: &Path, plan: &Plan, opts: &SlurmOptions, slurm_args: &SlurmArgs) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find the samlab binary")?;
-    let report = ["report".to_string(), out.to_string_lossy().into_owned()];
-    if waves.is_empty() {
+    let Some(s) = reproduce::submit(out, plan, &exe, opts)? else {
         say!("every run is finished: rebuilding the report here");
-        return self::report(&out);
-    }
-    let submitted = slurm::submit_waves(sweep, &exe, &waves, opts, &report)?;
-    let report_job = submitted[0].report_job.clone();
+        return report(out);
+    };
     say!(
-        "submitted {} runs as {} job arrays ({}), then report job {report_job}; follow them with `samlab sweep status {}`",
-        waves.iter().map(Vec::len).sum::<usize>(),
-        submitted.len(),
-        submitted.iter().map(|s| s.array_job.as_str()).collect::<Vec<_>>().join(", "),
-        sweep.display()
+        "submitted {} runs as {} job arrays ({}), then report job {}; follow them with `samlab sweep status {}`",
+        s.runs,
+        s.arrays.len(),
+        s.arrays.iter().map(|a| a.array_job.as_str()).collect::<Vec<_>>().join(", "),
+        s.report_job,
+        s.dir.display()
     );
     if slurm_args.wait {
-        let mut jobs: Vec<String> = submitted.into_iter().map(|s| s.array_job).collect();
-        jobs.push(report_job);
-        slurm::wait(&jobs, Duration::from_secs(slurm_args.wait_timeout))?;
-        let log = out.join("logs").join("report.log");
-        say!(
-            "{}",
-            std::fs::read_to_string(&log).unwrap_or_default().trim_end()
-        );
+        let log = s.wait(Duration::from_secs(slurm_args.wait_timeout))?;
+        say!("{}", log.trim_end());
     }
     Ok(())
 }

@@ -674,6 +674,29 @@ fn a_run_interpolated_with_itself_is_flat_and_other_models_are_refused() {
         assert_eq!(p.test_error, first.test_error);
     }
     assert!(curve.summary.train_loss_barrier.abs() < 1e-5);
+    // The files `samlab interpolate` leaves, written by the library: the table, the whole result, the figure.
+    let written = curve.write(&tmp.path().join("curve")).unwrap();
+    let names: Vec<&str> = written
+        .files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "interpolation.csv",
+            "interpolation.json",
+            "interpolation.svg",
+            "interpolation.png"
+        ],
+        "{:?}",
+        written.figure_error
+    );
+    let csv = std::fs::read_to_string(&written.files[0]).unwrap();
+    assert_eq!(csv.lines().count(), 1 + curve.points.len(), "{csv}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&written.files[1]).unwrap()).unwrap();
+    assert_eq!(json["points"].as_array().unwrap().len(), curve.points.len());
     for (width, norm) in [(6, "batch"), (8, "none")] {
         let other = tiny_run(&tmp.path().join(format!("{width}{norm}")), width, norm, 7);
         let err = interpolate(&a, &other, &cfg).unwrap_err();

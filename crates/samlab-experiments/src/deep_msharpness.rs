@@ -57,7 +57,7 @@ fn measure_geometry(o: &RunOutcome, small: usize, batch: usize) -> Result<Geomet
     };
     let (small, batch) = (sharp(small)?, sharp(batch)?);
     let h = run_hessian(&run, &HessianConfig::default())?;
-    write_json(&o.dir.join("hessian.json"), &h)?;
+    h.write(&o.dir)?;
     Ok(Geometry {
         small,
         batch,

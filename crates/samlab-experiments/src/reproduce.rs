@@ -1,14 +1,17 @@
-//! `samlab reproduce` and `samlab report`: plan every experiment's runs, train them, then judge the claims and
-//! write the report from the finished run directories.
+//! `samlab reproduce` and `samlab report`: plan every experiment's runs, train them (here, or as SLURM job arrays:
+//! [`submit`]), then judge the claims and write the report from the finished run directories.
 
+use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use samlab_deep::bench::{estimate_seconds, StepTimes};
 use samlab_report::{Report, Section, Verdict};
 use samlab_runs::AnyRunConfig;
+use samlab_sweep::manifest::Manifest;
+use samlab_sweep::slurm::{self, SlurmOptions, Submission};
 
 use crate::deep_common::{DeepScale, ScaleKind};
 use crate::plan::{Plan, Settings};
@@ -234,6 +237,80 @@ pub fn reproduce(out: &Path, s: &Settings, bar: &ProgressBar) -> Result<Reproduc
         failed_runs,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// The SLURM jobs of a reproduction, as [`submit`] queued them.
+#[derive(Clone, Debug)]
+pub struct Submitted {
+    /// The results directory, absolute: also the jobs' sweep directory (`samlab sweep status DIR` follows them).
+    pub dir: PathBuf,
+    /// The runs submitted.
+    pub runs: usize,
+    /// One job array per wave, in order, each starting after the previous one ended.
+    pub arrays: Vec<Submission>,
+    /// The `samlab report DIR` job, after the last array.
+    pub report_job: String,
+}
+
+impl Submitted {
+    /// Waits until every array and the report job have left the queue (an error after `timeout`), then returns
+    /// the report job's log `DIR/logs/report.log` (empty when it wrote none).
+    pub fn wait(&self, timeout: Duration) -> Result<String> {
+        let mut jobs: Vec<String> = self.arrays.iter().map(|s| s.array_job.clone()).collect();
+        jobs.push(self.report_job.clone());
+        slurm::wait(&jobs, timeout)?;
+        Ok(fs::read_to_string(self.dir.join("logs").join("report.log")).unwrap_or_default())
+    }
+}
+
+/// Submits `plan`'s unfinished runs to SLURM with `out` (the plan's results directory) as the sweep directory: its
+/// manifest names each run's directory inside `out`, the sbatch scripts and job ids go to `out/slurm`. One job
+/// array per wave (a wave starts after the previous one ended: its runs start from earlier runs), then `exe report
+/// OUT`, where `exe` is the samlab binary the jobs run. Returns `None`, submitting nothing, when every run is
+/// finished (then [`report`] rebuilds the report here).
+pub fn submit(
+    out: &Path,
+    plan: &Plan,
+    exe: &Path,
+    opts: &SlurmOptions,
+) -> Result<Option<Submitted>> {
+    let dir = out
+        .canonicalize()
+        .context("cannot find the results directory")?;
+    let entries = plan
+        .runs
+        .iter()
+        .map(|r| {
+            let rel = r
+                .dir
+                .strip_prefix(&dir)
+                .or_else(|_| r.dir.strip_prefix(out))
+                .unwrap_or(&r.dir);
+            (rel.to_string_lossy().into_owned(), r.config.to_toml())
+        })
+        .collect();
+    Manifest::of_runs(entries)?.write(&dir)?;
+    let waves: Vec<Vec<usize>> = (0..plan.waves())
+        .map(|w| {
+            (0..plan.runs.len())
+                .filter(|&i| {
+                    plan.wave[i] == w && !plan.runs[i].config.is_finished_in(&plan.runs[i].dir)
+                })
+                .collect::<Vec<usize>>()
+        })
+        .filter(|w| !w.is_empty())
+        .collect();
+    if waves.is_empty() {
+        return Ok(None);
+    }
+    let report = ["report".to_string(), dir.to_string_lossy().into_owned()];
+    let arrays = slurm::submit_waves(&dir, exe, &waves, opts, &report)?;
+    Ok(Some(Submitted {
+        runs: waves.iter().map(Vec::len).sum(),
+        report_job: arrays[0].report_job.clone(),
+        arrays,
+        dir,
+    }))
 }
 
 /// `out` as an absolute path without symbolic links (the root of the runs' directories).

@@ -2,13 +2,15 @@
 //! (exact Hessian-vector products, the spectrum, [`HessianConfig`]) is [`crate::hessian`], below the run layer
 //! whose per-epoch curvature log uses it; its items are re-exported here.
 
+use std::path::Path;
 use std::time::Instant;
 
 use samlab_core::relu_net::metrics::FeatureStats;
+use samlab_report::{Figure, Scale, Series};
 use serde::{Deserialize, Serialize};
 
 use super::features::{feature_sparsity, DEEP_CORR_THRESHOLD};
-use super::{LoadedRun, RunInfo};
+use super::{write_json_file, LoadedRun, RunInfo, Written};
 pub use crate::hessian::{
     check_probes, curvature, Curvature, HessianConfig, HessianOperator, MAX_PROBES,
 };
@@ -31,6 +33,49 @@ pub struct HessianReport {
     pub feature_neurons: usize,
     /// Wall-clock seconds (data and checkpoint loading excluded).
     pub seconds: f64,
+}
+
+impl HessianReport {
+    /// The file [`HessianReport::write`] writes in a run directory.
+    pub const FILE: &'static str = "hessian.json";
+    /// The stem of the density's figure (`.svg` and `.png`) in a run directory.
+    pub const DENSITY_FIGURE: &'static str = "hessian_density";
+
+    /// The eigenvalue density on a log axis (floored at $10^{-12}$ of its peak), when the report has one.
+    pub fn density_figure(&self) -> Option<Figure> {
+        let d = self.curvature.density.as_ref()?;
+        let mut fig = Figure::new(
+            "Hessian eigenvalue density (stochastic Lanczos quadrature)",
+            "eigenvalue",
+            "density",
+        );
+        fig.y_scale = Scale::Log;
+        let floor = 1e-12 * d.density.iter().fold(0.0f64, |m, &x| m.max(x));
+        fig.series.push(Series::new(
+            "density",
+            d.grid
+                .iter()
+                .zip(&d.density)
+                .map(|(&t, &y)| (t, y.max(floor)))
+                .collect(),
+        ));
+        Some(fig)
+    }
+
+    /// Writes the report to `dir/hessian.json` (pretty JSON, atomically) and, when it has a density, its figure to
+    /// `dir/hessian_density.svg` and `.png`. A figure that cannot be drawn is not an error: [`Written`] says why.
+    pub fn write(&self, dir: &Path) -> Result<Written, RunError> {
+        let path = dir.join(Self::FILE);
+        write_json_file(&path, self)?;
+        let mut written = Written {
+            files: vec![path],
+            figure_error: None,
+        };
+        if let Some(fig) = self.density_figure() {
+            written.figure(&fig, &dir.join(Self::DENSITY_FIGURE));
+        }
+        Ok(written)
+    }
 }
 
 /// [`top_eigenvalue`] and [`feature_sparsity`] of a loaded run on the first `cfg.examples` examples of `cfg.split`.

@@ -9,13 +9,17 @@
 //! `examples` un-augmented images of run A's training split (with its training labels) and of the test set, in
 //! evaluation mode.
 
+use std::fs;
+use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor};
+use samlab_core::run_dir::{write_atomic, write_csv};
 use samlab_core::ConfigError;
+use samlab_report::{Figure, Series};
 use serde::{Deserialize, Serialize};
 
-use super::{LoadedRun, RunInfo};
+use super::{write_json_file, LoadedRun, RunInfo, Written};
 use crate::data::{assemble, Augment, ImageSet};
 use crate::models::Network;
 use crate::nn::{BnMode, BnStats, Ctx};
@@ -142,6 +146,77 @@ pub struct Interpolation {
     pub points: Vec<InterpolationPoint>,
     /// Wall-clock seconds.
     pub seconds: f64,
+}
+
+impl Interpolation {
+    /// The table [`Interpolation::write`] writes in its directory.
+    pub const CSV: &'static str = "interpolation.csv";
+    /// The report, as JSON.
+    pub const JSON: &'static str = "interpolation.json";
+    /// The stem of the figure (`.svg` and `.png`).
+    pub const FIGURE: &'static str = "interpolation";
+
+    /// Training (dashed) and test cross-entropy against the coefficient, the two runs marked.
+    pub fn figure(&self) -> Figure {
+        let mut fig = Figure::new(
+            "Linear interpolation (train dashed, test solid)",
+            "interpolation coefficient a (0: run A, 1: run B)",
+            "cross-entropy",
+        );
+        let curve = |f: fn(&InterpolationPoint) -> f64| {
+            self.points.iter().map(|q| (q.alpha, f(q))).collect()
+        };
+        fig.series.push(Series {
+            dashed: true,
+            ..Series::new("train loss", curve(|q| q.train_loss))
+        });
+        fig.series
+            .push(Series::new("test loss", curve(|q| q.test_loss)));
+        fig.vlines = vec![(0.0, "run A".into()), (1.0, "run B".into())];
+        fig
+    }
+
+    /// Creates `out` and writes `out/interpolation.csv` (one row per coefficient: alpha, train loss and error, test
+    /// loss and error), `out/interpolation.json` (the whole result) and the figure `out/interpolation.svg` and
+    /// `.png`, each atomically. A figure that cannot be drawn is not an error: [`Written`] says why.
+    pub fn write(&self, out: &Path) -> Result<Written, RunError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RunError::Io { path, source }
+        };
+        fs::create_dir_all(out).map_err(io(out))?;
+        let csv = out.join(Self::CSV);
+        write_atomic(&csv, |p| {
+            write_csv(
+                p,
+                &[
+                    "alpha",
+                    "train_loss",
+                    "train_error",
+                    "test_loss",
+                    "test_error",
+                ],
+                self.points.iter().map(|q| {
+                    vec![
+                        q.alpha,
+                        q.train_loss,
+                        q.train_error,
+                        q.test_loss,
+                        q.test_error,
+                    ]
+                }),
+            )
+        })
+        .map_err(io(&csv))?;
+        let json = out.join(Self::JSON);
+        write_json_file(&json, self)?;
+        let mut written = Written {
+            files: vec![csv, json],
+            figure_error: None,
+        };
+        written.figure(&self.figure(), &out.join(Self::FIGURE));
+        Ok(written)
+    }
 }
 
 /// Fresh BatchNorm running statistics of the network at `params`: one pass over the first `n` images of `set` in

@@ -10,7 +10,8 @@
 //! - [`ntk`]: the NTK feature matrix (the Jacobian of the logits with respect to the parameters) on fixed examples.
 //!
 //! Every tool works on the first `N` examples of a split, without augmentation; losses are the plain mean
-//! cross-entropy (no L2 term).
+//! cross-entropy (no L2 term). Each report writes the files `samlab` writes for it (`write`), so that every caller
+//! of the library leaves the same files.
 
 pub mod features;
 pub mod hessian;
@@ -22,7 +23,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
+use samlab_core::run_dir::{write_atomic, write_json};
 use samlab_core::{ConfigError, DataError};
+use samlab_report::{render, Figure, PlotError};
 use serde::{Deserialize, Serialize};
 
 pub use crate::hessian::{chunks, BnEval, Split};
@@ -87,6 +90,33 @@ pub struct LoadedRun {
     pub device: Device,
     /// What was loaded from where.
     pub info: RunInfo,
+}
+
+/// The files an analysis's `write` wrote.
+#[derive(Debug)]
+pub struct Written {
+    /// The files written: the numbers first, then the figure's SVG and PNG when it was drawn.
+    pub files: Vec<PathBuf>,
+    /// Why the figure could not be drawn, if it could not (the numbers are written regardless).
+    pub figure_error: Option<PlotError>,
+}
+
+impl Written {
+    /// Draws `fig` to `stem.svg` and `stem.png`, recording the files or why they could not be drawn.
+    fn figure(&mut self, fig: &Figure, stem: &Path) {
+        match render(fig, stem) {
+            Ok((svg, png)) => self.files.extend([svg, png]),
+            Err(e) => self.figure_error = Some(e),
+        }
+    }
+}
+
+/// Writes `value` to `path` as pretty JSON, atomically (readers never see half a file).
+fn write_json_file<T: Serialize>(path: &Path, value: &T) -> Result<(), RunError> {
+    write_atomic(path, |p| write_json(p, value)).map_err(|source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn usage(dir: &Path, why: String) -> RunError {

@@ -27,6 +27,7 @@
 //! Reported: means over chunks of the original loss and error, and of the increases
 //! $L_C(w + \delta^*) - L_C(w)$ and of the error at $\delta^*$ minus the original error, $\delta^*$ the kept restart.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -34,7 +35,7 @@ use samlab_core::sam::{Grouping, Normalization, Perturbation, SamConfig};
 use samlab_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
-use super::{chunks, BnEval, LoadedRun, RunInfo, Split};
+use super::{chunks, write_json_file, BnEval, LoadedRun, RunInfo, Split};
 use crate::models::Network;
 use crate::nn::BnMode;
 use crate::rng::{Purpose, Stream};
@@ -576,6 +577,18 @@ pub struct SharpnessReport {
     pub result: Sharpness,
     /// Wall-clock seconds of the evaluation (data and checkpoint loading excluded).
     pub seconds: f64,
+}
+
+impl SharpnessReport {
+    /// The file [`SharpnessReport::write`] writes in a run directory.
+    pub const FILE: &'static str = "sharpness.json";
+
+    /// Writes the report to `dir/sharpness.json` (pretty JSON, atomically) and returns that path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, RunError> {
+        let path = dir.join(Self::FILE);
+        write_json_file(&path, self)?;
+        Ok(path)
+    }
 }
 
 /// [`sharpness`] of a loaded run on the first `cfg.examples` examples of `cfg.split`.
