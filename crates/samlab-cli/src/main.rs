@@ -37,10 +37,8 @@ use anyhow::Result;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use samlab_runs::AnyRunConfig;
 
-/// A command line that makes no sense: exit status 2, like every other bad input.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+/// A command line that makes no sense: core's one bad-input kind under the name the flag translation gives it.
+pub use samlab_core::BadInput as UsageError;
 
 #[derive(Parser)]
 #[command(name = "samlab", version, about = "Sharpness-Aware Minimization research toolkit", long_about = None)]
@@ -222,23 +220,17 @@ fn train_diag(
     Ok(())
 }
 
-/// Bad input (exit 2) is any error whose chain holds one of these types.
+/// Bad input (exit 2) is an error whose chain holds one of core's bad-input kinds (`samlab_core::is_bad_input`), or a
+/// bad-input variant of the two library enums that carry bad input beside failures of the machine.
 fn is_bad_input(err: &anyhow::Error) -> bool {
+    use samlab_deep::run::RunError;
+    use samlab_sweep::SweepError;
     err.chain().any(|e| {
-        e.is::<UsageError>()
-            || e.is::<samlab_runs::ConfigFileError>()
-            || e.is::<samlab_runs::diagnose::NotARun>()
-            || e.is::<samlab_runs::implicit_bias::NotApplicable>()
-            || e.is::<samlab_experiments::BadRequest>()
-            || e.is::<samlab_core::ConfigError>()
-            || e.is::<samlab_core::DataError>()
-            || e.is::<samlab_core::run_dir::ArtefactMismatch>()
-            || e.downcast_ref::<samlab_deep::run::RunError>()
-                .is_some_and(samlab_deep::run::RunError::is_bad_input)
-            || e.downcast_ref::<samlab_core::run_dir::RunDirError>()
-                .is_some_and(samlab_core::run_dir::RunDirError::is_bad_input)
-            || e.downcast_ref::<samlab_sweep::SweepError>()
-                .is_some_and(samlab_sweep::SweepError::is_bad_input)
+        samlab_core::is_bad_input(e)
+            || e.downcast_ref::<RunError>()
+                .is_some_and(RunError::is_bad_input)
+            || e.downcast_ref::<SweepError>()
+                .is_some_and(SweepError::is_bad_input)
     })
 }
 

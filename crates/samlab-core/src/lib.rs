@@ -35,4 +35,4 @@ pub mod spectral;
 pub mod stats;
 pub mod theory;
 
-pub use error::{ConfigError, DataError};
+pub use error::{is_bad_input, BadInput, ConfigError, DataError};

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::BadInput;
+
 /// The `engine = "..."` key that opens every config.toml, as a field of each engine's run config: one type per
 /// engine, so a config of one engine read as another's is refused with serde's own message (`unknown variant
 /// `deep`, expected `diag``), and a config written before the key existed reads as its engine (the default).
@@ -736,31 +738,25 @@ pub fn artefact_hashes(dir: &Path, names: &[&str]) -> io::Result<BTreeMap<String
         .collect()
 }
 
-/// A run artefact that is not the file its run wrote (bad input: edited, replaced or damaged since).
-#[derive(Debug, thiserror::Error)]
-#[error("{path} is not the file its run wrote ({why}); the run's summary.json records the SHA-256 of its artefacts so that nothing edited, replaced or damaged is judged: train the run again")]
-pub struct ArtefactMismatch {
-    /// The artefact.
-    pub path: PathBuf,
-    /// What differs.
-    pub why: String,
-}
-
 /// Checks the files `names` of the run directory `dir` against the hashes its summary.json recorded; `recorded` is
-/// `None` for a run written before samlab recorded them, which passes unchecked.
+/// `None` for a run written before samlab recorded them, which passes unchecked. An artefact edited, replaced or
+/// damaged since its run wrote it is bad input.
 pub fn check_artefacts(
     dir: &Path,
     recorded: Option<&BTreeMap<String, String>>,
     names: &[&str],
-) -> Result<(), ArtefactMismatch> {
+) -> Result<(), BadInput> {
     let Some(recorded) = recorded else {
         return Ok(());
     };
     for &name in names {
         let path = dir.join(name);
-        let fail = |why: String| ArtefactMismatch {
-            path: path.clone(),
-            why,
+        let fail = |why: String| {
+            BadInput(format!(
+                "{} is not the file its run wrote ({why}); the run's summary.json records the SHA-256 of its \
+                 artefacts so that nothing edited, replaced or damaged is judged: train the run again",
+                path.display()
+            ))
         };
         let want = recorded
             .get(name)

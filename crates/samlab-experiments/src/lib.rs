@@ -49,10 +49,9 @@ use samlab_deep::run::{DeepRunConfig, RunOutcome};
 
 use deep_common::DeepScale;
 
-/// A bad request to `reproduce` or `report` (an unknown experiment, a scale without its data): exit status 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadRequest(pub String);
+/// A bad request to `reproduce` or `report` (an unknown experiment, a scale without its data): core's one bad-input
+/// kind under the name these modules give it.
+pub use samlab_core::BadInput as BadRequest;
 
 /// A training run an experiment judges: its run directory and its config.
 #[derive(Clone, Debug, PartialEq)]

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use samlab_core::ascent::SamObservation;
 use samlab_core::run_dir::read_rows;
+use samlab_core::BadInput;
 use samlab_deep::run::EpochRow;
 use serde::Serialize;
 
@@ -27,16 +28,6 @@ pub const DOMINATING_FRACTION: f64 = 0.25;
 pub const NEGLIGIBLE_COS: f64 = 0.999;
 /// The mean realised sharpness, relative to the mean training loss, below which it is negligible.
 pub const NEGLIGIBLE_SHARPNESS: f64 = 1e-3;
-
-/// A directory that holds no run `diagnose` can read (bad input).
-#[derive(Debug, thiserror::Error)]
-#[error("{dir} is not a run directory: {why}")]
-pub struct NotARun {
-    /// The directory, as given.
-    pub dir: String,
-    /// What is missing or wrong.
-    pub why: String,
-}
 
 /// One log point of a run: its radius, its training loss and what SAM did over the period it closes.
 #[derive(Clone, Copy, Debug)]
@@ -115,10 +106,8 @@ fn mean_of(xs: impl Iterator<Item = f64>) -> Option<f64> {
 
 /// Reads the run in `dir` and diagnoses it.
 pub fn diagnose_dir(dir: &Path) -> anyhow::Result<Diagnosis> {
-    let not_a_run = |why: String| NotARun {
-        dir: dir.display().to_string(),
-        why,
-    };
+    let not_a_run =
+        |why: String| BadInput(format!("{} is not a run directory: {why}", dir.display()));
     let config_path = dir.join("config.toml");
     let text = samlab_core::run_dir::read_text(&config_path)
         .map_err(|e| not_a_run(format!("config.toml: {e}")))?;

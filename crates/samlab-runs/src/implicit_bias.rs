@@ -12,6 +12,7 @@ use samlab_core::run_dir::{
 use samlab_core::theory::effective_init::train_with_accounting;
 use samlab_core::theory::interpolators::{min_entropy, min_l1, min_l2, Method};
 use samlab_core::theory::linalg::{norm, Matrix};
+use samlab_core::BadInput;
 use serde::{Deserialize, Serialize};
 
 use crate::diag::{DiagRunConfig, DiagSummary, ARTEFACTS};
@@ -76,22 +77,9 @@ pub struct ImplicitBias {
     pub beta_pred_alpha0: Vec<f64>,
 }
 
-/// A directory that is not a diagonal-net run, or a run Theorem 1 does not cover (bad input).
-#[derive(Debug, thiserror::Error)]
-#[error("{dir}: {why}")]
-pub struct NotApplicable {
-    /// The run directory, as named to the user.
-    pub dir: String,
-    /// Why Theorem 1 cannot be applied.
-    pub why: String,
-}
-
+/// A directory that is not a diagonal-net run, or a run Theorem 1 does not cover: bad input.
 fn not_applicable(dir: &Path, why: String) -> anyhow::Error {
-    NotApplicable {
-        dir: dir.display().to_string(),
-        why,
-    }
-    .into()
+    BadInput(format!("{}: {why}", dir.display())).into()
 }
 
 /// Computes Theorem 1's quantities for the diagonal-net run in `dir` (replaying its training to accumulate the

@@ -12,18 +12,9 @@ pub mod relu;
 use std::path::{Path, PathBuf};
 
 use samlab_core::run_dir::{check_artefacts, resolve_init_from, same_dir};
+use samlab_core::BadInput;
 use samlab_deep::run::DeepRunConfig;
 use serde::de::DeserializeOwned;
-
-/// A config.toml that is not a run config of any engine (bad input).
-#[derive(Debug, thiserror::Error)]
-#[error("{path} is not a samlab run config: {reason}")]
-pub struct ConfigFileError {
-    /// The file, as named to the user.
-    pub path: String,
-    /// What is wrong.
-    pub reason: String,
-}
 
 /// The config.toml of any engine.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,11 +45,13 @@ impl From<relu::ReluRunConfig> for AnyRunConfig {
 
 impl AnyRunConfig {
     /// Parses a config.toml of any engine (the one its `engine` key names), naming the engine and the offending key
-    /// when it does not fit; `path` names the file in the message.
-    pub fn parse(path: &Path, text: &str) -> Result<AnyRunConfig, ConfigFileError> {
-        let what = |reason: String| ConfigFileError {
-            path: path.display().to_string(),
-            reason,
+    /// when it does not fit (bad input); `path` names the file in the message.
+    pub fn parse(path: &Path, text: &str) -> Result<AnyRunConfig, BadInput> {
+        let what = |reason: String| {
+            BadInput(format!(
+                "{} is not a samlab run config: {reason}",
+                path.display()
+            ))
         };
         let table: toml::Table =
             toml::from_str(text).map_err(|e| what(format!("not TOML: {e}")))?;
