@@ -33,6 +33,7 @@ pub mod optim;
 pub mod oracle;
 pub mod rng;
 pub mod run;
+pub mod state;
 mod step;
 pub mod trainer;
 pub mod transformer;

@@ -8,13 +8,19 @@
 //!
 //! AdamW's first moments are the momentum buffers ([`TrainState::velocity`]), its second moments and step count
 //! [`TrainState::adam`]; both are saved in checkpoints, so a resumed run takes the same steps.
+//!
+//! The optimizer's settings ([`OptimConfig`]: momentum, [`WeightDecay`], the [`BnPolicy`] of the SAM passes and
+//! the [`Optimizer`]) live here too, below the trainer that runs them; the state they update is in
+//! [`crate::state`].
 
 use burn::tensor::Tensor;
 use samlab_core::sam::{SamConfig, Variant};
 use samlab_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
-use crate::trainer::{axpy, OptimConfig, ParamVec, TrainState, WeightDecay};
+use crate::state::{axpy, ParamVec, TrainState};
+
+pub use crate::state::AdamState;
 
 /// The base optimizer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -56,13 +62,65 @@ impl Optimizer {
     }
 }
 
-/// AdamW's second moments and the number of steps it has taken.
-#[derive(Clone, Debug)]
-pub struct AdamState {
-    /// $v$, one tensor per parameter.
-    pub second_moment: ParamVec,
-    /// $t$.
-    pub steps: u64,
+/// The optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Momentum $\mu$ (0.9 in the paper).
+    pub momentum: f64,
+    /// Weight decay.
+    pub weight_decay: WeightDecay,
+    /// BatchNorm in the SAM passes.
+    pub bn_policy: BnPolicy,
+    /// The base optimizer (SGD unless given).
+    #[serde(default, skip_serializing_if = "Optimizer::is_sgd")]
+    pub optimizer: Optimizer,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        OptimConfig {
+            momentum: 0.9,
+            weight_decay: WeightDecay::None,
+            bn_policy: BnPolicy::BothPasses,
+            optimizer: Optimizer::Sgd,
+        }
+    }
+}
+
+/// Where weight decay acts.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum WeightDecay {
+    /// None.
+    None,
+    /// $\tfrac{\lambda}{2}\lVert w\rVert^2$ inside the objective, so also in the ascent (the paper's setting).
+    L2 {
+        /// $\lambda$ (the paper: 5e-4).
+        lambda: f64,
+    },
+    /// Decoupled: $w \leftarrow w - \gamma(v + \lambda w)$, outside the momentum and the ascent.
+    Decoupled {
+        /// $\lambda$.
+        lambda: f64,
+    },
+}
+
+/// What BatchNorm does in the passes of a SAM step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BnPolicy {
+    /// The authors' code: every pass (ascent passes and the descent pass) normalizes with its micro-batch's
+    /// statistics and folds them into the running statistics, i.e. they are updated `k + 1` times per
+    /// micro-batch of a SAM step.
+    BothPasses,
+    /// Every pass normalizes with batch statistics, but the running statistics are updated once per
+    /// micro-batch, from the current micro-batch at the unperturbed weights $w$, exactly as in an ERM step
+    /// (by the first ascent pass when it is that pass, otherwise by an extra forward-only pass).
+    CleanPassOnly,
+    /// The code's `--freeze_bn_stats`: every pass, ERM steps included, normalizes with the running statistics,
+    /// which never change.
+    Frozen,
 }
 
 /// Fails unless `optim`'s optimizer settings can train with `sam`: AdamW's betas in [0, 1), a finite positive

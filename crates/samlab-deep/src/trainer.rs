@@ -20,54 +20,23 @@
 //! micro-batch mean gradient (the code scales it by $1/A$); random perturbations are drawn per micro-batch (the
 //! code draws one per batch); the very first step's "previous batch" is the current one (the code uses zeros).
 //!
-//! This module holds the trainer, its passes, state and batches; [`Trainer::step`] itself is written in the
-//! `step` module, above the [`crate::oracle`] through which it runs each group's passes.
+//! This module holds the trainer, its passes and batches; [`Trainer::step`] itself is written in the `step`
+//! module, above the [`crate::oracle`] through which it runs each group's passes. Below it lie the optimizer's
+//! settings and update rule ([`crate::optim`]) and the state a step changes ([`crate::state`]), whose types this
+//! module re-exports.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
-use samlab_core::ascent::{SamObservation, VariantState};
+use samlab_core::ascent::SamObservation;
 use samlab_core::sam::CheckedSam;
 use serde::{Deserialize, Serialize};
 
 use crate::models::Network;
 use crate::nn::{BnMode, BnStats, Ctx, Grouped, Tape};
-use crate::optim::{AdamState, Optimizer};
 use crate::rng::{Purpose, Stream};
 
-/// Where weight decay acts.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum WeightDecay {
-    /// None.
-    None,
-    /// $\tfrac{\lambda}{2}\lVert w\rVert^2$ inside the objective, so also in the ascent (the paper's setting).
-    L2 {
-        /// $\lambda$ (the paper: 5e-4).
-        lambda: f64,
-    },
-    /// Decoupled: $w \leftarrow w - \gamma(v + \lambda w)$, outside the momentum and the ascent.
-    Decoupled {
-        /// $\lambda$.
-        lambda: f64,
-    },
-}
-
-/// What BatchNorm does in the passes of a SAM step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BnPolicy {
-    /// The authors' code: every pass (ascent passes and the descent pass) normalizes with its micro-batch's
-    /// statistics and folds them into the running statistics, i.e. they are updated `k + 1` times per
-    /// micro-batch of a SAM step.
-    BothPasses,
-    /// Every pass normalizes with batch statistics, but the running statistics are updated once per
-    /// micro-batch, from the current micro-batch at the unperturbed weights $w$, exactly as in an ERM step
-    /// (by the first ascent pass when it is that pass, otherwise by an extra forward-only pass).
-    CleanPassOnly,
-    /// The code's `--freeze_bn_stats`: every pass, ERM steps included, normalizes with the running statistics,
-    /// which never change.
-    Frozen,
-}
+pub use crate::optim::{BnPolicy, OptimConfig, WeightDecay};
+pub use crate::state::{axpy, dot, scale, sq_norm, ParamVec, TrainState};
 
 /// The precision of a training step's forward and backward passes.
 ///
@@ -121,61 +90,6 @@ impl Precision {
             field: "precision",
             reason: format!("{self:?} passes are not supported on the device {device:?}"),
         })
-    }
-}
-
-/// The optimizer.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OptimConfig {
-    /// Momentum $\mu$ (0.9 in the paper).
-    pub momentum: f64,
-    /// Weight decay.
-    pub weight_decay: WeightDecay,
-    /// BatchNorm in the SAM passes.
-    pub bn_policy: BnPolicy,
-    /// The base optimizer (SGD unless given; [`crate::optim`]).
-    #[serde(default, skip_serializing_if = "Optimizer::is_sgd")]
-    pub optimizer: Optimizer,
-}
-
-impl Default for OptimConfig {
-    fn default() -> Self {
-        OptimConfig {
-            momentum: 0.9,
-            weight_decay: WeightDecay::None,
-            bn_policy: BnPolicy::BothPasses,
-            optimizer: Optimizer::Sgd,
-        }
-    }
-}
-
-/// Everything that changes during training: parameters, momentum buffers and BatchNorm running statistics.
-#[derive(Clone, Debug)]
-pub struct TrainState {
-    /// One flattened tensor per parameter.
-    pub params: Vec<Tensor<1>>,
-    /// Momentum buffers, same shapes.
-    pub velocity: Vec<Tensor<1>>,
-    /// BatchNorm running statistics.
-    pub bn: BnStats,
-    /// The SAM variant's state (F-SAM's and VaSSO's directions, LookSAM's stored component and period).
-    pub variant: VariantState<ParamVec>,
-    /// AdamW's second moments and step count (`None` under SGD and before AdamW's first step).
-    pub adam: Option<AdamState>,
-}
-
-impl TrainState {
-    /// Zero momentum and fresh BatchNorm statistics around `params`.
-    pub fn new(net: &Network, params: Vec<Tensor<1>>, device: &Device) -> Self {
-        let velocity = params.iter().map(Tensor::zeros_like).collect();
-        TrainState {
-            params,
-            velocity,
-            bn: BnStats::new(net.bn_channels(), device),
-            variant: VariantState::default(),
-            adam: None,
-        }
     }
 }
 
@@ -299,25 +213,6 @@ pub struct StepOutput {
     pub sam: Option<SamObservation>,
 }
 
-/// A list of tensors shaped like the parameters.
-pub type ParamVec = Vec<Tensor<1>>;
-
-/// Squared global L2 norm over every tensor of `v` (one host synchronization).
-pub fn sq_norm(v: &[Tensor<1>]) -> f64 {
-    let parts: Vec<Tensor<1>> = v.iter().map(|t| t.clone().square().sum()).collect();
-    Tensor::cat(parts, 0).sum().into_scalar::<f32>() as f64
-}
-
-/// Inner product $\sum_i \langle a_i, b_i \rangle$ over every tensor (one host synchronization).
-pub fn dot(a: &[Tensor<1>], b: &[Tensor<1>]) -> f64 {
-    let parts: Vec<Tensor<1>> = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x.clone() * y.clone()).sum())
-        .collect();
-    Tensor::cat(parts, 0).sum().into_scalar::<f32>() as f64
-}
-
 /// Standard normal draws from `stream`, shaped like the parameters of `net` (parameter by parameter, in order).
 pub fn normal_like(net: &Network, stream: &mut Stream, device: &Device) -> ParamVec {
     net.params()
@@ -327,25 +222,6 @@ pub fn normal_like(net: &Network, stream: &mut Stream, device: &Device) -> Param
             Tensor::from_data(TensorData::new(stream.normals_f32(n), [n]), device)
         })
         .collect()
-}
-
-/// `a + s * b`, tensor by tensor (without the multiplication for `s = 1`).
-pub fn axpy(a: &[Tensor<1>], s: f64, b: &[Tensor<1>]) -> ParamVec {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            if s == 1.0 {
-                x.clone() + y.clone()
-            } else {
-                x.clone() + y.clone().mul_scalar(s)
-            }
-        })
-        .collect()
-}
-
-/// `s * v`, tensor by tensor.
-pub fn scale(v: &[Tensor<1>], s: f64) -> ParamVec {
-    v.iter().map(|t| t.clone().mul_scalar(s)).collect()
 }
 
 /// What one forward and backward pass yields.
