@@ -166,7 +166,7 @@ fn read_idx(path: &Path) -> Result<Vec<u8>, DataError> {
     }
 }
 
-/// [`read_idx`] of a file's bytes already in memory (gunzipped when `gzip`); `path` only names it in errors.
+/// `read_idx` of a file's bytes already in memory (gunzipped when `gzip`); `path` only names it in errors.
 /// Its result is what [`parse_idx`] takes.
 pub fn read_idx_bytes(bytes: &[u8], gzip: bool, path: &Path) -> Result<Vec<u8>, DataError> {
     if gzip {

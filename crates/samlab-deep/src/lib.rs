@@ -13,7 +13,7 @@
 //!   an explicit BatchNorm policy for the SAM passes;
 //! - [`run`]: whole runs into run directories, with atomic checkpoints (last and best-by-validation), exact
 //!   resume and fine-tuning from another run;
-//! - [`bench`]: the throughput of one training step on random batches (`samlab bench-step`);
+//! - [`bench`](mod@bench): the throughput of one training step on random batches (`samlab bench-step`);
 //! - [`analysis`]: what a finished run's weights look like: worst-case and average m-sharpness, linear
 //!   interpolation between two runs, the top Hessian eigenvalue and the feature sparsity of the last block.
 //!

@@ -56,7 +56,7 @@ impl Trainer<'_> {
     }
 
     /// [`Trainer::step`], which also reports what SAM did (`StepOutput::sam`) if `observe` and `rho > 0` (at
-    /// some cost: [`crate::observe`]); the update is the same either way.
+    /// some cost: the `observe` module); the update is the same either way.
     #[allow(clippy::too_many_arguments)]
     pub fn observed_step(
         &self,

@@ -78,7 +78,7 @@ impl HessianReport {
     }
 }
 
-/// [`top_eigenvalue`] and [`feature_sparsity`] of a loaded run on the first `cfg.examples` examples of `cfg.split`.
+/// The [`curvature`] and [`feature_sparsity`] of a loaded run on the first `cfg.examples` examples of `cfg.split`.
 pub fn run_hessian(run: &LoadedRun, cfg: &HessianConfig) -> Result<HessianReport, RunError> {
     let examples = run.examples(cfg.split, cfg.examples)?;
     let started = Instant::now();
