@@ -1,17 +1,16 @@
-//! `samlab sweep`: flags to `samlab_sweep` calls, and the one engine-aware part, running one task.
+//! `samlab sweep`: flags to `samlab_sweep::commands` calls and their results printed, plus the two engine-aware
+//! parts the library leaves to its caller: checking a run's config while planning, and running one task.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use samlab_core::run_dir::is_occupied;
-use samlab_sweep::grid::Grid;
+use samlab_sweep::commands::{self, Task};
 use samlab_sweep::lock::SweepLock;
-use samlab_sweep::manifest::{run_dir, run_id, task_log, Manifest};
+use samlab_sweep::manifest::{run_id, Manifest};
 use samlab_sweep::slurm::{self, SlurmOptions};
-use samlab_sweep::status::{self, finished_status, State};
-use samlab_sweep::{local, report};
+use samlab_sweep::status::summary;
 
 use samlab_runs::AnyRunConfig;
 
@@ -144,7 +143,7 @@ impl SlurmArgs {
 pub fn sweep(cmd: &SweepCommand) -> Result<()> {
     match cmd {
         SweepCommand::Plan { grid, out } => {
-            let (m, _lock) = plan(grid, out)?;
+            let (m, _lock) = commands::plan(grid, out, &|text| check_run(text, out))?;
             say!(
                 "planned {} runs -> {}",
                 m.runs.len(),
@@ -154,7 +153,7 @@ pub fn sweep(cmd: &SweepCommand) -> Result<()> {
         }
         SweepCommand::Run { grid, out, exec } => {
             exec.checked()?;
-            let _lock = plan(grid, out)?.1;
+            let _lock = commands::plan(grid, out, &|text| check_run(text, out))?.1;
             submit(out, exec)
         }
         SweepCommand::Submit { dir, exec } => {
@@ -165,14 +164,12 @@ pub fn sweep(cmd: &SweepCommand) -> Result<()> {
         SweepCommand::Task { dir, index } => task(dir, *index),
         SweepCommand::Status { dir } => print_status(dir),
         SweepCommand::Report { dir, metrics } => {
-            let manifest = Manifest::load(dir)?;
-            let r = report::aggregate(dir, &manifest, metrics)?;
-            r.write(dir)?;
+            let w = commands::report(dir, metrics)?;
             say!(
                 "{} groups, {} runs without a result -> {}",
-                r.rows.len(),
-                r.unfinished.len(),
-                dir.join("report.md").display()
+                w.report.rows.len(),
+                w.report.unfinished.len(),
+                w.markdown.display()
             );
             Ok(())
         }
@@ -196,16 +193,6 @@ fn check_run(text: &str, sweep: &Path) -> std::result::Result<(), String> {
         .map_err(|e| format!("{e:#}"))
 }
 
-/// Plans `grid` into the sweep directory `out`, checking every run before anything is written; the sweep's lock,
-/// taken before the manifest is written, comes back with the manifest (see [`SweepLock`]).
-fn plan(grid: &Path, out: &Path) -> Result<(Manifest, SweepLock)> {
-    let grid = Grid::load(grid)?;
-    let manifest = Manifest::plan(&grid, &|text| check_run(text, out))?;
-    let lock = SweepLock::acquire(out)?;
-    manifest.write(out)?;
-    Ok((manifest, lock))
-}
-
 impl ExecArgs {
     /// The sbatch options, after checking every executor option.
     fn checked(&self) -> Result<SlurmOptions> {
@@ -217,105 +204,83 @@ impl ExecArgs {
     }
 }
 
+/// Runs here, or submits to SLURM, the pending runs of the sweep in `dir` (see [`commands::pending`]).
 fn submit(dir: &Path, exec: &ExecArgs) -> Result<()> {
     let opts = exec.checked()?;
-    let manifest = Manifest::load(dir)?;
     let exe = std::env::current_exe().context("cannot find the samlab binary")?;
-    let queue = slurm::queue(dir)?;
-    let states = status::states(dir, &manifest, &queue);
-    let pending: Vec<usize> = (0..states.len()).filter(|&i| states[i].pending()).collect();
-    if pending.is_empty() {
-        say!("nothing to run: {}", summary_line(&states));
+    let p = commands::pending(dir)?;
+    if p.indices.is_empty() {
+        say!("nothing to run: {}", summary(&p.states));
         return Ok(());
     }
     match exec.executor {
         Executor::Local => {
-            let jobs = exec.jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-            });
-            let bar = progress::bar(pending.len() as u64, "runs");
-            let failures = local::run(dir, &exe, &pending, jobs, &mut |_, _| bar.inc(1))?;
-            bar.finish_and_clear();
-            let r = report::aggregate(dir, &manifest, &[])?;
-            r.write(dir)?;
-            let states = status::states(dir, &manifest, &Default::default());
-            say!(
-                "{} -> {}",
-                summary_line(&states),
-                dir.join("report.md").display()
-            );
-            if !failures.is_empty() {
-                bail!(
-                    "{} runs failed: {} (their output: {})",
-                    failures.len(),
-                    failures
-                        .iter()
-                        .map(|f| format!("{} ({})", f.index, f.status))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    task_log(dir, failures[0].index).display()
-                );
+            let total = p.indices.len() as u64;
+            let bar = progress::bar(total, "runs");
+            let ran = commands::run_local(
+                dir,
+                &p.manifest,
+                &exe,
+                &p.indices,
+                exec.jobs,
+                &mut |_, _| {
+                    bar.inc(1);
+                    if bar.position() == total {
+                        bar.finish_and_clear();
+                    }
+                },
+            )?;
+            say!("{} -> {}", summary(&ran.states), ran.report.display());
+            if let Some(failure) = ran.failure(dir) {
+                bail!(failure);
             }
         }
         Executor::Slurm => {
-            let s = slurm::submit(dir, &exe, &pending, &opts)?;
+            let s = slurm::submit(dir, &exe, &p.indices, &opts)?;
             say!(
                 "submitted {} runs as job array {} (report job {})",
-                pending.len(),
+                p.indices.len(),
                 s.array_job,
                 s.report_job
             );
             if exec.slurm.wait {
-                slurm::wait(
-                    &[s.array_job, s.report_job],
-                    Duration::from_secs(exec.slurm.wait_timeout),
-                )?;
-                let states = status::states(dir, &manifest, &Default::default());
-                say!("{}", summary_line(&states));
+                let timeout = Duration::from_secs(exec.slurm.wait_timeout);
+                let states = commands::wait(dir, &p.manifest, &s, timeout)?;
+                say!("{}", summary(&states));
             }
         }
     }
     Ok(())
 }
 
-fn summary_line(states: &[State]) -> String {
-    status::counts(states)
-        .iter()
-        .map(|(s, n)| format!("{n} {s}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn print_status(dir: &Path) -> Result<()> {
-    let manifest = Manifest::load(dir)?;
-    let queue = slurm::queue(dir).unwrap_or_else(|e| {
+    let s = commands::status(dir)?;
+    if let Some(e) = &s.queue_error {
         warn!("warning: {e}; queued and running SLURM tasks are not told apart from failed ones");
-        Default::default()
-    });
-    let states = status::states(dir, &manifest, &queue);
-    for (i, (run, s)) in manifest.runs.iter().zip(&states).enumerate() {
-        let values: Vec<String> = run.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        say!("{i:>5} {} {s:<8} {}", run.id, values.join(" "));
     }
-    say!("{}", summary_line(&states));
+    for (i, (run, state)) in s.manifest.runs.iter().zip(&s.states).enumerate() {
+        let values: Vec<String> = run.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        say!("{i:>5} {} {state:<8} {}", run.id, values.join(" "));
+    }
+    say!("{}", summary(&s.states));
     Ok(())
 }
 
-/// Runs run `index` of the sweep in `dir` into its run directory.
+/// Runs run `index` of the sweep in `dir` into its run directory (see [`commands::task`]).
 fn task(dir: &Path, index: usize) -> Result<()> {
-    let manifest = Manifest::load(dir)?;
-    let run = manifest.run(index)?;
-    let out = run_dir(dir, run);
-    if let Some(s) = finished_status(&out) {
-        say!("run {index} ({}) is already finished: {s}", run.id);
-        return Ok(());
-    }
+    let run = match commands::task(dir, index)? {
+        Task::Finished { id, state } => {
+            say!("run {index} ({id}) is already finished: {state}");
+            return Ok(());
+        }
+        Task::Run(run) => run,
+    };
     // A leftover of a task that died is replaced; a deep run resumes from its checkpoint instead.
-    let leftover = is_occupied(&out);
-    match AnyRunConfig::parse(&dir.join("manifest.json"), &run.config)? {
-        AnyRunConfig::Diag(c) => crate::train_diag(&c, &out, leftover),
-        AnyRunConfig::Relu(c) => crate::relu::train_and_report(&c, &out, leftover),
-        AnyRunConfig::Deep(c) if leftover => crate::train::resume(&out, Some(&c.train.device)),
-        AnyRunConfig::Deep(c) => crate::train::execute(&c, &out, false),
+    let (out, leftover) = (&run.out, run.leftover);
+    match AnyRunConfig::parse(&run.source, &run.config)? {
+        AnyRunConfig::Diag(c) => crate::train_diag(&c, out, leftover),
+        AnyRunConfig::Relu(c) => crate::relu::train_and_report(&c, out, leftover),
+        AnyRunConfig::Deep(c) if leftover => crate::train::resume(out, Some(&c.train.device)),
+        AnyRunConfig::Deep(c) => crate::train::execute(&c, out, false),
     }
 }

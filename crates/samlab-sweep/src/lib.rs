@@ -15,9 +15,11 @@
 //! ```
 //!
 //! The library knows no engine: the caller checks each run's config (as its engine would, before anything is
-//! written) and runs a task by its index.
+//! written) and runs a task by its index. [`commands`] holds what each `samlab sweep` subcommand does, as calls over
+//! plain values.
 #![deny(missing_docs)]
 
+pub mod commands;
 pub mod grid;
 pub mod local;
 pub mod lock;

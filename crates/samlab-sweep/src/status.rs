@@ -100,3 +100,12 @@ pub fn counts(states: &[State]) -> BTreeMap<State, usize> {
     }
     c
 }
+
+/// The counts in one line, in state order: `4 done, 1 failed, 1 missing`.
+pub fn summary(states: &[State]) -> String {
+    counts(states)
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
