@@ -127,11 +127,12 @@ pub fn read_verified<T>(
         }
     };
     let expected = field(key)?;
-    let verify = || {
-        let mut payload = Vec::new();
-        for name in st.names() {
-            payload.push((name, st.tensor(name).map_err(|e| e.to_string())?.data()));
-        }
+    let mut payload = Vec::new();
+    for name in st.names() {
+        payload.push((name, st.tensor(name).map_err(|e| e.to_string())?.data()));
+    }
+    let bytes: usize = payload.iter().map(|(_, data)| data.len()).sum();
+    let verify = move || {
         let got = if key == CHECKSUM_KEY {
             payload_checksum(payload)
         } else {
@@ -144,13 +145,7 @@ pub fn read_verified<T>(
         }
         Ok(())
     };
-    if st
-        .tensors()
-        .iter()
-        .map(|(_, t)| t.data().len())
-        .sum::<usize>()
-        < THREAD_FROM
-    {
+    if bytes < THREAD_FROM {
         verify()?;
         return Ok(read(&meta));
     }
