@@ -8,29 +8,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// A two-epoch MLP run on 300 images of the shipped Fashion-MNIST subset.
+/// [`tiny_mlp_run`] of width `width` with seed `seed`.
 fn tiny_run(out: &Path, width: &str, seed: &str) {
-    ok(&[
-        "train",
-        "--model",
-        "mlp",
-        "--width",
-        width,
-        "--norm",
-        "batch",
-        "--dataset",
-        "fashion-mnist",
-        "--train-limit",
-        "300",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "30",
-        "--seed",
-        seed,
-        "--out",
-        p(out),
-    ]);
+    tiny_mlp_run(out, &["--width", width, "--seed", seed]);
 }
 
 fn json(path: &Path) -> Value {

@@ -8,29 +8,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-/// A two-epoch MLP run on 300 images of the shipped Fashion-MNIST subset, with the extra flags `sam`.
+/// [`tiny_mlp_run`] of width 16 with the extra flags `sam`.
 fn tiny_run(out: &Path, sam: &[&str]) {
-    let mut args = vec![
-        "train",
-        "--model",
-        "mlp",
-        "--width",
-        "16",
-        "--norm",
-        "batch",
-        "--dataset",
-        "fashion-mnist",
-        "--train-limit",
-        "300",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "30",
-        "--out",
-        p(out),
-    ];
-    args.extend(sam);
-    ok(&args);
+    tiny_mlp_run(out, &[&["--width", "16"], sam].concat());
 }
 
 fn diagnosis(run: &Path) -> Value {

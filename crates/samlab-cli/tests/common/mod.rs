@@ -39,6 +39,30 @@ pub fn summary(dir: &Path) -> Value {
     serde_json::from_str(&fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
 }
 
+/// A two-epoch MLP run (BatchNorm) on 300 images of the shipped Fashion-MNIST subset, in batches of 30, into `out`,
+/// with the extra flags `extra` (its width, seed, SAM settings).
+pub fn tiny_mlp_run(out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "train",
+        "--model",
+        "mlp",
+        "--norm",
+        "batch",
+        "--dataset",
+        "fashion-mnist",
+        "--train-limit",
+        "300",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "30",
+        "--out",
+        p(out),
+    ];
+    args.extend(extra);
+    ok(&args);
+}
+
 /// A path as a command-line argument.
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
