@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent, vectorized NumPy reference of samlab's one-hidden-layer ReLU engine (samlab-core relu_net).
+"""Independent, vectorized NumPy reference of samlab's one-hidden-layer ReLU engine (samlab-analytic relu).
 
 Model: f(x) = sum_j a_j relu(w_j . x + b_j), W of shape (width, d), no output bias.
 Per-example loss l_i = (f(x_i) - y_i)^2 / 2, reduced by "sum" (the 1D notebook's 0.5 * MSELoss(sum)) or "mean".
@@ -16,7 +16,7 @@ Learning rate at update t of T: base * warmup(t) * shape(t/T) (constant, linear 
 Initialization "blanc" (SPEC section 3) from RandomState(seed): W = 2.5 * (2 round(U) - 1) * s (random_sample,
 shape (width, d)), b = randn(width) * 2.5 * s, a = randn(width) * 4 * s.
 
-Run as a script to print the values pinned in crates/samlab-core/src/relu_net/train.rs (JSON).
+Run as a script to print the values pinned in crates/samlab-analytic/src/relu/train/tests.rs (JSON).
 """
 import json
 import sys

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use samlab_deep::models::{ModelSpec, Network};
-use samlab_runs::diag::DataSource;
-use samlab_runs::relu::ReluData;
+use samlab_analytic::diag::run::DataSource;
+use samlab_analytic::relu::run::ReluData;
 use samlab_runs::AnyRunConfig;
 
 /// Generated data sets up to this many values are built by the checks.

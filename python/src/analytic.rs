@@ -1,13 +1,14 @@
-//! `samlab.analytic`: the diagonal-net and ReLU-net engines (`samlab_core::diag_net`, `samlab_core::relu_net`)
+//! `samlab.analytic`: the diagonal-net and ReLU-net engines (`samlab_analytic::diag`, `samlab_analytic::relu`)
 //! and their data generators.
 
 use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use samlab_analytic::diag::{self, DiagParams, DiagTrainConfig};
+use samlab_analytic::relu::{self, ReluInit, ReluNet, ReluTrainConfig, TeacherStudent};
 use samlab_core::data::{Dataset, SparseRegression};
-use samlab_core::diag_net::{self, CurvePoint, DiagParams, DiagTrainConfig, RunStatus};
-use samlab_core::relu_net::{self, ReluInit, ReluNet, ReluTrainConfig, TeacherStudent};
+use samlab_core::run::{CurvePoint, RunStatus};
 use samlab_core::sam::VARIANTS;
 
 use crate::IntoPyResult;
@@ -64,7 +65,7 @@ fn sparse_regression(
 /// The 12-point 1D regression of the ReLU notebook: `(X, y, X, y)` (no held-out data).
 #[pyfunction]
 fn twelve_points(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
-    data_tuple(py, relu_net::twelve_points(), None)
+    data_tuple(py, relu::twelve_points(), None)
 }
 
 /// Teacher-student data: `(X, y, X_test, y_test, W_teacher, a_teacher)`.
@@ -132,11 +133,7 @@ fn run_dict<'py>(
     out.set_item("iteration", iteration.into_pyarray(py))?;
     out.set_item("train_loss", column(|p| p.train_loss).into_pyarray(py))?;
     out.set_item("test_loss", column(|p| p.test_loss).into_pyarray(py))?;
-    let status = match status {
-        RunStatus::Ok => "ok",
-        RunStatus::Diverged => "diverged",
-    };
-    out.set_item("status", status)?;
+    out.set_item("status", status.name())?;
     out.set_item("iterations", iterations)?;
     Ok(out)
 }
@@ -162,7 +159,7 @@ fn diag_train<'py>(
     let data = dataset(x, y, x_test, y_test)?;
     let init = DiagParams::init(alpha, data.d());
     let run = py
-        .detach(|| diag_net::train(&data, &config, init, &mut |_| {}))
+        .detach(|| diag::train(&data, &config, init, &mut |_| {}))
         .or_value_error()?;
     let out = run_dict(py, &run.curve, run.status, run.iterations)?;
     out.set_item("beta", run.params.beta().into_pyarray(py))?;
@@ -193,7 +190,7 @@ fn relu_train<'py>(
     let data = dataset(x, y, x_test, y_test)?;
     let net = ReluNet::init(&init, width, data.d(), bias, init_seed).or_value_error()?;
     let run = py
-        .detach(|| relu_net::train(&data, &config, net, &mut |_| {}))
+        .detach(|| relu::train(&data, &config, net, &mut |_| {}))
         .or_value_error()?;
     let out = run_dict(py, &run.curve, run.status, run.iterations)?;
     out.set_item("w", run.net.hidden_weights().into_pyarray(py))?;

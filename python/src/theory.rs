@@ -1,14 +1,14 @@
-//! `samlab.theory`: Theorem 1's hyperbolic entropy and interpolators, Theorem 2's bounds (`samlab_core::theory`).
+//! `samlab.theory`: Theorem 1's hyperbolic entropy and interpolators, Theorem 2's bounds (`samlab_analytic::theory`).
 
 use ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use samlab_core::diag_net::DiagParams;
-use samlab_core::theory::convergence::{self, LeastSquares};
-use samlab_core::theory::entropy;
-use samlab_core::theory::interpolators::{self, SolveError};
-use samlab_core::theory::linalg::Matrix;
+use samlab_analytic::diag::DiagParams;
+use samlab_analytic::theory::convergence::{self, LeastSquares};
+use samlab_analytic::theory::entropy;
+use samlab_analytic::theory::interpolators::{self, SolveError};
+use samlab_core::linalg::Matrix;
 
 fn slice<'a>(a: &'a PyReadonlyArray1<'_, f64>, name: &str) -> PyResult<&'a [f64]> {
     a.as_slice()
@@ -171,7 +171,7 @@ fn least_squares(
     ))
 }
 
-/// The constants of a least-squares problem, as the bounds of `samlab_core::theory::convergence` read them
+/// The constants of a least-squares problem, as the bounds of `samlab_analytic::theory::convergence` read them
 /// (only $\beta$ and $\mu$; the data are not needed).
 fn constants(beta: f64, mu: f64, batch: usize, steps: usize) -> PyResult<LeastSquares> {
     let positive = |v: f64| v.is_finite() && v > 0.0;

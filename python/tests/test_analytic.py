@@ -6,7 +6,7 @@ import pytest
 from samlab import analytic
 
 # (options, alpha, lr * d, iters, final train loss, final test loss): the cases of
-# crates/samlab-core/src/diag_net.rs `matches_numpy_reference`, pinned there to 1e-9 relative.
+# crates/samlab-analytic/src/diag/net/tests.rs `matches_numpy_reference`, pinned there to 1e-9 relative.
 PINNED = [
     (dict(method="gd"), 0.1, 5.0, 10001, 9.962669023683685e-09, 0.015056044189449119),
     (dict(method="nsam", rho=0.1), 0.1, 5.0, 10001, 1.0503828033694047e-08, 0.015981952251472815),

@@ -5,8 +5,9 @@ import pytest
 
 from samlab import analytic
 
-# (options, final train loss, sum of all parameters, updates): the cases of crates/samlab-core/src/relu_net/train.rs
-# `matches_numpy_reference` (width 100, bias, the notebook's init from seed 0, summed loss), pinned there to 1e-9.
+# (options, final train loss, sum of all parameters, updates): the cases of
+# crates/samlab-analytic/src/relu/train/tests.rs `matches_numpy_reference` (width 100, bias, the notebook's init
+# from seed 0, summed loss), pinned there to 1e-9.
 PINNED = [
     (dict(method="gd", lr=5e-5, iters=2000), 0.556814920209392, -13.36866605807694, 2000),
     (

@@ -1,13 +1,14 @@
-//! `samlab diag train`: flags to a [`DiagRunConfig`], run by `samlab_runs::diag`.
+//! `samlab diag train`: flags to a [`DiagRunConfig`], run by its `RunConfig`.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use samlab_analytic::diag::run::{DataSource, DiagRunConfig};
+use samlab_analytic::diag::DiagTrainConfig;
 use samlab_core::data::SparseRegression;
-use samlab_core::diag_net::{DiagTrainConfig, LogSchedule};
+use samlab_core::run::LogSchedule;
 use samlab_core::schedule::LrSchedule;
-use samlab_runs::diag::{DataSource, DiagRunConfig};
 
 use crate::train_args::SamArgs;
 

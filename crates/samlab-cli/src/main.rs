@@ -172,7 +172,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         }
         Command::Sweep(cmd) => sweep::sweep(&cmd),
         Command::Theory(TheoryCommand::ImplicitBias { run_dir }) => {
-            let result = samlab_runs::implicit_bias::implicit_bias(&run_dir)?;
+            let result = samlab_analytic::theory::implicit_bias::implicit_bias(&run_dir)?;
             theory::print(&run_dir, &result);
             Ok(())
         }
@@ -190,18 +190,11 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
 }
 
 fn train_diag(
-    config: &samlab_runs::diag::DiagRunConfig,
+    config: &samlab_analytic::diag::run::DiagRunConfig,
     out: &std::path::Path,
     force: bool,
 ) -> Result<()> {
-    let bar = progress::bar(config.train.iters as u64, "updates");
-    let every = (config.train.iters / 200).max(1);
-    let outcome = samlab_runs::diag::execute(config, out, force, &mut |step| {
-        if step.t % every == 0 {
-            bar.set_position(step.t as u64);
-        }
-    })?;
-    bar.finish_and_clear();
+    let outcome = progress::execute(config, out, force)?;
     let s = &outcome.summary;
     match (s.final_train_loss, s.final_test_loss) {
         (Some(train), Some(test)) => say!(

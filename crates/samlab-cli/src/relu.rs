@@ -1,29 +1,22 @@
-//! `samlab relu train`: flags to a [`ReluRunConfig`], run by `samlab_runs::relu` with a progress bar.
+//! `samlab relu train`: flags to a [`ReluRunConfig`], run with a progress bar.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use samlab_core::diag_net::LogSchedule;
-use samlab_core::relu_net::metrics::KinkTolerances;
-use samlab_core::relu_net::{
+use samlab_analytic::relu::metrics::KinkTolerances;
+use samlab_analytic::relu::run::{MetricSettings, ReluData, ReluRunConfig};
+use samlab_analytic::relu::{
     LossReduction, ReluInit, ReluTrainConfig, StopOn, StopRule, TeacherStudent,
 };
-use samlab_runs::relu::{execute, MetricSettings, ReluData, ReluRunConfig};
+use samlab_core::run::LogSchedule;
 
 use crate::train_args::{LrArgs, SamArgs};
 use crate::{progress, UsageError};
 
 /// Trains `config` into `out` with a progress bar and prints a one-line result.
 pub fn train_and_report(config: &ReluRunConfig, out: &Path, force: bool) -> Result<()> {
-    let bar = progress::bar(config.train.iters as u64, "updates");
-    let every = (config.train.iters / 200).max(1);
-    let outcome = execute(config, out, force, &mut |t| {
-        if t % every == 0 {
-            bar.set_position(t as u64)
-        }
-    })?;
-    bar.finish_and_clear();
+    let outcome = progress::execute(config, out, force)?;
     let s = &outcome.summary;
     let kinks = s
         .metrics

@@ -1,8 +1,8 @@
-//! `samlab theory implicit-bias RUN_DIR`: prints Theorem 1's quantities (computed by `samlab_runs::implicit_bias`).
+//! `samlab theory implicit-bias RUN_DIR`: prints Theorem 1's quantities (computed by `samlab_analytic::theory::implicit_bias`).
 
 use std::path::Path;
 
-use samlab_runs::implicit_bias::ImplicitBias;
+use samlab_analytic::theory::implicit_bias::ImplicitBias;
 
 /// Prints the short table of `samlab theory implicit-bias`.
 pub fn print(dir: &Path, r: &ImplicitBias) {

@@ -6,17 +6,18 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
-use indicatif::ProgressBar;
+use samlab_core::run::RunStatus;
 use samlab_core::sam::Normalization;
 use samlab_core::schedule::LrShape;
 use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
 use samlab_deep::models::Arch;
 use samlab_deep::nn::NormKind;
 use samlab_deep::optim::Optimizer;
-use samlab_deep::run::{self, DeepRunConfig, EpochRow, Observer, RunOutcome, Status};
+use samlab_deep::run::{self, DeepRunConfig, RunOutcome};
 use samlab_deep::trainer::{BnPolicy, Precision, WeightDecay};
 use samlab_deep::transformer::Pool;
 
+use crate::progress::RunBar;
 use crate::train_args::AscentArgs;
 use crate::UsageError;
 
@@ -340,7 +341,7 @@ impl TrainArgs {
 
     /// Resolves file and flags into a run config.
     pub fn to_config(&self) -> Result<DeepRunConfig> {
-        let mut c = samlab_runs::deep::defaults();
+        let mut c = samlab_deep::run::defaults();
         if let Some(path) = &self.config {
             let text = crate::read_config(path)?;
             let value: toml::Value = toml::from_str(&text)
@@ -519,32 +520,6 @@ impl TrainArgs {
     }
 }
 
-/// Progress bar over the run's images (rate in images/s, ETA), with the per-epoch log line on stderr.
-struct Bar {
-    bar: ProgressBar,
-    batch: usize,
-}
-
-impl Observer for Bar {
-    fn started(&mut self, steps_done: usize, total_steps: usize, _steps_per_epoch: usize) {
-        self.bar.set_length((total_steps * self.batch) as u64);
-        self.bar.set_position((steps_done * self.batch) as u64);
-        self.bar.reset_eta();
-    }
-
-    fn step(&mut self, steps_done: usize) {
-        self.bar.set_position((steps_done * self.batch) as u64);
-    }
-
-    /// The epoch's line, above the bar on a terminal and a plain line in a log file (where the bar is hidden). A
-    /// closed stderr (`samlab train ... 2>&1 | head -1`) stops the run here, resumable, as `head` expects.
-    fn epoch(&mut self, _row: &EpochRow, line: &str) -> bool {
-        use std::io::Write as _;
-        self.bar
-            .suspend(|| writeln!(std::io::stderr(), "{line}").is_ok())
-    }
-}
-
 /// Flags of `samlab import-torch`.
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -579,8 +554,8 @@ pub fn import_torch(args: &ImportArgs) -> Result<()> {
 fn report(outcome: &RunOutcome) {
     let s = &outcome.summary;
     let pct = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
-    match s.status {
-        Status::Ok => say!(
+    match s.header.status {
+        RunStatus::Ok => say!(
             "ok: {} steps in {:.1} s ({:.0} img/s), final train loss {:.4e}, test error {}, best val error {} (epoch {}), test error there {} -> {}",
             s.steps,
             s.train_seconds,
@@ -592,13 +567,13 @@ fn report(outcome: &RunOutcome) {
             pct(s.test_error_at_best_val),
             outcome.dir.display()
         ),
-        Status::Diverged => say!(
+        RunStatus::Diverged => say!(
             "diverged after {} steps (NaN or infinite loss); last good checkpoint: epoch {} -> {}",
             s.steps,
             s.epochs,
             outcome.dir.display()
         ),
-        Status::Running | Status::Interrupted => say!(
+        RunStatus::Running | RunStatus::Interrupted => say!(
             "stopped after {steps} steps (samlab train --resume --out {dir} continues it) -> {dir}",
             steps = s.steps,
             dir = outcome.dir.display()
@@ -608,29 +583,15 @@ fn report(outcome: &RunOutcome) {
 
 /// Trains `config` into `out`.
 pub fn execute(config: &DeepRunConfig, out: &Path, force: bool) -> Result<()> {
-    let mut bar = Bar {
-        bar: crate::progress::bar(0, "images"),
-        batch: config.train.batch_size,
-    };
-    let outcome = run::train(config, out, force, &mut bar)?;
-    bar.bar.finish_and_clear();
-    report(&outcome);
+    report(&crate::progress::execute(config, out, force)?);
     Ok(())
 }
 
 /// Resumes the run in `out` (on `device`, or the run's own).
 pub fn resume(out: &Path, device: Option<&str>) -> Result<()> {
-    let mut bar = Bar {
-        bar: crate::progress::bar(0, "images"),
-        batch: 1,
-    };
-    if let Ok(text) = std::fs::read_to_string(out.join("config.toml")) {
-        if let Ok(c) = toml::from_str::<DeepRunConfig>(&text) {
-            bar.batch = c.train.batch_size;
-        }
-    }
+    let mut bar = RunBar::new();
     let outcome = run::resume_on(out, device, &mut bar)?;
-    bar.bar.finish_and_clear();
+    bar.finish();
     report(&outcome);
     Ok(())
 }

@@ -36,7 +36,7 @@ impl Space for Host {
     type Vector = Vec<f64>;
 
     fn dot(a: &Vec<f64>, b: &Vec<f64>) -> f64 {
-        crate::theory::linalg::dot(a, b)
+        crate::linalg::dot(a, b)
     }
 
     fn axpy(y: &mut Vec<f64>, a: f64, x: &Vec<f64>) {

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use samlab_core::run::Quiet;
 use samlab_core::spectral::SymmetricOperator;
 use samlab_deep::analysis::hessian::{curvature, HessianConfig, HessianOperator};
 use samlab_deep::analysis::interpolate::{
@@ -18,7 +19,7 @@ use samlab_deep::data::Augment;
 use samlab_deep::models::{Arch, ModelSpec, Network};
 use samlab_deep::nn::{init_params, BnMode, BnStats, Ctx, NormKind};
 use samlab_deep::rng::{Purpose, Stream};
-use samlab_deep::run::{self, DeepRunConfig, Quiet, RunError};
+use samlab_deep::run::{self, DeepRunConfig, RunError};
 use samlab_deep::trainer::{batch_loss, cross_entropy, evaluate, Batch, TrainState};
 
 /// Trains a two-hidden-layer MLP for two epochs on 360 images of the shipped Fashion-MNIST subset into `out`.

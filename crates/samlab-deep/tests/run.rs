@@ -4,6 +4,7 @@ use std::fs;
 use std::path::Path;
 
 use samlab_core::ascent::SamObservation;
+use samlab_core::run::{Observer, Quiet, RunStatus};
 use samlab_core::sam::{AscentSource, Grouping, Normalization, SamConfig, Variant};
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 use samlab_deep::bench::{estimate_seconds, StepTimes};
@@ -12,8 +13,7 @@ use samlab_deep::data::{DatasetKind, ImageSet, LabelNoise, NoiseKind};
 use samlab_deep::models::{Arch, Network};
 use samlab_deep::nn::NormKind;
 use samlab_deep::run::{
-    self, DataConfig, DeepRunConfig, EpochRow, ModelConfig, Observer, Quiet, RunError, Status,
-    TrainConfig,
+    self, DataConfig, DeepRunConfig, EpochRow, ModelConfig, RunError, TrainConfig,
 };
 use samlab_deep::trainer::{evaluate, BnPolicy, OptimConfig, Precision, WeightDecay};
 
@@ -113,12 +113,13 @@ fn config(data_dir: &Path) -> DeepRunConfig {
     }
 }
 
-/// Stops the run after `after` epochs, as a kill would.
+/// Stops the run after `.0` epochs (one line each), as a kill would.
 struct StopAfter(usize);
 
 impl Observer for StopAfter {
-    fn epoch(&mut self, row: &EpochRow, _line: &str) -> bool {
-        row.epoch < self.0
+    fn line(&mut self, _line: &str) -> bool {
+        self.0 -= 1;
+        self.0 > 0
     }
 }
 
@@ -146,7 +147,7 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
 
     let full = run::train(&cfg, &tmp.path().join("full"), false, &mut Quiet).unwrap();
     let s = &full.summary;
-    assert_eq!(s.status, Status::Ok);
+    assert_eq!(s.header.status, RunStatus::Ok);
     // 50 images, 10 for validation -> 40 -> 5 steps of 8 per epoch.
     assert_eq!((s.steps, s.total_steps, s.epochs), (15, 15, 3));
     assert_eq!(full.rows.len(), 3);
@@ -218,10 +219,10 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
     // Interrupted after epoch 1, then resumed: identical metrics and identical final weights, bit for bit.
     let part = tmp.path().join("part");
     let stopped = run::train(&cfg, &part, false, &mut StopAfter(1)).unwrap();
-    assert_eq!(stopped.summary.status, Status::Interrupted);
+    assert_eq!(stopped.summary.header.status, RunStatus::Interrupted);
     assert_eq!(stopped.rows.len(), 1);
     let resumed = run::resume(&part, &mut Quiet).unwrap();
-    assert_eq!(resumed.summary.status, Status::Ok);
+    assert_eq!(resumed.summary.header.status, RunStatus::Ok);
     assert_eq!(resumed.summary.resumes, 1);
     assert_eq!(without_timings(&resumed.rows), without_timings(&full.rows));
     let a = Checkpoint::load(&dir.join("checkpoint/last.ckpt")).unwrap();
@@ -260,7 +261,7 @@ fn a_variant_run_resumes_exactly_with_its_state_in_the_checkpoint() {
         ..SamConfig::default()
     };
     let full = run::train(&cfg, &tmp.path().join("full"), false, &mut Quiet).unwrap();
-    assert_eq!(full.summary.status, Status::Ok);
+    assert_eq!(full.summary.header.status, RunStatus::Ok);
     let part = tmp.path().join("part");
     run::train(&cfg, &part, false, &mut StopAfter(1)).unwrap();
     let last = part.join("checkpoint/last.ckpt");
@@ -359,7 +360,7 @@ fn eval_mode_training_metrics_use_fixed_subsets_and_the_training_labels() {
         r.train_eval_loss.is_nan() && r.train_eval_error.is_nan() && r.noisy_eval_error.is_nan()
     );
     assert!(r.train_error_noisy.is_finite());
-    assert_eq!(out.summary.status, Status::Ok);
+    assert_eq!(out.summary.header.status, RunStatus::Ok);
     let s: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(tmp.path().join("off/summary.json")).unwrap())
             .unwrap();
@@ -414,7 +415,7 @@ fn a_run_written_before_the_eval_mode_metrics_still_resumes() {
     ckpt.save(&path).unwrap();
 
     let resumed = run::resume(&dir, &mut Quiet).unwrap();
-    assert_eq!(resumed.summary.status, Status::Ok);
+    assert_eq!(resumed.summary.header.status, RunStatus::Ok);
     assert!(resumed.rows[0].train_eval_error.is_nan());
     assert!(resumed.rows[1].train_eval_error.is_finite());
     let metrics = fs::read_to_string(dir.join("metrics.csv")).unwrap();
@@ -488,7 +489,11 @@ fn a_diverging_run_is_recorded_and_keeps_its_last_good_checkpoint() {
         };
         let dir = tmp.path().join(format!("div-{precision:?}"));
         let out = run::train(&cfg, &dir, false, &mut Quiet).unwrap();
-        assert_eq!(out.summary.status, Status::Diverged, "{precision:?}");
+        assert_eq!(
+            out.summary.header.status,
+            RunStatus::Diverged,
+            "{precision:?}"
+        );
         assert!(out.summary.steps < 15);
         assert_eq!(out.summary.final_train_loss, None);
         assert_eq!(out.summary.test_error, None);
@@ -552,7 +557,7 @@ fn bad_input_is_refused_before_anything_is_written() {
     .unwrap();
     // A run killed before its first checkpoint: resume starts it from scratch.
     let fresh = run::resume(&out, &mut Quiet).unwrap();
-    assert_eq!(fresh.summary.status, Status::Ok);
+    assert_eq!(fresh.summary.header.status, RunStatus::Ok);
     assert_eq!(fresh.summary.resumes, 0);
 
     // An occupied output directory is kept without --force.
@@ -578,12 +583,12 @@ fn low_precision_sam_runs_follow_the_f32_run() {
     cfg.sam.ascent_source = AscentSource::SameBatch;
     cfg.sam.random_init = false;
     let f32_run = run::train(&cfg, &tmp.path().join("f32"), false, &mut Quiet).unwrap();
-    assert_eq!(f32_run.summary.status, Status::Ok);
+    assert_eq!(f32_run.summary.header.status, RunStatus::Ok);
     for precision in [Precision::Bf16, Precision::F16] {
         cfg.train.precision = precision;
         let out = tmp.path().join(format!("{precision:?}"));
         let low = run::train(&cfg, &out, false, &mut Quiet).unwrap();
-        assert_eq!(low.summary.status, Status::Ok, "{precision:?}");
+        assert_eq!(low.summary.header.status, RunStatus::Ok, "{precision:?}");
         assert_eq!(low.summary.precision, precision);
         for (a, b) in low.rows.iter().zip(&f32_run.rows) {
             for (what, x, y) in [
@@ -774,7 +779,7 @@ fn an_adamw_vit_run_resumes_exactly_with_its_moments() {
         ..SamConfig::default()
     };
     let full = run::train(&cfg, &tmp.path().join("full"), false, &mut Quiet).unwrap();
-    assert_eq!(full.summary.status, Status::Ok);
+    assert_eq!(full.summary.header.status, RunStatus::Ok);
     let part = tmp.path().join("part");
     run::train(&cfg, &part, false, &mut StopAfter(1)).unwrap();
     let last = part.join("checkpoint/last.ckpt");

@@ -10,6 +10,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use samlab_core::run::{Observer, Quiet};
 use samlab_core::sam::{AscentSource, Grouping, Normalization, Perturbation, SamConfig};
 use samlab_deep::analysis::hessian::{curvature, HessianConfig};
 use samlab_deep::analysis::interpolate::{interpolate, InterpolationConfig};
@@ -18,7 +19,7 @@ use samlab_deep::analysis::{BnEval, CheckpointKind, LoadedRun, Split};
 use samlab_deep::models::{Arch, ModelSpec, Network};
 use samlab_deep::nn::{init_params, NormKind};
 use samlab_deep::rng::{Purpose, Stream};
-use samlab_deep::run::{self, DeepRunConfig, EpochRow, Observer, Quiet};
+use samlab_deep::run::{self, DeepRunConfig, EpochRow};
 use samlab_deep::trainer::{
     Batch, BnPolicy, OptimConfig, Precision, TrainState, Trainer, WeightDecay,
 };
@@ -350,7 +351,7 @@ normalization = "normalized"
 struct StopAfterFirst;
 
 impl Observer for StopAfterFirst {
-    fn epoch(&mut self, _row: &EpochRow, _line: &str) -> bool {
+    fn line(&mut self, _line: &str) -> bool {
         false
     }
 }

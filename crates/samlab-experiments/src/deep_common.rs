@@ -15,12 +15,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use samlab_core::run::RunStatus;
 use samlab_core::sam::{AscentSource, Grouping, Normalization, Perturbation, SamConfig};
 pub use samlab_core::stats::mean_std;
 use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
 use samlab_deep::models::Arch;
 use samlab_deep::nn::NormKind;
-use samlab_deep::run::{DeepRunConfig, RunOutcome, Status};
+use samlab_deep::run::{DeepRunConfig, RunOutcome};
 
 use samlab_report::{Figure, Scale, Series};
 
@@ -79,7 +80,7 @@ fn sam(rho: f64, grouping: Grouping) -> SamConfig {
 impl DeepScale {
     /// The laptop scale (`quick`: 1 seed, half the epochs, one point per grid, 2 ascent steps instead of 3).
     pub fn laptop(quick: bool) -> Self {
-        let mut base = samlab_runs::deep::defaults();
+        let mut base = samlab_deep::run::defaults();
         base.model.arch = Arch::Mlp;
         base.model.width = Some(256);
         base.model.norm = Some(NormKind::Batch);
@@ -132,7 +133,7 @@ impl DeepScale {
 
     /// The paper's scale on CIFAR-10 in `data_dir` (SPEC §4; `quick` keeps one seed).
     pub fn paper(data_dir: PathBuf, quick: bool) -> Self {
-        let mut base = samlab_runs::deep::defaults();
+        let mut base = samlab_deep::run::defaults();
         base.model.arch = Arch::PreactResnet18;
         base.model.width = Some(64);
         base.model.norm = Some(NormKind::Batch);
@@ -246,7 +247,7 @@ impl DeepScale {
 
 /// A number of a finished run (NaN if it diverged).
 pub fn metric(o: &RunOutcome, pick: fn(&RunOutcome) -> Option<f64>) -> f64 {
-    if o.summary.status == Status::Ok {
+    if o.summary.header.status == RunStatus::Ok {
         pick(o).unwrap_or(f64::NAN)
     } else {
         f64::NAN

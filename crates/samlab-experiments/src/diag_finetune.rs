@@ -4,14 +4,14 @@
 use std::path::Path;
 
 use anyhow::Result;
+use samlab_analytic::diag::{loss, DiagParams};
 use samlab_core::data::SparseRegression;
-use samlab_core::diag_net::{loss, DiagParams};
 use samlab_core::run_dir::write_csv;
 use samlab_core::sam::{Grouping, SamConfig};
 use samlab_report::{Figure, Scale, Section, Series};
 
 use super::{diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment, PlannedRun};
-use samlab_runs::diag::{DiagOutcome, DiagRunConfig};
+use samlab_analytic::diag::run::{DiagOutcome, DiagRunConfig};
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const ITERS: usize = 10001;

@@ -11,7 +11,7 @@ use samlab_report::Section;
 use super::{
     curves_figure, diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment, PlannedRun,
 };
-use samlab_runs::diag::{DiagOutcome, DiagRunConfig};
+use samlab_analytic::diag::run::{DiagOutcome, DiagRunConfig};
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const ALPHA: f64 = 0.1;

@@ -13,7 +13,7 @@ use super::{
     by_dir, curves_figure, diag_config, fmt_loss, rel, runs_table, ClaimSpec, Ctx, Experiment,
     PlannedRun,
 };
-use samlab_runs::diag::{DiagOutcome, DiagRunConfig};
+use samlab_analytic::diag::run::{DiagOutcome, DiagRunConfig};
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const D: f64 = 30.0;
@@ -392,7 +392,7 @@ impl Experiment for RhoGrid {
         let ratio = |k: usize| erm / sam1[k];
         let robust: Vec<f64> = [3, 4, 5].iter().map(|&k| ratio(k)).collect();
         let worst_nsam_gap = nsam[..6].iter().map(|&t| rel(t, erm)).fold(0.0, f64::max);
-        let diverged = out[14].summary.status == samlab_core::diag_net::RunStatus::Diverged;
+        let diverged = out[14].summary.header.status == samlab_core::run::RunStatus::Diverged;
 
         let figure = Figure {
             title: "Final test loss vs rho (alpha = 0.1, gamma = 15/d)".into(),
@@ -458,7 +458,7 @@ impl Experiment for RhoGrid {
                 ),
                 spec[4].judge(format!("max relative gap {worst_nsam_gap:.3}"), worst_nsam_gap <= 0.25),
                 spec[5].judge(
-                    format!("status {:?} at update {}", out[14].summary.status, out[14].summary.iterations).to_lowercase(),
+                    format!("status {:?} at update {}", out[14].summary.header.status, out[14].summary.iterations).to_lowercase(),
                     diverged,
                 ),
             ],

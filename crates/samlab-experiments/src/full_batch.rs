@@ -28,7 +28,7 @@ pub fn config(
     every: usize,
     probes: usize,
 ) -> DeepRunConfig {
-    let mut c = samlab_runs::deep::defaults();
+    let mut c = samlab_deep::run::defaults();
     c.model.arch = Arch::Mlp;
     c.model.width = Some(width);
     c.model.norm = Some(NormKind::None);

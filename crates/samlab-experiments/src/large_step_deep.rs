@@ -7,8 +7,8 @@
 //! logits with respect to the parameters).
 
 use anyhow::{bail, Result};
+use samlab_analytic::relu::metrics::feature_stats_of;
 use samlab_core::rank::numerical_rank;
-use samlab_core::relu_net::metrics::feature_stats_of;
 use samlab_core::sam::SamConfig;
 use samlab_core::schedule::LrSchedule;
 use samlab_deep::analysis::features::{feature_matrix, DEEP_CORR_THRESHOLD};
@@ -42,7 +42,7 @@ const RTOL: f64 = 1e-3;
 fn chain(ctx: &Ctx, label: &str, lr: f64) -> Vec<(String, DeepRunConfig)> {
     let mut runs: Vec<(String, DeepRunConfig)> = vec![];
     for k in 0..FIRST + DECAYED {
-        let mut c = samlab_runs::deep::defaults();
+        let mut c = samlab_deep::run::defaults();
         c.model.arch = Arch::Mlp;
         c.model.width = Some(WIDTH);
         c.model.norm = Some(NormKind::None);

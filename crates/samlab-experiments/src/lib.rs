@@ -33,13 +33,14 @@ use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use indicatif::ProgressBar;
+use samlab_analytic::diag::run::{DataSource, DiagOutcome, DiagRunConfig};
+use samlab_analytic::diag::DiagTrainConfig;
+use samlab_analytic::relu::run::{ReluOutcome, ReluRunConfig};
 use samlab_core::data::SparseRegression;
-use samlab_core::diag_net::DiagTrainConfig;
+use samlab_core::run::RunConfig;
 use samlab_core::sam::SamConfig;
 use samlab_core::schedule::LrSchedule;
 use samlab_report::{Claim, Figure, Scale, Section, Series, Verdict};
-use samlab_runs::diag::{DataSource, DiagOutcome, DiagRunConfig};
-use samlab_runs::relu::{ReluOutcome, ReluRunConfig};
 use samlab_runs::AnyRunConfig;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -117,7 +118,7 @@ impl Ctx<'_> {
         id: &str,
         runs: Vec<(String, DiagRunConfig)>,
     ) -> Result<Vec<DiagOutcome>> {
-        self.load_runs(id, &runs, samlab_runs::diag::load)
+        self.load_runs(id, &runs)
     }
 
     /// The finished ReLU-net runs `<out>/<id>/<name>` of these configs, read back; results in input order.
@@ -126,17 +127,16 @@ impl Ctx<'_> {
         id: &str,
         runs: Vec<(String, ReluRunConfig)>,
     ) -> Result<Vec<ReluOutcome>> {
-        self.load_runs(id, &runs, samlab_runs::relu::load)
+        self.load_runs(id, &runs)
     }
 
     /// `load` of every run `<out>/<id>/<name>` (in parallel); results in input order.
-    fn load_runs<C: Sync, O: Send>(
-        &self,
-        id: &str,
-        runs: &[(String, C)],
-        load: fn(&Path, &C) -> Result<O>,
-    ) -> Result<Vec<O>> {
-        par_map(runs, |(name, c)| load(&self.dir(id).join(name), c))
+    fn load_runs<C>(&self, id: &str, runs: &[(String, C)]) -> Result<Vec<C::Outcome>>
+    where
+        C: RunConfig + Sync,
+        C::Outcome: Send,
+    {
+        par_map(runs, |(name, c)| c.load(&self.dir(id).join(name)))
             .into_iter()
             .collect()
     }
@@ -144,7 +144,7 @@ impl Ctx<'_> {
     /// The finished deep-net runs `<out>/deep_runs/<name>` of these configs, read back; results in input order.
     pub fn deep_get(&self, runs: &[(String, DeepRunConfig)]) -> Result<Vec<RunOutcome>> {
         runs.iter()
-            .map(|(name, c)| samlab_runs::deep::load(&self.deep_dir(name), c))
+            .map(|(name, c)| c.load(&self.deep_dir(name)))
             .collect()
     }
 
@@ -425,12 +425,12 @@ pub fn runs_table(names: &[String], outcomes: &[DiagOutcome]) -> Vec<Vec<String>
             fmt_loss(o.train_loss()),
             fmt_loss(o.test_loss()),
             // A diverged run's parameters mean nothing.
-            if o.summary.status == samlab_core::diag_net::RunStatus::Diverged {
+            if o.summary.header.status == samlab_core::run::RunStatus::Diverged {
                 "diverged".into()
             } else {
                 fmt_compact(o.summary.mean_alpha_eff)
             },
-            format!("{:?}", o.summary.status).to_lowercase(),
+            format!("{:?}", o.summary.header.status).to_lowercase(),
             format!("{:.3}", o.summary.seconds),
         ]);
     }

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use samlab_analytic::diag::run::DataSource;
+use samlab_analytic::relu::run::ReluData;
 use samlab_core::run_dir::write_json;
 use samlab_core::sam::{Grouping, SamConfig};
-use samlab_runs::diag::DataSource;
-use samlab_runs::relu::ReluData;
 use samlab_runs::AnyRunConfig;
 use serde::{Deserialize, Serialize};
 

@@ -3,15 +3,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use samlab_core::diag_net::LogSchedule;
-use samlab_core::relu_net::data::{twelve_point_inputs, twelve_point_targets};
-use samlab_core::relu_net::{LossReduction, ReluInit, ReluTrainConfig, StopRule};
+use samlab_analytic::relu::data::{twelve_point_inputs, twelve_point_targets};
+use samlab_analytic::relu::{LossReduction, ReluInit, ReluTrainConfig, StopRule};
+use samlab_core::run::LogSchedule;
 use samlab_core::sam::SamConfig;
 use samlab_core::schedule::LrSchedule;
 use samlab_report::{Figure, Scale, Series};
 
 use super::fmt_loss;
-use samlab_runs::relu::{MetricSettings, ReluData, ReluMetricsRow, ReluOutcome, ReluRunConfig};
+use samlab_analytic::relu::run::{
+    MetricSettings, ReluData, ReluMetricsRow, ReluOutcome, ReluRunConfig,
+};
 
 /// A width-100 network with SPEC §3's initialization (seed `seed`) on the 12-point problem, summed loss.
 pub fn twelve_point_run(
@@ -46,7 +48,7 @@ pub fn twelve_point_run(
 /// `value` of a run that finished, NaN for a diverged one (so that it never counts in a claim's favour: NaN
 /// sorts last in [`median`] and fails every comparison).
 pub fn if_ok(o: &ReluOutcome, value: f64) -> f64 {
-    if o.summary.status == samlab_core::diag_net::RunStatus::Ok {
+    if o.summary.header.status == samlab_core::run::RunStatus::Ok {
         value
     } else {
         f64::NAN
@@ -197,7 +199,7 @@ pub fn relu_table(names: &[String], outcomes: &[ReluOutcome]) -> Vec<Vec<String>
             s.metrics.kinks.map_or("-".into(), |k| k.to_string()),
             s.metrics.active_neurons.to_string(),
             format!("{:.4}", s.metrics.feature_sparsity),
-            format!("{:?}", s.status).to_lowercase(),
+            format!("{:?}", s.header.status).to_lowercase(),
             format!("{:.2}", s.seconds),
         ]);
     }

@@ -6,14 +6,14 @@
 //! decays the rate linearly to 0 over 10^6 updates and tests the *perturbed* loss against 1e-5.
 
 use anyhow::Result;
-use samlab_core::relu_net::{StopOn, StopRule};
+use samlab_analytic::relu::{StopOn, StopRule};
 use samlab_core::sam::{Grouping, Normalization, SamConfig};
 use samlab_core::schedule::{LrSchedule, LrShape};
 use samlab_report::{Figure, Scale, Section, Series};
 
 use super::relu_common::{functions_figure, if_ok, median, relu_table, twelve_point_run};
 use super::{ClaimSpec, Ctx, Experiment, PlannedRun};
-use samlab_runs::relu::{ReluOutcome, ReluRunConfig};
+use samlab_analytic::relu::run::{ReluOutcome, ReluRunConfig};
 
 const SEEDS: [u32; 5] = [0, 1, 2, 3, 4];
 const LR: f64 = 5e-5;

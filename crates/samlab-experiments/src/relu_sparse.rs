@@ -8,9 +8,9 @@
 //! step gamma is our 2 * gamma; the presets convert and the tables show both.
 
 use anyhow::Result;
+use samlab_analytic::relu::{LossReduction, ReluInit, TeacherStudent};
 use samlab_core::data::SparseRegression;
-use samlab_core::diag_net::log_iterations;
-use samlab_core::relu_net::{LossReduction, ReluInit, TeacherStudent};
+use samlab_core::run::{log_iterations, RunStatus};
 use samlab_core::sam::SamConfig;
 use samlab_core::schedule::{LrSchedule, LrShape, Warmup};
 use samlab_report::{Figure, Scale, Section, Series};
@@ -19,8 +19,10 @@ use super::relu_common::{
     along_figure, functions_figure, if_ok, median, relu_table, twelve_point_run,
 };
 use super::{by_dir, curves_figure, diag_config, fmt_loss, ClaimSpec, Ctx, Experiment, PlannedRun};
-use samlab_runs::diag::{DiagOutcome, DiagRunConfig};
-use samlab_runs::relu::{MetricSettings, ReluData, ReluMetricsRow, ReluOutcome, ReluRunConfig};
+use samlab_analytic::diag::run::{DiagOutcome, DiagRunConfig};
+use samlab_analytic::relu::run::{
+    MetricSettings, ReluData, ReluMetricsRow, ReluOutcome, ReluRunConfig,
+};
 
 /// A step schedule: `base` until fraction `at`, then `base / decay`.
 fn decayed(base: f64, at: f64, decay: f64) -> LrSchedule {
@@ -131,10 +133,10 @@ impl Experiment for LargeStepDiag {
         let log_at = log_iterations(DIAG_ITERS);
         let counts = ctx.par_runs(&runs, |(name, config)| -> Result<Vec<f64>> {
             let dir = ctx.dir(self.id()).join(crate::dir_name(name));
-            let (data, init) = samlab_runs::diag::prepare(config, &dir)?;
+            let (data, init) = samlab_analytic::diag::run::prepare(config, &dir)?;
             let mut nonzeros = Vec::with_capacity(log_at.len() + 1);
             let mut next = 0;
-            let replay = samlab_core::diag_net::train(&data, &config.train, init, &mut |step| {
+            let replay = samlab_analytic::diag::train(&data, &config.train, init, &mut |step| {
                 if log_at.get(next) == Some(&step.t) {
                     next += 1;
                     nonzeros.push(count_nonzero(&step.params.beta()));
@@ -158,9 +160,9 @@ impl Experiment for LargeStepDiag {
         // A diverged run's count is NaN: it never counts as sparse.
         let nnz: Vec<f64> = results
             .iter()
-            .map(|(o, counts)| match o.summary.status {
-                samlab_core::diag_net::RunStatus::Ok => *counts.last().expect("final count"),
-                samlab_core::diag_net::RunStatus::Diverged => f64::NAN,
+            .map(|(o, counts)| match o.summary.header.status {
+                RunStatus::Ok => *counts.last().expect("final count"),
+                _ => f64::NAN,
             })
             .collect();
         let tests: Vec<f64> = outcomes.iter().map(|o| o.test_loss()).collect();
@@ -255,7 +257,7 @@ impl Experiment for LargeStepDiag {
                 fmt_loss(o.test_loss()),
                 format!("{count:.0}"),
                 format!("{:.4}", o.summary.l1_norm),
-                format!("{:?}", o.summary.status).to_lowercase(),
+                format!("{:?}", o.summary.header.status).to_lowercase(),
             ]);
         }
         let spec = self.claims();
@@ -464,7 +466,7 @@ fn student(seed: u32, mut lr: LrSchedule) -> ReluRunConfig {
             a_scale: 0.0,
         },
         init_seed: seed,
-        train: samlab_core::relu_net::ReluTrainConfig {
+        train: samlab_analytic::relu::ReluTrainConfig {
             lr,
             iters: TS_ITERS,
             batch_size: Some(1),

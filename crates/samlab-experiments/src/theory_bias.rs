@@ -9,8 +9,8 @@ use samlab_core::sam::{Grouping, SamConfig};
 use samlab_report::{Figure, Scale, Section, Series};
 
 use super::{diag_config, dir_name, fmt_loss, ClaimSpec, Ctx, Experiment, PlannedRun};
-use samlab_runs::diag::DiagRunConfig;
-use samlab_runs::implicit_bias::{implicit_bias, ImplicitBias};
+use samlab_analytic::diag::run::DiagRunConfig;
+use samlab_analytic::theory::implicit_bias::{implicit_bias, ImplicitBias};
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const ALPHA: f64 = 0.1;

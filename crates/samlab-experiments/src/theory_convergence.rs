@@ -2,11 +2,11 @@
 //! full-batch SAM with a constant radius (unnormalized converges, normalized stalls).
 
 use anyhow::Result;
-use samlab_core::run_dir::write_csv;
-use samlab_core::sam::{Grouping, Normalization, SamConfig};
-use samlab_core::theory::convergence::{
+use samlab_analytic::theory::convergence::{
     nonconvex_bound, pl_bound, run, LeastSquares, StepRule, Trace,
 };
+use samlab_core::run_dir::write_csv;
+use samlab_core::sam::{Grouping, Normalization, SamConfig};
 use samlab_report::{Figure, Scale, Section, Series};
 
 use super::{par_map, ClaimSpec, Ctx, Experiment, PlannedRun};

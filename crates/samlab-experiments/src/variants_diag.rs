@@ -11,8 +11,8 @@ use super::deep_common::mean_std;
 use super::{
     curves_figure, diag_config, fmt_compact, fmt_loss, ClaimSpec, Ctx, Experiment, PlannedRun,
 };
-use samlab_runs::diag::{DiagOutcome, DiagRunConfig};
-use samlab_runs::implicit_bias::implicit_bias;
+use samlab_analytic::diag::run::{DiagOutcome, DiagRunConfig};
+use samlab_analytic::theory::implicit_bias::implicit_bias;
 
 const DATA: SparseRegression = SparseRegression::NOTEBOOK;
 const ALPHA: f64 = 0.1;

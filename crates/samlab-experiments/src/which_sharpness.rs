@@ -9,9 +9,10 @@
 //!   training images: Lanczos for the top eigenvalue, Hutchinson for the trace).
 
 use anyhow::{bail, Context, Result};
+use samlab_analytic::diag::curvature::top_and_trace;
+use samlab_analytic::diag::{self, DiagParams, DiagTrainConfig};
 use samlab_core::data::SparseRegression;
-use samlab_core::diag_curvature::top_and_trace;
-use samlab_core::diag_net::{self, DiagParams, DiagTrainConfig, LogSchedule};
+use samlab_core::run::LogSchedule;
 use samlab_core::sam::{Grouping, SamConfig};
 use samlab_core::schedule::LrSchedule;
 use samlab_deep::run::DeepRunConfig;
@@ -64,7 +65,7 @@ fn diag_tracks() -> Result<Vec<Track>> {
         sam,
         log: LogSchedule::Ends,
     };
-    let start = diag_net::train(
+    let start = diag::train(
         &data,
         &cfg(DIAG_WARMUP, SamConfig::erm()),
         DiagParams::init(DIAG_ALPHA, d),
@@ -77,7 +78,7 @@ fn diag_tracks() -> Result<Vec<Track>> {
         .into_iter()
         .map(|(_, sam)| {
             let mut track = Track::new();
-            let run = diag_net::train(&data, &cfg(DIAG_ITERS, sam), start.clone(), &mut |v| {
+            let run = diag::train(&data, &cfg(DIAG_ITERS, sam), start.clone(), &mut |v| {
                 if v.t % every == 0 {
                     let (top, trace) = measure(v.params);
                     track.push((v.t as f64, top, trace));

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
-use samlab_core::run_dir::{RunLock, SummaryHeader};
+use samlab_core::run::{RunStatus, SummaryHeader};
+use samlab_core::run_dir::RunLock;
 
 use crate::manifest::{run_dir, task_log, Manifest};
 
@@ -53,10 +54,10 @@ impl fmt::Display for State {
 
 /// The finished status (`ok` or `diverged`) in a run directory's summary.json, if any.
 pub fn finished_status(run: &Path) -> Option<State> {
-    match SummaryHeader::read(run)?.status.as_str() {
-        "ok" => Some(State::Done),
-        "diverged" => Some(State::Diverged),
-        _ => None,
+    match SummaryHeader::read(run)?.status {
+        RunStatus::Ok => Some(State::Done),
+        RunStatus::Diverged => Some(State::Diverged),
+        RunStatus::Running | RunStatus::Interrupted => None,
     }
 }
 

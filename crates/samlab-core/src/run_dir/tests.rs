@@ -1,5 +1,5 @@
 use super::*;
-use crate::diag_net::CurvePoint;
+use crate::run::{CurvePoint, RunStatus, SummaryHeader};
 
 #[test]
 fn init_from_is_read_from_the_run_directory_and_recorded_relative_between_siblings() {
@@ -171,11 +171,7 @@ fn an_atomic_write_replaces_whole_or_not_at_all() {
 
 /// A summary.json header that makes `dir` a run.
 fn write_header(dir: &Path) {
-    let header = SummaryHeader {
-        samlab_version: "0".into(),
-        engine: "diag".into(),
-        status: "ok".into(),
-    };
+    let header = SummaryHeader::new("diag", RunStatus::Ok);
     write_json(&dir.join("summary.json"), &header).unwrap();
 }
 

@@ -3,7 +3,7 @@
 
 use burn::tensor::Tensor;
 use ndarray::Array2;
-use samlab_core::relu_net::metrics::{feature_stats_of, FeatureStats};
+use samlab_core::features::{feature_stats_of, FeatureStats};
 
 use crate::models::Network;
 use crate::nn::{BnMode, BnStats, Ctx};

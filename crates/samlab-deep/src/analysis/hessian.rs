@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use samlab_core::relu_net::metrics::FeatureStats;
+use samlab_core::features::FeatureStats;
 use samlab_report::{Figure, Scale, Series};
 use serde::{Deserialize, Serialize};
 

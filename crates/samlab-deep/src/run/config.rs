@@ -1,6 +1,9 @@
 //! A deep run's config ([`DeepRunConfig`]: model, data, training) and its defaults.
 
 use super::*;
+use crate::trainer::BnPolicy;
+use samlab_core::sam::Normalization;
+use samlab_core::schedule::{LrShape, Warmup};
 
 /// The model part of a run config.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,4 +129,58 @@ pub struct DeepRunConfig {
     /// relative path is read from the run directory (`"../erm"` is its sibling `erm`, see
     /// `run_dir::resolve_init_from`).
     pub init_from: Option<PathBuf>,
+}
+
+/// The configuration every flag and file value is laid over.
+pub fn defaults() -> DeepRunConfig {
+    DeepRunConfig {
+        engine: Default::default(),
+        model: ModelConfig {
+            arch: Arch::Cnn,
+            width: None,
+            norm: None,
+            transformer: None,
+        },
+        data: DataConfig {
+            dataset: DatasetKind::FashionMnist,
+            dir: None,
+            val_fraction: 0.1,
+            augment: None,
+            label_noise: None,
+            noisy_val: true,
+            train_limit: None,
+        },
+        train: TrainConfig {
+            epochs: 1,
+            batch_size: 128,
+            max_steps: None,
+            seed: 0,
+            lr: LrSchedule {
+                base: 0.1,
+                shape: LrShape::Step {
+                    at: vec![0.5, 0.75],
+                    factors: vec![0.1, 0.1],
+                },
+                warmup: Warmup::None,
+            },
+            optim: OptimConfig {
+                momentum: 0.9,
+                weight_decay: WeightDecay::L2 { lambda: 5e-4 },
+                bn_policy: BnPolicy::BothPasses,
+                optimizer: Default::default(),
+            },
+            eval_batch_size: 500,
+            eval_train_examples: 1024,
+            device: "flex".into(),
+            precision: Precision::F32,
+            curvature_every: 0,
+            curvature_examples: 512,
+            curvature_probes: 10,
+        },
+        sam: SamConfig {
+            normalization: Normalization::Normalized,
+            ..SamConfig::default()
+        },
+        init_from: None,
+    }
 }

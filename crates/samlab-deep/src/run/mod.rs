@@ -28,9 +28,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use samlab_core::ascent::{ObservationMean, SamObservation};
+use samlab_core::run::{
+    read_summary, same_config, NotFinished, Observer, Quiet, RunConfig, RunStatus, SummaryHeader,
+};
 use samlab_core::run_dir::nan_as_null;
 use samlab_core::run_dir::{
-    self, count, DeepEngine, MetricsRow, RunDirError, RunDirWriter, SummaryHeader,
+    self, check_artefacts, count, read_rows, DeepEngine, MetricsRow, RunDirError, RunDirWriter,
 };
 use samlab_core::sam::{AscentSource, SamConfig};
 use samlab_core::schedule::LrSchedule;
@@ -195,7 +198,7 @@ fn run_locked(
         };
     // Only a finished run is committed: one stopped early (killed, interrupted) is continued by `--resume`, and
     // the run it replaces waits beside it until then.
-    if outcome.summary.status.finished() {
+    if outcome.summary.header.status.finished() {
         writer.commit()?;
     }
     Ok(outcome)
@@ -236,7 +239,7 @@ pub fn resume_on(
         return Err(RunError::Usage(format!(
             "{} already finished (status {}); nothing to resume (train into another --out, or pass --force to train it again)",
             out.display(),
-            header.status
+            header.status.name()
         )));
     }
     if let Some(d) = device {
@@ -326,13 +329,11 @@ fn write_metrics(out: &Path, rows: &[EpochRow]) -> Result<(), RunError> {
     run_dir::write_atomic(&path, |p| fs::write(p, run_dir::rows_text(rows))).map_err(io_err(&path))
 }
 
-fn summarize(config: &DeepRunConfig, p: &Plan, progress: &Progress, status: Status) -> Summary {
-    let last = progress.rows.last().filter(|_| status == Status::Ok);
+fn summarize(config: &DeepRunConfig, p: &Plan, progress: &Progress, status: RunStatus) -> Summary {
+    let last = progress.rows.last().filter(|_| status == RunStatus::Ok);
     let images: f64 = progress.steps_done as f64 * config.train.batch_size as f64;
     Summary {
-        samlab_version: env!("CARGO_PKG_VERSION").into(),
-        engine: "deep".into(),
-        status,
+        header: SummaryHeader::new(DeepRunConfig::ENGINE, status),
         steps: progress.steps_done,
         total_steps: p.total_steps,
         epochs: progress.epochs_done,
@@ -375,7 +376,7 @@ fn finish(
     p: &Plan,
     out: &Path,
     progress: Progress,
-    status: Status,
+    status: RunStatus,
 ) -> Result<RunOutcome, RunError> {
     let mut summary = summarize(config, p, &progress, status);
     write_metrics(out, &progress.rows)?;
@@ -411,10 +412,11 @@ fn run_loop(
         precision: t.precision,
     };
     if progress.steps_done >= p.total_steps {
-        return finish(config, p, out, progress, Status::Ok);
+        return finish(config, p, out, progress, RunStatus::Ok);
     }
-    write_summary(out, &summarize(config, p, &progress, Status::Running))?;
-    observer.started(progress.steps_done, p.total_steps, p.steps_per_epoch);
+    write_summary(out, &summarize(config, p, &progress, RunStatus::Running))?;
+    let images = |steps: usize| (steps * t.batch_size) as u64;
+    observer.started(images(progress.steps_done), images(p.total_steps), "images");
     let uses_previous = config.sam.ascent_source == AscentSource::PreviousBatch;
     let mut previous: Option<Batch> = (uses_previous && progress.steps_done > 0)
         .then(|| batch_at(config, p, progress.steps_done - 1));
@@ -444,7 +446,7 @@ fn run_loop(
             gradient_evals += outcome.gradient_evals;
             if !outcome.finite {
                 progress.add_updates(started.elapsed().as_secs_f64(), gradient_evals);
-                return finish(config, p, out, progress, Status::Diverged);
+                return finish(config, p, out, progress, RunStatus::Diverged);
             }
             loss_sum += outcome.loss_sum;
             if let Some(o) = &outcome.sam {
@@ -461,7 +463,7 @@ fn run_loop(
                 previous = Some(batch);
             }
             step += 1;
-            observer.step(step);
+            observer.advanced(images(step));
         }
         let seconds = started.elapsed().as_secs_f64();
         progress.add_updates(seconds, gradient_evals);
@@ -525,7 +527,7 @@ fn run_loop(
         {
             progress.steps_done = step;
             progress.rows.push(row);
-            return finish(config, p, out, progress, Status::Diverged);
+            return finish(config, p, out, progress, RunStatus::Diverged);
         }
         progress.steps_done = step;
         progress.epochs_done = epoch + 1;
@@ -558,8 +560,8 @@ fn run_loop(
         .map_err(io_err(&ckdir))?;
         write_metrics(out, &progress.rows)?;
         let line = row.line(p.epochs);
-        if !observer.epoch(&row, &line) {
-            let summary = summarize(config, p, &progress, Status::Interrupted);
+        if !observer.line(&line) {
+            let summary = summarize(config, p, &progress, RunStatus::Interrupted);
             write_summary(out, &summary)?;
             return Ok(RunOutcome {
                 dir: out.to_path_buf(),
@@ -568,7 +570,67 @@ fn run_loop(
             });
         }
     }
-    finish(config, p, out, progress, Status::Ok)
+    finish(config, p, out, progress, RunStatus::Ok)
+}
+
+impl RunConfig for DeepRunConfig {
+    const ENGINE: &'static str = "deep";
+    type Outcome = RunOutcome;
+
+    /// The counts, optimizer and SAM options (without reading the data).
+    fn check(&self, _dir: &Path) -> anyhow::Result<()> {
+        Ok(check_config(self)?)
+    }
+
+    fn init_from_mut(&mut self) -> Option<&mut Option<PathBuf>> {
+        Some(&mut self.init_from)
+    }
+
+    /// [`train`]; `observer` counts images and sees each epoch's line.
+    fn execute(
+        &self,
+        out: &Path,
+        force: bool,
+        observer: &mut dyn Observer,
+    ) -> anyhow::Result<RunOutcome> {
+        Ok(train(self, out, force, observer)?)
+    }
+
+    /// The finished run (an error for one still running or killed: resume it with `samlab train --resume`; or if
+    /// its metrics.csv is not the file the run wrote).
+    fn load(&self, dir: &Path) -> anyhow::Result<RunOutcome> {
+        let summary: Summary = read_summary(dir, self)?;
+        if !summary.header.status.finished() {
+            return Err(NotFinished {
+                dir: dir.display().to_string(),
+                why: format!(
+                    "the run has not finished (status \"{}\"): resume it",
+                    summary.header.status.name()
+                ),
+            }
+            .into());
+        }
+        check_artefacts(dir, summary.artefacts_sha256.as_ref(), &["metrics.csv"])?;
+        Ok(RunOutcome {
+            dir: dir.to_path_buf(),
+            rows: read_rows(&dir.join("metrics.csv"))?,
+            summary,
+        })
+    }
+
+    /// A run already started in `out` from this config is resumed; anything else in `out` is replaced.
+    fn execute_quietly(&self, out: &Path) -> anyhow::Result<()> {
+        let started = fs::read_to_string(out.join("config.toml"))
+            .ok()
+            .and_then(|t| toml::from_str::<DeepRunConfig>(&t).ok())
+            .is_some_and(|on_disk| same_config(out, &on_disk, self));
+        if started && out.join("summary.json").exists() {
+            resume(out, &mut Quiet)?;
+        } else {
+            train(self, out, true, &mut Quiet)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -237,37 +237,12 @@ pub struct Best {
     pub test_loss: f64,
 }
 
-/// Status of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Still running, or killed (resume it).
-    Running,
-    /// Stopped at the end of an epoch on the observer's request (its output was closed, as by `| head`); resume
-    /// it.
-    Interrupted,
-    /// Finished.
-    Ok,
-    /// A loss became NaN or infinite; the last good checkpoint is kept.
-    Diverged,
-}
-
-impl Status {
-    /// Whether the run has finished (ok or diverged); a running, killed or interrupted run resumes.
-    pub fn finished(self) -> bool {
-        matches!(self, Status::Ok | Status::Diverged)
-    }
-}
-
 /// summary.json.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
-    /// samlab's version.
-    pub samlab_version: String,
-    /// `"deep"`.
-    pub engine: String,
-    /// Run status.
-    pub status: Status,
+    /// samlab's version, `"deep"`, and the run's status.
+    #[serde(flatten)]
+    pub header: SummaryHeader,
     /// Updates done.
     pub steps: usize,
     /// Updates planned.
@@ -320,24 +295,6 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artefacts_sha256: Option<std::collections::BTreeMap<String, String>>,
 }
-
-/// Receives progress while a run trains (progress bars, logs).
-pub trait Observer {
-    /// Training starts (or resumes) at update `steps_done` of `total_steps`.
-    fn started(&mut self, _steps_done: usize, _total_steps: usize, _steps_per_epoch: usize) {}
-    /// An update finished.
-    fn step(&mut self, _steps_done: usize) {}
-    /// An epoch finished and was checkpointed; return false to stop here (the run stays resumable, status
-    /// `interrupted`).
-    fn epoch(&mut self, _row: &EpochRow, _line: &str) -> bool {
-        true
-    }
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-
-impl Observer for Quiet {}
 
 /// A finished (or stopped) run.
 #[derive(Clone, Debug)]

@@ -2,20 +2,21 @@
 
 use std::path::Path;
 
+use crate::diag::{loss, DiagParams};
+use crate::theory::effective_init::train_with_accounting;
+use crate::theory::interpolators::{min_entropy, min_l1, min_l2, Method};
 use anyhow::{Context, Result};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset};
-use samlab_core::diag_net::{loss, DiagParams, RunStatus};
+use samlab_core::linalg::{norm, Matrix};
+use samlab_core::run::RunStatus;
 use samlab_core::run_dir::{
     check_artefacts, read_capped, resolve_init_from, write_atomic, write_json, MAX_TEXT_BYTES,
 };
-use samlab_core::theory::effective_init::train_with_accounting;
-use samlab_core::theory::interpolators::{min_entropy, min_l1, min_l2, Method};
-use samlab_core::theory::linalg::{norm, Matrix};
 use samlab_core::BadInput;
 use serde::{Deserialize, Serialize};
 
-use crate::diag::{DiagRunConfig, DiagSummary, ARTEFACTS};
+use crate::diag::run::{DiagRunConfig, DiagSummary, ARTEFACTS};
 
 /// Largest final/initial train-loss ratio for which a run counts as interpolating.
 pub const INTERPOLATION_RATIO: f64 = 1e-4;

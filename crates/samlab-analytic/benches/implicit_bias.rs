@@ -1,9 +1,9 @@
 //! The implicit-bias solver on d = 100, n = 40 (issue target: under 10 ms), and the min-l1 LP beside it.
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use samlab_analytic::theory::interpolators::{min_entropy, min_l1};
 use samlab_core::data::SparseRegression;
-use samlab_core::theory::interpolators::{min_entropy, min_l1};
-use samlab_core::theory::linalg::Matrix;
+use samlab_core::linalg::Matrix;
 
 fn bench(c: &mut Criterion) {
     let spec = SparseRegression {

@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::relu::metrics::{arange, feature_stats, kinks, plot_grid_1d, KinkTolerances};
+use crate::relu::{self, ReluInit, ReluNet, ReluRun, ReluTrainConfig, TeacherStudent};
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2};
 use samlab_core::data::{read_array, write_array, Dataset, DATA_FILES};
-use samlab_core::diag_net::{CurvePoint, LogSchedule, RunStatus};
-use samlab_core::relu_net::metrics::{arange, feature_stats, kinks, plot_grid_1d, KinkTolerances};
-use samlab_core::relu_net::{self, ReluInit, ReluNet, ReluRun, ReluTrainConfig, TeacherStudent};
+use samlab_core::run::{
+    progress_every, read_summary, CurvePoint, Observer, RunConfig, RunStatus, SummaryHeader,
+};
 use samlab_core::run_dir::{artefact_hashes, check_artefacts, nan_as_null, ReluEngine};
 use samlab_core::run_dir::{
     count, read_rows, write_csv, write_json, write_rows, write_toml, MetricsRow, RunDirWriter,
@@ -34,7 +36,7 @@ impl ReluData {
     /// Loads and validates the data.
     pub fn load(&self) -> Result<Dataset> {
         Ok(match self {
-            ReluData::TwelvePoints => relu_net::twelve_points(),
+            ReluData::TwelvePoints => relu::twelve_points(),
             ReluData::TeacherStudent(spec) => spec.generate()?.0,
             ReluData::Dir(dir) => {
                 let has_test = [DATA_FILES[2], DATA_FILES[3]]
@@ -179,12 +181,9 @@ impl MetricsRow for ReluMetricsRow {
 /// summary.json of a ReLU run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReluSummary {
-    /// The samlab version that wrote it.
-    pub samlab_version: String,
-    /// `"relu"`.
-    pub engine: String,
-    /// Whether the run finished or diverged.
-    pub status: RunStatus,
+    /// The samlab version that wrote it, `"relu"`, and whether the run finished or diverged.
+    #[serde(flatten)]
+    pub header: SummaryHeader,
     /// Updates done (the finite ones, if it diverged).
     pub iterations: usize,
     /// Whether the stop rule ended the run early.
@@ -315,25 +314,43 @@ fn initial_net(config: &ReluRunConfig, data: &Dataset) -> Result<ReluNet> {
     )?)
 }
 
-/// Runs `config` and writes the run directory `out` (refusing to replace a non-empty one unless `force`).
-/// `observer` sees every update (progress bars).
-pub fn execute(
+impl RunConfig for ReluRunConfig {
+    const ENGINE: &'static str = "relu";
+    type Outcome = ReluOutcome;
+
+    fn check(&self, _dir: &Path) -> Result<()> {
+        prepare(self).map(drop)
+    }
+
+    /// Runs the config and writes the run directory `out`; `observer` counts updates.
+    fn execute(&self, out: &Path, force: bool, observer: &mut dyn Observer) -> Result<ReluOutcome> {
+        execute(self, out, force, observer)
+    }
+
+    /// The finished run (its artefacts checked against their recorded hashes).
+    fn load(&self, dir: &Path) -> Result<ReluOutcome> {
+        load(dir, self)
+    }
+}
+
+fn execute(
     config: &ReluRunConfig,
     out: &Path,
     force: bool,
-    observer: &mut dyn FnMut(usize),
+    observer: &mut dyn Observer,
 ) -> Result<ReluOutcome> {
     let (data, init) = prepare(config)?;
     let writer = RunDirWriter::create(out, force)?;
-    let log_at: Vec<usize> = match config.train.log {
-        LogSchedule::Notebook => samlab_core::diag_net::log_iterations(config.train.iters),
-        LogSchedule::Ends => vec![0, config.train.iters],
-    };
+    let log_at = config.train.log.iterations(config.train.iters);
     let mut along: HashMap<usize, NetMetrics> = HashMap::new();
     let mut next = 0;
     let start = Instant::now();
-    let run = relu_net::train(&data, &config.train, init, &mut |view| {
-        observer(view.t);
+    let every = progress_every(config.train.iters);
+    observer.started(0, config.train.iters as u64, "updates");
+    let run = relu::train(&data, &config.train, init, &mut |view| {
+        if view.t.is_multiple_of(every) {
+            observer.advanced(view.t as u64);
+        }
         if log_at.get(next) == Some(&view.t) {
             next += 1;
             along.insert(view.t, measure(view.net, &data, &config.metrics));
@@ -401,10 +418,8 @@ pub fn execute(
     })
 }
 
-/// The finished run of `config` in `dir`, read back (an error if `dir` holds no finished run of `config`, or if one
-/// of its artefacts is not the file the run wrote).
-pub fn load(dir: &Path, config: &ReluRunConfig) -> Result<ReluOutcome> {
-    let summary: ReluSummary = crate::finished(dir, config)?;
+fn load(dir: &Path, config: &ReluRunConfig) -> Result<ReluOutcome> {
+    let summary: ReluSummary = read_summary(dir, config)?;
     check_artefacts(dir, summary.artefacts_sha256.as_ref(), &artefacts(dir))?;
     let w: Array2<f64> = read_array(&dir.join("W.npy"))?;
     let b: Array1<f64> = read_array(&dir.join("b.npy"))?;
@@ -429,7 +444,7 @@ pub fn load(dir: &Path, config: &ReluRunConfig) -> Result<ReluOutcome> {
         run: ReluRun {
             net,
             curve,
-            status: summary.status,
+            status: summary.header.status,
             iterations: summary.iterations,
             stopped_early: summary.stopped_early,
         },
@@ -506,9 +521,7 @@ fn summarize(
     let last = run.curve.last();
     let ok = run.status == RunStatus::Ok;
     ReluSummary {
-        samlab_version: env!("CARGO_PKG_VERSION").into(),
-        engine: "relu".into(),
-        status: run.status,
+        header: SummaryHeader::new(ReluRunConfig::ENGINE, run.status),
         iterations: run.iterations,
         stopped_early: run.stopped_early,
         final_train_loss: last.filter(|_| ok).map(|p| p.train_loss),

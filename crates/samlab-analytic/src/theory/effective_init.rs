@@ -12,10 +12,10 @@
 //! $\Delta_{\mathrm{SAM}} = \sum_t \gamma Q_t$: for n-SAM $\rho\int \nabla L(\tilde\beta) \odot \nabla L(\beta)$, for
 //! 1-SAM $\rho \int \frac1n \sum_i \tilde r_i r_i x_i^2$ (SPEC §2.6). GD has $Q = 0$ and shrinks only by $\gamma^2 P^2$.
 
-use crate::data::Dataset;
-use crate::diag_net::{self, loss, DiagParams, DiagRun, DiagTrainConfig, StepView};
-use crate::sam::{AscentSource, Normalization, Perturbation};
-use crate::ConfigError;
+use crate::diag::{self, loss, DiagParams, DiagRun, DiagTrainConfig, StepView};
+use samlab_core::data::Dataset;
+use samlab_core::sam::{AscentSource, Normalization, Perturbation};
+use samlab_core::ConfigError;
 
 /// What was accumulated along a run.
 #[derive(Clone, Debug)]
@@ -85,7 +85,7 @@ fn factors(
     (big_p, big_q)
 }
 
-/// Trains like [`diag_net::train`] while accumulating [`Accounting`]. Covers single-step ascent SAM on the
+/// Trains like [`diag::train`] while accumulating [`Accounting`]. Covers single-step ascent SAM on the
 /// descent batch (any m; normalized, unnormalized or clipped), ERM and GD; other variants are rejected, since
 /// their perturbation is not of the form $(c \odot v, c \odot u)$ the identity needs.
 pub fn train_with_accounting(
@@ -98,7 +98,7 @@ pub fn train_with_accounting(
         || sam.perturbation != Perturbation::Ascent
         || sam.random_init
         || sam.ascent_source != AscentSource::SameBatch
-        || sam.variant != crate::sam::Variant::Sam
+        || sam.variant != samlab_core::sam::Variant::Sam
     {
         return Err(ConfigError::Invalid {
             field: "sam",
@@ -142,7 +142,7 @@ pub fn train_with_accounting(
             }
         }
     };
-    let run = diag_net::train(data, config, init, &mut |s: &StepView| {
+    let run = diag::train(data, config, init, &mut |s: &StepView| {
         check(&mut acc, &predicted, s.params);
         let (p, q) = factors(data, s.params, s.batch, m, s.rho, normalized, clipped);
         let gamma = s.lr;
@@ -164,10 +164,10 @@ pub fn train_with_accounting(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::SparseRegression;
-    use crate::diag_net::LogSchedule;
-    use crate::sam::{Grouping, SamConfig};
-    use crate::schedule::LrSchedule;
+    use samlab_core::data::SparseRegression;
+    use samlab_core::run::LogSchedule;
+    use samlab_core::sam::{Grouping, SamConfig};
+    use samlab_core::schedule::LrSchedule;
 
     fn account(
         sam: SamConfig,

@@ -6,14 +6,14 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::model::{accumulate_grad, loss_sum, ReluNet, Shape};
-use crate::ascent::{Ascent, Host, HostOracle, VariantState};
-use crate::batches::Batches;
-use crate::data::{row_major, Dataset};
-use crate::diag_net::{CurvePoint, LogSchedule, RunStatus};
-use crate::numpy_rng::NumpyRandomState;
-use crate::sam::{CheckedSam, SamConfig};
-use crate::schedule::LrSchedule;
-use crate::ConfigError;
+use samlab_core::ascent::{Ascent, Host, HostOracle, VariantState};
+use samlab_core::batches::Batches;
+use samlab_core::data::{row_major, Dataset};
+use samlab_core::numpy_rng::NumpyRandomState;
+use samlab_core::run::{CurvePoint, LogSchedule, RunStatus};
+use samlab_core::sam::{CheckedSam, SamConfig};
+use samlab_core::schedule::LrSchedule;
+use samlab_core::ConfigError;
 
 /// How per-example losses $\ell_i = (f(x_i) - y_i)^2/2$ are combined, for the objective, the SAM ascent of a
 /// group and the logged losses.
@@ -190,10 +190,10 @@ pub fn train(
         });
     }
     let row = init.d().max(init.width());
-    crate::limits::product(
+    samlab_core::limits::product(
         "batch_size",
         &[batch_size, row],
-        crate::limits::MAX_ELEMENTS,
+        samlab_core::limits::MAX_ELEMENTS,
     )?;
     if let Some(stop) = config.stop {
         if !stop.below.is_finite() {

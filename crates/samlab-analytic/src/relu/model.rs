@@ -4,9 +4,9 @@
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use crate::data::row_major;
-use crate::numpy_rng::NumpyRandomState;
-use crate::ConfigError;
+use samlab_core::data::row_major;
+use samlab_core::numpy_rng::NumpyRandomState;
+use samlab_core::ConfigError;
 
 /// How the parameters are drawn (all from NumPy's `RandomState(seed)` stream, in the order listed).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -105,7 +105,7 @@ impl ReluNet {
                 reason: format!("width and input dimension must be >= 1, got width {width}, d {d}"),
             });
         }
-        crate::limits::product("width", &[width, d + 2], crate::limits::MAX_ELEMENTS)?;
+        samlab_core::limits::product("width", &[width, d + 2], samlab_core::limits::MAX_ELEMENTS)?;
         let finite_nonneg = |field, v: f64| {
             if v.is_finite() && v >= 0.0 {
                 Ok(())

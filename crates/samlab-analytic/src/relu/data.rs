@@ -1,13 +1,13 @@
 //! Data sets of the ReLU-network experiments: the 12-point 1D regression (SPEC §3) and teacher-student data
-//! (SPEC §9). Any other data comes from `.npy` files through [`Dataset::load_dir`](crate::data::Dataset::load_dir).
+//! (SPEC §9). Any other data comes from `.npy` files through [`Dataset::load_dir`](samlab_core::data::Dataset::load_dir).
 
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 use super::model::ReluNet;
-use crate::data::Dataset;
-use crate::numpy_rng::NumpyRandomState;
-use crate::ConfigError;
+use samlab_core::data::Dataset;
+use samlab_core::numpy_rng::NumpyRandomState;
+use samlab_core::ConfigError;
 
 /// The 12 inputs of SPEC §3 (Maennel et al.; Blanc et al.): $(-5.5, -4.5, \dots, 5.5)/4 + 0.07$.
 pub fn twelve_point_inputs() -> Vec<f64> {
@@ -86,7 +86,11 @@ impl TeacherStudent {
             ("n_test", self.n_test),
             ("teacher_width", self.teacher_width),
         ] {
-            crate::limits::product(field, &[rows, self.d], crate::limits::MAX_ELEMENTS)?;
+            samlab_core::limits::product(
+                field,
+                &[rows, self.d],
+                samlab_core::limits::MAX_ELEMENTS,
+            )?;
         }
         let mut rng = NumpyRandomState::new(self.seed);
         let mut unit_rows = |rows: usize| {

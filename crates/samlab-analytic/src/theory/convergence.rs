@@ -1,6 +1,6 @@
 //! Convergence of SAM (Theorem 2 of the paper, with the constants of the authors' talk), checked on least squares.
 //!
-//! Iterates (the SAM step of [`crate::ascent`]): stochastic unnormalized SAM with the same batch $S_t$ ($|S_t| = b$, drawn uniformly with
+//! Iterates (the SAM step of [`samlab_core::ascent`]): stochastic unnormalized SAM with the same batch $S_t$ ($|S_t| = b$, drawn uniformly with
 //! replacement) for ascent and descent, $w_{t+1} = w_t - \gamma_t \nabla L_{S_t}(w_t + \rho_t \nabla L_{S_t}(w_t))$.
 //! Assumptions: every $\ell_i$ is $\beta$-smooth; $\mathbb{E}_i\lVert\nabla\ell_i - \nabla L\rVert^2 \le \sigma^2$;
 //! for the second bound, PL: $\frac12\lVert\nabla L\rVert^2 \ge \mu(L - L^*)$.
@@ -10,11 +10,11 @@
 //! - With $\gamma_t = \min\{\frac{8t+4}{3\mu(t+1)^2}, \frac{1}{2\beta}\}$, $\rho_t = \sqrt{\gamma_t/\beta}$:
 //!   $\mathbb{E}L(w_T) - L^* \le \frac{3\beta^2(L(w_0)-L^*)}{\mu^2T^2} + \frac{22\beta\sigma^2}{\mu^2 bT}$.
 
-use super::linalg::{cholesky_solve, dot, norm, Matrix};
-use crate::ascent::{Ascent, Host, HostOracle, VariantState};
-use crate::numpy_rng::NumpyRandomState;
-use crate::sam::SamConfig;
-use crate::ConfigError;
+use samlab_core::ascent::{Ascent, Host, HostOracle, VariantState};
+use samlab_core::linalg::{cholesky_solve, dot, norm, Matrix};
+use samlab_core::numpy_rng::NumpyRandomState;
+use samlab_core::sam::SamConfig;
+use samlab_core::ConfigError;
 
 /// $L(w) = \frac{1}{2n}\lVert Aw - b\rVert^2$ with its constants.
 #[derive(Clone, Debug)]
@@ -200,7 +200,7 @@ pub struct Trace {
 }
 
 /// Runs `steps` of SAM from `w0` on `problem`: stochastic with batches of `batch` examples (same batch for
-/// ascent and descent) or full batch (`None`). The step is [`crate::ascent`]'s, with the normalization and
+/// ascent and descent) or full batch (`None`). The step is [`samlab_core::ascent`]'s, with the normalization and
 /// variant of `sam` and the radius of `rule` ($\rho_t$; `sam.rho` is not read).
 pub fn run(
     problem: &LeastSquares,
@@ -312,7 +312,7 @@ mod tests {
 
     /// Unnormalized SAM (its radius comes from the step rule).
     fn usam() -> SamConfig {
-        SamConfig::usam(1.0, crate::sam::Grouping::WholeBatch)
+        SamConfig::usam(1.0, samlab_core::sam::Grouping::WholeBatch)
     }
 
     fn problem() -> LeastSquares {
@@ -360,7 +360,7 @@ mod tests {
                 &[0.0; 20],
                 None,
                 &SamConfig {
-                    normalization: crate::sam::Normalization::Normalized,
+                    normalization: samlab_core::sam::Normalization::Normalized,
                     ..usam()
                 },
                 StepRule::Constant { gamma, rho },

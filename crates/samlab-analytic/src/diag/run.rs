@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::diag::{self, DiagParams, DiagRun, DiagTrainConfig, StepView};
 use anyhow::{Context, Result};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset, SparseRegression};
-use samlab_core::diag_net::{self, DiagParams, DiagRun, DiagTrainConfig, RunStatus, StepView};
+use samlab_core::run::{
+    progress_every, read_summary, Observer, RunConfig, RunStatus, SummaryHeader,
+};
 use samlab_core::run_dir::{
     artefact_hashes, check_artefacts, check_not_own_parent, nan_as_null, resolve_init_from,
     DiagEngine,
@@ -57,12 +60,9 @@ pub struct DiagRunConfig {
 /// summary.json of a diagonal-net run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DiagSummary {
-    /// The samlab version that wrote it.
-    pub samlab_version: String,
-    /// `"diag"`.
-    pub engine: String,
-    /// Whether the run finished or diverged.
-    pub status: RunStatus,
+    /// The samlab version that wrote it, `"diag"`, and whether the run finished or diverged.
+    #[serde(flatten)]
+    pub header: SummaryHeader,
     /// Updates done (where it stopped, if it diverged).
     pub iterations: usize,
     /// Losses after the last update; null if the run diverged.
@@ -152,68 +152,88 @@ pub fn prepare(config: &DiagRunConfig, run: &Path) -> Result<(Dataset, DiagParam
     Ok((data, init))
 }
 
-/// Runs `config` and writes the run directory `out` (refusing to replace a non-empty one unless `force`).
-pub fn execute(
-    config: &DiagRunConfig,
-    out: &Path,
-    force: bool,
-    observer: &mut dyn FnMut(&StepView),
-) -> Result<DiagOutcome> {
-    if let Some(from) = &config.init_from {
-        check_not_own_parent(out, from)?;
-    }
-    let (data, init) = prepare(config, out)?;
-    let writer = RunDirWriter::create(out, force)?;
-    let start = Instant::now();
-    let run = diag_net::train(&data, &config.train, init, observer)?;
-    let seconds = start.elapsed().as_secs_f64();
-    let mut summary = summarize(&run, config.train.seed, seconds);
-    let dir = writer.path();
-    write_toml(&dir.join("config.toml"), config)?;
-    write_rows(&dir.join("metrics.csv"), &run.curve)?;
-    let params = [
-        ("u.npy", run.params.u.clone()),
-        ("v.npy", run.params.v.clone()),
-        ("beta.npy", run.params.beta()),
-    ];
-    for (name, values) in params {
-        samlab_core::data::write_array(&dir.join(name), &Array1::from(values))?;
-    }
-    data.save_dir(dir)?;
-    summary.artefacts_sha256 = Some(artefact_hashes(dir, &ARTEFACTS)?);
-    write_json(&dir.join("summary.json"), &summary)?;
-    let dir = writer
-        .commit()
-        .with_context(|| format!("cannot move the finished run into {}", out.display()))?;
-    Ok(DiagOutcome {
-        run,
-        summary,
-        data,
-        dir,
-    })
-}
+impl RunConfig for DiagRunConfig {
+    const ENGINE: &'static str = "diag";
+    type Outcome = DiagOutcome;
 
-/// The finished run of `config` in `dir`, read back (an error if `dir` holds no finished run of `config`, or if one
-/// of its [`ARTEFACTS`] is not the file the run wrote).
-pub fn load(dir: &Path, config: &DiagRunConfig) -> Result<DiagOutcome> {
-    let summary: DiagSummary = crate::finished(dir, config)?;
-    check_artefacts(dir, summary.artefacts_sha256.as_ref(), &ARTEFACTS)?;
-    let params = DiagParams {
-        u: read_array::<ndarray::Ix1>(&dir.join("u.npy"))?.to_vec(),
-        v: read_array::<ndarray::Ix1>(&dir.join("v.npy"))?.to_vec(),
-    };
-    let run = DiagRun {
-        params,
-        curve: read_rows(&dir.join("metrics.csv"))?,
-        status: summary.status,
-        iterations: summary.iterations,
-    };
-    Ok(DiagOutcome {
-        run,
-        summary,
-        data: Dataset::load_dir(dir)?,
-        dir: dir.to_path_buf(),
-    })
+    fn check(&self, dir: &Path) -> Result<()> {
+        prepare(self, dir).map(drop)
+    }
+
+    fn init_from_mut(&mut self) -> Option<&mut Option<PathBuf>> {
+        Some(&mut self.init_from)
+    }
+
+    /// Runs the config and writes the run directory `out`; `observer` counts updates.
+    fn execute(&self, out: &Path, force: bool, observer: &mut dyn Observer) -> Result<DiagOutcome> {
+        if let Some(from) = &self.init_from {
+            check_not_own_parent(out, from)?;
+        }
+        let (data, init) = prepare(self, out)?;
+        let writer = RunDirWriter::create(out, force)?;
+        let start = Instant::now();
+        let iters = self.train.iters;
+        let every = progress_every(iters);
+        observer.started(0, iters as u64, "updates");
+        let run = diag::train(&data, &self.train, init, &mut |step: &StepView| {
+            if step.t.is_multiple_of(every) {
+                observer.advanced(step.t as u64);
+            }
+        })?;
+        let seconds = start.elapsed().as_secs_f64();
+        let mut summary = summarize(&run, self.train.seed, seconds);
+        let dir = writer.path();
+        write_toml(&dir.join("config.toml"), self)?;
+        write_rows(&dir.join("metrics.csv"), &run.curve)?;
+        let params = [
+            ("u.npy", run.params.u.clone()),
+            ("v.npy", run.params.v.clone()),
+            ("beta.npy", run.params.beta()),
+        ];
+        for (name, values) in params {
+            samlab_core::data::write_array(&dir.join(name), &Array1::from(values))?;
+        }
+        data.save_dir(dir)?;
+        summary.artefacts_sha256 = Some(artefact_hashes(dir, &ARTEFACTS)?);
+        write_json(&dir.join("summary.json"), &summary)?;
+        let dir = writer
+            .commit()
+            .with_context(|| format!("cannot move the finished run into {}", out.display()))?;
+        Ok(DiagOutcome {
+            run,
+            summary,
+            data,
+            dir,
+        })
+    }
+
+    /// The finished run (its [`ARTEFACTS`] checked against their recorded hashes).
+    fn load(&self, dir: &Path) -> Result<DiagOutcome> {
+        let summary: DiagSummary = read_summary(dir, self)?;
+        check_artefacts(dir, summary.artefacts_sha256.as_ref(), &ARTEFACTS)?;
+        let params = DiagParams {
+            u: read_array::<ndarray::Ix1>(&dir.join("u.npy"))?.to_vec(),
+            v: read_array::<ndarray::Ix1>(&dir.join("v.npy"))?.to_vec(),
+        };
+        let run = DiagRun {
+            params,
+            curve: read_rows(&dir.join("metrics.csv"))?,
+            status: summary.header.status,
+            iterations: summary.iterations,
+        };
+        Ok(DiagOutcome {
+            run,
+            summary,
+            data: Dataset::load_dir(dir)?,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Checks the summary and the artefacts' hashes without reading the arrays back.
+    fn is_finished_in(&self, dir: &Path) -> bool {
+        read_summary::<_, DiagSummary>(dir, self)
+            .is_ok_and(|s| check_artefacts(dir, s.artefacts_sha256.as_ref(), &ARTEFACTS).is_ok())
+    }
 }
 
 fn summarize(run: &DiagRun, seed: u32, seconds: f64) -> DiagSummary {
@@ -221,9 +241,7 @@ fn summarize(run: &DiagRun, seed: u32, seconds: f64) -> DiagSummary {
     let ok = run.status == RunStatus::Ok;
     let alpha_eff = run.params.alpha_eff();
     DiagSummary {
-        samlab_version: env!("CARGO_PKG_VERSION").into(),
-        engine: "diag".into(),
-        status: run.status,
+        header: SummaryHeader::new(DiagRunConfig::ENGINE, run.status),
         iterations: run.iterations,
         final_train_loss: last.filter(|_| ok).map(|p| p.train_loss),
         final_test_loss: last.filter(|_| ok).map(|p| p.test_loss),

@@ -1,14 +1,14 @@
+use samlab_analytic::diag::DiagTrainConfig;
 use samlab_core::data::SparseRegression;
-use samlab_core::diag_net::{DiagTrainConfig, RunStatus};
+use samlab_core::run::{Quiet, RunConfig, RunStatus};
 use samlab_core::sam::{Grouping, SamConfig};
 use samlab_core::schedule::LrSchedule;
 
-use samlab_core::relu_net::{LossReduction, ReluInit, ReluTrainConfig};
-use samlab_core::run_dir::SummaryHeader;
+use samlab_analytic::relu::{LossReduction, ReluInit, ReluTrainConfig};
+use samlab_core::run::SummaryHeader;
 
-use super::*;
-use crate::diag::{self, DataSource, DiagRunConfig};
-use crate::relu::{self, ReluData, ReluRunConfig};
+use samlab_analytic::diag::run::{DataSource, DiagRunConfig};
+use samlab_analytic::relu::run::{ReluData, ReluRunConfig};
 
 fn diag_config(lr: f64) -> DiagRunConfig {
     DiagRunConfig {
@@ -34,27 +34,27 @@ fn a_loaded_run_equals_the_executed_one_and_only_for_its_config() {
     for (name, lr) in [("ok", 0.1), ("diverged", 50.0)] {
         let config = diag_config(lr);
         let dir = tmp.path().join(name);
-        let ran = diag::execute(&config, &dir, false, &mut |_| {}).unwrap();
-        let loaded = diag::load(&dir, &config).unwrap();
+        let ran = config.execute(&dir, false, &mut Quiet).unwrap();
+        let loaded = config.load(&dir).unwrap();
         assert_eq!(loaded.run.params, ran.run.params);
         assert_eq!(loaded.run.curve, ran.run.curve);
         assert_eq!(loaded.run.status, ran.run.status);
         assert_eq!(loaded.run.iterations, ran.run.iterations);
         assert_eq!(loaded.data.x_train, ran.data.x_train);
         assert_eq!(loaded.summary.seconds, ran.summary.seconds);
-        assert!(AnyRunConfig::Diag(config.clone()).is_finished_in(&dir));
+        assert!(config.is_finished_in(&dir));
         let header = SummaryHeader::read(&dir).unwrap();
         assert_eq!(
-            (header.engine.as_str(), header.status.as_str()),
+            (header.engine.as_str(), header.status.name()),
             ("diag", name)
         );
         if name == "diverged" {
             assert_eq!(loaded.run.status, RunStatus::Diverged);
         }
         let other = diag_config(lr / 2.0);
-        let err = diag::load(&dir, &other).err().unwrap().to_string();
+        let err = other.load(&dir).err().unwrap().to_string();
         assert!(err.contains("it holds a run of another config"), "{err}");
-        assert!(!AnyRunConfig::Diag(other).is_finished_in(&dir));
+        assert!(!other.is_finished_in(&dir));
     }
     // A ReLU run: the network, the rows and the learned function come back.
     let relu = ReluRunConfig {
@@ -77,8 +77,8 @@ fn a_loaded_run_equals_the_executed_one_and_only_for_its_config() {
         metrics: Default::default(),
     };
     let dir = tmp.path().join("relu");
-    let ran = relu::execute(&relu, &dir, false, &mut |_| {}).unwrap();
-    let loaded = relu::load(&dir, &relu).unwrap();
+    let ran = relu.execute(&dir, false, &mut Quiet).unwrap();
+    let loaded = relu.load(&dir).unwrap();
     assert_eq!(SummaryHeader::read(&dir).unwrap().engine, "relu");
     assert_eq!(loaded.run.net, ran.run.net);
     assert_eq!(loaded.run.curve, ran.run.curve);
@@ -88,7 +88,8 @@ fn a_loaded_run_equals_the_executed_one_and_only_for_its_config() {
         loaded.summary.metrics.feature_sparsity,
         ran.summary.metrics.feature_sparsity
     );
-    let err = diag::load(&tmp.path().join("none"), &diag_config(0.1))
+    let err = diag_config(0.1)
+        .load(&tmp.path().join("none"))
         .err()
         .unwrap()
         .to_string();
@@ -107,41 +108,38 @@ fn runs_move_with_their_parent_and_their_artefacts_are_checked() {
         init_from: Some("../erm".into()),
         ..diag_config(0.05)
     };
-    diag::execute(&parent, &old.join("erm"), false, &mut |_| {}).unwrap();
-    let tuned = diag::execute(&child, &old.join("ft"), false, &mut |_| {}).unwrap();
-    assert_eq!(
-        AnyRunConfig::Diag(child.clone()).starts_from(&old.join("ft")),
-        Some(old.join("erm"))
-    );
+    parent.execute(&old.join("erm"), false, &mut Quiet).unwrap();
+    let tuned = child.execute(&old.join("ft"), false, &mut Quiet).unwrap();
+    assert_eq!(child.starts_from(&old.join("ft")), Some(old.join("erm")));
     std::fs::rename(&old, &new).unwrap();
     let ft = new.join("ft");
-    let loaded = diag::load(&ft, &child).unwrap();
+    let loaded = child.load(&ft).unwrap();
     assert_eq!(loaded.run.params, tuned.run.params);
-    assert!(AnyRunConfig::Diag(child.clone()).is_finished_in(&ft));
+    assert!(child.is_finished_in(&ft));
     // Replaying the moved run reads the moved parent.
-    let again = diag::execute(&child, &new.join("ft2"), false, &mut |_| {}).unwrap();
+    let again = child.execute(&new.join("ft2"), false, &mut Quiet).unwrap();
     assert_eq!(again.run.params, tuned.run.params);
     let absolute = DiagRunConfig {
         init_from: Some(new.join("erm")),
         ..child.clone()
     };
-    assert!(AnyRunConfig::Diag(absolute).is_finished_in(&ft));
+    assert!(absolute.is_finished_in(&ft));
     let elsewhere = DiagRunConfig {
         init_from: Some("../ft2".into()),
         ..child.clone()
     };
-    assert!(!AnyRunConfig::Diag(elsewhere).is_finished_in(&ft));
+    assert!(!elsewhere.is_finished_in(&ft));
     // A run cannot start from itself.
     let own = DiagRunConfig {
         init_from: Some("../ft".into()),
         ..child.clone()
     };
-    let err = diag::execute(&own, &ft, true, &mut |_| {}).err().unwrap();
+    let err = own.execute(&ft, true, &mut Quiet).err().unwrap();
     assert!(
         format!("{err:#}").contains("a run cannot be its own parent"),
         "{err:#}"
     );
-    assert!(diag::load(&ft, &child).is_ok());
+    assert!(child.load(&ft).is_ok());
 
     // An edited artefact: u.npy scaled, metrics.csv with a row dropped.
     let u = ft.join("u.npy");
@@ -149,15 +147,15 @@ fn runs_move_with_their_parent_and_their_artefacts_are_checked() {
     let scaled: ndarray::Array1<f64> =
         samlab_core::data::read_array::<ndarray::Ix1>(&u).unwrap() * 1.01;
     samlab_core::data::write_array(&u, &scaled).unwrap();
-    let err = format!("{:#}", diag::load(&ft, &child).err().unwrap());
+    let err = format!("{:#}", child.load(&ft).err().unwrap());
     assert!(err.contains("u.npy is not the file its run wrote"), "{err}");
-    assert!(!AnyRunConfig::Diag(child.clone()).is_finished_in(&ft));
+    assert!(!child.is_finished_in(&ft));
     std::fs::write(&u, &bytes).unwrap();
     let metrics = ft.join("metrics.csv");
     let text = std::fs::read_to_string(&metrics).unwrap();
     let shorter: Vec<&str> = text.lines().take(3).collect();
     std::fs::write(&metrics, shorter.join("\n") + "\n").unwrap();
-    let err = format!("{:#}", diag::load(&ft, &child).err().unwrap());
+    let err = format!("{:#}", child.load(&ft).err().unwrap());
     assert!(err.contains("metrics.csv is not the file"), "{err}");
     // A run written before the hashes were recorded is read unchecked.
     let summary = ft.join("summary.json");
@@ -165,7 +163,7 @@ fn runs_move_with_their_parent_and_their_artefacts_are_checked() {
         serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     json.as_object_mut().unwrap().remove("artefacts_sha256");
     std::fs::write(&summary, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-    assert_eq!(diag::load(&ft, &child).unwrap().run.curve.len(), 2);
+    assert_eq!(child.load(&ft).unwrap().run.curve.len(), 2);
 
     // ReLU runs record theirs too (the learned function's files included).
     let relu = ReluRunConfig {
@@ -188,10 +186,10 @@ fn runs_move_with_their_parent_and_their_artefacts_are_checked() {
         metrics: Default::default(),
     };
     let dir = tmp.path().join("relu");
-    let ran = relu::execute(&relu, &dir, false, &mut |_| {}).unwrap();
+    let ran = relu.execute(&dir, false, &mut Quiet).unwrap();
     let recorded = ran.summary.artefacts_sha256.unwrap();
     assert!(recorded.contains_key("W.npy") && recorded.contains_key("function.npy"));
     std::fs::write(dir.join("function.npy"), b"not the function").unwrap();
-    let err = format!("{:#}", relu::load(&dir, &relu).err().unwrap());
+    let err = format!("{:#}", relu.load(&dir).err().unwrap());
     assert!(err.contains("function.npy is not the file"), "{err}");
 }

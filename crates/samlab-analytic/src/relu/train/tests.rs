@@ -1,9 +1,9 @@
 use super::*;
-use crate::relu_net::data::{twelve_points, TeacherStudent};
-use crate::relu_net::metrics::{kinks, KinkTolerances};
-use crate::relu_net::model::ReluInit;
-use crate::sam::{ActiveWindow, AscentSource, Grouping, Normalization, Perturbation};
-use crate::schedule::{LrShape, Warmup};
+use crate::relu::data::{twelve_points, TeacherStudent};
+use crate::relu::metrics::{kinks, KinkTolerances};
+use crate::relu::model::ReluInit;
+use samlab_core::sam::{ActiveWindow, AscentSource, Grouping, Normalization, Perturbation};
+use samlab_core::schedule::{LrShape, Warmup};
 
 fn blanc(seed: u32) -> ReluNet {
     ReluNet::init(&ReluInit::Blanc { scale: 1.0 }, 100, 1, true, seed).unwrap()
@@ -47,7 +47,7 @@ fn check(r: &ReluRun, want: (f64, f64, usize, Option<usize>), tol: f64, what: &s
     assert_rel(r.curve.last().unwrap().train_loss, want.0, tol, what);
     assert_rel(r.net.params().iter().sum(), want.1, tol, what);
     if let Some(k) = want.3 {
-        let x = crate::relu_net::data::twelve_point_inputs();
+        let x = crate::relu::data::twelve_point_inputs();
         let count = kinks(&r.net, x[0], x[11], &KinkTolerances::default())
             .unwrap()
             .len();
@@ -178,7 +178,7 @@ fn stop_rules_match_numpy_reference() {
 fn one_sam_step_by_hand() {
     let w = ndarray::Array2::from_shape_vec((2, 1), vec![1.0, -1.0]).unwrap();
     let net = ReluNet::from_parts(&w, &[0.5, 0.25], &[2.0, -1.0], true).unwrap();
-    let data = crate::data::Dataset {
+    let data = samlab_core::data::Dataset {
         x_train: ndarray::Array2::from_shape_vec((3, 1), vec![-1.0, 0.0, 1.0]).unwrap(),
         y_train: ndarray::Array1::from(vec![0.0, 1.0, 2.0]),
         x_test: ndarray::Array2::zeros((1, 1)),
@@ -260,7 +260,7 @@ fn degenerate_sam_settings_equal_their_simpler_twins_exactly() {
 /// biases keeps its bias block at 0 under every variant.
 #[test]
 fn variants_at_their_reducing_options_are_plain_sam_exactly() {
-    use crate::sam::Variant;
+    use samlab_core::sam::Variant;
     let moving = [
         Variant::Asam { eta: 0.01 },
         Variant::Gsam { alpha: 0.3 },
@@ -277,9 +277,9 @@ fn variants_at_their_reducing_options_are_plain_sam_exactly() {
         },
     ];
     // Every variant the analytic engines run but plain SAM, in the table's order.
-    let analytic = crate::sam::VARIANTS
+    let analytic = samlab_core::sam::VARIANTS
         .iter()
-        .filter(|r| r.needs == crate::sam::Needs::Gradients && r.default != Variant::Sam);
+        .filter(|r| r.needs == samlab_core::sam::Needs::Gradients && r.default != Variant::Sam);
     assert!(moving
         .iter()
         .map(|v| v.label())
@@ -297,7 +297,7 @@ fn variants_at_their_reducing_options_are_plain_sam_exactly() {
                 train(&twelve_points(), &c, init, &mut |_| {})
             };
             let plain = train_with(Variant::Sam, true).unwrap();
-            for v in crate::ascent::reducing() {
+            for v in samlab_core::ascent::reducing() {
                 match train_with(v, true) {
                     Ok(r) => assert_eq!(r.net, plain.net, "{v:?} {grouping:?} {batch_size:?}"),
                     Err(e) => assert!(

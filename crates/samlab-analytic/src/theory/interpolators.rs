@@ -3,7 +3,7 @@
 
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
 
-use super::linalg::{cholesky_solve, norm, Matrix};
+use samlab_core::linalg::{cholesky_solve, norm, Matrix};
 
 /// Why an interpolator could not be computed.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -212,8 +212,8 @@ fn newton(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::SparseRegression;
     use crate::theory::entropy::phi;
+    use samlab_core::data::SparseRegression;
 
     fn problem() -> (Matrix, Vec<f64>, Vec<f64>) {
         let (data, theta) = SparseRegression::NOTEBOOK.generate().unwrap();

@@ -1,4 +1,4 @@
-//! The exact Hessian of the diagonal network's training loss (see [`crate::diag_net`]), its top eigenvalue and
+//! The exact Hessian of the diagonal network's training loss (see [`crate::diag`]), its top eigenvalue and
 //! its trace: small enough ($2d \times 2d$) for a dense symmetric eigendecomposition.
 //!
 //! With $M = X^\top X / n$ and $g = X^\top r / n$ (residuals $r = X\beta - y$, $\beta = u \odot v$), the loss
@@ -10,7 +10,7 @@
 use nalgebra::{DMatrix, SymmetricEigen};
 use ndarray::{Array1, Array2};
 
-use crate::diag_net::DiagParams;
+use crate::diag::DiagParams;
 
 /// The Hessian of $\lVert X(u \odot v) - y\rVert^2/(2n)$ at `p`, coordinates $(u_1..u_d, v_1..v_d)$.
 pub fn hessian(x: &Array2<f64>, y: &Array1<f64>, p: &DiagParams) -> DMatrix<f64> {
@@ -48,7 +48,7 @@ pub fn top_and_trace(x: &Array2<f64>, y: &Array1<f64>, p: &DiagParams) -> (f64, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::SparseRegression;
+    use samlab_core::data::SparseRegression;
 
     /// The gradient $(g \odot v, g \odot u)$ of the loss, for the finite differences.
     fn gradient(x: &Array2<f64>, y: &Array1<f64>, p: &DiagParams) -> Vec<f64> {

@@ -4,10 +4,11 @@
 //! - [`model`]: the network, its initializations (SPEC §3's Blanc et al. init, Gaussian, He, PyTorch-uniform) and
 //!   the gradient kernel;
 //! - [`train`](mod@train): GD, SGD, n-SAM, m-SAM, 1-SAM (normalized, unnormalized or clipped, multi-step, random,
-//!   previous-batch, windows) with any [`LrSchedule`](crate::schedule::LrSchedule), an optional stop rule, and
+//!   previous-batch, windows) with any [`LrSchedule`](samlab_core::schedule::LrSchedule), an optional stop rule, and
 //!   divergence recorded as a status;
 //! - [`metrics`]: kinks of 1D interpolants, the feature-sparsity coefficient, distinct active neurons;
-//! - [`data`]: the 12-point 1D regression and teacher-student data.
+//! - [`data`]: the 12-point 1D regression and teacher-student data;
+//! - [`run`](mod@run): a ReLU run as data: its config, execution into a run directory and loading back.
 //!
 //! Conventions: the per-example loss is $\ell_i = (f(x_i) - y_i)^2 / 2$, combined by [`LossReduction`] (sum, as
 //! the 1D notebook, or mean). The SAM ascent of a group uses the same reduction over the group, so normalized
@@ -17,6 +18,7 @@
 pub mod data;
 pub mod metrics;
 pub mod model;
+pub mod run;
 pub mod train;
 
 pub use data::{twelve_points, TeacherStudent};

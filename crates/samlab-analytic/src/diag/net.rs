@@ -10,14 +10,14 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ascent::{Ascent, Host, HostOracle, VariantState};
-use crate::batches::Batches;
-use crate::data::{row_major, Dataset};
-use crate::numpy_rng::NumpyRandomState;
-use crate::run_dir::{count, MetricsRow};
-use crate::sam::{CheckedSam, Normalization, Perturbation, SamConfig};
-use crate::schedule::LrSchedule;
-use crate::ConfigError;
+use samlab_core::ascent::{Ascent, Host, HostOracle, VariantState};
+use samlab_core::batches::Batches;
+use samlab_core::data::{row_major, Dataset};
+use samlab_core::numpy_rng::NumpyRandomState;
+use samlab_core::run::{CurvePoint, LogSchedule, RunStatus};
+use samlab_core::sam::{CheckedSam, Normalization, Perturbation, SamConfig};
+use samlab_core::schedule::LrSchedule;
+use samlab_core::ConfigError;
 
 /// The two factors of a diagonal linear network.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,64 +76,6 @@ pub struct DiagTrainConfig {
     pub log: LogSchedule,
 }
 
-/// Iterations at which train and test losses are logged.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogSchedule {
-    /// The notebook's: every one of the first 500, then 201 log-spaced ones ([`log_iterations`]).
-    #[default]
-    Notebook,
-    /// Only the start and the end (for sweeps and timing).
-    Ends,
-}
-
-impl LogSchedule {
-    /// The logged iterations of a run of `iters` updates.
-    pub fn iterations(self, iters: usize) -> Vec<usize> {
-        match self {
-            LogSchedule::Notebook => log_iterations(iters),
-            LogSchedule::Ends => vec![0, iters],
-        }
-    }
-}
-
-/// One point of a training curve: losses after `iteration` updates.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CurvePoint {
-    /// Updates done.
-    pub iteration: usize,
-    /// Training loss.
-    pub train_loss: f64,
-    /// Test loss.
-    pub test_loss: f64,
-}
-
-impl MetricsRow for CurvePoint {
-    const COLUMNS: &'static [&'static str] = &["iteration", "train_loss", "test_loss"];
-
-    fn values(&self) -> Vec<f64> {
-        vec![self.iteration as f64, self.train_loss, self.test_loss]
-    }
-
-    fn from_values(v: &[f64]) -> Result<Self, &'static str> {
-        Ok(CurvePoint {
-            iteration: count(v[0], "iteration")?,
-            train_loss: v[1],
-            test_loss: v[2],
-        })
-    }
-}
-
-/// Whether a run finished with finite parameters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    /// Finished.
-    Ok,
-    /// A parameter or loss became NaN or infinite; the run stopped there.
-    Diverged,
-}
-
 /// The outcome of [`train`].
 #[derive(Clone, Debug)]
 pub struct DiagRun {
@@ -159,19 +101,6 @@ pub struct StepView<'a> {
     pub rho: f64,
     /// Examples of this update's batch.
     pub batch: &'a [usize],
-}
-
-/// Iterations at which losses are logged: every one of the first 500, then 201 log-spaced ones up to `iters`
-/// (the notebook's schedule, SPEC §2.3), and `iters` itself.
-pub fn log_iterations(iters: usize) -> Vec<usize> {
-    let mut its: Vec<usize> = (0..=iters.min(500)).collect();
-    let top = (iters.max(1) as f64).log10();
-    its.extend((0..=200).map(|k| 10f64.powf(top * k as f64 / 200.0).floor() as usize));
-    its.push(iters);
-    its.retain(|&i| i <= iters);
-    its.sort_unstable();
-    its.dedup();
-    its
 }
 
 /// The loss $\lVert X\beta - y\rVert^2/(2n)$ of `beta` on rows `x` (row-major, `y.len()` rows).
@@ -311,7 +240,7 @@ impl Scratch {
 impl DiagTrainConfig {
     /// Every check [`train`] makes on `n` examples of dimension `d` before its first update (the learning rate,
     /// the batch and its size, the SAM options): what a run, `run --config` and `sweep plan` refuse up front.
-    pub fn check(&self, n: usize, d: usize) -> Result<crate::sam::CheckedSam, ConfigError> {
+    pub fn check(&self, n: usize, d: usize) -> Result<samlab_core::sam::CheckedSam, ConfigError> {
         self.lr.check()?;
         let batch_size = self.batch_size.unwrap_or(n);
         if batch_size == 0 {
@@ -320,7 +249,11 @@ impl DiagTrainConfig {
                 reason: "must be at least 1".into(),
             });
         }
-        crate::limits::product("batch_size", &[batch_size, d], crate::limits::MAX_ELEMENTS)?;
+        samlab_core::limits::product(
+            "batch_size",
+            &[batch_size, d],
+            samlab_core::limits::MAX_ELEMENTS,
+        )?;
         self.sam.check_applies()?;
         let sam = self.sam.check(batch_size)?;
         sam.check_selection(n, batch_size)?;
@@ -545,8 +478,8 @@ fn is_plain_one_sam(sam: &CheckedSam) -> bool {
         && c.ascent_steps == 1
         && c.perturbation == Perturbation::Ascent
         && !c.random_init
-        && c.ascent_source == crate::sam::AscentSource::SameBatch
-        && c.variant == crate::sam::Variant::Sam
+        && c.ascent_source == samlab_core::sam::AscentSource::SameBatch
+        && c.variant == samlab_core::sam::Variant::Sam
 }
 
 /// Unnormalized 1-SAM in closed form, with the same result as the general path up to rounding.

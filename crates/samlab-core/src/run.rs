@@ -1,0 +1,335 @@
+//! The run contract every engine keeps: a config ([`RunConfig`]) is checked before any byte is written, executed into
+//! a run directory ([`crate::run_dir`]) and read back checked against itself; [`AnyRun`] is the same contract for a
+//! config whose engine is known only at run time. Beside it, what the engines' runs share: their status, a loss curve
+//! point, the notebook's log schedule and what watches a run while it executes ([`Observer`]).
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::run_dir::{count, read_capped, resolve_init_from, same_dir, MetricsRow};
+
+/// The config of one engine's run: what config.toml holds, fully resolved.
+pub trait RunConfig: Clone + PartialEq + Serialize + DeserializeOwned {
+    /// The engine's name, as config.toml's `engine` key writes it.
+    const ENGINE: &'static str;
+    /// A finished run, read back.
+    type Outcome;
+
+    /// Every check the engine makes before a run writes anything into the run directory `dir` (which a relative
+    /// `init_from` is read from).
+    fn check(&self, dir: &Path) -> anyhow::Result<()>;
+
+    /// Runs this config into `out` (an occupied `out` is replaced only with `force`, and only by a run) with
+    /// `observer` watching.
+    fn execute(
+        &self,
+        out: &Path,
+        force: bool,
+        observer: &mut dyn Observer,
+    ) -> anyhow::Result<Self::Outcome>;
+
+    /// The finished run of this config in `dir`, read back: an error if `dir` holds no run of this config, one that
+    /// has not finished, or one whose recorded files are not the ones the run wrote.
+    fn load(&self, dir: &Path) -> anyhow::Result<Self::Outcome>;
+
+    /// Its `init_from` (the run directory whose final weights it starts from), for engines that have one.
+    fn init_from_mut(&mut self) -> Option<&mut Option<PathBuf>> {
+        None
+    }
+
+    /// The run directory whose final weights this run, in the run directory `dir`, starts from, if any (it must
+    /// finish first): `init_from` resolved as the engines read it ([`resolve_init_from`]).
+    fn starts_from(&self, dir: &Path) -> Option<PathBuf> {
+        let (_, from) = self.clone().split_init_from();
+        from.map(|f| resolve_init_from(dir, &f))
+    }
+
+    /// Whether `dir` holds this run, finished (ok or diverged).
+    fn is_finished_in(&self, dir: &Path) -> bool {
+        self.load(dir).is_ok()
+    }
+
+    /// Trains this run into `out` without showing anything, replacing what is there.
+    fn execute_quietly(&self, out: &Path) -> anyhow::Result<()> {
+        self.execute(out, true, &mut Quiet).map(drop)
+    }
+
+    /// The config without its `init_from`, and the `init_from`.
+    fn split_init_from(mut self) -> (Self, Option<PathBuf>) {
+        let from = self.init_from_mut().and_then(Option::take);
+        (self, from)
+    }
+}
+
+/// The run contract for a config whose engine is told at run time (`samlab run --config`, sweeps, `reproduce`):
+/// every [`RunConfig`] is one.
+pub trait AnyRun {
+    /// The engine's name, as config.toml's `engine` key writes it.
+    fn engine(&self) -> &'static str;
+    /// [`RunConfig::check`].
+    fn check(&self, dir: &Path) -> anyhow::Result<()>;
+    /// The config.toml text.
+    fn to_toml(&self) -> String;
+    /// [`RunConfig::starts_from`].
+    fn starts_from(&self, dir: &Path) -> Option<PathBuf>;
+    /// [`RunConfig::is_finished_in`].
+    fn is_finished_in(&self, dir: &Path) -> bool;
+    /// [`RunConfig::execute_quietly`].
+    fn execute_quietly(&self, out: &Path) -> anyhow::Result<()>;
+}
+
+impl<C: RunConfig> AnyRun for C {
+    fn engine(&self) -> &'static str {
+        C::ENGINE
+    }
+
+    fn check(&self, dir: &Path) -> anyhow::Result<()> {
+        RunConfig::check(self, dir)
+    }
+
+    fn to_toml(&self) -> String {
+        toml::to_string(self).expect("run configs serialize")
+    }
+
+    fn starts_from(&self, dir: &Path) -> Option<PathBuf> {
+        RunConfig::starts_from(self, dir)
+    }
+
+    fn is_finished_in(&self, dir: &Path) -> bool {
+        RunConfig::is_finished_in(self, dir)
+    }
+
+    fn execute_quietly(&self, out: &Path) -> anyhow::Result<()> {
+        RunConfig::execute_quietly(self, out)
+    }
+}
+
+/// What watches a run while it executes: progress bars, a log, a request to stop.
+pub trait Observer {
+    /// The run starts (or resumes) with `done` of `total` units of work done (`unit`: updates, or a deep run's
+    /// images).
+    fn started(&mut self, _done: u64, _total: u64, _unit: &'static str) {}
+    /// `done` units are done.
+    fn advanced(&mut self, _done: u64) {}
+    /// A line worth showing (a deep run's epoch, after its checkpoint); return false to stop the run there (a deep
+    /// run stays resumable, its status `interrupted`).
+    fn line(&mut self, _text: &str) -> bool {
+        true
+    }
+}
+
+/// A [`Observer`] that ignores everything.
+pub struct Quiet;
+
+impl Observer for Quiet {}
+
+/// How often an engine whose updates take microseconds tells its [`Observer`]: about 200 times per run.
+pub fn progress_every(total: usize) -> usize {
+    (total / 200).max(1)
+}
+
+/// A run's status, as summary.json writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still running, or killed (a deep run: resume it).
+    Running,
+    /// Stopped at the end of an epoch on its [`Observer`]'s request (its output was closed, as by `| head`); resume
+    /// it.
+    Interrupted,
+    /// Finished.
+    Ok,
+    /// A parameter or loss became NaN or infinite; the run stopped there (a deep run keeps its last good
+    /// checkpoint).
+    Diverged,
+}
+
+impl RunStatus {
+    /// Whether the run has finished (ok or diverged); a running, killed or interrupted run resumes.
+    pub fn finished(self) -> bool {
+        matches!(self, RunStatus::Ok | RunStatus::Diverged)
+    }
+
+    /// Its name in summary.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Ok => "ok",
+            RunStatus::Diverged => "diverged",
+        }
+    }
+}
+
+/// What every engine's summary.json begins with (each engine's summary flattens it in first): the samlab that wrote
+/// it, the engine, and the run's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryHeader {
+    /// samlab's version.
+    pub samlab_version: String,
+    /// `diag`, `relu` or `deep`.
+    pub engine: String,
+    /// `ok` or `diverged` once finished; `running` while a deep run trains, or after it was killed; `interrupted`
+    /// when it was stopped at the end of an epoch (its output closed).
+    pub status: RunStatus,
+}
+
+impl SummaryHeader {
+    /// The header of a run of `engine` written by this samlab.
+    pub fn new(engine: &str, status: RunStatus) -> SummaryHeader {
+        SummaryHeader {
+            samlab_version: env!("CARGO_PKG_VERSION").into(),
+            engine: engine.into(),
+            status,
+        }
+    }
+
+    /// The header of `<run>/summary.json`, if the run has a readable one.
+    pub fn read(run: &Path) -> Option<SummaryHeader> {
+        serde_json::from_slice(&read_capped(&run.join("summary.json"), 1 << 26).ok()?).ok()
+    }
+
+    /// Whether the run has finished (ok or diverged).
+    pub fn finished(&self) -> bool {
+        self.status.finished()
+    }
+}
+
+/// Iterations at which an analytic run logs its losses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogSchedule {
+    /// The notebook's: every one of the first 500, then 201 log-spaced ones ([`log_iterations`]).
+    #[default]
+    Notebook,
+    /// Only the start and the end (for sweeps and timing).
+    Ends,
+}
+
+impl LogSchedule {
+    /// The logged iterations of a run of `iters` updates.
+    pub fn iterations(self, iters: usize) -> Vec<usize> {
+        match self {
+            LogSchedule::Notebook => log_iterations(iters),
+            LogSchedule::Ends => vec![0, iters],
+        }
+    }
+}
+
+/// Iterations at which losses are logged: every one of the first 500, then 201 log-spaced ones up to `iters`
+/// (the notebook's schedule, SPEC §2.3), and `iters` itself.
+pub fn log_iterations(iters: usize) -> Vec<usize> {
+    let mut its: Vec<usize> = (0..=iters.min(500)).collect();
+    let top = (iters.max(1) as f64).log10();
+    its.extend((0..=200).map(|k| 10f64.powf(top * k as f64 / 200.0).floor() as usize));
+    its.push(iters);
+    its.retain(|&i| i <= iters);
+    its.sort_unstable();
+    its.dedup();
+    its
+}
+
+/// One point of a training curve: losses after `iteration` updates.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// Updates done.
+    pub iteration: usize,
+    /// Training loss.
+    pub train_loss: f64,
+    /// Test loss.
+    pub test_loss: f64,
+}
+
+impl MetricsRow for CurvePoint {
+    const COLUMNS: &'static [&'static str] = &["iteration", "train_loss", "test_loss"];
+
+    fn values(&self) -> Vec<f64> {
+        vec![self.iteration as f64, self.train_loss, self.test_loss]
+    }
+
+    fn from_values(v: &[f64]) -> Result<Self, &'static str> {
+        Ok(CurvePoint {
+            iteration: count(v[0], "iteration")?,
+            train_loss: v[1],
+            test_loss: v[2],
+        })
+    }
+}
+
+/// A run directory that does not hold the finished run asked for: missing, unfinished, or of another config.
+#[derive(Debug, thiserror::Error)]
+#[error("{dir}: {why}")]
+pub struct NotFinished {
+    /// The run directory.
+    pub dir: String,
+    /// What is there instead.
+    pub why: String,
+}
+
+/// Whether `a` and `b` are one run config for the run directory `dir`: equal but for how `init_from` is spelt, each
+/// naming the same parent run (so the absolute `init_from` of a results tree written before samlab recorded
+/// relative ones, and the relative one planned now, are one config while the tree stays where it was).
+pub fn same_config<C: RunConfig>(dir: &Path, a: &C, b: &C) -> bool {
+    let ((a, from_a), (b, from_b)) = (a.clone().split_init_from(), b.clone().split_init_from());
+    a == b
+        && match (from_a, from_b) {
+            (None, None) => true,
+            (Some(x), Some(y)) => {
+                x == y || same_dir(&resolve_init_from(dir, &x), &resolve_init_from(dir, &y))
+            }
+            _ => false,
+        }
+}
+
+/// Reads `dir`'s config.toml and summary.json, checking that the run was made from `expected` (and has a summary:
+/// whether it finished is the summary's to say).
+pub fn read_summary<C, S>(dir: &Path, expected: &C) -> Result<S, NotFinished>
+where
+    C: RunConfig,
+    S: DeserializeOwned,
+{
+    let fail = |why: String| NotFinished {
+        dir: dir.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(dir.join("config.toml"))
+        .map_err(|e| fail(format!("no finished run here (config.toml: {e})")))?;
+    let config: C = toml::from_str(&text)
+        .map_err(|e| fail(format!("config.toml is not this engine's: {e}")))?;
+    if !same_config(dir, &config, expected) {
+        return Err(fail(
+            "it holds a run of another config (made with other settings): train it again".into(),
+        ));
+    }
+    let summary = std::fs::read(dir.join("summary.json"))
+        .map_err(|e| fail(format!("the run has not finished (summary.json: {e})")))?;
+    serde_json::from_slice(&summary).map_err(|e| fail(format!("summary.json: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_schedule_is_dense_then_log_spaced() {
+        let its = log_iterations(10001);
+        assert_eq!(&its[..3], &[0, 1, 2]);
+        assert!(its.contains(&500) && its.contains(&10001));
+        assert!(its.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(log_iterations(3), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_status_is_named_as_summary_json_writes_it() {
+        for s in [
+            RunStatus::Running,
+            RunStatus::Interrupted,
+            RunStatus::Ok,
+            RunStatus::Diverged,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.name());
+        }
+    }
+}
