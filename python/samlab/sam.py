@@ -228,10 +228,18 @@ class SAM(torch.optim.Optimizer):
     ``first_step()``/``second_step()``: the two-call API for the variants with one ascent gradient at ``w``.
     ``step_vmap(model, loss_fn, x, y)``: m-SAM's groups at once through ``torch.func.vmap`` (models without BatchNorm).
 
+    ``accumulate=k``: gradient accumulation across calls, one call (``step(closure)``, or ``first_step`` and
+    ``second_step``) per micro-batch; the base optimizer steps on every k-th. Each micro-batch is perturbed with its
+    own gradient: m-SAM with m = the micro-batch. ``sync_perturbation=True``: SAM on the k micro-batches together,
+    through the two-call API in two loops over them (``first_step`` k times: the last perturbs along the mean
+    gradient; then ``second_step`` k times: the last steps along the mean gradient at ``w + delta``).
+    ``accumulated`` counts the micro-batches taken since the last base step.
+
     ``scaler``: a ``torch.amp.GradScaler`` for float16: every pass is scaled and unscaled by SAM, an overflow in any
     pass skips the step and backs the scale off. ``distributed``: ``"per_worker"`` (each worker's own perturbation:
     m-SAM with m = the per-worker batch) or ``"synchronized"`` (every pass all-reduced: SAM on the global batch) under
-    ``torch.distributed``, with ``model`` the ``DistributedDataParallel`` module. docs/TORCH.md has the details.
+    ``torch.distributed``, with ``model`` the ``DistributedDataParallel`` module (whose ``broadcast_buffers`` SAM keeps:
+    every worker takes rank 0's BatchNorm running statistics after each step). docs/TORCH.md has the details.
     """
 
     def __init__(
@@ -255,6 +263,8 @@ class SAM(torch.optim.Optimizer):
         scaler: Any = None,
         distributed: str | None = None,
         process_group: Any = None,
+        accumulate: int = 1,
+        sync_perturbation: bool = False,
         **variant_options: Any,
     ):
         if isinstance(params, torch.Tensor):
@@ -314,6 +324,22 @@ class SAM(torch.optim.Optimizer):
                 raise ValueError(f"{variant} defines its own (normalized) ascent: normalization must be 'normalized'")
         if variant in _STATEFUL and m is not None:
             raise ValueError(f"{variant} keeps one direction for the whole batch: m must be None")
+        if isinstance(accumulate, bool) or not isinstance(accumulate, numbers.Integral) or accumulate < 1:
+            raise ValueError(f"accumulate must be a positive integer, got {accumulate!r}")
+        if sync_perturbation and accumulate == 1:
+            raise ValueError(
+                "sync_perturbation=True needs accumulate > 1 (the micro-batches that share the perturbation)"
+            )
+        if accumulate > 1 and not sync_perturbation and variant in _STATEFUL:
+            raise ValueError(
+                f"{variant} keeps one direction for the whole batch: accumulate needs sync_perturbation=True "
+                "(one perturbation per micro-batch is m-SAM)"
+            )
+        if accumulate > 1 and bn_policy == "clean" and (variant == "msam" or random_perturbation):
+            raise ValueError(
+                "bn_policy='clean' with accumulate needs a pass at w: msam and random_perturbation have none, and "
+                "an extra one per micro-batch would update BatchNorm's running statistics once per micro-batch"
+            )
         base = _as_optimizer(base_optimizer, tensors)
         base_params = {id(p) for g in base.param_groups for p in g["params"]}
         for i, p in enumerate(tensors):
@@ -383,7 +409,8 @@ class SAM(torch.optim.Optimizer):
         self.distributed = distributed
         self.process_group = process_group
         self._ddp = model if model is not None and hasattr(model, "no_sync") else None
-        self._bad = False
+        #: Why the pending step is skipped ("loss" or "gradients": not finite), None while it is not.
+        self._bad: str | None = None
         #: Gradient evaluations (one per pass that computes gradients), as samlab counts them.
         self.gradient_evals = 0
         #: Steps taken by the variant (LookSAM's period).
@@ -397,6 +424,19 @@ class SAM(torch.optim.Optimizer):
         self._first: dict[str, Any] | None = None
         self._clean_seen = False
         self._micro: int | None = None
+        self.accumulate = int(accumulate)
+        self.sync_perturbation = bool(sync_perturbation)
+        #: Micro-batches accumulated since the last base step (with sync_perturbation, in the current phase: the
+        #: first_step calls, then the second_step calls).
+        self.accumulated = 0
+        self._sum: Tensors | None = None
+        self._acc_from: tuple[str, Any] = ("", None)
+        self._saved: tuple[Tensors | None, int] = (None, 0)
+        if self.sync_perturbation and (why := self._two_call_refusal()):
+            raise ValueError(
+                f"sync_perturbation=True accumulates through first_step/second_step, but {why}; accumulate within "
+                "one call instead: step(closure, batch_size=B, micro_batch=b)"
+            )
 
     # --- the passes -----------------------------------------------------------------------------------------------
 
@@ -447,10 +487,13 @@ class SAM(torch.optim.Optimizer):
         value = loss.detach().float().mean() if loss.dtype != torch.float64 else loss.detach().mean()
         if not bool(torch.isfinite(value)):
             if self.distributed == "per_worker" and self.scaler is not None:
-                self._bad = True  # every worker must reach the step's one all-reduce: skipped there
+                self._bad = "loss"  # every worker must reach the step's one all-reduce: skipped there
             elif self.scaler is not None:
                 raise _NonFiniteError("loss")
-            raise ValueError(f"the closure returned a non-finite loss ({value.item()}); the parameters are unchanged")
+            else:
+                raise ValueError(
+                    f"the closure returned a non-finite loss ({value.item()}); the parameters are unchanged"
+                )
         missing = [i for i, p in enumerate(self.params) if p.grad is None]
         if missing:
             which = ", ".join(self.names[i] if self.names else str(i) for i in missing[:5])
@@ -494,7 +537,7 @@ class SAM(torch.optim.Optimizer):
         if not _finite(grads):
             if self.distributed != "per_worker":
                 raise _NonFiniteError("gradients")
-            self._bad = True
+            self._bad = self._bad or "gradients"
         return grads, value
 
     def _all_mean(self, x: Tensors) -> Tensors:
@@ -674,7 +717,9 @@ class SAM(torch.optim.Optimizer):
         """One SAM step: the closure evaluates the loss (see the class); returns the loss at the unperturbed
         weights (the first pass's; the descent pass's where a step has none). ``batch_size`` is needed when the
         closure receives ``rows`` (m-SAM, ESAM's selection). Non-finite gradients skip the step (the parameters and
-        the variant state stay as they were, ``self.skipped`` is True and a RuntimeWarning says so)."""
+        the variant state stay as they were, ``self.skipped`` is True and a RuntimeWarning says so). With
+        ``accumulate``, the closure evaluates one micro-batch and the base optimizer steps on every
+        ``accumulate``-th call."""
         if closure is None:
             raise TypeError(
                 "SAM.step needs a closure (it evaluates the loss at the perturbed weights); "
@@ -682,6 +727,12 @@ class SAM(torch.optim.Optimizer):
             )
         if not callable(closure):
             raise TypeError(f"closure must be callable, got {type(closure).__name__}")
+        if self.sync_perturbation:
+            raise ValueError(
+                "with sync_perturbation=True the perturbation needs every micro-batch's gradient before any "
+                "perturbed pass: call first_step/second_step per micro-batch (two loops over them), or "
+                "step(closure, batch_size=B, micro_batch=b) once per batch"
+            )
         if micro_batch is not None:
             if isinstance(micro_batch, bool) or not isinstance(micro_batch, numbers.Integral) or micro_batch < 1:
                 raise ValueError(f"micro_batch must be a positive integer, got {micro_batch!r}")
@@ -701,16 +752,14 @@ class SAM(torch.optim.Optimizer):
             m = self.m or int(batch_size)
             if batch_size % m:
                 raise ValueError(f"m = {m} must divide the batch size {batch_size}")
+        self._continues("step(closure)", batch_size)
+        if not self.accumulated:
+            self._begin()
         w = [p.detach().clone() for p in self.params]
-        saved_state = (
-            None if self.direction is None else [d.clone() for d in self.direction],
-            self.variant_steps,
-            self.gradient_evals,
-        )
         first: list = []
         deltas = []
+        direction: Tensors | None = None
         self._clean_seen = False
-        self._bad = False
         self._micro = None if micro_batch is None else int(micro_batch)
         with torch.enable_grad():
             try:
@@ -733,31 +782,96 @@ class SAM(torch.optim.Optimizer):
                     self._params_to(w, None)
                     self._call(closure, None if not rows_needed else slice(0, int(batch_size)))
             except _NonFiniteError as e:
-                self._micro = None
-                self._params_to(w, None)
-                self.direction, self.variant_steps, _ = saved_state
-                self.last_deltas = deltas
-                self._skip(str(e))
-                return first[0] if first else None
+                self._bad = str(e)  # the step (with accumulate: the accumulated one) is skipped below
             except BaseException:
-                self._micro = None
                 self._params_to(w, None)
-                self.direction, self.variant_steps, _ = saved_state
+                self._abandon()
                 raise
+            finally:
+                self._micro = None
         self._params_to(w, None)
         self.last_deltas = deltas
+        loss = first[0] if first else None
+        done, direction = self._gather(direction)
+        if not done:
+            return loss
         if self.distributed == "per_worker":
             # Each worker's direction is its groups' (m-SAM with m = its batch); their mean is the step's.
             bad = torch.tensor([1.0 if self._bad else 0.0], dtype=direction[0].dtype, device=direction[0].device)
-            direction = self._all_mean([*direction, bad])
-            direction, self._bad = direction[:-1], bool(direction[-1] > 0)
-        if self._bad or not _finite(direction):
-            self._bad = False
-            self.direction, self.variant_steps, _ = saved_state
-            self._skip("gradients")
-            return first[0] if first else None
-        self._apply(direction)
-        return first[0] if first else None
+            *direction, bad = self._all_mean([*direction, bad])
+            if bool(bad > 0):
+                self._bad = self._bad or "gradients"
+        if self._bad or direction is None or not _finite(direction):
+            self.direction, self.variant_steps = self._saved
+            self._skip(self._bad or "gradients")
+        else:
+            self._apply(direction)
+        self._bad = None
+        self._share_bn_statistics()
+        return loss
+
+    # --- accumulation across calls ------------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        """Starts a step (with accumulate: an accumulation): the variant state to restore if it is skipped."""
+        self._saved = (None if self.direction is None else [d.clone() for d in self.direction], self.variant_steps)
+        self._bad = None
+
+    def _continues(self, api: str, batch_size: Any = None) -> None:
+        """Refuses a call that does not continue the pending accumulation (another API, another batch size)."""
+        if self._first is not None and api == "step(closure)":
+            raise ValueError("step(closure) between first_step and second_step: call second_step first")
+        if not self.accumulated:
+            self._acc_from = (api, batch_size)
+            return
+        was, size = self._acc_from
+        if was != api:
+            raise ValueError(
+                f"{api} after {self.accumulated} of the {self.accumulate} micro-batches were accumulated by {was}: "
+                f"finish the accumulation with {was}"
+            )
+        if size != batch_size:
+            raise ValueError(
+                f"batch_size {batch_size} differs from this accumulation's {size}: the step is the mean over "
+                "micro-batches of one size"
+            )
+
+    def _gather(self, x: Tensors | None) -> tuple[bool, Tensors | None]:
+        """Adds one micro-batch's ``x`` (None: nothing) to the accumulation: ``(True, the mean)`` on the
+        ``accumulate``-th micro-batch, ``(False, None)`` before it."""
+        if self.accumulate == 1:
+            return True, x
+        if x is not None:
+            self._sum = x if self._sum is None else list(torch._foreach_add(self._sum, x))
+        self.accumulated += 1
+        if self.accumulated < self.accumulate:
+            return False, None
+        total, self._sum, self.accumulated = self._sum, None, 0
+        return True, None if total is None else _scaled(1.0 / self.accumulate, total)
+
+    def _abandon(self) -> None:
+        """Drops the pending step or accumulation (after an error): the variant state is the one before it."""
+        self.direction, self.variant_steps = self._saved
+        self._sum, self.accumulated, self._first, self._bad = None, 0, None, None
+
+    def _share_bn_statistics(self) -> None:
+        """Under DDP with ``broadcast_buffers`` (its default), every worker takes rank 0's BatchNorm running
+        statistics after the step, as DDP's own forward does outside ``no_sync`` (SAM's passes are all inside)."""
+        if not (self.distributed and self._bn and self.bn_policy != "frozen"):
+            return
+        if not getattr(self._ddp, "broadcast_buffers", False):
+            return
+        stats = [b for m in self._bn.layers for b in (m.running_mean, m.running_var) if b is not None]
+        if not stats:
+            return
+        group = self.process_group
+        src = 0 if group is None else torch.distributed.get_global_rank(group, 0)
+        flat = torch.cat([b.reshape(-1) for b in stats])
+        torch.distributed.broadcast(flat, src=src, group=group)
+        at = 0
+        for b in stats:
+            b.copy_(flat[at : at + b.numel()].view_as(b))
+            at += b.numel()
 
     def _apply(self, direction: Tensors) -> None:
         """Steps the base optimizer along ``direction`` (through the scaler, which unscales it once)."""
@@ -803,8 +917,8 @@ class SAM(torch.optim.Optimizer):
 
         if self.variant != "sam" or self.random_init or self.random_perturbation:
             raise ValueError("step_vmap runs plain SAM's ascent (no variant, random start or random perturbation)")
-        if self.scaler is not None or self.distributed:
-            raise ValueError("step_vmap takes no scaler and no distributed mode: use step(closure)")
+        if self.scaler is not None or self.distributed or self.accumulate > 1:
+            raise ValueError("step_vmap takes no scaler, distributed mode or accumulate: use step(closure)")
         if any(isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) for mod in model.modules()):
             raise ValueError(
                 "step_vmap needs a model without BatchNorm (vmap would share its statistics across groups)"
@@ -874,7 +988,8 @@ class SAM(torch.optim.Optimizer):
         self._apply(direction)
         return first.mean()
 
-    def _two_call_ok(self) -> None:
+    def _two_call_refusal(self) -> str | None:
+        """Why first_step/second_step cannot run this SAM (None: they can)."""
         v = self.variant
         if (
             self.m is not None
@@ -883,22 +998,36 @@ class SAM(torch.optim.Optimizer):
             or v == "looksam"
             or (v == "esam" and self.options["gamma"] < 0.99)
         ):
-            raise ValueError(
+            return (
                 "first_step/second_step take one ascent gradient at w: m-SAM, multi-step or random-start ascents, "
                 "LookSAM and ESAM's data selection need step(closure)"
             )
+        if self.distributed:
+            return "with distributed=, use step(closure): SAM reduces the gradients itself"
+        if self.scaler is not None:
+            return "with a scaler, use step(closure): it scales, unscales and checks both passes"
+        if self.bn_policy == "frozen" and self._bn:
+            return (
+                "bn_policy='frozen' needs step(closure): the pass at w runs before first_step, with BatchNorm in "
+                "training mode"
+            )
+        return None
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = True) -> None:
-        """Perturbs the parameters, from the gradients at ``w`` that your ``backward`` left in ``.grad``."""
-        self._two_call_ok()
-        if self.distributed:
-            raise ValueError("with distributed=, use step(closure): SAM reduces the gradients itself")
-        if self.scaler is not None:
-            raise ValueError("with a scaler, use step(closure): it scales, unscales and checks both passes")
+        """Perturbs the parameters, from the gradients at ``w`` that your ``backward`` left in ``.grad``. With
+        ``sync_perturbation=True`` it is called once per micro-batch: the ``accumulate``-th call perturbs along the
+        mean of their gradients."""
+        if why := self._two_call_refusal():
+            raise ValueError(why)
         if self._first is not None:
+            if self.sync_perturbation:
+                raise ValueError(
+                    f"first_step after the perturbation: sync_perturbation=True now takes the {self.accumulate} "
+                    f"micro-batches' second_step ({self.accumulated} done)"
+                )
             raise RuntimeError("first_step was called twice without second_step")
-        w = [p.detach().clone() for p in self.params]
+        self._continues("first_step/second_step")
         needs_grad = self.rho > 0 and not (self.variant == "msam" or self.random_perturbation)
         g = None
         if needs_grad:
@@ -907,13 +1036,24 @@ class SAM(torch.optim.Optimizer):
                 which = ", ".join(self.names[i] if self.names else str(i) for i in missing[:5])
                 raise ValueError(f"parameters without gradients before first_step ({which}): call backward first")
             g = [p.grad.detach().clone() for p in self.params]
+        if not self.accumulated:
+            self._begin()
+        if self.sync_perturbation:
+            done, g = self._gather(g)
+            if not done:
+                if zero_grad:
+                    self.zero_grad()
+                return
+        if needs_grad:
             self.gradient_evals += 1
-        state = (None if self.direction is None else [d.clone() for d in self.direction], self.variant_steps)
+        w = [p.detach().clone() for p in self.params]
         delta = None
         if self.rho > 0:
             delta = _scaled_unit(self.rho, g) if self.variant == "gsam" else self._perturb(lambda _: g, w)
             self.variant_steps += 1
-        self._first = {"w": w, "g": g, "state": state}
+        # bn_policy "clean": the pass at w + delta must not move the running statistics (restored in second_step).
+        bn = self._bn.snapshot() if self.bn_policy == "clean" and self._bn else None
+        self._first = {"w": w, "g": g, "bn": bn}
         self.last_deltas = [delta]
         self._params_to(w, delta)
         if zero_grad:
@@ -921,18 +1061,32 @@ class SAM(torch.optim.Optimizer):
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = True) -> None:
-        """Restores ``w`` and steps the base optimizer with the gradients at ``w + delta`` now in ``.grad``."""
+        """Restores ``w`` and steps the base optimizer with the gradients at ``w + delta`` now in ``.grad``. With
+        ``accumulate`` the base optimizer steps on every ``accumulate``-th call, along the mean of the
+        micro-batches' directions (``sync_perturbation=True``: of their gradients at the one perturbation)."""
         if self._first is None:
+            if self.sync_perturbation and self.accumulated:
+                raise ValueError(
+                    f"second_step after {self.accumulated} of the {self.accumulate} micro-batches' first_step: "
+                    f"sync_perturbation=True perturbs from all {self.accumulate} first"
+                )
             raise RuntimeError("second_step needs first_step first")
-        first, self._first = self._first, None
-        w = first["w"]
+        first = self._first
         gp = [p.grad for p in self.params]
-        self._params_to(w, None)
         missing = [i for i, gr in enumerate(gp) if gr is None]
         if missing:
-            self.direction, self.variant_steps = first["state"]
+            self._restore(first)
+            self._abandon()
             raise ValueError(f"parameters without gradients before second_step: {missing[:5]} (parameters restored)")
         gp = [gr.detach().clone() for gr in gp]
+        if self.sync_perturbation:
+            done, gp = self._gather(gp)
+            if not done:
+                if zero_grad:
+                    self.zero_grad()
+                return
+        self._first = None
+        self._restore(first)
         self.gradient_evals += 1
         if self.rho > 0 and self.variant == "gsam":
             g = first["g"]
@@ -940,13 +1094,26 @@ class SAM(torch.optim.Optimizer):
             direction = _axpy(gp, -self.options["alpha"], _axpy(g, -along, gp))
         else:
             direction = gp
+        if not self.sync_perturbation:
+            done, direction = self._gather(direction)
+            if not done:
+                if zero_grad:
+                    self.zero_grad()
+                return
         if not _finite(direction):
-            self.direction, self.variant_steps = first["state"]
+            self.direction, self.variant_steps = self._saved
             self._skip("gradients")
             return
         self._apply(direction)
         if zero_grad:
             self.zero_grad()
+
+    def _restore(self, first: dict[str, Any]) -> None:
+        """Back to ``w`` after the two-call API's pass at ``w + delta`` (and, under ``clean``, to the running
+        statistics before it)."""
+        self._params_to(first["w"], None)
+        if first["bn"] is not None:
+            self._bn.restore(first["bn"])
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base_optimizer.zero_grad(set_to_none)
@@ -962,7 +1129,16 @@ class SAM(torch.optim.Optimizer):
             "ascent_steps": self.ascent_steps,
         }
 
+    def _between_steps(self, what: str) -> None:
+        """Refuses ``what`` while a step is half done (its pending perturbation or micro-batches are not state)."""
+        if self.accumulated or self._first is not None:
+            raise ValueError(
+                f"{what} in the middle of a step ({self.accumulated} of {self.accumulate} micro-batches accumulated"
+                f"{', first_step taken' if self._first is not None else ''}): call it after the step"
+            )
+
     def state_dict(self) -> dict[str, Any]:
+        self._between_steps("state_dict")
         return {
             "base": self.base_optimizer.state_dict(),
             "sam": {
@@ -975,6 +1151,7 @@ class SAM(torch.optim.Optimizer):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._between_steps("load_state_dict")
         if not isinstance(state_dict, dict) or "sam" not in state_dict or "base" not in state_dict:
             raise ValueError("not a samlab SAM state_dict (it needs the keys 'base' and 'sam')")
         sam = state_dict["sam"]

@@ -568,6 +568,224 @@ def test_two_call_api_esam_without_selection():
     torch.testing.assert_close(flat(a), flat(b), rtol=0, atol=1e-14)
 
 
+# --- accumulation across calls -----------------------------------------------------------------------------------
+
+MICRO = 4  # two micro-batches of 4 make the batch of 8
+
+
+def micro_batches(x, y):
+    return [(x[i : i + MICRO], y[i : i + MICRO]) for i in range(0, len(x), MICRO)]
+
+
+def buffers(model):
+    return torch.cat([b.reshape(-1).double() for b in model.buffers()] or [torch.zeros(0, dtype=torch.float64)])
+
+
+def assert_same_run(a, b, opt_a, opt_b):
+    torch.testing.assert_close(flat(a), flat(b), rtol=0, atol=1e-12)
+    torch.testing.assert_close(buffers(a), buffers(b), rtol=0, atol=1e-12)  # BatchNorm's running statistics
+    if opt_b.direction is not None:
+        torch.testing.assert_close(_cat(opt_a.direction), _cat(opt_b.direction), rtol=0, atol=1e-12)
+    assert opt_a.gradient_evals == opt_b.gradient_evals and opt_a.accumulated == 0
+
+
+def _cat(tensors):
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def accumulated_pair(kw, policy, bn=True, seed=3, **acc):
+    """Two equal BatchNorm MLPs: one with ``accumulate=2`` (and ``acc``), one for the single-call step."""
+    a, b = mlp(bn=bn), mlp(bn=bn)
+    gen = {"generator": torch.Generator().manual_seed(seed)}
+    opt_a = sam_for(a, rho=0.1, bn_policy=policy, model=a, accumulate=2, **acc, **gen, **kw)
+    single = {"m": MICRO, **kw} if not acc.get("sync_perturbation") else kw
+    opt_b = sam_for(b, rho=0.1, bn_policy=policy, model=b, generator=torch.Generator().manual_seed(seed), **single)
+    return a, b, opt_a, opt_b
+
+
+@pytest.mark.parametrize(
+    ("kw", "policy"),
+    [
+        ({}, "both"),
+        ({}, "clean"),
+        ({}, "frozen"),
+        ({"variant": "gsam"}, "clean"),
+        ({"variant": "msam"}, "both"),
+        ({"variant": "esam", "gamma": 0.5}, "both"),
+        ({"m": 2, "normalization": "unnormalized"}, "both"),
+    ],
+)
+def test_accumulating_step_calls_is_m_sam(kw, policy):
+    x, y = data()
+    a, b, opt_a, opt_b = accumulated_pair(kw, policy)
+    for _ in range(3):
+        before = flat(a)
+        for i, (xs, ys) in enumerate(micro_batches(x, y)):
+            opt_a.step(closure_of(a, xs, ys), batch_size=MICRO)
+            assert opt_a.accumulated == (i + 1) % 2
+            assert torch.equal(flat(a), before) == (i == 0)  # the base optimizer steps on the second call only
+        opt_b.step(closure_of(b, x, y), batch_size=8)
+        assert_same_run(a, b, opt_a, opt_b)
+
+
+@pytest.mark.parametrize(
+    ("variant", "policy", "bn"),
+    [
+        ("sam", "both", True),
+        ("sam", "clean", True),
+        ("gsam", "clean", True),
+        ("asam", "both", True),
+        ("msam", "both", False),  # its pass at w is the caller's: the single call has none to compare with
+    ],
+)
+def test_accumulating_two_call_steps_is_m_sam(variant, policy, bn):
+    x, y = data()
+    a, b, opt_a, opt_b = accumulated_pair({"variant": variant}, policy, bn=bn)
+    for _ in range(3):
+        for xs, ys in micro_batches(x, y):
+            closure_of(a, xs, ys)()
+            opt_a.first_step()
+            closure_of(a, xs, ys)()
+            opt_a.second_step()
+        opt_b.step(closure_of(b, x, y), batch_size=8)
+        assert_same_run(a, b, opt_a, opt_b)
+
+
+@pytest.mark.parametrize(
+    ("variant", "policy", "bn"),
+    [
+        ("sam", "both", True),
+        ("sam", "clean", True),
+        ("gsam", "both", True),
+        ("vasso", "clean", True),
+        ("fsam", "both", True),
+        ("msam", "both", False),  # as above
+        ("sam-on", "both", True),
+    ],
+)
+def test_sync_perturbation_is_sam_on_the_whole_batch(variant, policy, bn):
+    x, y = data()
+    a, b, opt_a, opt_b = accumulated_pair({"variant": variant}, policy, bn=bn, sync_perturbation=True)
+    for _ in range(3):
+        before = flat(a)
+        for i, (xs, ys) in enumerate(micro_batches(x, y)):  # the gradients at w
+            closure_of(a, xs, ys)()
+            opt_a.first_step()
+            # perturbed once, from both micro-batches' gradients (MSAM's first step has no momentum to perturb with)
+            assert torch.equal(flat(a), before) == (i == 0 or opt_a.last_deltas[0] is None)
+        for xs, ys in micro_batches(x, y):  # the gradients at w + delta
+            closure_of(a, xs, ys)()
+            opt_a.second_step()
+        opt_b.step(closure_of(b, x, y), batch_size=8, micro_batch=MICRO)
+        da, db = opt_a.last_deltas[0], opt_b.last_deltas[0]
+        assert (da is None) == (db is None)
+        if da is not None:
+            torch.testing.assert_close(_cat(da), _cat(db), rtol=0, atol=1e-12)
+        assert_same_run(a, b, opt_a, opt_b)
+
+
+def test_two_call_api_honours_clean_and_refuses_frozen():
+    x, y = data()
+    a, b = mlp(bn=True), mlp(bn=True)
+    opt_a, opt_b = sam_for(a, rho=0.1, bn_policy="clean", model=a), sam_for(b, rho=0.1, bn_policy="clean", model=b)
+    for _ in range(2):
+        closure_of(a, x, y)()
+        opt_a.first_step()
+        closure_of(a, x, y)()
+        opt_a.second_step()
+        opt_b.step(closure_of(b, x, y))
+    assert_same_run(a, b, opt_a, opt_b)
+    assert bn_stats(a)[2] == 2  # one update per step: the pass at w + delta's is undone
+    frozen = sam_for(a, rho=0.1, bn_policy="frozen", model=a)
+    closure_of(a, x, y)()
+    with pytest.raises(ValueError, match="bn_policy='frozen' needs step\\(closure\\)"):
+        frozen.first_step()
+
+
+def test_a_non_finite_micro_batch_skips_the_accumulated_step():
+    x, y = data()
+    model = mlp()
+    opt = sam_for(model, rho=0.1, accumulate=2)
+    (x0, y0), (x1, y1) = micro_batches(x, y)
+
+    def poisoned():
+        loss = ((model(x0) - y0) ** 2).mean()
+        loss.backward()
+        next(model.parameters()).grad[0, 0] = float("inf")
+        return loss
+
+    before = flat(model)
+    opt.step(poisoned)
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        opt.step(closure_of(model, x1, y1))  # the second micro-batch ends the accumulation: skipped
+    assert opt.skipped and opt.accumulated == 0 and torch.equal(flat(model), before)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for xs, ys in micro_batches(x, y):
+            opt.step(closure_of(model, xs, ys))
+    assert not opt.skipped and not torch.equal(flat(model), before)
+
+
+def test_accumulation_refuses_bad_options():
+    model = mlp(bn=True)
+    for kw, match in [
+        ({"accumulate": 0}, "accumulate must be a positive integer"),
+        ({"accumulate": 2.0}, "accumulate must be a positive integer"),
+        ({"sync_perturbation": True}, "needs accumulate > 1"),
+        ({"accumulate": 2, "variant": "vasso"}, "vasso keeps one direction.*sync_perturbation=True"),
+        ({"accumulate": 2, "variant": "msam", "bn_policy": "clean", "model": model}, "needs a pass at w"),
+        ({"accumulate": 2, "sync_perturbation": True, "m": 2}, "sync_perturbation=True accumulates.*m-SAM"),
+        ({"accumulate": 2, "sync_perturbation": True, "variant": "looksam"}, "LookSAM"),
+        ({"accumulate": 2, "sync_perturbation": True, "bn_policy": "frozen", "model": model}, "frozen"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            sam_for(model, **kw)
+
+
+def test_accumulation_refuses_wrong_order_before_changing_anything():
+    x, y = data()
+    (x0, y0), (x1, y1) = micro_batches(x, y)
+    model = mlp()
+    sync = sam_for(model, rho=0.1, accumulate=2, sync_perturbation=True)
+    before = flat(model)
+    with pytest.raises(ValueError, match="sync_perturbation=True the perturbation needs every micro-batch"):
+        sync.step(closure_of(model, x0, y0))
+    closure_of(model, x0, y0)()
+    sync.first_step()
+    closure_of(model, x0, y0)()
+    with pytest.raises(ValueError, match="second_step after 1 of the 2 micro-batches' first_step"):
+        sync.second_step()
+    with pytest.raises(ValueError, match="state_dict in the middle of a step \\(1 of 2"):
+        sync.state_dict()
+    assert torch.equal(flat(model), before) and sync.accumulated == 1
+    sync.first_step()
+    perturbed = flat(model)
+    closure_of(model, x1, y1)()
+    with pytest.raises(ValueError, match="first_step after the perturbation.*second_step \\(0 done\\)"):
+        sync.first_step()
+    assert torch.equal(flat(model), perturbed)
+
+    opt = sam_for(model, rho=0.1, accumulate=2)
+    opt.step(closure_of(model, x0, y0), batch_size=4)
+    for call, match in [
+        (lambda: opt.step(closure_of(model, x, y), batch_size=8), "batch_size 8 differs from this accumulation's 4"),
+        (opt.first_step, "first_step/second_step after 1 of the 2 micro-batches were accumulated by step"),
+        (lambda: opt.step_vmap(model, torch.nn.functional.mse_loss, x, y), "accumulate"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            call()
+        assert torch.equal(flat(model), perturbed) and opt.accumulated == 1
+    two_call = sam_for(model, rho=0.1, accumulate=2)
+    closure_of(model, x0, y0)()
+    two_call.first_step()
+    with pytest.raises(ValueError, match="step\\(closure\\) between first_step and second_step"):
+        two_call.step(closure_of(model, x0, y0))
+    closure_of(model, x0, y0)()
+    two_call.second_step()
+    with pytest.raises(ValueError, match="step\\(closure\\) after 1 of the 2 micro-batches were accumulated by first"):
+        two_call.step(closure_of(model, x1, y1))
+
+
 # --- vectorised m-SAM --------------------------------------------------------------------------------------------
 
 
