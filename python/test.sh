@@ -9,6 +9,16 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${SAMLAB_VENV:-$HOME/.cache/samlab-venv}"
+# samlab.runs runs deep runs, sweeps and reproduce through the samlab binary (SAMLAB_BIN, else the PATH): its tests
+# use the debug binary that the README's `cargo test --workspace` builds, in the target directory that command used
+# (CARGO_TARGET_DIR as this script inherits it, as .ci/run sets it, else the workspace's target/), and skip without.
+if [ -z "${SAMLAB_BIN:-}" ]; then
+    bin="${CARGO_TARGET_DIR:-$here/../target}/debug/samlab"
+    if [ -x "$bin" ]; then
+        SAMLAB_BIN="$(cd "$(dirname "$bin")" && pwd)/samlab"
+        export SAMLAB_BIN
+    fi
+fi
 export CARGO_TARGET_DIR="${SAMLAB_PY_TARGET_DIR:-$HOME/.cache/samlab-py-target}"
 
 if [ ! -x "$venv/bin/python" ]; then

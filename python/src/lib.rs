@@ -12,6 +12,7 @@ mod analytic;
 mod checkpoint;
 mod conformance;
 mod curvature;
+mod runs;
 mod sweep;
 mod theory;
 
@@ -40,6 +41,7 @@ fn _samlab(m: &Bound<'_, PyModule>) -> PyResult<()> {
     theory::register(m)?;
     conformance::register(m)?;
     sweep::register(m)?;
+    runs::register(m)?;
     checkpoint::register(m)?;
     Ok(())
 }

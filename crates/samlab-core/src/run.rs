@@ -106,6 +106,35 @@ impl<C: RunConfig> AnyRun for C {
     }
 }
 
+/// The engines a config.toml can be for, each with a top-level key only its config has (how configs written before
+/// the `engine` key tell their engine).
+pub const ENGINE_KEYS: [(&str, &str); 3] =
+    [("model", "deep"), ("width", "relu"), ("alpha", "diag")];
+
+/// The engine a config.toml (parsed as a table) is for: its `engine` key, or for a config written before that key,
+/// the key only its engine's config has; why it names none otherwise.
+pub fn engine_of(table: &toml::Table) -> Result<&'static str, String> {
+    match table.get("engine") {
+        Some(toml::Value::String(e)) => ENGINE_KEYS
+            .iter()
+            .find(|&&(_, name)| name == e)
+            .map(|&(_, name)| name)
+            .ok_or_else(|| format!("`engine` must be \"diag\", \"relu\" or \"deep\", got {e:?}")),
+        Some(other) => Err(format!(
+            "`engine` must be \"diag\", \"relu\" or \"deep\", got {other}"
+        )),
+        None => ENGINE_KEYS
+            .iter()
+            .find(|(key, _)| table.contains_key(*key))
+            .map(|&(_, engine)| engine)
+            .ok_or_else(|| {
+                "it has no `engine` key and none of the top-level keys `model` (deep net), `width` (ReLU net), \
+                 `alpha` (diagonal net)"
+                    .into()
+            }),
+    }
+}
+
 /// What watches a run while it executes: progress bars, a log, a request to stop.
 pub trait Observer {
     /// The run starts (or resumes) with `done` of `total` units of work done (`unit`: updates, or a deep run's

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use samlab_analytic::diag::run::DiagRunConfig;
 use samlab_analytic::relu::run::ReluRunConfig;
-use samlab_core::run::{AnyRun, RunConfig};
+use samlab_core::run::{engine_of, AnyRun, RunConfig};
 use samlab_core::BadInput;
 use samlab_deep::run::DeepRunConfig;
 
@@ -23,14 +23,6 @@ pub enum AnyRunConfig {
     /// A deep-net run.
     Deep(Box<DeepRunConfig>),
 }
-
-/// The engines a config.toml can be for, each with a top-level key only its config has (for configs written before
-/// the `engine` key).
-const ENGINE_KEYS: [(&str, &str); 3] = [
-    ("model", DeepRunConfig::ENGINE),
-    ("width", ReluRunConfig::ENGINE),
-    ("alpha", DiagRunConfig::ENGINE),
-];
 
 impl From<DiagRunConfig> for AnyRunConfig {
     fn from(c: DiagRunConfig) -> Self {
@@ -56,22 +48,7 @@ impl AnyRunConfig {
         };
         let table: toml::Table =
             toml::from_str(text).map_err(|e| what(format!("not TOML: {e}")))?;
-        let engine = match table.get("engine") {
-            Some(toml::Value::String(e)) if ENGINE_KEYS.iter().any(|&(_, name)| name == e) => e.as_str(),
-            Some(other) => {
-                return Err(what(format!(
-                    "`engine` must be \"diag\", \"relu\" or \"deep\", got {other}"
-                )))
-            }
-            // Configs written before the `engine` key: the engine is told by a key only its config has.
-            None => ENGINE_KEYS
-                .iter()
-                .find(|(key, _)| table.contains_key(*key))
-                .map(|&(_, engine)| engine)
-                .ok_or_else(|| {
-                    what("it has no `engine` key and none of the top-level keys `model` (deep net), `width` (ReLU net), `alpha` (diagonal net)".into())
-                })?,
-        };
+        let engine = engine_of(&table).map_err(what)?;
         let bad = |e: toml::de::Error| what(format!("as a {engine} run config: {e}"));
         Ok(match engine {
             DeepRunConfig::ENGINE => {
@@ -94,5 +71,25 @@ impl std::ops::Deref for AnyRunConfig {
             AnyRunConfig::Relu(c) => c,
             AnyRunConfig::Deep(c) => &**c,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use samlab_core::run::ENGINE_KEYS;
+
+    use super::*;
+
+    #[test]
+    fn core_names_the_engines_as_they_name_themselves() {
+        let names: Vec<&str> = ENGINE_KEYS.iter().map(|&(_, name)| name).collect();
+        assert_eq!(
+            names,
+            [
+                DeepRunConfig::ENGINE,
+                ReluRunConfig::ENGINE,
+                DiagRunConfig::ENGINE
+            ]
+        );
     }
 }
