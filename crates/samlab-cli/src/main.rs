@@ -95,9 +95,9 @@ enum Command {
         /// The results directory (it holds plan.json).
         dir: PathBuf,
     },
-    /// What SAM did in a deep-net run, from its metrics: perturbation norm, cosine between the clean and the SAM
-    /// gradient, realised sharpness, BatchNorm shift; a verdict (SAM inactive, rho too small to matter, rho
-    /// dominating the gradient, SAM active) with the numbers. Writes nothing.
+    /// What SAM did in a run of any engine, from its metrics: perturbation norm, cosine between the clean and the
+    /// SAM gradient, realised sharpness, BatchNorm shift (deep nets); a verdict (SAM inactive, rho too small to
+    /// matter, rho dominating the gradient, SAM active) with the numbers. Writes nothing.
     Diagnose {
         /// A run directory.
         run_dir: PathBuf,

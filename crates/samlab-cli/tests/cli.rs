@@ -34,7 +34,9 @@ fn diag_train_writes_the_run_directory_contract() {
     assert!((test / 0.015056044189449119 - 1.0).abs() < 1e-9, "{test}");
     assert!(s["seconds"].as_f64().unwrap() >= 0.0);
     let metrics = fs::read_to_string(out.join("metrics.csv")).unwrap();
-    assert!(metrics.starts_with("iteration,train_loss,test_loss\n0,"));
+    assert!(metrics.starts_with(
+        "iteration,train_loss,test_loss,sam_weight_norm,sam_delta_norm,sam_grad_cos,sam_sharpness\n0,"
+    ));
     let last: Vec<f64> = metrics
         .lines()
         .last()
@@ -43,9 +45,14 @@ fn diag_train_writes_the_run_directory_contract() {
         .map(|x| x.parse().unwrap())
         .collect();
     assert_eq!(
-        last,
-        vec![10001.0, s["final_train_loss"].as_f64().unwrap(), test]
+        last[..3],
+        [10001.0, s["final_train_loss"].as_f64().unwrap(), test]
     );
+    // GD: nothing of SAM's to observe.
+    assert!(metrics
+        .lines()
+        .skip(1)
+        .all(|l| l.ends_with(",NaN,NaN,NaN,NaN")));
     let u: Array1<f64> = read_npy(out.join("u.npy")).unwrap();
     let v: Array1<f64> = read_npy(out.join("v.npy")).unwrap();
     let beta: Array1<f64> = read_npy(out.join("beta.npy")).unwrap();

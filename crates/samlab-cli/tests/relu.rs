@@ -59,12 +59,26 @@ fn relu_train_writes_the_run_directory_contract_and_replays_exactly() {
     assert!(csv.starts_with("x,f\n"));
     assert_eq!(csv.lines().count(), f.nrows() + 1);
     let metrics = fs::read_to_string(out.join("metrics.csv")).unwrap();
-    assert!(metrics
-        .starts_with("iteration,train_loss,test_loss,kinks,active_neurons,feature_sparsity\n0,"));
+    assert!(metrics.starts_with(
+        "iteration,train_loss,test_loss,kinks,active_neurons,feature_sparsity,\
+         sam_weight_norm,sam_delta_norm,sam_grad_cos,sam_sharpness\n0,"
+    ));
+    // What the n-SAM step from the first row did (normalized: ||delta|| = rho); nothing after the last update.
+    let first: Vec<f64> = metrics
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|c| c.parse().unwrap())
+        .collect();
+    assert!(
+        (first[7] - 0.3).abs() < 1e-9 && first[8] > 0.0 && first[8] <= 1.0,
+        "{first:?}"
+    );
     let last = metrics.lines().last().unwrap();
     assert!(last.starts_with("2000,"), "{last}");
     assert!(
-        last.ends_with(&format!(",41,{active},{sparsity}")),
+        last.ends_with(&format!(",41,{active},{sparsity},NaN,NaN,NaN,NaN")),
         "{last}"
     );
     let x: Array2<f64> = read_npy(out.join("X_train.npy")).unwrap();

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::ascent::SamObservation;
 use crate::run_dir::{count, read_capped, resolve_init_from, same_dir, MetricsRow};
 
 /// The config of one engine's run: what config.toml holds, fully resolved.
@@ -260,7 +261,9 @@ pub fn log_iterations(iters: usize) -> Vec<usize> {
     its
 }
 
-/// One point of a training curve: losses after `iteration` updates.
+/// One point of a training curve: losses after `iteration` updates, and what the SAM step taken there did (the
+/// analytic engines observe the step that starts from the logged weights: absent for ERM, outside SAM's window and
+/// at the last point).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {
     /// Updates done.
@@ -269,13 +272,45 @@ pub struct CurvePoint {
     pub train_loss: f64,
     /// Test loss.
     pub test_loss: f64,
+    /// What the SAM step from these weights did: weight and perturbation norms, clean/SAM gradient cosine,
+    /// realised sharpness (no BatchNorm here).
+    #[serde(default)]
+    pub sam: SamObservation,
+}
+
+impl CurvePoint {
+    /// The SAM columns an analytic engine's metrics.csv holds after its own (the [`SamObservation::COLUMNS`]
+    /// without BatchNorm's).
+    pub const SAM_COLUMNS: usize = 4;
+
+    /// The point of `iteration` with its losses, nothing observed yet.
+    pub fn new(iteration: usize, train_loss: f64, test_loss: f64) -> Self {
+        CurvePoint {
+            iteration,
+            train_loss,
+            test_loss,
+            sam: SamObservation::ABSENT,
+        }
+    }
 }
 
 impl MetricsRow for CurvePoint {
-    const COLUMNS: &'static [&'static str] = &["iteration", "train_loss", "test_loss"];
+    const COLUMNS: &'static [&'static str] = &[
+        "iteration",
+        "train_loss",
+        "test_loss",
+        "sam_weight_norm",
+        "sam_delta_norm",
+        "sam_grad_cos",
+        "sam_sharpness",
+    ];
+    /// Runs written before the SAM columns.
+    const REQUIRED: usize = 3;
 
     fn values(&self) -> Vec<f64> {
-        vec![self.iteration as f64, self.train_loss, self.test_loss]
+        let mut v = vec![self.iteration as f64, self.train_loss, self.test_loss];
+        v.extend(&self.sam.values()[..Self::SAM_COLUMNS]);
+        v
     }
 
     fn from_values(v: &[f64]) -> Result<Self, &'static str> {
@@ -283,6 +318,7 @@ impl MetricsRow for CurvePoint {
             iteration: count(v[0], "iteration")?,
             train_loss: v[1],
             test_loss: v[2],
+            sam: SamObservation::from_values(&v[3..]),
         })
     }
 }

@@ -703,19 +703,32 @@ impl CheckedSam {
 
     /// The learning rate and radius of update `t` of `total` under the schedule `lr` (every engine's loop).
     pub fn lr_rho_at(&self, lr: &LrSchedule, t: usize, total: usize) -> (f64, f64) {
-        let lr = lr.at(t, total);
-        (lr, self.rho_at(t as f64 / total as f64, lr))
+        self.config.lr_rho_at(lr, t, total)
     }
 
     /// The radius at training fraction `frac` with learning rate `lr`; 0 outside the active window.
     pub fn rho_at(&self, frac: f64, lr: f64) -> f64 {
-        let ActiveWindow { start, end } = self.config.window;
+        self.config.rho_at(frac, lr)
+    }
+}
+
+impl SamConfig {
+    /// [`CheckedSam::lr_rho_at`] (what a finished run's readers recompute; the engines step with a
+    /// [`CheckedSam`]).
+    pub fn lr_rho_at(&self, lr: &LrSchedule, t: usize, total: usize) -> (f64, f64) {
+        let lr = lr.at(t, total);
+        (lr, self.rho_at(t as f64 / total as f64, lr))
+    }
+
+    /// [`CheckedSam::rho_at`].
+    pub fn rho_at(&self, frac: f64, lr: f64) -> f64 {
+        let ActiveWindow { start, end } = self.window;
         let active = frac >= start && (frac < end || end >= 1.0);
         if !active {
             return 0.0;
         }
-        match self.config.rho_schedule {
-            RhoSchedule::Constant => self.config.rho,
+        match self.rho_schedule {
+            RhoSchedule::Constant => self.rho,
             RhoSchedule::ProportionalToLr { factor } => factor * lr,
         }
     }

@@ -12,7 +12,7 @@
 //! under the other policies.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use samlab_core::ascent::{cosine, Ascent, ObservationMean, SamObservation};
+use samlab_core::ascent::{Ascent, GroupParts, ObservationMean, SamObservation};
 
 use crate::nn::{BnStats, BN_MOMENTUM, NORM_EPS};
 use crate::oracle::{GroupRecord, PassRecord, Tensors};
@@ -119,13 +119,18 @@ pub(crate) fn step_observation(
     let mut mean = ObservationMean::default();
     for p in groups.chunks(PARTS) {
         let per_channel = |s: f64| (s / bn_channels as f64).sqrt();
+        let parts = GroupParts {
+            delta_sq: p[0],
+            clean_dot_sam: p[1],
+            clean_sq: p[2],
+            sam_sq: p[3],
+            clean_loss: p[4],
+            perturbed_loss: p[5],
+        };
         mean.add(&SamObservation {
-            weight_norm: ww[0].sqrt(),
-            delta_norm: p[0].sqrt(),
-            grad_cos: cosine(p[1], p[2], p[3]),
-            sharpness: p[5] - p[4],
             bn_mean_shift: per_channel(p[6]),
             bn_var_shift: per_channel(p[7]),
+            ..parts.observation(ww[0].sqrt())
         });
     }
     mean.mean()

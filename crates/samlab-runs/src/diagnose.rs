@@ -1,6 +1,7 @@
-//! `samlab diagnose`: what SAM did in a run, from the SAM columns of its metrics (the means over each log
-//! period of [`SamObservation`]: perturbation norm, clean/SAM gradient cosine, realised sharpness, BatchNorm
-//! shift), as one verdict with its numbers.
+//! `samlab diagnose`: what SAM did in a run, from the SAM columns of its metrics ([`SamObservation`]:
+//! perturbation norm, clean/SAM gradient cosine, realised sharpness, BatchNorm shift), as one verdict with its
+//! numbers. A deep-net run's rows hold the means over each epoch's observed steps; an analytic run's (diagonal and
+//! ReLU nets) the SAM step taken from each logged iteration, its radius recomputed from the run's config.
 //!
 //! The verdicts, checked in this order over the log points where SAM was measured:
 //!
@@ -14,8 +15,14 @@
 
 use std::path::{Path, PathBuf};
 
+use samlab_analytic::relu::run::ReluMetricsRow;
+use samlab_analytic::relu::LossReduction;
 use samlab_core::ascent::SamObservation;
+use samlab_core::data::Dataset;
+use samlab_core::run::CurvePoint;
 use samlab_core::run_dir::read_rows;
+use samlab_core::sam::SamConfig;
+use samlab_core::schedule::LrSchedule;
 use samlab_core::BadInput;
 use samlab_deep::run::EpochRow;
 use serde::Serialize;
@@ -29,12 +36,13 @@ pub const NEGLIGIBLE_COS: f64 = 0.999;
 /// The mean realised sharpness, relative to the mean training loss, below which it is negligible.
 pub const NEGLIGIBLE_SHARPNESS: f64 = 1e-3;
 
-/// One log point of a run: its radius, its training loss and what SAM did over the period it closes.
+/// One log point of a run: its radius, its training loss and what SAM did over the period it closes (a deep-net
+/// epoch) or at the step taken from it (an analytic run).
 #[derive(Clone, Copy, Debug)]
 pub struct Point {
-    /// The radius (of the period's last update).
+    /// The radius (of the period's last update; of the step from the point in an analytic run, 0 at its end).
     pub rho: f64,
-    /// The training loss.
+    /// The training loss, as a mean over examples (as the realised sharpness is).
     pub train_loss: f64,
     /// The mean observation (absent where SAM did not step).
     pub sam: SamObservation,
@@ -113,6 +121,7 @@ pub fn diagnose_dir(dir: &Path) -> anyhow::Result<Diagnosis> {
         .map_err(|e| not_a_run(format!("config.toml: {e}")))?;
     let config = AnyRunConfig::parse(&config_path, &text).map_err(|e| not_a_run(e.to_string()))?;
     let metrics = dir.join("metrics.csv");
+    let bad_metrics = |e: samlab_core::DataError| not_a_run(e.to_string());
     let points: Vec<Point> = match &config {
         AnyRunConfig::Deep(_) => read_rows::<EpochRow>(&metrics)
             .map_err(|e| not_a_run(e.to_string()))?
@@ -123,15 +132,63 @@ pub fn diagnose_dir(dir: &Path) -> anyhow::Result<Diagnosis> {
                 sam: r.sam,
             })
             .collect(),
-        other => {
-            return Err(not_a_run(format!(
-                "a {} run; `diagnose` reads deep-net runs (the analytic engines do not log SAM's diagnostics yet)",
-                other.engine()
-            ))
-            .into())
+        AnyRunConfig::Diag(c) => {
+            let rows = read_rows::<CurvePoint>(&metrics).map_err(bad_metrics)?;
+            let at = Schedule::new(&c.train.sam, &c.train.lr, c.train.iters);
+            rows.iter().map(|r| at.point(r, r.train_loss)).collect()
+        }
+        AnyRunConfig::Relu(c) => {
+            let rows = read_rows::<ReluMetricsRow>(&metrics).map_err(bad_metrics)?;
+            // The realised sharpness is of mean losses: a summed training loss is divided by n.
+            let per_example = match c.train.loss {
+                LossReduction::Mean => 1.0,
+                LossReduction::Sum => {
+                    let data = Dataset::load_dir(dir)
+                        .map_err(|e| not_a_run(format!("its training data: {e}")))?;
+                    LossReduction::Mean.factor(data.n())
+                }
+            };
+            let at = Schedule::new(&c.train.sam, &c.train.lr, c.train.iters);
+            rows.iter()
+                .map(|r| {
+                    let point = CurvePoint {
+                        sam: r.sam,
+                        ..CurvePoint::new(r.iteration, r.train_loss, r.test_loss)
+                    };
+                    at.point(&point, per_example * r.train_loss)
+                })
+                .collect()
         }
     };
     Ok(diagnose(dir, config.engine(), &points))
+}
+
+/// The radii of an analytic run, from its config.
+struct Schedule<'a> {
+    sam: &'a SamConfig,
+    lr: &'a LrSchedule,
+    iters: usize,
+}
+
+impl<'a> Schedule<'a> {
+    fn new(sam: &'a SamConfig, lr: &'a LrSchedule, iters: usize) -> Self {
+        Schedule { sam, lr, iters }
+    }
+
+    /// The log point of `p` with training loss `train_loss`: the radius of the step taken from it (none at the
+    /// end).
+    fn point(&self, p: &CurvePoint, train_loss: f64) -> Point {
+        let rho = if p.iteration < self.iters {
+            self.sam.lr_rho_at(self.lr, p.iteration, self.iters).1
+        } else {
+            0.0
+        };
+        Point {
+            rho,
+            train_loss,
+            sam: p.sam,
+        }
+    }
 }
 
 /// The diagnosis of the log points `points` of the `engine` run in `dir`.

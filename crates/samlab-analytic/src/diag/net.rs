@@ -10,7 +10,9 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use samlab_core::ascent::{Ascent, Host, HostOracle, VariantState};
+use samlab_core::ascent::{
+    Ascent, GroupParts, Host, HostOracle, ObservationMean, Space, VariantState,
+};
 use samlab_core::batches::Batches;
 use samlab_core::data::{row_major, Dataset};
 use samlab_core::numpy_rng::NumpyRandomState;
@@ -81,7 +83,7 @@ pub struct DiagTrainConfig {
 pub struct DiagRun {
     /// Final parameters (the last finite ones if the run diverged).
     pub params: DiagParams,
-    /// Losses at the logged iterations (up to the divergence, if any).
+    /// Losses at the logged iterations (up to the divergence, if any), each with what the SAM step from there did.
     pub curve: Vec<CurvePoint>,
     /// Ok or diverged.
     pub status: RunStatus,
@@ -194,22 +196,27 @@ impl<'a> Flat<'a> {
         &self.x[i * self.d..(i + 1) * self.d]
     }
 
-    /// $\sum_{i} c\, r_i(\beta) x_i$ over `rows`, added into `out`. Not inlined: as a function of its own, its
-    /// slices are known not to overlap, which keeps the inner loops vectorized (inlined into the oracle, 35% slower).
+    /// $\sum_{i} c\, r_i(\beta) x_i$ over `rows`, added into `out`; returns $\sum_i \ell_i(\beta)$. Not inlined:
+    /// as a function of its own, its slices are known not to overlap, which keeps the inner loops vectorized
+    /// (inlined into the oracle, 35% slower).
     #[inline(never)]
-    fn add_residual_sum(&self, rows: &[usize], beta: &[f64], c: f64, out: &mut [f64]) {
+    fn add_residual_sum(&self, rows: &[usize], beta: &[f64], c: f64, out: &mut [f64]) -> f64 {
+        let mut loss = 0.0;
         for &i in rows {
             let x = self.row(i);
-            axpy(c * (dot(x, beta) - self.y[i]), x, out);
+            let r = dot(x, beta) - self.y[i];
+            loss += 0.5 * r * r;
+            axpy(c * r, x, out);
         }
+        loss
     }
 
     fn curve_point(&self, iteration: usize, beta: &[f64]) -> CurvePoint {
-        CurvePoint {
+        CurvePoint::new(
             iteration,
-            train_loss: loss(&self.x, self.y, beta),
-            test_loss: loss(&self.x_test, self.y_test, beta),
-        }
+            loss(&self.x, self.y, beta),
+            loss(&self.x_test, self.y_test, beta),
+        )
     }
 }
 
@@ -221,6 +228,8 @@ struct Scratch {
     acc_v: Vec<f64>,
     du: Vec<f64>,
     pu: Vec<f64>,
+    /// Per example of the last closed-form step: $(r, \tilde r, x^2 \cdot (u^2 + v^2), x^3 \cdot \beta)$.
+    seen: Vec<[f64; 4]>,
 }
 
 impl Scratch {
@@ -233,6 +242,7 @@ impl Scratch {
             acc_v: z(),
             du: z(),
             pu: z(),
+            seen: Vec::new(),
         }
     }
 }
@@ -296,7 +306,9 @@ pub fn train(
     let mut curve = Vec::with_capacity(log_at.len());
 
     for t in 0..=config.iters {
-        if log_at.get(next_log) == Some(&t) {
+        // The step from a logged point is observed.
+        let logged = log_at.get(next_log) == Some(&t);
+        if logged {
             next_log += 1;
             let point = flat.curve_point(t, &p.beta());
             if !(point.train_loss.is_finite() && point.test_loss.is_finite()) {
@@ -316,18 +328,21 @@ pub fn train(
             rho,
             batch,
         });
+        let mut observed = logged.then(ObservationMean::default);
         step(
             &flat,
             &sam,
-            rho,
-            lr,
-            batch,
-            ascent_rows,
+            (rho, lr),
+            (batch, ascent_rows),
             &mut p,
             &mut scratch,
             &mut general,
             &mut rng,
+            observed.as_mut(),
         );
+        if let (Some(observed), Some(point)) = (observed, curve.last_mut()) {
+            point.sam = observed.mean();
+        }
         if !p.is_finite() {
             return Ok(diverged(p, curve, t + 1));
         }
@@ -349,24 +364,31 @@ fn diverged(params: DiagParams, curve: Vec<CurvePoint>, iterations: usize) -> Di
     }
 }
 
-/// One update on `batch`, SAM groups perturbed with gradients on the same positions of `ascent_rows`.
+/// One update on `batch`, SAM groups perturbed with gradients on the same positions of `ascent_rows`; with
+/// `observe`, each SAM group's observation ([`GroupParts`]) is added to it, from the step's own passes (the
+/// update is the same either way).
 #[allow(clippy::too_many_arguments)]
 fn step(
     flat: &Flat,
     sam: &CheckedSam,
-    rho: f64,
-    lr: f64,
-    batch: &[usize],
-    ascent_rows: &[usize],
+    (rho, lr): (f64, f64),
+    (batch, ascent_rows): (&[usize], &[usize]),
     p: &mut DiagParams,
     w: &mut Scratch,
     general: &mut General,
     rng: &mut NumpyRandomState,
+    observe: Option<&mut ObservationMean>,
 ) {
     if rho != 0.0 && is_plain_one_sam(sam) {
         w.acc_u.fill(0.0);
         w.acc_v.fill(0.0);
-        one_sam_closed_form(flat, rho, batch, p, w);
+        match observe {
+            None => one_sam_closed_form::<false>(flat, rho, batch, p, w),
+            Some(mean) => {
+                one_sam_closed_form::<true>(flat, rho, batch, p, w);
+                observe_one_sam(flat, rho, batch, w, mean);
+            }
+        }
         let c = -lr / batch.len() as f64;
         axpy(c, &w.acc_u, &mut p.u);
         axpy(c, &w.acc_v, &mut p.v);
@@ -382,6 +404,7 @@ fn step(
     } else {
         sam.group_size()
     };
+    let mut observe = observe.map(|mean| (mean, Host::norm(&general.w)));
     for (group, ascent_group) in batch.chunks(m).zip(ascent_rows.chunks(m)) {
         general.ascent.group(
             &mut oracle,
@@ -394,6 +417,11 @@ fn step(
             rng,
             &mut general.acc,
         );
+        if let Some((mean, weight_norm)) = observe.as_mut() {
+            if let Some(parts) = general.ascent.group_parts() {
+                mean.add(&parts.observation(*weight_norm));
+            }
+        }
     }
     let c = -lr / batch.len() as f64;
     axpy(c, &general.acc[..d], &mut p.u);
@@ -428,16 +456,17 @@ struct DiagOracle<'a, 'b> {
 }
 
 impl DiagOracle<'_, '_> {
-    /// $s = \sum_{i} c\, r_i x_i$ over `rows` at `w = (u, v)`.
-    fn residual_sum(&mut self, w: &[f64], rows: &[usize], scale: f64) -> &[f64] {
+    /// $s = \sum_{i} c\, r_i x_i$ over `rows` at `w = (u, v)`, and the loss sum $\sum_i \ell_i$ there.
+    fn residual_sum(&mut self, w: &[f64], rows: &[usize], scale: f64) -> (&[f64], f64) {
         let (u, v) = w.split_at(self.flat.d);
         for ((b, &u), &v) in self.w.beta.iter_mut().zip(u).zip(v) {
             *b = u * v;
         }
         self.w.s.fill(0.0);
-        self.flat
+        let loss = self
+            .flat
             .add_residual_sum(rows, &self.w.beta, scale, &mut self.w.s);
-        &self.w.s
+        (&self.w.s, loss)
     }
 }
 
@@ -448,14 +477,14 @@ impl HostOracle for DiagOracle<'_, '_> {
 
     fn gradient(&mut self, w: &[f64], rows: &[usize], scale: f64, out: &mut [f64]) -> f64 {
         let d = self.flat.d;
-        let s = self.residual_sum(w, rows, scale);
+        let (s, loss) = self.residual_sum(w, rows, scale);
         let (u, v) = w.split_at(d);
         let (out_u, out_v) = out.split_at_mut(d);
         for (((ou, ov), (&u, &v)), &s) in out_u.iter_mut().zip(out_v).zip(u.iter().zip(v)).zip(s) {
             *ou = s * v;
             *ov = s * u;
         }
-        0.0
+        loss
     }
 
     fn losses(&mut self, w: &[f64], rows: &[usize], out: &mut [f64]) {
@@ -489,8 +518,17 @@ fn is_plain_one_sam(sam: &CheckedSam) -> bool {
 /// $\tilde r_i = r_i + c_i\, x_i^2 \cdot (u^2+v^2) + c_i^2\, x_i^3 \cdot \beta$. The descent gradient
 /// $\sum_i \tilde r_i x_i \odot \tilde v_i$ is $v \odot s_1 + u \odot s_2$ with $s_1 = \sum_i \tilde r_i x_i$,
 /// $s_2 = \sum_i \tilde r_i c_i x_i^2$ (and symmetrically for $u$): two fused passes over the batch.
+/// With `KEEP`, each example's scalars are kept in `w.seen` (what SAM did is observed from them:
+/// [`one_sam_parts`]); a parameter of the function's, so that the steps that keep nothing run the loop without the
+/// stores (they cost 3-5% of the step).
 #[multiversion::multiversion(targets("x86_64+avx2"))]
-fn one_sam_closed_form(flat: &Flat, rho: f64, batch: &[usize], p: &DiagParams, w: &mut Scratch) {
+fn one_sam_closed_form<const KEEP: bool>(
+    flat: &Flat,
+    rho: f64,
+    batch: &[usize],
+    p: &DiagParams,
+    w: &mut Scratch,
+) {
     // Reuse scratch: beta = u * v, pu = u^2 + v^2, s = s_1, du = s_2.
     for j in 0..p.u.len() {
         w.beta[j] = p.u[j] * p.v[j];
@@ -498,13 +536,19 @@ fn one_sam_closed_form(flat: &Flat, rho: f64, batch: &[usize], p: &DiagParams, w
     }
     w.s.fill(0.0);
     w.du.fill(0.0);
-    for &i in batch {
+    if KEEP {
+        w.seen.resize(batch.len(), [0.0; 4]);
+    }
+    for (k, &i) in batch.iter().enumerate() {
         let row = i * flat.d..(i + 1) * flat.d;
         let x = &flat.x[row];
         let r = dot(x, &w.beta) - flat.y[i];
         let c = rho * r;
         let (square, cube) = dot_square_cube(x, &w.pu, &w.beta);
         let r_tilde = r + c * (square + c * cube);
+        if KEEP {
+            w.seen[k] = [r, r_tilde, square, cube];
+        }
         let a = r_tilde * c;
         for ((s, du), &v) in w.s.iter_mut().zip(w.du.iter_mut()).zip(x) {
             *s += r_tilde * v;
@@ -514,6 +558,49 @@ fn one_sam_closed_form(flat: &Flat, rho: f64, batch: &[usize], p: &DiagParams, w
     for j in 0..p.u.len() {
         w.acc_u[j] = p.v[j] * w.s[j] + p.u[j] * w.du[j];
         w.acc_v[j] = p.u[j] * w.s[j] + p.v[j] * w.du[j];
+    }
+}
+
+/// Adds to `mean` each example's observation of the closed-form step just taken on `batch` (from `w.seen`).
+#[inline(never)]
+fn observe_one_sam(
+    flat: &Flat,
+    rho: f64,
+    batch: &[usize],
+    w: &Scratch,
+    mean: &mut ObservationMean,
+) {
+    // ||w||^2 = sum_j u_j^2 + v_j^2.
+    let weight_norm = w.pu.iter().sum::<f64>().sqrt();
+    for (&i, &[r, r_tilde, square, cube]) in batch.iter().zip(&w.seen) {
+        let parts = one_sam_parts(flat.row(i), &w.pu, (r, r_tilde, rho * r), (square, cube));
+        mean.add(&parts.observation(weight_norm));
+    }
+}
+
+/// Example $i$'s [`GroupParts`] in unnormalized 1-SAM, from the scalars of its closed-form step: residuals $r$ and
+/// $\tilde r$, $c = \rho r$, `square` $= x^2 \cdot (u^2 + v^2)$ and `cube` $= x^3 \cdot \beta$ (`pu` $= u^2 + v^2$).
+///
+/// The clean gradient is $g = r\,(x \odot v, x \odot u)$, the perturbation $\delta = c\,(x \odot v, x \odot u)$ and the
+/// SAM gradient $g_p = \tilde r\,(x \odot \tilde v, x \odot \tilde u)$ with $\tilde u = u + c\, x \odot v$,
+/// $\tilde v = v + c\, x \odot u$, so $\lVert \delta \rVert^2 = c^2\,\text{square}$,
+/// $g \cdot g_p = r \tilde r\,(\text{square} + 2c\,\text{cube})$, $\lVert g \rVert^2 = r^2\,\text{square}$ and
+/// $\lVert g_p \rVert^2 = \tilde r^2\,(\text{square} + 4c\,\text{cube} + c^2\, x^4 \cdot (u^2 + v^2))$: one more
+/// dot product than the step's.
+fn one_sam_parts(
+    x: &[f64],
+    pu: &[f64],
+    (r, r_tilde, c): (f64, f64, f64),
+    (square, cube): (f64, f64),
+) -> GroupParts {
+    let quartic: f64 = x.iter().zip(pu).map(|(&x, &p)| (x * x) * (x * x) * p).sum();
+    GroupParts {
+        delta_sq: c * c * square,
+        clean_dot_sam: r * r_tilde * (square + 2.0 * c * cube),
+        clean_sq: r * r * square,
+        sam_sq: r_tilde * r_tilde * (square + c * (4.0 * cube + c * quartic)),
+        clean_loss: 0.5 * r * r,
+        perturbed_loss: 0.5 * r_tilde * r_tilde,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::relu::metrics::{arange, feature_stats, kinks, plot_grid_1d, KinkToler
 use crate::relu::{self, ReluInit, ReluNet, ReluRun, ReluTrainConfig, TeacherStudent};
 use anyhow::{Context, Result};
 use ndarray::{Array1, Array2};
+use samlab_core::ascent::SamObservation;
 use samlab_core::data::{read_array, write_array, Dataset, DATA_FILES};
 use samlab_core::run::{
     progress_every, read_summary, CurvePoint, Observer, RunConfig, RunStatus, SummaryHeader,
@@ -139,6 +140,9 @@ pub struct ReluMetricsRow {
     pub active_neurons: usize,
     /// The feature-sparsity coefficient.
     pub feature_sparsity: f64,
+    /// What the SAM step from here did (absent for ERM, at the last row, and in runs written before samlab
+    /// logged it).
+    pub sam: SamObservation,
 }
 
 impl MetricsRow for ReluMetricsRow {
@@ -149,17 +153,25 @@ impl MetricsRow for ReluMetricsRow {
         "kinks",
         "active_neurons",
         "feature_sparsity",
+        "sam_weight_norm",
+        "sam_delta_norm",
+        "sam_grad_cos",
+        "sam_sharpness",
     ];
+    /// Runs written before the SAM columns.
+    const REQUIRED: usize = 6;
 
     fn values(&self) -> Vec<f64> {
-        vec![
+        let mut v = vec![
             self.iteration as f64,
             self.train_loss,
             self.test_loss,
             self.kinks.map_or(f64::NAN, |k| k as f64),
             self.active_neurons as f64,
             self.feature_sparsity,
-        ]
+        ];
+        v.extend(&self.sam.values()[..CurvePoint::SAM_COLUMNS]);
+        v
     }
 
     fn from_values(v: &[f64]) -> Result<Self, &'static str> {
@@ -174,6 +186,7 @@ impl MetricsRow for ReluMetricsRow {
             },
             active_neurons: count(v[4], "active_neurons")?,
             feature_sparsity: v[5],
+            sam: SamObservation::from_values(&v[6..]),
         })
     }
 }
@@ -375,6 +388,7 @@ fn execute(
             kinks: m.kinks,
             active_neurons: m.active_neurons,
             feature_sparsity: m.feature_sparsity,
+            sam: p.sam,
         })
         .collect();
     write_rows(&dir.join("metrics.csv"), &rows)?;
@@ -429,9 +443,8 @@ fn load(dir: &Path, config: &ReluRunConfig) -> Result<ReluOutcome> {
     let curve = rows
         .iter()
         .map(|r| CurvePoint {
-            iteration: r.iteration,
-            train_loss: r.train_loss,
-            test_loss: r.test_loss,
+            sam: r.sam,
+            ..CurvePoint::new(r.iteration, r.train_loss, r.test_loss)
         })
         .collect();
     let function_path = dir.join("function.npy");

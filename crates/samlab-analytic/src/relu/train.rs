@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use super::model::{accumulate_grad, loss_sum, ReluNet, Shape};
-use samlab_core::ascent::{Ascent, Host, HostOracle, VariantState};
+use samlab_core::ascent::{Ascent, Host, HostOracle, ObservationMean, Space, VariantState};
 use samlab_core::batches::Batches;
 use samlab_core::data::{row_major, Dataset};
 use samlab_core::numpy_rng::NumpyRandomState;
@@ -103,7 +103,8 @@ pub struct ReluStepView<'a> {
 pub struct ReluRun {
     /// Final network; for a diverged run, the last one with finite parameters.
     pub net: ReluNet,
-    /// Losses at the logged iterations, the last update included (up to the divergence, if any).
+    /// Losses at the logged iterations, the last update included (up to the divergence, if any), each with what
+    /// the SAM step from there did.
     pub curve: Vec<CurvePoint>,
     /// Ok or diverged.
     pub status: RunStatus,
@@ -145,12 +146,12 @@ impl Flat<'_> {
     ) -> CurvePoint {
         let s = net.shape();
         let (n, n_test) = (self.y.len(), self.y_test.len());
-        CurvePoint {
-            iteration: t,
-            train_loss: reduction.factor(n) * loss_sum(s, &net.theta, &self.x, self.y, 0..n, pre),
-            test_loss: reduction.factor(n_test)
+        CurvePoint::new(
+            t,
+            reduction.factor(n) * loss_sum(s, &net.theta, &self.x, self.y, 0..n, pre),
+            reduction.factor(n_test)
                 * loss_sum(s, &net.theta, &self.x_test, self.y_test, 0..n_test, pre),
-        }
+        )
     }
 }
 
@@ -243,7 +244,9 @@ pub fn train(
     };
 
     for t in 0..=config.iters {
-        if log_at.get(next_log) == Some(&t) {
+        // The step from a logged point is observed.
+        let logged = log_at.get(next_log) == Some(&t);
+        if logged {
             next_log += 1;
             if !log(t, &net, &mut w.pre, &mut curve) {
                 return Ok(finish(net, curve, RunStatus::Diverged, t, false));
@@ -261,7 +264,18 @@ pub fn train(
             rho,
             batch,
         });
-        let batch_loss = stepper.step(rho, lr, batch, ascent_rows, &net.theta, &mut w, &mut rng);
+        let mut observed = ObservationMean::default();
+        let batch_loss = stepper.step(
+            (rho, lr),
+            (batch, ascent_rows),
+            &net.theta,
+            &mut w,
+            &mut rng,
+            logged.then_some(&mut observed),
+        );
+        if let (true, Some(point)) = (logged, curve.last_mut()) {
+            point.sam = observed.mean();
+        }
         if !(batch_loss.is_finite() && w.next.iter().all(|v| v.is_finite())) {
             return Ok(finish(net, curve, RunStatus::Diverged, t, false));
         }
@@ -309,16 +323,16 @@ struct Stepper<'a> {
 
 impl Stepper<'_> {
     /// One update of `theta` into `w.next`; returns the batch loss the stop rule reads (NaN when there is none).
-    #[allow(clippy::too_many_arguments)]
+    /// With `observe`, each SAM group's observation is added to it, from the step's own passes (the update is the
+    /// same either way).
     fn step(
         &self,
-        rho: f64,
-        lr: f64,
-        batch: &[usize],
-        ascent_rows: &[usize],
+        (rho, lr): (f64, f64),
+        (batch, ascent_rows): (&[usize], &[usize]),
         theta: &Vec<f64>,
         w: &mut Scratch,
         rng: &mut NumpyRandomState,
+        observe: Option<&mut ObservationMean>,
     ) -> f64 {
         w.acc.fill(0.0);
         let mut oracle = ReluOracle {
@@ -332,6 +346,7 @@ impl Stepper<'_> {
             self.sam.group_size()
         };
         let mut descent_loss = 0.0;
+        let mut observe = observe.map(|mean| (mean, Host::norm(theta)));
         for (group, ascent_group) in batch.chunks(m).zip(ascent_rows.chunks(m)) {
             descent_loss += w.ascent.group(
                 &mut oracle,
@@ -344,6 +359,11 @@ impl Stepper<'_> {
                 rng,
                 &mut w.acc,
             );
+            if let Some((mean, weight_norm)) = observe.as_mut() {
+                if let Some(parts) = w.ascent.group_parts() {
+                    mean.add(&parts.observation(*weight_norm));
+                }
+            }
         }
         let c = -lr * self.reduction.factor(batch.len());
         for ((next, t), g) in w.next.iter_mut().zip(theta).zip(&w.acc) {

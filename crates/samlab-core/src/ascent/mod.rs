@@ -32,7 +32,7 @@ use crate::sam::{Normalization, Perturbation, SamConfig, Variant};
 pub use asam::scaled_delta;
 pub use esam::esam_delta;
 pub use fisher_sam::fisher_delta;
-pub use observe::{cosine, ObservationMean, SamObservation};
+pub use observe::{cosine, GroupParts, ObservationMean, SamObservation};
 
 /// A parameter vector of oracle `O`'s space.
 pub type Vector<O> = <<O as Oracle>::Space as Space>::Vector;
@@ -198,6 +198,14 @@ pub struct Ascent<S: Space> {
     clean: bool,
     /// Whether `gp` is the last group's descent gradient ([`Ascent::perturbed_gradient`]).
     descended: bool,
+    /// The loss sum the oracle returned with `g`.
+    g_loss: f64,
+    /// The number of the last group's examples ([`Ascent::group_parts`]).
+    rows: usize,
+    /// The number of examples of its last descent pass.
+    descent_rows: usize,
+    /// Whether the last group's step had a radius.
+    perturbed: bool,
 }
 
 /// One group's step as the variants see it.
@@ -233,6 +241,10 @@ impl<S: Space> Ascent<S> {
             g_at_w: false,
             clean: false,
             descended: false,
+            g_loss: f64::NAN,
+            rows: 0,
+            descent_rows: 0,
+            perturbed: false,
         }
     }
 
@@ -263,6 +275,9 @@ impl<S: Space> Ascent<S> {
         }
         let out = if into_g { &mut self.g } else { &mut self.gp };
         self.loss = oracle.gradient(pass, point, rows, scale, out);
+        if into_g {
+            self.g_loss = self.loss;
+        }
         self.gradient_evals += 1;
     }
 
@@ -283,6 +298,7 @@ impl<S: Space> Ascent<S> {
         unit: f64,
     ) {
         self.descended = true;
+        self.descent_rows = rows.len();
         self.gradient(
             oracle,
             Pass::Descent,
@@ -324,6 +340,7 @@ impl<S: Space> Ascent<S> {
     ) -> f64 {
         let unit = oracle.descent_unit(rows.len());
         (self.g_at_w, self.clean, self.descended) = (false, false, false);
+        (self.rows, self.perturbed) = (rows.len(), rho != 0.0);
         if rho == 0.0 {
             self.at_w = true;
             self.gradient(

@@ -9,8 +9,9 @@ use super::{Ascent, Space};
 use crate::run_dir::nan_as_null;
 
 /// What SAM did at a step (one group's, or a mean over groups and steps); NaN where a quantity was not measured
-/// (`null` in JSON; a missing field is absent).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// (`null` in JSON; a missing field is absent). Two observations are equal when each field is equal or absent in
+/// both.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SamObservation {
     /// $\lVert w \rVert$.
@@ -33,6 +34,15 @@ pub struct SamObservation {
     /// BatchNorm: root mean square over every channel of the batch variance's relative change.
     #[serde(with = "nan_as_null")]
     pub bn_var_shift: f64,
+}
+
+impl PartialEq for SamObservation {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.values(), other.values());
+        a.iter()
+            .zip(&b)
+            .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+    }
 }
 
 impl Default for SamObservation {
@@ -94,6 +104,38 @@ impl SamObservation {
     }
 }
 
+/// The scalars one group's SAM step yields that its observation is made of; NaN where the step did not compute
+/// them. The engines reduce their vectors to these (the deep engine on its device), and
+/// [`GroupParts::observation`] turns them into a [`SamObservation`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupParts {
+    /// $\lVert \delta \rVert^2$ (0 where the step took no perturbation).
+    pub delta_sq: f64,
+    /// $g \cdot g_p$, the clean gradient $g$ against the SAM gradient $g_p$ (any positive scale of either).
+    pub clean_dot_sam: f64,
+    /// $\lVert g \rVert^2$.
+    pub clean_sq: f64,
+    /// $\lVert g_p \rVert^2$.
+    pub sam_sq: f64,
+    /// $L_G(w)$, the mean loss over the group's examples.
+    pub clean_loss: f64,
+    /// $L_G(w + \delta)$.
+    pub perturbed_loss: f64,
+}
+
+impl GroupParts {
+    /// The group's observation at weights of norm `weight_norm` (no BatchNorm shift).
+    pub fn observation(&self, weight_norm: f64) -> SamObservation {
+        SamObservation {
+            weight_norm,
+            delta_norm: self.delta_sq.sqrt(),
+            grad_cos: cosine(self.clean_dot_sam, self.clean_sq, self.sam_sq),
+            sharpness: self.perturbed_loss - self.clean_loss,
+            ..SamObservation::ABSENT
+        }
+    }
+}
+
 /// `a . b / (||a|| ||b||)` from the three products (NaN for a zero vector).
 pub fn cosine(ab: f64, aa: f64, bb: f64) -> f64 {
     let c = ab / (aa.sqrt() * bb.sqrt());
@@ -145,5 +187,80 @@ impl<S: Space> Ascent<S> {
     /// it took one (not LookSAM's steps that reuse their stored component).
     pub fn perturbed_gradient(&self) -> Option<&S::Vector> {
         self.descended.then_some(&self.gp)
+    }
+
+    /// The last group's [`GroupParts`] from its vectors, and its mean losses from the loss sums the oracle returned
+    /// with the clean pass and with a descent over the whole group (an oracle that computes them on the way, as
+    /// the analytic engines' do; NaN where the step made no such pass). `None` after a step without a
+    /// perturbation (`rho = 0`). Products over every parameter: an engine calls it on the steps it observes.
+    pub fn group_parts(&self) -> Option<GroupParts> {
+        if !self.perturbed {
+            return None;
+        }
+        let delta_sq = self.delta().map_or(0.0, |d| S::dot(d, d));
+        let [clean_dot_sam, clean_sq, sam_sq] =
+            match (self.clean_gradient(), self.perturbed_gradient()) {
+                (Some(g), Some(p)) => [S::dot(g, p), S::dot(g, g), S::dot(p, p)],
+                _ => [f64::NAN; 3],
+            };
+        let mean = |sum: f64| sum / self.rows as f64;
+        let whole = self.descended && self.descent_rows == self.rows;
+        Some(GroupParts {
+            delta_sq,
+            clean_dot_sam,
+            clean_sq,
+            sam_sq,
+            clean_loss: if self.clean {
+                mean(self.g_loss)
+            } else {
+                f64::NAN
+            },
+            perturbed_loss: if whole { mean(self.loss) } else { f64::NAN },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::CurvePoint;
+    use crate::run_dir::MetricsRow;
+
+    /// The analytic engines' SAM columns are the first of the deep engine's, by name.
+    #[test]
+    fn curve_columns_are_the_observation_columns() {
+        let n = CurvePoint::SAM_COLUMNS;
+        assert_eq!(&CurvePoint::COLUMNS[3..], &SamObservation::COLUMNS[..n]);
+    }
+
+    /// A group's parts give the norm, cosine and sharpness; an absent field is equal only to an absent one.
+    #[test]
+    fn parts_make_an_observation() {
+        let parts = GroupParts {
+            delta_sq: 0.25,
+            clean_dot_sam: -3.0,
+            clean_sq: 4.0,
+            sam_sq: 9.0,
+            clean_loss: 1.0,
+            perturbed_loss: 1.5,
+        };
+        let o = parts.observation(2.0);
+        assert_eq!(o.values()[..4], [2.0, 0.5, -0.5, 0.5], "{o:?}");
+        assert!(o.bn_mean_shift.is_nan());
+        assert_eq!(o, o);
+        assert_ne!(
+            o,
+            SamObservation {
+                sharpness: f64::NAN,
+                ..o
+            }
+        );
+        assert_eq!(SamObservation::ABSENT, SamObservation::default());
+        let zero = GroupParts {
+            clean_sq: 0.0,
+            clean_dot_sam: 0.0,
+            ..parts
+        };
+        assert!(zero.observation(2.0).grad_cos.is_nan());
     }
 }

@@ -77,21 +77,23 @@ fn metrics_rows_read_back_and_damaged_files_are_named() {
     let path = dir.path().join("metrics.csv");
     let rows = [
         CurvePoint {
-            iteration: 0,
-            train_loss: 0.1 + 0.2,
-            test_loss: f64::NAN,
+            sam: crate::ascent::SamObservation {
+                weight_norm: 2.0,
+                delta_norm: 0.25,
+                grad_cos: -0.5,
+                sharpness: 1e-3,
+                ..crate::ascent::SamObservation::ABSENT
+            },
+            ..CurvePoint::new(0, 0.1 + 0.2, f64::NAN)
         },
-        CurvePoint {
-            iteration: 7,
-            train_loss: 1.5e-7,
-            test_loss: f64::INFINITY,
-        },
+        CurvePoint::new(7, 1.5e-7, f64::INFINITY),
     ];
     write_rows(&path, &rows).unwrap();
     let text = fs::read_to_string(&path).unwrap();
     assert_eq!(
         text,
-        "iteration,train_loss,test_loss\n0,0.30000000000000004,NaN\n7,0.00000015,inf\n"
+        "iteration,train_loss,test_loss,sam_weight_norm,sam_delta_norm,sam_grad_cos,sam_sharpness\n\
+         0,0.30000000000000004,NaN,2,0.25,-0.5,0.001\n7,0.00000015,inf,NaN,NaN,NaN,NaN\n"
     );
     let back: Vec<CurvePoint> = read_rows(&path).unwrap();
     let bits = |r: &[CurvePoint]| -> Vec<Vec<u64>> {
@@ -100,6 +102,17 @@ fn metrics_rows_read_back_and_damaged_files_are_named() {
             .collect()
     };
     assert_eq!(bits(&back), bits(&rows));
+    // A run written before the SAM columns reads back with them absent; a part of them is refused.
+    fs::write(&path, "iteration,train_loss,test_loss\n3,0.5,0.25\n").unwrap();
+    let old: Vec<CurvePoint> = read_rows(&path).unwrap();
+    assert_eq!(old, [CurvePoint::new(3, 0.5, 0.25)]);
+    assert!(old[0].sam.is_absent());
+    fs::write(
+        &path,
+        "iteration,train_loss,test_loss,sam_weight_norm,sam_grad_cos\n3,0.5,0.25,1,1\n",
+    )
+    .unwrap();
+    assert!(read_rows::<CurvePoint>(&path).is_err());
     for (damaged, expect) in [
         ("iteration,loss,test_loss\n", "the columns are"),
         (

@@ -390,9 +390,8 @@ fn degenerate_sam_settings_equal_their_simpler_twins_exactly() {
     assert_eq!(run(closed, 0.1, 0.1, 300).params, gd.params);
 }
 
-/// One step of every variant against an independent implementation built on finite-difference gradients.
-#[test]
-fn one_step_matches_finite_difference_sam() {
+/// The 4-example, 3-coordinate problem of the finite-difference tests, and a start off the axes.
+fn fd_problem() -> (Dataset, DiagParams) {
     let spec = SparseRegression {
         n: 4,
         d: 3,
@@ -405,29 +404,41 @@ fn one_step_matches_finite_difference_sam() {
         u: vec![0.3, -0.2, 0.5],
         v: vec![0.1, 0.4, -0.3],
     };
-    let (rho, lr) = (0.07, 0.2);
-    // Per-example loss r_i^2/2 as a function of w = (u, v).
-    let loss_i = |i: usize, w: &[f64]| {
-        let r: f64 = (0..3)
-            .map(|j| data.x_train[[i, j]] * w[j] * w[3 + j])
+    (data, init)
+}
+
+/// The mean over `rows` of the per-example loss r_i^2/2 at w = (u, v), written independently of the engine.
+fn fd_loss(data: &Dataset, rows: &[usize], w: &[f64]) -> f64 {
+    let d = w.len() / 2;
+    let loss_i = |i: usize| {
+        let r: f64 = (0..d)
+            .map(|j| data.x_train[[i, j]] * w[j] * w[d + j])
             .sum::<f64>()
             - data.y_train[i];
         r * r / 2.0
     };
-    let grad = |rows: &[usize], w: &[f64]| -> Vec<f64> {
-        (0..6)
-            .map(|k| {
-                let h = 1e-6;
-                let (mut a, mut b) = (w.to_vec(), w.to_vec());
-                a[k] += h;
-                b[k] -= h;
-                rows.iter()
-                    .map(|&i| (loss_i(i, &a) - loss_i(i, &b)) / (2.0 * h))
-                    .sum::<f64>()
-                    / rows.len() as f64
-            })
-            .collect()
-    };
+    rows.iter().map(|&i| loss_i(i)).sum::<f64>() / rows.len() as f64
+}
+
+/// The gradient of [`fd_loss`] by central differences.
+fn fd_grad(data: &Dataset, rows: &[usize], w: &[f64]) -> Vec<f64> {
+    (0..w.len())
+        .map(|k| {
+            let h = 1e-6;
+            let (mut a, mut b) = (w.to_vec(), w.to_vec());
+            a[k] += h;
+            b[k] -= h;
+            (fd_loss(data, rows, &a) - fd_loss(data, rows, &b)) / (2.0 * h)
+        })
+        .collect()
+}
+
+/// One step of every variant against an independent implementation built on finite-difference gradients.
+#[test]
+fn one_step_matches_finite_difference_sam() {
+    let (data, init) = fd_problem();
+    let (rho, lr) = (0.07, 0.2);
+    let grad = |rows: &[usize], w: &[f64]| fd_grad(&data, rows, w);
     for (m, normalization) in [
         (4, Normalization::Unnormalized),
         (2, Normalization::Unnormalized),
@@ -603,4 +614,119 @@ fn bad_settings_are_rejected() {
         .contains("divide"));
     config.sam = SamConfig::erm();
     assert!(train(&data, &config, DiagParams::init(0.1, 29), &mut |_| {}).is_err());
+}
+
+/// What SAM did at the first step, against an independent computation on finite-difference gradients: the mean
+/// over the groups of ||delta||, the cosine between the clean and the SAM gradient of the group's mean loss, and
+/// the group's realised sharpness; for 1-SAM's closed form and the general path.
+#[test]
+fn observations_match_finite_differences() {
+    let (data, init) = fd_problem();
+    let mean_loss = |rows: &[usize], w: &[f64]| fd_loss(&data, rows, w);
+    let grad = |rows: &[usize], w: &[f64]| fd_grad(&data, rows, w);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let rho = 0.3;
+    for (m, normalization) in [
+        (1, Normalization::Unnormalized),
+        (2, Normalization::Unnormalized),
+        (1, Normalization::Normalized),
+        (4, Normalization::Normalized),
+    ] {
+        let w: Vec<f64> = init.u.iter().chain(&init.v).copied().collect();
+        let (mut delta, mut cos, mut sharpness) = (0.0, 0.0, 0.0);
+        for group in [0, 1, 2, 3].chunks(m) {
+            let g = grad(group, &w);
+            let scale = match normalization {
+                Normalization::Normalized => rho / dot(&g, &g).sqrt(),
+                _ => rho,
+            };
+            let perturbed: Vec<f64> = w.iter().zip(&g).map(|(w, g)| w + scale * g).collect();
+            let gp = grad(group, &perturbed);
+            delta += scale * dot(&g, &g).sqrt();
+            cos += dot(&g, &gp) / (dot(&g, &g) * dot(&gp, &gp)).sqrt();
+            sharpness += mean_loss(group, &perturbed) - mean_loss(group, &w);
+        }
+        let groups = (4 / m) as f64;
+        let config = DiagTrainConfig {
+            lr: LrSchedule::constant(0.2),
+            iters: 1,
+            batch_size: None,
+            seed: 0,
+            sam: SamConfig {
+                normalization,
+                ..SamConfig::usam(rho, Grouping::Size(m))
+            },
+            log: LogSchedule::Ends,
+        };
+        let r = train(&data, &config, init.clone(), &mut |_| {}).unwrap();
+        let o = r.curve[0].sam;
+        let what = format!("m = {m}, {normalization:?}: {o:?}");
+        assert_rel(o.weight_norm, dot(&w, &w).sqrt(), 1e-14);
+        assert_rel(o.delta_norm, delta / groups, 1e-7);
+        assert_rel(o.grad_cos, cos / groups, 1e-7);
+        assert_rel(o.sharpness, sharpness / groups, 1e-9);
+        assert!(o.grad_cos < 0.9999 && o.sharpness > 0.0, "{what}");
+        assert!(
+            o.bn_mean_shift.is_nan() && o.bn_var_shift.is_nan(),
+            "{what}"
+        );
+        // No step from the last point.
+        assert!(r.curve[1].sam.is_absent(), "{what}");
+    }
+}
+
+/// Observing the logged steps changes no bit of training: the notebook's ~600 observed steps against two, for the
+/// closed form, the general path and a variant; ERM observes nothing, SAM every logged step but the last.
+#[test]
+fn observing_changes_no_bit_of_training() {
+    let (data, _) = SparseRegression::NOTEBOOK.generate().unwrap();
+    let gsam = SamConfig {
+        normalization: Normalization::Normalized,
+        variant: samlab_core::sam::Variant::Gsam { alpha: 0.1 },
+        ..SamConfig::usam(0.05, Grouping::WholeBatch)
+    };
+    let normalized_m = SamConfig {
+        normalization: Normalization::Normalized,
+        ..SamConfig::usam(0.05, Grouping::Size(5))
+    };
+    for sam in [
+        SamConfig::erm(),
+        SamConfig::usam(0.2, Grouping::Size(1)),
+        normalized_m,
+        gsam,
+    ] {
+        let train_with = |log| {
+            let config = DiagTrainConfig {
+                lr: LrSchedule::constant(0.2),
+                iters: 2000,
+                batch_size: None,
+                seed: 0,
+                sam: sam.clone(),
+                log,
+            };
+            train(&data, &config, DiagParams::init(0.1, 30), &mut |_| {}).unwrap()
+        };
+        let (dense, ends) = (
+            train_with(LogSchedule::Notebook),
+            train_with(LogSchedule::Ends),
+        );
+        assert_eq!(dense.params, ends.params, "{sam:?}");
+        assert!(dense.curve.len() > 500);
+        let last = dense.curve.last().unwrap();
+        assert_eq!(
+            last.train_loss.to_bits(),
+            ends.curve[1].train_loss.to_bits()
+        );
+        assert!(last.sam.is_absent());
+        let measured = dense.curve.iter().filter(|p| !p.sam.is_absent()).count();
+        if sam.rho == 0.0 {
+            assert_eq!(measured, 0);
+        } else {
+            assert_eq!(measured, dense.curve.len() - 1, "{sam:?}");
+            assert!(dense.curve[..measured].iter().all(|p| {
+                let o = p.sam;
+                o.delta_norm > 0.0 && o.weight_norm > 0.0 && o.grad_cos.abs() <= 1.0
+            }));
+        }
+    }
 }

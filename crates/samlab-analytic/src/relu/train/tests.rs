@@ -416,3 +416,114 @@ fn bad_settings_are_rejected() {
     });
     assert!(train(&data, &c, blanc(0), &mut |_| {}).is_err());
 }
+
+/// What SAM did at the first step, against an independent computation on finite-difference gradients of the
+/// network's predictions: the mean over the groups of ||delta||, the cosine between the clean and the SAM
+/// gradient, and the realised sharpness of the group's mean loss; summed and mean losses, 1-SAM and groups.
+#[test]
+fn observations_match_finite_differences() {
+    let data = twelve_points();
+    let init = ReluNet::init(&ReluInit::Blanc { scale: 1.0 }, 6, 1, true, 4).unwrap();
+    let loss_i = |i: usize, theta: &[f64]| {
+        let mut net = init.clone();
+        net.theta.copy_from_slice(theta);
+        let r = net.predict(&[data.x_train[[i, 0]]])[0] - data.y_train[i];
+        0.5 * r * r
+    };
+    let sum_loss = |rows: &[usize], w: &[f64]| rows.iter().map(|&i| loss_i(i, w)).sum::<f64>();
+    let grad = |rows: &[usize], w: &[f64], factor: f64| -> Vec<f64> {
+        (0..w.len())
+            .map(|k| {
+                let h = 1e-6;
+                let (mut a, mut b) = (w.to_vec(), w.to_vec());
+                a[k] += h;
+                b[k] -= h;
+                factor * (sum_loss(rows, &a) - sum_loss(rows, &b)) / (2.0 * h)
+            })
+            .collect()
+    };
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let rows: Vec<usize> = (0..12).collect();
+    for (m, normalization, reduction, rho) in [
+        (1, Normalization::Unnormalized, LossReduction::Sum, 1e-3),
+        (12, Normalization::Normalized, LossReduction::Sum, 0.05),
+        (3, Normalization::Normalized, LossReduction::Mean, 0.05),
+        (4, Normalization::Unnormalized, LossReduction::Mean, 1e-2),
+    ] {
+        let w = init.theta.clone();
+        let (mut delta, mut cos, mut sharpness) = (0.0, vec![], 0.0);
+        for group in rows.chunks(m) {
+            // The ascent follows the gradient of the group's objective (a sum or a mean).
+            let g = grad(group, &w, reduction.factor(group.len()));
+            let scale = match normalization {
+                Normalization::Normalized => rho / dot(&g, &g).sqrt(),
+                _ => rho,
+            };
+            let perturbed: Vec<f64> = w.iter().zip(&g).map(|(w, g)| w + scale * g).collect();
+            let gp = grad(group, &perturbed, 1.0);
+            delta += scale * dot(&g, &g).sqrt();
+            // An example where every neuron is off has no gradient, and no cosine.
+            if dot(&g, &g) > 0.0 {
+                cos.push(dot(&g, &gp) / (dot(&g, &g) * dot(&gp, &gp)).sqrt());
+            }
+            sharpness += (sum_loss(group, &perturbed) - sum_loss(group, &w)) / group.len() as f64;
+        }
+        let groups = (12 / m) as f64;
+        let mut c = config(
+            1e-4,
+            1,
+            SamConfig {
+                normalization,
+                ..SamConfig::usam(rho, Grouping::Size(m))
+            },
+        );
+        c.loss = reduction;
+        let r = run(&c, init.clone());
+        let o = r.curve[0].sam;
+        let what = format!("m = {m}, {normalization:?}, {reduction:?}: {o:?}");
+        assert_rel(o.weight_norm, dot(&w, &w).sqrt(), 1e-14, &what);
+        assert_rel(o.delta_norm, delta / groups, 1e-6, &what);
+        assert_rel(
+            o.grad_cos,
+            cos.iter().sum::<f64>() / cos.len() as f64,
+            1e-6,
+            &what,
+        );
+        assert_rel(o.sharpness, sharpness / groups, 1e-9, &what);
+        assert!(o.grad_cos < 0.99999 && o.sharpness > 0.0, "{what}");
+        assert!(r.curve[1].sam.is_absent(), "{what}");
+    }
+}
+
+/// Observing the logged steps changes no bit of training (the notebook's schedule against the ends only); ERM
+/// observes nothing, SAM every logged step but the last.
+#[test]
+fn observing_changes_no_bit_of_training() {
+    for sam in [
+        SamConfig::erm(),
+        normalized(0.05, Grouping::WholeBatch),
+        SamConfig::usam(1e-4, Grouping::Size(1)),
+        normalized(0.05, Grouping::Size(4)),
+    ] {
+        let train_with = |log| {
+            let mut c = config(1e-4, 1000, sam.clone());
+            c.log = log;
+            run(&c, blanc(1))
+        };
+        let (dense, ends) = (
+            train_with(LogSchedule::Notebook),
+            train_with(LogSchedule::Ends),
+        );
+        assert_eq!(dense.status, RunStatus::Ok, "{sam:?}");
+        assert_eq!(dense.net, ends.net, "{sam:?}");
+        assert!(dense.curve.len() > 500);
+        assert!(dense.curve.last().unwrap().sam.is_absent());
+        let measured = dense.curve.iter().filter(|p| !p.sam.is_absent()).count();
+        let expected = if sam.rho == 0.0 {
+            0
+        } else {
+            dense.curve.len() - 1
+        };
+        assert_eq!(measured, expected, "{sam:?}");
+    }
+}
