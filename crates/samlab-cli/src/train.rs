@@ -256,7 +256,9 @@ pub struct TrainArgs {
     /// [default: 0].
     #[arg(long)]
     pub curvature_every: Option<usize>,
-    /// Fixed examples of the curvature log: the first N of the eval-mode training subset [default: 512].
+    /// Fixed examples of the curvature log: the first N of the training split, as `samlab hessian --examples N`
+    /// measures them (chunks of 128 when 128 divides N; its other settings are `samlab hessian`'s defaults), so the
+    /// last logged value is `samlab hessian --examples N`'s on the last checkpoint [default: 512].
     #[arg(long)]
     pub curvature_examples: Option<usize>,
     /// Rademacher probes of the logged trace; 0: no trace [default: 10].

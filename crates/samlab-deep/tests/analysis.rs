@@ -871,3 +871,85 @@ fn lanczos_matches_the_dense_hessian() {
         "second difference {second} vs {lambda}"
     );
 }
+
+/// The run's curvature log is `samlab hessian` with [`TrainConfig::curvature_config`]'s settings: its last value
+/// is the analysis' top eigenvalue on the final checkpoint (the same examples, BatchNorm mode, loss and Lanczos
+/// settings, through one function), and the log draws a curve (a value at every logged epoch).
+#[test]
+fn the_last_logged_curvature_is_the_final_analysis() {
+    use samlab_core::run::RunConfig;
+    use samlab_deep::analysis::hessian::run_hessian;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let text = r#"
+[model]
+arch = "mlp"
+width = 8
+norm = "batch"
+
+[data]
+dataset = "fashion-mnist"
+train_limit = 400
+
+[train]
+epochs = 3
+batch_size = 40
+seed = 3
+lr = 0.05
+eval_train_examples = 64
+curvature_every = 1
+curvature_examples = 256
+curvature_probes = 0
+
+[train.optim]
+momentum = 0.9
+weight_decay = { kind = "none" }
+bn_policy = "both_passes"
+
+[sam]
+"#;
+    let config: DeepRunConfig = toml::from_str(text).unwrap();
+    // More curvature examples than the eval-mode subset: they are the training split's, not that subset's.
+    assert!(config.train.curvature_examples > config.train.eval_train_examples);
+    let cfg = config.train.curvature_config();
+    assert_eq!(
+        (cfg.examples, cfg.m, cfg.split, cfg.bn, cfg.trace_probes),
+        (256, 128, Split::Train, BnEval::Batch, None)
+    );
+    assert_eq!(
+        cfg,
+        HessianConfig {
+            examples: 256,
+            ..HessianConfig::default()
+        },
+        "the log's Lanczos settings are the analysis' defaults"
+    );
+    let outcome = config.execute(tmp.path(), false, &mut Quiet).unwrap();
+    let logged: Vec<f64> = outcome.rows.iter().map(|r| r.hessian_top).collect();
+    assert_eq!(logged.len(), 3);
+    assert!(
+        logged.iter().all(|v| v.is_finite() && *v > 0.0),
+        "{logged:?}"
+    );
+    let run = LoadedRun::load(tmp.path(), CheckpointKind::Last).unwrap();
+    let analysis = run_hessian(&run, &cfg).unwrap().curvature;
+    assert!(analysis.converged);
+    let (last, top) = (logged[2], analysis.top());
+    // The same computation on the same weights: equal to rounding, far inside the Lanczos tolerance.
+    assert!(
+        (last - top).abs() <= 1e-9 * top.abs(),
+        "logged {last}, samlab hessian {top}"
+    );
+    // Other examples give another estimate: the comparison above is not of a value with itself.
+    let other = run_hessian(
+        &run,
+        &HessianConfig {
+            examples: 128,
+            ..cfg.clone()
+        },
+    )
+    .unwrap()
+    .curvature
+    .top();
+    assert!((other - top).abs() > 1e-3 * top.abs(), "{other} vs {top}");
+}

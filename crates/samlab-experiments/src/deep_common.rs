@@ -18,6 +18,7 @@ use anyhow::Result;
 use samlab_core::run::RunStatus;
 use samlab_core::sam::{AscentSource, Grouping, Normalization, Perturbation, SamConfig};
 pub use samlab_core::stats::mean_std;
+use samlab_deep::analysis::hessian::HessianConfig;
 use samlab_deep::data::{Augment, DatasetKind, LabelNoise, NoiseKind};
 use samlab_deep::models::Arch;
 use samlab_deep::nn::NormKind;
@@ -42,6 +43,10 @@ pub struct DeepScale {
     pub kind: ScaleKind,
     /// The ERM run of seed 0 that every other run varies.
     pub base: DeepRunConfig,
+    /// Epochs between the curvature logs of the runs the m-sharpness section draws (ERM and m-SAM at `rho` for
+    /// every m of `m_grid`; 0: none). The log measures what the section's table measures (`samlab hessian`'s
+    /// defaults), so its last point is the table's value; the other runs do not log.
+    pub curvature_every: usize,
     /// Seeds of every comparison.
     pub seeds: Vec<u64>,
     /// Radii of SAM (batch and previous-batch) in the Fig. 1 comparison.
@@ -85,10 +90,11 @@ impl DeepScale {
         base.model.width = Some(256);
         base.model.norm = Some(NormKind::Batch);
         base.train.epochs = if quick { 10 } else { 20 };
-        // The top Hessian eigenvalue at mid-training and after the last epoch, on 256 examples, for the m-sharpness
-        // section's curvature-over-training figure (about 1.5 s per log; no trace probes).
-        base.train.curvature_every = base.train.epochs / 2;
-        base.train.curvature_examples = 256;
+        // The curvature log's settings, used only by the runs the m-sharpness figure draws (`with_curvature_log`):
+        // `samlab hessian`'s defaults (the first 1,024 training examples, chunks of 128, no trace probes), so that
+        // the last logged value is the table's.
+        base.train.curvature_every = 0;
+        base.train.curvature_examples = HessianConfig::default().examples;
         base.train.curvature_probes = 0;
         let mut noise_base = base.clone();
         noise_base.data.train_limit = Some(3000);
@@ -102,6 +108,13 @@ impl DeepScale {
         noise_base.train.curvature_every = 0;
         DeepScale {
             kind: ScaleKind::Laptop,
+            // Every 5 epochs of 20 (the ends of the schedule's first half-phase and of its three phases: lr drops
+            // at epochs 10 and 15), 3.7 s per log; every 5 of 10 with --quick.
+            curvature_every: if quick {
+                base.train.epochs / 2
+            } else {
+                base.train.epochs / 4
+            },
             base,
             seeds: if quick { vec![0] } else { vec![0, 1, 2] },
             rho_grid: if quick {
@@ -150,6 +163,8 @@ impl DeepScale {
         let grid = |k: i32| 0.025 * 2f64.powi(k);
         DeepScale {
             kind: ScaleKind::Paper,
+            // An exact Hessian of ResNet-18 on 1,024 images at every few epochs is not budgeted at this scale.
+            curvature_every: 0,
             base,
             seeds: if quick { vec![0] } else { vec![0, 1, 2] },
             rho_grid: (0..6).map(grid).collect(),
@@ -183,14 +198,29 @@ impl DeepScale {
         self.seeds.iter().map(|&s| make(s)).collect()
     }
 
-    /// ERM.
+    /// ERM (with the curvature log: the m-sharpness figure draws it).
     pub fn erm(&self, seed: u64) -> (String, DeepRunConfig) {
-        self.run("erm".into(), SamConfig::erm(), seed)
+        self.with_curvature_log(self.run("erm".into(), SamConfig::erm(), seed))
     }
 
-    /// Normalized m-SAM (`m` = the batch size is standard SAM).
+    /// Normalized m-SAM (`m` = the batch size is standard SAM); with the curvature log at the m-sharpness grid's
+    /// points (every m of `m_grid` at `rho`), which its figure draws.
     pub fn msam(&self, m: usize, rho: f64, seed: u64) -> (String, DeepRunConfig) {
-        self.run(format!("sam_m{m}_rho{rho}"), self.sam_config(m, rho), seed)
+        let run = self.run(format!("sam_m{m}_rho{rho}"), self.sam_config(m, rho), seed);
+        if rho == self.rho && self.m_grid.contains(&m) {
+            self.with_curvature_log(run)
+        } else {
+            run
+        }
+    }
+
+    /// `run` with the curvature log every `curvature_every` epochs (the base's examples and probes).
+    fn with_curvature_log(
+        &self,
+        (name, mut c): (String, DeepRunConfig),
+    ) -> (String, DeepRunConfig) {
+        c.train.curvature_every = self.curvature_every;
+        (name, c)
     }
 
     /// The n-SAM proxy: normalized SAM whose ascent uses the previous batch.
@@ -521,6 +551,41 @@ mod tests {
         for m in &l.m_grid {
             assert!(l.msam(*m, l.rho, 0).1.sam.check(128).is_ok());
         }
+    }
+
+    /// The runs the m-sharpness figure draws log the curvature often enough to draw a curve, with the settings of
+    /// the table's `samlab hessian` (so their last point is the table's value); no other run pays for a log.
+    #[test]
+    fn only_the_m_sharpness_runs_log_the_tables_hessian() {
+        for quick in [false, true] {
+            let l = DeepScale::laptop(quick);
+            // Every 5 epochs: 4 points of 20 epochs, 2 of 10 with --quick.
+            let every = l.curvature_every;
+            assert_eq!(every, 5);
+            assert!(l.base.train.epochs / every >= if quick { 2 } else { 4 });
+            let logged =
+                std::iter::once(l.erm(1)).chain(l.m_grid.iter().map(|&m| l.msam(m, l.rho, 2)));
+            for (name, c) in logged {
+                assert_eq!(c.train.curvature_every, every, "{name}");
+                assert_eq!(
+                    c.train.curvature_config(),
+                    HessianConfig::default(),
+                    "{name}"
+                );
+            }
+            let quiet = [
+                l.msam(128, 2.0 * l.rho, 0),
+                l.previous_batch(l.rho, 0),
+                l.random(l.rho, 0),
+                l.noise_run("erm", SamConfig::erm(), 0),
+                l.run("other".into(), l.sam_config(16, l.rho), 0),
+            ];
+            for (name, c) in quiet {
+                assert_eq!(c.train.curvature_every, 0, "{name}");
+            }
+        }
+        let paper = DeepScale::paper(PathBuf::from("cifar"), false);
+        assert_eq!(paper.erm(0).1.train.curvature_every, 0);
     }
 
     #[test]

@@ -84,17 +84,26 @@ fn logged_curvature(runs: &[RunOutcome]) -> Option<(Vec<f64>, Vec<Vec<f64>>)> {
         .then_some((epochs, per_seed))
 }
 
-/// The top Hessian eigenvalue over training for ERM and every m (mean over seeds), where the runs logged it:
-/// markers at the logged epochs, on the training log's `examples` fixed examples (named in the title: they are
-/// not the final analysis's).
+/// The last logged top eigenvalue of a run (NaN when it logged none).
+fn last_logged(o: &RunOutcome) -> f64 {
+    o.rows
+        .iter()
+        .rev()
+        .map(|r| r.hessian_top)
+        .find(|v| v.is_finite())
+        .unwrap_or(f64::NAN)
+}
+
+/// The top Hessian eigenvalue over training for ERM and every m (mean +- std over seeds), where the runs logged
+/// it: a line with a marker at every logged epoch, on the log's examples (`examples`, named in the title).
 fn curvature_figure(
     dir: &Path,
     (erm, sweep): (&[RunOutcome], &Sweep),
     m_grid: &[usize],
-    examples: usize,
+    examples: &str,
 ) -> Result<Option<PathBuf>> {
     let mut fig = Figure::new(
-        format!("Top Hessian eigenvalue in training (log on {examples} examples; seed mean)"),
+        format!("Top Hessian eigenvalue in training ({examples}; mean +- std)"),
         "epoch",
         "top eigenvalue of the training loss (exact products)",
     );
@@ -107,14 +116,7 @@ fn curvature_figure(
     for (label, runs) in groups {
         if let Some((epochs, per_seed)) = logged_curvature(runs) {
             let mut series = seed_series(label, &epochs, &per_seed, 1.0, false);
-            // Markers alone (a NaN between points breaks the line): two logs are not a curve.
             series.markers = true;
-            series.points = series
-                .points
-                .iter()
-                .flat_map(|&p| [p, (f64::NAN, f64::NAN)])
-                .collect();
-            series.band.clear();
             fig.series.push(series);
         }
     }
@@ -253,7 +255,26 @@ impl Experiment for MSharpness {
         }
         // Sharpness, curvature and features of every final model: ERM first, then the m grid.
         let small = scale.small_m;
-        let logged = scale.base.train.curvature_examples;
+        // The table's Hessian is `samlab hessian`'s defaults; the runs' curvature log is the same computation when
+        // its settings are these (the laptop scale's), and then its last point is the table's value.
+        let table_hessian = HessianConfig::default();
+        let log_hessian = scale.erm(0).1.train.curvature_config();
+        let same_hessian = log_hessian == table_hessian;
+        let table_examples = format!(
+            "first {} training examples, chunks of {}, BatchNorm in batch mode",
+            table_hessian.examples, table_hessian.m
+        );
+        let log_examples = if same_hessian {
+            format!(
+                "logged every {} epochs on the table's examples: {table_examples}",
+                scale.curvature_every
+            )
+        } else {
+            format!(
+                "logged every {} epochs on the first {} training examples, chunks of {}: not the table's",
+                scale.curvature_every, log_hessian.examples, log_hessian.m
+            )
+        };
         let models: Vec<&[RunOutcome]> = std::iter::once(erm.as_slice())
             .chain(sweep.runs.iter().map(Vec::as_slice))
             .collect();
@@ -264,6 +285,14 @@ impl Experiment for MSharpness {
         })
         .into_iter()
         .collect::<Result<_>>()?;
+        // The largest gap between a run's last logged eigenvalue and its table value, relative to the latter (NaN
+        // when no run logged).
+        let log_gap = flat
+            .iter()
+            .zip(&geometry)
+            .map(|(o, g)| (last_logged(o) - g.eigenvalue).abs() / g.eigenvalue.abs())
+            .filter(|d| d.is_finite())
+            .fold(f64::NAN, f64::max);
         let per_model: Vec<&[Geometry]> = geometry.chunks(scale.seeds.len()).collect();
         table.push(
             [
@@ -271,8 +300,12 @@ impl Experiment for MSharpness {
                 format!("worst-case {small}-sharpness (loss increase)"),
                 format!("worst-case {}-sharpness", scale.base.train.batch_size),
                 format!(
-                    "top Hessian eigenvalue (`samlab hessian`, first {} training examples; the figure logs {logged} fixed examples of the eval subset)",
-                    HessianConfig::default().examples
+                    "top Hessian eigenvalue (`samlab hessian`: {table_examples}{})",
+                    if same_hessian {
+                        "; the curvature figure's last point"
+                    } else {
+                        "; not the curvature figure's examples"
+                    }
                 ),
                 "feature sparsity (last hidden layer)".into(),
             ]
@@ -316,18 +349,40 @@ impl Experiment for MSharpness {
             .zip(top(per_model[0]))
             .all(|(sam, erm)| *sam < erm);
         let mut figures = figures;
+        let title_examples = if same_hessian {
+            format!("the table's {} training examples", log_hessian.examples)
+        } else {
+            format!(
+                "first {} training examples, not the table's",
+                log_hessian.examples
+            )
+        };
         figures.extend(curvature_figure(
             &dir,
             (&erm, &sweep),
             &scale.m_grid,
-            logged,
+            &title_examples,
         )?);
+        let log_note = if log_gap.is_nan() {
+            String::new()
+        } else {
+            format!(
+                " The curvature figure is the runs' training log ({log_examples}; Lanczos as the table's, tolerance {:e}, at most {} steps){}: the largest relative difference between a run's last logged value and its table value is {log_gap:.1e}.",
+                log_hessian.tol,
+                log_hessian.max_steps,
+                if same_hessian {
+                    "; its last point is the same computation as the table's, on the final weights"
+                } else {
+                    ""
+                }
+            )
+        };
         figures.extend(sam_figures(&dir, &sweep, &scale.m_grid)?);
         let spec = self.claims();
         Ok(Section {
             title: self.title().into(),
             text: format!(
-                "{}. Batch {} split into groups of m examples, each with its own normalized perturbation of radius {} computed on that group (BatchNorm statistics are per group too, as in the authors' code: ERM is not re-run with ghost batches here).",
+                "{}. Batch {} split into groups of m examples, each with its own normalized perturbation of radius {} computed on that group (BatchNorm statistics are per group too, as in the authors' code: ERM is not re-run with ghost batches here).{log_note}",
                 scale.describe(),
                 scale.base.train.batch_size,
                 scale.rho

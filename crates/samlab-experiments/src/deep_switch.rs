@@ -38,6 +38,8 @@ fn phase2(
     c.train.epochs = scale.switch_epochs;
     c.train.lr = LrSchedule::constant(scale.switch_lr);
     c.sam = sam;
+    // No curvature log: this comparison does not read it.
+    c.train.curvature_every = 0;
     (name, c)
 }
 

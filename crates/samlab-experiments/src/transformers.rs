@@ -30,7 +30,8 @@ fn models(scale: &DeepScale) -> Vec<(&'static str, &'static str, DeepRunConfig)>
         base.train.epochs = 10;
         base.data.train_limit = Some(5000);
     }
-    // The top eigenvalue and the trace once, after the last epoch.
+    // The top eigenvalue and the trace once, after the last epoch, on the first 256 training examples (what
+    // `samlab hessian --examples 256 --trace --probes 10` computes on the final checkpoint).
     base.train.curvature_every = base.train.epochs;
     base.train.curvature_examples = 256;
     base.train.curvature_probes = 10;
@@ -232,7 +233,7 @@ impl Experiment for Transformers {
         Ok(Section {
             title: self.title().into(),
             text: format!(
-                "Matched budgets: every model trains on the same data ({} training images{}, 10% held out), {} epochs at batch {}, the same seeds {:?}; SAM is normalized SAM with one perturbation per batch at rho = {RHO} for every model (not tuned per model). ViT: {}, {} heads, class token; Mixer: {}, token-MLP hidden width/2; both pre-LayerNorm, GELU, AdamW (lr 1e-3, betas 0.9/0.999, decoupled weight decay 0.05) with the same piecewise schedule, as Chen et al. train them. {conv}: {} (width {}), SGD momentum 0.9, lr {}, L2 5e-4. Curvature: the top Hessian eigenvalue (Lanczos) and Hutchinson's trace (10 probes) of the training loss at the final weights, on the run's 256 fixed training examples (the last epoch's curvature log). Gains are ERM minus SAM test error, paired by seed (mean ± std). Chen et al. train at ImageNet scale for 300 epochs; at this scale the numbers say whether the ordering survives, not its size.",
+                "Matched budgets: every model trains on the same data ({} training images{}, 10% held out), {} epochs at batch {}, the same seeds {:?}; SAM is normalized SAM with one perturbation per batch at rho = {RHO} for every model (not tuned per model). ViT: {}, {} heads, class token; Mixer: {}, token-MLP hidden width/2; both pre-LayerNorm, GELU, AdamW (lr 1e-3, betas 0.9/0.999, decoupled weight decay 0.05) with the same piecewise schedule, as Chen et al. train them. {conv}: {} (width {}), SGD momentum 0.9, lr {}, L2 5e-4. Curvature: the top Hessian eigenvalue (Lanczos) and Hutchinson's trace (10 probes) of the training loss at the final weights, on the first 256 examples of the run's training split, BatchNorm (the CNN's) in batch mode over 2 chunks of 128 (the last epoch's curvature log, which is `samlab hessian --examples 256 --trace --probes 10` on the final checkpoint). Gains are ERM minus SAM test error, paired by seed (mean ± std). Chen et al. train at ImageNet scale for 300 epochs; at this scale the numbers say whether the ordering survives, not its size.",
                 match scale.kind { ScaleKind::Laptop => "the first 5,000 of the shipped Fashion-MNIST subset's", ScaleKind::Paper => "CIFAR-10's" },
                 match scale.kind { ScaleKind::Laptop => ", no augmentation", ScaleKind::Paper => ", crop + flip" },
                 vit.train.epochs,

@@ -14,7 +14,7 @@ use super::{write_json_file, LoadedRun, RunInfo, Written};
 pub use crate::hessian::{
     check_probes, curvature, Curvature, HessianConfig, HessianOperator, MAX_PROBES,
 };
-use crate::run::RunError;
+use crate::run::{curvature_on, RunError};
 
 /// What `samlab hessian` writes to `hessian.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -78,11 +78,13 @@ impl HessianReport {
     }
 }
 
-/// The [`curvature`] and [`feature_sparsity`] of a loaded run on the first `cfg.examples` examples of `cfg.split`.
+/// The [`curvature`] ([`curvature_on`], the function of the run's curvature log) and [`feature_sparsity`] of a
+/// loaded run on the first `cfg.examples` examples of `cfg.split`.
 pub fn run_hessian(run: &LoadedRun, cfg: &HessianConfig) -> Result<HessianReport, RunError> {
     let examples = run.examples(cfg.split, cfg.examples)?;
     let started = Instant::now();
-    let curvature = curvature(&run.net, &run.state, &examples, cfg)?;
+    // The run's curvature log computes exactly this (same function, same examples).
+    let curvature = curvature_on(&run.net, &run.data, &run.state, cfg, &run.device)?;
     let (features, neurons) = feature_sparsity(
         &run.net,
         &run.state.params,

@@ -184,19 +184,8 @@ impl LoadedRun {
         })
     }
 
-    /// The first `n` examples of `split`, without augmentation.
+    /// The first `n` examples of `split`, without augmentation ([`PreparedData::examples`]).
     pub fn examples(&self, split: Split, n: usize) -> Result<Batch, ConfigError> {
-        let (set, labels, name) = match split {
-            Split::Train => (&self.data.train, &self.data.train_labels, "training split"),
-            Split::Test => (&self.data.test, &self.data.test.labels, "test set"),
-        };
-        if n == 0 || n > set.len() {
-            return Err(ConfigError::Invalid {
-                field: "examples",
-                reason: format!("must be in 1..={} (the {name}'s size), got {n}", set.len()),
-            });
-        }
-        let indices: Vec<usize> = (0..n).collect();
-        Ok(Batch::unaugmented(set, labels, &indices, &self.device))
+        self.data.examples(split, n, &self.device)
     }
 }

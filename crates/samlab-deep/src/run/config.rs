@@ -79,15 +79,34 @@ pub struct TrainConfig {
     #[serde(default)]
     pub precision: Precision,
     /// Log the Hessian's top eigenvalue and trace every this many epochs (and after the last one); 0: never.
+    /// The log is `samlab hessian` with [`TrainConfig::curvature_config`]'s settings, at the epoch's weights.
     #[serde(default)]
     pub curvature_every: usize,
-    /// The first this many examples of the eval-mode training subset are the curvature's fixed examples (chunks
-    /// of 128 when 128 divides it, else one chunk).
+    /// The curvature log's examples: the first this many of the training split in file order, unaugmented, with
+    /// the training labels (`samlab hessian --examples N`'s; chunks of 128 when 128 divides it, else one chunk).
     #[serde(default = "default_curvature_examples")]
     pub curvature_examples: usize,
     /// Rademacher probes of the logged trace (0: no trace).
     #[serde(default = "default_curvature_probes")]
     pub curvature_probes: usize,
+}
+
+impl TrainConfig {
+    /// The settings of the curvature log: `samlab hessian`'s defaults ([`HessianConfig::default`]: BatchNorm in
+    /// batch mode, Lanczos from seed 0 to tolerance 1e-3, at most 100 steps) on the first `curvature_examples`
+    /// examples of the training split in chunks of 128 (one chunk when 128 does not divide them), with
+    /// `curvature_probes` trace probes. [`curvature_on`] with these settings on a run's final checkpoint is the
+    /// last logged value.
+    pub fn curvature_config(&self) -> HessianConfig {
+        let n = self.curvature_examples;
+        HessianConfig {
+            examples: n,
+            m: if n.is_multiple_of(128) { 128 } else { n.max(1) },
+            split: Split::Train,
+            trace_probes: (self.curvature_probes > 0).then_some(self.curvature_probes),
+            ..HessianConfig::default()
+        }
+    }
 }
 
 pub(super) fn default_eval_batch() -> usize {

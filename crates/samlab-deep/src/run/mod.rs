@@ -44,7 +44,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{
     apply_label_noise, assemble, split_validation, Augment, DatasetKind, ImageSet, LabelNoise,
 };
-use crate::hessian::{curvature, HessianConfig};
+use crate::hessian::{curvature, Curvature, HessianConfig, Split};
 use crate::models::{Arch, ModelSpec, Network};
 use crate::nn::{init_params, NormKind};
 use crate::rng::{Purpose, Stream};

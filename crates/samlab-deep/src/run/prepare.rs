@@ -34,6 +34,43 @@ impl PreparedData {
             picked
         })
     }
+
+    /// The first `n` examples of `split` in file order, without augmentation, with the run's labels (the
+    /// training labels, noisy where the run used label noise; the test set's clean ones): the examples of the
+    /// analysis tools and of the run's curvature log alike.
+    pub fn examples(
+        &self,
+        split: Split,
+        n: usize,
+        device: &burn::tensor::Device,
+    ) -> Result<Batch, ConfigError> {
+        let (set, labels, name) = match split {
+            Split::Train => (&self.train, &self.train_labels, "training split"),
+            Split::Test => (&self.test, &self.test.labels, "test set"),
+        };
+        if n == 0 || n > set.len() {
+            return Err(ConfigError::Invalid {
+                field: "examples",
+                reason: format!("must be in 1..={} (the {name}'s size), got {n}", set.len()),
+            });
+        }
+        let indices: Vec<usize> = (0..n).collect();
+        Ok(Batch::unaugmented(set, labels, &indices, device))
+    }
+}
+
+/// The Hessian's spectrum (and trace where `cfg` asks) at `state` on the first `cfg.examples` examples of
+/// `cfg.split` of `data` ([`PreparedData::examples`]), cut into chunks of `cfg.m`: what `samlab hessian`
+/// ([`crate::analysis::hessian::run_hessian`]) and the run's curvature log both compute, through this one function.
+pub fn curvature_on(
+    net: &Network,
+    data: &PreparedData,
+    state: &TrainState,
+    cfg: &HessianConfig,
+    device: &burn::tensor::Device,
+) -> Result<Curvature, ConfigError> {
+    let examples = data.examples(cfg.split, cfg.examples, device)?;
+    curvature(net, state, &examples, cfg)
 }
 
 /// Loads the data set, splits off validation and applies label noise, all seeded by `seed`.
@@ -205,13 +242,10 @@ pub fn check_config(config: &DeepRunConfig) -> Result<(), RunError> {
     config.sam.check_applies()?;
     crate::oracle::require_layers(&config.sam.check(t.batch_size)?, config.model.arch, norm)?;
     if t.curvature_every > 0 {
-        if t.curvature_examples == 0 || t.curvature_examples > t.eval_train_examples {
+        if t.curvature_examples == 0 {
             return Err(bad(
                 "curvature_examples",
-                format!(
-                    "must be in 1..={} (eval_train_examples), got {}",
-                    t.eval_train_examples, t.curvature_examples
-                ),
+                "must be at least 1 (they are the first examples of the training split)".into(),
             ));
         }
         if t.curvature_probes == 1 {
@@ -271,6 +305,16 @@ pub(super) fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
             )
         })?
         .min(t.max_steps.unwrap_or(usize::MAX));
+    if t.curvature_every > 0 && t.curvature_examples > data.train.len() {
+        return Err(bad(
+            "curvature_examples",
+            format!(
+                "must be in 1..={} (the training split's size), got {}",
+                data.train.len(),
+                t.curvature_examples
+            ),
+        ));
+    }
     let eval_subsets = data
         .eval_indices(t.eval_train_examples, t.seed)
         .map(|idx| data.train.select(&idx));
@@ -286,19 +330,17 @@ pub(super) fn plan(config: &DeepRunConfig) -> Result<Plan, RunError> {
     })
 }
 
-/// The Hessian's top eigenvalue and trace (NaN without probes) at `state` on the run's fixed curvature examples
-/// (both NaN where the loss is not finite: the epoch's divergence check reports that).
+/// The Hessian's top eigenvalue and trace (NaN without probes) at `state`, as [`TrainConfig::curvature_config`]
+/// says: the first `curvature_examples` examples of the training split, as `samlab hessian` with the same settings
+/// measures them (both NaN where the loss is not finite: the epoch's divergence check reports that).
 pub(super) fn log_curvature(config: &DeepRunConfig, p: &Plan, state: &TrainState) -> (f64, f64) {
-    let t = &config.train;
-    let set = &p.eval_subsets[0];
-    let n = t.curvature_examples.min(set.len());
-    let examples = Batch::unaugmented(set, &set.labels, &(0..n).collect::<Vec<_>>(), &p.device);
-    let cfg = HessianConfig {
-        m: if n.is_multiple_of(128) { 128 } else { n },
-        trace_probes: (t.curvature_probes > 0).then_some(t.curvature_probes),
-        ..HessianConfig::default()
-    };
-    match curvature(&p.net, state, &examples, &cfg) {
+    match curvature_on(
+        &p.net,
+        &p.data,
+        state,
+        &config.train.curvature_config(),
+        &p.device,
+    ) {
         Ok(c) => (c.top(), c.trace.map_or(f64::NAN, |tr| tr.estimate)),
         Err(_) => (f64::NAN, f64::NAN),
     }

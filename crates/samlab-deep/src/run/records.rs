@@ -57,8 +57,9 @@ pub struct EpochRow {
     /// labels (NaN without label noise).
     #[serde(with = "nan_as_null", default = "nan_as_null::absent")]
     pub noisy_eval_error: f64,
-    /// Top eigenvalue of the training loss's Hessian at the epoch's final weights on the fixed curvature
-    /// examples, BatchNorm in batch mode (NaN on epochs without a curvature log).
+    /// Top eigenvalue of the training loss's Hessian at the epoch's final weights, as `samlab hessian` measures it
+    /// with [`TrainConfig::curvature_config`] (the first `curvature_examples` of the training split, BatchNorm in
+    /// batch mode; NaN on epochs without a curvature log).
     #[serde(with = "nan_as_null", default = "nan_as_null::absent")]
     pub hessian_top: f64,
     /// Hutchinson's estimate of the Hessian's trace on the same examples (NaN when not logged).
