@@ -35,6 +35,10 @@ pub trait RunConfig: Clone + PartialEq + Serialize + DeserializeOwned {
     /// has not finished, or one whose recorded files are not the ones the run wrote.
     fn load(&self, dir: &Path) -> anyhow::Result<Self::Outcome>;
 
+    /// What the run costs, in example gradients (updates x examples per update x gradient passes per update): a
+    /// proxy that orders runs of any engine by cost (`reproduce` schedules the costliest first).
+    fn work(&self) -> f64;
+
     /// Its `init_from` (the run directory whose final weights it starts from), for engines that have one.
     fn init_from_mut(&mut self) -> Option<&mut Option<PathBuf>> {
         None
@@ -79,6 +83,8 @@ pub trait AnyRun {
     fn is_finished_in(&self, dir: &Path) -> bool;
     /// [`RunConfig::execute_quietly`].
     fn execute_quietly(&self, out: &Path) -> anyhow::Result<()>;
+    /// [`RunConfig::work`].
+    fn work(&self) -> f64;
 }
 
 impl<C: RunConfig> AnyRun for C {
@@ -104,6 +110,10 @@ impl<C: RunConfig> AnyRun for C {
 
     fn execute_quietly(&self, out: &Path) -> anyhow::Result<()> {
         RunConfig::execute_quietly(self, out)
+    }
+
+    fn work(&self) -> f64 {
+        RunConfig::work(self)
     }
 }
 

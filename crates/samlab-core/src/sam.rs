@@ -491,6 +491,16 @@ impl SamConfig {
         }
     }
 
+    /// Gradient passes per update: one, or the ascent steps plus the descent (a run's cost, not counting the
+    /// variants' extra passes).
+    pub fn passes(&self) -> f64 {
+        if self.rho > 0.0 {
+            self.ascent_steps as f64 + 1.0
+        } else {
+            1.0
+        }
+    }
+
     /// Checks every field and the fit with a batch of `batch_size` examples; the engines only accept a checked
     /// config.
     pub fn check(&self, batch_size: usize) -> Result<CheckedSam, ConfigError> {

@@ -6,10 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use samlab_analytic::diag::run::DataSource;
-use samlab_analytic::relu::run::ReluData;
 use samlab_core::run_dir::write_json;
-use samlab_core::sam::{Grouping, SamConfig};
 use samlab_runs::AnyRunConfig;
 use serde::{Deserialize, Serialize};
 
@@ -127,7 +124,7 @@ impl Plan {
             .filter(|(_, &k)| k == w)
             .map(|(r, _)| r)
             .collect();
-        let key = |r: &PlannedRun| (matches!(r.config, AnyRunConfig::Deep(_)), work(&r.config));
+        let key = |r: &PlannedRun| (matches!(r.config, AnyRunConfig::Deep(_)), r.config.work());
         runs.sort_by(|a, b| {
             let (ka, kb) = (key(a), key(b));
             kb.0.cmp(&ka.0).then(kb.1.total_cmp(&ka.1))
@@ -156,7 +153,7 @@ impl Plan {
                 dir: r.dir.strip_prefix(out).unwrap_or(&r.dir),
                 engine: r.config.engine(),
                 wave,
-                example_gradients: work(&r.config),
+                example_gradients: r.config.work(),
                 config: r.config.to_toml(),
             })
             .collect();
@@ -186,47 +183,4 @@ pub fn read_settings(out: &Path) -> Result<Settings> {
     let file: SettingsOnly = serde_json::from_slice(&text)
         .map_err(|e| crate::BadRequest(format!("{} is damaged: {e}", path.display())))?;
     Ok(file.settings)
-}
-
-/// Gradient passes per update: one, or the ascent steps plus the descent.
-fn passes(sam: &SamConfig) -> f64 {
-    if sam.rho > 0.0 {
-        sam.ascent_steps as f64 + 1.0
-    } else {
-        1.0
-    }
-}
-
-/// Example gradients of a run: updates x examples per update x passes (a proxy of its cost across engines).
-pub fn work(config: &AnyRunConfig) -> f64 {
-    // Presets generate their data; a data directory's size is not read here (counted as one example).
-    let analytic = |n: usize, iters: usize, batch: Option<usize>, sam: &SamConfig| {
-        iters as f64 * batch.unwrap_or(n) as f64 * passes(sam)
-    };
-    match config {
-        AnyRunConfig::Diag(c) => {
-            let n = match &c.data {
-                DataSource::Synthetic(spec) => spec.n,
-                DataSource::Dir(_) => 1,
-            };
-            analytic(n, c.train.iters, c.train.batch_size, &c.train.sam)
-        }
-        AnyRunConfig::Relu(c) => {
-            let n = match &c.data {
-                ReluData::TwelvePoints => 12,
-                ReluData::TeacherStudent(t) => t.n,
-                ReluData::Dir(_) => 1,
-            };
-            analytic(n, c.train.iters, c.train.batch_size, &c.train.sam)
-        }
-        AnyRunConfig::Deep(c) => {
-            let images = c.data.train_limit.unwrap_or(10_000) as f64;
-            // Small groups run less efficiently: m = 16 costs 1.7x m = 128 per pass.
-            let groups = match c.sam.grouping {
-                Grouping::Size(m) if c.sam.rho > 0.0 => (c.train.batch_size / m.max(1)) as f64,
-                _ => 1.0,
-            };
-            c.train.epochs as f64 * images * passes(&c.sam) * groups.powf(0.3)
-        }
-    }
 }

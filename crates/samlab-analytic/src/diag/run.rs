@@ -164,6 +164,16 @@ impl RunConfig for DiagRunConfig {
         Some(&mut self.init_from)
     }
 
+    /// A data directory's size is not read here (counted as one example).
+    fn work(&self) -> f64 {
+        let n = match &self.data {
+            DataSource::Synthetic(spec) => spec.n,
+            DataSource::Dir(_) => 1,
+        };
+        let batch = self.train.batch_size.unwrap_or(n);
+        self.train.iters as f64 * batch as f64 * self.train.sam.passes()
+    }
+
     /// Runs the config and writes the run directory `out`; `observer` counts updates.
     fn execute(&self, out: &Path, force: bool, observer: &mut dyn Observer) -> Result<DiagOutcome> {
         if let Some(from) = &self.init_from {

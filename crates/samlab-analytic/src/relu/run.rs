@@ -335,6 +335,17 @@ impl RunConfig for ReluRunConfig {
         prepare(self).map(drop)
     }
 
+    /// A data directory's size is not read here (counted as one example).
+    fn work(&self) -> f64 {
+        let n = match &self.data {
+            ReluData::TwelvePoints => 12,
+            ReluData::TeacherStudent(t) => t.n,
+            ReluData::Dir(_) => 1,
+        };
+        let batch = self.train.batch_size.unwrap_or(n);
+        self.train.iters as f64 * batch as f64 * self.train.sam.passes()
+    }
+
     /// Runs the config and writes the run directory `out`; `observer` counts updates.
     fn execute(&self, out: &Path, force: bool, observer: &mut dyn Observer) -> Result<ReluOutcome> {
         execute(self, out, force, observer)
