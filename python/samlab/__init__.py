@@ -8,6 +8,8 @@ Submodules:
   and the paper's data;
 - :mod:`samlab.theory`: the hyperbolic entropy, alpha_eff and the implicit-bias interpolators (Theorem 1);
 - :mod:`samlab.runs`: samlab run directories as dicts and tables;
+- :mod:`samlab.sharpness`: worst-case and average-case m-sharpness of any model given as callables, by samlab's
+  Rust ascent;
 - :mod:`samlab.torch` (needs PyTorch; not imported by ``import samlab``): Hessian, GGN and residual operators of a
   PyTorch model for :mod:`samlab.curvature`, and worst-case / average-case m-sharpness; ``samlab.torch.SAM``
   (:mod:`samlab.sam`), the SAM family as a PyTorch optimizer;
@@ -17,7 +19,7 @@ Submodules:
 The numerical work happens in samlab's Rust crates (the same code as the ``samlab`` command line).
 """
 
-from . import analytic, curvature, runs, theory
+from . import analytic, curvature, runs, sharpness, theory
 from ._samlab import __version__
 
-__all__ = ["__version__", "analytic", "curvature", "runs", "theory"]
+__all__ = ["__version__", "analytic", "curvature", "runs", "sharpness", "theory"]

@@ -84,3 +84,27 @@ def run_config(
     force: bool = False,
     progress: Callable[[int, int, str], object] | None = None,
 ) -> int: ...
+def sharpness_worst_case(
+    loss_and_grad: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]],
+    w: np.ndarray,
+    n: int,
+    rho: float,
+    m: int,
+    steps: int,
+    restarts: int,
+    norm: str,
+    adaptive: bool,
+    step_size_mult: float,
+    normalize: bool,
+    random_init: bool,
+    seed: int,
+) -> dict[str, Any]: ...
+def sharpness_average_case(
+    loss_fn: Callable[[np.ndarray, np.ndarray], float],
+    w: np.ndarray,
+    n: int,
+    rho: float,
+    m: int,
+    samples: int,
+    seed: int,
+) -> dict[str, Any]: ...

@@ -528,8 +528,8 @@ def sharpness(
     - ``bn``: ``"eval"`` (samlab-deep's default: running statistics) or ``"train"`` (each group's own statistics;
       the running statistics are restored). Every other module is in evaluation mode.
 
-    The ascent runs in PyTorch (samlab's Rust ascent works on its own models' tensors, not on a Python
-    callable); it follows samlab-core's ``Ascent::sam_delta`` and samlab-deep's ``own_ascent`` step for step.
+    The ascent runs in PyTorch; :func:`samlab.sharpness.worst_case` runs samlab-core's Rust one on callables and
+    equals this one without random starts. It follows samlab-deep's ``own_ascent`` step for step.
     The model's parameters and buffers are unchanged afterwards (the perturbed losses come from
     ``torch.func.functional_call``). ``rho = 0`` gives 0.
 

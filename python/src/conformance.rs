@@ -6,184 +6,14 @@
 //! perturbation, ESAM's keep-mask) is passed in, so that every result is deterministic.
 
 use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use samlab_core::ascent::{Ascent, Host, Oracle, Pass, VariantState};
+use samlab_core::ascent::{Ascent, Host, VariantState};
 use samlab_core::sam::{AscentSource, SamConfig};
 
+use crate::model::{vector, Losses, Noise, PyModel};
 use crate::IntoPyResult;
-
-/// One gradient the step asked for: its pass, examples, point and the mean loss and gradient there.
-struct Call {
-    pass: &'static str,
-    rows: Vec<usize>,
-    point: Vec<f64>,
-    loss: f64,
-    grad: Vec<f64>,
-}
-
-/// The noise handed in, consumed in order.
-struct Noise {
-    normals: Vec<Vec<f64>>,
-    keeps: Vec<Vec<f64>>,
-    error: Option<String>,
-}
-
-/// A Python model as a samlab-core [`Oracle`] over flat float64 vectors: ASAM scales the coordinates of
-/// `asam_mask` (every one without it), MSAM reads `momentum`, SAM-ON perturbs the coordinates of `norm_mask`.
-struct PyModel<'py> {
-    grad_fn: Bound<'py, PyAny>,
-    losses_fn: Option<Bound<'py, PyAny>>,
-    dim: usize,
-    asam_mask: Option<Vec<f64>>,
-    momentum: Option<Vec<f64>>,
-    norm_mask: Option<Vec<f64>>,
-    calls: Vec<Call>,
-    error: Option<PyErr>,
-}
-
-/// A float64 vector of length `dim` returned by `what`, or a ValueError naming it.
-fn vector(value: &Bound<'_, PyAny>, dim: usize, what: &str) -> PyResult<Vec<f64>> {
-    let arr: PyReadonlyArray1<f64> = value
-        .extract()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be a 1-D float64 NumPy array")))?;
-    let v = arr.as_slice()?.to_vec();
-    if v.len() != dim {
-        return Err(PyValueError::new_err(format!(
-            "{what} has length {} but the parameter vector has {dim}",
-            v.len()
-        )));
-    }
-    Ok(v)
-}
-
-impl PyModel<'_> {
-    fn call_grad(&self, w: &[f64], rows: &[usize]) -> PyResult<(f64, Vec<f64>)> {
-        let py = self.grad_fn.py();
-        let ret = self
-            .grad_fn
-            .call1((w.to_vec().into_pyarray(py), rows.to_vec().into_pyarray(py)))?;
-        let (loss, grad): (f64, Bound<'_, PyAny>) = ret.extract().map_err(|_| {
-            PyTypeError::new_err(
-                "loss_and_grad must return (mean loss as a float, mean gradient as an array)",
-            )
-        })?;
-        Ok((loss, vector(&grad, self.dim, "loss_and_grad's gradient")?))
-    }
-
-    fn call_losses(&self, w: &[f64], rows: &[usize]) -> PyResult<Vec<f64>> {
-        let f = self.losses_fn.as_ref().ok_or_else(|| {
-            PyValueError::new_err("ESAM's data selection (gamma < 0.99) needs losses(w, rows)")
-        })?;
-        let py = f.py();
-        let ret = f.call1((w.to_vec().into_pyarray(py), rows.to_vec().into_pyarray(py)))?;
-        vector(&ret, rows.len(), "losses")
-    }
-}
-
-impl Oracle for PyModel<'_> {
-    type Space = Host;
-    type Rng = Noise;
-
-    fn gradient(
-        &mut self,
-        pass: Pass,
-        w: &Vec<f64>,
-        rows: &[usize],
-        scale: f64,
-        out: &mut Vec<f64>,
-    ) -> f64 {
-        if self.error.is_some() {
-            out.fill(f64::NAN);
-            return f64::NAN;
-        }
-        match self.call_grad(w, rows) {
-            Ok((loss, grad)) => {
-                let n = rows.len() as f64;
-                for (o, g) in out.iter_mut().zip(&grad) {
-                    *o = scale * n * g;
-                }
-                let pass = match pass {
-                    Pass::Plain => "plain",
-                    Pass::Ascent { at_w: true } => "ascent_at_w",
-                    Pass::Ascent { at_w: false } => "ascent",
-                    Pass::Descent => "descent",
-                };
-                self.calls.push(Call {
-                    pass,
-                    rows: rows.to_vec(),
-                    point: w.clone(),
-                    loss,
-                    grad,
-                });
-                loss * n
-            }
-            Err(e) => {
-                self.error = Some(e);
-                out.fill(f64::NAN);
-                f64::NAN
-            }
-        }
-    }
-
-    fn losses(&mut self, w: &Vec<f64>, rows: &[usize], out: &mut [f64]) {
-        if self.error.is_some() {
-            return;
-        }
-        match self.call_losses(w, rows) {
-            Ok(v) => out.copy_from_slice(&v),
-            Err(e) => self.error = Some(e),
-        }
-    }
-
-    // The mean loss's gradient is the descent unit: the accumulator holds one mean gradient per group.
-    fn descent_unit(&self, _rows: usize) -> f64 {
-        1.0
-    }
-
-    fn num_params(&self) -> usize {
-        self.dim
-    }
-
-    fn normal(&mut self, rng: &mut Noise, out: &mut Vec<f64>) {
-        if rng.normals.is_empty() {
-            rng.error = Some(
-                "a random start or random perturbation needs normals (one row per draw)".into(),
-            );
-            out.fill(0.0);
-        } else {
-            out.copy_from_slice(&rng.normals.remove(0));
-        }
-    }
-
-    fn keep(&mut self, rng: &mut Noise, _beta: f64) -> Vec<f64> {
-        if rng.keeps.is_empty() {
-            rng.error = Some("ESAM with beta < 1 needs keeps (one 0/1 row per group)".into());
-            return vec![1.0; self.dim];
-        }
-        rng.keeps.remove(0)
-    }
-
-    fn asam_scaling(&self, w: &Vec<f64>, eta: f64) -> Vec<f64> {
-        match &self.asam_mask {
-            None => w.iter().map(|w| w.abs() + eta).collect(),
-            Some(mask) => w
-                .iter()
-                .zip(mask)
-                .map(|(w, &m)| if m != 0.0 { w.abs() + eta } else { 1.0 })
-                .collect(),
-        }
-    }
-
-    fn momentum(&self) -> Option<&Vec<f64>> {
-        self.momentum.as_ref()
-    }
-
-    fn normalization_mask(&self) -> Option<Vec<f64>> {
-        self.norm_mask.clone()
-    }
-}
 
 fn rows_of(
     arr: Option<PyReadonlyArray2<'_, f64>>,
@@ -251,15 +81,16 @@ fn sam_step<'py>(
         direction: opt(direction, "direction")?,
         steps,
     };
+    let losses = match losses {
+        Some(f) => Losses::PerExample(f.unbind()),
+        None => Losses::Missing,
+    };
     let mut model = PyModel {
-        grad_fn: loss_and_grad,
-        losses_fn: losses,
-        dim,
         asam_mask: opt(asam_mask, "asam_mask")?,
         momentum: opt(momentum, "momentum")?,
         norm_mask: opt(norm_mask, "norm_mask")?,
-        calls: Vec::new(),
-        error: None,
+        record: true,
+        ..PyModel::new(Some(loss_and_grad.unbind()), losses, dim)
     };
     let mut noise = Noise {
         normals: rows_of(normals, dim, "normals")?,

@@ -12,7 +12,9 @@ mod analytic;
 mod checkpoint;
 mod conformance;
 mod curvature;
+mod model;
 mod runs;
+mod sharpness;
 mod sweep;
 mod theory;
 
@@ -43,5 +45,6 @@ fn _samlab(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sweep::register(m)?;
     runs::register(m)?;
     checkpoint::register(m)?;
+    sharpness::register(m)?;
     Ok(())
 }

@@ -10,6 +10,7 @@
 //!   through their products (the deep nets' Hessians);
 //! - [`run`]: the run contract every engine keeps (config, check, execute, load) and the records runs share;
 //!   [`run_dir`]: the run directory every engine writes and the report reads;
+//! - [`sharpness`]: worst-case and average-case m-sharpness of any model given through an oracle;
 //! - [`features`], [`linalg`], [`stats`]: measures and the small dense linear algebra the engines share.
 //!
 //! No engine is here: the analytic engines are `samlab-analytic`, the deep one `samlab-deep`. This crate builds in
@@ -31,6 +32,7 @@ pub mod run;
 pub mod run_dir;
 pub mod sam;
 pub mod schedule;
+pub mod sharpness;
 pub mod spectral;
 pub mod stats;
 
