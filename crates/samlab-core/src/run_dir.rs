@@ -252,7 +252,7 @@ pub fn read_capped(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 /// Taking the lock also tidies what killed runs left beside `<out>`: staging directories (`.<name>.staging-PID`,
 /// never complete) are removed; a run set aside for replacement (`.<name>.old-PID`) is moved back when `<out>`
 /// is missing (the replacement never arrived) and otherwise kept and listed by [`RunLock::set_aside_runs`] until
-/// a replacement completes ([`RunLock::remove_set_aside`]).
+/// a replacement completes (`RunLock::remove_set_aside`).
 #[derive(Debug)]
 pub struct RunLock {
     out: PathBuf,
