@@ -118,14 +118,13 @@ struct PyProgress {
     callback: Option<Py<PyAny>>,
     total: u64,
     unit: &'static str,
-    last: Option<u64>,
     error: Option<PyErr>,
 }
 
 impl PyProgress {
-    /// Hands `done` on, once per count (the engines report their start and their first update both as 0).
+    /// Hands `done` on (nothing more once a call failed).
     fn report(&mut self, done: u64) {
-        if self.error.is_some() || self.last == Some(done) {
+        if self.error.is_some() {
             return;
         }
         let (total, unit) = (self.total, self.unit);
@@ -136,7 +135,6 @@ impl PyProgress {
             }
             Ok(())
         });
-        self.last = Some(done);
         if let Err(e) = result {
             self.error = Some(e);
         }
@@ -155,16 +153,14 @@ impl Observer for PyProgress {
     }
 }
 
-/// Executes `config` into `out` with the GIL released, reports the updates the finished run did (`done` of its
-/// outcome: the total, unless it diverged or stopped early; the engines' last count is that of the last update's
-/// start), then raises what the progress callable raised, if anything.
+/// Executes `config` into `out` with the GIL released (the engine reports its counts, the last one the updates it
+/// did), then raises what the progress callable raised, if anything.
 fn execute<C: RunConfig + Send>(
     py: Python<'_>,
     config: C,
     out: PathBuf,
     force: bool,
     progress: Option<Py<PyAny>>,
-    done: fn(&C::Outcome) -> usize,
 ) -> PyResult<u64>
 where
     C::Outcome: Send,
@@ -173,14 +169,10 @@ where
         callback: progress,
         total: 0,
         unit: "",
-        last: None,
         error: None,
     };
     let observer_ref = &mut observer;
     let result = py.detach(move || config.execute(&out, force, observer_ref));
-    if let Ok(outcome) = &result {
-        observer.report(done(outcome) as u64);
-    }
     if let Some(e) = observer.error.take() {
         return Err(e);
     }
@@ -208,11 +200,11 @@ fn run_config(
     match engine {
         "diag" => {
             let config: DiagRunConfig = toml::from_str(text).map_err(bad)?;
-            execute(py, config, out, force, progress, |o| o.summary.iterations)
+            execute(py, config, out, force, progress)
         }
         "relu" => {
             let config: ReluRunConfig = toml::from_str(text).map_err(bad)?;
-            execute(py, config, out, force, progress, |o| o.summary.iterations)
+            execute(py, config, out, force, progress)
         }
         _ => Err(PyValueError::new_err(format!(
             "{source} is a {engine} run config: this package runs only the analytic engines (diag, relu) \

@@ -165,9 +165,43 @@ pub struct Quiet;
 
 impl Observer for Quiet {}
 
-/// How often an engine whose updates take microseconds tells its [`Observer`]: about 200 times per run.
-pub fn progress_every(total: usize) -> usize {
-    (total / 200).max(1)
+/// Tells an [`Observer`] about an analytic run's updates, which take microseconds: the start, about 200 counts on
+/// the way, and the count done at the end, each count once.
+pub struct UpdateCounter<'a> {
+    observer: &'a mut dyn Observer,
+    every: usize,
+    last: u64,
+}
+
+impl<'a> UpdateCounter<'a> {
+    /// The run of `total` updates starts.
+    pub fn start(observer: &'a mut dyn Observer, total: usize) -> Self {
+        observer.started(0, total as u64, "updates");
+        UpdateCounter {
+            observer,
+            every: (total / 200).max(1),
+            last: 0,
+        }
+    }
+
+    /// `done` updates are done (every update's count may be given: one in `total / 200` is passed on).
+    pub fn update(&mut self, done: usize) {
+        if done.is_multiple_of(self.every) {
+            self.tell(done);
+        }
+    }
+
+    /// The run ended after `done` updates (fewer than planned if it diverged or stopped early).
+    pub fn finish(mut self, done: usize) {
+        self.tell(done);
+    }
+
+    fn tell(&mut self, done: usize) {
+        if done as u64 != self.last {
+            self.last = done as u64;
+            self.observer.advanced(self.last);
+        }
+    }
 }
 
 /// A run's status, as summary.json writes it.

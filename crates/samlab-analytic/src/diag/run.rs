@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset, SparseRegression};
 use samlab_core::run::{
-    progress_every, read_summary, Observer, RunConfig, RunStatus, SummaryHeader,
+    read_summary, Observer, RunConfig, RunStatus, SummaryHeader, UpdateCounter,
 };
 use samlab_core::run_dir::{
     artefact_hashes, check_artefacts, check_not_own_parent, nan_as_null, resolve_init_from,
@@ -183,13 +183,11 @@ impl RunConfig for DiagRunConfig {
         let writer = RunDirWriter::create(out, force)?;
         let start = Instant::now();
         let iters = self.train.iters;
-        let every = progress_every(iters);
-        observer.started(0, iters as u64, "updates");
+        let mut counter = UpdateCounter::start(observer, iters);
         let run = diag::train(&data, &self.train, init, &mut |step: &StepView| {
-            if step.t.is_multiple_of(every) {
-                observer.advanced(step.t as u64);
-            }
+            counter.update(step.t)
         })?;
+        counter.finish(run.iterations);
         let seconds = start.elapsed().as_secs_f64();
         let mut summary = summarize(&run, self.train.seed, seconds);
         let dir = writer.path();

@@ -12,7 +12,7 @@ use ndarray::{Array1, Array2};
 use samlab_core::ascent::SamObservation;
 use samlab_core::data::{read_array, write_array, Dataset, DATA_FILES};
 use samlab_core::run::{
-    progress_every, read_summary, CurvePoint, Observer, RunConfig, RunStatus, SummaryHeader,
+    read_summary, CurvePoint, Observer, RunConfig, RunStatus, SummaryHeader, UpdateCounter,
 };
 use samlab_core::run_dir::{artefact_hashes, check_artefacts, nan_as_null, ReluEngine};
 use samlab_core::run_dir::{
@@ -369,17 +369,15 @@ fn execute(
     let mut along: HashMap<usize, NetMetrics> = HashMap::new();
     let mut next = 0;
     let start = Instant::now();
-    let every = progress_every(config.train.iters);
-    observer.started(0, config.train.iters as u64, "updates");
+    let mut counter = UpdateCounter::start(observer, config.train.iters);
     let run = relu::train(&data, &config.train, init, &mut |view| {
-        if view.t.is_multiple_of(every) {
-            observer.advanced(view.t as u64);
-        }
+        counter.update(view.t);
         if log_at.get(next) == Some(&view.t) {
             next += 1;
             along.insert(view.t, measure(view.net, &data, &config.metrics));
         }
     })?;
+    counter.finish(run.iterations);
     let seconds = start.elapsed().as_secs_f64();
     let final_metrics = measure(&run.net, &data, &config.metrics);
     along.insert(run.iterations, final_metrics);
