@@ -284,64 +284,21 @@ pub fn weighted_norm(delta: &[Vec<f64>], s: &[Vec<f64>]) -> f64 {
         .sqrt()
 }
 
-/// The Euclidean projection of `delta` onto the ellipsoid $\{x : \lVert x \oslash s\rVert_2 \le \rho\}$:
-/// `delta` itself when inside, else $x_i = \delta_i s_i^2 / (s_i^2 + \lambda)$ with $\lambda > 0$ found by
-/// bisection so that $\lVert x \oslash s\rVert = \rho$ (to $10^{-9}$ relative, from inside). Coordinates with
-/// $s_i = 0$ are set to 0.
+/// The Euclidean projection of `delta` onto the ellipsoid $\{x : \lVert x \oslash s\rVert_2 \le \rho\}$, tensor by
+/// tensor: [`samlab_core::sharpness::project_ellipsoid`] on the concatenated vectors (inside, `delta` up to
+/// rounding; coordinates with $s_i = 0$ set to 0).
 pub fn project_ellipsoid(delta: &[Vec<f64>], s: &[Vec<f64>], rho: f64) -> Vec<Vec<f64>> {
-    let at = |lambda: f64| -> Vec<Vec<f64>> {
-        delta
-            .iter()
-            .zip(s)
-            .map(|(d, si)| {
-                d.iter()
-                    .zip(si)
-                    .map(|(&d, &s)| {
-                        if s > 0.0 {
-                            d * s * s / (s * s + lambda)
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect()
-            })
-            .collect()
-    };
-    // ||x(lambda) / s|| = sqrt(sum (d_i s_i / (s_i^2 + lambda))^2), decreasing in lambda.
-    let norm_at = |lambda: f64| {
-        delta
-            .iter()
-            .flatten()
-            .zip(s.iter().flatten())
-            .filter(|(_, &si)| si > 0.0)
-            .map(|(d, si)| (d * si / (si * si + lambda)).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    };
-    if norm_at(0.0) <= rho {
-        return at(0.0);
-    }
-    // ||x(lambda) / s|| <= ||delta * s|| / lambda, so this upper end is feasible.
-    let scaled = delta
+    let mut flat = delta.concat();
+    samlab_core::sharpness::project_ellipsoid(&mut flat, &s.concat(), rho);
+    let mut rest = flat.as_slice();
+    delta
         .iter()
-        .flatten()
-        .zip(s.iter().flatten())
-        .map(|(d, si)| (d * si).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let (mut lo, mut hi) = (0.0, scaled / rho);
-    for _ in 0..200 {
-        let mid = 0.5 * (lo + hi);
-        if norm_at(mid) > rho {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-        if rho - norm_at(hi) <= 1e-9 * rho {
-            break;
-        }
-    }
-    at(hi)
+        .map(|d| {
+            let (head, tail) = rest.split_at(d.len());
+            rest = tail;
+            head.to_vec()
+        })
+        .collect()
 }
 
 /// Labels drawn uniformly among each example's wrong classes, keyed by `(seed, restart, chunk)`.
