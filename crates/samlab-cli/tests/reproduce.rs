@@ -191,3 +191,37 @@ fn reproduce_on_slurm_gives_the_local_claims() {
     ]);
     assert!(stdout.contains("every run is finished"), "{stdout}");
 }
+
+/// An experiment with an extended part plans it only with `--extended`, and the main job's report names what it
+/// left out: the ResNet runs of the large-step preset.
+#[test]
+fn an_extended_part_is_planned_only_with_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs = |extended: bool| -> Vec<String> {
+        let out = tmp.path().join(extended.to_string());
+        let mut args = vec![
+            "reproduce",
+            "--only",
+            "large_step_sgd_deep",
+            "--out",
+            p(&out),
+            "--plan",
+        ];
+        if extended {
+            args.push("--extended");
+        }
+        ok(&args);
+        json(&out.join("plan.json"))["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["dir"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (main, extended) = (dirs(false), dirs(true));
+    assert_eq!(main.len(), 14);
+    assert!(main.iter().all(|d| !d.contains("resnet")), "{main:?}");
+    assert_eq!(extended.len(), 28);
+    let resnet = extended.iter().filter(|d| d.contains("largestep_resnet_"));
+    assert_eq!(resnet.count(), 14);
+}

@@ -437,6 +437,10 @@ mod tests {
         assert!(left_out(&extended).unwrap().is_empty());
         assert!(left_out_note(&extended).unwrap().is_empty());
         assert_eq!(flags(&extended), " --quick --extended");
+        assert_eq!(
+            left_out(&settings(&["large_step_sgd_deep"], false)).unwrap(),
+            [("large_step_sgd_deep", "the PreAct ResNet-18 runs")]
+        );
         let err = selected(&settings(&["transformers"], false)).err().unwrap();
         let bad = err.downcast_ref::<BadRequest>().expect("a bad request");
         assert!(bad.0.contains("add --extended"), "{}", bad.0);
