@@ -50,6 +50,19 @@ def setup(args):
     x = torch.randn(args.examples, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (args.examples,), generator=g)
     batches = [(x[i : i + args.batch], y[i : i + args.batch]) for i in range(0, args.examples, args.batch)]
+    if args.train_epochs:
+        # SGD on the batches (BatchNorm in training mode), then back to evaluation mode: a trained spectrum.
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        for _ in range(args.train_epochs):
+            for xb, yb in batches:
+                opt.zero_grad()
+                F.cross_entropy(model(xb), yb).backward()
+                opt.step()
+        model.eval()
+        with torch.no_grad():
+            loss = sum(F.cross_entropy(model(xb), yb).item() * len(xb) for xb, yb in batches) / args.examples
+        print(f"trained {args.train_epochs} epochs: training loss {loss:.4f}", flush=True)
     return model, batches
 
 
@@ -129,6 +142,11 @@ def run_eigenthings(model, batches, method, max_iter=None):
     return float(ev), time.perf_counter() - t, op.products, float(res)
 
 
+def print_traces(traces):
+    for name, est, se, products, secs in traces:
+        print(f"{name:50s} {est:12.4f} +- {se:.4f} {products:4d} products {secs:9.2f} s", flush=True)
+
+
 def product_cost(model, batches, reps):
     """Seconds per product: samlab's operator without and with its cached gradient graphs, and the same double
     backward inline (median of reps)."""
@@ -174,6 +192,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reps", type=int, default=3, help="repetitions of the per-product timing")
     ap.add_argument("--trace-probes", type=int, default=30, help="products of each trace estimate")
+    ap.add_argument("--train-epochs", type=int, default=0, help="train the model this long first (SGD, lr 0.05)")
+    ap.add_argument("--trace-only", action="store_true", help="only the trace rows")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--csv", help="write the table here")
     args = ap.parse_args()
@@ -184,6 +204,13 @@ def main():
     print(f"PreAct ResNet-18 width {args.width}: {dim} parameters; {args.examples} examples in batches of "
           f"{args.batch}; torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
 
+    if args.trace_only:
+        traces = trace_rows(model, batches, args.trace_probes)
+        print_traces(traces)
+        if args.csv:
+            with open(args.csv, "w", newline="") as f:
+                csv.writer(f).writerows([("method", "estimate", "std_error", "products", "seconds"), *traces])
+        return
     rows = []
     for name, run in [
         ("samlab lanczos (tol 1e-3)", lambda: run_samlab(model, batches, False)),
@@ -203,8 +230,7 @@ def main():
         r["rel_diff_vs_samlab"] = abs(r["top_eigenvalue"] - ref) / abs(ref)
         r["time_vs_samlab"] = r["seconds"] / rows[0]["seconds"]
     traces = trace_rows(model, batches, args.trace_probes)
-    for name, est, se, products, secs in traces:
-        print(f"{name:50s} {est:12.4f} +- {se:.4f} {products:4d} products {secs:9.2f} s", flush=True)
+    print_traces(traces)
     med, diff = product_cost(model, batches, args.reps)
     ours, inline, cached = med["samlab"], med["inline"], med["cached"]
     print(f"per product: samlab operator {ours:.3f} s, inline double backward {inline:.3f} s "

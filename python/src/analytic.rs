@@ -138,6 +138,26 @@ fn run_dict<'py>(
     Ok(out)
 }
 
+/// Checks for signals (Ctrl-C) every 4,096 updates of a run, holding the GIL only for the check: the first error
+/// stops the run and is raised once it returns.
+struct Signals(Option<PyErr>);
+
+impl Signals {
+    /// Whether the run goes on before update `t`.
+    fn go_on(&mut self, t: usize) -> bool {
+        if t % 4096 == 0 {
+            if let Err(e) = Python::attach(|py| py.check_signals()) {
+                self.0 = Some(e);
+            }
+        }
+        self.0.is_none()
+    }
+
+    fn raise(self) -> PyResult<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
 /// Trains a diagonal linear network from $u_0 = \alpha\mathbf 1$, $v_0 = 0$ with the [`DiagTrainConfig`] given as
 /// JSON, the GIL released.
 #[pyfunction]
@@ -158,9 +178,11 @@ fn diag_train<'py>(
     }
     let data = dataset(x, y, x_test, y_test)?;
     let init = DiagParams::init(alpha, data.d());
+    let mut signals = Signals(None);
     let run = py
-        .detach(|| diag::train(&data, &config, init, &mut |_| {}))
+        .detach(|| diag::train(&data, &config, init, &mut |v| signals.go_on(v.t)))
         .or_value_error()?;
+    signals.raise()?;
     let out = run_dict(py, &run.curve, run.status, run.iterations)?;
     out.set_item("beta", run.params.beta().into_pyarray(py))?;
     out.set_item("alpha_eff", run.params.alpha_eff().into_pyarray(py))?;
@@ -189,9 +211,11 @@ fn relu_train<'py>(
     let config: ReluTrainConfig = parse(config, "training settings")?;
     let data = dataset(x, y, x_test, y_test)?;
     let net = ReluNet::init(&init, width, data.d(), bias, init_seed).or_value_error()?;
+    let mut signals = Signals(None);
     let run = py
-        .detach(|| relu::train(&data, &config, net, &mut |_| {}))
+        .detach(|| relu::train(&data, &config, net, &mut |v| signals.go_on(v.t)))
         .or_value_error()?;
+    signals.raise()?;
     let out = run_dict(py, &run.curve, run.status, run.iterations)?;
     out.set_item("w", run.net.hidden_weights().into_pyarray(py))?;
     out.set_item("b", run.net.biases().to_vec().into_pyarray(py))?;

@@ -112,8 +112,8 @@ fn run_error(e: anyhow::Error) -> PyErr {
 
 /// An [`Observer`] that hands each count to a Python callable `progress(done, total, unit)`, holding the GIL only
 /// for the call, and checks for signals each time (Ctrl-C). The first exception (the callable's own, or
-/// `KeyboardInterrupt`) is kept, nothing more is called, and it is raised once the run returns: the analytic
-/// engines have no way to stop midway.
+/// `KeyboardInterrupt`) is kept, nothing more is called, and the run is asked to stop: an analytic run stops there
+/// and writes nothing, and the exception is raised when it returns.
 struct PyProgress {
     callback: Option<Py<PyAny>>,
     total: u64,
@@ -148,8 +148,9 @@ impl Observer for PyProgress {
         self.report(done);
     }
 
-    fn advanced(&mut self, done: u64) {
+    fn advanced(&mut self, done: u64) -> bool {
         self.report(done);
+        self.error.is_none()
     }
 }
 

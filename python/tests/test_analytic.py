@@ -1,5 +1,9 @@
 """samlab.analytic: the Rust engine's pinned numbers (bench/diag_reference.py, NumPy) through Python."""
 
+import _thread
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -63,6 +67,29 @@ def test_the_curve_follows_the_notebook_schedule_and_runs_are_deterministic():
     ends = analytic.diag_train(X, y, X_test, y_test, log="ends", **kw)
     assert list(ends.iteration) == [0, 3000]
     np.testing.assert_array_equal(ends.u, a.u)
+
+
+@pytest.mark.parametrize("engine", ["diag", "relu"])
+def test_ctrl_c_stops_a_long_run(engine):
+    # 10^8 updates take minutes; Ctrl-C (sent 0.2 s in) is seen within 4,096 updates and raised at once.
+    kw = dict(method="gd", iters=10**8, log="ends")
+    if engine == "diag":
+        X, y, X_test, y_test, _ = DATA
+
+        def train():
+            return analytic.diag_train(X, y, X_test, y_test, lr=0.01, **kw)
+    else:
+        X, y, X_test, y_test = analytic.twelve_points()
+
+        def train():
+            return analytic.relu_train(X, y, X_test, y_test, width=20, lr=1e-4, **kw)
+
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    start = time.perf_counter()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    assert time.perf_counter() - start < 10.0
 
 
 def test_sparse_regression_is_the_notebook_data():

@@ -214,7 +214,7 @@ def test_what_is_not_a_config_or_a_run_directory_is_refused(tmp_path):
     assert [p.name for p in keep.iterdir()] == ["notes.txt"] and (keep / "notes.txt").read_text() == "mine"
 
 
-def test_what_progress_raises_is_raised_after_the_run(tmp_path):
+def test_what_progress_raises_stops_an_analytic_run_and_nothing_is_written(tmp_path):
     calls = []
 
     def progress(event):
@@ -224,9 +224,14 @@ def test_what_progress_raises_is_raised_after_the_run(tmp_path):
 
     with pytest.raises(KeyError, match="enough"):
         runs.run(DIAG, tmp_path / "out", progress=progress)
-    # Called until it raised, then no more; the analytic run cannot stop midway and finishes.
+    # Called until it raised, then no more; the run stopped there and wrote nothing.
     assert calls[-1].done >= 500 and sum(e.done >= 500 for e in calls) == 1
-    assert runs.read(tmp_path / "out").summary["status"] == "ok"
+    assert not (tmp_path / "out").exists()
+    # A run that force was to replace is kept as it was.
+    kept = runs.run(DIAG, tmp_path / "kept")
+    with pytest.raises(KeyError, match="enough"):
+        runs.run(with_key(DIAG, "train.lr", 0.02), tmp_path / "kept", force=True, progress=progress)
+    assert runs.read(tmp_path / "kept").summary == kept.summary
 
 
 def test_ctrl_c_during_an_analytic_run_raises_keyboard_interrupt(tmp_path):
@@ -240,6 +245,7 @@ def test_ctrl_c_during_an_analytic_run_raises_keyboard_interrupt(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         runs.run(DIAG, tmp_path / "out", progress=progress)
     assert sum(d >= 500 for d in calls) == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_dict_with_none_leaves_the_key_out(tmp_path):

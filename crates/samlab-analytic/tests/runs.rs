@@ -1,6 +1,6 @@
 use samlab_analytic::diag::DiagTrainConfig;
 use samlab_core::data::SparseRegression;
-use samlab_core::run::{Quiet, RunConfig, RunStatus};
+use samlab_core::run::{Observer, Quiet, RunConfig, RunStatus, Stopped};
 use samlab_core::sam::{Grouping, SamConfig};
 use samlab_core::schedule::LrSchedule;
 
@@ -24,6 +24,28 @@ fn diag_config(lr: f64) -> DiagRunConfig {
             sam: SamConfig::usam(0.05, Grouping::Size(1)),
             log: Default::default(),
         },
+    }
+}
+
+fn relu_config(lr: f64) -> ReluRunConfig {
+    ReluRunConfig {
+        engine: Default::default(),
+        data: ReluData::TwelvePoints,
+        width: 20,
+        bias: true,
+        init: ReluInit::Blanc { scale: 1.0 },
+        init_seed: 1,
+        train: ReluTrainConfig {
+            lr: LrSchedule::constant(lr),
+            iters: 200,
+            batch_size: None,
+            seed: 1,
+            sam: SamConfig::erm(),
+            loss: LossReduction::Sum,
+            stop: None,
+            log: Default::default(),
+        },
+        metrics: Default::default(),
     }
 }
 
@@ -57,25 +79,7 @@ fn a_loaded_run_equals_the_executed_one_and_only_for_its_config() {
         assert!(!other.is_finished_in(&dir));
     }
     // A ReLU run: the network, the rows and the learned function come back.
-    let relu = ReluRunConfig {
-        engine: Default::default(),
-        data: ReluData::TwelvePoints,
-        width: 20,
-        bias: true,
-        init: ReluInit::Blanc { scale: 1.0 },
-        init_seed: 1,
-        train: ReluTrainConfig {
-            lr: LrSchedule::constant(0.01),
-            iters: 200,
-            batch_size: None,
-            seed: 1,
-            sam: SamConfig::erm(),
-            loss: LossReduction::Sum,
-            stop: None,
-            log: Default::default(),
-        },
-        metrics: Default::default(),
-    };
+    let relu = relu_config(0.01);
     let dir = tmp.path().join("relu");
     let ran = relu.execute(&dir, false, &mut Quiet).unwrap();
     let loaded = relu.load(&dir).unwrap();
@@ -166,25 +170,9 @@ fn runs_move_with_their_parent_and_their_artefacts_are_checked() {
     assert_eq!(child.load(&ft).unwrap().run.curve.len(), 2);
 
     // ReLU runs record theirs too (the learned function's files included).
-    let relu = ReluRunConfig {
-        engine: Default::default(),
-        data: ReluData::TwelvePoints,
-        width: 8,
-        bias: true,
-        init: ReluInit::Blanc { scale: 1.0 },
-        init_seed: 1,
-        train: ReluTrainConfig {
-            lr: LrSchedule::constant(0.01),
-            iters: 20,
-            batch_size: None,
-            seed: 1,
-            sam: SamConfig::erm(),
-            loss: LossReduction::Sum,
-            stop: None,
-            log: Default::default(),
-        },
-        metrics: Default::default(),
-    };
+    let mut relu = relu_config(0.01);
+    relu.width = 8;
+    relu.train.iters = 20;
     let dir = tmp.path().join("relu");
     let ran = relu.execute(&dir, false, &mut Quiet).unwrap();
     let recorded = ran.summary.artefacts_sha256.unwrap();
@@ -192,4 +180,45 @@ fn runs_move_with_their_parent_and_their_artefacts_are_checked() {
     std::fs::write(dir.join("function.npy"), b"not the function").unwrap();
     let err = format!("{:#}", relu.load(&dir).err().unwrap());
     assert!(err.contains("function.npy is not the file"), "{err}");
+}
+
+/// Asks the run to stop once `at` units are done.
+struct StopAt {
+    at: u64,
+    last: u64,
+}
+
+impl Observer for StopAt {
+    fn advanced(&mut self, done: u64) -> bool {
+        self.last = done;
+        done < self.at
+    }
+}
+
+/// An observer's request to stop ends an analytic run there: the error says where, nothing is written, and with
+/// `force` the run that was to be replaced is kept as it was.
+#[test]
+fn a_request_to_stop_ends_an_analytic_run_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kept = tmp.path().join("kept");
+    diag_config(0.1).execute(&kept, false, &mut Quiet).unwrap();
+    let summary = std::fs::read(kept.join("summary.json")).unwrap();
+    let new = tmp.path().join("new");
+    for (dir, force) in [(&new, false), (&kept, true)] {
+        stops_early(&diag_config(0.05), 300, dir, force);
+        stops_early(&relu_config(1e-4), 200, dir, force);
+    }
+    assert!(!new.exists());
+    assert_eq!(std::fs::read(kept.join("summary.json")).unwrap(), summary);
+}
+
+/// Runs `config` (of `total` updates) into `dir`, asking it to stop at update 20.
+fn stops_early<C: RunConfig>(config: &C, total: usize, dir: &std::path::Path, force: bool) {
+    let mut observer = StopAt { at: 20, last: 0 };
+    let err = config.execute(dir, force, &mut observer).err().unwrap();
+    let stopped = err.downcast_ref::<Stopped>().expect("a Stopped error");
+    assert_eq!(stopped.total, total);
+    assert!(stopped.done >= 20 && stopped.done < total, "{stopped:?}");
+    assert_eq!(observer.last, 20, "no count after the request");
+    assert!(err.to_string().contains("nothing was written"), "{err}");
 }

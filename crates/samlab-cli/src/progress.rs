@@ -45,8 +45,9 @@ impl Observer for RunBar {
         self.0.reset_eta();
     }
 
-    fn advanced(&mut self, done: u64) {
+    fn advanced(&mut self, done: u64) -> bool {
         self.0.set_position(done);
+        true
     }
 
     /// A closed stderr (`samlab train ... 2>&1 | head -1`) stops the run here (a deep run stays resumable), as

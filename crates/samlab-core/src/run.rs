@@ -151,8 +151,11 @@ pub trait Observer {
     /// The run starts (or resumes) with `done` of `total` units of work done (`unit`: updates, or a deep run's
     /// images).
     fn started(&mut self, _done: u64, _total: u64, _unit: &'static str) {}
-    /// `done` units are done.
-    fn advanced(&mut self, _done: u64) {}
+    /// `done` units are done; return false to stop the run (an analytic run stops at once and writes nothing,
+    /// [`Stopped`]; a deep run at the end of the epoch, its status `interrupted`, resumable).
+    fn advanced(&mut self, _done: u64) -> bool {
+        true
+    }
     /// A line worth showing (a deep run's epoch, after its checkpoint); return false to stop the run there (a deep
     /// run stays resumable, its status `interrupted`).
     fn line(&mut self, _text: &str) -> bool {
@@ -166,11 +169,12 @@ pub struct Quiet;
 impl Observer for Quiet {}
 
 /// Tells an [`Observer`] about an analytic run's updates, which take microseconds: the start, about 200 counts on
-/// the way, and the count done at the end, each count once.
+/// the way, and the count done at the end, each count once; and passes on its request to stop.
 pub struct UpdateCounter<'a> {
     observer: &'a mut dyn Observer,
     every: usize,
     last: u64,
+    go_on: bool,
 }
 
 impl<'a> UpdateCounter<'a> {
@@ -181,14 +185,17 @@ impl<'a> UpdateCounter<'a> {
             observer,
             every: (total / 200).max(1),
             last: 0,
+            go_on: true,
         }
     }
 
-    /// `done` updates are done (every update's count may be given: one in `total / 200` is passed on).
-    pub fn update(&mut self, done: usize) {
+    /// `done` updates are done (every update's count may be given: one in `total / 200` is passed on); whether the
+    /// run goes on (false once the observer asked it to stop).
+    pub fn update(&mut self, done: usize) -> bool {
         if done.is_multiple_of(self.every) {
             self.tell(done);
         }
+        self.go_on
     }
 
     /// The run ended after `done` updates (fewer than planned if it diverged or stopped early).
@@ -197,9 +204,9 @@ impl<'a> UpdateCounter<'a> {
     }
 
     fn tell(&mut self, done: usize) {
-        if done as u64 != self.last {
+        if done as u64 != self.last && self.go_on {
             self.last = done as u64;
-            self.observer.advanced(self.last);
+            self.go_on = self.observer.advanced(self.last);
         }
     }
 }
@@ -365,6 +372,17 @@ impl MetricsRow for CurvePoint {
             sam: SamObservation::from_values(&v[3..]),
         })
     }
+}
+
+/// An analytic run stopped on its [`Observer`]'s request ([`Observer::advanced`] returned false): nothing was
+/// written, and a run that `force` was to replace is kept.
+#[derive(Debug, thiserror::Error)]
+#[error("the run stopped at update {done} of {total} on request; nothing was written")]
+pub struct Stopped {
+    /// The updates done.
+    pub done: usize,
+    /// The updates planned.
+    pub total: usize,
 }
 
 /// A run directory that does not hold the finished run asked for: missing, unfinished, or of another config.

@@ -141,6 +141,7 @@ impl Experiment for LargeStepDiag {
                     next += 1;
                     nonzeros.push(count_nonzero(&step.params.beta()));
                 }
+                true
             })?;
             let stored = &outcomes[runs
                 .iter()

@@ -69,7 +69,7 @@ fn diag_tracks() -> Result<Vec<Track>> {
         &data,
         &cfg(DIAG_WARMUP, SamConfig::erm()),
         DiagParams::init(DIAG_ALPHA, d),
-        &mut |_| {},
+        &mut |_| true,
     )?
     .params;
     let every = DIAG_ITERS / DIAG_POINTS;
@@ -83,6 +83,7 @@ fn diag_tracks() -> Result<Vec<Track>> {
                     let (top, trace) = measure(v.params);
                     track.push((v.t as f64, top, trace));
                 }
+                true
             })?;
             let (top, trace) = measure(&run.params);
             track.push((run.iterations as f64, top, trace));

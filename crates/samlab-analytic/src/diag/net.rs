@@ -274,13 +274,14 @@ impl DiagTrainConfig {
 
 /// Trains from `init` on `data` and returns the final parameters and the loss curve.
 ///
-/// `observer` sees every update before it is applied (for progress bars and the theory module's accounting).
-/// A run whose parameters or losses become non-finite stops with [`RunStatus::Diverged`].
+/// `observer` sees every update before it is applied (for progress bars and the theory module's accounting) and
+/// says whether to go on: false stops the run there with [`RunStatus::Interrupted`]. A run whose parameters or
+/// losses become non-finite stops with [`RunStatus::Diverged`].
 pub fn train(
     data: &Dataset,
     config: &DiagTrainConfig,
     init: DiagParams,
-    observer: &mut dyn FnMut(&StepView),
+    observer: &mut dyn FnMut(&StepView) -> bool,
 ) -> Result<DiagRun, ConfigError> {
     let n = data.n();
     let d = data.d();
@@ -312,7 +313,7 @@ pub fn train(
             next_log += 1;
             let point = flat.curve_point(t, &p.beta());
             if !(point.train_loss.is_finite() && point.test_loss.is_finite()) {
-                return Ok(diverged(p, curve, t));
+                return Ok(stopped(p, curve, t, RunStatus::Diverged));
             }
             curve.push(point);
         }
@@ -321,13 +322,16 @@ pub fn train(
         }
         let (batch, ascent_rows) = batches.advance(t, &mut rng, sam.config().ascent_source);
         let (lr, rho) = sam.lr_rho_at(&config.lr, t, config.iters);
-        observer(&StepView {
+        let go_on = observer(&StepView {
             t,
             params: &p,
             lr,
             rho,
             batch,
         });
+        if !go_on {
+            return Ok(stopped(p, curve, t, RunStatus::Interrupted));
+        }
         let mut observed = logged.then(ObservationMean::default);
         step(
             &flat,
@@ -344,7 +348,7 @@ pub fn train(
             point.sam = observed.mean();
         }
         if !p.is_finite() {
-            return Ok(diverged(p, curve, t + 1));
+            return Ok(stopped(p, curve, t + 1, RunStatus::Diverged));
         }
     }
     Ok(DiagRun {
@@ -355,11 +359,17 @@ pub fn train(
     })
 }
 
-fn diverged(params: DiagParams, curve: Vec<CurvePoint>, iterations: usize) -> DiagRun {
+/// The run that stopped early after `iterations` updates.
+fn stopped(
+    params: DiagParams,
+    curve: Vec<CurvePoint>,
+    iterations: usize,
+    status: RunStatus,
+) -> DiagRun {
     DiagRun {
         params,
         curve,
-        status: RunStatus::Diverged,
+        status,
         iterations,
     }
 }

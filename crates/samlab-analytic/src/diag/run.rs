@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::diag::{self, DiagParams, DiagRun, DiagTrainConfig, StepView};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ndarray::Array1;
 use samlab_core::data::{read_array, Dataset, SparseRegression};
 use samlab_core::run::{
-    read_summary, Observer, RunConfig, RunStatus, SummaryHeader, UpdateCounter,
+    read_summary, Observer, RunConfig, RunStatus, Stopped, SummaryHeader, UpdateCounter,
 };
 use samlab_core::run_dir::{
     artefact_hashes, check_artefacts, check_not_own_parent, nan_as_null, resolve_init_from,
@@ -187,6 +187,12 @@ impl RunConfig for DiagRunConfig {
         let run = diag::train(&data, &self.train, init, &mut |step: &StepView| {
             counter.update(step.t)
         })?;
+        if run.status == RunStatus::Interrupted {
+            bail!(Stopped {
+                done: run.iterations,
+                total: iters
+            });
+        }
         counter.finish(run.iterations);
         let seconds = start.elapsed().as_secs_f64();
         let mut summary = summarize(&run, self.train.seed, seconds);

@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use crate::relu::metrics::{arange, feature_stats, kinks, plot_grid_1d, KinkTolerances};
 use crate::relu::{self, ReluInit, ReluNet, ReluRun, ReluTrainConfig, TeacherStudent};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use ndarray::{Array1, Array2};
 use samlab_core::ascent::SamObservation;
 use samlab_core::data::{read_array, write_array, Dataset, DATA_FILES};
 use samlab_core::run::{
-    read_summary, CurvePoint, Observer, RunConfig, RunStatus, SummaryHeader, UpdateCounter,
+    read_summary, CurvePoint, Observer, RunConfig, RunStatus, Stopped, SummaryHeader, UpdateCounter,
 };
 use samlab_core::run_dir::{artefact_hashes, check_artefacts, nan_as_null, ReluEngine};
 use samlab_core::run_dir::{
@@ -371,12 +371,18 @@ fn execute(
     let start = Instant::now();
     let mut counter = UpdateCounter::start(observer, config.train.iters);
     let run = relu::train(&data, &config.train, init, &mut |view| {
-        counter.update(view.t);
         if log_at.get(next) == Some(&view.t) {
             next += 1;
             along.insert(view.t, measure(view.net, &data, &config.metrics));
         }
+        counter.update(view.t)
     })?;
+    if run.status == RunStatus::Interrupted {
+        bail!(Stopped {
+            done: run.iterations,
+            total: config.train.iters
+        });
+    }
     counter.finish(run.iterations);
     let seconds = start.elapsed().as_secs_f64();
     let final_metrics = measure(&run.net, &data, &config.metrics);

@@ -162,13 +162,14 @@ impl Flat<'_> {
 /// $+10^{-12}$; unnormalized; or clipped) ascent on the group loss, projected onto the $\rho$-ball unless
 /// unnormalized, optionally from a random point on the sphere, on the same or the previous batch, or Gaussian
 /// noise for the random baseline; the descent gradient adds each example's gradient at its group's point.
-/// `observer` sees every update before it is applied. A run whose loss or parameters become non-finite stops
-/// with [`RunStatus::Diverged`] and the last finite network.
+/// `observer` sees every update before it is applied and says whether to go on: false stops the run there with
+/// [`RunStatus::Interrupted`]. A run whose loss or parameters become non-finite stops with
+/// [`RunStatus::Diverged`] and the last finite network.
 pub fn train(
     data: &Dataset,
     config: &ReluTrainConfig,
     init: ReluNet,
-    observer: &mut dyn FnMut(&ReluStepView),
+    observer: &mut dyn FnMut(&ReluStepView) -> bool,
 ) -> Result<ReluRun, ConfigError> {
     let (n, d) = (data.n(), data.d());
     if init.d() != d {
@@ -257,13 +258,16 @@ pub fn train(
         }
         let (batch, ascent_rows) = batches.advance(t, &mut rng, sam.config().ascent_source);
         let (lr, rho) = sam.lr_rho_at(&config.lr, t, config.iters);
-        observer(&ReluStepView {
+        let go_on = observer(&ReluStepView {
             t,
             net: &net,
             lr,
             rho,
             batch,
         });
+        if !go_on {
+            return Ok(finish(net, curve, RunStatus::Interrupted, t, false));
+        }
         let mut observed = ObservationMean::default();
         let batch_loss = stepper.step(
             (rho, lr),

@@ -156,6 +156,7 @@ pub fn train_with_accounting(
         }
         acc.int_loss += gamma * loss(&x, &y, &s.params.beta());
         predicted = Some(next);
+        true
     })?;
     check(&mut acc, &predicted, &run.params);
     Ok((run, acc))

@@ -422,6 +422,8 @@ fn run_loop(
         .then(|| batch_at(config, p, progress.steps_done - 1));
     let bs = t.batch_size;
     let mut step = progress.steps_done;
+    // The observer's request to stop, honoured at the end of the epoch (after its checkpoint).
+    let mut stop = false;
     while step < p.total_steps {
         let epoch = step / p.steps_per_epoch;
         let order =
@@ -463,7 +465,7 @@ fn run_loop(
                 previous = Some(batch);
             }
             step += 1;
-            observer.advanced(images(step));
+            stop |= !observer.advanced(images(step));
         }
         let seconds = started.elapsed().as_secs_f64();
         progress.add_updates(seconds, gradient_evals);
@@ -560,7 +562,7 @@ fn run_loop(
         .map_err(io_err(&ckdir))?;
         write_metrics(out, &progress.rows)?;
         let line = row.line(p.epochs);
-        if !observer.line(&line) {
+        if !observer.line(&line) || stop {
             let summary = summarize(config, p, &progress, RunStatus::Interrupted);
             write_summary(out, &summary)?;
             return Ok(RunOutcome {

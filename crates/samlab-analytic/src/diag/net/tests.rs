@@ -205,7 +205,9 @@ fn variants_at_their_reducing_options_are_plain_sam_exactly() {
                     sam,
                     log: LogSchedule::Ends,
                 };
-                super::train(&data, &config, DiagParams::init(0.1, data.d()), &mut |_| {})
+                super::train(&data, &config, DiagParams::init(0.1, data.d()), &mut |_| {
+                    true
+                })
             };
             let plain = train(sam(Variant::Sam, grouping)).unwrap();
             for v in samlab_core::ascent::reducing() {
@@ -235,7 +237,7 @@ fn run(sam: SamConfig, alpha: f64, lr: f64, iters: usize) -> DiagRun {
         sam,
         log: LogSchedule::Notebook,
     };
-    train(&data, &config, DiagParams::init(alpha, 30), &mut |_| {}).unwrap()
+    train(&data, &config, DiagParams::init(alpha, 30), &mut |_| true).unwrap()
 }
 
 fn assert_rel(got: f64, want: f64, tol: f64) {
@@ -368,7 +370,7 @@ fn larger_problem_matches_numpy_reference() {
         sam: SamConfig::erm(),
         log: LogSchedule::Notebook,
     };
-    let r = train(&data, &config, DiagParams::init(0.1, 100), &mut |_| {}).unwrap();
+    let r = train(&data, &config, DiagParams::init(0.1, 100), &mut |_| true).unwrap();
     assert_rel(r.curve.last().unwrap().test_loss, 0.05126441640208953, 1e-9);
 }
 
@@ -474,7 +476,7 @@ fn one_step_matches_finite_difference_sam() {
             sam,
             log: LogSchedule::Notebook,
         };
-        let r = train(&data, &config, init.clone(), &mut |_| {}).unwrap();
+        let r = train(&data, &config, init.clone(), &mut |_| true).unwrap();
         let got: Vec<f64> = r.params.u.iter().chain(&r.params.v).copied().collect();
         for k in 0..6 {
             let want = w[k] - lr * descent[k];
@@ -546,7 +548,7 @@ fn sgd_matches_the_notebook_code_with_numpy_seeds() {
             sam: SamConfig::erm(),
             log: LogSchedule::Ends,
         };
-        let r = train(&data, &config, DiagParams::init(0.1, 30), &mut |_| {}).unwrap();
+        let r = train(&data, &config, DiagParams::init(0.1, 30), &mut |_| true).unwrap();
         assert_rel(final_test(&r), test_loss, 1e-9);
     }
 }
@@ -567,7 +569,7 @@ fn sgd_is_seeded_and_learns() {
             sam,
             log: LogSchedule::Notebook,
         };
-        train(&data, &config, DiagParams::init(0.1, 30), &mut |_| {}).unwrap()
+        train(&data, &config, DiagParams::init(0.1, 30), &mut |_| true).unwrap()
     };
     let a = sgd(1, AscentSource::SameBatch);
     assert_eq!(a.params, sgd(1, AscentSource::SameBatch).params);
@@ -602,18 +604,18 @@ fn bad_settings_are_rejected() {
         log: LogSchedule::Notebook,
     };
     let init = || DiagParams::init(0.1, 30);
-    assert!(train(&data, &config, init(), &mut |_| {})
+    assert!(train(&data, &config, init(), &mut |_| true)
         .unwrap_err()
         .to_string()
         .contains("lr"));
     config.lr = LrSchedule::constant(0.1);
     config.sam = SamConfig::usam(0.1, Grouping::Size(3));
-    assert!(train(&data, &config, init(), &mut |_| {})
+    assert!(train(&data, &config, init(), &mut |_| true)
         .unwrap_err()
         .to_string()
         .contains("divide"));
     config.sam = SamConfig::erm();
-    assert!(train(&data, &config, DiagParams::init(0.1, 29), &mut |_| {}).is_err());
+    assert!(train(&data, &config, DiagParams::init(0.1, 29), &mut |_| true).is_err());
 }
 
 /// What SAM did at the first step, against an independent computation on finite-difference gradients: the mean
@@ -658,7 +660,7 @@ fn observations_match_finite_differences() {
             },
             log: LogSchedule::Ends,
         };
-        let r = train(&data, &config, init.clone(), &mut |_| {}).unwrap();
+        let r = train(&data, &config, init.clone(), &mut |_| true).unwrap();
         let o = r.curve[0].sam;
         let what = format!("m = {m}, {normalization:?}: {o:?}");
         assert_rel(o.weight_norm, dot(&w, &w).sqrt(), 1e-14);
@@ -704,7 +706,7 @@ fn observing_changes_no_bit_of_training() {
                 sam: sam.clone(),
                 log,
             };
-            train(&data, &config, DiagParams::init(0.1, 30), &mut |_| {}).unwrap()
+            train(&data, &config, DiagParams::init(0.1, 30), &mut |_| true).unwrap()
         };
         let (dense, ends) = (
             train_with(LogSchedule::Notebook),

@@ -23,7 +23,7 @@ fn config(lr: f64, iters: usize, sam: SamConfig) -> ReluTrainConfig {
 }
 
 fn run(config: &ReluTrainConfig, init: ReluNet) -> ReluRun {
-    train(&twelve_points(), config, init, &mut |_| {}).unwrap()
+    train(&twelve_points(), config, init, &mut |_| true).unwrap()
 }
 
 fn normalized(rho: f64, grouping: Grouping) -> SamConfig {
@@ -134,7 +134,7 @@ fn matches_numpy_reference() {
     c.batch_size = Some(1);
     c.loss = LossReduction::Mean;
     let init = ReluNet::init(&student, 20, 2, false, 0).unwrap();
-    let r = train(&data, &c, init, &mut |_| {}).unwrap();
+    let r = train(&data, &c, init, &mut |_| true).unwrap();
     check(
         &r,
         (0.00030924270161482206, 6.896177313121862, 3000, None),
@@ -219,7 +219,7 @@ fn one_sam_step_by_hand() {
         &data,
         &config(lr, 1, normalized(rho, Grouping::WholeBatch)),
         net,
-        &mut |_| {},
+        &mut |_| true,
     )
     .unwrap();
     for (got, want) in r.net.params().iter().zip(&want) {
@@ -294,7 +294,7 @@ fn variants_at_their_reducing_options_are_plain_sam_exactly() {
                 let mut c = config(5e-5, 200, sam(variant));
                 c.batch_size = batch_size;
                 let init = ReluNet::init(&ReluInit::Blanc { scale: 1.0 }, 100, 1, bias, 1).unwrap();
-                train(&twelve_points(), &c, init, &mut |_| {})
+                train(&twelve_points(), &c, init, &mut |_| true)
             };
             let plain = train_with(Variant::Sam, true).unwrap();
             for v in samlab_core::ascent::reducing() {
@@ -382,7 +382,8 @@ fn observer_sees_every_update_and_logs_end_at_the_stop() {
     c.lr.shape = LrShape::LinearDecay;
     c.log = LogSchedule::Notebook;
     let r = train(&twelve_points(), &c, blanc(0), &mut |v| {
-        seen.push((v.t, v.lr, v.batch.len()))
+        seen.push((v.t, v.lr, v.batch.len()));
+        true
     })
     .unwrap();
     assert_eq!(seen.len(), 100);
@@ -397,24 +398,24 @@ fn observer_sees_every_update_and_logs_end_at_the_stop() {
 fn bad_settings_are_rejected() {
     let data = twelve_points();
     let c = config(-1.0, 10, SamConfig::erm());
-    assert!(train(&data, &c, blanc(0), &mut |_| {})
+    assert!(train(&data, &c, blanc(0), &mut |_| true)
         .unwrap_err()
         .to_string()
         .contains("lr"));
     let c = config(0.1, 10, SamConfig::usam(0.1, Grouping::Size(5)));
-    assert!(train(&data, &c, blanc(0), &mut |_| {})
+    assert!(train(&data, &c, blanc(0), &mut |_| true)
         .unwrap_err()
         .to_string()
         .contains("divide"));
     let two_d = ReluNet::init(&ReluInit::He, 4, 2, true, 0).unwrap();
     let c = config(0.1, 10, SamConfig::erm());
-    assert!(train(&data, &c, two_d, &mut |_| {}).is_err());
+    assert!(train(&data, &c, two_d, &mut |_| true).is_err());
     let mut c = config(0.1, 10, SamConfig::erm());
     c.stop = Some(StopRule {
         below: f64::NAN,
         on: StopOn::Clean,
     });
-    assert!(train(&data, &c, blanc(0), &mut |_| {}).is_err());
+    assert!(train(&data, &c, blanc(0), &mut |_| true).is_err());
 }
 
 /// What SAM did at the first step, against an independent computation on finite-difference gradients of the
