@@ -6,7 +6,8 @@ Submodules:
   diagonals of any symmetric operator given as a callable ``matvec(v) -> A @ v``;
 - :mod:`samlab.analytic`: the diagonal linear network and ReLU network engines with every SAM method and variant,
   and the paper's data;
-- :mod:`samlab.theory`: the hyperbolic entropy, alpha_eff and the implicit-bias interpolators (Theorem 1);
+- :mod:`samlab.theory`: the hyperbolic entropy, alpha_eff, the Delta integrals and the implicit-bias interpolators
+  (Theorem 1);
 - :mod:`samlab.runs`: samlab run directories as dicts and tables;
 - :mod:`samlab.sharpness`: worst-case and average-case m-sharpness of any model given as callables, by samlab's
   Rust ascent;

@@ -32,7 +32,13 @@ def teacher_student(
     n: int, d: int, teacher_width: int, n_test: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]: ...
 def diag_train(
-    x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, alpha: float, config: str
+    x: np.ndarray,
+    y: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    alpha: float,
+    config: str,
+    accounting: bool = False,
 ) -> dict[str, Any]: ...
 def relu_train(
     x: np.ndarray,
@@ -55,6 +61,7 @@ def least_squares(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, float, float]: ...
 def nonconvex_bound(beta: float, initial_gap: float, sigma2: float, batch: int, steps: int) -> float: ...
 def pl_bound(beta: float, mu: float, initial_gap: float, sigma2: float, batch: int, steps: int) -> float: ...
+def implicit_bias(dir: str) -> str: ...
 def sam_step(
     config: str,
     w: np.ndarray,

@@ -250,10 +250,37 @@ def diag_train(
         ValueError: arrays whose shapes do not fit or with non-finite values, an option combination the CLI
             refuses, or a setting out of range (the message names it).
     """
+    options = dict(method=method, lr=lr, iters=iters, rho=rho, alpha=alpha, m=m, batch_size=batch_size)
+    options.update(normalize=normalize, clip=clip, seed=seed, log=log)
+    options.update(variant=variant, variant_options=variant_options, sam_options=sam_options)
+    return DiagRun(**_samlab.diag_train(*_diag_args(X, y, X_test, y_test, **options)))
+
+
+def _diag_args(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    *,
+    method: Method,
+    lr: float,
+    iters: int,
+    rho: float | None,
+    alpha: float,
+    m: int | None,
+    batch_size: int | None,
+    normalize: bool,
+    clip: bool,
+    seed: int,
+    log: str,
+    variant: str | None = None,
+    variant_options: Mapping[str, Any] | None = None,
+    sam_options: Mapping[str, Any] | None = None,
+) -> tuple[Any, ...]:
+    """The engine's arguments for :func:`diag_train`'s: the checked arrays, alpha and the settings as JSON."""
     sam, batch_size = _sam_settings(method, rho, m, batch_size, normalize, clip, variant, variant_options, sam_options)
     config = {"lr": lr, "iters": iters, "batch_size": batch_size, "seed": seed, "sam": sam, "log": _log(log)}
-    X, y, X_test, y_test = _data(X, y, X_test, y_test)
-    return DiagRun(**_samlab.diag_train(X, y, X_test, y_test, alpha, _json(config)))
+    return (*_data(X, y, X_test, y_test), alpha, _json(config))
 
 
 @dataclass(frozen=True, repr=False)

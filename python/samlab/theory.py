@@ -2,24 +2,32 @@
 
 Theorem 1: the hyperbolic entropy, the effective initialization and the interpolators of ``X beta = y`` (minimum
 l2, minimum l1, minimum hyperbolic entropy: the implicit bias of a diagonal linear network trained from scale
-``a``). Theorem 2: the convergence bounds of stochastic unnormalized SAM and the least-squares problem they are
-checked on. The work is done by samlab's Rust theory module.
+``a``), and the Delta integrals that give a SAM run's effective initialization (:func:`delta_integrals`,
+:func:`implicit_bias`). Theorem 2: the convergence bounds of stochastic unnormalized SAM and the least-squares
+problem they are checked on. The work is done by samlab's Rust theory module.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
 from . import _samlab
 from ._repr import summary_repr
+from .analytic import DiagRun, Method, _diag_args
 
 __all__ = [
+    "DeltaIntegrals",
     "EntropySolution",
     "LeastSquares",
     "alpha_eff",
+    "delta_integrals",
     "hyperbolic_entropy",
+    "implicit_bias",
     "least_squares",
     "min_entropy",
     "min_l1",
@@ -158,3 +166,75 @@ def pl_bound(beta: float, mu: float, initial_gap: float, sigma2: float, batch: i
         ValueError: ``beta`` or ``mu`` not finite and positive, ``batch`` or ``steps`` 0.
     """
     return _samlab.pl_bound(beta, mu, initial_gap, sigma2, batch, steps)
+
+
+@dataclass(frozen=True, repr=False)
+class DeltaIntegrals:
+    """Theorem 1's accounting along a diagonal-net run (:func:`delta_integrals`).
+
+    Every single-step SAM update multiplies ``u^2 - v^2`` by ``(1 - lr Q)^2 - lr^2 P^2`` (exact algebra), so
+    ``alpha_eff = alpha0 * exp(-delta_total)`` with ``delta_total = -1/2 sum_t log((1 - lr Q_t)^2 - lr^2 P_t^2)``
+    per coordinate; ``delta_sam = sum_t lr Q_t`` is its first-order SAM part (0 for GD and SGD), ``int_loss`` the
+    integral of the training loss over ``s = sum lr``, and ``identity_error`` the largest violation of the
+    identity along the run, relative to ``alpha0^2`` (rounding only). ``run`` is the run itself, the same as
+    :func:`samlab.analytic.diag_train` gives.
+    """
+
+    run: DiagRun
+    alpha0: np.ndarray
+    delta_sam: np.ndarray
+    delta_total: np.ndarray
+    int_loss: float
+    identity_error: float
+
+    @property
+    def alpha_eff_predicted(self) -> np.ndarray:
+        """``alpha0 * exp(-delta_total)``: Theorem 1's effective initialization, from the integrals alone."""
+        return self.alpha0 * np.exp(-self.delta_total)
+
+    __repr__ = summary_repr
+
+
+def delta_integrals(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+    *,
+    method: Method,
+    lr: float,
+    iters: int,
+    rho: float | None = None,
+    alpha: float = 0.1,
+    m: int | None = None,
+    batch_size: int | None = None,
+    normalize: bool = False,
+    clip: bool = False,
+    seed: int = 0,
+    log: Literal["notebook", "ends"] = "notebook",
+) -> DeltaIntegrals:
+    """Trains as :func:`samlab.analytic.diag_train` does (the same options, but no variants: Theorem 1 covers
+    single-step SAM on the descent batch) while accumulating the Delta integrals of Theorem 1.
+
+    Raises:
+        ValueError: what :func:`samlab.analytic.diag_train` refuses, and a SAM setting the theorem does not
+            cover (multi-step or random ascents, another ascent batch).
+    """
+    options = dict(method=method, lr=lr, iters=iters, rho=rho, alpha=alpha, m=m, batch_size=batch_size)
+    options.update(normalize=normalize, clip=clip, seed=seed, log=log)
+    out = _samlab.diag_train(*_diag_args(X, y, X_test, y_test, **options), accounting=True)
+    accounting = {k: out.pop(k) for k in ("delta_sam", "delta_total", "int_loss", "identity_error")}
+    run = DiagRun(**out)
+    return DeltaIntegrals(run=run, alpha0=np.full(len(run.u), float(alpha)), **accounting)
+
+
+def implicit_bias(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Theorem 1 on a finished diagonal-net run directory, as ``samlab theory implicit-bias RUN_DIR`` computes it
+    (its training replayed to accumulate the Delta integrals): alpha0 and alpha_eff, the interpolators they
+    predict against the trained beta, the integrals and the identity's error. Also writes
+    ``run_dir/implicit_bias.json``, whose content this returns.
+
+    Raises:
+        ValueError: a directory that is not a finished diagonal-net run, or a run the theorem does not cover.
+    """
+    return json.loads(_samlab.implicit_bias(os.fspath(run_dir)))

@@ -99,7 +99,7 @@ fn config_engine(text: &str, source: &str) -> PyResult<&'static str> {
 /// A run's error as Python's: bad input (samlab-core's test, the one that decides the CLI's exit status 2) is a
 /// `ValueError`, a failed file operation an `OSError`, anything else a `RuntimeError`; the message is the error
 /// chain, as the CLI prints it.
-fn run_error(e: anyhow::Error) -> PyErr {
+pub(crate) fn run_error(e: anyhow::Error) -> PyErr {
     let message = format!("{e:#}");
     if e.chain().any(samlab_core::is_bad_input) {
         PyValueError::new_err(message)

@@ -224,7 +224,18 @@ fn pl_bound(
     Ok(convergence::pl_bound(&p, initial_gap, sigma2, batch, steps))
 }
 
+/// Theorem 1's quantities for the diagonal-net run in `dir` (`samlab theory implicit-bias`: the run's training
+/// replayed to accumulate the Delta integrals), as the JSON of the implicit_bias.json it writes there.
+#[pyfunction]
+fn implicit_bias(py: Python<'_>, dir: std::path::PathBuf) -> PyResult<String> {
+    let result = py
+        .detach(|| samlab_analytic::theory::implicit_bias::implicit_bias(&dir))
+        .map_err(crate::runs::run_error)?;
+    Ok(serde_json::to_string(&result).expect("implicit_bias.json serializes"))
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(implicit_bias, m)?)?;
     m.add_function(wrap_pyfunction!(hyperbolic_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(alpha_eff, m)?)?;
     m.add_function(wrap_pyfunction!(min_l2, m)?)?;

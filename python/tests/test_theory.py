@@ -1,9 +1,11 @@
 """samlab.theory against closed forms."""
 
+import json
+
 import numpy as np
 import pytest
 
-from samlab import analytic, theory
+from samlab import analytic, runs, theory
 
 
 def test_hyperbolic_entropy_is_its_closed_form():
@@ -75,3 +77,48 @@ def test_theorem2_bounds_are_their_closed_forms():
         theory.nonconvex_bound(p.beta, gap, sigma2, 0, t)
     with pytest.raises(ValueError, match="mu must be finite"):
         theory.pl_bound(p.beta, 0.0, gap, sigma2, b, t)
+
+
+def test_delta_integrals_predict_alpha_eff_and_the_run_is_diag_trains():
+    X, y, X_test, y_test, _ = analytic.sparse_regression(n=20, d=30, r=3, n_test=100, seed=0)
+    kw = dict(lr=0.05, iters=2000, alpha=0.1)
+    for method, extra in [("gd", {}), ("1sam", {"rho": 0.2}), ("msam", {"rho": 0.1, "m": 4, "normalize": True})]:
+        d = theory.delta_integrals(X, y, X_test, y_test, method=method, **kw, **extra)
+        run = analytic.diag_train(X, y, X_test, y_test, method=method, **kw, **extra)
+        # The same engine and config: the same run, bit for bit.
+        np.testing.assert_array_equal(d.run.u, run.u)
+        np.testing.assert_array_equal(d.run.test_loss, run.test_loss)
+        # Theorem 1's identity: alpha_eff from the integrals alone.
+        np.testing.assert_allclose(d.alpha_eff_predicted, run.alpha_eff, rtol=1e-8)
+        assert d.identity_error < 1e-10
+        assert np.all(d.delta_total > 0) and d.int_loss > 0
+        if method == "gd":
+            np.testing.assert_array_equal(d.delta_sam, 0.0)
+        else:
+            assert d.delta_sam.max() > 0
+    with pytest.raises(ValueError, match="rho"):
+        theory.delta_integrals(X, y, method="1sam", lr=0.05, iters=10)
+
+
+def test_implicit_bias_of_a_run_directory(tmp_path):
+    config = {
+        "engine": "diag",
+        "alpha": 0.1,
+        "data": {"synthetic": {"n": 20, "d": 30, "r": 3, "n_test": 100, "seed": 0}},
+        "train": {
+            "lr": 0.1,
+            "iters": 10000,
+            "seed": 0,
+            "log": "notebook",
+            "sam": {"rho": 0.2, "grouping": {"size": 1}},  # the rest at its defaults: unnormalized 1-SAM
+        },
+    }
+    runs.run(config, tmp_path / "run")
+    got = theory.implicit_bias(tmp_path / "run")
+    assert got == json.loads((tmp_path / "run" / "implicit_bias.json").read_text())
+    X, y, X_test, y_test, _ = analytic.sparse_regression(n=20, d=30, r=3, n_test=100, seed=0)
+    d = theory.delta_integrals(X, y, X_test, y_test, method="1sam", rho=0.2, lr=0.1, iters=10000)
+    np.testing.assert_allclose(got["alpha_eff"], d.alpha_eff_predicted, rtol=1e-8)
+    assert got["identity_max_error"] < 1e-10
+    with pytest.raises(ValueError, match="not a run directory"):
+        theory.implicit_bias(tmp_path)
