@@ -56,6 +56,8 @@ Params = Union[None, str, torch.Tensor, Sequence[Union[str, torch.Tensor]]]
 BnMode = Literal["train", "eval"]
 _BN_MODES = ("train", "eval")
 _NORMS = ("l2", "linf")
+_TARGETS = ("labels", "random-wrong")
+_SELECTS = ("loss", "error")
 
 
 # --- inputs ---------------------------------------------------------------------------------------------------
@@ -444,6 +446,8 @@ class SharpnessResult:
     restarts: int
     norm: str
     adaptive: bool
+    target: str
+    select: str
 
     __repr__ = summary_repr
 
@@ -498,6 +502,8 @@ def sharpness(
     params: Params = None,
     bn: BnMode = "eval",
     seed: int = 0,
+    target: Literal["labels", "random-wrong"] = "labels",
+    select: Literal["loss", "error"] = "loss",
 ) -> SharpnessResult:
     """Worst-case m-sharpness of the model at its current parameters (and average-case with ``samples``).
 
@@ -510,10 +516,16 @@ def sharpness(
     ``L_C = loss_fn(model(x_C), y_C)``, estimated by projected gradient ascent over the chosen parameters at once:
     ``delta_0 = 0`` (or a random start), then ``steps`` times ``delta <- P(delta + eta h / ||h||)``,
     ``h = grad L_C(w + delta)``, ``eta = step_size_mult * rho`` (the raw ``h`` without ``normalize``), ``P`` the
-    projection onto the ball. A restart's value is the loss at its last iterate; the largest over ``restarts``
-    is kept (samlab-deep keeps the restart of largest classification *error* by default; a loss function alone
-    has no error, so here the loss decides). The result is the mean of ``S_C`` over groups (unweighted: groups
-    are equal in size).
+    projection onto the ball. A restart's value is the loss at its last iterate; of the ``restarts``, the one of
+    largest loss is kept (``select="loss"``) or, for classifiers, the one of largest classification error on the
+    true labels, the first on ties (``select="error"``, samlab-deep's default). The result is the mean of ``S_C``
+    over groups (unweighted: groups are equal in size).
+
+    - ``target="random-wrong"`` (classifiers: ``model(x)`` gives ``n x classes`` logits, ``y`` class indices):
+      each restart *descends* the loss on labels drawn uniformly among each example's wrong classes, as the
+      authors' ``eval_sharpness.py`` restarts do; the value is still the loss on the true labels.
+      ``target="random-wrong", select="error", random_init=True`` is ``samlab sharpness --random-init``'s rule
+      (the same definition; the random draws are PyTorch's, not samlab-deep's).
 
     - ``norm="l2"``: the Euclidean ball, as samlab-deep; ``norm="linf"`` (this module only): the box
       ``|delta_i| <= rho``, steps along ``sign(h)`` (the raw ``h`` without ``normalize``), projection by clipping,
@@ -535,12 +547,18 @@ def sharpness(
 
     Raises:
         ValueError: ``rho`` negative or not finite, ``m`` not dividing a batch, ``steps``/``restarts``/``samples``
-            out of range, ``more restarts`` than one without a random start, an unknown ``norm`` or ``bn``, and
-            the errors of :func:`hessian` about ``params`` and ``data``.
+            out of range, more restarts than one without a random start or wrong labels, an unknown ``norm``,
+            ``bn``, ``target`` or ``select``, ``random-wrong`` or ``error`` on a model that is not a classifier
+            (logits not 2-D, labels not integer class indices), and the errors of :func:`hessian` about ``params``
+            and ``data``.
     """
     _check_bn(bn)
     if norm not in _NORMS:
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    if target not in _TARGETS:
+        raise ValueError(f"target must be 'labels' or 'random-wrong', got {target!r}")
+    if select not in _SELECTS:
+        raise ValueError(f"select must be 'loss' or 'error', got {select!r}")
     if isinstance(rho, bool) or not isinstance(rho, (int, float, np.floating, np.integer)):
         raise TypeError(f"rho must be a number, got {type(rho).__name__}")
     rho = float(rho)
@@ -555,10 +573,13 @@ def sharpness(
         _positive("m", m)
     if samples is not None:
         _positive("samples", samples)
+    wrong_labels = target == "random-wrong"
     if random_init is None:
-        random_init = restarts > 1
-    if restarts > 1 and not random_init:
-        raise ValueError("more than one restart needs random_init=True: the ascent from 0 is deterministic")
+        random_init = restarts > 1 and not wrong_labels
+    if restarts > 1 and not (random_init or wrong_labels):
+        raise ValueError(
+            "more than one restart needs random_init=True or target='random-wrong': the ascent from 0 is deterministic"
+        )
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     names, tensors = _select(model, params)
@@ -595,10 +616,29 @@ def sharpness(
         with torch.no_grad():
             return float(loss_at(w + delta, x, y))
 
-    def grad(delta: torch.Tensor, x: Any, y: Any) -> torch.Tensor:
+    def grad(delta: torch.Tensor, x: Any, y: Any, sign: float) -> torch.Tensor:
         point = (w + delta).detach().requires_grad_(True)
-        (h,) = torch.autograd.grad(loss_at(point, x, y), point, allow_unused=True)
+        (h,) = torch.autograd.grad(sign * loss_at(point, x, y), point, allow_unused=True)
         return torch.zeros_like(point) if h is None else h
+
+    def classifier_logits(delta: torch.Tensor, x: Any, y: Any) -> torch.Tensor:
+        with torch.no_grad():
+            logits = functional_call(model, split(w + delta), (x,))
+        ok = isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.shape[1] >= 2
+        if not (ok and isinstance(y, torch.Tensor) and y.dim() == 1 and not y.is_floating_point()):
+            raise ValueError(
+                f"target={target!r} and select={select!r} need a classifier: n x classes logits (classes >= 2) "
+                "and integer class labels"
+            )
+        return logits
+
+    def error(delta: torch.Tensor, x: Any, y: Any) -> float:
+        return float((classifier_logits(delta, x, y).argmax(dim=1) != y).double().mean())
+
+    def wrong(x: Any, y: Any) -> torch.Tensor:
+        classes = classifier_logits(torch.zeros_like(w), x, y).shape[1]
+        k = torch.randint(0, classes - 1, (len(y),), generator=gen).to(y.device)
+        return k + (k >= y).to(k.dtype)
 
     def size(delta: torch.Tensor) -> float:
         if scale is not None:
@@ -636,8 +676,9 @@ def sharpness(
             best = None
             for _ in range(restarts):
                 delta = start()
+                labels, sign = (wrong(x, y), -1.0) if wrong_labels else (y, 1.0)
                 for _ in range(steps):
-                    h = grad(delta, x, y)
+                    h = grad(delta, x, labels, sign)
                     if norm == "linf":
                         direction = h.sign() if normalize else h
                         c = eta
@@ -648,11 +689,12 @@ def sharpness(
                         direction = direction * scale
                     delta = project(delta + c * direction)
                 got = value(delta, x, y)
-                if best is None or got > best[0]:
-                    best = (got, size(delta))
+                key = error(delta, x, y) if select == "error" else got
+                if best is None or key > best[0]:
+                    best = (key, got, size(delta))
             group_loss.append(base)
-            group_max.append(best[0])
-            group_norm.append(best[1])
+            group_max.append(best[1])
+            group_norm.append(best[2])
             if samples is not None:
                 sigma = rho / math.sqrt(dim)
                 for _ in range(samples):
@@ -684,4 +726,6 @@ def sharpness(
         restarts=restarts,
         norm=norm,
         adaptive=adaptive,
+        target=target,
+        select=select,
     )

@@ -397,6 +397,36 @@ def test_bad_input_is_a_value_or_type_error_naming_the_problem():
         st.hessian(model, F.cross_entropy, (x, y))
 
 
+def test_sharpness_toward_random_wrong_labels_and_selection_by_error():
+    model = mlp()
+    x, y = data_for("mlp")
+    kw = dict(rho=0.3, m=6, steps=5, restarts=4, seed=3)
+    # Descending toward wrong labels raises the true-label loss; rho = 0 stays 0; the model is unchanged.
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    wrong = st.sharpness(model, F.cross_entropy, (x, y), target="random-wrong", **kw)
+    assert wrong.loss_increase > 0 and (wrong.target, wrong.select) == ("random-wrong", "loss")
+    assert st.sharpness(model, F.cross_entropy, (x, y), rho=0.0, m=6, target="random-wrong").loss_increase == 0.0
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    # The same seed draws the same restarts: keeping the largest loss is, group by group, at least what keeping
+    # the largest error gives, and with one restart the two are the same.
+    for target, random_init in [("random-wrong", False), ("labels", True), ("random-wrong", True)]:
+        kw2 = dict(kw, target=target, random_init=random_init)
+        by_loss = st.sharpness(model, F.cross_entropy, (x, y), select="loss", **kw2)
+        by_error = st.sharpness(model, F.cross_entropy, (x, y), select="error", **kw2)
+        assert np.all(by_loss.group_max_loss >= by_error.group_max_loss)
+        one = dict(kw2, restarts=1)
+        a = st.sharpness(model, F.cross_entropy, (x, y), select="loss", **one)
+        b = st.sharpness(model, F.cross_entropy, (x, y), select="error", **one)
+        np.testing.assert_array_equal(a.group_max_loss, b.group_max_loss)
+    # Wrong labels need a classifier.
+    model_r, loss_r, data_r, _ = quadratic()
+    with pytest.raises(ValueError, match="need a classifier"):
+        st.sharpness(model_r, loss_r, data_r, rho=0.1, m=None, target="random-wrong")
+    with pytest.raises(ValueError, match="need a classifier"):
+        st.sharpness(model_r, loss_r, data_r, rho=0.1, m=None, select="error")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -405,7 +435,9 @@ def test_bad_input_is_a_value_or_type_error_naming_the_problem():
         ({"m": 5}, "m = 5 does not divide batch 0 of data, of 24 examples"),
         ({"m": 0}, "m must be a positive integer"),
         ({"restarts": 0}, "restarts must be a positive integer"),
-        ({"restarts": 2, "random_init": False}, "needs random_init"),
+        ({"restarts": 2, "random_init": False}, "needs random_init=True or target='random-wrong'"),
+        ({"target": "wrong"}, "target must be 'labels' or 'random-wrong'"),
+        ({"select": "acc"}, "select must be 'loss' or 'error'"),
         ({"steps": -1}, "steps must be a non-negative integer"),
         ({"samples": 0}, "samples must be a positive integer"),
         ({"norm": "l1"}, "norm must be 'l2' or 'linf'"),
