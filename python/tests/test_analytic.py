@@ -70,7 +70,7 @@ def test_the_curve_follows_the_notebook_schedule_and_runs_are_deterministic():
 
 
 @pytest.mark.parametrize("engine", ["diag", "relu"])
-def test_ctrl_c_stops_a_long_run(engine):
+def test_ctrl_c_stops_a_long_run(engine, ctrl_c):
     # 10^8 updates take minutes; Ctrl-C (sent 0.2 s in) is seen within 4,096 updates and raised at once.
     kw = dict(method="gd", iters=10**8, log="ends")
     if engine == "diag":

@@ -134,17 +134,7 @@ def test_the_callables_own_exception_propagates_with_its_traceback():
     assert len(calls) == 3
 
 
-def test_ctrl_c_interrupts_a_run():
-    # Python raises KeyboardInterrupt on SIGINT only where it installed its handler, which it does not when the
-    # process started with SIGINT ignored (a shell's background job, some CI runners): install it for this test.
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        _interrupt_after_five_products()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _interrupt_after_five_products():
+def test_ctrl_c_interrupts_a_run(ctrl_c):
     calls = []
 
     def matvec(v):

@@ -234,7 +234,7 @@ def test_what_progress_raises_stops_an_analytic_run_and_nothing_is_written(tmp_p
     assert runs.read(tmp_path / "kept").summary == kept.summary
 
 
-def test_ctrl_c_during_an_analytic_run_raises_keyboard_interrupt(tmp_path):
+def test_ctrl_c_during_an_analytic_run_raises_keyboard_interrupt(tmp_path, ctrl_c):
     calls = []
 
     def progress(event):
