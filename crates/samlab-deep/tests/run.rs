@@ -123,6 +123,15 @@ impl Observer for StopAfter {
     }
 }
 
+/// Asks the run to stop at its first count of images (the request is honoured at the end of that epoch).
+struct StopOnCount;
+
+impl Observer for StopOnCount {
+    fn advanced(&mut self, _images: u64) -> bool {
+        false
+    }
+}
+
 /// The rows without their timings, NaN (not logged) curvature and SAM observations as -1 so that rows compare
 /// equal.
 fn without_timings(rows: &[EpochRow]) -> Vec<EpochRow> {
@@ -231,6 +240,13 @@ fn a_run_writes_its_directory_and_resume_reaches_the_same_numbers() {
         (&a.params, &a.velocity, &a.bn_mean, &a.bn_var),
         (&b.params, &b.velocity, &b.bn_mean, &b.bn_var)
     );
+    // A request to stop from the image counts ends the run at the end of that epoch, resumable the same way.
+    let asked = tmp.path().join("asked");
+    let stopped = run::train(&cfg, &asked, false, &mut StopOnCount).unwrap();
+    assert_eq!(stopped.summary.header.status, RunStatus::Interrupted);
+    assert_eq!(stopped.rows.len(), 1);
+    let resumed = run::resume(&asked, &mut Quiet).unwrap();
+    assert_eq!(without_timings(&resumed.rows), without_timings(&full.rows));
     // Resuming a finished run is refused and changes nothing.
     let summary = fs::read(part.join("summary.json")).unwrap();
     let err = run::resume(&part, &mut Quiet).unwrap_err();
