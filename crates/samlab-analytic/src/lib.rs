@@ -13,3 +13,16 @@
 pub mod diag;
 pub mod relu;
 pub mod theory;
+
+/// The gradient of `f` at `w` by central differences of step `h` (the tests' independent reference).
+#[cfg(test)]
+pub(crate) fn central_difference(f: impl Fn(&[f64]) -> f64, w: &[f64], h: f64) -> Vec<f64> {
+    (0..w.len())
+        .map(|k| {
+            let (mut a, mut b) = (w.to_vec(), w.to_vec());
+            a[k] += h;
+            b[k] -= h;
+            (f(&a) - f(&b)) / (2.0 * h)
+        })
+        .collect()
+}

@@ -424,15 +424,7 @@ fn fd_loss(data: &Dataset, rows: &[usize], w: &[f64]) -> f64 {
 
 /// The gradient of [`fd_loss`] by central differences.
 fn fd_grad(data: &Dataset, rows: &[usize], w: &[f64]) -> Vec<f64> {
-    (0..w.len())
-        .map(|k| {
-            let h = 1e-6;
-            let (mut a, mut b) = (w.to_vec(), w.to_vec());
-            a[k] += h;
-            b[k] -= h;
-            (fd_loss(data, rows, &a) - fd_loss(data, rows, &b)) / (2.0 * h)
-        })
-        .collect()
+    crate::central_difference(|w| fd_loss(data, rows, w), w, 1e-6)
 }
 
 /// One step of every variant against an independent implementation built on finite-difference gradients.

@@ -433,15 +433,7 @@ fn observations_match_finite_differences() {
     };
     let sum_loss = |rows: &[usize], w: &[f64]| rows.iter().map(|&i| loss_i(i, w)).sum::<f64>();
     let grad = |rows: &[usize], w: &[f64], factor: f64| -> Vec<f64> {
-        (0..w.len())
-            .map(|k| {
-                let h = 1e-6;
-                let (mut a, mut b) = (w.to_vec(), w.to_vec());
-                a[k] += h;
-                b[k] -= h;
-                factor * (sum_loss(rows, &a) - sum_loss(rows, &b)) / (2.0 * h)
-            })
-            .collect()
+        crate::central_difference(|w| factor * sum_loss(rows, w), w, 1e-6)
     };
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
     let rows: Vec<usize> = (0..12).collect();
