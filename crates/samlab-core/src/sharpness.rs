@@ -349,7 +349,7 @@ pub fn worst_case<O: Oracle<Space = Host>>(
             Host::set_sum(&mut point, &w, &delta);
             let got = value(oracle, &point, &rows, &mut buf);
             if best.is_none_or(|(b, _)| got > b) {
-                best = Some((got, size(&delta, norm, scale.as_deref())));
+                best = Some((got, constraint_norm(&delta, norm, scale.as_deref())));
             }
         }
         let (top, size) = best.expect("restarts >= 1");
@@ -419,7 +419,7 @@ fn project(delta: &mut [f64], norm: BallNorm, rho: f64, scale: Option<&[f64]>) {
 }
 
 /// The constraint's norm of `delta` (of `delta / |w|` on the coordinates with $w_i \ne 0$ when adaptive).
-fn size(delta: &[f64], norm: BallNorm, scale: Option<&[f64]>) -> f64 {
+pub fn constraint_norm(delta: &[f64], norm: BallNorm, scale: Option<&[f64]>) -> f64 {
     let d = delta.iter().enumerate().map(|(i, &d)| match scale {
         Some(s) if s[i] > 0.0 => d / s[i],
         Some(_) => 0.0,

@@ -32,6 +32,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use samlab_core::sam::{Grouping, Normalization, Perturbation, SamConfig};
+use samlab_core::sharpness::{constraint_norm, BallNorm};
 use samlab_core::ConfigError;
 use serde::{Deserialize, Serialize};
 
@@ -272,16 +273,10 @@ fn to_device(v: &[Vec<f64>], device: &Device) -> ParamVec {
         .collect()
 }
 
-/// $\lVert\delta \oslash s\rVert_2$ over the coordinates with $s_i > 0$ (the others are never perturbed).
+/// $\lVert\delta \oslash s\rVert_2$ over the coordinates with $s_i > 0$ (the others are never perturbed): core's
+/// [`constraint_norm`] of the concatenated tensors.
 pub fn weighted_norm(delta: &[Vec<f64>], s: &[Vec<f64>]) -> f64 {
-    delta
-        .iter()
-        .flatten()
-        .zip(s.iter().flatten())
-        .filter(|(_, &si)| si > 0.0)
-        .map(|(d, si)| (d / si).powi(2))
-        .sum::<f64>()
-        .sqrt()
+    constraint_norm(&delta.concat(), BallNorm::L2, Some(&s.concat()))
 }
 
 /// The Euclidean projection of `delta` onto the ellipsoid $\{x : \lVert x \oslash s\rVert_2 \le \rho\}$, tensor by
