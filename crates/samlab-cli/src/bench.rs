@@ -2,9 +2,9 @@
 //! one JSON line; `bench/gpu/bench.py` runs it beside PyTorch.
 
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use samlab_core::sam::Variant;
-use samlab_deep::bench::{time_steps, StepBench};
+use samlab_deep::bench::{time_steps, GroupPath, StepBench};
 use samlab_deep::models::{Arch, ModelSpec};
 use samlab_deep::nn::NormKind;
 use serde_json::json;
@@ -33,10 +33,11 @@ pub struct BenchArgs {
     /// m-SAM group size [default: the whole batch].
     #[arg(long)]
     pub m: Option<usize>,
-    /// Compute m-SAM's groups together, in one batched pass (plain SAM or ERM with --m below the batch size), instead
-    /// of one after the other as training does: to time the two side by side.
-    #[arg(long)]
-    pub groups_together: bool,
+    /// How m-SAM's groups are computed: as training does (auto: low-rank perturbations of one copy of the weights
+    /// on the MLP, one group after the other elsewhere), one after the other (loop), or with each group's copy of
+    /// the weights stacked in one batched pass (stacked: plain SAM or ERM with --m below the batch size).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub groups: GroupsArg,
     /// Image side (square images).
     #[arg(long, default_value_t = 32)]
     pub image_size: usize,
@@ -60,6 +61,24 @@ pub struct BenchArgs {
     pub variant: VariantArgs,
 }
 
+/// `--groups`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum GroupsArg {
+    Auto,
+    Loop,
+    Stacked,
+}
+
+impl From<GroupsArg> for GroupPath {
+    fn from(g: GroupsArg) -> Self {
+        match g {
+            GroupsArg::Auto => GroupPath::Auto,
+            GroupsArg::Loop => GroupPath::Loop,
+            GroupsArg::Stacked => GroupPath::Stacked,
+        }
+    }
+}
+
 /// Times the step and prints `{"model", ..., "images_per_s"}`.
 pub fn bench_step(args: &BenchArgs) -> Result<()> {
     let (arch, norm) = Arch::parse(&args.model)?;
@@ -81,7 +100,7 @@ pub fn bench_step(args: &BenchArgs) -> Result<()> {
         rho: args.rho,
         m: args.m,
         variant: args.variant.variant()?.unwrap_or(Variant::Sam),
-        together: args.groups_together,
+        groups: args.groups.into(),
         precision: args.precision.into(),
         warmup: args.warmup,
         steps: args.steps,
@@ -99,7 +118,7 @@ pub fn bench_step(args: &BenchArgs) -> Result<()> {
             "rho": bench.rho,
             "m": bench.m.unwrap_or(bench.batch),
             "variant": bench.variant,
-            "groups_together": bench.together,
+            "groups": bench.groups,
             "precision": bench.precision,
             "timing": t,
         })

@@ -370,8 +370,8 @@ fn bench_step_flags_are_checked_before_anything_is_allocated() {
             &["--variant-theta", "0.5"],
             "--variant-theta is an option of",
         ),
-        // The groups are computed together only for plain SAM or ERM, with more than one group.
-        (&["--groups-together"], "here 1 group(s)"),
+        // The groups are stacked only for plain SAM or ERM, with more than one group.
+        (&["--groups", "stacked"], "here 1 group(s)"),
         (
             &[
                 "--rho",
@@ -380,7 +380,8 @@ fn bench_step_flags_are_checked_before_anything_is_allocated() {
                 "16",
                 "--variant",
                 "asam",
-                "--groups-together",
+                "--groups",
+                "stacked",
             ],
             "variant ASAM",
         ),

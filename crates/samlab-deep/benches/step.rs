@@ -12,7 +12,7 @@
 //! `samlab_deep::bench::time_steps`, which `samlab bench-step` also runs.
 
 use burn::tensor::Device;
-use samlab_deep::bench::{time_steps, StepBench};
+use samlab_deep::bench::{time_steps, GroupPath, StepBench};
 use samlab_deep::models::{Arch, ModelSpec};
 use samlab_deep::nn::NormKind;
 use samlab_deep::trainer::Precision;
@@ -74,7 +74,7 @@ fn main() {
         rho,
         m: None,
         variant: samlab_core::sam::Variant::Sam,
-        together: false,
+        groups: GroupPath::Auto,
         precision: Precision::F32,
         warmup: arg(&args, "--warmup", "2").parse().unwrap(),
         steps: arg(&args, "--steps", "10").parse().unwrap(),

@@ -32,8 +32,8 @@ pub struct StepBench {
     pub m: Option<usize>,
     /// The SAM variant (for `rho > 0`).
     pub variant: Variant,
-    /// Whether m-SAM's groups are computed together ([`Trainer::grouped_step`]) instead of one after the other.
-    pub together: bool,
+    /// How m-SAM's groups are computed.
+    pub groups: GroupPath,
     /// Precision of the passes.
     pub precision: Precision,
     /// Untimed steps first.
@@ -42,6 +42,18 @@ pub struct StepBench {
     pub steps: usize,
     /// Stop timing after this many seconds of timed steps (at least one step is timed).
     pub max_seconds: f64,
+}
+
+/// How a step computes m-SAM's groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupPath {
+    /// As training does ([`Trainer::step`]): low-rank perturbations where they apply, the loop otherwise.
+    Auto,
+    /// One group after the other ([`Trainer::looped_step`]).
+    Loop,
+    /// Each group's copy of the weights stacked, in one batched pass ([`Trainer::grouped_step`]).
+    Stacked,
 }
 
 /// What [`time_steps`] measured.
@@ -144,12 +156,12 @@ pub fn time_steps(bench: &StepBench, device: &Device) -> Result<StepTiming, Conf
         precision: bench.precision,
     };
     let groups = bench.batch / trainer.sam.group_size();
-    if bench.together && !trainer.can_take_groups_together(groups, bench.rho) {
+    if bench.groups == GroupPath::Stacked && !trainer.can_take_groups_together(groups, bench.rho) {
         return Err(bad(
-            "groups-together",
+            "groups",
             format!(
-                "the groups of a step are computed together only for plain SAM or ERM with a group size below the \
-                 batch size (here {groups} group(s){})",
+                "the groups of a step are stacked only for plain SAM or ERM with a group size below the batch size \
+                 (here {groups} group(s){})",
                 if bench.rho > 0.0 && bench.variant != Variant::Sam {
                     format!(", variant {}", bench.variant.label())
                 } else {
@@ -168,9 +180,11 @@ pub fn time_steps(bench: &StepBench, device: &Device) -> Result<StepTiming, Conf
         .collect();
     let b = Batch::new(images, labels, bench.spec.input, bench.spec.classes, device);
     let mut step = |i: usize| {
-        let out = match bench.together {
-            true => trainer.grouped_step(&mut state, &b, &b, 0.01, bench.rho, i as u64),
-            false => trainer.step(&mut state, &b, &b, 0.01, bench.rho, i as u64),
+        let (rho, key) = (bench.rho, i as u64);
+        let out = match bench.groups {
+            GroupPath::Auto => trainer.step(&mut state, &b, &b, 0.01, rho, key),
+            GroupPath::Loop => trainer.looped_step(&mut state, &b, &b, 0.01, rho, key, false),
+            GroupPath::Stacked => trainer.grouped_step(&mut state, &b, &b, 0.01, rho, key),
         };
         if out.finite {
             Ok(())
@@ -241,7 +255,7 @@ pub fn estimate_seconds(
             rho,
             m,
             variant: Variant::Sam,
-            together: false,
+            groups: GroupPath::Auto,
             precision: config.train.precision,
             warmup: 1,
             steps: 3,

@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod data;
 mod grouped;
 pub mod hessian;
+mod lowrank;
 pub mod models;
 pub mod nn;
 mod observe;

@@ -11,6 +11,8 @@
 //! perturbed point, as one batched pass instead of `G` small ones (`G` batched matrix products, grouped
 //! convolutions, BatchNorm statistics per group).
 
+use std::rc::Rc;
+
 use burn::tensor::activation::relu;
 use burn::tensor::module::{
     batch_norm, batch_norm_train, conv2d, max_pool2d, max_pool2d_with_indices,
@@ -19,6 +21,7 @@ use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use crate::lowrank::LowRank;
 use crate::rng::{Purpose, Stream};
 
 /// BatchNorm momentum of the running statistics (PyTorch's default).
@@ -263,6 +266,9 @@ pub struct Grouped {
     /// `(slot, means [G, C], unbiased variances [G, C])` of each BatchNorm layer that would have updated its
     /// running statistics, in the order of the pass.
     pub batch_stats: Vec<(usize, Tensor<2>, Tensor<2>)>,
+    /// `Some` when the groups share one copy of the weights, perturbed per group by low-rank terms
+    /// ([`crate::lowrank`]), instead of each group's copy being stacked.
+    pub low_rank: Option<Rc<LowRank>>,
 }
 
 impl Grouped {
@@ -271,6 +277,7 @@ impl Grouped {
         Grouped {
             count,
             batch_stats: Vec::new(),
+            low_rank: None,
         }
     }
 }
@@ -311,6 +318,11 @@ impl Ctx<'_> {
     /// The number of groups of the pass (1 for an ordinary pass).
     pub(crate) fn groups(&self) -> usize {
         self.grouped.as_ref().map_or(1, |g| g.count)
+    }
+
+    /// The low-rank state of a pass whose groups share the weights ([`Grouped::low_rank`]).
+    fn low_rank(&self) -> Option<Rc<LowRank>> {
+        self.grouped.as_ref().and_then(|g| g.low_rank.clone())
     }
 
     /// Parameter `index` shaped `shape`, in the precision of the activations `like` (mixed precision runs the
@@ -455,6 +467,11 @@ impl Linear {
     /// `[n, in] -> [n, out]` (a grouped pass: `G` batched products).
     pub fn forward(&self, ctx: &Ctx, x: Tensor<2>) -> Tensor<2> {
         let [din, dout] = self.shape;
+        if let Some(low) = ctx.low_rank() {
+            let bias = ctx.p(self.bias, [1, dout], &x);
+            let weight = ctx.p(self.weight, self.shape, &x);
+            return low.linear(x, weight, bias, [self.weight, self.bias]);
+        }
         let g = ctx.groups();
         if g == 1 {
             let bias: Tensor<2> = ctx.p(self.bias, [1, dout], &x);
@@ -533,7 +550,18 @@ impl Norm {
         let gamma: Tensor<1> = ctx.params[self.gamma].clone();
         let beta: Tensor<1> = ctx.params[self.beta].clone();
         let x = x.cast(gamma.dtype());
-        self.normalize(ctx, x, gamma, beta).cast(low)
+        let Some(rank) = ctx.low_rank() else {
+            return self.normalize(ctx, x, gamma, beta).cast(low);
+        };
+        // Low-rank passes run on the MLP only: BatchNorm of [n, c] ([`crate::lowrank`]).
+        let NormImpl::Batch { slot } = self.kind else {
+            panic!("low-rank passes take BatchNorm only");
+        };
+        let dims = x.dims();
+        let xhat = ghost_normalize(ctx, slot, x.reshape([dims[0], self.channels]));
+        rank.norm(xhat, gamma, beta, [self.gamma, self.beta])
+            .reshape(dims)
+            .cast(low)
     }
 
     fn normalize<const D: usize>(
@@ -616,6 +644,35 @@ fn batch_norm_pass<const D: usize>(
         None => ctx.stats.fold(slot, mean, var, momentum),
     }
     out.output
+}
+
+/// BatchNorm's normalization, without scale and shift, of `x` `[n, c]` in the rows of each of the pass's `G` groups
+/// with that group's batch statistics (or the running ones), as `[G, n / G, c]`; the groups' statistics are
+/// recorded where the mode updates the running statistics, as [`batch_norm_pass`] records them.
+fn ghost_normalize(ctx: &mut Ctx, slot: usize, x: Tensor<2>) -> Tensor<3> {
+    let g = ctx.groups();
+    let [n, c] = x.dims();
+    let x: Tensor<3> = x.reshape([g, n / g, c]);
+    if ctx.mode == BnMode::Running {
+        let mean = ctx.stats.mean[slot].clone().reshape([1, 1, c]);
+        let var = ctx.stats.var[slot].clone().reshape([1, 1, c]);
+        return (x - mean) / var.add_scalar(NORM_EPS).sqrt();
+    }
+    let mean = x.clone().mean_dim(1);
+    let centered = x - mean.clone();
+    let var = centered.clone().square().mean_dim(1);
+    let out = centered / var.clone().add_scalar(NORM_EPS).sqrt();
+    if ctx.mode == (BnMode::Batch { update: true }) {
+        let m = n / g;
+        let unbias = m as f64 / (m.max(2) - 1) as f64;
+        let grouped = ctx.grouped.as_deref_mut().expect("a pass over groups");
+        grouped.batch_stats.push((
+            slot,
+            mean.without_autodiff().reshape([g, c]),
+            var.without_autodiff().mul_scalar(unbias).reshape([g, c]),
+        ));
+    }
+    out
 }
 
 /// LayerNorm over the last axis with a learnable scale and shift (PyTorch's `nn.LayerNorm(d)`, eps 1e-5).

@@ -1,7 +1,8 @@
 //! [`Trainer::step`]: one optimizer step of the SAM family, group by group, each group's passes made through a
 //! [`DeepOracle`] on which [`samlab_core::ascent`]'s rule runs (the step itself is defined in [`crate::trainer`]'s
-//! module doc). It sits above the trainer, whose passes the oracle calls, and the oracle; [`crate::grouped`]
-//! computes the same step with the groups together.
+//! module doc). It sits above the trainer, whose passes the oracle calls, and the oracle; [`crate::lowrank`]
+//! (which [`Trainer::step`] takes where it applies) and [`crate::grouped`] compute the same step with the groups
+//! together.
 
 use burn::tensor::Tensor;
 use samlab_core::ascent::Ascent;
@@ -39,8 +40,8 @@ impl Trainer<'_> {
 
     /// One optimizer step on `batch` (`previous` is the previous batch, for [`AscentSource::PreviousBatch`]) with
     /// learning rate `lr` and radius `rho` (0 for an ERM step); `step` keys the perturbation noise. m-SAM's groups
-    /// go one after the other, each group's passes over its own examples (every SAM variant);
-    /// [`Trainer::grouped_step`] computes them together where it can.
+    /// go one after the other ([`Trainer::looped_step`]), or together as low-rank perturbations where that applies
+    /// ([`Trainer::observed_step`]).
     ///
     /// If any loss or the gradient is NaN or infinite the state is left untouched and `finite` is false.
     pub fn step(
@@ -56,9 +57,31 @@ impl Trainer<'_> {
     }
 
     /// [`Trainer::step`], which also reports what SAM did (`StepOutput::sam`) if `observe` and `rho > 0` (at
-    /// some cost: the `observe` module); the update is the same either way.
+    /// some cost: the `observe` module); the update is the same either way, to f32 rounding. A step that is not
+    /// observed takes m-SAM's groups as low-rank perturbations where [`Trainer::can_take_low_rank`] (2.3-2.8x
+    /// faster than the loop on the MLP, docs/BENCHMARKS.md), and the loop otherwise.
     #[allow(clippy::too_many_arguments)]
     pub fn observed_step(
+        &self,
+        state: &mut TrainState,
+        batch: &Batch,
+        previous: &Batch,
+        lr: f64,
+        rho: f64,
+        step: u64,
+        observe: bool,
+    ) -> StepOutput {
+        let groups = batch.len() / self.sam.group_size();
+        if !(observe && rho != 0.0) && self.can_take_low_rank(groups, rho) {
+            return self.low_rank_step(state, batch, previous, lr, rho);
+        }
+        self.looped_step(state, batch, previous, lr, rho, step, observe)
+    }
+
+    /// [`Trainer::observed_step`] with m-SAM's groups one after the other, each group's passes over its own
+    /// examples (every SAM variant).
+    #[allow(clippy::too_many_arguments)]
+    pub fn looped_step(
         &self,
         state: &mut TrainState,
         batch: &Batch,

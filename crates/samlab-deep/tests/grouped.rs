@@ -52,8 +52,30 @@ fn sam(m: usize) -> SamConfig {
     }
 }
 
-/// Three steps of `sam` at radius `rho` on `arch` with `norm` through both paths, compared after each.
+/// How a step computes its groups together.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    /// Each group's copy of the weights stacked (`Trainer::grouped_step`).
+    Stacked,
+    /// Low-rank perturbations of one copy (`Trainer::low_rank_step`).
+    LowRank,
+}
+
+/// [`compare`] through the stacked path.
 fn check(arch: Arch, width: usize, norm: NormKind, sam: SamConfig, policy: BnPolicy, rho: f64) {
+    compare(Path::Stacked, arch, width, norm, sam, policy, rho);
+}
+
+/// Three steps of `sam` at radius `rho` on `arch` with `norm` through the loop and `path`, compared after each.
+fn compare(
+    path: Path,
+    arch: Arch,
+    width: usize,
+    norm: NormKind,
+    sam: SamConfig,
+    policy: BnPolicy,
+    rho: f64,
+) {
     let device = Device::default();
     // The ResNets get 16x16 images, so that their last stage's BatchNorm sees 2x2 pixels of each example: at 1x1
     // a group's few values have a standard deviation so small that f32 rounding is amplified past 1e-3.
@@ -84,10 +106,13 @@ fn check(arch: Arch, width: usize, norm: NormKind, sam: SamConfig, policy: BnPol
         precision: Precision::F32,
     };
     let groups = BATCH / trainer.sam.group_size();
-    assert!(trainer.can_take_groups_together(groups, rho));
+    match path {
+        Path::Stacked => assert!(trainer.can_take_groups_together(groups, rho)),
+        Path::LowRank => assert!(trainer.can_take_low_rank(groups, rho)),
+    }
     let start = TrainState::new(&net, init_params(net.params(), 3, &device), &device);
     let (mut looped, mut grouped) = (start.clone(), start);
-    let case = format!("{arch:?} {norm:?} {policy:?} rho {rho} {sam:?}");
+    let case = format!("{path:?} {arch:?} {norm:?} {policy:?} rho {rho} {sam:?}");
     // The ResNets amplify f32 rounding through their many BatchNorm layers, and at lr 0.1 a ReLU input that rounding
     // moves across 0 changes the next steps by 1e-3: they are compared at lr 0.01 and to 2e-4.
     let (lr, tol) = match arch {
@@ -97,8 +122,11 @@ fn check(arch: Arch, width: usize, norm: NormKind, sam: SamConfig, policy: BnPol
     let mut previous = batch(99, side, &device);
     for step in 0..3 {
         let b = batch(step, side, &device);
-        let a = trainer.step(&mut looped, &b, &previous, lr, rho, step);
-        let g = trainer.grouped_step(&mut grouped, &b, &previous, lr, rho, step);
+        let a = trainer.looped_step(&mut looped, &b, &previous, lr, rho, step, false);
+        let g = match path {
+            Path::Stacked => trainer.grouped_step(&mut grouped, &b, &previous, lr, rho, step),
+            Path::LowRank => trainer.low_rank_step(&mut grouped, &b, &previous, lr, rho),
+        };
         assert!(a.finite && g.finite, "{case}");
         assert_eq!(a.gradient_evals, g.gradient_evals, "{case}");
         assert_eq!(a.correct, g.correct, "{case} step {step}");
@@ -255,6 +283,34 @@ fn erm_steps_with_ghost_batchnorm_match_the_loop() {
 }
 
 #[test]
+fn low_rank_groups_match_the_loop() {
+    let low = |norm, sam, policy, rho| compare(Path::LowRank, Arch::Mlp, 8, norm, sam, policy, rho);
+    for policy in [
+        BnPolicy::BothPasses,
+        BnPolicy::CleanPassOnly,
+        BnPolicy::Frozen,
+    ] {
+        low(NormKind::Batch, sam(4), policy, 0.05);
+        low(NormKind::Batch, sam(4), policy, 0.0);
+        let previous = SamConfig {
+            ascent_source: AscentSource::PreviousBatch,
+            ..sam(4)
+        };
+        low(NormKind::Batch, previous, policy, 0.05);
+    }
+    low(NormKind::None, sam(2), BnPolicy::BothPasses, 0.05);
+    for normalization in [Normalization::Unnormalized, Normalization::Clipped] {
+        let c = SamConfig {
+            normalization,
+            ..sam(4)
+        };
+        low(NormKind::Batch, c.clone(), BnPolicy::BothPasses, 0.05);
+        // Clipping that binds: a radius far below one step's length.
+        low(NormKind::Batch, c, BnPolicy::CleanPassOnly, 1e-4);
+    }
+}
+
+#[test]
 fn variants_and_single_groups_cannot_be_grouped() {
     let device = Device::default();
     let net = Network::new(&ModelSpec {
@@ -279,6 +335,46 @@ fn variants_and_single_groups_cannot_be_grouped() {
         ..sam(4)
     };
     assert!(!trainer(asam.clone()).can_take_groups_together(4, 0.05));
-    assert!(trainer(asam).can_take_groups_together(4, 0.0));
+    assert!(trainer(asam.clone()).can_take_groups_together(4, 0.0));
     assert!(!trainer(sam(16)).can_take_groups_together(1, 0.05));
+    // Low-rank groups: one ascent step of plain SAM from w (or ERM), on the MLP, in f32.
+    assert!(trainer(sam(4)).can_take_low_rank(4, 0.05));
+    assert!(!trainer(asam.clone()).can_take_low_rank(4, 0.05));
+    assert!(trainer(asam).can_take_low_rank(4, 0.0));
+    assert!(!trainer(sam(16)).can_take_low_rank(1, 0.05));
+    for c in [
+        SamConfig {
+            ascent_steps: 2,
+            ..sam(4)
+        },
+        SamConfig {
+            random_init: true,
+            ..sam(4)
+        },
+        SamConfig {
+            perturbation: Perturbation::Random,
+            ..sam(4)
+        },
+    ] {
+        assert!(!trainer(c).can_take_low_rank(4, 0.05));
+    }
+    let bf16 = Trainer {
+        precision: Precision::Bf16,
+        ..trainer(sam(4))
+    };
+    assert!(!bf16.can_take_low_rank(4, 0.05));
+    let cnn = Network::new(&ModelSpec {
+        arch: Arch::Cnn,
+        width: 4,
+        norm: NormKind::Batch,
+        input: [1, SIDE, SIDE],
+        classes: CLASSES,
+        transformer: None,
+    })
+    .unwrap();
+    let conv = Trainer {
+        net: &cnn,
+        ..trainer(sam(4))
+    };
+    assert!(!conv.can_take_low_rank(4, 0.05));
 }
