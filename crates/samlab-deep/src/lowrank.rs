@@ -32,10 +32,12 @@ use std::rc::Rc;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Tensor, TensorData};
+use samlab_core::ascent::SamObservation;
 use samlab_core::sam::{AscentSource, Normalization, Perturbation, Variant};
 
 use crate::models::Arch;
-use crate::nn::{BnMode, BnStats, Ctx, Grouped};
+use crate::nn::{BnMode, BnStats, Ctx, Grouped, NORM_EPS};
+use crate::observe::{mean_observation, PARTS};
 use crate::trainer::{
     sq_norm, Batch, BnPolicy, ParamVec, Precision, StepOutput, TrainState, Trainer, WeightDecay,
 };
@@ -72,6 +74,17 @@ struct Site {
     gram: Option<Tensor<3>>,
 }
 
+/// One Linear or normalization layer as the perturbed pass saw it, for the step's observation.
+#[derive(Debug)]
+struct Applied {
+    /// Linear: the inputs `X'` `[B, in]`; normalization: the normalized inputs.
+    x: Tensor<2>,
+    /// Linear: `X' W + b` and the Gram matrices `X'_g X_gᵀ` `[G, m, m]`.
+    linear: Option<(Tensor<2>, Tensor<3>)>,
+    /// The leaf at the outputs (a zero probe, or the first layer's outputs).
+    out: Tensor<2>,
+}
+
 /// The low-rank state of one step's passes over its groups (see the module doc), shared through [`Grouped`].
 #[derive(Debug)]
 pub struct LowRank {
@@ -87,6 +100,10 @@ pub struct LowRank {
     /// The first layer's outputs in the perturbed pass, a leaf when they come from the ascent pass: the first
     /// layer's gradient is then formed from theirs ([`LowRank::extra_gradient`]).
     first: RefCell<Option<Tensor<2>>>,
+    /// Whether the perturbed pass keeps what the step's observation needs ([`LowRank::applied`]).
+    observe: Cell<bool>,
+    /// The perturbed pass's layers, when observed.
+    applied: RefCell<Vec<Applied>>,
 }
 
 impl LowRank {
@@ -99,6 +116,8 @@ impl LowRank {
             factors: RefCell::new(None),
             same_inputs: Cell::new(false),
             first: RefCell::new(None),
+            observe: Cell::new(false),
+            applied: RefCell::new(Vec::new()),
         })
     }
 
@@ -109,6 +128,28 @@ impl LowRank {
             .reshape([g, 1, 1])
             .repeat_dim(1, b / g)
             .reshape([b, 1])
+    }
+
+    /// `out` with a zero probe added, recorded with the layer's inputs `x` (and for a Linear layer `X' W + b` and
+    /// `X'_g X_gᵀ`) when the perturbed pass is observed.
+    fn observed(
+        &self,
+        out: Tensor<2>,
+        x: Tensor<2>,
+        linear: Option<(Tensor<2>, Tensor<3>)>,
+    ) -> Tensor<2> {
+        if !self.observe.get() {
+            return out;
+        }
+        let probe = Tensor::zeros(out.dims(), &out.device())
+            .autodiff()
+            .require_grad();
+        self.applied.borrow_mut().push(Applied {
+            x: x.without_autodiff(),
+            linear: linear.map(|(y, gram)| (y.without_autodiff(), gram.without_autodiff())),
+            out: probe.clone(),
+        });
+        out + probe
     }
 
     /// The recorded site of the next layer of an [`Phase::Apply`] pass.
@@ -161,17 +202,26 @@ impl LowRank {
                 if k == 0 && self.same_inputs.get() {
                     // The same inputs as the ascent pass: its products and Gram matrices serve again.
                     let gram = site.gram.clone().expect("Gram matrices");
-                    let y = (site.y.clone() * self.rows(&s, n) + low(gram))
+                    let y = (site.y.clone() * self.rows(&s, n) + low(gram.clone()))
                         .autodiff()
                         .require_grad();
                     *self.first.borrow_mut() = Some(y.clone());
+                    if self.observe.get() {
+                        self.applied.borrow_mut().push(Applied {
+                            x: site.x.clone(),
+                            linear: Some((site.y.clone(), gram)),
+                            out: y.clone(),
+                        });
+                    }
                     return y;
                 }
                 let gram = x
                     .clone()
                     .reshape([g, m, din])
                     .matmul(site.x.clone().reshape([g, m, din]).swap_dims(1, 2));
-                (x.matmul(w) + b) * self.rows(&s, n) + low(gram)
+                let y = x.clone().matmul(w) + b;
+                let out = y.clone() * self.rows(&s, n) + low(gram.clone());
+                self.observed(out, x, Some((y, gram)))
             }
         }
     }
@@ -217,7 +267,8 @@ impl LowRank {
                     shared(t) * s.clone() + d.reshape([g, 1, c]) * cf.clone()
                 };
                 let (gamma, beta) = (perturbed(&gamma, dg), perturbed(&beta, db));
-                (xhat * gamma + beta).reshape([g * m, c])
+                let out = (xhat.clone() * gamma + beta).reshape([g * m, c]);
+                self.observed(out, xhat.reshape([g * m, c]), None)
             }
         }
     }
@@ -263,6 +314,59 @@ impl LowRank {
         }
         let stacked: Tensor<3> = Tensor::stack(parts, 0);
         stacked.sum_dim(0).reshape([g, 2])
+    }
+
+    /// After an observed perturbed pass's backward: for each group, the products of the loss gradients at `w`
+    /// (`A_g`) and at its perturbed point (`B_g`) that its observation needs, `[G, 3]`: `A_g · B_g`, `|B_g|²` and
+    /// `w · B_g`.
+    fn observed_parts(&self, grads: &burn::tensor::Gradients) -> Tensor<2> {
+        let g = self.groups;
+        let (_, s) = self.factors.borrow().clone().expect("factors");
+        let sum = |t: Tensor<2>| {
+            let [n, c] = t.dims();
+            t.reshape([g, n / g, c]).sum_dim(1).reshape([g, c])
+        };
+        let mut parts: Vec<Tensor<2>> = Vec::new();
+        for (site, ap) in self.sites.borrow().iter().zip(self.applied.borrow().iter()) {
+            let dy = site.dy.clone().expect("dY");
+            let [n, out] = dy.dims();
+            let m = n / g;
+            // The gradient at the outputs of group g's own loss: the backward's was weighed by 1 / s_g.
+            let dyt = ap.out.grad(grads).expect("the outputs' gradient") * self.rows(&s, n);
+            let [ab, bb, wb] = match &ap.linear {
+                None => {
+                    let (dg, db) = site.affine.clone().expect("per-group gradients");
+                    let (bg, bb) = (sum(dyt.clone() * ap.x.clone()), sum(dyt));
+                    let gamma = site.y.clone().narrow(0, 0, 1);
+                    let beta = site.y.clone().narrow(0, 1, 1);
+                    [
+                        dg * bg.clone() + db * bb.clone(),
+                        bg.clone().square() + bb.clone().square(),
+                        bg * gamma + bb * beta,
+                    ]
+                    .map(|t| t.sum_dim(1))
+                }
+                Some((y, cross)) => {
+                    let din = ap.x.dims()[1];
+                    let grouped = |t: Tensor<2>, k: usize| t.reshape([g, m, k]);
+                    let (dyg, dytg) = (grouped(dy.clone(), out), grouped(dyt.clone(), out));
+                    let xg = grouped(ap.x.clone(), din);
+                    let own = xg.clone().matmul(xg.swap_dims(1, 2));
+                    let total = |t: Tensor<3>| t.reshape([g, m * m]).sum_dim(1);
+                    let bias =
+                        |a: &Tensor<2>, b: &Tensor<2>| (sum(a.clone()) * sum(b.clone())).sum_dim(1);
+                    [
+                        total(cross.clone() * dytg.clone().matmul(dyg.swap_dims(1, 2)))
+                            + bias(&dy, &dyt),
+                        total(own * dytg.clone().matmul(dytg.swap_dims(1, 2))) + bias(&dyt, &dyt),
+                        (y.clone() * dyt).reshape([g, m * out]).sum_dim(1),
+                    ]
+                }
+            };
+            parts.push(Tensor::cat(vec![ab, bb, wb], 1));
+        }
+        let stacked: Tensor<3> = Tensor::stack(parts, 0);
+        stacked.sum_dim(0).reshape([g, 3])
     }
 
     /// What the perturbed pass's backward (`grads`) leaves out of `G` times the descent gradient, per parameter
@@ -370,8 +474,30 @@ impl Trainer<'_> {
         logits
     }
 
+    /// Each group's ascent factor `c_g` from its squared gradient norm `|∇CE_g|² + 2 λ w · ∇CE_g + λ² |w|²`
+    /// (`parts` `[G, 2]` as [`LowRank::gradient_parts`] gives them, `w2 = |w|²`), as plain SAM's perturbation of
+    /// radius `rho` scales the gradient ([`samlab_core::ascent::Ascent::sam_delta`]); with the squared norms.
+    fn factors(&self, parts: &[f64], lambda: f64, w2: f64, rho: f64) -> (Vec<f64>, Vec<f64>) {
+        let c = self.sam.config();
+        let eta = rho * c.ascent_step_mult;
+        parts
+            .chunks(2)
+            .map(|p| {
+                let sq = (p[0] + 2.0 * lambda * p[1] + lambda * lambda * w2).max(0.0);
+                let norm = sq.sqrt();
+                let factor = match c.normalization {
+                    Normalization::Normalized => eta / (norm + 1e-12),
+                    Normalization::Unnormalized => eta,
+                    Normalization::Clipped if eta * norm > rho => rho / norm,
+                    Normalization::Clipped => eta,
+                };
+                (factor, sq)
+            })
+            .unzip()
+    }
+
     /// [`Trainer::step`] with the groups as low-rank perturbations of `w` (see the module doc), where
-    /// [`Trainer::can_take_low_rank`].
+    /// [`Trainer::can_take_low_rank`]; with what SAM did if `observe` (and the ascent is on the batch itself).
     pub fn low_rank_step(
         &self,
         state: &mut TrainState,
@@ -379,6 +505,7 @@ impl Trainer<'_> {
         previous: &Batch,
         lr: f64,
         rho: f64,
+        observe: bool,
     ) -> StepOutput {
         let c = self.sam.config();
         let m = self.sam.group_size();
@@ -388,24 +515,26 @@ impl Trainer<'_> {
             WeightDecay::L2 { lambda } => lambda,
             _ => 0.0,
         };
+        let same_batch = c.ascent_source == AscentSource::SameBatch;
+        let observe = observe && rho != 0.0 && same_batch;
         let mut bn = state.bn.clone();
         let mut recorded = Vec::new();
         let device = &self.device;
-        let (low, mut gradient_evals, mode) = if rho == 0.0 {
-            (LowRank::new(g, Phase::Plain), 0, self.low_rank_mode(true))
+        let to_device = |v: &[f64]| {
+            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+            Tensor::<1>::from_data(TensorData::new(v, [g]), device)
+        };
+        // The ascent: each group's factor, and what the observation needs from it.
+        let mut clean = None;
+        let (low, mode) = if rho == 0.0 {
+            (LowRank::new(g, Phase::Plain), self.low_rank_mode(true))
         } else {
-            let same_batch = c.ascent_source == AscentSource::SameBatch;
             let ascent = if same_batch { batch } else { previous };
             let low = LowRank::new(g, Phase::Record);
-            let logits = self.low_rank_forward(
-                w,
-                ascent,
-                self.low_rank_mode(same_batch),
-                &mut bn,
-                &low,
-                &mut recorded,
-            );
-            let ce = (log_softmax(logits, 1) * ascent.onehot.clone())
+            let mode = self.low_rank_mode(same_batch);
+            let logits = self.low_rank_forward(w, ascent, mode, &mut bn, &low, &mut recorded);
+            let logp = log_softmax(logits, 1);
+            let ce = (logp.clone() * ascent.onehot.clone())
                 .sum()
                 .neg()
                 .mul_scalar(1.0 / m as f64);
@@ -415,45 +544,37 @@ impl Trainer<'_> {
                 .convert::<f64>()
                 .try_into_vec::<f64>()
                 .expect("f64 parts");
-            let w2 = if lambda > 0.0 { sq_norm(w) } else { 0.0 };
-            let eta = rho * c.ascent_step_mult;
-            let factors: Vec<f64> = parts
-                .chunks(2)
-                .map(|p| {
-                    let norm = (p[0] + 2.0 * lambda * p[1] + lambda * lambda * w2)
-                        .max(0.0)
-                        .sqrt();
-                    match c.normalization {
-                        Normalization::Normalized => eta / (norm + 1e-12),
-                        Normalization::Unnormalized => eta,
-                        Normalization::Clipped if eta * norm > rho => rho / norm,
-                        Normalization::Clipped => eta,
-                    }
-                })
-                .collect();
-            let to_device = |v: Vec<f64>| {
-                let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
-                Tensor::<1>::from_data(TensorData::new(v, [g]), device)
+            let w2 = if lambda > 0.0 || observe {
+                sq_norm(w)
+            } else {
+                0.0
             };
+            let (factors, sq) = self.factors(&parts, lambda, w2, rho);
             let scales: Vec<f64> = factors.iter().map(|f| 1.0 + f * lambda).collect();
-            *low.factors.borrow_mut() = Some((to_device(factors), to_device(scales)));
+            *low.factors.borrow_mut() = Some((to_device(&factors), to_device(&scales)));
             low.phase.set(Phase::Apply);
             low.same_inputs.set(same_batch);
+            low.observe.set(observe);
+            if observe {
+                let losses = group_losses(logp.without_autodiff(), ascent, g);
+                clean = Some(Clean {
+                    parts,
+                    factors,
+                    scales,
+                    sq,
+                    w2,
+                    losses,
+                });
+            }
             if self.optim.bn_policy == BnPolicy::CleanPassOnly && !same_batch {
                 // The running statistics take in each group once, at w, as in an ERM step.
                 let plain = LowRank::new(g, Phase::Plain);
-                let _ = self.low_rank_forward(
-                    w,
-                    batch,
-                    BnMode::Batch { update: true },
-                    &mut bn,
-                    &plain,
-                    &mut recorded,
-                );
+                let update = BnMode::Batch { update: true };
+                let _ = self.low_rank_forward(w, batch, update, &mut bn, &plain, &mut recorded);
             }
-            (low, g as u64, self.low_rank_mode(false))
+            (low, self.low_rank_mode(false))
         };
-        gradient_evals += g as u64;
+        // The descent: the perturbed pass, its gradient with respect to w weighed per group.
         let leaves: ParamVec = w
             .iter()
             .map(|p| p.clone().autodiff().require_grad())
@@ -470,37 +591,23 @@ impl Trainer<'_> {
             .neg()
             .mul_scalar(1.0 / m as f64);
         let grads = loss.backward();
-        let loss_sum = (logp.without_autodiff() * batch.onehot.clone())
+        let logp = logp.without_autodiff();
+        let loss_sum = (logp.clone() * batch.onehot.clone())
             .sum()
             .neg()
             .into_scalar::<f32>() as f64;
-        // G times the descent gradient: the backward's, `G λ w + λ Σ_g δ_g` with L2, and what the backward left out.
-        let c_sum = match (&*low.factors.borrow(), lambda > 0.0) {
-            (Some((c, _)), true) => c.clone().sum().into_scalar::<f32>() as f64,
-            _ => 0.0,
-        };
-        let own = lambda * (g as f64 + lambda * c_sum);
-        let extra = low.extra_gradient(&grads, lambda, w.len());
-        let grad: ParamVec = leaves
-            .iter()
-            .zip(w)
-            .zip(extra)
-            .map(|((leaf, p), e)| {
-                let d = match (leaf.grad(&grads), e) {
-                    (Some(d), Some(e)) => d + e,
-                    (d, e) => d.or(e).unwrap_or_else(|| p.zeros_like()),
-                };
-                let d = if own > 0.0 {
-                    d + p.clone().mul_scalar(own)
-                } else {
-                    d
-                };
-                d.mul_scalar(1.0 / g as f64)
-            })
-            .collect();
+        let sam = clean.map(|clean| {
+            let perturbed = low.observed_parts(&grads);
+            let losses = group_losses(logp, batch, g);
+            let channels = self.net.bn_channels().iter().sum();
+            clean.observation(perturbed, losses, &recorded, lambda, channels)
+        });
+        let grad = low.descent_gradient(&grads, &leaves, w, lambda);
         let mut variant = state.variant.clone();
+        let mut gradient_evals = g as u64;
         if rho != 0.0 {
             variant.steps += g as u64;
+            gradient_evals += g as u64;
         }
         let out = self.descend(
             state,
@@ -517,7 +624,147 @@ impl Trainer<'_> {
         }
         StepOutput {
             gradient_evals,
+            sam,
             ..out
         }
     }
+}
+
+impl LowRank {
+    /// The descent gradient, the mean over the groups of the gradient at their perturbed points, from the perturbed
+    /// pass's backward (`grads`, with respect to `leaves`, the weights `w`) and with L2 (`lambda`) its own term.
+    fn descent_gradient(
+        &self,
+        grads: &burn::tensor::Gradients,
+        leaves: &[Tensor<1>],
+        w: &[Tensor<1>],
+        lambda: f64,
+    ) -> ParamVec {
+        let g = self.groups;
+        // G times the descent gradient: the backward's, `G λ w + λ Σ_g δ_g` with L2, and what the backward left out.
+        let c_sum = match (&*self.factors.borrow(), lambda > 0.0) {
+            (Some((c, _)), true) => c.clone().sum().into_scalar::<f32>() as f64,
+            _ => 0.0,
+        };
+        let own = lambda * (g as f64 + lambda * c_sum);
+        let extra = self.extra_gradient(grads, lambda, w.len());
+        leaves
+            .iter()
+            .zip(w)
+            .zip(extra)
+            .map(|((leaf, p), e)| {
+                let d = match (leaf.grad(grads), e) {
+                    (Some(d), Some(e)) => d + e,
+                    (d, e) => d.or(e).unwrap_or_else(|| p.zeros_like()),
+                };
+                let d = if own > 0.0 {
+                    d + p.clone().mul_scalar(own)
+                } else {
+                    d
+                };
+                d.mul_scalar(1.0 / g as f64)
+            })
+            .collect()
+    }
+}
+
+/// Each group's mean cross-entropy from the log-probabilities `logp` of `batch`, `G` values.
+fn group_losses(logp: Tensor<2>, batch: &Batch, g: usize) -> Vec<f64> {
+    let n = batch.len();
+    (logp * batch.onehot.clone())
+        .sum_dim(1)
+        .reshape([g, n / g])
+        .mean_dim(1)
+        .neg()
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .expect("f64 losses")
+}
+
+/// What an observed step's ascent leaves for its observation, per group.
+struct Clean {
+    /// `|A_g|²` and `w · A_g` (`A_g` the loss gradient at `w`), `[G, 2]` flat.
+    parts: Vec<f64>,
+    /// `c_g` and `s_g`.
+    factors: Vec<f64>,
+    scales: Vec<f64>,
+    /// The squared norms of the clean gradients `A_g + λ w`.
+    sq: Vec<f64>,
+    /// `|w|²`.
+    w2: f64,
+    /// The groups' mean losses at `w`.
+    losses: Vec<f64>,
+}
+
+impl Clean {
+    /// The step's observation ([`crate::observe::mean_observation`]) from the perturbed pass's products
+    /// ([`LowRank::observed_parts`]), its groups' `losses`, the passes' `recorded` BatchNorm statistics (the first
+    /// pass's and the last one's, the ascent's and the descent's) and L2's `lambda`, for a network of `channels`
+    /// BatchNorm channels.
+    fn observation(
+        &self,
+        perturbed: Tensor<2>,
+        losses: Vec<f64>,
+        recorded: &[Vec<(usize, Tensor<2>, Tensor<2>)>],
+        lambda: f64,
+        channels: usize,
+    ) -> SamObservation {
+        let g = self.factors.len();
+        let products: Vec<f64> = perturbed
+            .into_data()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .expect("f64 products");
+        let shifts = bn_shifts(recorded);
+        let (l, w2) = (lambda, self.w2);
+        let mut values = Vec::with_capacity(g * PARTS);
+        for k in 0..g {
+            let (a2, wa) = (self.parts[2 * k], self.parts[2 * k + 1]);
+            let (ab, bb, wb) = (products[3 * k], products[3 * k + 1], products[3 * k + 2]);
+            let (c, s) = (self.factors[k], self.scales[k]);
+            // The clean gradient A + λ w against the SAM gradient B + λ (w + δ) = B + λ s w + λ c A.
+            let dot = ab + l * s * wa + l * c * a2 + l * wb + l * l * s * w2 + l * l * c * wa;
+            let sam_sq = bb
+                + l * l * s * s * w2
+                + l * l * c * c * a2
+                + 2.0 * l * s * wb
+                + 2.0 * l * c * ab
+                + 2.0 * l * l * s * c * wa;
+            let [mean_shift, var_shift] = shifts.as_ref().map_or([f64::NAN; 2], |v| v[k]);
+            values.extend([
+                c * c * self.sq[k],
+                dot,
+                self.sq[k],
+                sam_sq,
+                self.losses[k],
+                losses[k],
+                mean_shift,
+                var_shift,
+            ]);
+        }
+        mean_observation(&values, w2, channels)
+    }
+}
+
+/// Each group's summed squared shifts of the BatchNorm batch statistics from the first pass of `recorded` to the
+/// last (as [`crate::observe`] measures them), where both updated the running statistics.
+fn bn_shifts(recorded: &[Vec<(usize, Tensor<2>, Tensor<2>)>]) -> Option<Vec<[f64; 2]>> {
+    let (clean, perturbed) = (recorded.first()?, recorded.last()?);
+    if clean.is_empty() || perturbed.is_empty() || recorded.len() < 2 {
+        return None;
+    }
+    let (mut mean, mut var) = (Vec::new(), Vec::new());
+    for ((_, mc, vc), (_, mp, vp)) in clean.iter().zip(perturbed) {
+        let scale = vc.clone().add_scalar(NORM_EPS);
+        mean.push(((mp.clone() - mc.clone()).square() / scale.clone()).sum_dim(1));
+        var.push(((vp.clone() - vc.clone()) / scale).square().sum_dim(1));
+    }
+    let sum = |parts: Vec<Tensor<2>>| Tensor::cat(parts, 1).sum_dim(1);
+    let values = Tensor::cat(vec![sum(mean), sum(var)], 1)
+        .into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .expect("f64 shifts");
+    Some(values.chunks(2).map(|v| [v[0], v[1]]).collect())
 }

@@ -19,7 +19,7 @@ use crate::oracle::{GroupRecord, PassRecord, Tensors};
 use crate::trainer::ParamVec;
 
 /// Number of scalars [`group_parts`] gives per group.
-const PARTS: usize = 8;
+pub(crate) const PARTS: usize = 8;
 
 /// `sum_i <a_i, b_i>` as a one-element tensor on the device.
 fn inner(a: &[Tensor<1>], b: &[Tensor<1>]) -> Tensor<1> {
@@ -116,6 +116,12 @@ pub(crate) fn step_observation(
         .try_into_vec::<f64>()
         .expect("f64 observations");
     let (groups, ww) = values.split_at(values.len() - 1);
+    mean_observation(groups, ww[0], bn_channels)
+}
+
+/// The mean over groups of their observations, from their [`PARTS`] values each (`groups`, group after group, in
+/// [`group_parts`]'s order), at weights of squared norm `ww` with `bn_channels` BatchNorm channels.
+pub(crate) fn mean_observation(groups: &[f64], ww: f64, bn_channels: usize) -> SamObservation {
     let mut mean = ObservationMean::default();
     for p in groups.chunks(PARTS) {
         let per_channel = |s: f64| (s / bn_channels as f64).sqrt();
@@ -130,7 +136,7 @@ pub(crate) fn step_observation(
         mean.add(&SamObservation {
             bn_mean_shift: per_channel(p[6]),
             bn_var_shift: per_channel(p[7]),
-            ..parts.observation(ww[0].sqrt())
+            ..parts.observation(ww.sqrt())
         });
     }
     mean.mean()

@@ -57,9 +57,10 @@ impl Trainer<'_> {
     }
 
     /// [`Trainer::step`], which also reports what SAM did (`StepOutput::sam`) if `observe` and `rho > 0` (at
-    /// some cost: the `observe` module); the update is the same either way, to f32 rounding. A step that is not
-    /// observed takes m-SAM's groups as low-rank perturbations where [`Trainer::can_take_low_rank`] (2.3-2.8x
-    /// faster than the loop on the MLP, docs/BENCHMARKS.md), and the loop otherwise.
+    /// some cost: the `observe` module); the update is the same either way. It takes m-SAM's groups as low-rank
+    /// perturbations where [`Trainer::can_take_low_rank`] (equal to the loop to f32 rounding, and 2.6-2.8x faster
+    /// at m = 16 on the MLP: docs/BENCHMARKS.md; an observed step whose ascent is on the previous batch keeps the
+    /// loop), and the loop otherwise.
     #[allow(clippy::too_many_arguments)]
     pub fn observed_step(
         &self,
@@ -72,8 +73,10 @@ impl Trainer<'_> {
         observe: bool,
     ) -> StepOutput {
         let groups = batch.len() / self.sam.group_size();
-        if !(observe && rho != 0.0) && self.can_take_low_rank(groups, rho) {
-            return self.low_rank_step(state, batch, previous, lr, rho);
+        // The low-rank step observes SAM where the ascent starts from w on the batch itself (a clean pass).
+        let same_batch = self.sam.config().ascent_source == AscentSource::SameBatch;
+        if self.can_take_low_rank(groups, rho) && (same_batch || !observe || rho == 0.0) {
+            return self.low_rank_step(state, batch, previous, lr, rho, observe);
         }
         self.looped_step(state, batch, previous, lr, rho, step, observe)
     }

@@ -4,6 +4,7 @@
 //! the previous batch as the ascent's examples, and ERM steps with ghost BatchNorm.
 
 use burn::tensor::{Device, Tensor};
+use samlab_core::ascent::SamObservation;
 use samlab_core::sam::{AscentSource, Grouping, Normalization, Perturbation, SamConfig, Variant};
 use samlab_deep::models::{Arch, ModelSpec, Network};
 use samlab_deep::nn::{init_params, NormKind};
@@ -125,7 +126,7 @@ fn compare(
         let a = trainer.looped_step(&mut looped, &b, &previous, lr, rho, step, false);
         let g = match path {
             Path::Stacked => trainer.grouped_step(&mut grouped, &b, &previous, lr, rho, step),
-            Path::LowRank => trainer.low_rank_step(&mut grouped, &b, &previous, lr, rho),
+            Path::LowRank => trainer.low_rank_step(&mut grouped, &b, &previous, lr, rho, false),
         };
         assert!(a.finite && g.finite, "{case}");
         assert_eq!(a.gradient_evals, g.gradient_evals, "{case}");
@@ -308,6 +309,67 @@ fn low_rank_groups_match_the_loop() {
         // Clipping that binds: a radius far below one step's length.
         low(NormKind::Batch, c, BnPolicy::CleanPassOnly, 1e-4);
     }
+}
+
+/// One observed step of `sam` on the MLP through the loop and as low-rank groups: the same observation of what
+/// SAM did (perturbation norm, gradient cosine, realised sharpness, BatchNorm shifts where measured).
+fn observe(norm: NormKind, sam: SamConfig, policy: BnPolicy) {
+    let device = Device::default();
+    let net = Network::new(&ModelSpec {
+        arch: Arch::Mlp,
+        width: 8,
+        norm,
+        input: [1, SIDE, SIDE],
+        classes: CLASSES,
+        transformer: None,
+    })
+    .unwrap();
+    let trainer = Trainer {
+        net: &net,
+        sam: sam.check(BATCH).unwrap(),
+        optim: OptimConfig {
+            momentum: 0.9,
+            weight_decay: WeightDecay::L2 { lambda: 5e-2 },
+            bn_policy: policy,
+            optimizer: Default::default(),
+        },
+        seed: 3,
+        device: device.clone(),
+        precision: Precision::F32,
+    };
+    let start = TrainState::new(&net, init_params(net.params(), 3, &device), &device);
+    let (mut looped, mut low) = (start.clone(), start);
+    let b = batch(1, SIDE, &device);
+    let a = trainer.looped_step(&mut looped, &b, &b, 0.1, 0.05, 0, true);
+    let l = trainer.low_rank_step(&mut low, &b, &b, 0.1, 0.05, true);
+    let (a, l) = (a.sam.unwrap().values(), l.sam.unwrap().values());
+    let case = format!("{norm:?} {policy:?} {sam:?}");
+    for (k, (x, y)) in a.iter().zip(&l).enumerate() {
+        let close = (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-4 * x.abs().max(1e-3);
+        assert!(
+            close,
+            "{case}: {} loop {x} low-rank {y}",
+            SamObservation::COLUMNS[k]
+        );
+    }
+    assert!(a.iter().take(4).all(|v| v.is_finite()), "{case}: {a:?}");
+}
+
+#[test]
+fn low_rank_observations_match_the_loop() {
+    for policy in [
+        BnPolicy::BothPasses,
+        BnPolicy::CleanPassOnly,
+        BnPolicy::Frozen,
+    ] {
+        observe(NormKind::Batch, sam(4), policy);
+    }
+    observe(NormKind::None, sam(8), BnPolicy::BothPasses);
+    let usam = SamConfig {
+        normalization: Normalization::Unnormalized,
+        ..sam(4)
+    };
+    observe(NormKind::Batch, usam, BnPolicy::BothPasses);
 }
 
 #[test]
