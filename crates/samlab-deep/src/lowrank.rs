@@ -2,36 +2,39 @@
 //! a plain-SAM step on the MLP, with products over the whole batch where [`crate::grouped`] stacks one copy of the
 //! weights per group.
 //!
-//! On a Linear layer `y = x W + b`, group `g`'s gradient of its mean loss at `w` is `X_gᵀ dY_g` (and `1ᵀ dY_g`
-//! for the bias): `X_g` the layer's inputs over the group's `m` examples, `dY_g` the loss gradient at its outputs,
-//! both from one ascent pass over the batch. Weights perturbed by `c_g` times that gradient act on the perturbed
-//! pass's inputs `X'_g` as `X'_g W + b + c_g (X'_g X_gᵀ + 1 1ᵀ) dY_g`: one product over the batch plus two `m x m`
-//! ones per group, and autodiff through that expression gives the gradient at the perturbed weights. The group's
-//! squared gradient norm comes from the same Gram matrices, `|X_gᵀ dY_g|² = Σ (X_g X_gᵀ) ∘ (dY_g dY_gᵀ)`. The
-//! BatchNorm layers' scale and shift are small: their per-group gradients are formed directly, and
-//! each group's normalization uses its own perturbed copy (ghost BatchNorm per group, as the loop has).
+//! On a Linear layer `y = x W + b`, group `g`'s gradient of its mean loss is `X_gᵀ dY_g` (and `1ᵀ dY_g` for the
+//! bias): `X_g` the layer's inputs over the group's `m` examples, `dY_g` the loss gradient at its outputs, both from
+//! one ascent pass over the batch. Weights perturbed by `c_g` times that gradient act on another pass's inputs
+//! `X'_g` as `X'_g W + b + c_g (X'_g X_gᵀ + 1 1ᵀ) dY_g`: one product over the batch plus two `m x m` ones per group,
+//! and autodiff through that expression gives the gradient at the perturbed weights. The products of two such
+//! gradients come from the same Gram matrices, `(X_gᵀ dY_g) · (X'_gᵀ dY'_g) = Σ (X'_g X_gᵀ) ∘ (dY'_g dY_gᵀ)`. The
+//! BatchNorm layers' scale and shift are small: their per-group gradients are formed directly, and each group's
+//! normalization uses its own perturbed copy (ghost BatchNorm per group, as the loop has).
 //!
-//! L2 in the objective adds `λ w` to every gradient, so group `g`'s perturbed point is `s_g w + c_g ∇CE_g` with
-//! `s_g = 1 + c_g λ` for every parameter: the layers scale their outputs by `s_g`, and the descent weighs group
-//! `g`'s loss by `1 / s_g`, which makes the gradient with respect to `w` the gradient at the perturbed point. The
-//! L2 term's own gradient there, `λ (w + mean_g δ_g)`, is added from the recorded factors.
+//! A k-step ascent makes k such passes, each at the point the previous ones reached: group `g`'s perturbation is
+//! `α_g w + Σ_j β_jg ∇CE_jg` (the weights' own term from L2, which adds `λ w` to every gradient), and each step's
+//! norms and projection onto the ρ-ball come from the Gram matrix of `w` and the passes' gradients, per group, on
+//! the host. Every parameter of group `g`'s point is then `s_g w + ...` with `s_g = 1 + α_g`: the layers scale their
+//! outputs by `s_g`, and the descent weighs group `g`'s loss by `1 / s_g`, which makes the gradient with respect to
+//! `w` the gradient at the perturbed point. The L2 term's own gradient there, `λ (w + mean_g δ_g)`, is added from
+//! the recorded passes.
 //!
-//! When the ascent is on the batch itself, the first layer's inputs are the same in both passes: its perturbed
-//! outputs come from the ascent pass's products and Gram matrices, and its gradient is formed from theirs (one
-//! product over the batch fewer, the largest layer's).
+//! When the ascent is on the batch itself, the first layer's inputs are the same in every pass: its outputs come
+//! from the first pass's product and Gram matrices, and its gradient is formed from theirs (one product over the
+//! batch per pass fewer, the largest layer's).
 //!
-//! It takes plain SAM with one ascent step from `w` (normalized, unnormalized or clipped; on the same or the previous
-//! batch; every BatchNorm policy) and ERM steps with ghost BatchNorm, on networks of Linear, BatchNorm or GroupNorm
-//! and ReLU layers (the MLP) in f32 ([`Trainer::can_take_low_rank`]). Everything else keeps the loop: multi-step and
-//! random-start ascents and the random baseline perturb by more than one gradient (each step's gradient would be
-//! another low-rank term at another point), convolutions have no cheap Gram form, and the variants' rules
-//! ([`samlab_core::ascent`]) carry state across groups. It equals the loop to f32 rounding (tests/grouped.rs).
+//! It takes plain SAM (normalized, unnormalized or clipped; one or several ascent steps from `w`; on the same or the
+//! previous batch; every BatchNorm policy) and ERM steps with ghost BatchNorm, on networks of Linear, BatchNorm and
+//! ReLU layers (the MLP) in f32 ([`Trainer::can_take_low_rank`]). Everything else keeps the loop: random-start
+//! ascents and the random baseline perturb each group by its own full-rank noise, convolutions have no cheap Gram
+//! form, and the variants' rules ([`samlab_core::ascent`]) carry state across groups. It equals the loop to f32
+//! rounding (tests/grouped.rs).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Gradients, Tensor, TensorData};
 use samlab_core::ascent::SamObservation;
 use samlab_core::sam::{AscentSource, Normalization, Perturbation, Variant};
 
@@ -42,121 +45,106 @@ use crate::trainer::{
     sq_norm, Batch, BnPolicy, ParamVec, Precision, StepOutput, TrainState, Trainer, WeightDecay,
 };
 
-/// What a pass over groups with shared weights does at each Linear and normalization layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// The groups share the weights (ghost BatchNorm only).
-    Plain,
-    /// The ascent pass: each layer records its inputs and a zero probe on its outputs, whose gradient is `dY`.
-    Record,
-    /// The perturbed pass: each layer adds its groups' low-rank perturbations, from the recorded pass.
-    Apply,
-}
-
-/// One Linear or normalization layer as the ascent pass saw it.
+/// One Linear or BatchNorm layer as a pass over the groups saw it.
 #[derive(Debug)]
-struct Site {
-    /// The parameters' indices: a Linear layer's weight and bias, a normalization's scale and shift.
+struct Layer {
+    /// The parameters' indices: a Linear layer's weight and bias, a BatchNorm's scale and shift.
     params: [usize; 2],
-    /// Whether it is a normalization layer.
+    /// Whether it is a BatchNorm layer.
     norm: bool,
-    /// Linear: the inputs `[B, in]`; normalization: the normalized inputs `[B, C]`.
+    /// Linear: the inputs `X` `[B, in]`; BatchNorm: the normalized inputs `[B, C]`.
     x: Tensor<2>,
-    /// Linear: the outputs `x W + b`; normalization: the scale and shift `[2, C]` (for the L2 cross term).
+    /// Linear: `X W + b`, unperturbed; BatchNorm: the shared scale and shift, `[2, C]`.
     y: Tensor<2>,
-    /// The zero leaf added to the outputs.
-    probe: Tensor<2>,
-    /// The loss gradient at the outputs `[B, out]`, after the backward.
-    dy: Option<Tensor<2>>,
-    /// Normalization: each group's gradient of the scale and of the shift, `[G, C]` each.
-    affine: Option<(Tensor<2>, Tensor<2>)>,
-    /// Linear: the Gram matrices `X_g X_gᵀ` `[G, m, m]`, after the backward.
-    gram: Option<Tensor<3>>,
-}
-
-/// One Linear or normalization layer as the perturbed pass saw it, for the step's observation.
-#[derive(Debug)]
-struct Applied {
-    /// Linear: the inputs `X'` `[B, in]`; normalization: the normalized inputs.
-    x: Tensor<2>,
-    /// Linear: `X' W + b` and the Gram matrices `X'_g X_gᵀ` `[G, m, m]`.
-    linear: Option<(Tensor<2>, Tensor<3>)>,
+    /// Linear: `X_g X_jᵀ` `[G, m, m]` for each earlier pass `j` whose gradient perturbs this one.
+    cross: Vec<Tensor<3>>,
     /// The leaf at the outputs (a zero probe, or the first layer's outputs).
     out: Tensor<2>,
+    /// After the backward: the gradient of the groups' own losses at the outputs, `[B, out]`.
+    dy: Option<Tensor<2>>,
+    /// After the backward, a Linear layer's: the Gram matrices `X_g X_gᵀ` `[G, m, m]`.
+    gram: Option<Tensor<3>>,
+    /// After the backward, a BatchNorm's: the per-group gradients of the scale and of the shift, `[G, C]` each.
+    affine: Option<[Tensor<2>; 2]>,
 }
 
-/// The low-rank state of one step's passes over its groups (see the module doc), shared through [`Grouped`].
+/// The state of one step's passes over its groups (see the module doc), shared through [`Grouped`].
 #[derive(Debug)]
 pub struct LowRank {
     groups: usize,
-    phase: Cell<Phase>,
-    sites: RefCell<Vec<Site>>,
+    /// The ascent passes whose gradients perturb the next passes.
+    terms: RefCell<Vec<Vec<Layer>>>,
+    /// Each group's factor on each term, `β_j` `[G]`, and its scale `s` `[G]` (none: the unperturbed weights).
+    factors: RefCell<Option<(Vec<Tensor<1>>, Tensor<1>)>>,
+    /// The layers of the pass in progress, when it keeps them.
+    current: RefCell<Vec<Layer>>,
+    /// Whether the pass in progress keeps its layers, with a probe on each output.
+    keep: Cell<bool>,
+    /// The next layer of the pass in progress.
     cursor: Cell<usize>,
-    /// Each group's ascent factor `c_g` and scale `s_g` (`[G]`), for [`Phase::Apply`].
-    factors: RefCell<Option<(Tensor<1>, Tensor<1>)>>,
-    /// Whether the perturbed pass is over the ascent's examples: then the first layer's inputs are the same, and
-    /// its outputs come from the ascent pass's products ([`LowRank::first`]).
+    /// Whether every pass is over the same examples: then the first layer's inputs are the same in each.
     same_inputs: Cell<bool>,
-    /// The first layer's outputs in the perturbed pass, a leaf when they come from the ascent pass: the first
-    /// layer's gradient is then formed from theirs ([`LowRank::extra_gradient`]).
+    /// The first layer's outputs in the descent, a leaf when they come from the first pass: the first layer's
+    /// gradient is then formed from theirs ([`LowRank::extra_gradient`]).
     first: RefCell<Option<Tensor<2>>>,
-    /// Whether the perturbed pass keeps what the step's observation needs ([`LowRank::applied`]).
-    observe: Cell<bool>,
-    /// The perturbed pass's layers, when observed.
-    applied: RefCell<Vec<Applied>>,
+}
+
+/// A row weight per group `[G]` repeated over the group's rows, `[B, 1]`.
+fn rows(v: &Tensor<1>, g: usize, b: usize) -> Tensor<2> {
+    v.clone()
+        .reshape([g, 1, 1])
+        .repeat_dim(1, b / g)
+        .reshape([b, 1])
+}
+
+/// `[B, k] -> [G, k]`, summed over each group's rows.
+fn group_sums(t: Tensor<2>, g: usize) -> Tensor<2> {
+    let [n, k] = t.dims();
+    t.reshape([g, n / g, k]).sum_dim(1).reshape([g, k])
+}
+
+/// A tensor's values as f64.
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .expect("f64 values")
 }
 
 impl LowRank {
-    fn new(groups: usize, phase: Phase) -> Rc<Self> {
+    fn new(groups: usize) -> Rc<Self> {
         Rc::new(LowRank {
             groups,
-            phase: Cell::new(phase),
-            sites: RefCell::new(Vec::new()),
-            cursor: Cell::new(0),
+            terms: RefCell::new(Vec::new()),
             factors: RefCell::new(None),
+            current: RefCell::new(Vec::new()),
+            keep: Cell::new(false),
+            cursor: Cell::new(0),
             same_inputs: Cell::new(false),
             first: RefCell::new(None),
-            observe: Cell::new(false),
-            applied: RefCell::new(Vec::new()),
         })
     }
 
-    /// A value per group `[G]` repeated over the group's rows, `[B, 1]`.
-    fn rows(&self, v: &Tensor<1>, b: usize) -> Tensor<2> {
-        let g = self.groups;
-        v.clone()
-            .reshape([g, 1, 1])
-            .repeat_dim(1, b / g)
-            .reshape([b, 1])
+    /// Starts a pass that keeps its layers (`keep`) or not.
+    fn start(&self, keep: bool) {
+        self.keep.set(keep);
+        self.cursor.set(0);
+        self.current.borrow_mut().clear();
     }
 
-    /// `out` with a zero probe added, recorded with the layer's inputs `x` (and for a Linear layer `X' W + b` and
-    /// `X'_g X_gᵀ`) when the perturbed pass is observed.
-    fn observed(
-        &self,
-        out: Tensor<2>,
-        x: Tensor<2>,
-        linear: Option<(Tensor<2>, Tensor<3>)>,
-    ) -> Tensor<2> {
-        if !self.observe.get() {
+    /// `out` with a zero probe added and the layer kept, when the pass keeps its layers.
+    fn kept(&self, out: Tensor<2>, layer: Layer) -> Tensor<2> {
+        if !self.keep.get() {
             return out;
         }
         let probe = Tensor::zeros(out.dims(), &out.device())
             .autodiff()
             .require_grad();
-        self.applied.borrow_mut().push(Applied {
-            x: x.without_autodiff(),
-            linear: linear.map(|(y, gram)| (y.without_autodiff(), gram.without_autodiff())),
+        self.current.borrow_mut().push(Layer {
             out: probe.clone(),
+            ..layer
         });
         out + probe
-    }
-
-    /// The recorded site of the next layer of an [`Phase::Apply`] pass.
-    fn next(&self) -> usize {
-        let k = self.cursor.get();
-        self.cursor.set(k + 1);
-        k
     }
 
     /// A Linear layer `x W + b` (`w` `[in, out]`, `b` `[1, out]`; `params` their indices) in this pass.
@@ -167,68 +155,93 @@ impl LowRank {
         b: Tensor<2>,
         params: [usize; 2],
     ) -> Tensor<2> {
-        match self.phase.get() {
-            Phase::Plain => x.matmul(w) + b,
-            Phase::Record => {
-                let y = x.clone().matmul(w) + b;
-                let probe = Tensor::zeros(y.dims(), &y.device())
-                    .autodiff()
-                    .require_grad();
-                self.sites.borrow_mut().push(Site {
+        let k = self.cursor.get();
+        self.cursor.set(k + 1);
+        let factors = self.factors.borrow();
+        let terms = self.terms.borrow();
+        let [n, din] = x.dims();
+        let (g, m) = (self.groups, n / self.groups);
+        let Some((c, s)) = factors.as_ref() else {
+            let y = x.clone().matmul(w) + b;
+            let layer = Layer {
+                params,
+                norm: false,
+                x: x.without_autodiff(),
+                y: y.clone().without_autodiff(),
+                cross: Vec::new(),
+                out: y.clone(),
+                dy: None,
+                gram: None,
+                affine: None,
+            };
+            return self.kept(y, layer);
+        };
+        // c_j (X_g X_jgᵀ + 1 1ᵀ) dY_jg over the perturbing passes j.
+        let low = |cross: &[Tensor<3>]| {
+            let parts = terms.iter().zip(cross).zip(c).map(|((term, gram), c)| {
+                let dy = term[k].dy.clone().expect("dY after the pass's backward");
+                let dout = dy.dims()[1];
+                (gram
+                    .clone()
+                    .add_scalar(1.0)
+                    .matmul(dy.reshape([g, m, dout]))
+                    * c.clone().reshape([g, 1, 1]))
+                .reshape([n, dout])
+            });
+            parts.reduce(|a, b| a + b).expect("a perturbing pass")
+        };
+        let first = &terms[0][k];
+        if k == 0 && self.same_inputs.get() {
+            // The first pass's inputs: its product and Gram matrices serve again.
+            let Some(gram) = &first.gram else {
+                panic!("the first pass's Gram matrices");
+            };
+            let cross = vec![gram.clone(); terms.len()];
+            let value = first.y.clone() * rows(s, g, n) + low(&cross);
+            // A leaf: its gradient gives the first layer's ([`LowRank::extra_gradient`]) and the pass's `dY`.
+            let leaf = value.autodiff().require_grad();
+            *self.first.borrow_mut() = Some(leaf.clone());
+            if self.keep.get() {
+                self.current.borrow_mut().push(Layer {
                     params,
                     norm: false,
-                    x: x.without_autodiff(),
-                    y: y.clone().without_autodiff(),
-                    probe: probe.clone(),
+                    x: first.x.clone(),
+                    y: first.y.clone(),
+                    cross,
+                    out: leaf.clone(),
                     dy: None,
-                    affine: None,
                     gram: None,
+                    affine: None,
                 });
-                y + probe
             }
-            Phase::Apply => {
-                let sites = self.sites.borrow();
-                let k = self.next();
-                let site = &sites[k];
-                let (c, s) = self.factors.borrow().clone().expect("factors before Apply");
-                let [n, din] = x.dims();
-                let (g, m) = (self.groups, n / self.groups);
-                let dy = site.dy.clone().expect("dY after the ascent's backward");
-                let dout = dy.dims()[1];
-                let low = |gram: Tensor<3>| {
-                    (gram.add_scalar(1.0).matmul(dy.reshape([g, m, dout])) * c.reshape([g, 1, 1]))
-                        .reshape([n, dout])
-                };
-                if k == 0 && self.same_inputs.get() {
-                    // The same inputs as the ascent pass: its products and Gram matrices serve again.
-                    let gram = site.gram.clone().expect("Gram matrices");
-                    let y = (site.y.clone() * self.rows(&s, n) + low(gram.clone()))
-                        .autodiff()
-                        .require_grad();
-                    *self.first.borrow_mut() = Some(y.clone());
-                    if self.observe.get() {
-                        self.applied.borrow_mut().push(Applied {
-                            x: site.x.clone(),
-                            linear: Some((site.y.clone(), gram)),
-                            out: y.clone(),
-                        });
-                    }
-                    return y;
-                }
-                let gram = x
-                    .clone()
-                    .reshape([g, m, din])
-                    .matmul(site.x.clone().reshape([g, m, din]).swap_dims(1, 2));
-                let y = x.clone().matmul(w) + b;
-                let out = y.clone() * self.rows(&s, n) + low(gram.clone());
-                self.observed(out, x, Some((y, gram)))
-            }
+            return leaf;
         }
+        let xg = x.clone().reshape([g, m, din]);
+        let cross: Vec<Tensor<3>> = terms
+            .iter()
+            .map(|term| {
+                xg.clone()
+                    .matmul(term[k].x.clone().reshape([g, m, din]).swap_dims(1, 2))
+            })
+            .collect();
+        let y = x.clone().matmul(w) + b;
+        let out = y.clone() * rows(s, g, n) + low(&cross);
+        let layer = Layer {
+            params,
+            norm: false,
+            x: x.without_autodiff(),
+            y: y.without_autodiff(),
+            cross: cross.into_iter().map(|t| t.without_autodiff()).collect(),
+            out: out.clone(),
+            dy: None,
+            gram: None,
+            affine: None,
+        };
+        self.kept(out, layer)
     }
 
     /// A BatchNorm layer's output `[B, C]` from its inputs normalized per group, `xhat` `[G, m, C]`, and its scale
-    /// and shift (`[C]` each, indices `params`): while recording, with a probe on it (and `xhat` recorded); in the
-    /// perturbed pass, each group's own perturbed scale and shift.
+    /// and shift (`[C]` each, indices `params`), each group's perturbed where the pass is perturbed.
     pub(crate) fn norm(
         &self,
         xhat: Tensor<3>,
@@ -236,198 +249,284 @@ impl LowRank {
         beta: Tensor<1>,
         params: [usize; 2],
     ) -> Tensor<2> {
+        let k = self.cursor.get();
+        self.cursor.set(k + 1);
         let [g, m, c] = xhat.dims();
         let shared = |t: &Tensor<1>| t.clone().reshape([1, 1, c]);
-        match self.phase.get() {
-            Phase::Plain => (xhat * shared(&gamma) + shared(&beta)).reshape([g * m, c]),
-            Phase::Record => {
-                let y = (xhat.clone() * shared(&gamma) + shared(&beta)).reshape([g * m, c]);
-                let probe = Tensor::zeros(y.dims(), &y.device())
-                    .autodiff()
-                    .require_grad();
-                self.sites.borrow_mut().push(Site {
-                    params,
-                    norm: true,
-                    x: xhat.reshape([g * m, c]).without_autodiff(),
-                    y: Tensor::stack::<2>(vec![gamma, beta], 0).without_autodiff(),
-                    probe: probe.clone(),
-                    dy: None,
-                    affine: None,
-                    gram: None,
-                });
-                y + probe
+        let (gamma_g, beta_g) = match self.factors.borrow().as_ref() {
+            None => (shared(&gamma), shared(&beta)),
+            Some((cs, s)) => {
+                let s = s.clone().reshape([g, 1, 1]);
+                let (mut gm, mut bt) = (shared(&gamma) * s.clone(), shared(&beta) * s);
+                for (term, cf) in self.terms.borrow().iter().zip(cs) {
+                    let Some([dg, db]) = &term[k].affine else {
+                        panic!("per-group gradients of the scale and shift");
+                    };
+                    let cf = cf.clone().reshape([g, 1, 1]);
+                    gm = gm + dg.clone().reshape([g, 1, c]) * cf.clone();
+                    bt = bt + db.clone().reshape([g, 1, c]) * cf;
+                }
+                (gm, bt)
             }
-            Phase::Apply => {
-                let sites = self.sites.borrow();
-                let site = &sites[self.next()];
-                let (cf, s) = self.factors.borrow().clone().expect("factors before Apply");
-                let (dg, db) = site.affine.clone().expect("per-group gradients");
-                let (cf, s) = (cf.reshape([g, 1, 1]), s.reshape([g, 1, 1]));
-                let perturbed = |t: &Tensor<1>, d: Tensor<2>| {
-                    shared(t) * s.clone() + d.reshape([g, 1, c]) * cf.clone()
-                };
-                let (gamma, beta) = (perturbed(&gamma, dg), perturbed(&beta, db));
-                let out = (xhat.clone() * gamma + beta).reshape([g * m, c]);
-                self.observed(out, xhat.reshape([g * m, c]), None)
-            }
-        }
-    }
-
-    /// After the ascent's backward: each site's `dY`, and each group's squared norm of the loss gradient and its
-    /// dot product with the weights, `[G, 2]`.
-    fn gradient_parts(&self, grads: &burn::tensor::Gradients) -> Tensor<2> {
-        let g = self.groups;
-        let mut sites = self.sites.borrow_mut();
-        let mut parts: Vec<Tensor<2>> = Vec::new();
-        for site in sites.iter_mut() {
-            let dy = site
-                .probe
-                .grad(grads)
-                .unwrap_or_else(|| site.probe.clone().without_autodiff());
-            let [n, out] = dy.dims();
-            let m = n / g;
-            let dyg: Tensor<3> = dy.clone().reshape([g, m, out]);
-            if site.norm {
-                let sum = |t: Tensor<2>| t.reshape([g, m, out]).sum_dim(1).reshape([g, out]);
-                let dg = sum(dy.clone() * site.x.clone());
-                let db = sum(dy.clone());
-                let gamma = site.y.clone().narrow(0, 0, 1);
-                let beta = site.y.clone().narrow(0, 1, 1);
-                let sq = (dg.clone().square() + db.clone().square()).sum_dim(1);
-                let cross = (dg.clone() * gamma + db.clone() * beta).sum_dim(1);
-                parts.push(Tensor::cat(vec![sq, cross], 1));
-                site.affine = Some((dg, db));
-            } else {
-                let din = site.x.dims()[1];
-                let xg: Tensor<3> = site.x.clone().reshape([g, m, din]);
-                let gx = xg.clone().matmul(xg.swap_dims(1, 2));
-                let gd = dyg.clone().matmul(dyg.clone().swap_dims(1, 2));
-                site.gram = Some(gx.clone());
-                let sq = (gx * gd).reshape([g, m * m]).sum_dim(1)
-                    + dyg.sum_dim(1).square().reshape([g, out]).sum_dim(1);
-                let cross = (site.y.clone() * dy.clone())
-                    .reshape([g, m * out])
-                    .sum_dim(1);
-                parts.push(Tensor::cat(vec![sq, cross], 1));
-            }
-            site.dy = Some(dy);
-        }
-        let stacked: Tensor<3> = Tensor::stack(parts, 0);
-        stacked.sum_dim(0).reshape([g, 2])
-    }
-
-    /// After an observed perturbed pass's backward: for each group, the products of the loss gradients at `w`
-    /// (`A_g`) and at its perturbed point (`B_g`) that its observation needs, `[G, 3]`: `A_g · B_g`, `|B_g|²` and
-    /// `w · B_g`.
-    fn observed_parts(&self, grads: &burn::tensor::Gradients) -> Tensor<2> {
-        let g = self.groups;
-        let (_, s) = self.factors.borrow().clone().expect("factors");
-        let sum = |t: Tensor<2>| {
-            let [n, c] = t.dims();
-            t.reshape([g, n / g, c]).sum_dim(1).reshape([g, c])
         };
-        let mut parts: Vec<Tensor<2>> = Vec::new();
-        for (site, ap) in self.sites.borrow().iter().zip(self.applied.borrow().iter()) {
-            let dy = site.dy.clone().expect("dY");
-            let [n, out] = dy.dims();
-            let m = n / g;
-            // The gradient at the outputs of group g's own loss: the backward's was weighed by 1 / s_g.
-            let dyt = ap.out.grad(grads).expect("the outputs' gradient") * self.rows(&s, n);
-            let [ab, bb, wb] = match &ap.linear {
-                None => {
-                    let (dg, db) = site.affine.clone().expect("per-group gradients");
-                    let (bg, bb) = (sum(dyt.clone() * ap.x.clone()), sum(dyt));
-                    let gamma = site.y.clone().narrow(0, 0, 1);
-                    let beta = site.y.clone().narrow(0, 1, 1);
-                    [
-                        dg * bg.clone() + db * bb.clone(),
-                        bg.clone().square() + bb.clone().square(),
-                        bg * gamma + bb * beta,
-                    ]
-                    .map(|t| t.sum_dim(1))
-                }
-                Some((y, cross)) => {
-                    let din = ap.x.dims()[1];
-                    let grouped = |t: Tensor<2>, k: usize| t.reshape([g, m, k]);
-                    let (dyg, dytg) = (grouped(dy.clone(), out), grouped(dyt.clone(), out));
-                    let xg = grouped(ap.x.clone(), din);
-                    let own = xg.clone().matmul(xg.swap_dims(1, 2));
-                    let total = |t: Tensor<3>| t.reshape([g, m * m]).sum_dim(1);
-                    let bias =
-                        |a: &Tensor<2>, b: &Tensor<2>| (sum(a.clone()) * sum(b.clone())).sum_dim(1);
-                    [
-                        total(cross.clone() * dytg.clone().matmul(dyg.swap_dims(1, 2)))
-                            + bias(&dy, &dyt),
-                        total(own * dytg.clone().matmul(dytg.swap_dims(1, 2))) + bias(&dyt, &dyt),
-                        (y.clone() * dyt).reshape([g, m * out]).sum_dim(1),
-                    ]
-                }
-            };
-            parts.push(Tensor::cat(vec![ab, bb, wb], 1));
-        }
-        let stacked: Tensor<3> = Tensor::stack(parts, 0);
-        stacked.sum_dim(0).reshape([g, 3])
+        let out = (xhat.clone() * gamma_g + beta_g).reshape([g * m, c]);
+        let layer = Layer {
+            params,
+            norm: true,
+            x: xhat.reshape([g * m, c]).without_autodiff(),
+            y: Tensor::stack::<2>(vec![gamma, beta], 0).without_autodiff(),
+            cross: Vec::new(),
+            out: out.clone(),
+            dy: None,
+            gram: None,
+            affine: None,
+        };
+        self.kept(out, layer)
     }
 
-    /// What the perturbed pass's backward (`grads`) leaves out of `G` times the descent gradient, per parameter
-    /// (`like` the weights): the first layer's gradient where its outputs came from the ascent pass, and with L2
-    /// (`lambda`) `λ Σ_g δ_g`'s part along the loss gradients, `λ Σ_g c_g ∇CE_g`.
+    /// After the backward (`grads`) of a pass that kept its layers: each layer's `dY` (the backward's times
+    /// `scale`, the descent's loss weights undone), and each group's products of this pass's loss gradient `A`
+    /// with every perturbing pass's `A_j`, with itself and with the weights, `[G, J + 2]`: `A_j · A`, `|A|²`,
+    /// `w · A`. The layers are returned.
+    fn products(&self, grads: &Gradients, scale: Option<&Tensor<1>>) -> (Vec<Layer>, Tensor<2>) {
+        let g = self.groups;
+        let terms = self.terms.borrow();
+        let mut layers = std::mem::take(&mut *self.current.borrow_mut());
+        let mut parts: Vec<Tensor<2>> = Vec::new();
+        for (k, layer) in layers.iter_mut().enumerate() {
+            let mut dy = layer
+                .out
+                .grad(grads)
+                .unwrap_or_else(|| layer.out.zeros_like().without_autodiff());
+            let [n, out] = dy.dims();
+            if let Some(s) = scale {
+                dy = dy * rows(s, g, n);
+            }
+            let m = n / g;
+            let mut cols: Vec<Tensor<2>> = Vec::new();
+            if layer.norm {
+                // BatchNorm: the per-group gradients of the scale and shift directly.
+                let dg = group_sums(dy.clone() * layer.x.clone(), g);
+                let db = group_sums(dy.clone(), g);
+                let dot = |a: &Tensor<2>, b: &Tensor<2>| (a.clone() * b.clone()).sum_dim(1);
+                for term in terms.iter() {
+                    let Some([tg, tb]) = &term[k].affine else {
+                        panic!("per-group gradients of the scale and shift");
+                    };
+                    cols.push(dot(tg, &dg) + dot(tb, &db));
+                }
+                let gamma = layer.y.clone().narrow(0, 0, 1);
+                let beta = layer.y.clone().narrow(0, 1, 1);
+                cols.push(dot(&dg, &dg) + dot(&db, &db));
+                cols.push((dg.clone() * gamma + db.clone() * beta).sum_dim(1));
+                layer.affine = Some([dg, db]);
+            } else {
+                let din = layer.x.dims()[1];
+                let grouped = |t: Tensor<2>, k: usize| t.reshape([g, m, k]);
+                let dyg = grouped(dy.clone(), out);
+                let total = |t: Tensor<3>| t.reshape([g, m * m]).sum_dim(1);
+                let bias = |a: &Tensor<2>, b: &Tensor<2>| {
+                    (group_sums(a.clone(), g) * group_sums(b.clone(), g)).sum_dim(1)
+                };
+                for (term, cross) in terms.iter().zip(&layer.cross) {
+                    let tdy = term[k].dy.clone().expect("dY");
+                    let d = dyg
+                        .clone()
+                        .matmul(grouped(tdy.clone(), out).swap_dims(1, 2));
+                    cols.push(total(cross.clone() * d) + bias(&tdy, &dy));
+                }
+                let gram = match layer
+                    .cross
+                    .first()
+                    .filter(|_| k == 0 && self.same_inputs.get())
+                {
+                    Some(gram) => gram.clone(),
+                    None => {
+                        let xg = grouped(layer.x.clone(), din);
+                        xg.clone().matmul(xg.swap_dims(1, 2))
+                    }
+                };
+                let d = dyg.clone().matmul(dyg.clone().swap_dims(1, 2));
+                cols.push(total(gram.clone() * d) + bias(&dy, &dy));
+                cols.push(
+                    (layer.y.clone() * dy.clone())
+                        .reshape([g, m * out])
+                        .sum_dim(1),
+                );
+                layer.gram = Some(gram);
+            }
+            parts.push(Tensor::cat(cols, 1));
+            layer.dy = Some(dy);
+        }
+        let stacked: Tensor<3> = Tensor::stack(parts, 0);
+        let j = terms.len() + 2;
+        (layers, stacked.sum_dim(0).reshape([g, j]))
+    }
+
+    /// What the descent's backward (`grads`) leaves out of `G` times the descent gradient, per parameter (of
+    /// `params`): the first layer's gradient where its outputs came from the first pass, and with L2 (`lambda`) the
+    /// part of `λ Σ_g δ_g` along the passes' loss gradients, `λ Σ_j Σ_g β_jg ∇CE_jg`.
     fn extra_gradient(
         &self,
-        grads: &burn::tensor::Gradients,
+        grads: &Gradients,
         lambda: f64,
         params: usize,
     ) -> Vec<Option<Tensor<1>>> {
         let g = self.groups;
-        let mut out = vec![None; params];
+        let mut out: Vec<Option<Tensor<1>>> = vec![None; params];
         let factors = self.factors.borrow();
+        let Some((cs, s)) = factors.as_ref() else {
+            return out;
+        };
+        let add = |slot: &mut Option<Tensor<1>>, t: Tensor<1>| {
+            *slot = Some(match slot.take() {
+                Some(a) => a + t,
+                None => t,
+            });
+        };
+        let terms = self.terms.borrow();
         let first = self.first.borrow();
-        for (k, site) in self.sites.borrow().iter().enumerate() {
-            let [a, b] = site.params;
-            let c = factors
-                .as_ref()
-                .filter(|_| lambda > 0.0)
-                .map(|(c, _)| c.clone().mul_scalar(lambda));
-            if let Some((dg, db)) = &site.affine {
-                if let Some(c) = c {
-                    let c = c.reshape([g, 1]);
-                    out[a] = Some((dg.clone() * c.clone()).sum_dim(0).reshape([dg.dims()[1]]));
-                    out[b] = Some((db.clone() * c).sum_dim(0).reshape([db.dims()[1]]));
-                }
-                continue;
-            }
-            let n = site.x.dims()[0];
-            let dy = site.dy.clone().expect("dY");
-            // Row weights on dY whose product with the inputs is the layer's extra gradient.
-            let mut rows = c.map(|c| dy * self.rows(&c, n));
+        let layers = terms[0].len();
+        for k in 0..layers {
+            let [a, b] = terms[0][k].params;
+            let n = terms[0][k].x.dims()[0];
+            // The layer's extra gradient as row weights on the inputs, where the inputs are the same in every pass.
+            let mut shared: Option<Tensor<2>> = None;
             if let (0, Some(y)) = (k, first.as_ref()) {
-                let (_, s) = factors.as_ref().expect("factors");
-                let own = y.grad(grads).expect("the first layer's gradient") * self.rows(s, n);
-                rows = Some(match rows {
-                    Some(r) => r + own,
-                    None => own,
-                });
+                shared = Some(y.grad(grads).expect("the first layer's gradient") * rows(s, g, n));
             }
-            if let Some(rows) = rows {
-                let [din, dout] = [site.x.dims()[1], rows.dims()[1]];
-                out[a] = Some(
-                    site.x
-                        .clone()
-                        .transpose()
-                        .matmul(rows.clone())
-                        .reshape([din * dout]),
+            if lambda > 0.0 {
+                for (term, c) in terms.iter().zip(cs) {
+                    let c = c.clone().mul_scalar(lambda);
+                    let layer = &term[k];
+                    match &layer.affine {
+                        Some([dg, db]) => {
+                            let c = c.reshape([g, 1]);
+                            let sum = |t: &Tensor<2>| {
+                                (t.clone() * c.clone()).sum_dim(0).reshape([t.dims()[1]])
+                            };
+                            add(&mut out[a], sum(dg));
+                            add(&mut out[b], sum(db));
+                        }
+                        _ => {
+                            let rows = layer.dy.clone().expect("dY") * rows(&c, g, n);
+                            if shared.is_some() {
+                                shared = shared.map(|r| r + rows);
+                            } else {
+                                let (x, dout) = (layer.x.clone(), rows.dims()[1]);
+                                let din = x.dims()[1];
+                                add(
+                                    &mut out[a],
+                                    x.transpose().matmul(rows.clone()).reshape([din * dout]),
+                                );
+                                add(&mut out[b], rows.sum_dim(0).reshape([dout]));
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(r) = shared {
+                let (x, dout) = (terms[0][k].x.clone(), r.dims()[1]);
+                let din = x.dims()[1];
+                add(
+                    &mut out[a],
+                    x.transpose().matmul(r.clone()).reshape([din * dout]),
                 );
-                out[b] = Some(rows.sum_dim(0).reshape([dout]));
+                add(&mut out[b], r.sum_dim(0).reshape([dout]));
             }
         }
         out
+    }
+
+    /// The descent gradient, the mean over the groups of the gradient at their perturbed points, from the descent's
+    /// backward (`grads`, with respect to `leaves`, the weights `w`), with L2's (`lambda`) own term; `alpha_sum` is
+    /// `Σ_g α_g`.
+    fn descent_gradient(
+        &self,
+        grads: &Gradients,
+        leaves: &[Tensor<1>],
+        w: &[Tensor<1>],
+        lambda: f64,
+        alpha_sum: f64,
+    ) -> ParamVec {
+        let g = self.groups as f64;
+        // G times the descent gradient: the backward's, `G λ w + λ Σ_g δ_g` with L2, and what the backward left out.
+        let own = lambda * (g + alpha_sum);
+        let extra = self.extra_gradient(grads, lambda, w.len());
+        leaves
+            .iter()
+            .zip(w)
+            .zip(extra)
+            .map(|((leaf, p), e)| {
+                let d = match (leaf.grad(grads), e) {
+                    (Some(d), Some(e)) => d + e,
+                    (d, e) => d.or(e).unwrap_or_else(|| p.zeros_like()),
+                };
+                let d = if own > 0.0 {
+                    d + p.clone().mul_scalar(own)
+                } else {
+                    d
+                };
+                d.mul_scalar(1.0 / g)
+            })
+            .collect()
+    }
+}
+
+/// One group's perturbation in the basis `w, A_0, A_1, ...` (the weights and the ascent passes' loss gradients),
+/// with the Gram matrix of that basis.
+#[derive(Clone, Debug)]
+struct Basis {
+    /// `M[i][j]`, the products of the basis vectors.
+    gram: Vec<Vec<f64>>,
+    /// The perturbation's coefficients.
+    delta: Vec<f64>,
+}
+
+impl Basis {
+    /// The basis `{w}` with `|w|² = w2` and no perturbation.
+    fn new(w2: f64) -> Self {
+        Basis {
+            gram: vec![vec![w2]],
+            delta: vec![0.0],
+        }
+    }
+
+    /// `aᵀ M b`.
+    fn dot(&self, a: &[f64], b: &[f64]) -> f64 {
+        a.iter()
+            .enumerate()
+            .map(|(i, x)| x * b.iter().zip(&self.gram[i]).map(|(y, m)| y * m).sum::<f64>())
+            .sum()
+    }
+
+    /// Adds a pass's loss gradient `A` from its products `p` (`A_j · A` for the earlier passes, `|A|²`, `w · A`).
+    fn push(&mut self, p: &[f64]) {
+        let j = self.gram.len() - 1;
+        let (with_terms, sq, with_w) = (&p[..j], p[j], p[j + 1]);
+        let mut row = vec![with_w];
+        row.extend_from_slice(with_terms);
+        for (i, r) in self.gram.iter_mut().enumerate() {
+            r.push(row[i]);
+        }
+        row.push(sq);
+        self.gram.push(row);
+        self.delta.push(0.0);
+    }
+
+    /// The ascent direction `A_last + λ (w + δ)`, the last pass's full gradient.
+    fn gradient(&self, lambda: f64) -> Vec<f64> {
+        let mut h: Vec<f64> = self.delta.iter().map(|d| lambda * d).collect();
+        h[0] += lambda;
+        *h.last_mut().expect("a pass") += 1.0;
+        h
     }
 }
 
 impl Trainer<'_> {
     /// Whether [`Trainer::low_rank_step`] computes the `groups` groups of a step at radius `rho`: several groups, a
-    /// network of Linear, BatchNorm and ReLU layers (the MLP) in f32, and an ERM step or plain SAM with one
-    /// ascent step from `w`.
+    /// network of Linear, BatchNorm and ReLU layers (the MLP) in f32, and an ERM step or plain SAM whose ascent
+    /// starts from `w`.
     pub fn can_take_low_rank(&self, groups: usize, rho: f64) -> bool {
         let c = self.sam.config();
         let spec = self.net.spec();
@@ -437,31 +536,34 @@ impl Trainer<'_> {
             && (rho == 0.0
                 || (c.variant == Variant::Sam
                     && c.perturbation == Perturbation::Ascent
-                    && !c.random_init
-                    && c.ascent_steps == 1))
+                    && !c.random_init))
     }
 
-    /// The BatchNorm mode of a pass: the ascent's at `w` when `ascent`, the descent's otherwise.
-    fn low_rank_mode(&self, ascent: bool) -> BnMode {
-        match (self.optim.bn_policy, ascent) {
+    /// The BatchNorm mode of a pass: an ascent pass at `w` on the batch itself when `at_w`, another ascent pass
+    /// when `Some(false)`, the descent when `None`.
+    fn low_rank_mode(&self, at_w: Option<bool>) -> BnMode {
+        match (self.optim.bn_policy, at_w) {
             (BnPolicy::Frozen, _) => BnMode::Running,
             (BnPolicy::BothPasses, _) => BnMode::Batch { update: true },
-            (BnPolicy::CleanPassOnly, at_w) => BnMode::Batch { update: at_w },
+            (BnPolicy::CleanPassOnly, at_w) => BnMode::Batch {
+                update: at_w == Some(true),
+            },
         }
     }
 
-    /// A forward pass over the groups of `lr` at `params` on `batch`; the logits.
+    /// A forward pass over the groups of `low` at `params` on `batch`, its BatchNorm statistics added to
+    /// `recorded`; the logits.
     fn low_rank_forward(
         &self,
         params: &[Tensor<1>],
         batch: &Batch,
         mode: BnMode,
         bn: &mut BnStats,
-        lr: &Rc<LowRank>,
+        low: &Rc<LowRank>,
         recorded: &mut Vec<Vec<(usize, Tensor<2>, Tensor<2>)>>,
     ) -> Tensor<2> {
-        let mut grouped = Grouped::new(lr.groups);
-        grouped.low_rank = Some(lr.clone());
+        let mut grouped = Grouped::new(low.groups);
+        grouped.low_rank = Some(low.clone());
         let mut ctx = Ctx {
             params,
             mode,
@@ -474,26 +576,19 @@ impl Trainer<'_> {
         logits
     }
 
-    /// Each group's ascent factor `c_g` from its squared gradient norm `|∇CE_g|² + 2 λ w · ∇CE_g + λ² |w|²`
-    /// (`parts` `[G, 2]` as [`LowRank::gradient_parts`] gives them, `w2 = |w|²`), as plain SAM's perturbation of
-    /// radius `rho` scales the gradient ([`samlab_core::ascent::Ascent::sam_delta`]); with the squared norms.
-    fn factors(&self, parts: &[f64], lambda: f64, w2: f64, rho: f64) -> (Vec<f64>, Vec<f64>) {
-        let c = self.sam.config();
-        let eta = rho * c.ascent_step_mult;
-        parts
-            .chunks(2)
-            .map(|p| {
-                let sq = (p[0] + 2.0 * lambda * p[1] + lambda * lambda * w2).max(0.0);
-                let norm = sq.sqrt();
-                let factor = match c.normalization {
-                    Normalization::Normalized => eta / (norm + 1e-12),
-                    Normalization::Unnormalized => eta,
-                    Normalization::Clipped if eta * norm > rho => rho / norm,
-                    Normalization::Clipped => eta,
-                };
-                (factor, sq)
-            })
-            .unzip()
+    /// Sets `low`'s factors from each group's perturbation (`bases`), for the next pass.
+    fn set_factors(&self, low: &LowRank, bases: &[Basis]) {
+        let g = bases.len();
+        let to_device = |v: Vec<f64>| {
+            let v: Vec<f32> = v.into_iter().map(|x| x as f32).collect();
+            Tensor::<1>::from_data(TensorData::new(v, [g]), &self.device)
+        };
+        let terms = bases[0].delta.len() - 1;
+        let factors = (1..=terms)
+            .map(|j| to_device(bases.iter().map(|b| b.delta[j]).collect()))
+            .collect();
+        let scale = to_device(bases.iter().map(|b| 1.0 + b.delta[0]).collect());
+        *low.factors.borrow_mut() = Some((factors, scale));
     }
 
     /// [`Trainer::step`] with the groups as low-rank perturbations of `w` (see the module doc), where
@@ -519,71 +614,77 @@ impl Trainer<'_> {
         let observe = observe && rho != 0.0 && same_batch;
         let mut bn = state.bn.clone();
         let mut recorded = Vec::new();
-        let device = &self.device;
-        let to_device = |v: &[f64]| {
-            let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-            Tensor::<1>::from_data(TensorData::new(v, [g]), device)
-        };
-        // The ascent: each group's factor, and what the observation needs from it.
-        let mut clean = None;
-        let (low, mode) = if rho == 0.0 {
-            (LowRank::new(g, Phase::Plain), self.low_rank_mode(true))
-        } else {
+        let low = LowRank::new(g);
+        low.same_inputs.set(same_batch);
+        let mut bases = vec![Basis::new(0.0); g];
+        let mut clean_losses = None;
+        let mut steps = 0;
+        if rho != 0.0 {
             let ascent = if same_batch { batch } else { previous };
-            let low = LowRank::new(g, Phase::Record);
-            let mode = self.low_rank_mode(same_batch);
-            let logits = self.low_rank_forward(w, ascent, mode, &mut bn, &low, &mut recorded);
-            let logp = log_softmax(logits, 1);
-            let ce = (logp.clone() * ascent.onehot.clone())
-                .sum()
-                .neg()
-                .mul_scalar(1.0 / m as f64);
-            let parts = low.gradient_parts(&ce.backward());
-            let parts: Vec<f64> = parts
-                .into_data()
-                .convert::<f64>()
-                .try_into_vec::<f64>()
-                .expect("f64 parts");
             let w2 = if lambda > 0.0 || observe {
                 sq_norm(w)
             } else {
                 0.0
             };
-            let (factors, sq) = self.factors(&parts, lambda, w2, rho);
-            let scales: Vec<f64> = factors.iter().map(|f| 1.0 + f * lambda).collect();
-            *low.factors.borrow_mut() = Some((to_device(&factors), to_device(&scales)));
-            low.phase.set(Phase::Apply);
-            low.same_inputs.set(same_batch);
-            low.observe.set(observe);
-            if observe {
-                let losses = group_losses(logp.without_autodiff(), ascent, g);
-                clean = Some(Clean {
-                    parts,
-                    factors,
-                    scales,
-                    sq,
-                    w2,
-                    losses,
-                });
+            bases = vec![Basis::new(w2); g];
+            // One normalized step from 0 is inside the ball (up to rounding): only longer ascents are projected.
+            let project = c.normalization == Normalization::Clipped
+                || (c.normalization == Normalization::Normalized && c.ascent_steps > 1);
+            let eta = rho * c.ascent_step_mult;
+            for step in 0..c.ascent_steps {
+                low.start(true);
+                let mode = self.low_rank_mode(Some(step == 0 && same_batch));
+                let logits = self.low_rank_forward(w, ascent, mode, &mut bn, &low, &mut recorded);
+                let logp = log_softmax(logits, 1);
+                let ce = (logp.clone() * ascent.onehot.clone())
+                    .sum()
+                    .neg()
+                    .mul_scalar(1.0 / m as f64);
+                let (layers, products) = low.products(&ce.backward(), None);
+                if step == 0 && observe {
+                    clean_losses = Some(group_losses(logp.without_autodiff(), ascent, g));
+                }
+                low.terms.borrow_mut().push(layers);
+                let products = host(products);
+                for (basis, p) in bases.iter_mut().zip(products.chunks(products.len() / g)) {
+                    basis.push(p);
+                    let h = basis.gradient(lambda);
+                    let norm = basis.dot(&h, &h).max(0.0).sqrt();
+                    let coef = match c.normalization {
+                        Normalization::Normalized => eta / (norm + 1e-12),
+                        Normalization::Unnormalized | Normalization::Clipped => eta,
+                    };
+                    for (d, h) in basis.delta.iter_mut().zip(&h) {
+                        *d += coef * h;
+                    }
+                    let length = basis.dot(&basis.delta, &basis.delta).max(0.0).sqrt();
+                    if project && length > rho {
+                        basis.delta.iter_mut().for_each(|d| *d *= rho / length);
+                    }
+                }
+                self.set_factors(&low, &bases);
             }
+            steps = c.ascent_steps;
             if self.optim.bn_policy == BnPolicy::CleanPassOnly && !same_batch {
                 // The running statistics take in each group once, at w, as in an ERM step.
-                let plain = LowRank::new(g, Phase::Plain);
+                let plain = LowRank::new(g);
                 let update = BnMode::Batch { update: true };
                 let _ = self.low_rank_forward(w, batch, update, &mut bn, &plain, &mut recorded);
             }
-            (low, self.low_rank_mode(false))
-        };
+        }
         // The descent: the perturbed pass, its gradient with respect to w weighed per group.
+        low.start(observe);
         let leaves: ParamVec = w
             .iter()
             .map(|p| p.clone().autodiff().require_grad())
             .collect();
+        let mode = self.low_rank_mode(if rho == 0.0 { Some(true) } else { None });
         let logits = self.low_rank_forward(&leaves, batch, mode, &mut bn, &low, &mut recorded);
         let logp = log_softmax(logits.clone(), 1);
+        let scale = low.factors.borrow().as_ref().map(|(_, s)| s.clone());
         // Group g's loss weighed by 1 / s_g: the gradient with respect to w is then the gradient at its point.
-        let onehot = match &*low.factors.borrow() {
-            Some((_, s)) => batch.onehot.clone() / low.rows(s, batch.len()),
+        let onehot = match &scale {
+            Some(s) => batch.onehot.clone() / rows(s, g, batch.len()),
             None => batch.onehot.clone(),
         };
         let loss = (logp.clone() * onehot)
@@ -596,18 +697,19 @@ impl Trainer<'_> {
             .sum()
             .neg()
             .into_scalar::<f32>() as f64;
-        let sam = clean.map(|clean| {
-            let perturbed = low.observed_parts(&grads);
-            let losses = group_losses(logp, batch, g);
+        let sam = clean_losses.map(|clean| {
+            let (_, products) = low.products(&grads, scale.as_ref());
             let channels = self.net.bn_channels().iter().sum();
-            clean.observation(perturbed, losses, &recorded, lambda, channels)
+            let perturbed = group_losses(logp, batch, g);
+            let losses = [clean, perturbed];
+            observation(&bases, &host(products), losses, &recorded, lambda, channels)
         });
-        let grad = low.descent_gradient(&grads, &leaves, w, lambda);
+        let alpha_sum = bases.iter().map(|b| b.delta[0]).sum();
+        let grad = low.descent_gradient(&grads, &leaves, w, lambda, alpha_sum);
         let mut variant = state.variant.clone();
-        let mut gradient_evals = g as u64;
+        let gradient_evals = ((steps + 1) * g) as u64;
         if rho != 0.0 {
             variant.steps += g as u64;
-            gradient_evals += g as u64;
         }
         let out = self.descend(
             state,
@@ -630,121 +732,71 @@ impl Trainer<'_> {
     }
 }
 
-impl LowRank {
-    /// The descent gradient, the mean over the groups of the gradient at their perturbed points, from the perturbed
-    /// pass's backward (`grads`, with respect to `leaves`, the weights `w`) and with L2 (`lambda`) its own term.
-    fn descent_gradient(
-        &self,
-        grads: &burn::tensor::Gradients,
-        leaves: &[Tensor<1>],
-        w: &[Tensor<1>],
-        lambda: f64,
-    ) -> ParamVec {
-        let g = self.groups;
-        // G times the descent gradient: the backward's, `G λ w + λ Σ_g δ_g` with L2, and what the backward left out.
-        let c_sum = match (&*self.factors.borrow(), lambda > 0.0) {
-            (Some((c, _)), true) => c.clone().sum().into_scalar::<f32>() as f64,
-            _ => 0.0,
-        };
-        let own = lambda * (g as f64 + lambda * c_sum);
-        let extra = self.extra_gradient(grads, lambda, w.len());
-        leaves
-            .iter()
-            .zip(w)
-            .zip(extra)
-            .map(|((leaf, p), e)| {
-                let d = match (leaf.grad(grads), e) {
-                    (Some(d), Some(e)) => d + e,
-                    (d, e) => d.or(e).unwrap_or_else(|| p.zeros_like()),
-                };
-                let d = if own > 0.0 {
-                    d + p.clone().mul_scalar(own)
-                } else {
-                    d
-                };
-                d.mul_scalar(1.0 / g as f64)
-            })
-            .collect()
-    }
-}
-
 /// Each group's mean cross-entropy from the log-probabilities `logp` of `batch`, `G` values.
 fn group_losses(logp: Tensor<2>, batch: &Batch, g: usize) -> Vec<f64> {
     let n = batch.len();
-    (logp * batch.onehot.clone())
-        .sum_dim(1)
-        .reshape([g, n / g])
-        .mean_dim(1)
-        .neg()
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("f64 losses")
+    host(
+        (logp * batch.onehot.clone())
+            .sum_dim(1)
+            .reshape([g, n / g])
+            .mean_dim(1)
+            .neg(),
+    )
 }
 
-/// What an observed step's ascent leaves for its observation, per group.
-struct Clean {
-    /// `|A_g|²` and `w · A_g` (`A_g` the loss gradient at `w`), `[G, 2]` flat.
-    parts: Vec<f64>,
-    /// `c_g` and `s_g`.
-    factors: Vec<f64>,
-    scales: Vec<f64>,
-    /// The squared norms of the clean gradients `A_g + λ w`.
-    sq: Vec<f64>,
-    /// `|w|²`.
-    w2: f64,
-    /// The groups' mean losses at `w`.
-    losses: Vec<f64>,
-}
-
-impl Clean {
-    /// The step's observation ([`crate::observe::mean_observation`]) from the perturbed pass's products
-    /// ([`LowRank::observed_parts`]), its groups' `losses`, the passes' `recorded` BatchNorm statistics (the first
-    /// pass's and the last one's, the ascent's and the descent's) and L2's `lambda`, for a network of `channels`
-    /// BatchNorm channels.
-    fn observation(
-        &self,
-        perturbed: Tensor<2>,
-        losses: Vec<f64>,
-        recorded: &[Vec<(usize, Tensor<2>, Tensor<2>)>],
-        lambda: f64,
-        channels: usize,
-    ) -> SamObservation {
-        let g = self.factors.len();
-        let products: Vec<f64> = perturbed
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .expect("f64 products");
-        let shifts = bn_shifts(recorded);
-        let (l, w2) = (lambda, self.w2);
-        let mut values = Vec::with_capacity(g * PARTS);
-        for k in 0..g {
-            let (a2, wa) = (self.parts[2 * k], self.parts[2 * k + 1]);
-            let (ab, bb, wb) = (products[3 * k], products[3 * k + 1], products[3 * k + 2]);
-            let (c, s) = (self.factors[k], self.scales[k]);
-            // The clean gradient A + λ w against the SAM gradient B + λ (w + δ) = B + λ s w + λ c A.
-            let dot = ab + l * s * wa + l * c * a2 + l * wb + l * l * s * w2 + l * l * c * wa;
-            let sam_sq = bb
-                + l * l * s * s * w2
-                + l * l * c * c * a2
-                + 2.0 * l * s * wb
-                + 2.0 * l * c * ab
-                + 2.0 * l * l * s * c * wa;
-            let [mean_shift, var_shift] = shifts.as_ref().map_or([f64::NAN; 2], |v| v[k]);
-            values.extend([
-                c * c * self.sq[k],
-                dot,
-                self.sq[k],
-                sam_sq,
-                self.losses[k],
-                losses[k],
-                mean_shift,
-                var_shift,
-            ]);
-        }
-        mean_observation(&values, w2, channels)
+/// The step's observation ([`crate::observe::mean_observation`]) from each group's perturbation (`bases`), the
+/// descent's products (`B · A_j`, `|B|²`, `w · B` per group, [`LowRank::products`]), the groups' mean losses at `w`
+/// and at their perturbed points, the passes' `recorded` BatchNorm statistics (the first pass's and the last one's)
+/// and L2's `lambda`, for a network of `channels` BatchNorm channels.
+fn observation(
+    bases: &[Basis],
+    products: &[f64],
+    [clean, perturbed]: [Vec<f64>; 2],
+    recorded: &[Vec<(usize, Tensor<2>, Tensor<2>)>],
+    lambda: f64,
+    channels: usize,
+) -> SamObservation {
+    let g = bases.len();
+    let shifts = bn_shifts(recorded);
+    let mut values = Vec::with_capacity(g * PARTS);
+    for (k, (basis, p)) in bases
+        .iter()
+        .zip(products.chunks(products.len() / g))
+        .enumerate()
+    {
+        let j = basis.delta.len() - 1;
+        let (with_terms, bb, wb) = (&p[..j], p[j], p[j + 1]);
+        // B's products with the basis w, A_0, A_1, ...
+        let mut with_b = vec![wb];
+        with_b.extend_from_slice(with_terms);
+        let along = |v: &[f64]| v.iter().zip(&with_b).map(|(x, y)| x * y).sum::<f64>();
+        // The clean gradient u = A_0 + λ w against the SAM gradient B + λ (w + δ).
+        let mut u = vec![0.0; j + 1];
+        (u[0], u[1]) = (lambda, 1.0);
+        let mut wd = basis.delta.clone();
+        wd[0] += 1.0;
+        let dot = along(&u) + lambda * basis.dot(&u, &wd);
+        let sam_sq = bb + 2.0 * lambda * along(&wd) + lambda * lambda * basis.dot(&wd, &wd);
+        let [mean_shift, var_shift] = shifts.as_ref().map_or([f64::NAN; 2], |v| v[k]);
+        // The clean gradient is the observation's only for a one-step ascent, as the loop keeps it
+        // ([`samlab_core::ascent::Ascent::clean_gradient`]): the cosine is not measured after several steps.
+        let cosine = if j == 1 {
+            [dot, basis.dot(&u, &u), sam_sq]
+        } else {
+            [f64::NAN; 3]
+        };
+        values.extend([
+            basis.dot(&basis.delta, &basis.delta),
+            cosine[0],
+            cosine[1],
+            cosine[2],
+            clean[k],
+            perturbed[k],
+            mean_shift,
+            var_shift,
+        ]);
     }
+    mean_observation(&values, bases[0].gram[0][0], channels)
 }
 
 /// Each group's summed squared shifts of the BatchNorm batch statistics from the first pass of `recorded` to the
@@ -761,10 +813,6 @@ fn bn_shifts(recorded: &[Vec<(usize, Tensor<2>, Tensor<2>)>]) -> Option<Vec<[f64
         var.push(((vp.clone() - vc.clone()) / scale).square().sum_dim(1));
     }
     let sum = |parts: Vec<Tensor<2>>| Tensor::cat(parts, 1).sum_dim(1);
-    let values = Tensor::cat(vec![sum(mean), sum(var)], 1)
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("f64 shifts");
+    let values = host(Tensor::cat(vec![sum(mean), sum(var)], 1));
     Some(values.chunks(2).map(|v| [v[0], v[1]]).collect())
 }

@@ -309,6 +309,29 @@ fn low_rank_groups_match_the_loop() {
         // Clipping that binds: a radius far below one step's length.
         low(NormKind::Batch, c, BnPolicy::CleanPassOnly, 1e-4);
     }
+    // Multi-step ascents: each step another low-rank term, the projection from the terms' Gram matrix.
+    for policy in [BnPolicy::BothPasses, BnPolicy::CleanPassOnly] {
+        let three = SamConfig {
+            ascent_steps: 3,
+            ascent_step_mult: 0.5,
+            ..sam(4)
+        };
+        low(NormKind::Batch, three.clone(), policy, 0.05);
+        let previous = SamConfig {
+            ascent_source: AscentSource::PreviousBatch,
+            ..three
+        };
+        low(NormKind::Batch, previous, policy, 0.05);
+    }
+    for normalization in [Normalization::Unnormalized, Normalization::Clipped] {
+        let c = SamConfig {
+            normalization,
+            ascent_steps: 2,
+            ..sam(4)
+        };
+        low(NormKind::Batch, c.clone(), BnPolicy::BothPasses, 0.05);
+        low(NormKind::None, c, BnPolicy::BothPasses, 1e-4);
+    }
 }
 
 /// One observed step of `sam` on the MLP through the loop and as low-rank groups: the same observation of what
@@ -337,13 +360,13 @@ fn observe(norm: NormKind, sam: SamConfig, policy: BnPolicy) {
         device: device.clone(),
         precision: Precision::F32,
     };
+    let case = format!("{norm:?} {policy:?} {sam:?}");
     let start = TrainState::new(&net, init_params(net.params(), 3, &device), &device);
     let (mut looped, mut low) = (start.clone(), start);
     let b = batch(1, SIDE, &device);
     let a = trainer.looped_step(&mut looped, &b, &b, 0.1, 0.05, 0, true);
     let l = trainer.low_rank_step(&mut low, &b, &b, 0.1, 0.05, true);
     let (a, l) = (a.sam.unwrap().values(), l.sam.unwrap().values());
-    let case = format!("{norm:?} {policy:?} {sam:?}");
     for (k, (x, y)) in a.iter().zip(&l).enumerate() {
         let close = (x.is_nan() && y.is_nan()) || (x - y).abs() <= 1e-4 * x.abs().max(1e-3);
         assert!(
@@ -352,7 +375,9 @@ fn observe(norm: NormKind, sam: SamConfig, policy: BnPolicy) {
             SamObservation::COLUMNS[k]
         );
     }
-    assert!(a.iter().take(4).all(|v| v.is_finite()), "{case}: {a:?}");
+    // Measured: the weight and perturbation norms, the realised sharpness, and the cosine after a one-step ascent.
+    assert!([0, 1, 3].iter().all(|&k| a[k].is_finite()), "{case}: {a:?}");
+    assert_eq!(a[2].is_finite(), sam.ascent_steps == 1, "{case}: {a:?}");
 }
 
 #[test]
@@ -370,6 +395,13 @@ fn low_rank_observations_match_the_loop() {
         ..sam(4)
     };
     observe(NormKind::Batch, usam, BnPolicy::BothPasses);
+    let three = SamConfig {
+        ascent_steps: 3,
+        ascent_step_mult: 0.5,
+        ..sam(4)
+    };
+    observe(NormKind::Batch, three.clone(), BnPolicy::BothPasses);
+    observe(NormKind::Batch, three, BnPolicy::CleanPassOnly);
 }
 
 #[test]
@@ -404,11 +436,12 @@ fn variants_and_single_groups_cannot_be_grouped() {
     assert!(!trainer(asam.clone()).can_take_low_rank(4, 0.05));
     assert!(trainer(asam).can_take_low_rank(4, 0.0));
     assert!(!trainer(sam(16)).can_take_low_rank(1, 0.05));
+    let two_steps = SamConfig {
+        ascent_steps: 2,
+        ..sam(4)
+    };
+    assert!(trainer(two_steps).can_take_low_rank(4, 0.05));
     for c in [
-        SamConfig {
-            ascent_steps: 2,
-            ..sam(4)
-        },
         SamConfig {
             random_init: true,
             ..sam(4)
