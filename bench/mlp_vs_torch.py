@@ -3,9 +3,10 @@
 The MLP 768-256-256-10 with BatchNorm (the reproduce MLP's shape on 3 x 16 x 16 random images, as `samlab
 bench-step --model mlp --norm batch --image-size 16` builds it), batch 128, 10 classes, SGD with momentum, 2
 threads on both sides (samlab's rayon pool on this 2-core machine, `torch.set_num_threads(2)`). SAM is normalized
-SAM at rho 0.05 with one perturbation per batch; m-SAM takes groups of 16 one after the other, as the authors' code
-and samlab's training do. BatchNorm is in training mode in every pass (samlab's `both` policy). Each step time is the
-median of a run's timed steps; the table gives the median over --reps interleaved repetitions.
+SAM at rho 0.05 with one perturbation per batch; m-SAM takes groups of 16: PyTorch one after the other, as the
+authors' code does, samlab as its training does (all groups at once as low-rank perturbations on this MLP).
+BatchNorm is in training mode in every pass (samlab's `both` policy). Each step time is the median of a run's timed
+steps; the table gives the median over --reps interleaved repetitions.
 
     python3 bench/mlp_vs_torch.py --samlab target/release/samlab [--reps 3] [--steps 30]
 """

@@ -132,6 +132,13 @@ impl LowRank {
         self.current.borrow_mut().clear();
     }
 
+    /// The index of the pass's next Linear or BatchNorm layer.
+    fn next_layer(&self) -> usize {
+        let k = self.cursor.get();
+        self.cursor.set(k + 1);
+        k
+    }
+
     /// `out` with a zero probe added and the layer kept, when the pass keeps its layers.
     fn kept(&self, out: Tensor<2>, layer: Layer) -> Tensor<2> {
         if !self.keep.get() {
@@ -155,8 +162,7 @@ impl LowRank {
         b: Tensor<2>,
         params: [usize; 2],
     ) -> Tensor<2> {
-        let k = self.cursor.get();
-        self.cursor.set(k + 1);
+        let k = self.next_layer();
         let factors = self.factors.borrow();
         let terms = self.terms.borrow();
         let [n, din] = x.dims();
@@ -249,8 +255,7 @@ impl LowRank {
         beta: Tensor<1>,
         params: [usize; 2],
     ) -> Tensor<2> {
-        let k = self.cursor.get();
-        self.cursor.set(k + 1);
+        let k = self.next_layer();
         let [g, m, c] = xhat.dims();
         let shared = |t: &Tensor<1>| t.clone().reshape([1, 1, c]);
         let (gamma_g, beta_g) = match self.factors.borrow().as_ref() {

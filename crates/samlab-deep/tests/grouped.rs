@@ -53,6 +53,23 @@ fn sam(m: usize) -> SamConfig {
     }
 }
 
+/// The trainer of `net` with `sam`, SGD with momentum 0.9, L2 `lambda` and BatchNorm `policy`, seed 3.
+fn trainer<'a>(net: &'a Network, sam: &SamConfig, policy: BnPolicy, lambda: f64) -> Trainer<'a> {
+    Trainer {
+        net,
+        sam: sam.check(BATCH).unwrap(),
+        optim: OptimConfig {
+            momentum: 0.9,
+            weight_decay: WeightDecay::L2 { lambda },
+            bn_policy: policy,
+            optimizer: Default::default(),
+        },
+        seed: 3,
+        device: Device::default(),
+        precision: Precision::F32,
+    }
+}
+
 /// How a step computes its groups together.
 #[derive(Clone, Copy, Debug)]
 enum Path {
@@ -93,19 +110,7 @@ fn compare(
         transformer: None,
     })
     .unwrap();
-    let trainer = Trainer {
-        net: &net,
-        sam: sam.check(BATCH).unwrap(),
-        optim: OptimConfig {
-            momentum: 0.9,
-            weight_decay: WeightDecay::L2 { lambda: 5e-4 },
-            bn_policy: policy,
-            optimizer: Default::default(),
-        },
-        seed: 3,
-        device: device.clone(),
-        precision: Precision::F32,
-    };
+    let trainer = trainer(&net, &sam, policy, 5e-4);
     let groups = BATCH / trainer.sam.group_size();
     match path {
         Path::Stacked => assert!(trainer.can_take_groups_together(groups, rho)),
@@ -347,19 +352,7 @@ fn observe(norm: NormKind, sam: SamConfig, policy: BnPolicy) {
         transformer: None,
     })
     .unwrap();
-    let trainer = Trainer {
-        net: &net,
-        sam: sam.check(BATCH).unwrap(),
-        optim: OptimConfig {
-            momentum: 0.9,
-            weight_decay: WeightDecay::L2 { lambda: 5e-2 },
-            bn_policy: policy,
-            optimizer: Default::default(),
-        },
-        seed: 3,
-        device: device.clone(),
-        precision: Precision::F32,
-    };
+    let trainer = trainer(&net, &sam, policy, 5e-2);
     let case = format!("{norm:?} {policy:?} {sam:?}");
     let start = TrainState::new(&net, init_params(net.params(), 3, &device), &device);
     let (mut looped, mut low) = (start.clone(), start);
