@@ -14,11 +14,11 @@
 //! ([`samlab_core::ascent::Ascent::sam_delta`]) with one coefficient per group where the core has one scalar;
 //! those tests hold the two to each other.
 //!
-//! Not yet what [`Trainer::step`] takes: on the flex backend it is slower than the loop (batch 128, m = 16, median
-//! step: MLP 768-256-256-10 with BatchNorm 0.42x the loop's speed, CNN 0.71x, PreAct ResNet-18 width 16 0.74x;
+//! Not what [`Trainer::step`] takes: on the flex backend it is slower than the loop (batch 128, m = 16: MLP
+//! 768-256-256-10 with BatchNorm 0.49-0.53x the loop's speed, CNN 0.70-0.73x, PreAct ResNet-18 width 16 0.96-1.05x;
 //! docs/BENCHMARKS.md). Stacking every group's copy of the weights costs more than the loop saves, and flex's
-//! batched matrix products run at a quarter of one large product's speed. `samlab bench-step --groups-together`
-//! times it.
+//! batched matrix products run at a quarter of one large product's speed. On the MLP the groups are computed
+//! together as low-rank perturbations instead ([`crate::lowrank`]). `samlab bench-step --groups stacked` times it.
 
 use burn::tensor::{Tensor, TensorData};
 use samlab_core::sam::{AscentSource, Normalization, Perturbation, Variant};

@@ -260,6 +260,8 @@ fn mlp_steps_of_every_sam_variant_match_flex() {
     check(&mlp(SamConfig::erm(), plain, both));
     check(&mlp(sam(0.1, None), plain, both));
     check(&mlp(sam(0.1, Some(4)), plain, both));
+    // The reproduce MLP's m-SAM step: BatchNorm, the groups as low-rank perturbations on both backends.
+    check(&mlp(sam(0.1, Some(4)), NormKind::Batch, both));
     check(&mlp(
         SamConfig {
             ascent_steps: 3,
