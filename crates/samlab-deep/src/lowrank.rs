@@ -68,6 +68,30 @@ struct Layer {
     affine: Option<[Tensor<2>; 2]>,
 }
 
+impl Layer {
+    /// A layer as a pass saw it, before the backward.
+    fn new(
+        params: [usize; 2],
+        norm: bool,
+        x: Tensor<2>,
+        y: Tensor<2>,
+        cross: Vec<Tensor<3>>,
+        out: Tensor<2>,
+    ) -> Self {
+        Layer {
+            params,
+            norm,
+            x,
+            y,
+            cross,
+            out,
+            dy: None,
+            gram: None,
+            affine: None,
+        }
+    }
+}
+
 /// The state of one step's passes over its groups (see the module doc), shared through [`Grouped`].
 #[derive(Debug)]
 pub struct LowRank {
@@ -169,17 +193,14 @@ impl LowRank {
         let (g, m) = (self.groups, n / self.groups);
         let Some((c, s)) = factors.as_ref() else {
             let y = x.clone().matmul(w) + b;
-            let layer = Layer {
+            let layer = Layer::new(
                 params,
-                norm: false,
-                x: x.without_autodiff(),
-                y: y.clone().without_autodiff(),
-                cross: Vec::new(),
-                out: y.clone(),
-                dy: None,
-                gram: None,
-                affine: None,
-            };
+                false,
+                x.without_autodiff(),
+                y.clone().without_autodiff(),
+                Vec::new(),
+                y.clone(),
+            );
             return self.kept(y, layer);
         };
         // c_j (X_g X_jgᵀ + 1 1ᵀ) dY_jg over the perturbing passes j.
@@ -208,17 +229,9 @@ impl LowRank {
             let leaf = value.autodiff().require_grad();
             *self.first.borrow_mut() = Some(leaf.clone());
             if self.keep.get() {
-                self.current.borrow_mut().push(Layer {
-                    params,
-                    norm: false,
-                    x: first.x.clone(),
-                    y: first.y.clone(),
-                    cross,
-                    out: leaf.clone(),
-                    dy: None,
-                    gram: None,
-                    affine: None,
-                });
+                let (x, y) = (first.x.clone(), first.y.clone());
+                let layer = Layer::new(params, false, x, y, cross, leaf.clone());
+                self.current.borrow_mut().push(layer);
             }
             return leaf;
         }
@@ -232,17 +245,14 @@ impl LowRank {
             .collect();
         let y = x.clone().matmul(w) + b;
         let out = y.clone() * rows(s, g, n) + low(&cross);
-        let layer = Layer {
+        let layer = Layer::new(
             params,
-            norm: false,
-            x: x.without_autodiff(),
-            y: y.without_autodiff(),
-            cross: cross.into_iter().map(|t| t.without_autodiff()).collect(),
-            out: out.clone(),
-            dy: None,
-            gram: None,
-            affine: None,
-        };
+            false,
+            x.without_autodiff(),
+            y.without_autodiff(),
+            cross.into_iter().map(|t| t.without_autodiff()).collect(),
+            out.clone(),
+        );
         self.kept(out, layer)
     }
 
@@ -275,17 +285,14 @@ impl LowRank {
             }
         };
         let out = (xhat.clone() * gamma_g + beta_g).reshape([g * m, c]);
-        let layer = Layer {
+        let layer = Layer::new(
             params,
-            norm: true,
-            x: xhat.reshape([g * m, c]).without_autodiff(),
-            y: Tensor::stack::<2>(vec![gamma, beta], 0).without_autodiff(),
-            cross: Vec::new(),
-            out: out.clone(),
-            dy: None,
-            gram: None,
-            affine: None,
-        };
+            true,
+            xhat.reshape([g * m, c]).without_autodiff(),
+            Tensor::stack::<2>(vec![gamma, beta], 0).without_autodiff(),
+            Vec::new(),
+            out.clone(),
+        );
         self.kept(out, layer)
     }
 
