@@ -59,7 +59,7 @@ impl Trainer<'_> {
     /// [`Trainer::step`], which also reports what SAM did (`StepOutput::sam`) if `observe` and `rho > 0` (at
     /// some cost: the `observe` module); the update is the same either way. It takes m-SAM's groups as low-rank
     /// perturbations where [`Trainer::can_take_low_rank`] (equal to the loop to f32 rounding; 2.6x faster at m = 16
-    /// on the MLP, 5.3x at m = 8: docs/BENCHMARKS.md; an observed step whose ascent is on the previous batch keeps
+    /// on the MLP, 4-5x at m = 8: docs/BENCHMARKS.md; an observed step whose ascent is on the previous batch keeps
     /// the loop), and the loop otherwise.
     #[allow(clippy::too_many_arguments)]
     pub fn observed_step(
