@@ -23,10 +23,10 @@
 use burn::tensor::{Tensor, TensorData};
 use samlab_core::sam::{AscentSource, Normalization, Perturbation, Variant};
 
-use crate::nn::{BnMode, Grouped};
+use crate::nn::Grouped;
 use crate::rng::{Purpose, Stream};
 use crate::trainer::{
-    axpy, normal_like, Batch, BnPolicy, ParamVec, StepOutput, TrainState, Trainer,
+    axpy, normal_like, to_host, Batch, BnPolicy, ParamVec, StepOutput, TrainState, Trainer,
 };
 
 /// Every tensor of `w` repeated `g` times, group-major.
@@ -48,12 +48,7 @@ fn group_sq_norms(v: &[Tensor<1>], g: usize) -> Vec<f64> {
             t.clone().reshape([g, n]).square().sum_dim(1)
         })
         .collect();
-    Tensor::cat(parts, 1)
-        .sum_dim(1)
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("f64 norms")
+    to_host(Tensor::cat(parts, 1).sum_dim(1))
 }
 
 /// Group `g`'s slice of the stacked `v` times `c[g]`, for every group.
@@ -94,17 +89,6 @@ impl Trainer<'_> {
     /// plain SAM or an ERM step (`rho = 0`).
     pub fn can_take_groups_together(&self, groups: usize, rho: f64) -> bool {
         groups > 1 && (rho == 0.0 || self.sam.config().variant == Variant::Sam)
-    }
-
-    /// The BatchNorm mode of a step's pass: `ascent_at_w` for an ascent pass at `w` over the whole group (the
-    /// one that updates the running statistics under [`BnPolicy::CleanPassOnly`]), `None` for the descent.
-    fn mode(&self, ascent_at_w: Option<bool>) -> BnMode {
-        match (self.optim.bn_policy, ascent_at_w) {
-            (BnPolicy::Frozen, _) => BnMode::Running,
-            (BnPolicy::BothPasses, _) => BnMode::Batch { update: true },
-            (BnPolicy::CleanPassOnly, Some(at_w)) => BnMode::Batch { update: at_w },
-            (BnPolicy::CleanPassOnly, None) => BnMode::Batch { update: false },
-        }
     }
 
     /// Each group's plain SAM perturbation of radius `rho` at the stacked weights `w`, from gradients on `ascent`
@@ -162,7 +146,7 @@ impl Trainer<'_> {
             };
             let mut grouped = Grouped::new(g);
             let h = self
-                .grouped_pass(&point, ascent, self.mode(Some(at_w)), bn, &mut grouped)
+                .grouped_pass(&point, ascent, self.step_mode(Some(at_w)), bn, &mut grouped)
                 .grads;
             recorded.push(grouped.batch_stats);
             let coef: Vec<f64> = match c.normalization {
@@ -213,7 +197,7 @@ impl Trainer<'_> {
         let mut recorded = RecordedStats::new();
         let mut gradient_evals = g as u64;
         let (point, mode) = if rho == 0.0 {
-            (w.clone(), self.mode(Some(true)))
+            (w.clone(), self.step_mode(Some(true)))
         } else {
             let same_batch = c.ascent_source == AscentSource::SameBatch
                 || c.perturbation == Perturbation::Random;
@@ -227,7 +211,7 @@ impl Trainer<'_> {
                 self.grouped_forward(&w, batch, &mut bn, &mut grouped);
                 recorded.push(grouped.batch_stats);
             }
-            (axpy(&w, 1.0, &delta), self.mode(None))
+            (axpy(&w, 1.0, &delta), self.step_mode(None))
         };
         let mut grouped = Grouped::new(g);
         let pass = self.grouped_pass(&point, batch, mode, &mut bn, &mut grouped);

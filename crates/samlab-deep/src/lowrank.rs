@@ -39,10 +39,11 @@ use samlab_core::ascent::SamObservation;
 use samlab_core::sam::{AscentSource, Normalization, Perturbation, Variant};
 
 use crate::models::Arch;
-use crate::nn::{BnMode, BnStats, Ctx, Grouped, NORM_EPS};
-use crate::observe::{mean_observation, PARTS};
+use crate::nn::{BnMode, BnStats, Ctx, Grouped};
+use crate::observe::{mean_observation, stat_shifts, PARTS};
 use crate::trainer::{
-    sq_norm, Batch, BnPolicy, ParamVec, Precision, StepOutput, TrainState, Trainer, WeightDecay,
+    sq_norm, to_host, Batch, BnPolicy, ParamVec, Precision, StepOutput, TrainState, Trainer,
+    WeightDecay,
 };
 
 /// One Linear or BatchNorm layer as a pass over the groups saw it.
@@ -127,14 +128,6 @@ fn group_sums(t: Tensor<2>, g: usize) -> Tensor<2> {
     t.reshape([g, n / g, k]).sum_dim(1).reshape([g, k])
 }
 
-/// A tensor's values as f64.
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("f64 values")
-}
-
 impl LowRank {
     fn new(groups: usize) -> Rc<Self> {
         Rc::new(LowRank {
@@ -163,18 +156,15 @@ impl LowRank {
         k
     }
 
-    /// `out` with a zero probe added and the layer kept, when the pass keeps its layers.
-    fn kept(&self, out: Tensor<2>, layer: Layer) -> Tensor<2> {
+    /// `out` with a zero probe added and the layer kept (`layer` of the probe), when the pass keeps its layers.
+    fn kept(&self, out: Tensor<2>, layer: impl FnOnce(Tensor<2>) -> Layer) -> Tensor<2> {
         if !self.keep.get() {
             return out;
         }
         let probe = Tensor::zeros(out.dims(), &out.device())
             .autodiff()
             .require_grad();
-        self.current.borrow_mut().push(Layer {
-            out: probe.clone(),
-            ..layer
-        });
+        self.current.borrow_mut().push(layer(probe.clone()));
         out + probe
     }
 
@@ -193,15 +183,11 @@ impl LowRank {
         let (g, m) = (self.groups, n / self.groups);
         let Some((c, s)) = factors.as_ref() else {
             let y = x.clone().matmul(w) + b;
-            let layer = Layer::new(
-                params,
-                false,
-                x.without_autodiff(),
-                y.clone().without_autodiff(),
-                Vec::new(),
-                y.clone(),
-            );
-            return self.kept(y, layer);
+            let layer = |probe| {
+                let (x, y) = (x.without_autodiff(), y.clone().without_autodiff());
+                Layer::new(params, false, x, y, Vec::new(), probe)
+            };
+            return self.kept(y.clone(), layer);
         };
         // c_j (X_g X_jgᵀ + 1 1ᵀ) dY_jg over the perturbing passes j.
         let low = |cross: &[Tensor<3>]| {
@@ -245,14 +231,17 @@ impl LowRank {
             .collect();
         let y = x.clone().matmul(w) + b;
         let out = y.clone() * rows(s, g, n) + low(&cross);
-        let layer = Layer::new(
-            params,
-            false,
-            x.without_autodiff(),
-            y.without_autodiff(),
-            cross.into_iter().map(|t| t.without_autodiff()).collect(),
-            out.clone(),
-        );
+        let layer = |probe| {
+            let cross = cross.into_iter().map(|t| t.without_autodiff()).collect();
+            Layer::new(
+                params,
+                false,
+                x.without_autodiff(),
+                y.without_autodiff(),
+                cross,
+                probe,
+            )
+        };
         self.kept(out, layer)
     }
 
@@ -285,14 +274,11 @@ impl LowRank {
             }
         };
         let out = (xhat.clone() * gamma_g + beta_g).reshape([g * m, c]);
-        let layer = Layer::new(
-            params,
-            true,
-            xhat.reshape([g * m, c]).without_autodiff(),
-            Tensor::stack::<2>(vec![gamma, beta], 0).without_autodiff(),
-            Vec::new(),
-            out.clone(),
-        );
+        let layer = |probe| {
+            let x = xhat.reshape([g * m, c]).without_autodiff();
+            let y = Tensor::stack::<2>(vec![gamma, beta], 0).without_autodiff();
+            Layer::new(params, true, x, y, Vec::new(), probe)
+        };
         self.kept(out, layer)
     }
 
@@ -551,18 +537,6 @@ impl Trainer<'_> {
                     && !c.random_init))
     }
 
-    /// The BatchNorm mode of a pass: an ascent pass at `w` on the batch itself when `at_w`, another ascent pass
-    /// when `Some(false)`, the descent when `None`.
-    fn low_rank_mode(&self, at_w: Option<bool>) -> BnMode {
-        match (self.optim.bn_policy, at_w) {
-            (BnPolicy::Frozen, _) => BnMode::Running,
-            (BnPolicy::BothPasses, _) => BnMode::Batch { update: true },
-            (BnPolicy::CleanPassOnly, at_w) => BnMode::Batch {
-                update: at_w == Some(true),
-            },
-        }
-    }
-
     /// A forward pass over the groups of `low` at `params` on `batch`, its BatchNorm statistics added to
     /// `recorded`; the logits.
     fn low_rank_forward(
@@ -645,7 +619,7 @@ impl Trainer<'_> {
             let eta = rho * c.ascent_step_mult;
             for step in 0..c.ascent_steps {
                 low.start(true);
-                let mode = self.low_rank_mode(Some(step == 0 && same_batch));
+                let mode = self.step_mode(Some(step == 0 && same_batch));
                 let logits = self.low_rank_forward(w, ascent, mode, &mut bn, &low, &mut recorded);
                 let logp = log_softmax(logits, 1);
                 let ce = (logp.clone() * ascent.onehot.clone())
@@ -657,7 +631,7 @@ impl Trainer<'_> {
                     clean_losses = Some(group_losses(logp.without_autodiff(), ascent, g));
                 }
                 low.terms.borrow_mut().push(layers);
-                let products = host(products);
+                let products = to_host(products);
                 for (basis, p) in bases.iter_mut().zip(products.chunks(products.len() / g)) {
                     basis.push(p);
                     let h = basis.gradient(lambda);
@@ -690,7 +664,7 @@ impl Trainer<'_> {
             .iter()
             .map(|p| p.clone().autodiff().require_grad())
             .collect();
-        let mode = self.low_rank_mode(if rho == 0.0 { Some(true) } else { None });
+        let mode = self.step_mode(if rho == 0.0 { Some(true) } else { None });
         let logits = self.low_rank_forward(&leaves, batch, mode, &mut bn, &low, &mut recorded);
         let logp = log_softmax(logits.clone(), 1);
         let scale = low.factors.borrow().as_ref().map(|(_, s)| s.clone());
@@ -714,7 +688,14 @@ impl Trainer<'_> {
             let channels = self.net.bn_channels().iter().sum();
             let perturbed = group_losses(logp, batch, g);
             let losses = [clean, perturbed];
-            observation(&bases, &host(products), losses, &recorded, lambda, channels)
+            observation(
+                &bases,
+                &to_host(products),
+                losses,
+                &recorded,
+                lambda,
+                channels,
+            )
         });
         let alpha_sum = bases.iter().map(|b| b.delta[0]).sum();
         let grad = low.descent_gradient(&grads, &leaves, w, lambda, alpha_sum);
@@ -747,7 +728,7 @@ impl Trainer<'_> {
 /// Each group's mean cross-entropy from the log-probabilities `logp` of `batch`, `G` values.
 fn group_losses(logp: Tensor<2>, batch: &Batch, g: usize) -> Vec<f64> {
     let n = batch.len();
-    host(
+    to_host(
         (logp * batch.onehot.clone())
             .sum_dim(1)
             .reshape([g, n / g])
@@ -820,11 +801,11 @@ fn bn_shifts(recorded: &[Vec<(usize, Tensor<2>, Tensor<2>)>]) -> Option<Vec<[f64
     }
     let (mut mean, mut var) = (Vec::new(), Vec::new());
     for ((_, mc, vc), (_, mp, vp)) in clean.iter().zip(perturbed) {
-        let scale = vc.clone().add_scalar(NORM_EPS);
-        mean.push(((mp.clone() - mc.clone()).square() / scale.clone()).sum_dim(1));
-        var.push(((vp.clone() - vc.clone()) / scale).square().sum_dim(1));
+        let [m, v] = stat_shifts((mc.clone(), vc.clone()), (mp.clone(), vp.clone()));
+        mean.push(m.sum_dim(1));
+        var.push(v.sum_dim(1));
     }
     let sum = |parts: Vec<Tensor<2>>| Tensor::cat(parts, 1).sum_dim(1);
-    let values = host(Tensor::cat(vec![sum(mean), sum(var)], 1));
+    let values = to_host(Tensor::cat(vec![sum(mean), sum(var)], 1));
     Some(values.chunks(2).map(|v| [v[0], v[1]]).collect())
 }

@@ -625,30 +625,37 @@ fn batch_norm_pass<const D: usize>(
     let dims = x.dims();
     let count = dims.iter().product::<usize>() / dims[1];
     let out = batch_norm_train(x, gamma, beta, NORM_EPS);
+    take_batch_stats(ctx, slot, out.mean, out.variance, count);
+    out.output
+}
+
+/// Takes a pass's batch `mean` and biased `var` (`[G * C]`, group-major in a pass over `G` groups; `count` values
+/// per channel) into slot `slot`'s running statistics as the pass's mode says, or records them per group in a pass
+/// over groups ([`Grouped::batch_stats`]).
+fn take_batch_stats(ctx: &mut Ctx, slot: usize, mean: Tensor<1>, var: Tensor<1>, count: usize) {
     let momentum = match ctx.mode {
         BnMode::Batch { update: true } => BN_MOMENTUM,
         BnMode::Average { seen } => 1.0 / (seen + 1) as f64,
-        _ => return out.output,
+        _ => return,
     };
     // PyTorch's rule: the running variance tracks the unbiased batch variance.
     let unbias = count as f64 / (count.max(2) - 1) as f64;
-    let mean = out.mean.without_autodiff();
-    let var = out.variance.without_autodiff().mul_scalar(unbias);
+    let mean = mean.without_autodiff();
+    let var = var.without_autodiff().mul_scalar(unbias);
     match ctx.grouped.as_deref_mut() {
         Some(grouped) => {
-            let c = dims[1] / g;
+            let (g, c) = (grouped.count, mean.dims()[0] / grouped.count);
             grouped
                 .batch_stats
                 .push((slot, mean.reshape([g, c]), var.reshape([g, c])));
         }
         None => ctx.stats.fold(slot, mean, var, momentum),
     }
-    out.output
 }
 
 /// BatchNorm's normalization, without scale and shift, of `x` `[n, c]` in the rows of each of the pass's `G` groups
 /// with that group's batch statistics (or the running ones), as `[G, n / G, c]`; the groups' statistics are
-/// recorded where the mode updates the running statistics, as [`batch_norm_pass`] records them.
+/// recorded where the mode updates the running statistics ([`take_batch_stats`]).
 fn ghost_normalize(ctx: &mut Ctx, slot: usize, x: Tensor<2>) -> Tensor<3> {
     let g = ctx.groups();
     let [n, c] = x.dims();
@@ -662,16 +669,13 @@ fn ghost_normalize(ctx: &mut Ctx, slot: usize, x: Tensor<2>) -> Tensor<3> {
     let centered = x - mean.clone();
     let var = centered.clone().square().mean_dim(1);
     let out = centered / var.clone().add_scalar(NORM_EPS).sqrt();
-    if ctx.mode == (BnMode::Batch { update: true }) {
-        let m = n / g;
-        let unbias = m as f64 / (m.max(2) - 1) as f64;
-        let grouped = ctx.grouped.as_deref_mut().expect("a pass over groups");
-        grouped.batch_stats.push((
-            slot,
-            mean.without_autodiff().reshape([g, c]),
-            var.without_autodiff().mul_scalar(unbias).reshape([g, c]),
-        ));
-    }
+    take_batch_stats(
+        ctx,
+        slot,
+        mean.reshape([g * c]),
+        var.reshape([g * c]),
+        n / g,
+    );
     out
 }
 

@@ -16,7 +16,7 @@ use samlab_core::ascent::{Ascent, GroupParts, ObservationMean, SamObservation};
 
 use crate::nn::{BnStats, BN_MOMENTUM, NORM_EPS};
 use crate::oracle::{GroupRecord, PassRecord, Tensors};
-use crate::trainer::ParamVec;
+use crate::trainer::{to_host, ParamVec};
 
 /// Number of scalars [`group_parts`] gives per group.
 pub(crate) const PARTS: usize = 8;
@@ -51,6 +51,19 @@ fn batch_stats((before, after): &(BnStats, BnStats)) -> Vec<(Tensor<1>, Tensor<1
         .collect()
 }
 
+/// The squared shifts of BatchNorm batch statistics, channel by channel, from the `clean` pass's `(mean, unbiased
+/// variance)` to the `perturbed` one's: the mean's in clean standard deviations, the variance's relative.
+pub(crate) fn stat_shifts<const D: usize>(
+    (mc, vc): (Tensor<D>, Tensor<D>),
+    (mp, vp): (Tensor<D>, Tensor<D>),
+) -> [Tensor<D>; 2] {
+    let scale = vc.clone().add_scalar(NORM_EPS);
+    [
+        (mp - mc).square() / scale.clone(),
+        ((vp - vc) / scale).square(),
+    ]
+}
+
 /// The summed squared shifts of the BatchNorm batch statistics from `clean` to `perturbed` (mean in clean
 /// standard deviations, variance relative), or `None` without both.
 fn bn_shift(clean: &PassRecord, perturbed: &PassRecord) -> Option<[Tensor<1>; 2]> {
@@ -59,10 +72,10 @@ fn bn_shift(clean: &PassRecord, perturbed: &PassRecord) -> Option<[Tensor<1>; 2]
         batch_stats(perturbed.bn.as_ref()?),
     );
     let (mut mean, mut var) = (Vec::new(), Vec::new());
-    for ((mc, vc), (mp, vp)) in c.into_iter().zip(p) {
-        let scale = vc.clone().add_scalar(NORM_EPS);
-        mean.push(((mp - mc).square() / scale.clone()).sum());
-        var.push(((vp - vc) / scale).square().sum());
+    for (clean, perturbed) in c.into_iter().zip(p) {
+        let [m, v] = stat_shifts(clean, perturbed);
+        mean.push(m.sum());
+        var.push(v.sum());
     }
     (!mean.is_empty()).then(|| [Tensor::cat(mean, 0).sum(), Tensor::cat(var, 0).sum()])
 }
@@ -110,11 +123,7 @@ pub(crate) fn step_observation(
 ) -> SamObservation {
     let mut all = parts;
     all.push(inner(w, w));
-    let values = Tensor::cat(all, 0)
-        .into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .expect("f64 observations");
+    let values = to_host(Tensor::cat(all, 0));
     let (groups, ww) = values.split_at(values.len() - 1);
     mean_observation(groups, ww[0], bn_channels)
 }

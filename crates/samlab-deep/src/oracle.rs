@@ -12,7 +12,7 @@ use samlab_core::ConfigError;
 use crate::models::Arch;
 use crate::nn::{BnMode, BnStats, Ctx, NormKind};
 use crate::rng::Stream;
-use crate::trainer::{axpy, dot, normal_like, scale, Batch, BnPolicy, ParamVec, Trainer};
+use crate::trainer::{axpy, dot, normal_like, scale, to_host, Batch, BnPolicy, ParamVec, Trainer};
 
 /// A network's parameters as one vector: a list of flat tensors on the device. Reductions synchronize once.
 pub struct Tensors;
@@ -243,12 +243,7 @@ impl Oracle for DeepOracle<'_, '_> {
             .sum_dim(1)
             .neg()
             .squeeze_dim(1);
-        let values = each
-            .clone()
-            .into_data()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .expect("f64 losses");
+        let values = to_host(each.clone());
         out.copy_from_slice(&values);
         if whole {
             self.seen = Some((each.sum(), logits));

@@ -56,6 +56,14 @@ pub fn sq_norm(v: &[Tensor<1>]) -> f64 {
     Tensor::cat(parts, 0).sum().into_scalar::<f32>() as f64
 }
 
+/// A tensor's values on the host, as f64 (one host synchronization).
+pub fn to_host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .expect("a float tensor")
+}
+
 /// Inner product $\sum_i \langle a_i, b_i \rangle$ over every tensor (one host synchronization).
 pub fn dot(a: &[Tensor<1>], b: &[Tensor<1>]) -> f64 {
     let parts: Vec<Tensor<1>> = a

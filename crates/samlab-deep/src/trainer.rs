@@ -36,7 +36,7 @@ use crate::nn::{BnMode, BnStats, Ctx, Grouped, Tape};
 use crate::rng::{Purpose, Stream};
 
 pub use crate::optim::{BnPolicy, OptimConfig, WeightDecay};
-pub use crate::state::{axpy, dot, scale, sq_norm, ParamVec, TrainState};
+pub use crate::state::{axpy, dot, scale, sq_norm, to_host, ParamVec, TrainState};
 
 /// The precision of a training step's forward and backward passes.
 ///
@@ -409,6 +409,19 @@ impl Trainer<'_> {
                 .collect();
         }
         pass
+    }
+
+    /// The BatchNorm mode of a pass of a step whose groups are computed together: `Some(at_w)` for an ascent pass,
+    /// `at_w` when it is at `w` over the whole group (the one that updates the running statistics under
+    /// [`BnPolicy::CleanPassOnly`]), `None` for the descent.
+    pub(crate) fn step_mode(&self, ascent_at_w: Option<bool>) -> BnMode {
+        match (self.optim.bn_policy, ascent_at_w) {
+            (BnPolicy::Frozen, _) => BnMode::Running,
+            (BnPolicy::BothPasses, _) => BnMode::Batch { update: true },
+            (BnPolicy::CleanPassOnly, at_w) => BnMode::Batch {
+                update: at_w == Some(true),
+            },
+        }
     }
 
     /// A forward pass at `w` whose only effect is to update the running statistics (BatchNorm, clean pass only).

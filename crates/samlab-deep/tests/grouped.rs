@@ -53,6 +53,19 @@ fn sam(m: usize) -> SamConfig {
     }
 }
 
+/// A network of `arch` at `width` with `norm` on `side x side` one-channel images.
+fn network(arch: Arch, width: usize, norm: NormKind, side: usize) -> Network {
+    Network::new(&ModelSpec {
+        arch,
+        width,
+        norm,
+        input: [1, side, side],
+        classes: CLASSES,
+        transformer: None,
+    })
+    .unwrap()
+}
+
 /// The trainer of `net` with `sam`, SGD with momentum 0.9, L2 `lambda` and BatchNorm `policy`, seed 3.
 fn trainer<'a>(net: &'a Network, sam: &SamConfig, policy: BnPolicy, lambda: f64) -> Trainer<'a> {
     Trainer {
@@ -101,15 +114,7 @@ fn compare(
         Arch::Mlp | Arch::Cnn => SIDE,
         _ => 2 * SIDE,
     };
-    let net = Network::new(&ModelSpec {
-        arch,
-        width,
-        norm,
-        input: [1, side, side],
-        classes: CLASSES,
-        transformer: None,
-    })
-    .unwrap();
+    let net = network(arch, width, norm, side);
     let trainer = trainer(&net, &sam, policy, 5e-4);
     let groups = BATCH / trainer.sam.group_size();
     match path {
@@ -343,15 +348,7 @@ fn low_rank_groups_match_the_loop() {
 /// SAM did (perturbation norm, gradient cosine, realised sharpness, BatchNorm shifts where measured).
 fn observe(norm: NormKind, sam: SamConfig, policy: BnPolicy) {
     let device = Device::default();
-    let net = Network::new(&ModelSpec {
-        arch: Arch::Mlp,
-        width: 8,
-        norm,
-        input: [1, SIDE, SIDE],
-        classes: CLASSES,
-        transformer: None,
-    })
-    .unwrap();
+    let net = network(Arch::Mlp, 8, norm, SIDE);
     let trainer = trainer(&net, &sam, policy, 5e-2);
     let case = format!("{norm:?} {policy:?} {sam:?}");
     let start = TrainState::new(&net, init_params(net.params(), 3, &device), &device);
@@ -400,15 +397,7 @@ fn low_rank_observations_match_the_loop() {
 #[test]
 fn variants_and_single_groups_cannot_be_grouped() {
     let device = Device::default();
-    let net = Network::new(&ModelSpec {
-        arch: Arch::Mlp,
-        width: 4,
-        norm: NormKind::Batch,
-        input: [1, SIDE, SIDE],
-        classes: CLASSES,
-        transformer: None,
-    })
-    .unwrap();
+    let net = network(Arch::Mlp, 4, NormKind::Batch, SIDE);
     let trainer = |sam: SamConfig| Trainer {
         net: &net,
         sam: sam.check(BATCH).unwrap(),
@@ -451,15 +440,7 @@ fn variants_and_single_groups_cannot_be_grouped() {
         ..trainer(sam(4))
     };
     assert!(!bf16.can_take_low_rank(4, 0.05));
-    let cnn = Network::new(&ModelSpec {
-        arch: Arch::Cnn,
-        width: 4,
-        norm: NormKind::Batch,
-        input: [1, SIDE, SIDE],
-        classes: CLASSES,
-        transformer: None,
-    })
-    .unwrap();
+    let cnn = network(Arch::Cnn, 4, NormKind::Batch, SIDE);
     let conv = Trainer {
         net: &cnn,
         ..trainer(sam(4))
